@@ -1,0 +1,90 @@
+/**
+ * Reassembles chunked transfers. Memory for partial transfers is bounded: when a new transfer
+ * would exceed `maxBytes`, the oldest partials are dropped (and counted). Partials older than
+ * `timeoutMs` are dropped by `sweep()`. Every chunk is checked (crc, bounds, agreement with the
+ * transfer's first chunk); a bad chunk drops its whole transfer.
+ */
+import { crc32, type ChunkHeader } from './chunk.ts';
+import { MessageRejected } from './rejected.ts';
+
+export interface ReassemblyOptions {
+  /** cap on bytes held by partial transfers */ maxBytes: number;
+  /** a partial transfer older than this is dropped */ timeoutMs: number;
+  /** largest whole message accepted */ maxMessageBytes: number;
+  now?: () => number;
+}
+
+interface Partial { buf: Uint8Array; count: number; seen: Uint8Array; received: number; bytes: number; started: number }
+
+export class Reassembler {
+  /** Partial transfers dropped, by cause. */
+  readonly dropped = { timeout: 0, memory: 0 };
+  private partials = new Map<string, Partial>();
+  private held = 0;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: ReassemblyOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Bytes currently held by partial transfers. */
+  get pendingBytes(): number { return this.held; }
+  get pendingTransfers(): number { return this.partials.size; }
+
+  /**
+   * Adds one chunk of transfer `key`; returns the whole message when this chunk completes it,
+   * else null. @throws MessageRejected ('oversized' | 'chunk' | 'checksum'); the transfer is dropped.
+   */
+  add(key: string, h: ChunkHeader, bytes: Uint8Array): Uint8Array | null {
+    this.sweep();
+    if (h.total > this.opts.maxMessageBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds ${this.opts.maxMessageBytes}`);
+    if (h.total > this.opts.maxBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds the reassembly budget ${this.opts.maxBytes}`);
+    let p = this.partials.get(key);
+    try {
+      if (h.offset + bytes.length > h.total) throw new MessageRejected('chunk', `chunk ${h.index} ends at ${h.offset + bytes.length}, beyond total ${h.total}`);
+      if (crc32(bytes) !== h.crc) throw new MessageRejected('checksum', `chunk ${h.index} of transfer ${h.transfer} fails its crc32`);
+      if (!p) {
+        while (this.held + h.total > this.opts.maxBytes && this.partials.size) this.dropOldest();
+        p = { buf: new Uint8Array(h.total), count: h.count, seen: new Uint8Array(h.count), received: 0, bytes: 0, started: this.now() };
+        this.partials.set(key, p);
+        this.held += h.total;
+      }
+      if (p.count !== h.count || p.buf.length !== h.total) throw new MessageRejected('chunk', `chunk ${h.index} disagrees with its transfer's count or total`);
+      if (p.seen[h.index]) return null; // a duplicate delivery changes nothing
+      p.seen[h.index] = 1;
+      p.buf.set(bytes, h.offset);
+      p.received++;
+      p.bytes += bytes.length;
+    } catch (err) {
+      if (p) this.forget(key, p);
+      throw err;
+    }
+    if (p.received < p.count) return null;
+    this.forget(key, p);
+    if (p.bytes !== h.total) throw new MessageRejected('chunk', `transfer ${h.transfer} chunks cover ${p.bytes} of ${h.total} bytes`);
+    return p.buf;
+  }
+
+  /** Drops partial transfers older than the timeout; returns how many. */
+  sweep(): number {
+    const limit = this.now() - this.opts.timeoutMs;
+    let n = 0;
+    for (const [key, p] of this.partials) {
+      if (p.started > limit) break; // insertion order = start order
+      this.forget(key, p);
+      this.dropped.timeout++;
+      n++;
+    }
+    return n;
+  }
+
+  private dropOldest(): void {
+    const [key, p] = this.partials.entries().next().value as [string, Partial];
+    this.forget(key, p);
+    this.dropped.memory++;
+  }
+
+  private forget(key: string, p: Partial): void {
+    if (this.partials.delete(key)) this.held -= p.buf.length;
+  }
+}

@@ -1,0 +1,16 @@
+/**
+ * Why a received message was refused. Receivers drop, count (per reason) and report rejected
+ * messages; nothing that fails validation reaches a handler.
+ */
+
+export const REJECT_REASONS = ['version', 'run', 'kind', 'malformed', 'truncated', 'oversized', 'shape', 'chunk', 'checksum', 'body'] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+/** A message failed validation. Never retryable: the same bytes fail the same way. */
+export class MessageRejected extends Error {
+  override name = 'MessageRejected';
+  readonly retryable = false;
+  constructor(readonly reason: RejectReason, message: string, options?: { cause?: unknown }) {
+    super(`${reason}: ${message}`, options);
+  }
+}
