@@ -1,0 +1,75 @@
+/**
+ * The disk tier of the activation cache: one file per entry, written atomically (tmp + rename),
+ * with a header naming the entry and a CRC-32 over key and payload. Reading a file that is
+ * missing, truncated, from another key or whose checksum fails yields a miss, never an exception.
+ *
+ * File layout (little-endian): "CHAC" | u8 version | u8 dtype (0 f32, 1 f16) | u16 key length |
+ * u32 element count | u32 crc32(key bytes + payload) | key bytes (utf8) | payload.
+ */
+import { writeFileSync, readFileSync, renameSync, mkdirSync, rmSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+
+export type StoredArray = Float32Array | Uint16Array;
+
+const MAGIC = 0x43414843; // "CHAC" read as little-endian u32
+const VERSION = 1;
+const HEADER = 16;
+
+export type DiskRead = { status: 'hit'; data: StoredArray } | { status: 'missing' } | { status: 'corrupt'; reason: string };
+
+export class DiskTier {
+  constructor(readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+  }
+
+  /** File name of a key: the key made filesystem-safe (keys are fingerprint:sample:layer). */
+  path(key: string): string {
+    return join(this.dir, `${key.replace(/[^A-Za-z0-9_.-]/g, '_')}.act`);
+  }
+
+  /** Writes one entry atomically; returns the file's size in bytes. */
+  write(key: string, data: StoredArray): number {
+    const keyBytes = Buffer.from(key, 'utf8');
+    const payload = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const header = Buffer.alloc(HEADER);
+    header.writeUInt32LE(MAGIC, 0);
+    header.writeUInt8(VERSION, 4);
+    header.writeUInt8(data instanceof Uint16Array ? 1 : 0, 5);
+    header.writeUInt16LE(keyBytes.length, 6);
+    header.writeUInt32LE(data.length, 8);
+    header.writeUInt32LE(crc32(payload, crc32(keyBytes)), 12);
+    const file = this.path(key);
+    const tmp = `${file}.tmp-${process.pid}`;
+    const all = Buffer.concat([header, keyBytes, payload]);
+    writeFileSync(tmp, all);
+    renameSync(tmp, file);
+    return all.length;
+  }
+
+  read(key: string): DiskRead {
+    let buf: Buffer;
+    try { buf = readFileSync(this.path(key)); } catch { return { status: 'missing' }; }
+    if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || buf.readUInt8(4) !== VERSION) return { status: 'corrupt', reason: 'bad header' };
+    const dtype = buf.readUInt8(5), keyLen = buf.readUInt16LE(6), count = buf.readUInt32LE(8), crc = buf.readUInt32LE(12);
+    const width = dtype === 1 ? 2 : dtype === 0 ? 4 : 0;
+    if (!width || buf.length !== HEADER + keyLen + count * width) return { status: 'corrupt', reason: 'bad size' };
+    const keyBytes = buf.subarray(HEADER, HEADER + keyLen);
+    if (keyBytes.toString('utf8') !== key) return { status: 'corrupt', reason: 'other key' };
+    const payload = buf.subarray(HEADER + keyLen);
+    if (crc32(payload, crc32(keyBytes)) !== crc) return { status: 'corrupt', reason: 'checksum' };
+    // Copy into an aligned buffer: the payload offset need not be a multiple of the element size.
+    const bytes = new Uint8Array(payload.length);
+    bytes.set(payload);
+    return { status: 'hit', data: width === 2 ? new Uint16Array(bytes.buffer) : new Float32Array(bytes.buffer) };
+  }
+
+  remove(key: string): void {
+    try { unlinkSync(this.path(key)); } catch { /* already gone: nothing to remove */ }
+  }
+
+  /** Deletes the whole tier directory. */
+  destroy(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

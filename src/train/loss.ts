@@ -1,0 +1,71 @@
+/**
+ * Losses. Logits are 2-D (rows, classes) as the frozen head produces them ((N, d) x (d, V)
+ * without a transposed matmul). Cross-entropy uses a hand-written gradient (softmax - one-hot),
+ * which avoids `gather` (no gradient kernel on wasm) and a second pass through log-softmax.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/**
+ * Weighted mean cross-entropy. logits (N, C), targets int32 (N), weights f32 (N) in {0, 1}
+ * (0 = row not predicted: padding, or the last position of a sequence). Divides by the number
+ * of weighted rows (at least 1). Returns a scalar with gradient for `logits`.
+ */
+export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights: tf.Tensor1D): tf.Scalar {
+  const [, classes] = logits.shape;
+  const count = Math.max(1, tf.tidy(() => tf.sum(weights)).dataSync()[0]!);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const z = args[0] as tf.Tensor2D, save = args[1] as tf.GradSaveFunc;
+    const lse = tf.logSumExp(z, 1, true); // (N, 1)
+    const oneHot = tf.oneHot(targets, classes, 1, 0, 'float32'); // (N, C)
+    const picked = tf.sum(tf.mul(z, oneHot), 1, true); // (N, 1)
+    const perRow = tf.reshape(tf.sub(lse, picked), [-1]); // (N)
+    const value = tf.div(tf.sum(tf.mul(perRow, weights)), count) as tf.Scalar;
+    save([z, lse, oneHot, weights]);
+    return {
+      value,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [zs, l, oh, w] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+        const scale = tf.reshape(tf.mul(w, tf.div(dy, count)), [-1, 1]); // (N, 1)
+        return tf.mul(tf.sub(tf.exp(tf.sub(zs, l)), oh), scale); // (N, C)
+      },
+    };
+  });
+  return f(logits) as tf.Scalar;
+}
+
+/**
+ * Next-token targets for language modelling. ids and mask are (B, T) row-major; position t
+ * predicts ids[t+1], so the last position of each row and every position whose successor is
+ * padding gets weight 0. Returns plain arrays of length B*T, aligned with the (B*T, V) logits.
+ */
+export function nextTokenTargets(ids: Int32Array, mask: Float32Array, batch: number, seqLen: number): { targets: Int32Array; weights: Float32Array; count: number } {
+  const n = batch * seqLen;
+  const targets = new Int32Array(n), weights = new Float32Array(n);
+  let count = 0;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < seqLen - 1; t++) {
+      const i = b * seqLen + t;
+      if (mask[i] && mask[i + 1]) { targets[i] = ids[i + 1]!; weights[i] = 1; count++; }
+    }
+  }
+  return { targets, weights, count };
+}
+
+/** LM loss over a batch: logits (B*T, V) and the (B, T) ids/mask the logits were computed from. */
+export function lmLoss(logits: tf.Tensor2D, ids: Int32Array, mask: Float32Array, batch: number, seqLen: number): tf.Scalar {
+  const { targets, weights } = nextTokenTargets(ids, mask, batch, seqLen);
+  return tf.tidy(() => crossEntropy(logits, tf.tensor1d(targets, 'int32'), tf.tensor1d(weights)));
+}
+
+/** Classification loss: logits (B, C), labels (B). Mean over the batch. */
+export function classificationLoss(logits: tf.Tensor2D, labels: Int32Array): tf.Scalar {
+  return tf.tidy(() => crossEntropy(logits, tf.tensor1d(labels, 'int32'), tf.ones([labels.length]) as tf.Tensor1D));
+}
+
+/** Number of rows whose arg-max equals the label. logits (B, C). */
+export function correctCount(logits: tf.Tensor2D, labels: Int32Array): number {
+  const pred = tf.tidy(() => tf.argMax(logits, 1)).dataSync();
+  let n = 0;
+  for (let i = 0; i < labels.length; i++) if (pred[i] === labels[i]) n++;
+  return n;
+}
