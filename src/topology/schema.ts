@@ -1,0 +1,120 @@
+/**
+ * The topology file schema (**contract**, documented in the README): what a run trains, on which
+ * data, with which settings, over which bus, on which devices. Validation is strict: an unknown
+ * key is an error, so a typo never silently falls back to a default.
+ */
+import { z } from 'zod';
+
+/** Names that end up inside NATS subjects: no dots, wildcards or whitespace. */
+export const SUBJECT_SAFE = /^[A-Za-z0-9_-]+$/;
+const subjectSafeName = z.string().regex(SUBJECT_SAFE, 'must be letters, digits, "-" or "_" (it becomes part of NATS subject names)');
+
+const positiveInt = z.number().int().positive();
+
+const model = z
+  .strictObject({
+    /** A built-in preset with seeded random weights. */
+    preset: z.enum(['tiny', 'w1']).optional(),
+    /** A Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json). */
+    dir: z.string().min(1).optional(),
+  })
+  .refine((m) => (m.preset === undefined) !== (m.dir === undefined), 'give exactly one of "preset" or "dir"');
+
+const method = z.discriminatedUnion('kind', [
+  /** PAC parallel adapters: side width r = d / k. */
+  z.strictObject({ kind: z.literal('parallel'), k: positiveInt.default(8) }),
+  z.strictObject({
+    kind: z.literal('lora'),
+    rank: positiveInt.default(8),
+    alpha: z.number().positive().default(16),
+    targets: z.array(z.enum(['query', 'key', 'value', 'attn_out', 'mlp_up', 'mlp_gate', 'mlp_down'])).min(1).default(['query', 'value']),
+  }),
+  z.strictObject({ kind: z.literal('serial'), bottleneck: positiveInt.default(64) }),
+  z.strictObject({ kind: z.literal('full') }),
+]);
+
+const markov = z.strictObject({
+  sequences: positiveInt.default(256),
+  seqLen: positiveInt.default(128),
+  seed: z.number().int().nonnegative().default(1),
+});
+
+const data = z
+  .strictObject({
+    /** JSONL: {"text"} or {"ids"}, optional "label". Relative paths are relative to the topology file. */
+    file: z.string().min(1).optional(),
+    /** The seeded synthetic Markov-chain data set (each token has 4 possible successors). */
+    markov: markov.optional(),
+  })
+  .refine((d) => (d.file === undefined) !== (d.markov === undefined), 'give exactly one of "file" or "markov"');
+
+const cache = z.strictObject({
+  budgetMb: z.number().nonnegative().default(256),
+  dir: z.string().min(1).default('cache'),
+  dtype: z.enum(['f32', 'f16']).default('f32'),
+});
+
+const training = z
+  .strictObject({
+    epochs: positiveInt.default(3),
+    batch: positiveInt.default(8),
+    microBatches: positiveInt.default(4),
+    lr: z.number().positive().default(1e-3),
+    seed: z.number().int().nonnegative().default(1),
+    cache: cache.default({ budgetMb: 256, dir: 'cache', dtype: 'f32' }),
+  })
+  .refine((t) => t.microBatches <= t.batch, { message: 'must be <= training.batch', path: ['microBatches'] });
+
+const auth = z.strictObject({
+  token: z.string().min(1).optional(),
+  user: z.string().min(1).optional(),
+  password: z.string().optional(),
+  credsFile: z.string().min(1).optional(),
+});
+
+const bus = z
+  .strictObject({
+    /** Launch starts a private nats-server on loopback. */
+    embedded: z.literal(true).optional(),
+    /** An existing NATS server or cluster. */
+    url: z.string().regex(/^(nats|tls|ws|wss):\/\/\S+$/, 'must be a NATS URL such as nats://host:4222').optional(),
+    /** Reserved for authenticated buses; parsed and validated, not yet used by launch. */
+    auth: auth.optional(),
+  })
+  .refine((b) => (b.embedded === undefined) !== (b.url === undefined), 'give exactly one of "embedded: true" or "url"');
+
+const device = z.strictObject({
+  name: subjectSafeName,
+  /** `launch` spawns local devices as processes; the others join with `charon device`. */
+  local: z.boolean().default(true),
+  backend: z.enum(['wasm', 'cpu', 'tensorflow']).default('wasm'),
+  /** Memory budget the planner may use on this device. */
+  memoryMb: positiveInt,
+  /** Simulation knob: compute takes this many times longer (a sleep proportional to compute time). */
+  slowdown: z.number().min(1).default(1),
+  /** Simulation knob: outgoing traffic is delayed to at most this many megabits per second. */
+  bandwidthMbps: z.number().positive().optional(),
+});
+
+export const topologySchema = z
+  .strictObject({
+    run: subjectSafeName,
+    model,
+    method,
+    data,
+    training: training.default({ epochs: 3, batch: 8, microBatches: 4, lr: 1e-3, seed: 1, cache: { budgetMb: 256, dir: 'cache', dtype: 'f32' } }),
+    bus: bus.default({ embedded: true }),
+    devices: z.array(device).min(1, 'at least one device is required'),
+  })
+  .superRefine((t, ctx) => {
+    const seen = new Set<string>();
+    t.devices.forEach((d, i) => {
+      if (seen.has(d.name)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'name'], message: `duplicate device name "${d.name}"` });
+      seen.add(d.name);
+    });
+  });
+
+/** A validated topology; paths (model.dir, data.file, training.cache.dir) are absolute after loading. */
+export type Topology = z.output<typeof topologySchema>;
+export type DeviceSpec = Topology['devices'][number];
+export type MethodSpec = Topology['method'];
