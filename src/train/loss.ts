@@ -16,7 +16,8 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights:
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const z = args[0] as tf.Tensor2D, save = args[1] as tf.GradSaveFunc;
     const lse = tf.logSumExp(z, 1, true); // (N, 1)
-    const oneHot = tf.oneHot(targets, classes, 1, 0, 'float32'); // (N, C)
+    // int32 then cast: the wasm OneHot kernel writes integer bits into a float32 output.
+    const oneHot = tf.cast(tf.oneHot(targets, classes), 'float32'); // (N, C)
     const picked = tf.sum(tf.mul(z, oneHot), 1, true); // (N, 1)
     const perRow = tf.reshape(tf.sub(lse, picked), [-1]); // (N)
     const value = tf.div(tf.sum(tf.mul(perRow, weights)), count) as tf.Scalar;
