@@ -1,0 +1,346 @@
+/**
+ * The bus: one NATS connection per process, speaking validated envelopes. Publish/subscribe and
+ * request/reply carry `Envelope`s; messages above the server's max_payload travel in chunks
+ * (NATS header `Charon-Chunk`) and are reassembled before decoding. A received message that fails
+ * validation is dropped, counted per reason (`bus.rejected`) and reported on the run's `events`
+ * subject; it never reaches a handler and never throws into one.
+ */
+import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
+import { decodeEnvelope, encodeEnvelope, formatChunkHeader, parseChunkHeader, splitChunks, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reassembler, REJECT_REASONS, MessageRejected, type Envelope, type RejectReason } from '../tensor/index.ts';
+import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
+import { ObjectStoreBucket } from './objstore.ts';
+import { subjects, type Subjects } from './subjects.ts';
+
+export const CHUNK_HEADER = 'Charon-Chunk';
+/** Room left in a chunk message for its NATS header block. */
+const HEADER_ROOM = 1024;
+
+export interface BusOptions {
+  /** NATS server URL(s), e.g. 'nats://127.0.0.1:4222' */ servers: string | string[];
+  /** this process's name: the envelope sender and the NATS connection name */ name: string;
+  run: string;
+  /** deadline for the first connection; default 5000 ms */ timeoutMs?: number;
+  /** reconnect forever after a drop (default) or give up after this many attempts */ maxReconnectAttempts?: number;
+  reconnectWaitMs?: number;
+  /** budget and timeout for partial chunked transfers; largest whole message accepted */
+  reassembly?: { maxBytes?: number; timeoutMs?: number; maxMessageBytes?: number };
+}
+
+export interface Meta { step?: number; mb?: number }
+
+/** A received message, as handlers see it. */
+export interface BusMsg { subject: string; reply?: string; bytes: number }
+
+export type Handler<B> = (env: Envelope<B>, msg: BusMsg) => void | Promise<void>;
+
+export interface SubscribeOptions {
+  /** accepted kinds; others are rejected with reason 'kind' */ kinds?: readonly string[];
+  /** NATS queue group: each message goes to one member */ queue?: string;
+}
+
+export interface BusSubscription {
+  readonly subject: string;
+  /** envelopes handed to the handler so far */ readonly delivered: number;
+  unsubscribe(): void;
+}
+
+export interface RejectedReport { subject: string; reason: RejectReason; message: string }
+
+export interface BusEvents {
+  disconnect: { server: string };
+  reconnect: { server: string };
+  closed: { error?: Error };
+  rejected: RejectedReport;
+  /** a handler threw or rejected; the bus keeps delivering */
+  error: { subject: string; error: unknown };
+}
+
+type Listener<K extends keyof BusEvents> = (detail: BusEvents[K]) => void;
+
+interface Pending { resolve(env: Envelope): void; reject(err: Error): void; timer: NodeJS.Timeout; subject: string; kinds?: readonly string[] }
+
+export class Bus {
+  readonly subjects: Subjects;
+  private readonly counts = Object.fromEntries(REJECT_REASONS.map((r) => [r, 0])) as Record<RejectReason, number>;
+  private readonly listeners = new Map<keyof BusEvents, Set<(d: never) => void>>();
+  private readonly reassembler: Reassembler;
+  private readonly maxMessageBytes: number;
+  private readonly sweeper: NodeJS.Timeout;
+  private msgCounter = 0;
+  private subCounter = 0;
+  private inbox?: { prefix: string; sub: Subscription };
+  private readonly pending = new Map<string, Pending>();
+
+  private constructor(private readonly nc: NatsConnection, readonly name: string, readonly run: string, opts: BusOptions) {
+    this.subjects = subjects(run);
+    this.maxMessageBytes = opts.reassembly?.maxMessageBytes ?? MAX_MESSAGE_BYTES;
+    const timeoutMs = opts.reassembly?.timeoutMs ?? 30_000;
+    this.reassembler = new Reassembler({ maxBytes: opts.reassembly?.maxBytes ?? 512 * 1024 * 1024, timeoutMs, maxMessageBytes: this.maxMessageBytes });
+    this.sweeper = setInterval(() => this.reassembler.sweep(), Math.max(100, timeoutMs / 2));
+    this.sweeper.unref();
+    void this.watchStatus();
+    void nc.closed().then((err) => {
+      clearInterval(this.sweeper);
+      for (const [, p] of this.pending) { clearTimeout(p.timer); p.reject(new ConnectionClosed()); }
+      this.pending.clear();
+      this.emit('closed', err ? { error: err } : {});
+    });
+  }
+
+  /**
+   * Connects (one connection per process is the intent; nothing enforces it).
+   * @throws ConnectFailed (retryable) when no server answers within `timeoutMs`.
+   */
+  static async connect(opts: BusOptions): Promise<Bus> {
+    subjects(opts.run); // validates the run token before any network work
+    const servers = Array.isArray(opts.servers) ? opts.servers : [opts.servers];
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers, name: opts.name, timeout: opts.timeoutMs ?? 5000,
+        maxReconnectAttempts: opts.maxReconnectAttempts ?? -1, reconnectTimeWait: opts.reconnectWaitMs ?? 250,
+      });
+    } catch (err) {
+      throw new ConnectFailed(servers.join(','), { cause: err });
+    }
+    return new Bus(nc, opts.name, opts.run, opts);
+  }
+
+  /** The server's max_payload in bytes; larger messages are chunked. */
+  get maxPayload(): number { return this.nc.info?.max_payload ?? 1024 * 1024; }
+  /** Rejected received messages, per reason (a copy). */
+  get rejected(): Record<RejectReason, number> { return { ...this.counts }; }
+  /** Partial chunked transfers held now, and those dropped (timeout / memory cap). */
+  get reassembly() {
+    return { pendingBytes: this.reassembler.pendingBytes, pendingTransfers: this.reassembler.pendingTransfers, dropped: { ...this.reassembler.dropped } };
+  }
+  get isClosed(): boolean { return this.nc.isClosed(); }
+  /** URL of the server this connection uses. */
+  get server(): string { return this.nc.getServer(); }
+
+  /** Adds a listener; returns its remover. */
+  on<K extends keyof BusEvents>(event: K, listener: Listener<K>): () => void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(listener as (d: never) => void);
+    return () => set!.delete(listener as (d: never) => void);
+  }
+
+  /**
+   * Sends an envelope of `kind`; chunked when it exceeds max_payload. Buffered: `flush()` waits
+   * until the server has it. @throws ConnectionClosed, PayloadTooLarge (over maxMessageBytes).
+   */
+  publish<B>(subject: string, kind: string, body: B, meta: Meta = {}): void {
+    this.send(subject, this.encode(kind, body, meta), undefined);
+  }
+
+  /** Replies to a request message `msg` (chunked like publish when large). */
+  reply<B>(msg: BusMsg, kind: string, body: B, meta: Meta = {}): void {
+    if (!msg.reply) throw new BusFailure(`message on ${msg.subject} has no reply subject`, false);
+    this.send(msg.reply, this.encode(kind, body, meta), undefined);
+  }
+
+  /**
+   * Sends a request and resolves with the first valid reply.
+   * @throws BusTimeout (retryable) after `timeoutMs`; NoResponders (retryable) when nobody listens;
+   * MessageRejected when the reply fails validation; ConnectionClosed.
+   */
+  request<B, R = unknown>(subject: string, kind: string, body: B, opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[] }): Promise<Envelope<R>> {
+    const bytes = this.encode(kind, body, opts.meta ?? {});
+    const inbox = this.requestInbox();
+    const token = (this.subCounter++).toString(36);
+    return new Promise<Envelope<R>>((resolve, reject) => {
+      const timer = setTimeout(() => { this.pending.delete(token); reject(new BusTimeout(subject, opts.timeoutMs)); }, opts.timeoutMs);
+      this.pending.set(token, { resolve: resolve as (e: Envelope) => void, reject, timer, subject, kinds: opts.kinds });
+      try {
+        this.send(subject, bytes, `${inbox}.${token}`);
+      } catch (err) {
+        clearTimeout(timer);
+        this.pending.delete(token);
+        reject(err);
+      }
+    });
+  }
+
+  /**
+   * Subscribes; the handler gets only decoded, validated envelopes (chunked ones reassembled).
+   * A handler that throws or rejects is reported as an 'error' event; delivery continues.
+   */
+  subscribe<B = unknown>(subject: string, handler: Handler<B>, opts: SubscribeOptions = {}): BusSubscription {
+    const key = `s${this.subCounter++}`;
+    let delivered = 0;
+    const sub = this.natsSubscribe(subject, opts.queue, (m) => {
+      const env = this.ingest(key, m, opts.kinds);
+      if (!env) return;
+      delivered++;
+      const info: BusMsg = { subject: m.subject, reply: m.reply || undefined, bytes: m.data.length };
+      try {
+        const r = handler(env as Envelope<B>, info);
+        if (r && typeof (r as Promise<void>).catch === 'function') (r as Promise<void>).catch((error: unknown) => this.emit('error', { subject: m.subject, error }));
+      } catch (error) {
+        this.emit('error', { subject: m.subject, error });
+      }
+    });
+    return { subject, get delivered() { return delivered; }, unsubscribe: () => sub.unsubscribe() };
+  }
+
+  /** Raw bytes, no envelope (benchmarks' baseline and fault injection only). Not chunked. */
+  publishBytes(subject: string, bytes: Uint8Array, headers?: Record<string, string>): void {
+    let h: MsgHdrs | undefined;
+    if (headers) {
+      h = natsHeaders();
+      for (const [k, v] of Object.entries(headers)) h.set(k, v);
+    }
+    this.natsPublish(subject, bytes, { headers: h });
+  }
+
+  /** Raw bytes as received (benchmarks' baseline only): no decoding, no validation. */
+  subscribeBytes(subject: string, handler: (bytes: Uint8Array) => void): BusSubscription {
+    let delivered = 0;
+    const sub = this.natsSubscribe(subject, undefined, (m) => { delivered++; handler(m.data); });
+    return { subject, get delivered() { return delivered; }, unsubscribe: () => sub.unsubscribe() };
+  }
+
+  /** Resolves once the server has processed everything sent so far. */
+  async flush(): Promise<void> {
+    if (this.nc.isClosed()) throw new ConnectionClosed();
+    await this.nc.flush();
+  }
+
+  /** Opens (creating if needed) a JetStream object store bucket. Needs a JetStream-enabled server. */
+  async objectStore(bucket: string): Promise<ObjectStoreBucket> {
+    return ObjectStoreBucket.open(this.nc, bucket);
+  }
+
+  /** Drains subscriptions and closes the connection. Idempotent. */
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    if (this.nc.isClosed()) return;
+    try {
+      await this.nc.drain();
+    } catch {
+      await this.nc.close();
+    }
+  }
+
+  private encode<B>(kind: string, body: B, meta: Meta): Uint8Array {
+    const env: Envelope<B> = { v: PROTOCOL_VERSION, run: this.run, from: this.name, step: meta.step ?? 0, mb: meta.mb ?? 0, id: `${this.name}-${(this.msgCounter++).toString(36)}`, kind, body };
+    return encodeEnvelope(env);
+  }
+
+  private send(subject: string, bytes: Uint8Array, reply: string | undefined): void {
+    if (bytes.length <= this.maxPayload) return this.natsPublish(subject, bytes, { reply });
+    if (bytes.length > this.maxMessageBytes) throw new PayloadTooLarge(subject, bytes.length, this.maxMessageBytes);
+    for (const chunk of splitChunks(bytes, this.maxPayload - HEADER_ROOM)) {
+      const h = natsHeaders();
+      h.set(CHUNK_HEADER, formatChunkHeader(chunk.header));
+      this.natsPublish(subject, chunk.bytes, { reply, headers: h });
+    }
+  }
+
+  /** Turns a NATS message into a validated envelope, or null (partial chunk, or rejected and counted). */
+  private ingest(key: string, m: Msg, kinds: readonly string[] | undefined): Envelope | null {
+    try {
+      let bytes: Uint8Array | null = m.data;
+      const chunkHeader = m.headers?.get(CHUNK_HEADER);
+      if (chunkHeader) {
+        const h = parseChunkHeader(chunkHeader);
+        bytes = this.reassembler.add(`${key}/${h.transfer}`, h, m.data);
+        if (!bytes) return null;
+      }
+      return decodeEnvelope(bytes, { run: this.run, kinds, maxBytes: this.maxMessageBytes });
+    } catch (err) {
+      const rejected = err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
+      this.reject(m.subject, rejected);
+      return null;
+    }
+  }
+
+  private reject(subject: string, err: MessageRejected): void {
+    this.counts[err.reason]++;
+    const report: RejectedReport = { subject, reason: err.reason, message: err.message };
+    this.emit('rejected', report);
+    const events = this.subjects.events();
+    if (subject !== events && !this.nc.isClosed()) {
+      try { this.publish(events, 'rejected', report); } catch { /* the count and the local event remain */ }
+    }
+  }
+
+  private requestInbox(): string {
+    if (this.inbox) return this.inbox.prefix;
+    const prefix = createInbox();
+    const sub = this.natsSubscribe(`${prefix}.*`, undefined, (m) => {
+      const token = m.subject.slice(prefix.length + 1);
+      const p = this.pending.get(token);
+      if (!p) return;
+      if (m.headers?.code === 503) {
+        this.settle(token, p).reject(new NoResponders(p.subject));
+        return;
+      }
+      const chunkKey = `r${token}`;
+      try {
+        let bytes: Uint8Array | null = m.data;
+        const ch = m.headers?.get(CHUNK_HEADER);
+        if (ch) {
+          const h = parseChunkHeader(ch);
+          bytes = this.reassembler.add(`${chunkKey}/${h.transfer}`, h, m.data);
+          if (!bytes) return;
+        }
+        const env = decodeEnvelope(bytes, { run: this.run, kinds: p.kinds, maxBytes: this.maxMessageBytes });
+        this.settle(token, p).resolve(env);
+      } catch (err) {
+        const rejected = err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
+        this.reject(m.subject, rejected);
+        this.settle(token, p).reject(rejected);
+      }
+    });
+    this.inbox = { prefix, sub };
+    return prefix;
+  }
+
+  private settle(token: string, p: Pending): Pending {
+    clearTimeout(p.timer);
+    this.pending.delete(token);
+    return p;
+  }
+
+  private natsPublish(subject: string, bytes: Uint8Array, opts: { reply?: string; headers?: MsgHdrs }): void {
+    try {
+      this.nc.publish(subject, bytes, opts.reply || opts.headers ? { reply: opts.reply, headers: opts.headers } : undefined);
+    } catch (err) {
+      throw this.translate(err, subject, bytes.length);
+    }
+  }
+
+  private natsSubscribe(subject: string, queue: string | undefined, callback: (m: Msg) => void): Subscription {
+    try {
+      return this.nc.subscribe(subject, {
+        queue,
+        callback: (err, m) => {
+          if (!err) callback(m);
+        },
+      });
+    } catch (err) {
+      throw this.translate(err, subject, 0);
+    }
+  }
+
+  private translate(err: unknown, subject: string, bytes: number): Error {
+    const code = (err as { code?: string }).code;
+    if (code === 'CONNECTION_CLOSED' || code === 'CONNECTION_DRAINING' || this.nc.isClosed()) return new ConnectionClosed(undefined, { cause: err });
+    if (code === 'MAX_PAYLOAD_EXCEEDED') return new PayloadTooLarge(subject, bytes, this.maxPayload);
+    return new BusFailure(`${subject}: ${(err as Error).message}`, false, { cause: err });
+  }
+
+  private async watchStatus(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type === 'disconnect' || s.type === 'reconnect') this.emit(s.type, { server: String(s.data) });
+    }
+  }
+
+  private emit<K extends keyof BusEvents>(event: K, detail: BusEvents[K]): void {
+    for (const l of this.listeners.get(event) ?? []) {
+      try { (l as Listener<K>)(detail); } catch { /* a listener's failure is its own */ }
+    }
+  }
+}
