@@ -1,0 +1,154 @@
+/**
+ * Checkpoints of a training run: a directory holding `weights.safetensors` (the trainable
+ * parameters under their canonical names, and the optimiser moments as `optim.m.<name>` /
+ * `optim.v.<name>`, all f32) and `checkpoint.json` (method, options, fingerprints, position,
+ * loss history, ledger). Written to a temporary directory and renamed into place, so a crash
+ * never leaves a half checkpoint under the final name.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { openSafetensors, writeSafetensors, type TensorToWrite } from '../model/safetensors.ts';
+import type { MethodName, MethodOptions } from '../model/methods/method.ts';
+import type { LedgerJson } from './ledger.ts';
+import type { EpochMetrics, TrainConfig, TrainerState } from './trainer.ts';
+
+export const CHECKPOINT_FORMAT = 'charon-checkpoint/1';
+
+/** What a checkpoint says about the run it belongs to. */
+export interface CheckpointMeta {
+  format: string;
+  method: MethodName;
+  options: MethodOptions;
+  /** Backbone fingerprint the parameters were trained on. */
+  modelFingerprint: string;
+  /** Hash of everything that must match for `resume` to continue the same trajectory. */
+  configFingerprint: string;
+  config: TrainConfig;
+  /** Class names when the run is a classification run. */
+  labelNames?: string[];
+  samples: number;
+  epoch: number;
+  stepInEpoch: number;
+  globalStep: number;
+  seed: number;
+  stepLosses: number[];
+  epochs: EpochMetrics[];
+  ledger: LedgerJson;
+  optimizerStep: number;
+  parameterNames: string[];
+}
+
+export class CheckpointError extends Error {
+  override name = 'CheckpointError';
+}
+
+/** The run identity resume checks: model, method and its options, data size and training config (epochs excluded, so a run can be extended). */
+export function configFingerprint(modelFingerprint: string, method: MethodName, options: MethodOptions, config: TrainConfig, samples: number): string {
+  const { epochs: _epochs, ...rest } = config;
+  const canonical = JSON.stringify({ modelFingerprint, method, options: sortKeys(options), config: sortKeys(rest), samples });
+  return createHash('sha256').update(canonical).digest('hex').slice(0, 32);
+}
+
+function sortKeys(o: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) ? sortKeys(v) : v]));
+}
+
+export interface SaveInput {
+  method: MethodName;
+  options: MethodOptions;
+  modelFingerprint: string;
+  config: TrainConfig;
+  labelNames?: string[];
+  samples: number;
+  state: TrainerState;
+}
+
+/** Writes a checkpoint directory atomically (replacing an older checkpoint at `dir`). */
+export function saveCheckpoint(dir: string, input: SaveInput): CheckpointMeta {
+  const { state } = input;
+  const tensors = new Map<string, TensorToWrite>();
+  for (const [name, p] of state.parameters) tensors.set(name, { data: p.data, shape: p.shape });
+  for (const name of [...state.optimizer.m.keys()].sort()) {
+    const shape = state.parameters.get(name)?.shape ?? [state.optimizer.m.get(name)!.length];
+    tensors.set(`optim.m.${name}`, { data: state.optimizer.m.get(name)!, shape });
+    tensors.set(`optim.v.${name}`, { data: state.optimizer.v.get(name)!, shape });
+  }
+  const meta: CheckpointMeta = {
+    format: CHECKPOINT_FORMAT,
+    method: input.method,
+    options: input.options,
+    modelFingerprint: input.modelFingerprint,
+    configFingerprint: configFingerprint(input.modelFingerprint, input.method, input.options, input.config, input.samples),
+    config: input.config,
+    labelNames: input.labelNames,
+    samples: input.samples,
+    epoch: state.epoch,
+    stepInEpoch: state.stepInEpoch,
+    globalStep: state.globalStep,
+    seed: input.config.seed,
+    stepLosses: state.stepLosses,
+    epochs: state.epochs,
+    ledger: state.ledger,
+    optimizerStep: state.optimizer.step,
+    parameterNames: [...state.parameters.keys()],
+  };
+  mkdirSync(dirname(dir), { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  writeSafetensors(join(tmp, 'weights.safetensors'), tensors, { metadata: { format: CHECKPOINT_FORMAT, method: input.method } });
+  writeFileSync(join(tmp, 'checkpoint.json'), JSON.stringify(meta, null, 1) + '\n');
+  if (existsSync(dir)) {
+    const old = `${dir}.old-${process.pid}`;
+    renameSync(dir, old);
+    renameSync(tmp, dir);
+    rmSync(old, { recursive: true, force: true });
+  } else {
+    renameSync(tmp, dir);
+  }
+  return meta;
+}
+
+/** Reads only a checkpoint's metadata (method and options are needed before building the method). */
+export function readCheckpointMeta(dir: string): CheckpointMeta {
+  const file = join(dir, 'checkpoint.json');
+  if (!existsSync(file)) throw new CheckpointError(`${dir}: not a checkpoint (no checkpoint.json)`);
+  let meta: CheckpointMeta;
+  try { meta = JSON.parse(readFileSync(file, 'utf8')); } catch (err) {
+    throw new CheckpointError(`${file}: not valid JSON (${(err as Error).message})`);
+  }
+  if (meta.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: format '${meta.format}' is not ${CHECKPOINT_FORMAT}`);
+  if (!existsSync(join(dir, 'weights.safetensors'))) throw new CheckpointError(`${dir}: weights.safetensors is missing`);
+  return meta;
+}
+
+/** Reads a whole checkpoint back into a TrainerState. */
+export function loadCheckpoint(dir: string): { meta: CheckpointMeta; state: TrainerState } {
+  const meta = readCheckpointMeta(dir);
+  const src = openSafetensors(join(dir, 'weights.safetensors'));
+  const parameters = new Map<string, { data: Float32Array; shape: number[] }>();
+  const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
+  for (const name of meta.parameterNames) {
+    if (!src.has(name)) throw new CheckpointError(`${dir}: weights.safetensors lacks parameter '${name}'`);
+    parameters.set(name, { data: src.read(name), shape: src.entry(name).shape });
+    if (src.has(`optim.m.${name}`)) {
+      m.set(name, src.read(`optim.m.${name}`));
+      v.set(name, src.read(`optim.v.${name}`));
+    }
+  }
+  const state: TrainerState = {
+    epoch: meta.epoch, stepInEpoch: meta.stepInEpoch, globalStep: meta.globalStep, stepLosses: meta.stepLosses,
+    epochs: meta.epochs, ledger: meta.ledger, parameters, optimizer: { step: meta.optimizerStep, m, v },
+  };
+  return { meta, state };
+}
+
+/** Checks that a checkpoint belongs to this run; throws one line naming what differs. */
+export function checkResumable(meta: CheckpointMeta, expected: { modelFingerprint: string; method: MethodName; options: MethodOptions; config: TrainConfig; samples: number }): void {
+  if (meta.method !== expected.method) throw new CheckpointError(`checkpoint is for method ${meta.method}, not ${expected.method}`);
+  if (meta.modelFingerprint !== expected.modelFingerprint) throw new CheckpointError(`checkpoint was trained on another model (fingerprint ${meta.modelFingerprint.slice(0, 12)}, this model ${expected.modelFingerprint.slice(0, 12)})`);
+  if (meta.samples !== expected.samples) throw new CheckpointError(`checkpoint was trained on ${meta.samples} samples, the data has ${expected.samples}`);
+  const fp = configFingerprint(expected.modelFingerprint, expected.method, expected.options, expected.config, expected.samples);
+  if (fp !== meta.configFingerprint) throw new CheckpointError(`checkpoint's method options or training settings differ from this run's (batch, lr, seed, sequence length, ...): resume needs the same ones`);
+}

@@ -1,0 +1,273 @@
+/**
+ * The standalone trainer: one process, one backbone, one fine-tuning method. Each step is one
+ * mini-batch fixed by (seed, epoch); order, optimiser and parameters are all the state there is,
+ * so `state()` + `load()` continue the exact same trajectory.
+ *
+ * With the parallel method and an activation cache, b_0..b_L come from the cache whenever it has
+ * them: epoch 1 fills it, later epochs never run the backbone (unless an entry was lost).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { ActivationCache } from '../cache/activation-cache.ts';
+import type { Backbone } from '../model/types.ts';
+import type { FineTuneMethod } from '../model/methods/method.ts';
+import { ClassificationHead } from '../model/methods/heads.ts';
+import { cachedActivations, isCacheable } from './activations.ts';
+import { epochOrder, makeBatch, miniBatches, type Batch, type Dataset } from './data.ts';
+import { Ledger, type LedgerJson } from './ledger.ts';
+import { classificationLoss, correctCount, crossEntropy, nextTokenTargets } from './loss.ts';
+import { AdamW, type AdamWOptions, type AdamWState } from './optim.ts';
+
+export interface TrainConfig {
+  epochs: number;
+  batch: number;
+  seed: number;
+  /** Fixed sequence length: samples are truncated or padded (padding is masked out of the loss). */
+  seqLen: number;
+  task: 'lm' | 'classification';
+  optimizer: AdamWOptions;
+}
+
+export interface StepMetrics { epoch: number; step: number; globalStep: number; loss: number; tokens: number; seconds: number; lr: number; gradNorm: number; backboneSamples: number }
+export interface EpochMetrics { epoch: number; loss: number; tokens: number; seconds: number; steps: number; peakTensorBytes: number; peakCacheBytes: number; peakBytes: number; backboneSamples: number }
+
+/** Everything needed to continue a run (parameters and optimiser moments travel as arrays). */
+export interface TrainerState {
+  /** Epoch in progress (0-based) and the next step inside it. */
+  epoch: number;
+  stepInEpoch: number;
+  globalStep: number;
+  stepLosses: number[];
+  epochs: EpochMetrics[];
+  ledger: LedgerJson;
+  parameters: Map<string, { data: Float32Array; shape: number[] }>;
+  optimizer: AdamWState;
+}
+
+export interface TrainerInit {
+  backbone: Backbone;
+  method: FineTuneMethod;
+  data: Dataset;
+  config: TrainConfig;
+  /** Used with the parallel method: activations come from and go to this cache. */
+  cache?: ActivationCache;
+  onStep?(m: StepMetrics): void;
+  onEpoch?(m: EpochMetrics): void;
+}
+
+export interface EvalResult { loss: number; tokens: number; accuracy?: number; samples: number }
+
+export class Trainer {
+  readonly optimizer: AdamW;
+  ledger: Ledger;
+  readonly head: ClassificationHead | undefined;
+  private readonly params: Map<string, tf.Variable>;
+  private readonly varNames = new Map<string, string>();
+  private epoch = 0;
+  private stepInEpoch = 0;
+  private globalStep = 0;
+  private readonly stepLosses: number[] = [];
+  private readonly epochs: EpochMetrics[] = [];
+  private readonly cacheFingerprint: string;
+  /** Peak tensor bytes seen (sampled at the end of forward and after backward of every step). */
+  peakTensorBytes = 0;
+  peakRssBytes = 0;
+
+  constructor(private readonly init: TrainerInit) {
+    const { method, data, config, backbone } = init;
+    if (config.task === 'classification') {
+      const n = data.labelNames?.length ?? 0;
+      if (n < 2) throw new Error('classification needs labelled data with at least 2 distinct labels');
+      this.head = new ClassificationHead(backbone.config.dModel, n, config.seed);
+    }
+    if (init.cache && !isCacheable(method)) throw new Error(`the activation cache works with the parallel method only, not ${method.name}`);
+    this.params = new Map([...method.parameters(), ...(this.head?.parameters() ?? [])]);
+    for (const [name, v] of this.params) this.varNames.set(v.name, name);
+    this.optimizer = new AdamW({ ...config.optimizer, totalSteps: config.optimizer.totalSteps ?? this.stepsPerEpoch() * config.epochs });
+    this.ledger = new Ledger(data.samples.length);
+    this.cacheFingerprint = `${backbone.fingerprint}-t${config.seqLen}`;
+  }
+
+  stepsPerEpoch(): number { return Math.ceil(this.init.data.samples.length / this.init.config.batch); }
+  get currentEpoch(): number { return this.epoch; }
+  get finished(): boolean { return this.epoch >= this.init.config.epochs; }
+  parameters(): Map<string, tf.Variable> { return this.params; }
+  losses(): number[] { return [...this.stepLosses]; }
+  epochMetrics(): EpochMetrics[] { return [...this.epochs]; }
+
+  /** Trains the remaining epochs (or up to `untilEpoch`, exclusive) and returns all epoch metrics. */
+  run(untilEpoch = this.init.config.epochs): EpochMetrics[] {
+    while (this.epoch < Math.min(untilEpoch, this.init.config.epochs)) this.trainEpoch();
+    return this.epochMetrics();
+  }
+
+  /** Trains the rest of the current epoch. */
+  trainEpoch(): EpochMetrics {
+    const { data, config, cache } = this.init;
+    const batches = miniBatches(epochOrder(data.samples.length, config.seed, this.epoch), config.batch);
+    const partial = this.epochs.length > this.epoch ? this.epochs.pop()! : undefined;
+    const m: EpochMetrics = partial ?? { epoch: this.epoch, loss: 0, tokens: 0, seconds: 0, steps: 0, peakTensorBytes: 0, peakCacheBytes: 0, peakBytes: 0, backboneSamples: 0 };
+    let lossSum = m.loss * m.steps;
+    for (; this.stepInEpoch < batches.length; this.stepInEpoch++) {
+      const ids = batches[this.stepInEpoch]!;
+      const s = this.step(makeBatch(ids.map((i) => data.samples[i]!), config.seqLen));
+      lossSum += s.loss;
+      m.steps += 1;
+      m.loss = lossSum / m.steps;
+      m.tokens += s.tokens;
+      m.seconds += s.seconds;
+      m.backboneSamples += s.backboneSamples;
+      const cacheBytes = cache?.stats().memoryBytes ?? 0;
+      m.peakCacheBytes = Math.max(m.peakCacheBytes, cacheBytes);
+      m.peakTensorBytes = Math.max(m.peakTensorBytes, this.lastStepPeak);
+      m.peakBytes = Math.max(m.peakBytes, this.lastStepPeak + cacheBytes);
+      this.epochs[this.epoch] = m;
+    }
+    this.ledger.finish(this.epoch);
+    this.epochs[this.epoch] = m;
+    this.epoch += 1;
+    this.stepInEpoch = 0;
+    this.init.onEpoch?.(m);
+    return m;
+  }
+
+  private lastStepPeak = 0;
+
+  private sampleMemory(): void {
+    const bytes = tf.memory().numBytes;
+    this.lastStepPeak = Math.max(this.lastStepPeak, bytes);
+    this.peakTensorBytes = Math.max(this.peakTensorBytes, bytes);
+  }
+
+  private step(batch: Batch): StepMetrics {
+    const started = performance.now();
+    const step = this.stepInEpoch;
+    this.ledger.begin(this.epoch, step, batch.sampleIds);
+    this.lastStepPeak = 0;
+    let backboneSamples = 0;
+    const { value, grads, tokens } = tf.tidy(() => {
+      const { acts, computed } = this.activations(batch);
+      backboneSamples = computed;
+      const target = this.targets(batch);
+      const vg = tf.variableGrads(() => {
+        const loss = this.loss(batch, acts, target);
+        this.sampleMemory();
+        return loss;
+      }, [...this.params.values()]);
+      return { value: vg.value, grads: vg.grads, tokens: target.count };
+    });
+    this.sampleMemory();
+    const named = new Map<string, tf.Tensor>();
+    for (const [vn, g] of Object.entries(grads)) named.set(this.varNames.get(vn) ?? vn, g);
+    const loss = value.dataSync()[0]!;
+    const { lr, gradNorm } = this.optimizer.apply(this.params, named);
+    value.dispose();
+    for (const g of named.values()) g.dispose();
+    this.ledger.commit(this.epoch, step);
+    this.globalStep += 1;
+    this.stepLosses.push(loss);
+    this.peakRssBytes = Math.max(this.peakRssBytes, process.memoryUsage.rss());
+    const m: StepMetrics = { epoch: this.epoch, step, globalStep: this.globalStep, loss, tokens, seconds: (performance.now() - started) / 1000, lr, gradNorm, backboneSamples };
+    this.init.onStep?.(m);
+    return m;
+  }
+
+  /** Cached activations (parallel + cache) or nothing (the method runs its own backbone). */
+  private activations(batch: Batch): { acts?: tf.Tensor2D[]; computed: number } {
+    const { cache, method, backbone } = this.init;
+    if (!cache || !isCacheable(method)) return { computed: batch.batch };
+    const { acts, report } = cachedActivations(method, cache, this.cacheFingerprint, batch, backbone.config.nLayers, backbone.config.dModel);
+    return { acts, computed: report.computed };
+  }
+
+  private targets(batch: Batch): { t: tf.Tensor1D; w: tf.Tensor1D; count: number } {
+    if (this.init.config.task === 'classification') return { t: tf.tensor1d(batch.labels!, 'int32'), w: tf.ones([batch.batch]), count: batch.batch };
+    const { targets, weights, count } = nextTokenTargets(batch.ids, batch.mask, batch.batch, batch.seqLen);
+    return { t: tf.tensor1d(targets, 'int32'), w: tf.tensor1d(weights), count };
+  }
+
+  /** Final hidden (B*T, d) -> head -> loss. */
+  private loss(batch: Batch, acts: tf.Tensor2D[] | undefined, target: { t: tf.Tensor1D; w: tf.Tensor1D }): tf.Scalar {
+    const { method, backbone } = this.init;
+    const hidden = acts && isCacheable(method)
+      ? method.hiddenFromActivations(acts, batch.seqLen)
+      : method.hidden(tf.tensor2d(batch.ids, [batch.batch, batch.seqLen], 'int32')); // (B*T, d)
+    const logits = this.head ? this.head.logits(hidden, batch.seqLen, lengths(batch)) : backbone.head(hidden); // (B, C) | (B*T, V)
+    return crossEntropy(logits, target.t, target.w);
+  }
+
+  /** Mean next-token cross-entropy (or classification loss and accuracy) over `data`, no update. */
+  evaluate(data: Dataset, batchSize = this.init.config.batch): EvalResult {
+    return evaluate(this.init.backbone, this.init.method, data, this.init.config.seqLen, batchSize, this.head);
+  }
+
+  state(): TrainerState {
+    const parameters = new Map<string, { data: Float32Array; shape: number[] }>();
+    for (const name of [...this.params.keys()].sort()) {
+      const v = this.params.get(name)!;
+      parameters.set(name, { data: v.dataSync() as Float32Array, shape: [...v.shape] });
+    }
+    return { epoch: this.epoch, stepInEpoch: this.stepInEpoch, globalStep: this.globalStep, stepLosses: [...this.stepLosses], epochs: this.epochMetrics(), ledger: this.ledger.toJSON(), parameters, optimizer: this.optimizer.state() };
+  }
+
+  /** Restores a state from `state()` of a trainer with the same method, options, data and config. */
+  load(s: TrainerState): void {
+    for (const [name, v] of this.params) {
+      const p = s.parameters.get(name);
+      if (!p) throw new Error(`checkpoint lacks parameter '${name}'`);
+      if (p.data.length !== v.size) throw new Error(`checkpoint parameter '${name}' has ${p.data.length} values, expected shape [${v.shape}]`);
+      v.assign(tf.tensor(p.data, v.shape));
+    }
+    for (const name of s.parameters.keys()) if (!this.params.has(name)) throw new Error(`checkpoint parameter '${name}' does not belong to method ${this.init.method.name}`);
+    this.optimizer.load(s.optimizer, this.params);
+    this.epoch = s.epoch;
+    this.stepInEpoch = s.stepInEpoch;
+    this.globalStep = s.globalStep;
+    this.stepLosses.splice(0, this.stepLosses.length, ...s.stepLosses);
+    this.epochs.splice(0, this.epochs.length, ...s.epochs);
+    this.ledger = Ledger.fromJSON(s.ledger);
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+    this.head?.dispose();
+  }
+}
+
+function lengths(batch: Batch): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < batch.batch; b++) {
+    let n = 0;
+    for (let t = 0; t < batch.seqLen; t++) n += batch.mask[b * batch.seqLen + t]!;
+    out.push(Math.max(1, n));
+  }
+  return out;
+}
+
+/**
+ * Evaluation without updates: LM data -> mean next-token cross-entropy over every predicted token;
+ * labelled data with a head -> mean classification loss and accuracy. Samples in file order.
+ */
+export function evaluate(backbone: Backbone, method: FineTuneMethod, data: Dataset, seqLen: number, batchSize: number, head?: ClassificationHead): EvalResult {
+  let lossSum = 0, tokens = 0, correct = 0;
+  for (let i = 0; i < data.samples.length; i += batchSize) {
+    const batch = makeBatch(data.samples.slice(i, i + batchSize), seqLen);
+    tf.tidy(() => {
+      const hidden = method.hidden(tf.tensor2d(batch.ids, [batch.batch, seqLen], 'int32')); // (B*T, d)
+      if (head && batch.labels) {
+        const logits = head.logits(hidden, seqLen, lengths(batch)); // (B, C)
+        lossSum += classificationLoss(logits, batch.labels).dataSync()[0]! * batch.batch;
+        correct += correctCount(logits, batch.labels);
+        tokens += batch.batch;
+      } else {
+        const { targets, weights, count } = nextTokenTargets(batch.ids, batch.mask, batch.batch, seqLen);
+        if (count === 0) return;
+        const loss = crossEntropy(backbone.head(hidden), tf.tensor1d(targets, 'int32'), tf.tensor1d(weights));
+        lossSum += loss.dataSync()[0]! * count;
+        tokens += count;
+      }
+    });
+  }
+  const result: EvalResult = { loss: tokens ? lossSum / tokens : NaN, tokens, samples: data.samples.length };
+  if (head && data.labelNames) result.accuracy = correct / data.samples.length;
+  return result;
+}
