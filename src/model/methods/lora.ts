@@ -1,0 +1,69 @@
+/**
+ * LoRA: y' = y + (alpha / r) * (x A) B on the target projections of every block.
+ * A (din, r) is Kaiming-uniform (seeded per name), B (r, dout) is zero, so step 0 is the base model.
+ * Parameters: `lora.<layer>.<projection>.A` and `lora.<layer>.<projection>.B`.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { linear } from '../ops.ts';
+import type { Backbone, LayerHooks, ModelConfig, ProjectionName } from '../types.ts';
+import { initVariable } from './init.ts';
+import { backboneHidden, requireWholeBackbone, withDefaults, type FineTuneMethod, type MethodOptions } from './method.ts';
+
+/** (input, output) widths of a block projection. */
+export function projectionShape(config: ModelConfig, name: ProjectionName): [number, number] {
+  const q = config.nHeads * config.headDim;
+  const kv = config.nKvHeads * config.headDim;
+  switch (name) {
+    case 'query': return [config.dModel, q];
+    case 'key':
+    case 'value': return [config.dModel, kv];
+    case 'attn_out': return [q, config.dModel];
+    case 'mlp_up':
+    case 'mlp_gate': return [config.dModel, config.dFF];
+    case 'mlp_down': return [config.dFF, config.dModel];
+  }
+}
+
+export class LoraMethod implements FineTuneMethod {
+  readonly name = 'lora' as const;
+  private readonly params = new Map<string, tf.Variable>();
+  private readonly scale: number;
+  private readonly hooks: LayerHooks;
+
+  constructor(private readonly backbone: Backbone, options: MethodOptions, seed: number) {
+    requireWholeBackbone(backbone, 'lora');
+    const { rank, alpha, targets } = withDefaults(options);
+    if (targets.includes('mlp_gate') && backbone.config.family !== 'llama') throw new Error(`method lora: target mlp_gate exists only in the llama family, not ${backbone.config.family}`);
+    this.scale = alpha / rank;
+    for (let i = 1; i <= backbone.config.nLayers; i++) {
+      for (const t of targets) {
+        const [din, dout] = projectionShape(backbone.config, t);
+        this.params.set(`lora.${i}.${t}.A`, initVariable(seed, `lora.${i}.${t}.A`, [din, rank], { kind: 'kaiming', fanIn: din }));
+        this.params.set(`lora.${i}.${t}.B`, initVariable(seed, `lora.${i}.${t}.B`, [rank, dout], { kind: 'zeros' }));
+      }
+    }
+    this.hooks = {
+      projection: (layer, name, x, y) => {
+        const a = this.params.get(`lora.${layer}.${name}.A`);
+        if (!a) return y;
+        const b = this.params.get(`lora.${layer}.${name}.B`)!;
+        // Scaling the narrow (N, r) product costs r/dout of scaling y's update.
+        const xa = linear(x, a as tf.Tensor2D).mul(this.scale) as tf.Tensor2D; // (N, r)
+        return y.add(linear(xa, b as tf.Tensor2D)); // (N, dout)
+      },
+    };
+  }
+
+  parameters(): Map<string, tf.Variable> {
+    return this.params;
+  }
+
+  hidden(ids: tf.Tensor2D): tf.Tensor2D {
+    return backboneHidden(this.backbone, ids, this.hooks);
+  }
+
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    this.params.clear();
+  }
+}
