@@ -18,6 +18,7 @@ export interface NatsServerOptions {
   /** enable JetStream (object store); default true */ jetstream?: boolean;
   /** also open the HTTP monitoring port on loopback; default false */ monitoring?: boolean;
   /** deadline for the server to accept connections; default 10 s */ startTimeoutMs?: number;
+  /** client port; default a free one (a fixed port lets a restarted server take over its clients) */ port?: number;
 }
 
 export interface NatsServer {
@@ -69,7 +70,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
       return await startOnce(bin, opts);
     } catch (err) {
       lastError = err;
-      if (!/address already in use/i.test(String((err as Error).message))) throw err;
+      if (opts.port || !/address already in use/i.test(String((err as Error).message))) throw err;
     }
   }
   throw lastError;
@@ -78,7 +79,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
 async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServer> {
   const dir = resolve(opts.runDir, 'nats');
   mkdirSync(dir, { recursive: true });
-  const port = await freePort();
+  const port = opts.port ?? await freePort();
   const httpPort = opts.monitoring ? await freePort() : undefined;
   const confPath = join(dir, 'nats-server.conf');
   const pidPath = join(dir, `nats-server-${port}.pid`);

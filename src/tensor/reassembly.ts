@@ -2,7 +2,8 @@
  * Reassembles chunked transfers. Memory for partial transfers is bounded: when a new transfer
  * would exceed `maxBytes`, the oldest partials are dropped (and counted). Partials older than
  * `timeoutMs` are dropped by `sweep()`. Every chunk is checked (crc, bounds, agreement with the
- * transfer's first chunk); a bad chunk drops its whole transfer.
+ * transfer's first chunk); a bad chunk drops its whole transfer, and the transfer's later chunks
+ * are then ignored (one rejection per transfer, not one per chunk).
  */
 import { crc32, type ChunkHeader } from './chunk.ts';
 import { MessageRejected } from './rejected.ts';
@@ -14,6 +15,9 @@ export interface ReassemblyOptions {
   now?: () => number;
 }
 
+/** How many refused transfer keys are remembered (oldest forgotten first). */
+const REFUSED_MEMORY = 4096;
+
 interface Partial { buf: Uint8Array; count: number; seen: Uint8Array; received: number; bytes: number; started: number }
 
 export class Reassembler {
@@ -21,6 +25,7 @@ export class Reassembler {
   readonly dropped = { timeout: 0, memory: 0 };
   private partials = new Map<string, Partial>();
   private held = 0;
+  private readonly refused = new Set<string>();
   private readonly now: () => number;
 
   constructor(private readonly opts: ReassemblyOptions) {
@@ -37,10 +42,11 @@ export class Reassembler {
    */
   add(key: string, h: ChunkHeader, bytes: Uint8Array): Uint8Array | null {
     this.sweep();
-    if (h.total > this.opts.maxMessageBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds ${this.opts.maxMessageBytes}`);
-    if (h.total > this.opts.maxBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds the reassembly budget ${this.opts.maxBytes}`);
+    if (this.refused.has(key)) return null;
     let p = this.partials.get(key);
     try {
+      if (h.total > this.opts.maxMessageBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds ${this.opts.maxMessageBytes}`);
+      if (h.total > this.opts.maxBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds the reassembly budget ${this.opts.maxBytes}`);
       if (h.offset + bytes.length > h.total) throw new MessageRejected('chunk', `chunk ${h.index} ends at ${h.offset + bytes.length}, beyond total ${h.total}`);
       if (crc32(bytes) !== h.crc) throw new MessageRejected('checksum', `chunk ${h.index} of transfer ${h.transfer} fails its crc32`);
       if (!p) {
@@ -57,6 +63,7 @@ export class Reassembler {
       p.bytes += bytes.length;
     } catch (err) {
       if (p) this.forget(key, p);
+      this.refuse(key);
       throw err;
     }
     if (p.received < p.count) return null;
@@ -72,6 +79,7 @@ export class Reassembler {
     for (const [key, p] of this.partials) {
       if (p.started > limit) break; // insertion order = start order
       this.forget(key, p);
+      this.refuse(key);
       this.dropped.timeout++;
       n++;
     }
@@ -81,7 +89,13 @@ export class Reassembler {
   private dropOldest(): void {
     const [key, p] = this.partials.entries().next().value as [string, Partial];
     this.forget(key, p);
+    this.refuse(key);
     this.dropped.memory++;
+  }
+
+  private refuse(key: string): void {
+    this.refused.add(key);
+    if (this.refused.size > REFUSED_MEMORY) this.refused.delete(this.refused.values().next().value as string);
   }
 
   private forget(key: string, p: Partial): void {
