@@ -1,0 +1,159 @@
+/**
+ * Picks the compute backend of this process, once: `tensorflow` (the optional native packages
+ * @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node), `wasm` (the default where no native
+ * package is installed) and `cpu` (pure JS, ~30x slower, last resort).
+ *
+ * The wasm backend lacks an `UnsortedSegmentSum` kernel, which is the gradient of `gather`; this
+ * module registers a plain JS one so that full fine-tuning of embeddings works there.
+ */
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+
+export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
+
+/** The backend chosen for this process: `name` as tfjs reports it, `detail` for humans and results. */
+export interface BackendInfo {
+  name: string;
+  detail: string;
+}
+
+/** Raised when a backend was asked for explicitly and cannot be used. Names the missing package. */
+export class BackendError extends Error {
+  override name = 'BackendError';
+}
+
+const nativePackages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
+
+let chosen: BackendInfo | undefined;
+
+async function tryNative(pkg: string): Promise<boolean> {
+  try {
+    // A variable specifier keeps TypeScript from requiring the optional peer at type-check time.
+    const specifier: string = pkg;
+    await import(specifier);
+  } catch {
+    return false;
+  }
+  return true;
+}
+
+async function useWasm(): Promise<BackendInfo> {
+  registerWasmKernels();
+  if (!(await tf.setBackend('wasm'))) throw new BackendError('backend wasm: @tensorflow/tfjs-backend-wasm failed to initialise');
+  await tf.ready();
+  const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'simd' : 'no simd';
+  const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multithreaded' : 'single-threaded';
+  return { name: 'wasm', detail: `wasm (@tensorflow/tfjs-backend-wasm ${tf.version_core}, ${simd}, ${threads})` };
+}
+
+async function useTensorflow(pkg: string): Promise<BackendInfo> {
+  if (!(await tf.setBackend('tensorflow'))) throw new BackendError(`backend tensorflow: ${pkg} is installed but failed to initialise`);
+  await tf.ready();
+  return { name: 'tensorflow', detail: `tensorflow (${pkg})` };
+}
+
+/**
+ * Chooses and initialises the backend for this process; later calls return the first choice.
+ * Without `preferred`: tensorflow if a native package is installed, else wasm, else cpu.
+ * With `preferred`: that backend or a BackendError naming what is missing.
+ */
+export async function initBackend(preferred?: BackendChoice): Promise<BackendInfo> {
+  if (chosen) {
+    if (preferred && preferred !== chosen.name) throw new BackendError(`backend ${preferred}: this process already runs on ${chosen.name}`);
+    return chosen;
+  }
+  if (preferred === 'tensorflow') {
+    for (const pkg of nativePackages) if (await tryNative(pkg)) return (chosen = await useTensorflow(pkg));
+    throw new BackendError(`backend tensorflow: neither ${nativePackages.join(' nor ')} is installed (npm install @tensorflow/tfjs-node)`);
+  }
+  if (preferred === 'wasm') return (chosen = await useWasm());
+  if (preferred === 'cpu') {
+    await tf.setBackend('cpu');
+    await tf.ready();
+    return (chosen = { name: 'cpu', detail: 'cpu (pure JS, slow)' });
+  }
+  for (const pkg of nativePackages) if (await tryNative(pkg)) return (chosen = await useTensorflow(pkg));
+  try {
+    return (chosen = await useWasm());
+  } catch {
+    await tf.setBackend('cpu');
+    await tf.ready();
+    return (chosen = { name: 'cpu', detail: 'cpu (pure JS, slow; wasm failed to initialise)' });
+  }
+}
+
+/** Name of the backend in use ('wasm', 'tensorflow', 'cpu'), or tfjs' current one before initBackend. */
+export function backendName(): string {
+  return chosen?.name ?? tf.getBackend();
+}
+
+/** The initialised backend's description, if initBackend ran. */
+export function backendInfo(): BackendInfo | undefined {
+  return chosen;
+}
+
+interface WasmBackendLike {
+  readSync(dataId: unknown): ArrayLike<number>;
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+}
+
+let wasmKernelsRegistered = false;
+
+/** Registers the kernels tfjs-backend-wasm lacks (UnsortedSegmentSum). Idempotent. */
+export function registerWasmKernels(): void {
+  if (wasmKernelsRegistered) return;
+  wasmKernelsRegistered = true;
+  if (tf.getKernel('UnsortedSegmentSum', 'wasm')) return;
+  tf.registerKernel({
+    kernelName: 'UnsortedSegmentSum',
+    backendName: 'wasm',
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+      const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+      const b = backend as unknown as WasmBackendLike;
+      // readSync copies out of the heap, so these stay valid when makeOutput grows the heap.
+      const xs = b.readSync(x.dataId);
+      const ids = b.readSync(segmentIds.dataId);
+      const inner = ids.length === 0 ? 0 : xs.length / ids.length;
+      const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
+      const out = b.makeOutput(outShape, x.dtype);
+      const o = b.typedArrayFromHeap(out);
+      o.fill(0);
+      for (let r = 0; r < ids.length; r++) {
+        const s = ids[r];
+        if (s < 0 || s >= numSegments) continue; // TF drops out-of-range segment ids
+        const src = r * inner, dst = s * inner;
+        for (let j = 0; j < inner; j++) o[dst + j] += xs[src + j];
+      }
+      return out;
+    },
+  });
+}
+
+/**
+ * The backend's large plain 2-D f32 matmul rate, GFLOP/s: (n x n) @ (n x n), best of `reps`
+ * after a warm-up. Benches compare every other figure against this one.
+ */
+export function measureMatmulGflops(n = 1024, reps = 3): number {
+  const a = tf.randomNormal([n, n], 0, 1, 'float32', 1) as tf.Tensor2D;
+  const b = tf.randomNormal([n, n], 0, 1, 'float32', 2) as tf.Tensor2D;
+  try {
+    // The block bodies matter: tidy walks a returned TypedArray element by element.
+    tf.tidy(() => {
+      tf.matMul(a, b).dataSync();
+    });
+    let best = Infinity;
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      tf.tidy(() => {
+        tf.matMul(a, b).dataSync();
+      });
+      best = Math.min(best, (performance.now() - t0) / 1000);
+    }
+    return (2 * n * n * n) / best / 1e9;
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Transformer ops laid out for the fast path of the backend: every matmul is a plain 2-D
+ * (M,K)@(K,N) product. tfjs' own matMul gradient uses transposeA/transposeB, which are 10-20x
+ * slower on wasm, so gradients here transpose explicitly (cheap) and then multiply plainly.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+type Grad2 = (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
+
+/** a (M,K) @ b (K,N) -> (M,N); both inputs get gradients: da = dy @ b^T, db = a^T @ dy. */
+export const matmul: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a, b),
+    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
+      return [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)];
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Grad2;
+
+/** x (N,din) @ w (din,dout) + b (dout) -> (N,dout); x, w and b all get gradients. */
+export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
+  const y = matmul(x, w); // (N, dout)
+  return b ? tf.add(y, b) : y;
+}
+
+/**
+ * The same product with w and b frozen: only x gets a gradient (dx = dy @ w^T), so no dW is
+ * ever computed. w and b are closed over, never recorded on the gradient tape.
+ */
+export function frozenLinear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
+  const f = tf.customGrad(((xi: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    save([]);
+    const y = tf.matMul(xi, w); // (N, dout)
+    return {
+      value: b ? tf.add(y, b) : y,
+      gradFunc: (dy: tf.Tensor2D) => tf.matMul(dy, tf.transpose(w)), // (N, din)
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
+  return f(x);
+}
+
+/** LayerNorm over the last axis: (N,d) -> (N,d). */
+export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const mean = tf.mean(x, -1, true); // (N, 1)
+    const xc = tf.sub(x, mean); // (N, d)
+    const variance = tf.mean(tf.square(xc), -1, true); // (N, 1)
+    return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, eps))), gamma), beta) as tf.Tensor2D;
+  });
+}
+
+/** RMSNorm (Llama): x / sqrt(mean(x^2) + eps) * gamma, (N,d) -> (N,d). */
+export function rmsNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, eps: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const ms = tf.mean(tf.square(x), -1, true); // (N, 1)
+    return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), gamma) as tf.Tensor2D;
+  });
+}
+
+const geluC = Math.sqrt(2 / Math.PI);
+
+/** GPT-2's tanh-approximated GELU ("gelu_new"). */
+export function geluNew(x: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => {
+    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), geluC);
+    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1)) as tf.Tensor2D;
+  });
+}
+
+/** SiLU (swish): x * sigmoid(x). */
+export function silu(x: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(x)) as tf.Tensor2D);
+}
+
+const maskCache = new Map<number, tf.Tensor2D>();
+
+/** Additive causal mask (T,T): 0 on and below the diagonal, -1e9 above. Kept for the process. */
+function causalMask(T: number): tf.Tensor2D {
+  let m = maskCache.get(T);
+  if (!m) {
+    const v = new Float32Array(T * T);
+    for (let i = 0; i < T; i++) for (let j = i + 1; j < T; j++) v[i * T + j] = -1e9;
+    m = tf.keep(tf.tensor2d(v, [T, T]));
+    maskCache.set(T, m);
+  }
+  return m;
+}
+
+const ropeCache = new Map<string, [tf.Tensor, tf.Tensor]>();
+
+/**
+ * cos and sin tables (1,T,1,hd) in Hugging Face's convention: inv_freq_i = theta^(-2i/hd),
+ * angles = pos * inv_freq (T, hd/2), duplicated to (T, hd) as concat(angles, angles).
+ */
+export function rotaryTables(T: number, headDim: number, theta: number): [tf.Tensor, tf.Tensor] {
+  const key = `${T}/${headDim}/${theta}`;
+  let t = ropeCache.get(key);
+  if (!t) {
+    const half = headDim / 2;
+    const cos = new Float32Array(T * headDim), sin = new Float32Array(T * headDim);
+    for (let p = 0; p < T; p++) {
+      for (let i = 0; i < half; i++) {
+        const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
+        const a = p * invFreq;
+        cos[p * headDim + i] = cos[p * headDim + half + i] = Math.cos(a);
+        sin[p * headDim + i] = sin[p * headDim + half + i] = Math.sin(a);
+      }
+    }
+    t = [tf.keep(tf.tensor4d(cos, [1, T, 1, headDim])), tf.keep(tf.tensor4d(sin, [1, T, 1, headDim]))];
+    ropeCache.set(key, t);
+  }
+  return t;
+}
+
+/**
+ * Rotary position embedding, HF convention: x*cos + rotate_half(x)*sin with
+ * rotate_half(x) = concat(-x[hd/2:], x[:hd/2]). x: (B*T, H*hd) -> (B*T, H*hd); positions 0..T-1.
+ */
+export function applyRotary(x: tf.Tensor2D, seqLen: number, nHeads: number, headDim: number, theta: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const [cos, sin] = rotaryTables(seqLen, headDim, theta);
+    const batch = x.shape[0] / seqLen;
+    const half = headDim / 2;
+    const x4 = tf.reshape(x, [batch, seqLen, nHeads, headDim]); // (B, T, H, hd)
+    const x1 = tf.slice(x4, [0, 0, 0, 0], [-1, -1, -1, half]);
+    const x2 = tf.slice(x4, [0, 0, 0, half], [-1, -1, -1, half]);
+    const rotated = tf.concat([tf.neg(x2), x1], 3); // (B, T, H, hd)
+    const y = tf.add(tf.mul(x4, cos), tf.mul(rotated, sin));
+    return tf.reshape(y, x.shape) as tf.Tensor2D;
+  });
+}
+
+/**
+ * Causal multi-head attention with grouped-query heads, as a loop of per-head 2-D matmuls
+ * (batched rank-3 matmuls are ~5x slower on wasm). q: (B*T, H*hd); k, v: (B*T, Hkv*hd);
+ * query head h reads key/value head floor(h / (H/Hkv)). Returns (B*T, H*hd).
+ */
+export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, seqLen: number, nHeads: number, nKvHeads: number, headDim: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const T = seqLen;
+    const B = q.shape[0] / T;
+    const group = nHeads / nKvHeads;
+    const qs = tf.unstack(tf.reshape(tf.transpose(tf.reshape(q, [B, T, nHeads, headDim]), [0, 2, 1, 3]), [B * nHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
+    const kts = tf.unstack(tf.reshape(tf.transpose(tf.reshape(k, [B, T, nKvHeads, headDim]), [0, 2, 3, 1]), [B * nKvHeads, headDim, T])) as tf.Tensor2D[]; // (hd, T) each
+    const vs = tf.unstack(tf.reshape(tf.transpose(tf.reshape(v, [B, T, nKvHeads, headDim]), [0, 2, 1, 3]), [B * nKvHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
+    const kvIndex = (i: number) => Math.floor(i / nHeads) * nKvHeads + Math.floor((i % nHeads) / group);
+    const scores = tf.stack(qs.map((qi, i) => matmul(qi, kts[kvIndex(i)]))); // (B*H, T, T)
+    const probs = tf.softmax(tf.add(tf.mul(scores, 1 / Math.sqrt(headDim)), causalMask(T)));
+    const outs = tf.unstack(probs).map((p, i) => matmul(p as tf.Tensor2D, vs[kvIndex(i)])); // (T, hd) each
+    const o = tf.transpose(tf.reshape(tf.stack(outs), [B, nHeads, T, headDim]), [0, 2, 1, 3]); // (B, T, H, hd)
+    return tf.reshape(o, [B * T, nHeads * headDim]) as tf.Tensor2D;
+  });
+}
