@@ -17,7 +17,7 @@ test('optim: AdamW matches a hand-computed step with decoupled decay and bias co
   const w = tf.variable(tf.tensor2d([[1, -2]]));
   const b = tf.variable(tf.tensor1d([0.5]));
   const opt = new AdamW({ lr: 0.1, weightDecay: 0.5 });
-  opt.apply(new Map([['w', w], ['b', b]]), new Map<string, tf.Tensor>([['w', tf.tensor2d([[0.3, -4]])], ['b', tf.tensor1d([2])]]));
+  opt.apply(new Map<string, tf.Variable>([['w', w], ['b', b]]), new Map<string, tf.Tensor>([['w', tf.tensor2d([[0.3, -4]])], ['b', tf.tensor1d([2])]]));
   // first step: m_hat = g, v_hat = g^2 -> update = sign(g) (up to eps); decay only on the matrix
   const wv = w.dataSync(), bv = b.dataSync();
   assert.ok(Math.abs(wv[0]! - (1 * (1 - 0.05) - 0.1)) < 1e-5, `w0 ${wv[0]}`);
