@@ -132,6 +132,11 @@ export function applyRotary(x: tf.Tensor2D, seqLen: number, nHeads: number, head
   });
 }
 
+/** tf.unstack along axis 0; a single slice is a reshape, because tfjs' Unpack gradient fails on one output. */
+function unstackRows(x: tf.Tensor): tf.Tensor[] {
+  return x.shape[0] === 1 ? [tf.reshape(x, x.shape.slice(1))] : tf.unstack(x);
+}
+
 /**
  * Causal multi-head attention with grouped-query heads, as a loop of per-head 2-D matmuls
  * (batched rank-3 matmuls are ~5x slower on wasm). q: (B*T, H*hd); k, v: (B*T, Hkv*hd);
@@ -142,13 +147,13 @@ export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, 
     const T = seqLen;
     const B = q.shape[0] / T;
     const group = nHeads / nKvHeads;
-    const qs = tf.unstack(tf.reshape(tf.transpose(tf.reshape(q, [B, T, nHeads, headDim]), [0, 2, 1, 3]), [B * nHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
-    const kts = tf.unstack(tf.reshape(tf.transpose(tf.reshape(k, [B, T, nKvHeads, headDim]), [0, 2, 3, 1]), [B * nKvHeads, headDim, T])) as tf.Tensor2D[]; // (hd, T) each
-    const vs = tf.unstack(tf.reshape(tf.transpose(tf.reshape(v, [B, T, nKvHeads, headDim]), [0, 2, 1, 3]), [B * nKvHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
+    const qs = unstackRows(tf.reshape(tf.transpose(tf.reshape(q, [B, T, nHeads, headDim]), [0, 2, 1, 3]), [B * nHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
+    const kts = unstackRows(tf.reshape(tf.transpose(tf.reshape(k, [B, T, nKvHeads, headDim]), [0, 2, 3, 1]), [B * nKvHeads, headDim, T])) as tf.Tensor2D[]; // (hd, T) each
+    const vs = unstackRows(tf.reshape(tf.transpose(tf.reshape(v, [B, T, nKvHeads, headDim]), [0, 2, 1, 3]), [B * nKvHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
     const kvIndex = (i: number) => Math.floor(i / nHeads) * nKvHeads + Math.floor((i % nHeads) / group);
     const scores = tf.stack(qs.map((qi, i) => matmul(qi, kts[kvIndex(i)]))); // (B*H, T, T)
     const probs = tf.softmax(tf.add(tf.mul(scores, 1 / Math.sqrt(headDim)), causalMask(T)));
-    const outs = tf.unstack(probs).map((p, i) => matmul(p as tf.Tensor2D, vs[kvIndex(i)])); // (T, hd) each
+    const outs = unstackRows(probs).map((p, i) => matmul(p as tf.Tensor2D, vs[kvIndex(i)])); // (T, hd) each
     const o = tf.transpose(tf.reshape(tf.stack(outs), [B, nHeads, T, headDim]), [0, 2, 1, 3]); // (B, T, H, hd)
     return tf.reshape(o, [B * T, nHeads * headDim]) as tf.Tensor2D;
   });
