@@ -1,0 +1,150 @@
+/**
+ * How a stage rank reaches the other stages and its group: over the bus (stage.<s>.<rank>.fwd /
+ * .bwd, grad.<group>.<step>) or through in-process mailboxes (tests, single-process runs).
+ *
+ * Every message carries run, step and micro-batch in its envelope and is validated on arrival
+ * (kind, sender rank, row count x width = values); what fails is dropped and counted, never
+ * applied. Messages that arrive before they are asked for wait in a mailbox keyed by
+ * (step, micro-batch, sender rank).
+ */
+import type { Bus, BusSubscription } from '../../src/bus/index.ts';
+import { WireTensor } from '../../src/tensor/index.ts';
+import { Mailbox, ringKey, type RingTag, type RingTransport } from '../../src/runtime/allreduce.ts';
+import type { BwdMsg, FwdMsg, StageLinks } from './runner.ts';
+
+const key = (step: number, mb: number, from: number) => `${step}/${mb}/${from}`;
+
+/** In-process links for every (stage, rank) of a plan: `hub.links(stage, rank, group)`. */
+export class MemoryHub {
+  private readonly fwd = new Map<string, Mailbox<FwdMsg>>();
+  private readonly bwd = new Map<string, Mailbox<BwdMsg>>();
+  private readonly grad = new Map<string, Mailbox<Float32Array>>();
+
+  private box<T>(m: Map<string, Mailbox<T>>, k: string): Mailbox<T> {
+    let b = m.get(k);
+    if (!b) m.set(k, (b = new Mailbox<T>()));
+    return b;
+  }
+
+  /** Links of `rank` in `stage`; `group` names its all-reduce ring (any string shared by the group). */
+  links(stage: number, rank: number, group: string): StageLinks {
+    return {
+      sendFwd: (step, mb, to, msg) => this.box(this.fwd, `${stage + 1}.${to}`).put(key(step, mb, rank), msg),
+      recvFwd: (step, mb, from) => this.box(this.fwd, `${stage}.${rank}`).take(key(step, mb, from)),
+      sendBwd: (step, mb, to, msg) => this.box(this.bwd, `${stage - 1}.${to}`).put(key(step, mb, rank), msg),
+      recvBwd: (step, mb, from) => this.box(this.bwd, `${stage}.${rank}`).take(key(step, mb, from)),
+      ring: (step) => this.ring(group, rank, step),
+    };
+  }
+
+  /** Rank `rank`'s view of ring `group` at `step`. */
+  ring(group: string, rank: number, step: number): RingTransport {
+    return {
+      send: (to: number, tag: RingTag, data: Float32Array) => this.box(this.grad, `${group}.${to}`).put(`${step}/${ringKey(rank, tag)}`, data),
+      receive: (from: number, tag: RingTag) => this.box(this.grad, `${group}.${rank}`).take(`${step}/${ringKey(from, tag)}`),
+    };
+  }
+}
+
+interface FwdBody { rank: number; ids: number[]; b: WireTensor<'float32'>; a: WireTensor<'float32'> }
+interface BwdBody { rank: number; ids: number[]; g: WireTensor<'float32'> }
+interface GradBody { from: number; to: number; phase: RingTag['phase']; round: number; chunk: number; data: WireTensor<'float32'> }
+
+/** Widths a receiver checks rows against: values per row of b (T*d) and of a or g (T*r). */
+export interface RowWidths { b: number; a: number }
+
+/**
+ * Bus links of one stage rank. Subscribes to its fwd/bwd subjects at once (before the
+ * coordinator starts any step) and to grad.<group>.<step> one step ahead, so that no message can
+ * arrive before its subscription. `close()` unsubscribes and fails pending receives.
+ */
+export class BusStageLinks implements StageLinks {
+  private readonly fwd = new Mailbox<FwdMsg>();
+  private readonly bwd = new Mailbox<BwdMsg>();
+  private readonly grad = new Mailbox<Float32Array>();
+  private readonly subs: BusSubscription[] = [];
+  private readonly gradSubs = new Map<number, BusSubscription>();
+  /** Messages dropped by validation, by reason. */
+  readonly dropped = new Map<string, number>();
+  bytesSent = 0;
+
+  constructor(private readonly bus: Bus, private readonly o: { stage: number; rank: number; group: string; groupSize: number; prevSize: number; nextSize: number; widths: RowWidths; firstStep: number }) {
+    const s = bus.subjects;
+    this.subs.push(bus.subscribe<FwdBody>(s.stageFwd(o.stage, o.rank), (env) => {
+      const b = env.body;
+      if (!this.rowsOk(b?.ids, b?.rank, o.prevSize, [[b?.b, o.widths.b], [b?.a, o.widths.a]])) return;
+      this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
+    }, { kinds: ['fwd'] }));
+    this.subs.push(bus.subscribe<BwdBody>(s.stageBwd(o.stage, o.rank), (env) => {
+      const b = env.body;
+      if (!this.rowsOk(b?.ids, b?.rank, o.nextSize, [[b?.g, o.widths.a]])) return;
+      this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
+    }, { kinds: ['bwd'] }));
+    this.armGrad(o.firstStep);
+  }
+
+  private drop(reason: string): false {
+    this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
+    return false;
+  }
+
+  private rowsOk(ids: unknown, rank: unknown, senders: number, tensors: [unknown, number][]): boolean {
+    if (!Array.isArray(ids) || !ids.every((i) => Number.isSafeInteger(i) && i >= 0)) return this.drop('ids');
+    if (!Number.isInteger(rank) || (rank as number) < 0 || (rank as number) >= senders) return this.drop('rank');
+    for (const [t, width] of tensors) {
+      if (!(t instanceof WireTensor) || t.dtype !== 'float32' || t.size !== ids.length * width) return this.drop('shape');
+    }
+    return true;
+  }
+
+  private armGrad(step: number): void {
+    if (this.o.groupSize < 2 || this.gradSubs.has(step)) return;
+    this.gradSubs.set(step, this.bus.subscribe<GradBody>(this.bus.subjects.grad(this.o.group, step), (env) => {
+      const b = env.body;
+      if (b?.to !== this.o.rank) return;
+      if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) { this.drop('grad'); return; }
+      this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
+    }, { kinds: ['grad'] }));
+  }
+
+  private send(subject: string, kind: string, body: unknown, step: number, mb: number, bytes: number): void {
+    this.bytesSent += bytes;
+    this.bus.publish(subject, kind, body, { step, mb });
+  }
+
+  sendFwd(step: number, mb: number, to: number, msg: FwdMsg): void {
+    const body: FwdBody = { rank: this.o.rank, ids: msg.ids, b: new WireTensor('float32', [msg.b.length], msg.b), a: new WireTensor('float32', [msg.a.length], msg.a) };
+    this.send(this.bus.subjects.stageFwd(this.o.stage + 1, to), 'fwd', body, step, mb, msg.b.byteLength + msg.a.byteLength);
+  }
+
+  recvFwd(step: number, mb: number, from: number): Promise<FwdMsg> { return this.fwd.take(key(step, mb, from)); }
+
+  sendBwd(step: number, mb: number, to: number, msg: BwdMsg): void {
+    const body: BwdBody = { rank: this.o.rank, ids: msg.ids, g: new WireTensor('float32', [msg.g.length], msg.g) };
+    this.send(this.bus.subjects.stageBwd(this.o.stage - 1, to), 'bwd', body, step, mb, msg.g.byteLength);
+  }
+
+  recvBwd(step: number, mb: number, from: number): Promise<BwdMsg> { return this.bwd.take(key(step, mb, from)); }
+
+  ring(step: number): RingTransport {
+    this.armGrad(step);
+    this.armGrad(step + 1);
+    for (const [s, sub] of this.gradSubs) if (s < step) { sub.unsubscribe(); this.gradSubs.delete(s); }
+    const subject = this.bus.subjects.grad(this.o.group, step);
+    return {
+      send: (to, tag, data) => {
+        const body: GradBody = { from: this.o.rank, to, phase: tag.phase, round: tag.round, chunk: tag.chunk, data: new WireTensor('float32', [data.length], data) };
+        this.send(subject, 'grad', body, step, 0, data.byteLength);
+      },
+      receive: (from, tag) => this.grad.take(`${step}/${ringKey(from, tag)}`),
+    };
+  }
+
+  close(): void {
+    for (const s of this.subs) s.unsubscribe();
+    for (const s of this.gradSubs.values()) s.unsubscribe();
+    this.gradSubs.clear();
+    const closed = new Error('stage links closed');
+    this.fwd.close(closed); this.bwd.close(closed); this.grad.close(closed);
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * One stage rank's work for a step of the pipeline epoch: 1F1B over the step's micro-batches in
+ * the order of `oneFOneB`, rows routed between groups by the plan's shares (rows keep their
+ * sample ids), side gradients all-reduced inside the group, AdamW applied identically on every
+ * rank. Transport-agnostic: `StageLinks` is the bus in production and a mailbox in tests.
+ */
+import { oneFOneB } from '../../src/plan/schedule.ts';
+import { ringAllReduce, type RingTransport } from '../../src/runtime/allreduce.ts';
+import { assembleRows, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from '../../src/runtime/pipeline.ts';
+import type { StageCompute } from '../../src/train/stage-compute.ts';
+import type { AdamW } from '../../src/train/optim.ts';
+
+/** Forward message: rows (by sample id) of b_to and a_to. */
+export interface FwdMsg { ids: number[]; b: Float32Array; a: Float32Array }
+/** Backward message: rows (by sample id) of dL/da at the receiver's output boundary. */
+export interface BwdMsg { ids: number[]; g: Float32Array }
+
+/** What a stage rank needs from the network for one step. */
+export interface StageLinks {
+  sendFwd(step: number, mb: number, toRank: number, msg: FwdMsg): void;
+  recvFwd(step: number, mb: number, fromRank: number): Promise<FwdMsg>;
+  sendBwd(step: number, mb: number, toRank: number, msg: BwdMsg): void;
+  recvBwd(step: number, mb: number, fromRank: number): Promise<BwdMsg>;
+  /** The group's all-reduce ring for this step. */
+  ring(step: number): RingTransport;
+}
+
+/** Token rows of the data set, as every device holds it. */
+export interface RowSource {
+  rows(sampleIds: readonly number[]): { ids: Int32Array; mask: Float32Array };
+  /** Predicted tokens (next-token targets) of these samples. */
+  tokens(sampleIds: readonly number[]): number;
+}
+
+export interface StepOutcome {
+  /** This rank's share of the mini-batch mean loss (0 off the last stage). */
+  loss: number;
+  rows: number;
+  /** Bytes of activations and gradients this rank sent to other stages, and into the all-reduce. */
+  bytesSent: number;
+  gradNorm: number;
+}
+
+export interface StageRunnerOptions {
+  stages: StageLayout[];
+  stage: number;
+  rank: number;
+  microBatches: number;
+  compute: StageCompute;
+  optimizer: AdamW;
+  links: StageLinks;
+  data: RowSource;
+  /** Called with the activations this rank computed (layer -> rows*T*d) for its device's cache. */
+  onComputed?(sampleIds: number[], computed: Map<number, Float32Array>): void;
+}
+
+export class StageRunner {
+  constructor(private readonly o: StageRunnerOptions) {}
+
+  async runStep(step: number, sampleIds: number[]): Promise<StepOutcome> {
+    const { stages, stage, rank, compute, links, data } = this.o;
+    const me = stages[stage]!, prev = stages[stage - 1], next = stages[stage + 1];
+    const T = compute.seqLen, { d, r } = compute.width;
+    const mbs = microBatches(sampleIds, this.o.microBatches);
+    const stepTokens = data.tokens(sampleIds);
+    let loss = 0, rows = 0, bytesSent = 0;
+    for (const { op, mb } of oneFOneB(stage, stages.length, mbs.length)) {
+      const mine = rankRows(mbs[mb]!, me.shares, rank);
+      if (mine.length === 0) continue;
+      if (op === 'F') {
+        let out;
+        if (!prev) {
+          out = compute.forward(mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids });
+        } else {
+          const from = expectedSenders(mbs[mb]!, prev.shares, me.shares, rank);
+          const parts = await Promise.all(from.map((f) => links.recvFwd(step, mb, f)));
+          const b = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d);
+          const a = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r);
+          out = compute.forward(mb, mine.length, { kind: 'hidden', b, a });
+        }
+        rows += mine.length;
+        this.o.onComputed?.(mine, out.computed);
+        if (next) {
+          for (const [to, ids] of routeRows(mbs[mb]!, me.shares, rank, next.shares)) {
+            const msg = { ids, b: selectRows(mine, out.b, ids, T * d), a: selectRows(mine, out.a, ids, T * r) };
+            bytesSent += msg.b.byteLength + msg.a.byteLength;
+            links.sendFwd(step, mb, to, msg);
+          }
+        }
+      } else {
+        let gradIn: Float32Array | null;
+        if (!next) {
+          const { ids, mask } = data.rows(mine);
+          const res = compute.lossBackward(mb, ids, mask, stepTokens);
+          loss += res.loss;
+          gradIn = res.gradIn;
+        } else {
+          const from = expectedSenders(mbs[mb]!, next.shares, me.shares, rank);
+          const parts = await Promise.all(from.map((f) => links.recvBwd(step, mb, f)));
+          gradIn = compute.backwardFrom(mb, assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.g })), T * r));
+        }
+        if (prev && gradIn) {
+          for (const [to, ids] of routeRows(mbs[mb]!, me.shares, rank, prev.shares)) {
+            const msg = { ids, g: selectRows(mine, gradIn, ids, T * r) };
+            bytesSent += msg.g.byteLength;
+            links.sendBwd(step, mb, to, msg);
+          }
+        }
+      }
+    }
+    const grads = compute.flatGradients();
+    const size = me.devices.length;
+    const reduced = await ringAllReduce(grads, rank, size, links.ring(step));
+    if (size > 1) bytesSent += (2 * (size - 1) * grads.byteLength) / size;
+    const report = compute.apply(reduced, this.o.optimizer);
+    return { loss, rows, bytesSent, gradNorm: report.gradNorm };
+  }
+}
+
+/**
+ * A cached-epoch step on one device: its rows of the mini-batch (those in its shard) forward and
+ * backward from cached activations through the whole side network, then a ring all-reduce over
+ * every device and the same AdamW update everywhere. No backbone layer runs.
+ */
+export async function cachedStep(o: {
+  step: number; sampleIds: number[]; shard: ReadonlySet<number>; rank: number; size: number; microBatches: number;
+  compute: StageCompute; optimizer: AdamW; ring: RingTransport; data: RowSource;
+  activations(sampleIds: readonly number[]): Float32Array[];
+}): Promise<StepOutcome> {
+  const mineAll = o.sampleIds.filter((id) => o.shard.has(id));
+  const stepTokens = o.data.tokens(o.sampleIds);
+  let loss = 0;
+  microBatches(mineAll, Math.min(o.microBatches, Math.max(1, mineAll.length))).forEach((mine, mb) => {
+    if (mine.length === 0) return;
+    o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) });
+    const { ids, mask } = o.data.rows(mine);
+    loss += o.compute.lossBackward(mb, ids, mask, stepTokens).loss;
+  });
+  const grads = o.compute.flatGradients();
+  const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);
+  const report = o.compute.apply(reduced, o.optimizer);
+  return { loss, rows: mineAll.length, bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0, gradNorm: report.gradNorm };
+}

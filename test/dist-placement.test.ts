@@ -1,0 +1,59 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { initBackend } from '../src/model/backend.ts';
+import { markovDataset } from '../src/train/data.ts';
+import { runLocal, type LocalRunOptions } from '../actors/stage/local-run.ts';
+import type { StageLayout } from '../src/runtime/pipeline.ts';
+
+const data = markovDataset({ vocab: 256, sequences: 12, length: 16, seed: 3 });
+const base: Omit<LocalRunOptions, 'stages'> = {
+  model: { preset: 'tiny', seed: 5 }, data, seqLen: 16, epochs: 2, batch: 6, microBatches: 3, seed: 11, optimizer: { lr: 1e-2 },
+};
+
+function relDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  assert.equal([...a.keys()].sort(), [...b.keys()].sort());
+  let num = 0, den = 0;
+  for (const [n, x] of a) {
+    const y = b.get(n)!;
+    for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += x[i]! ** 2; }
+  }
+  return Math.sqrt(num / den);
+}
+
+const one: StageLayout[] = [{ from: 1, to: 2, devices: ['a'], shares: [1] }];
+const two: StageLayout[] = [{ from: 1, to: 1, devices: ['a'], shares: [1] }, { from: 2, to: 2, devices: ['b'], shares: [1] }];
+// pipeline + data parallel with an uneven (speed-proportional) split in the first group
+const four: StageLayout[] = [{ from: 1, to: 1, devices: ['a', 'b'], shares: [2, 1] }, { from: 2, to: 2, devices: ['c', 'd'], shares: [1, 1] }];
+
+test('placement: 1, 2 and 4 devices (pipeline + data parallel) end with the same side network', async () => {
+  await initBackend('wasm');
+  const r1 = await runLocal({ ...base, stages: one });
+  const r2 = await runLocal({ ...base, stages: two });
+  const r4 = await runLocal({ ...base, stages: four });
+  // the run trained: side weights moved from their start and the loss is finite
+  const start = await runLocal({ ...base, epochs: 1, optimizer: { lr: 0 }, stages: one });
+  assert.ok(relDiff(r1.params, start.params) > 1e-3, 'training moved the side network');
+  for (const r of [r1, r2, r4]) assert.ok(r.epochLoss.every(Number.isFinite));
+  const d2 = relDiff(r1.params, r2.params), d4 = relDiff(r1.params, r4.params);
+  assert.ok(d2 <= 1e-4, `2-device run differs by ${d2}`);
+  assert.ok(d4 <= 1e-4, `4-device run differs by ${d4}`);
+  assert.ok(Math.abs(r1.epochLoss[1]! - r4.epochLoss[1]!) < 1e-4 * Math.abs(r1.epochLoss[1]!));
+  // cached epochs never ran a backbone layer, and the 4-device run moved cache entries
+  for (const r of [r1, r2, r4]) assert.is(r.layerCalls[1], 0);
+  assert.is(r1.redistributedBytes, 0);
+  assert.ok(r4.redistributedBytes > 0);
+});
+
+test('placement: a stage rank holds only its own backbone layers', async () => {
+  const r = await runLocal({ ...base, epochs: 1, stages: two });
+  const first = r.heldWeights.get('0.0')!, last = r.heldWeights.get('1.0')!;
+  assert.ok(first.some((n) => /1/.test(n)), `first stage holds layer 1: ${first.join(', ')}`);
+  const layerOf = (n: string) => { const m = /(?:^|\.)(?:h|layers)\.(\d+)\./.exec(n); return m ? Number(m[1]) : null; };
+  const firstLayers = new Set(first.map(layerOf).filter((x) => x !== null));
+  const lastLayers = new Set(last.map(layerOf).filter((x) => x !== null));
+  assert.is(firstLayers.size, 1);
+  assert.is(lastLayers.size, 1);
+  assert.not.equal([...firstLayers], [...lastLayers]);
+});
+
+test.run();
