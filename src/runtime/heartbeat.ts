@@ -3,25 +3,12 @@
  * peer silent for LOST_AFTER_MS (three missed heartbeats) is reported lost.
  */
 import { every, type Clock } from './clock.ts';
+import type { Heartbeat } from './messages.ts';
+
+export type { Heartbeat };
 
 export const HEARTBEAT_MS = 500;
 export const LOST_AFTER_MS = 3 * HEARTBEAT_MS;
-
-/** What a heartbeat says (**contract** of `dev.<device>.hb`). */
-export interface Heartbeat {
-  /** Sender's device name. */
-  device: string;
-  /** The sender's machine state, e.g. 'idle', 'working'. */
-  state: string;
-  /** Training step the sender is on (-1 before the first). */
-  step: number;
-  /** Bytes in use: tensors plus caches where known, else the process's resident set. */
-  memoryBytes: number;
-  /** Increments by one per heartbeat from the same process; a restart starts again at 0. */
-  seq: number;
-  /** Sender's wall clock, ms since the epoch (for display; liveness uses the receiver's clock). */
-  sentAt: number;
-}
 
 export interface HeartbeatSource {
   device: string;

@@ -1,0 +1,107 @@
+/**
+ * The minimal coordinator's binding: serves `coord.join` (kinds join, profile, leave, status),
+ * listens to every device heartbeat, keeps the DeviceRegistry, publishes DEVICE_JOINED /
+ * DEVICE_PROFILED / DEVICE_LOST / DEVICE_LEFT / ASSEMBLED on `events`, and drives the coordinator
+ * machine. Runs inside `charon launch` on the launcher's bus connection.
+ */
+import type { Bus } from '../../src/bus/index.ts';
+import { systemClock, type Clock } from '../../src/runtime/clock.ts';
+import { RunEvents } from '../../src/runtime/events.ts';
+import { Inbox, route } from '../../src/runtime/inbox.ts';
+import { heartbeat, joinRequest, leaveRequest, profileReport, statusRequest, type OkReply, type StatusReply } from '../../src/runtime/messages.ts';
+import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
+import { DeviceRegistry, type RegistryEvent } from './registry.ts';
+import { coordinatorMachine } from './machine.ts';
+
+export interface CoordinatorOptions {
+  bus: Bus;
+  /** Devices the run waits for before it is `assembled`. */
+  expected: string[];
+  clock?: Clock;
+  lostAfterMs?: number;
+}
+
+export interface Coordinator {
+  readonly registry: DeviceRegistry;
+  readonly events: RunEvents;
+  readonly machine: BoundActor<typeof coordinatorMachine>;
+  /** Resolves when every expected device is alive (at once if they already are). */
+  whenAssembled(): Promise<void>;
+  status(): StatusReply;
+  /** Unsubscribes, stops liveness timers and the machine. The bus stays open (it is the caller's). */
+  stop(): void;
+}
+
+export function startCoordinator(opts: CoordinatorOptions): Coordinator {
+  const { bus } = opts;
+  const clock = opts.clock ?? systemClock;
+  const registry = new DeviceRegistry(clock, opts.lostAfterMs);
+  const events = new RunEvents(bus, 'coordinator');
+  const inbox = new Inbox(bus, events);
+
+  const logic = coordinatorMachine.provide({
+    actions: {
+      reportAssembled: (_, p) => { events.emit('ASSEMBLED', { devices: p.devices }); },
+      reportIncomplete: (_, p) => { events.emit('INCOMPLETE', { missing: p.missing }); },
+    },
+  });
+  const machine = startActor(logic, { input: { expected: opts.expected }, clock });
+
+  const stopRegistry = registry.subscribe((e: RegistryEvent) => {
+    const d = e.device;
+    switch (e.type) {
+      case 'DEVICE_JOINED':
+        events.emit(e.type, { device: d.name, rejoin: e.rejoin, backend: d.hello.backend, memoryMb: d.hello.memoryMb, pid: d.hello.pid, host: d.hello.host });
+        machine.actor.send({ type: 'DEVICE_JOINED', name: d.name });
+        break;
+      case 'DEVICE_PROFILED':
+        events.emit(e.type, { device: d.name, matmulGflops: d.matmulGflops, backendDetail: d.backendDetail });
+        break;
+      case 'DEVICE_LOST':
+        events.emit(e.type, { device: d.name, silentMs: e.silentMs });
+        machine.actor.send({ type: 'DEVICE_LOST', name: d.name });
+        break;
+      case 'DEVICE_LEFT':
+        events.emit(e.type, { device: d.name, reason: e.reason });
+        machine.actor.send({ type: 'DEVICE_LEFT', name: d.name });
+        break;
+    }
+  });
+
+  const status = (): StatusReply => ({
+    run: bus.run,
+    state: String(machine.actor.getSnapshot().value),
+    devices: registry.status(),
+    rejected: inbox.rejected(),
+  });
+
+  const ok = (value: boolean, reason: string): OkReply => (value ? { ok: true } : { ok: false, reason });
+  inbox.serve(bus.subjects.coordJoin(), {
+    join: route(joinRequest, (hello) => registry.join(hello)),
+    profile: route(profileReport, (p) => ok(registry.profile(p), `device '${p.device}' has not joined`)),
+    leave: route(leaveRequest, (l) => ok(registry.leave(l.device, l.reason), `device '${l.device}' is not alive`)),
+    status: route(statusRequest, () => status()),
+  });
+  inbox.on(bus.subjects.devHbAll(), 'hb', heartbeat, (hb, env) => {
+    // A heartbeat speaks for its sender only; one naming another device is ignored.
+    if (env.from === hb.device) registry.heartbeat(hb);
+  });
+
+  return {
+    registry,
+    events,
+    machine,
+    status,
+    whenAssembled: () => new Promise<void>((resolve) => {
+      const check = (s: { value: unknown }) => { if (s.value === 'assembled') { sub.unsubscribe(); resolve(); } };
+      const sub = machine.actor.subscribe(check);
+      check(machine.actor.getSnapshot());
+    }),
+    stop: () => {
+      inbox.close();
+      stopRegistry();
+      registry.close();
+      machine.actor.send({ type: 'STOP' });
+    },
+  };
+}

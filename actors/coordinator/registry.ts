@@ -1,0 +1,167 @@
+/**
+ * The devices of a run as the coordinator knows them: who joined, what they reported, and whether
+ * they are alive. Liveness runs on the injected clock: a device silent for `lostAfterMs` (three
+ * missed heartbeats) is reported DEVICE_LOST; a lost device that speaks again, or joins again, is
+ * reported DEVICE_JOINED with `rejoin: true`. The run machine subscribes to these events and
+ * queries `devices()`; it never touches the bus for them.
+ */
+import type { Clock } from '../../src/runtime/clock.ts';
+import { HEARTBEAT_MS, LOST_AFTER_MS } from '../../src/runtime/heartbeat.ts';
+import type { DeviceStatus, Heartbeat, JoinReply, JoinRequest, ProfileReport } from '../../src/runtime/messages.ts';
+
+export interface DeviceRecord {
+  readonly name: string;
+  hello: JoinRequest;
+  alive: boolean;
+  /** Last state the device reported ('registering' until its first heartbeat). */
+  state: string;
+  step: number;
+  memoryBytes: number;
+  matmulGflops: number | null;
+  backendDetail: string | null;
+  /** Coordinator clock readings. */
+  joinedAt: number;
+  lastSeen: number;
+  /** How many times this name joined (1 for the first). */
+  joins: number;
+}
+
+export type RegistryEvent =
+  | { type: 'DEVICE_JOINED'; device: DeviceRecord; rejoin: boolean }
+  | { type: 'DEVICE_PROFILED'; device: DeviceRecord }
+  | { type: 'DEVICE_LOST'; device: DeviceRecord; silentMs: number }
+  | { type: 'DEVICE_LEFT'; device: DeviceRecord; reason: string };
+
+export type RegistryListener = (event: RegistryEvent) => void;
+
+export class DeviceRegistry {
+  private readonly records = new Map<string, DeviceRecord>();
+  private readonly timers = new Map<string, unknown>();
+  private readonly listeners = new Set<RegistryListener>();
+
+  constructor(private readonly clock: Clock, readonly lostAfterMs = LOST_AFTER_MS) {}
+
+  /**
+   * Accepts a hello. A name held by a live device in another process is refused; the same
+   * process joining again (after a reconnect) or a new process replacing a lost or departed one
+   * is accepted.
+   */
+  join(hello: JoinRequest): JoinReply {
+    const now = this.clock.now();
+    const prev = this.records.get(hello.device);
+    const sameProcess = prev !== undefined && prev.hello.pid === hello.pid && prev.hello.host === hello.host;
+    if (prev?.alive && !sameProcess) {
+      return { ok: false, reason: `device name '${hello.device}' is in use by pid ${prev.hello.pid} on ${prev.hello.host}` };
+    }
+    const rec: DeviceRecord = prev && sameProcess
+      ? { ...prev, hello, alive: true, lastSeen: now, joins: prev.alive ? prev.joins : prev.joins + 1 }
+      : { name: hello.device, hello, alive: true, state: 'registering', step: -1, memoryBytes: 0, matmulGflops: null, backendDetail: null, joinedAt: now, lastSeen: now, joins: (prev?.joins ?? 0) + 1 };
+    this.records.set(rec.name, rec);
+    this.arm(rec.name);
+    if (!prev?.alive || !sameProcess) this.emit({ type: 'DEVICE_JOINED', device: rec, rejoin: prev !== undefined });
+    return { ok: true, role: 'worker', heartbeatMs: HEARTBEAT_MS, lostAfterMs: this.lostAfterMs };
+  }
+
+  /** Records a device's measured speed; false when the device is unknown or gone. */
+  profile(report: ProfileReport): boolean {
+    const rec = this.records.get(report.device);
+    if (!rec?.alive) return false;
+    rec.matmulGflops = report.matmulGflops;
+    rec.backendDetail = report.backendDetail;
+    this.touch(rec);
+    this.emit({ type: 'DEVICE_PROFILED', device: rec });
+    return true;
+  }
+
+  /** Records a heartbeat; false when it comes from a device that never joined or has left. */
+  heartbeat(hb: Heartbeat): boolean {
+    const rec = this.records.get(hb.device);
+    if (!rec || rec.state === 'left') return false;
+    rec.state = hb.state;
+    rec.step = hb.step;
+    rec.memoryBytes = hb.memoryBytes;
+    const wasLost = !rec.alive;
+    this.touch(rec);
+    if (wasLost) {
+      rec.alive = true;
+      rec.joins += 1;
+      this.emit({ type: 'DEVICE_JOINED', device: rec, rejoin: true });
+    }
+    return true;
+  }
+
+  /** A device leaving on purpose: not a loss, no DEVICE_LOST follows. */
+  leave(name: string, reason: string): boolean {
+    const rec = this.records.get(name);
+    if (!rec?.alive) return false;
+    this.disarm(name);
+    rec.alive = false;
+    rec.state = 'left';
+    this.emit({ type: 'DEVICE_LEFT', device: rec, reason });
+    return true;
+  }
+
+  get(name: string): DeviceRecord | undefined {
+    return this.records.get(name);
+  }
+
+  /** Every device ever seen in this run, in join order. */
+  devices(): DeviceRecord[] {
+    return [...this.records.values()];
+  }
+
+  /** Names of the devices alive now. */
+  alive(): string[] {
+    return this.devices().filter((d) => d.alive).map((d) => d.name);
+  }
+
+  /** The status row of every device, heartbeat ages on this registry's clock. */
+  status(): DeviceStatus[] {
+    const now = this.clock.now();
+    return this.devices().map((d) => ({
+      name: d.name, state: d.alive ? d.state : d.state === 'left' ? 'left' : 'lost', alive: d.alive,
+      backend: d.hello.backend, memoryMb: d.hello.memoryMb, memoryBytes: d.memoryBytes, step: d.step,
+      heartbeatAgeMs: Math.max(0, Math.round(now - d.lastSeen)), matmulGflops: d.matmulGflops,
+      pid: d.hello.pid, host: d.hello.host, joins: d.joins,
+    }));
+  }
+
+  /** Calls `listener` for every later event; returns the unsubscribe function. */
+  subscribe(listener: RegistryListener): () => void {
+    this.listeners.add(listener);
+    return () => { this.listeners.delete(listener); };
+  }
+
+  /** Stops every liveness timer and forgets the listeners. */
+  close(): void {
+    for (const name of [...this.timers.keys()]) this.disarm(name);
+    this.listeners.clear();
+  }
+
+  private touch(rec: DeviceRecord): void {
+    rec.lastSeen = this.clock.now();
+    this.arm(rec.name);
+  }
+
+  private arm(name: string): void {
+    this.disarm(name);
+    this.timers.set(name, this.clock.setTimeout(() => this.expire(name), this.lostAfterMs));
+  }
+
+  private disarm(name: string): void {
+    if (this.timers.has(name)) this.clock.clearTimeout(this.timers.get(name));
+    this.timers.delete(name);
+  }
+
+  private expire(name: string): void {
+    this.timers.delete(name);
+    const rec = this.records.get(name);
+    if (!rec?.alive) return;
+    rec.alive = false;
+    this.emit({ type: 'DEVICE_LOST', device: rec, silentMs: this.clock.now() - rec.lastSeen });
+  }
+
+  private emit(event: RegistryEvent): void {
+    for (const l of [...this.listeners]) l(event);
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * Bodies of the runtime's messages (**contract**: the wire vocabulary shared by the device actor,
+ * the coordinator and `charon status`). The envelope (version, run, sender, id, kind) is checked by
+ * the bus; these schemas check the body, so a handler only ever sees a well-formed body.
+ *
+ * Requests to the coordinator all go to `coord.join`, told apart by envelope kind:
+ * 'join' | 'profile' | 'leave' | 'status'. Heartbeats are kind 'hb' on `dev.<device>.hb`,
+ * control requests are kind 'ctl' on `dev.<device>.ctl`, run events kind 'event' on `events`.
+ */
+import { z } from 'zod';
+import { SUBJECT_SAFE } from '../topology/schema.ts';
+
+const name = z.string().regex(SUBJECT_SAFE).max(64);
+const count = z.number().int().nonnegative();
+
+/** Envelope kinds of requests to the coordinator. */
+export const COORD_KINDS = ['join', 'profile', 'leave', 'status'] as const;
+export type CoordKind = (typeof COORD_KINDS)[number];
+
+/** A device introduces itself (state `registering`). Re-sent after a reconnect; idempotent per (device, pid, host). */
+export const joinRequest = z.strictObject({
+  device: name,
+  backend: z.string().min(1).max(64),
+  memoryMb: z.number().positive(),
+  pid: z.number().int().positive(),
+  host: z.string().min(1).max(256),
+  slowdown: z.number().min(1),
+  bandwidthMbps: z.number().positive().nullable(),
+});
+export type JoinRequest = z.infer<typeof joinRequest>;
+
+export const joinReply = z.discriminatedUnion('ok', [
+  z.strictObject({ ok: z.literal(true), role: z.literal('worker'), heartbeatMs: z.number().positive(), lostAfterMs: z.number().positive() }),
+  z.strictObject({ ok: z.literal(false), reason: z.string() }),
+]);
+export type JoinReply = z.infer<typeof joinReply>;
+
+/** What a device measured about itself (state `profiling`). */
+export const profileReport = z.strictObject({
+  device: name,
+  /** Large plain 2-D f32 matmul rate of the device's backend, divided by its slowdown knob. */
+  matmulGflops: z.number().nonnegative(),
+  backendDetail: z.string().max(512),
+});
+export type ProfileReport = z.infer<typeof profileReport>;
+
+/** A device leaves on purpose (drained); not a loss. */
+export const leaveRequest = z.strictObject({ device: name, reason: z.string().max(512) });
+export type LeaveRequest = z.infer<typeof leaveRequest>;
+
+export const okReply = z.strictObject({ ok: z.boolean(), reason: z.string().optional() });
+export type OkReply = z.infer<typeof okReply>;
+
+export const statusRequest = z.strictObject({});
+
+/** One device as the coordinator sees it. */
+export const deviceStatus = z.strictObject({
+  name,
+  state: z.string(),
+  alive: z.boolean(),
+  backend: z.string(),
+  memoryMb: z.number(),
+  memoryBytes: count,
+  step: z.number().int(),
+  /** ms since the last heartbeat (or the join), on the coordinator's clock. */
+  heartbeatAgeMs: count,
+  matmulGflops: z.number().nullable(),
+  pid: z.number().int(),
+  host: z.string(),
+  joins: count,
+});
+export type DeviceStatus = z.infer<typeof deviceStatus>;
+
+export const statusReply = z.strictObject({
+  run: z.string(),
+  /** The coordinator machine's state, e.g. 'gathering', 'assembled'. */
+  state: z.string(),
+  devices: z.array(deviceStatus),
+  /** Messages the coordinator dropped because they failed validation, per reason. */
+  rejected: z.record(z.string(), count),
+});
+export type StatusReply = z.infer<typeof statusReply>;
+
+/** A heartbeat on `dev.<device>.hb`: liveness, state, step, memory in use. */
+export const heartbeat = z.strictObject({
+  /** Sender's device name. */
+  device: name,
+  /** The sender's machine state, e.g. 'idle', 'working'. */
+  state: z.string().min(1).max(64),
+  /** Training step the sender is on (-1 before the first). */
+  step: z.number().int().min(-1),
+  /** Bytes in use: tensors plus caches where known, else the process's resident set. */
+  memoryBytes: count,
+  /** Increments by one per heartbeat from the same process; a restart starts again at 0. */
+  seq: count,
+  /** Sender's wall clock, ms (for display; liveness uses the receiver's clock). */
+  sentAt: z.number(),
+});
+export type Heartbeat = z.infer<typeof heartbeat>;
+
+/** Control request to a device; `kind` picks the handler, `args` is the handler's to validate. */
+export const ctlRequest = z.strictObject({ kind: z.string().regex(/^[a-z][a-z-]*$/).max(64), args: z.unknown().optional() });
+export type CtlRequest = z.infer<typeof ctlRequest>;
+
+export const ctlReply = z.strictObject({ ok: z.boolean(), reason: z.string().optional(), result: z.unknown().optional() });
+export type CtlReply = z.infer<typeof ctlReply>;
+
+/** A run event (**contract** for `--json` output, dashboards and chaos checkers). */
+export const runEvent = z.looseObject({ type: z.string().regex(/^[A-Z][A-Z_]*$/), at: z.number(), source: z.string() });
+export type RunEvent = z.infer<typeof runEvent>;
