@@ -1,0 +1,41 @@
+/**
+ * The cache machine: empty -> filling (epoch 1: the device's stages put what they computed) ->
+ * sealed (epoch 1 over) -> redistributing (send other devices their shards' layers, receive
+ * ours) -> serving (cached epochs) -> dropped. Effects are named; the binding provides them.
+ */
+import { assign, fromPromise, setup } from 'xstate';
+
+export type CacheEvent =
+  | { type: 'FILL' }
+  | { type: 'SEAL' }
+  | { type: 'REDISTRIBUTE'; shards: number[][]; devices: string[] }
+  | { type: 'DROP' };
+
+export interface CacheContext { bytesIn: number; bytesOut: number; shards: number[][] | null; devices: string[]; error: string | null }
+
+export const cacheMachine = setup({
+  types: { context: {} as CacheContext, events: {} as CacheEvent },
+  actors: {
+    redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async () => { throw new Error("cache machine: effect 'redistribute' was not provided"); }),
+  },
+  actions: { release: () => {} },
+}).createMachine({
+  id: 'cache',
+  context: { bytesIn: 0, bytesOut: 0, shards: null, devices: [], error: null },
+  initial: 'empty',
+  states: {
+    empty: { on: { FILL: 'filling', DROP: 'dropped' } },
+    filling: { on: { SEAL: 'sealed', DROP: 'dropped' } },
+    sealed: { on: { REDISTRIBUTE: { target: 'redistributing', actions: assign({ shards: ({ event }) => event.shards, devices: ({ event }) => event.devices }) }, DROP: 'dropped' } },
+    redistributing: {
+      invoke: {
+        src: 'redistribute',
+        input: ({ context }) => ({ shards: context.shards!, devices: context.devices }),
+        onDone: { target: 'serving', actions: assign({ bytesIn: ({ event }) => event.output.bytesIn, bytesOut: ({ event }) => event.output.bytesOut }) },
+        onError: { target: 'sealed', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
+      },
+    },
+    serving: { on: { DROP: 'dropped' } },
+    dropped: { type: 'final', entry: 'release' },
+  },
+});

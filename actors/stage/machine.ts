@@ -1,0 +1,61 @@
+/**
+ * The stage machine: unloaded -> loading -> ready -> running (1F1B over one step's
+ * micro-batches) -> ready; ABORT while running goes through `aborting`, which drops every
+ * in-flight micro-batch of the step. Effects are named; the binding provides them.
+ */
+import { assign, fromPromise, setup } from 'xstate';
+
+export interface StageAssignment { stage: number; rank: number; from: number; to: number }
+export type StageEvent =
+  | { type: 'LOAD'; assignment: StageAssignment }
+  | { type: 'RUN_STEP'; step: number; sampleIds: number[] }
+  | { type: 'ABORT'; step: number }
+  | { type: 'UNLOAD' };
+
+export interface StageContext { assignment: StageAssignment | null; step: number; committed: number; error: string | null }
+
+const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`stage machine: effect '${name}' was not provided`); });
+
+export const stageMachine = setup({
+  types: { context: {} as StageContext, events: {} as StageEvent },
+  actors: {
+    loadStage: notProvided<void, StageAssignment>('loadStage'),
+    runStep: notProvided<unknown, { step: number; sampleIds: number[] }>('runStep'),
+    abortStep: notProvided<void, { step: number }>('abortStep'),
+    unloadStage: notProvided<void, void>('unloadStage'),
+  },
+}).createMachine({
+  id: 'stage',
+  context: { assignment: null, step: 0, committed: 0, error: null },
+  initial: 'unloaded',
+  states: {
+    unloaded: { on: { LOAD: { target: 'loading', actions: assign({ assignment: ({ event }) => event.assignment, error: null }) } } },
+    loading: {
+      invoke: {
+        src: 'loadStage',
+        input: ({ context }) => context.assignment!,
+        onDone: 'ready',
+        onError: { target: 'unloaded', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error), assignment: null }) },
+      },
+    },
+    ready: {
+      on: {
+        RUN_STEP: { target: 'running', actions: assign({ step: ({ event }) => event.step }) },
+        UNLOAD: 'unloading',
+      },
+    },
+    running: {
+      invoke: {
+        src: 'runStep',
+        input: ({ context, event }) => ({ step: context.step, sampleIds: event.type === 'RUN_STEP' ? event.sampleIds : [] }),
+        onDone: { target: 'ready', actions: assign({ committed: ({ context }) => context.step }) },
+        onError: { target: 'aborting', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
+      },
+      on: { ABORT: { guard: ({ context, event }) => event.step === context.step, target: 'aborting' } },
+    },
+    aborting: {
+      invoke: { src: 'abortStep', input: ({ context }) => ({ step: context.step }), onDone: 'ready', onError: 'ready' },
+    },
+    unloading: { invoke: { src: 'unloadStage', onDone: { target: 'unloaded', actions: assign({ assignment: null }) }, onError: 'unloaded' } },
+  },
+});

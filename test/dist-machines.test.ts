@@ -1,0 +1,55 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createActor, fromPromise, waitFor } from 'xstate';
+import { stageMachine, type StageAssignment } from '../actors/stage/machine.ts';
+import { cacheMachine } from '../actors/cache/machine.ts';
+
+test('stage machine: loads, runs a step, aborts a step and drops back to ready', async () => {
+  const aborted: number[] = [];
+  let finish: () => void = () => {};
+  const m = stageMachine.provide({ actors: {
+    loadStage: fromPromise<void, StageAssignment>(async () => {}),
+    runStep: fromPromise<unknown, { step: number; sampleIds: number[] }>(({ input }) => (input.step === 2 ? new Promise(() => {}) : new Promise((r) => { finish = () => r(null); }))),
+    abortStep: fromPromise<void, { step: number }>(async ({ input }) => { aborted.push(input.step); }),
+  } });
+  const a = createActor(m).start();
+  a.send({ type: 'LOAD', assignment: { stage: 1, rank: 0, from: 2, to: 2 } });
+  await waitFor(a, (s) => s.value === 'ready');
+  a.send({ type: 'RUN_STEP', step: 1, sampleIds: [3, 4] });
+  assert.is(a.getSnapshot().value, 'running');
+  finish();
+  await waitFor(a, (s) => s.value === 'ready');
+  assert.is(a.getSnapshot().context.committed, 1);
+  a.send({ type: 'RUN_STEP', step: 2, sampleIds: [5] });
+  a.send({ type: 'ABORT', step: 1 }); // a stale abort is ignored
+  assert.is(a.getSnapshot().value, 'running');
+  a.send({ type: 'ABORT', step: 2 });
+  await waitFor(a, (s) => s.value === 'ready');
+  assert.equal(aborted, [2]);
+  assert.is(a.getSnapshot().context.committed, 1);
+});
+
+test('stage machine: a failed load returns to unloaded with the reason', async () => {
+  const m = stageMachine.provide({ actors: { loadStage: fromPromise<void, StageAssignment>(async () => { throw new Error('layer 3 missing in model.safetensors'); }) } });
+  const a = createActor(m).start();
+  a.send({ type: 'LOAD', assignment: { stage: 0, rank: 0, from: 1, to: 3 } });
+  const s = await waitFor(a, (x) => x.value === 'unloaded' && x.context.error !== null);
+  assert.match(s.context.error!, /layer 3 missing/);
+});
+
+test('cache machine: fills, seals, redistributes with byte accounting, serves, drops', async () => {
+  const m = cacheMachine.provide({ actors: { redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async ({ input }) => ({ bytesIn: 10 * input.shards[0]!.length, bytesOut: 7 })) } });
+  const a = createActor(m).start();
+  a.send({ type: 'REDISTRIBUTE', shards: [[1]], devices: ['a'] }); // not before sealing
+  assert.is(a.getSnapshot().value, 'empty');
+  a.send({ type: 'FILL' });
+  a.send({ type: 'SEAL' });
+  a.send({ type: 'REDISTRIBUTE', shards: [[1, 2, 3]], devices: ['a'] });
+  const s = await waitFor(a, (x) => x.value === 'serving');
+  assert.is(s.context.bytesIn, 30);
+  assert.is(s.context.bytesOut, 7);
+  a.send({ type: 'DROP' });
+  assert.is(a.getSnapshot().status, 'done');
+});
+
+test.run();
