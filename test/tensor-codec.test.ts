@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  DTYPES, WireTensor, typedArrayCtor, encodeEnvelope, decodeEnvelope, PROTOCOL_VERSION, MessageRejected,
+  DTYPES, WireTensor, typedArrayCtor, encodeEnvelope, encodeEnvelopeMessage, decodeEnvelope, PROTOCOL_VERSION, MessageRejected,
   splitChunks, parseChunkHeader, packValue, formatChunkHeader, crc32, Reassembler, codecStats, type DType, type Envelope, type RejectReason,
 } from '../src/tensor/index.ts';
 
@@ -81,6 +81,26 @@ test('tensor codec: decoding an aligned message makes views, not copies; a misal
   assert.is(codecStats.copies, before.copies + 1);
   sameBits(t, view);
   sameBits(t, copy);
+});
+
+test('tensor codec: large tensors are referenced in place, and segments equal the contiguous bytes', () => {
+  const big = randomTensor('float32', [100_000]);
+  const body = { a: big, small: randomTensor('int8', [5]), b: randomTensor('uint16', [40_000]), tail: 'after' };
+  const msg = encodeEnvelopeMessage(env(body));
+  const segs = msg.segments();
+  assert.ok(segs.some((s) => s.buffer === big.data.buffer), 'the big tensor is a segment of its own, not a copy');
+  const joined = Buffer.concat(segs);
+  assert.is(joined.length, msg.length);
+  assert.ok(joined.equals(Buffer.from(encodeEnvelope(env(body)))));
+  const out = decodeEnvelope<typeof body>(received(msg.bytes()), { run: 'run1' });
+  sameBits(big, out.body.a);
+  sameBits(body.b, out.body.b);
+  assert.is(out.body.tail, 'after');
+  // a message that outgrows msgpackr's buffer after a large tensor is still encoded correctly
+  const grown = { a: big, text: 'x'.repeat(3_000_000) };
+  const g = decodeEnvelope<typeof grown>(received(Buffer.concat(encodeEnvelopeMessage(env(grown)).segments())), { run: 'run1' });
+  sameBits(big, g.body.a);
+  assert.is(g.body.text.length, 3_000_000);
 });
 
 test('tensor codec: nested bodies keep plain values and tensors', () => {

@@ -6,7 +6,7 @@
  * subject; it never reaches a handler and never throws into one.
  */
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
-import { decodeEnvelope, encodeEnvelope, formatChunkHeader, parseChunkHeader, splitChunks, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reassembler, REJECT_REASONS, MessageRejected, type Envelope, type RejectReason } from '../tensor/index.ts';
+import { decodeEnvelope, encodeEnvelopeMessage, formatChunkHeader, parseChunkHeader, splitSegments, type EncodedMessage, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reassembler, REJECT_REASONS, MessageRejected, type Envelope, type RejectReason } from '../tensor/index.ts';
 import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
 import { ObjectStoreBucket } from './objstore.ts';
 import { subjects, type Subjects } from './subjects.ts';
@@ -128,7 +128,8 @@ export class Bus {
 
   /**
    * Sends an envelope of `kind`; chunked when it exceeds max_payload. Buffered: `flush()` waits
-   * until the server has it. @throws ConnectionClosed, PayloadTooLarge (over maxMessageBytes).
+   * until the server has it. As with nats.js payloads, large tensors in `body` are referenced,
+   * not copied: do not modify them before the next tick. @throws ConnectionClosed, PayloadTooLarge (over maxMessageBytes).
    */
   publish<B>(subject: string, kind: string, body: B, meta: Meta = {}): void {
     this.send(subject, this.encode(kind, body, meta), undefined);
@@ -223,15 +224,16 @@ export class Bus {
     }
   }
 
-  private encode<B>(kind: string, body: B, meta: Meta): Uint8Array {
+  private encode<B>(kind: string, body: B, meta: Meta): EncodedMessage {
     const env: Envelope<B> = { v: PROTOCOL_VERSION, run: this.run, from: this.name, step: meta.step ?? 0, mb: meta.mb ?? 0, id: `${this.name}-${(this.msgCounter++).toString(36)}`, kind, body };
-    return encodeEnvelope(env);
+    return encodeEnvelopeMessage(env);
   }
 
-  private send(subject: string, bytes: Uint8Array, reply: string | undefined): void {
-    if (bytes.length <= this.maxPayload) return this.natsPublish(subject, bytes, { reply });
-    if (bytes.length > this.maxMessageBytes) throw new PayloadTooLarge(subject, bytes.length, this.maxMessageBytes);
-    for (const chunk of splitChunks(bytes, this.maxPayload - HEADER_ROOM)) {
+  private send(subject: string, msg: EncodedMessage, reply: string | undefined): void {
+    if (msg.length <= this.maxPayload) return this.natsPublish(subject, msg.bytes(), { reply });
+    if (msg.length > this.maxMessageBytes) throw new PayloadTooLarge(subject, msg.length, this.maxMessageBytes);
+    // Chunks are views on the encoded header pieces and on the tensors themselves: no copy here.
+    for (const chunk of splitSegments(msg.segments(), this.maxPayload - HEADER_ROOM)) {
       const h = natsHeaders();
       h.set(CHUNK_HEADER, formatChunkHeader(chunk.header));
       this.natsPublish(subject, chunk.bytes, { reply, headers: h });

@@ -47,15 +47,23 @@ export function newTransferId(): string {
 
 /** Splits `bytes` into views of at most `chunkBytes` (no copy). An empty input gives one empty chunk. */
 export function splitChunks(bytes: Uint8Array, chunkBytes: number, transfer = newTransferId()): Chunk[] {
+  return splitSegments([bytes], chunkBytes, transfer);
+}
+
+/**
+ * Splits a message given as ordered segments (e.g. EncodedMessage.segments()) into chunks of at
+ * most `chunkBytes`, each a view inside one segment (no copy).
+ */
+export function splitSegments(segments: readonly Uint8Array[], chunkBytes: number, transfer = newTransferId()): Chunk[] {
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0) throw new RangeError(`chunk size ${chunkBytes} must be a positive integer`);
-  const count = Math.max(1, Math.ceil(bytes.length / chunkBytes));
-  const chunks: Chunk[] = [];
-  for (let index = 0; index < count; index++) {
-    const offset = index * chunkBytes;
-    const part = bytes.subarray(offset, Math.min(bytes.length, offset + chunkBytes));
-    chunks.push({ header: { transfer, index, count, total: bytes.length, offset, crc: crc32(part) }, bytes: part });
+  const parts: { offset: number; bytes: Uint8Array }[] = [];
+  let total = 0;
+  for (const seg of segments) {
+    for (let at = 0; at < seg.length; at += chunkBytes) parts.push({ offset: total + at, bytes: seg.subarray(at, Math.min(seg.length, at + chunkBytes)) });
+    total += seg.length;
   }
-  return chunks;
+  if (parts.length === 0) parts.push({ offset: 0, bytes: new Uint8Array(0) });
+  return parts.map((p, index) => ({ header: { transfer, index, count: parts.length, total, offset: p.offset, crc: crc32(p.bytes) }, bytes: p.bytes }));
 }
 
 /** One-line text form, used as a message header value: "transfer index count total offset crc". */

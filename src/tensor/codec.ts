@@ -8,6 +8,10 @@
  * message buffer starts aligned (nats.js assembles large messages into a fresh buffer; chunk
  * reassembly allocates one) gets a typed array *view* on the received bytes: no copy.
  * The host must be little-endian (checked at load): element bytes are written as they sit in memory.
+ *
+ * `encodeMessage` leaves the element bytes of large tensors out of the packed buffer (a "hole" of
+ * the right size) and references them in place, so a chunked send never copies them; only a
+ * message sent whole gets its holes filled, once.
  */
 import { Packr, Unpackr, addExtension } from 'msgpackr';
 import { endianness } from 'node:os';
@@ -22,6 +26,15 @@ export const TENSOR_EXT = 0x54;
 const LAYOUT = 1;
 const FIXED = 4;
 const SLACK = 7;
+
+/** Tensors at least this large are referenced in place by encodeMessage instead of copied. */
+const HOLE_MIN_BYTES = 64 * 1024;
+/** After a message this large, msgpackr gets a fresh small buffer so later small messages do not each allocate a huge one. */
+const SHRINK_AFTER_BYTES = 1024 * 1024;
+
+interface Hole { target: Uint8Array; at: number; bytes: Uint8Array }
+/** Non-null only during encodeMessage: where large tensors' bytes belong. */
+let holes: Hole[] | null = null;
 
 /** How decoded tensors got their typed array: a view on the message, or a copy (misaligned input). */
 export const codecStats = { views: 0, copies: 0 };
@@ -48,7 +61,8 @@ addExtension({
       target[q] = d & 0xff; target[q + 1] = (d >>> 8) & 0xff; target[q + 2] = (d >>> 16) & 0xff; target[q + 3] = d >>> 24;
     }
     target.fill(0, dataAt0, dataAt0 + pad);
-    target.set(t.bytes(), dataAt0 + pad);
+    if (holes && nbytes >= HOLE_MIN_BYTES) holes.push({ target, at: dataAt0 + pad, bytes: t.bytes() });
+    else target.set(t.bytes(), dataAt0 + pad);
     target.fill(0, dataAt0 + pad + nbytes, dataAt0 + extLen - FIXED - 4 * rank);
   },
   unpack(payload: Uint8Array) {
@@ -101,7 +115,65 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
 
 /** msgpack bytes of `value`, WireTensors included. The result stays valid (never reused). */
-export function packValue(value: unknown): Uint8Array { return packr.pack(value); }
+export function packValue(value: unknown): Uint8Array {
+  const out = packr.pack(value);
+  if (out.length > SHRINK_AFTER_BYTES) packr.useBuffer(Buffer.allocUnsafeSlow(64 * 1024));
+  return out;
+}
+
+/**
+ * An encoded message whose large tensors' bytes are referenced, not copied. `segments()` gives the
+ * message as ordered views (no copy); `bytes()` gives it contiguous (copies the large tensors once).
+ * The referenced tensors must not change until the message has been sent.
+ */
+export class EncodedMessage {
+  private filled = false;
+  constructor(private readonly buf: Uint8Array, private readonly holes: ReadonlyArray<{ offset: number; bytes: Uint8Array }>) {}
+
+  get length(): number { return this.buf.length; }
+
+  bytes(): Uint8Array {
+    if (!this.filled) for (const h of this.holes) this.buf.set(h.bytes, h.offset);
+    this.filled = true;
+    return this.buf;
+  }
+
+  segments(): Uint8Array[] {
+    if (this.filled) return [this.buf];
+    const out: Uint8Array[] = [];
+    let at = 0;
+    for (const h of this.holes) {
+      if (h.offset > at) out.push(this.buf.subarray(at, h.offset));
+      if (h.bytes.length) out.push(h.bytes);
+      at = h.offset + h.bytes.length;
+    }
+    if (at < this.buf.length) out.push(this.buf.subarray(at));
+    return out;
+  }
+}
+
+/** Encodes `value` like packValue, but references large tensors' bytes instead of copying them. */
+export function encodeMessage(value: unknown): EncodedMessage {
+  holes = [];
+  let out: Uint8Array;
+  let found: Hole[];
+  try {
+    out = packr.pack(value);
+  } finally {
+    found = holes;
+    holes = null;
+  }
+  if (out.length > SHRINK_AFTER_BYTES) packr.useBuffer(Buffer.allocUnsafeSlow(64 * 1024));
+  const placed: { offset: number; bytes: Uint8Array }[] = [];
+  for (const h of found) {
+    const offset = h.target.byteOffset + h.at - out.byteOffset;
+    // msgpackr moves its buffer when it grows; a hole written before a move is not where we
+    // recorded it, so such a (rare) message is packed again the ordinary way.
+    if (h.target.buffer !== out.buffer || offset < 0 || offset + h.bytes.length > out.length) return new EncodedMessage(packValue(value), []);
+    placed.push({ offset, bytes: h.bytes });
+  }
+  return new EncodedMessage(out, placed);
+}
 
 /** Decodes msgpack bytes; tensors become WireTensors viewing `bytes` when aligned. Throws msgpackr errors as-is. */
 export function unpackValue(bytes: Uint8Array): unknown { return unpackr.unpack(bytes); }

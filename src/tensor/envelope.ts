@@ -3,7 +3,7 @@
  * comes out of `decodeEnvelope` unchecked: version, run, field types and sizes, and every tensor's
  * shape x dtype against its byte length (checked while unpacking).
  */
-import { packValue, unpackValue } from './codec.ts';
+import { encodeMessage, type EncodedMessage, unpackValue } from './codec.ts';
 import { MessageRejected } from './rejected.ts';
 
 /** Bumped whenever the wire format changes incompatibly. */
@@ -35,9 +35,14 @@ const KEYS = ['v', 'run', 'from', 'step', 'mb', 'id', 'kind', 'body'];
 
 /** Encodes an envelope (body may hold WireTensors anywhere). @throws TypeError on an invalid envelope. */
 export function encodeEnvelope(env: Envelope): Uint8Array {
+  return encodeEnvelopeMessage(env).bytes();
+}
+
+/** Like encodeEnvelope, but large tensors are referenced in place (see EncodedMessage). */
+export function encodeEnvelopeMessage(env: Envelope): EncodedMessage {
   const problem = checkFields(env as unknown as Record<string, unknown>);
   if (problem) throw new TypeError(`invalid envelope: ${problem}`);
-  return packValue({ v: env.v, run: env.run, from: env.from, step: env.step, mb: env.mb, id: env.id, kind: env.kind, body: env.body });
+  return encodeMessage({ v: env.v, run: env.run, from: env.from, step: env.step, mb: env.mb, id: env.id, kind: env.kind, body: env.body });
 }
 
 /**
