@@ -100,35 +100,91 @@ interface WasmBackendLike {
 
 let wasmKernelsRegistered = false;
 
-/** Registers the kernels tfjs-backend-wasm lacks (UnsortedSegmentSum). Idempotent. */
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+
+/**
+ * Slice reading the input in place. tfjs-backend-wasm's Slice copies the WHOLE input out of the
+ * heap (readSync) for every slice, so unstacking (B*H) attention heads cost O(heads^2) copying.
+ */
+function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const x = inputs.x as tf.TensorInfo;
+  const a = attrs as unknown as { begin: number | number[]; size: number | number[] };
+  const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin, a.size);
+  const b = backend as unknown as WasmBackendLike;
+  const out = b.makeOutput(size, x.dtype);
+  const total = size.reduce((p, q) => p * q, 1);
+  if (total === 0) return out;
+  // Views are taken after makeOutput: a malloc may grow (and so detach) the heap.
+  const xs = b.typedArrayFromHeap(x), os = b.typedArrayFromHeap(out);
+  const rank = x.shape.length;
+  const strides = tf.util.computeStrides(x.shape);
+  const inner = size[rank - 1];
+  const idx = new Array(Math.max(0, rank - 1)).fill(0);
+  for (let o = 0; o < total; o += inner) {
+    let src = begin[rank - 1];
+    for (let k = 0; k < rank - 1; k++) src += (begin[k] + idx[k]) * strides[k];
+    os.set(xs.subarray(src, src + inner), o);
+    for (let k = rank - 2; k >= 0; k--) {
+      if (++idx[k] < size[k]) break;
+      idx[k] = 0;
+    }
+  }
+  return out;
+}
+
+function unpackInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] {
+  const value = inputs.value as tf.TensorInfo;
+  const rank = value.shape.length;
+  let axis = (attrs as unknown as { axis: number }).axis;
+  if (axis < 0) axis += rank;
+  const outShape = value.shape.filter((_, k) => k !== axis);
+  const begin = new Array(rank).fill(0);
+  const size = value.shape.slice();
+  size[axis] = 1;
+  const outs: tf.TensorInfo[] = [];
+  for (let i = 0; i < value.shape[axis]; i++) {
+    begin[axis] = i;
+    const o = sliceInPlace({ inputs: { x: value }, attrs: { begin: [...begin], size }, backend } as unknown as KernelArgs);
+    outs.push({ dataId: o.dataId, dtype: o.dtype, shape: outShape });
+  }
+  return outs;
+}
+
+function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+  const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+  const b = backend as unknown as WasmBackendLike;
+  // readSync copies out of the heap, so these stay valid when makeOutput grows the heap.
+  const xs = b.readSync(x.dataId);
+  const ids = b.readSync(segmentIds.dataId);
+  const inner = ids.length === 0 ? 0 : xs.length / ids.length;
+  const out = b.makeOutput([numSegments, ...x.shape.slice(segmentIds.shape.length)], x.dtype);
+  const o = b.typedArrayFromHeap(out);
+  o.fill(0);
+  for (let r = 0; r < ids.length; r++) {
+    const s = ids[r];
+    if (s < 0 || s >= numSegments) continue; // TF drops out-of-range segment ids
+    const src = r * inner, dst = s * inner;
+    for (let j = 0; j < inner; j++) o[dst + j] += xs[src + j];
+  }
+  return out;
+}
+
+function replaceWasmKernel(kernelName: string, kernelFunc: (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]): void {
+  if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
+  tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as tf.KernelFunc });
+}
+
+/**
+ * Registers the wasm kernels Charon needs: UnsortedSegmentSum (missing: gather's gradient) and
+ * in-place Slice/Unpack (the stock ones copy the whole input per call). Idempotent.
+ */
 export function registerWasmKernels(): void {
   if (wasmKernelsRegistered) return;
   wasmKernelsRegistered = true;
-  if (tf.getKernel('UnsortedSegmentSum', 'wasm')) return;
-  tf.registerKernel({
-    kernelName: 'UnsortedSegmentSum',
-    backendName: 'wasm',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
-      const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
-      const b = backend as unknown as WasmBackendLike;
-      // readSync copies out of the heap, so these stay valid when makeOutput grows the heap.
-      const xs = b.readSync(x.dataId);
-      const ids = b.readSync(segmentIds.dataId);
-      const inner = ids.length === 0 ? 0 : xs.length / ids.length;
-      const outShape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
-      const out = b.makeOutput(outShape, x.dtype);
-      const o = b.typedArrayFromHeap(out);
-      o.fill(0);
-      for (let r = 0; r < ids.length; r++) {
-        const s = ids[r];
-        if (s < 0 || s >= numSegments) continue; // TF drops out-of-range segment ids
-        const src = r * inner, dst = s * inner;
-        for (let j = 0; j < inner; j++) o[dst + j] += xs[src + j];
-      }
-      return out;
-    },
-  });
+  replaceWasmKernel('UnsortedSegmentSum', unsortedSegmentSum);
+  replaceWasmKernel('Slice', sliceInPlace);
+  replaceWasmKernel('Unpack', unpackInPlace);
 }
 
 /**

@@ -61,11 +61,15 @@ export function rmsNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, eps: number): tf.Ten
 
 const geluC = Math.sqrt(2 / Math.PI);
 
-/** GPT-2's tanh-approximated GELU ("gelu_new"). */
+/**
+ * GPT-2's tanh-approximated GELU ("gelu_new"), computed as x * sigmoid(2z) with
+ * z = sqrt(2/pi) (x + 0.044715 x^3): identical to 0.5 x (1 + tanh z), and wasm's tanh is ~10x
+ * slower than its sigmoid.
+ */
 export function geluNew(x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => {
-    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), geluC);
-    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1)) as tf.Tensor2D;
+    const z2 = tf.mul(tf.add(x, tf.mul(tf.mul(tf.square(x), x), 0.044715)), 2 * geluC);
+    return tf.mul(x, tf.sigmoid(z2)) as tf.Tensor2D;
   });
 }
 

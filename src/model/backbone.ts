@@ -1,0 +1,158 @@
+/**
+ * The transformer backbone of both families: pre-norm blocks of attention and MLP over 2-D
+ * activations (B*T, d). GPT-2: LayerNorm, learned positions, GELU MLP, biases everywhere.
+ * Llama family: RMSNorm, rotary embeddings (HF convention), SwiGLU MLP, grouped-query attention,
+ * optional q/k/v bias. Weights are held in the canonical fast layout of weights.ts.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { applyRotary, causalAttention, frozenLinear, geluNew, layerNorm, linear, rmsNorm, silu } from './ops.ts';
+import type { Backbone, BackboneRange, LayerHooks, ModelConfig, ProjectionName, WeightMap } from './types.ts';
+import type { WeightData } from './weights.ts';
+
+export class TransformerBackbone implements Backbone {
+  private held = new Map<string, tf.Tensor>();
+  private trainable: tf.Variable[] | undefined;
+  /** True once a trainable tied head reads the embedding variable instead of a copy. */
+  private headFromEmbed = false;
+
+  constructor(
+    readonly config: ModelConfig,
+    readonly range: BackboneRange,
+    weights: Map<string, WeightData>,
+    readonly fingerprint: string,
+  ) {
+    for (const [name, w] of weights) this.held.set(name, tf.keep(tf.tensor(w.data, w.shape, 'float32')));
+  }
+
+  private w(name: string): tf.Tensor {
+    const t = this.held.get(name);
+    if (!t) throw new Error(`backbone: weight ${name} is not held by this process (range layers ${this.range.from}..${this.range.to}, embed ${this.range.embed}, head ${this.range.head})`);
+    return t;
+  }
+
+  private maybe(name: string): tf.Tensor | undefined {
+    return this.held.get(name);
+  }
+
+  private norm(x: tf.Tensor2D, name: string): tf.Tensor2D {
+    const g = this.w(`${name}.weight`) as tf.Tensor1D;
+    if (this.config.family === 'gpt2') return layerNorm(x, g, this.w(`${name}.bias`) as tf.Tensor1D, this.config.normEps);
+    return rmsNorm(x, g, this.config.normEps);
+  }
+
+  private linear(x: tf.Tensor2D, name: string): tf.Tensor2D {
+    const w = this.w(`${name}.weight`) as tf.Tensor2D;
+    const b = this.maybe(`${name}.bias`) as tf.Tensor1D | undefined;
+    return this.trainable ? linear(x, w, b) : frozenLinear(x, w, b);
+  }
+
+  /** b_0: token embedding (+ learned positions for GPT-2). ids int32 (B, T) -> (B*T, d). */
+  embed(ids: tf.Tensor2D): tf.Tensor2D {
+    const [B, T] = ids.shape;
+    const d = this.config.dModel;
+    if (T > this.config.maxPositions) throw new Error(`backbone: sequence length ${T} exceeds the model's context ${this.config.maxPositions}`);
+    return tf.tidy(() => {
+      const tok = tf.gather(this.w('embed.tokens'), tf.reshape(ids, [B * T])) as tf.Tensor2D; // (B*T, d)
+      if (this.config.family !== 'gpt2') return tok;
+      const pos = tf.slice(this.w('embed.positions'), [0, 0], [T, d]); // (T, d)
+      return tf.reshape(tf.add(tf.reshape(tok, [B, T, d]), pos), [B * T, d]) as tf.Tensor2D;
+    });
+  }
+
+  /**
+   * b_i = layer_i(b_{i-1}), h (B*T, d) -> (B*T, d). Runs inside tf.tidy: a hook that keeps a
+   * tensor beyond the call must tf.keep it. Without makeTrainable the weights are frozen (only h
+   * gets a gradient).
+   */
+  layer(i: number, h: tf.Tensor2D, seqLen: number, hooks?: LayerHooks): tf.Tensor2D {
+    if (i < this.range.from || i > this.range.to) throw new Error(`backbone: layer ${i} is outside the held range ${this.range.from}..${this.range.to}`);
+    const c = this.config;
+    const p = `layers.${i}`;
+    return tf.tidy(() => {
+      const proj = (name: ProjectionName, x: tf.Tensor2D) => {
+        const y = this.linear(x, `${p}.${name}`);
+        return hooks?.projection ? hooks.projection(i, name, x, y) : y;
+      };
+      const a = this.norm(h, `${p}.attn_norm`); // (N, d)
+      let q = proj('query', a); // (N, H*hd)
+      let k = proj('key', a); // (N, Hkv*hd)
+      const v = proj('value', a); // (N, Hkv*hd)
+      if (c.family === 'llama') {
+        q = applyRotary(q, seqLen, c.nHeads, c.headDim, c.ropeTheta);
+        k = applyRotary(k, seqLen, c.nKvHeads, c.headDim, c.ropeTheta);
+      }
+      const att = causalAttention(q, k, v, seqLen, c.nHeads, c.nKvHeads, c.headDim); // (N, H*hd)
+      let o = proj('attn_out', att); // (N, d)
+      if (hooks?.sublayer) o = hooks.sublayer(i, 'attn', o);
+      const h1 = tf.add(h, o) as tf.Tensor2D; // (N, d)
+      const m = this.norm(h1, `${p}.mlp_norm`);
+      const u = c.family === 'gpt2'
+        ? geluNew(proj('mlp_up', m)) // (N, dFF)
+        : (tf.mul(silu(proj('mlp_gate', m)), proj('mlp_up', m)) as tf.Tensor2D);
+      let down = proj('mlp_down', u); // (N, d)
+      if (hooks?.sublayer) down = hooks.sublayer(i, 'mlp', down);
+      return tf.add(h1, down) as tf.Tensor2D;
+    });
+  }
+
+  finalNorm(h: tf.Tensor2D): tf.Tensor2D {
+    return this.norm(h, 'final_norm');
+  }
+
+  /** Logits (N, V) = h (N, d) @ head (d, V); a trainable tied head reads the embedding. */
+  head(h: tf.Tensor2D): tf.Tensor2D {
+    if (this.headFromEmbed) return tf.tidy(() => linear(h, tf.transpose(this.w('embed.tokens')) as tf.Tensor2D));
+    return this.linear(h, 'head');
+  }
+
+  /**
+   * Canonical name -> tensor of every held weight (variables after makeTrainable). A trainable
+   * tied head has no `head.weight` entry: it is `embed.tokens`.
+   */
+  weights(): WeightMap {
+    return new Map(this.held);
+  }
+
+  /**
+   * Turns every held weight into a trainable tf.Variable (idempotent). With a tied head and both
+   * ends held, the head copy is dropped and the head reads the embedding variable, so the tie
+   * survives training as in Hugging Face.
+   */
+  makeTrainable(): tf.Variable[] {
+    if (this.trainable) return this.trainable;
+    if (this.config.tiedHead && this.range.embed && this.range.head) {
+      this.held.get('head.weight')?.dispose();
+      this.held.delete('head.weight');
+      this.headFromEmbed = true;
+    }
+    const vars: tf.Variable[] = [];
+    for (const [name, t] of this.held) {
+      const v = tf.variable(t, true);
+      t.dispose();
+      this.held.set(name, v);
+      vars.push(v);
+    }
+    this.trainable = vars;
+    return vars;
+  }
+
+  dispose(): void {
+    for (const t of this.held.values()) t.dispose();
+    this.held.clear();
+  }
+}
+
+/** Full forward: ids int32 (B, T) -> logits (B*T, V). Needs a backbone holding everything. */
+export function forwardLogits(bb: Backbone, ids: tf.Tensor2D, hooks?: LayerHooks): tf.Tensor2D {
+  return tf.tidy(() => {
+    const T = ids.shape[1];
+    let h = bb.embed(ids); // (B*T, d)
+    for (let i = bb.range.from; i <= bb.range.to; i++) h = bb.layer(i, h, T, hooks);
+    return bb.head(bb.finalNorm(h)); // (B*T, V)
+  });
+}
+
+/** The full range of a config: every layer, embedding and head. */
+export function fullRange(c: ModelConfig): BackboneRange {
+  return { from: 1, to: c.nLayers, embed: true, head: true };
+}
