@@ -1,0 +1,56 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
+import { ringAllReduce } from '../src/runtime/allreduce.ts';
+import { BusStageLinks } from '../actors/stage/links.ts';
+
+let server: NatsServer, dir: string;
+const buses: Bus[] = [];
+const connect = async (name: string) => { const b = await Bus.connect({ servers: server.url, name, run: 'dist' }); buses.push(b); return b; };
+
+test.before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'charon-dist-bus-'));
+  server = await startNatsServer({ runDir: dir, jetstream: false });
+});
+test.after(async () => {
+  for (const b of buses) await b.close();
+  await server.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const widths = { b: 4, a: 2 };
+
+test('bus links: ring all-reduce over grad.<group>.<step> sums 3 ranks (vector larger than max_payload is chunked)', async () => {
+  const size = 3, n = 3 * 1024 * 1024; // 12 MB per rank > 8 MB max_payload
+  const links = await Promise.all([0, 1, 2].map(async (rank) => new BusStageLinks(await connect(`r${rank}`), { stage: 0, rank, group: 'g0', groupSize: size, prevSize: 0, nextSize: 0, widths, firstStep: 1 })));
+  const inputs = [0, 1, 2].map((r) => Float32Array.from({ length: n }, (_, i) => (i % 97) * (r + 1)));
+  const outs = await Promise.all(links.map((l, r) => ringAllReduce(inputs[r]!, r, size, l.ring(1))));
+  for (const i of [0, 1, 96, n - 1]) for (const o of outs) assert.is(o[i], (i % 97) * 6);
+  for (const l of links) l.close();
+});
+
+test('bus links: rows cross stages with their sample ids; a malformed message is dropped and counted', async () => {
+  const sender = new BusStageLinks(await connect('s0'), { stage: 0, rank: 0, group: 's0', groupSize: 1, prevSize: 0, nextSize: 1, widths, firstStep: 1 });
+  const recvBus = await connect('s1');
+  const receiver = new BusStageLinks(recvBus, { stage: 1, rank: 0, group: 's1', groupSize: 1, prevSize: 1, nextSize: 0, widths, firstStep: 1 });
+  await recvBus.flush();
+  // wrong row width: 2 rows need 8 values of b
+  const evil = await connect('evil');
+  evil.publish(recvBus.subjects.stageFwd(1, 0), 'fwd', { rank: 0, ids: [1, 2], b: new (await import('../src/tensor/index.ts')).WireTensor('float32', [3], new Float32Array(3)), a: new (await import('../src/tensor/index.ts')).WireTensor('float32', [4], new Float32Array(4)) }, { step: 5, mb: 0 });
+  await evil.flush(); // the server has it before the valid message below
+  sender.sendFwd(5, 0, 0, { ids: [7, 9], b: Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8]), a: Float32Array.from([1, 2, 3, 4]) });
+  const got = await receiver.recvFwd(5, 0, 0);
+  assert.equal(got.ids, [7, 9]);
+  assert.equal(Array.from(got.b), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.is(receiver.dropped.get('shape'), 1);
+  receiver.sendBwd(5, 0, 0, { ids: [9], g: Float32Array.from([0.5, -0.5]) });
+  const back = await sender.recvBwd(5, 0, 0);
+  assert.equal(back.ids, [9]);
+  assert.equal(Array.from(back.g), [0.5, -0.5]);
+  sender.close(); receiver.close();
+});
+
+test.run();
