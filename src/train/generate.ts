@@ -28,11 +28,13 @@ export function generate(backbone: Backbone, method: FineTuneMethod, prompt: num
   const out: number[] = [];
   for (let k = 0; k < o.maxNewTokens; k++) {
     const ctx = ids.slice(-window);
-    const logits = tf.tidy(() => {
+    const row = tf.tidy(() => {
       const hidden = method.hidden(tf.tensor2d(ctx, [1, ctx.length], 'int32')); // (T, d)
       const last = tf.slice(hidden, [ctx.length - 1, 0], [1, -1]) as tf.Tensor2D; // (1, d)
-      return backbone.head(last).dataSync() as Float32Array; // (V)
+      return backbone.head(last); // (1, V)
     });
+    const logits = row.dataSync() as Float32Array;
+    row.dispose();
     const next = o.greedy ? argMax(logits) : sample(logits, o.temperature ?? 1, o.topP ?? 1, rng);
     ids.push(next);
     out.push(next);

@@ -1,0 +1,40 @@
+/**
+ * Options shared by the commands that open a model (train, eval, generate): `--model DIR` or
+ * `--preset NAME` (with `--model-seed`), and `--backend`.
+ */
+import { CliError, num, str, type OptionSpec, type ParsedArgs } from './args.ts';
+import type { ModelSource } from '../src/model/load.ts';
+import { isPresetName, presets } from '../src/model/presets.ts';
+import { initBackend, type BackendChoice, type BackendInfo } from '../src/model/backend.ts';
+
+export const modelOptions: Record<string, OptionSpec> = {
+  model: { type: 'string' },
+  preset: { type: 'string' },
+  'model-seed': { type: 'string' },
+  backend: { type: 'string' },
+};
+
+export const modelUsage = `  --model DIR          Hugging Face model directory (config.json, model.safetensors, tokenizer.json)
+  --preset NAME        built-in model with seeded weights: ${Object.keys(presets).join(', ')}
+  --model-seed N       seed of the preset's weights (default 0)
+  --backend B          tensorflow | wasm | cpu (default: best available)`;
+
+export function modelSource(args: ParsedArgs): ModelSource {
+  const dir = str(args, 'model'), preset = str(args, 'preset');
+  if (dir && preset) throw new CliError('give either --model DIR or --preset NAME, not both');
+  if (dir) return { dir };
+  if (!preset) throw new CliError('missing --model DIR or --preset NAME');
+  if (!isPresetName(preset)) throw new CliError(`unknown preset '${preset}' (known: ${Object.keys(presets).join(', ')})`);
+  return { preset, seed: num(args, 'model-seed', 0, { integer: true, min: 0 }) };
+}
+
+export async function backendFrom(args: ParsedArgs): Promise<BackendInfo> {
+  const b = str(args, 'backend');
+  if (b !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(b)) throw new CliError(`--backend must be tensorflow, wasm or cpu, got '${b}'`);
+  return initBackend(b as BackendChoice | undefined);
+}
+
+/** Writes a log line to stderr (stdout carries only results). */
+export function log(line: string): void {
+  process.stderr.write(line + '\n');
+}
