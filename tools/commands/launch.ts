@@ -1,0 +1,199 @@
+/**
+ * `charon launch TOPOLOGY`: starts a private nats-server on loopback (unless --nats), the
+ * coordinator in this process, and one supervised OS process per local device; reports progress
+ * as text or line-delimited JSON events. Ctrl-C, SIGTERM or an error stops everything: device
+ * processes are drained (then killed if they linger), subscriptions and the connection drained,
+ * the server stopped — nothing is left behind.
+ *
+ * `launchRun(topology, options, body)` owns setup and teardown; `body` is what the run does once
+ * everything is up (today: wait for the devices; issue #4: the run machine).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createActor, fromPromise } from 'xstate';
+import { CliError, flag, parseCommandArgs, str } from '../args.ts';
+import { Bus, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
+import { loadTopology, TopologyError } from '../../src/topology/load.ts';
+import type { DeviceSpec, Topology } from '../../src/topology/schema.ts';
+import { RunEvents } from '../../src/runtime/events.ts';
+import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
+import { startCoordinator, type Coordinator } from '../../actors/coordinator/actor.ts';
+
+export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
+
+const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR] [--until registered] [--json]
+
+  TOPOLOGY          a topology file (see topologies/)
+  --nats URL        use this NATS server instead of starting a private one
+  --run-dir DIR     run directory (default runs/<run>-<time>): nats store, device logs
+  --until registered  exit 0 once every device of the topology has registered
+  --json            line-delimited JSON events on stdout instead of progress text
+Without --until, runs until Ctrl-C (SIGINT) or SIGTERM. Remote devices join with
+  charon device --nats URL --run RUN --name NAME`;
+
+const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'charon.js');
+
+/** Restart policy for local device processes. */
+export const deviceRestartPolicy: BackoffPolicy = { initialMs: 250, factor: 2, maxMs: 2000, maxRestarts: 3, stableMs: 30_000 };
+
+export interface LaunchOptions {
+  nats?: string;
+  runDir: string;
+  /** Receives every run event (and launch's own). */
+  onEvent: (event: Record<string, unknown>) => void;
+}
+
+/** What `body` gets: everything that is up. */
+export interface LaunchContext {
+  topology: Topology;
+  bus: Bus;
+  natsUrl: string;
+  coordinator: Coordinator;
+  events: RunEvents;
+  /** Rejects when launch must stop because of an error (a device given up on). */
+  failure: Promise<never>;
+  /** Resolves on SIGINT / SIGTERM with the signal's name. */
+  interrupted: Promise<string>;
+}
+
+/** Starts the run, runs `body`, then tears everything down, also when `body` or setup throws. */
+export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body: (ctx: LaunchContext) => Promise<T>): Promise<T> {
+  mkdirSync(join(opts.runDir, 'logs'), { recursive: true });
+  const children = new Set<ChildProcess>();
+  const supervisors: { stop(): void }[] = [];
+  let server: NatsServer | undefined;
+  let bus: Bus | undefined;
+  let coordinator: Coordinator | undefined;
+  let fail!: (err: Error) => void;
+  const failure = new Promise<never>((_, reject) => { fail = reject; });
+  failure.catch(() => {});
+  let interrupt!: (sig: string) => void;
+  const interrupted = new Promise<string>((res) => { interrupt = res; });
+  const onSigint = () => interrupt('SIGINT');
+  const onSigterm = () => interrupt('SIGTERM');
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
+  try {
+    server = opts.nats ? undefined : await startNatsServer({ runDir: opts.runDir, monitoring: true });
+    const natsUrl = opts.nats ?? server!.url;
+    bus = await Bus.connect({ servers: natsUrl, name: 'coordinator', run: topology.run });
+    bus.subscribe(bus.subjects.events(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
+    const events = new RunEvents(bus, 'launch');
+    coordinator = startCoordinator({ bus, expected: topology.devices.map((d) => d.name) });
+    events.emit('LAUNCHED', {
+      run: topology.run, nats: natsUrl, runDir: opts.runDir, pid: process.pid,
+      ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
+      devices: topology.devices.map((d) => ({ name: d.name, local: d.local })),
+    });
+    for (const spec of topology.devices.filter((d) => d.local)) {
+      supervisors.push(superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail }));
+    }
+    return await body({ topology, bus, natsUrl, coordinator, events, failure, interrupted });
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
+    for (const s of supervisors) s.stop();
+    await Promise.all([...children].map((c) => exited(c, 5000)));
+    coordinator?.stop();
+    await bus?.close();
+    await server?.stop();
+  }
+}
+
+interface DeviceDeps { natsUrl: string; topology: Topology; runDir: string; children: Set<ChildProcess>; events: RunEvents; fail: (err: Error) => void }
+
+/** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
+function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
+  const args = [charonBin, 'device', '--nats', deps.natsUrl, '--run', deps.topology.run, '--name', spec.name,
+    '--backend', spec.backend, '--memory-mb', String(spec.memoryMb), '--slowdown', String(spec.slowdown),
+    ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : [])];
+  const logic = supervisorMachine.provide({
+    actors: {
+      child: fromPromise<void, ChildInput>(({ input, signal }) => new Promise<void>((resolveChild, rejectChild) => {
+        const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a');
+        const child = spawn(process.execPath, args, { stdio: ['pipe', 'ignore', logFd], env: { ...process.env, CHARON_EXIT_WITH_PARENT: '1' } });
+        closeSync(logFd);
+        deps.children.add(child);
+        deps.events.emit('DEVICE_SPAWNED', { device: spec.name, pid: child.pid, start: input.start });
+        child.once('exit', (code, sig) => {
+          deps.children.delete(child);
+          if (code === 0) resolveChild();
+          else rejectChild(new Error(`process ${child.pid} exited with ${sig ?? `code ${code}`} (log: ${join(deps.runDir, 'logs', `${spec.name}.log`)})`));
+        });
+        child.once('error', (err) => rejectChild(err));
+        signal.addEventListener('abort', () => { child.kill('SIGTERM'); });
+      })),
+    },
+    actions: {
+      reportRestart: (_, p) => { deps.events.emit('DEVICE_RESTARTING', { device: spec.name, error: p.error, restart: p.restart, delayMs: p.delayMs }); },
+      reportGiveUp: (_, p) => { deps.fail(new Error(`device ${spec.name}: gave up after ${p.restarts} restarts: ${p.error}`)); },
+    },
+  });
+  const actor = createActor(logic, { input: { policy: deviceRestartPolicy } }).start();
+  return { stop: () => actor.send({ type: 'STOP' }) };
+}
+
+/** Resolves when `child` has exited; SIGKILLs it after `graceMs`. */
+function exited(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((res) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => { clearTimeout(timer); res(); });
+  });
+}
+
+/** One progress line for a terminal. */
+function describeEvent(e: Record<string, unknown>): string {
+  const d = e.device as string | undefined;
+  switch (e.type) {
+    case 'LAUNCHED': return `run ${e.run}: nats ${e.nats}, run dir ${e.runDir}`;
+    case 'DEVICE_SPAWNED': return `${d}: process ${e.pid} started`;
+    case 'DEVICE_JOINED': return `${d}: ${e.rejoin ? 'rejoined' : 'joined'} (${e.backend}, ${e.memoryMb} MB, pid ${e.pid} on ${e.host})`;
+    case 'DEVICE_PROFILED': return `${d}: ${(e.matmulGflops as number).toFixed(1)} GFLOP/s`;
+    case 'DEVICE_LOST': return `${d}: LOST (silent ${e.silentMs} ms)`;
+    case 'DEVICE_LEFT': return `${d}: left (${e.reason})`;
+    case 'DEVICE_RESTARTING': return `${d}: restarting in ${e.delayMs} ms (${e.error})`;
+    case 'ASSEMBLED': return `all devices up: ${(e.devices as string[]).join(', ')}`;
+    default: return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseCommandArgs(argv, { nats: { type: 'string' }, 'run-dir': { type: 'string' }, until: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  if (!args) return 0;
+  const [file, ...extra] = args.positionals;
+  if (!file) throw new CliError('missing TOPOLOGY (see --help)');
+  if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
+  const until = str(args, 'until');
+  if (until !== undefined && until !== 'registered') throw new CliError(`--until must be 'registered', got '${until}'`);
+  let topology: Topology;
+  try {
+    topology = loadTopology(file);
+  } catch (err) {
+    if (err instanceof TopologyError) throw new CliError(err.firstLine);
+    throw err;
+  }
+  const json = flag(args, 'json');
+  const started = Date.now();
+  const print = (e: Record<string, unknown>) => {
+    if (json) process.stdout.write(JSON.stringify(e) + '\n');
+    else process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${describeEvent(e)}\n`);
+  };
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
+  const runDir = resolve(str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
+  let outcome: { code: number; reason: string; error?: string };
+  try {
+    outcome = await launchRun(topology, { nats: str(args, 'nats'), runDir, onEvent: print }, async (ctx) => {
+      const goal = until === 'registered' ? ctx.coordinator.whenAssembled().then(() => 'registered') : new Promise<string>(() => {});
+      const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
+      return { code: 0, reason };
+    });
+  } catch (err) {
+    outcome = { code: 1, reason: 'error', error: (err as Error).message };
+  }
+  print({ type: 'STOPPED', at: Date.now(), source: 'launch', reason: outcome.reason, ...(outcome.error ? { error: outcome.error } : {}) });
+  if (outcome.error) process.stderr.write(`charon launch: ${outcome.error}\n`);
+  return outcome.code;
+}

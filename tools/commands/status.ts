@@ -1,0 +1,53 @@
+/**
+ * `charon status`: asks a run's coordinator for its devices: state, heartbeat age, memory, speed.
+ */
+import { CliError, flag, num, parseCommandArgs, requireStr } from '../args.ts';
+import { Bus } from '../../src/bus/index.ts';
+import { ask } from '../../src/runtime/inbox.ts';
+import { statusReply, type StatusReply } from '../../src/runtime/messages.ts';
+
+export const summary = "show a run's devices: state, heartbeat age, memory, speed";
+
+const usage = `usage: charon status --nats URL --run RUN [--timeout-ms N] [--json]
+
+  --nats URL        NATS server of the run
+  --run RUN         run name
+  --timeout-ms N    how long to wait for the coordinator (default 3000)
+  --json            print the coordinator's status document`;
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseCommandArgs(argv, { nats: { type: 'string' }, run: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } }, usage);
+  if (!args) return 0;
+  const nats = requireStr(args, 'nats');
+  const runName = requireStr(args, 'run');
+  const timeoutMs = num(args, 'timeout-ms', 3000, { integer: true, min: 1 });
+  let bus: Bus;
+  try {
+    bus = await Bus.connect({ servers: nats, name: `status-${process.pid}`, run: runName, timeoutMs, maxReconnectAttempts: 0 });
+  } catch (err) {
+    throw new CliError((err as Error).message, 1);
+  }
+  let status: StatusReply;
+  try {
+    status = await ask(bus, bus.subjects.coordJoin(), 'status', {}, statusReply, timeoutMs);
+  } catch (err) {
+    throw new CliError(`run '${runName}' on ${nats}: no coordinator answered (${(err as Error).message})`, 1);
+  } finally {
+    await bus.close();
+  }
+  if (flag(args, 'json')) {
+    process.stdout.write(JSON.stringify(status) + '\n');
+    return 0;
+  }
+  const rows = [['device', 'state', 'alive', 'heartbeat', 'memory', 'budget', 'GFLOP/s', 'backend', 'pid@host']];
+  for (const d of status.devices) {
+    rows.push([d.name, d.state, d.alive ? 'yes' : 'no', `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, `${(d.memoryBytes / 2 ** 20).toFixed(0)} MB`,
+      `${d.memoryMb} MB`, d.matmulGflops === null ? '-' : d.matmulGflops.toFixed(1), d.backend, `${d.pid}@${d.host}`]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  process.stdout.write(`run ${status.run}: ${status.state}, ${status.devices.filter((d) => d.alive).length}/${status.devices.length} devices alive\n`);
+  for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
+  const rejected = Object.entries(status.rejected).filter(([, n]) => n > 0);
+  if (rejected.length) process.stdout.write(`rejected messages: ${rejected.map(([r, n]) => `${r} ${n}`).join(', ')}\n`);
+  return 0;
+}
