@@ -68,11 +68,14 @@ export function parseTopology(text: string, file: string): Topology {
   }
   const result = topologySchema.safeParse(doc.toJS());
   if (result.success) return result.data;
-  const issues = result.error.issues.map((issue) => describe(doc, lines, issue)).sort((a, b) => a.line - b.line);
+  const issues = result.error.issues.map((issue) => describe(doc, lines, issue)).sort((a, b) => a.line - b.line || unknownFirst(a) - unknownFirst(b));
   throw new TopologyError(file, issues);
 }
 
 type Path = (string | number)[];
+
+/** On one line, a misspelt field explains the "required" issue beside it, so it goes first. */
+const unknownFirst = (i: TopologyIssue) => (i.reason === 'unknown field' ? 0 : 1);
 
 function describe(doc: Document, lines: LineCounter, issue: z.core.$ZodIssue): TopologyIssue {
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
@@ -100,6 +103,8 @@ function describe(doc: Document, lines: LineCounter, issue: z.core.$ZodIssue): T
       return { line, field, reason: issue.origin === 'array' ? `needs at least ${issue.minimum} item(s)` : `must be ${issue.inclusive ? '>=' : '>'} ${issue.minimum}${got}` };
     case 'too_big':
       return { line, field, reason: `must be ${issue.inclusive ? '<=' : '<'} ${issue.maximum}${got}` };
+    case 'custom':
+      return { line, field, reason: issue.message };
     default:
       return { line, field, reason: `${issue.message}${got}` };
   }

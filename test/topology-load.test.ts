@@ -1,0 +1,74 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadTopology, parseTopology, TopologyError } from '../src/topology/load.ts';
+
+const root = new URL('..', import.meta.url).pathname;
+const good = `run: r1
+model: { preset: tiny }
+method: { kind: lora, rank: 4 }
+data: { file: data.jsonl }
+devices:
+  - { name: a, memoryMb: 1024 }
+  - { name: b, memoryMb: 2048, local: false, slowdown: 2, bandwidthMbps: 100 }
+`;
+
+function errorOf(text: string): TopologyError {
+  try {
+    parseTopology(text, 't.yaml');
+  } catch (err) {
+    if (err instanceof TopologyError) return err;
+    throw err;
+  }
+  throw new Error('expected a TopologyError');
+}
+
+test('topology: every ready topology file loads', () => {
+  const files = readdirSync(join(root, 'topologies')).filter((f) => f.endsWith('.yaml'));
+  assert.ok(files.length >= 4);
+  for (const f of files) assert.ok(loadTopology(join(root, 'topologies', f)).devices.length >= 1, f);
+  const lab = loadTopology(join(root, 'topologies/lab-4.yaml'));
+  assert.equal(new Set(lab.devices.map((d) => d.slowdown)).size, 4, 'lab-4 devices differ');
+  const nano = loadTopology(join(root, 'topologies/jetson-nano-8.yaml'));
+  assert.equal(nano.devices.length, 8);
+  assert.ok(nano.devices.every((d) => !d.local && d.memoryMb === 4096 && d.bandwidthMbps === 1000));
+});
+
+test('topology: defaults fill in and relative paths resolve against the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'charon-topo-'));
+  writeFileSync(join(dir, 't.yaml'), good);
+  const t = loadTopology(join(dir, 't.yaml'));
+  assert.equal(t.data.file, join(dir, 'data.jsonl'));
+  assert.equal(t.method, { kind: 'lora', rank: 4, alpha: 16, targets: ['query', 'value'] });
+  assert.equal(t.bus, { embedded: true });
+  assert.equal(t.training.cache.dtype, 'f32');
+  assert.equal(t.devices[0], { name: 'a', memoryMb: 1024, local: true, backend: 'wasm', slowdown: 1 });
+});
+
+test('topology: errors name file, line, field and reason', () => {
+  assert.equal(errorOf(good.replace('name: b', 'name: b.x')).firstLine, 't.yaml:7: devices[1].name: must be letters, digits, "-" or "_" (it becomes part of NATS subject names), got "b.x"');
+  assert.equal(errorOf(good.replace('name: b', 'name: a')).firstLine, 't.yaml:7: devices[1].name: duplicate device name "a"');
+  assert.equal(errorOf(good.replace('kind: lora', 'kind: lora2')).firstLine, 't.yaml:3: method.kind: must be "parallel" | "lora" | "serial" | "full", got "lora2"');
+  assert.equal(errorOf(good.replace('rank: 4', 'rank: 4.5')).firstLine, 't.yaml:3: method.rank: expected an integer, got 4.5');
+  assert.equal(errorOf(good.replace('slowdown: 2', 'slowdown: 0.5')).firstLine, 't.yaml:7: devices[1].slowdown: must be >= 1, got 0.5');
+  assert.equal(errorOf(good.replace('memoryMb: 1024', 'memory: 1024')).firstLine, 't.yaml:6: devices[0].memory: unknown field');
+  assert.equal(errorOf(good.replace('data: { file: data.jsonl }\n', '')).firstLine, 't.yaml:1: data: is required');
+  assert.equal(errorOf(good.replace('{ preset: tiny }', '{ preset: tiny, dir: m }')).firstLine, 't.yaml:2: model: give exactly one of "preset" or "dir"');
+  assert.equal(errorOf('run: r\n  x: [\n').issues[0]!.field, '(yaml)');
+});
+
+test('topology: launch prints one clear error line and exits non-zero', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'charon-topo-'));
+  const file = join(dir, 'bad.yaml');
+  writeFileSync(file, good.replace('memoryMb: 2048', 'memoryMb: -5'));
+  const { code, stderr } = await new Promise<{ code: number; stderr: string }>((res) => {
+    execFile(process.execPath, [join(root, 'tools/charon.js'), 'launch', file], { cwd: root }, (err, _out, stderr) => res({ code: err ? (err.code as number) : 0, stderr }));
+  });
+  assert.ok(code !== 0);
+  assert.equal(stderr.trim(), `charon: ${file}:7: devices[1].memoryMb: must be > 0, got -5`);
+});
+
+test.run();
