@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Bus, BusTimeout, NoResponders, CHUNK_HEADER, startNatsServer, type NatsServer, type BusEvents } from '../src/bus/index.ts';
+import { Bus, BusTimeout, ConnectionClosed, NoResponders, CHUNK_HEADER, startNatsServer, type NatsServer, type BusEvents } from '../src/bus/index.ts';
 import { DTYPES, WireTensor, typedArrayCtor, packValue, encodeEnvelope, formatChunkHeader, splitChunks, PROTOCOL_VERSION, type DType, type Envelope } from '../src/tensor/index.ts';
 
 const MAX_PAYLOAD = 1024 * 1024; // small, so that tensors over max_payload stay cheap to test
@@ -185,6 +185,7 @@ test('bus: a dropped server is reported as disconnect, then reconnect when it re
   c.publish(c.subjects.events(), 'ping', { n: 5 });
   assert.equal(await echo.promise, [5]);
   await c.close();
+  assert.throws(() => c.publish(c.subjects.events(), 'ping', { n: 6 }), (e: Error) => e instanceof ConnectionClosed && !e.retryable);
   await s.stop();
   rmSync(dir, { recursive: true, force: true });
 });

@@ -35,7 +35,12 @@ export type Handler<B> = (env: Envelope<B>, msg: BusMsg) => void | Promise<void>
 
 export interface SubscribeOptions {
   /** accepted kinds; others are rejected with reason 'kind' */ kinds?: readonly string[];
-  /** NATS queue group: each message goes to one member */ queue?: string;
+  /**
+   * NATS queue group: each message goes to one member. NATS spreads the chunks of a message over
+   * max_payload across members, so such messages cannot reach a queue group (their partial
+   * transfers time out and are counted in `reassembly.dropped`).
+   */
+  queue?: string;
 }
 
 export interface BusSubscription {
