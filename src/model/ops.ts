@@ -68,7 +68,7 @@ const geluC = Math.sqrt(2 / Math.PI);
  */
 export function geluNew(x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => {
-    const z2 = tf.mul(tf.add(x, tf.mul(tf.mul(tf.square(x), x), 0.044715)), 2 * geluC);
+    const z2 = tf.mul(tf.add(tf.mul(tf.square(x), 2 * geluC * 0.044715), 2 * geluC), x); // 2z, (N, dFF)
     return tf.mul(x, tf.sigmoid(z2)) as tf.Tensor2D;
   });
 }
