@@ -20,8 +20,9 @@ export const summary = 'tensor send+receive through codec and bus vs raw NATS by
 const usage = `usage: charon bench bus [--sizes LIST] [--rounds N] [--mb-per-run N] [--json]
 
   --sizes LIST     payload sizes, e.g. 64k,1m,32m (default 64k,256k,1m,4m,8m,16m,32m)
-  --rounds N       alternating raw/tensor rounds per size; the median is reported (default 3)
-  --mb-per-run N   megabytes moved per measurement (default 64)
+  --rounds N       raw/tensor pairs per size, measured back to back (default 7); the ratio
+                   reported is the median of the pairs' ratios, which cancels slow load drift
+  --mb-per-run N   megabytes moved per measurement (default 32)
   --json           print one JSON document on stdout
 
 Targets: tensor >= 80% of raw for payloads >= 1 MB; chunked 32 MB >= 70% of raw per-byte rate.`;
@@ -37,8 +38,8 @@ export async function run(argv: string[]): Promise<number> {
   const receiverOf = str(args, 'serve-receiver');
   if (receiverOf) return serveReceiver(receiverOf);
   const sizes = parseSizes(str(args, 'sizes') ?? '64k,256k,1m,4m,8m,16m,32m');
-  const rounds = num(args, 'rounds', 3, { integer: true, min: 1 });
-  const perRun = num(args, 'mb-per-run', 64, { min: 1 }) * MB;
+  const rounds = num(args, 'rounds', 7, { integer: true, min: 1 });
+  const perRun = num(args, 'mb-per-run', 32, { min: 1 }) * MB;
   const json = flag(args, 'json');
   const log = (s: string) => process.stderr.write(s + '\n');
 
@@ -49,23 +50,19 @@ export async function run(argv: string[]): Promise<number> {
   try {
     const maxPayload = tx.maxPayload;
     const rows: Row[] = [];
-    const rawAt = new Map<number, number[]>();
-    const rawRate = async (bytes: number) => {
-      const r = await measureRaw(tx, bytes, perRun);
-      rawAt.set(bytes, [...(rawAt.get(bytes) ?? []), r]);
-      return r;
-    };
     for (const bytes of sizes) {
       const chunked = bytes + 1024 > maxPayload;
       const rawBytes = chunked ? maxPayload : bytes;
       const raw: number[] = [];
       const tensor: number[] = [];
       for (let i = 0; i < rounds; i++) {
-        raw.push(await rawRate(rawBytes));
+        // alternate which goes first so neither always follows the other's garbage
+        if (i % 2 === 0) raw.push(await measureRaw(tx, rawBytes, perRun));
         tensor.push(await measureTensor(tx, bytes, perRun));
+        if (i % 2 === 1) raw.push(await measureRaw(tx, rawBytes, perRun));
       }
-      const row: Row = { bytes, chunked, rawReferenceBytes: rawBytes, tensorMBps: round(median(tensor)), rawMBps: round(median(raw)), ratio: 0 };
-      row.ratio = Math.round((row.tensorMBps / row.rawMBps) * 1000) / 1000;
+      const ratio = median(tensor.map((t, i) => t / raw[i]!));
+      const row: Row = { bytes, chunked, rawReferenceBytes: rawBytes, tensorMBps: round(median(tensor)), rawMBps: round(median(raw)), ratio: Math.round(ratio * 1000) / 1000 };
       rows.push(row);
       log(`${fmtSize(bytes).padStart(6)}${chunked ? ' (chunked)' : '          '}  tensor ${row.tensorMBps.toFixed(0).padStart(6)} MB/s  raw${chunked ? ` @${fmtSize(rawBytes)}` : ''} ${row.rawMBps.toFixed(0).padStart(6)} MB/s  ratio ${row.ratio.toFixed(2)}`);
     }
@@ -76,7 +73,7 @@ export async function run(argv: string[]): Promise<number> {
       maxPayload,
       rounds,
       bytesPerMeasurement: perRun,
-      note: 'sender and receiver in separate processes over one loopback nats-server, receiver acknowledges each message; median of alternating rounds; chunked sizes compare with raw messages of max_payload bytes',
+      note: 'sender and receiver in separate processes over one loopback nats-server, receiver acknowledges each message; ratio = median over back-to-back raw/tensor pairs of tensor/raw, MB/s = medians; chunked sizes compare with raw messages of max_payload bytes',
       rows,
       targets: {
         tensorVsRawAtLeast1MB: { min: large.length ? Math.min(...large.map((r) => r.ratio)) : null, target: 0.8 },
