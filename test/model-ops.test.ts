@@ -78,6 +78,18 @@ test('model-ops: linear gradients equal tfjs matMul gradients; frozenLinear give
   assert.throws(() => tf.variableGrads(() => tf.sum(tf.mul(frozenLinear(x, wv as unknown as tf.Tensor2D), r)) as tf.Scalar, [wv]), /Cannot find a connection/);
 });
 
+test('model-ops: frozenLinear keeps a temporary weight alive until backward', () => {
+  const x = rand('xt', [3, 4]) as tf.Tensor2D, w = rand('wt', [4, 2]) as tf.Tensor2D;
+  const f = (xi: tf.Tensor) => {
+    const y = tf.tidy(() => frozenLinear(xi as tf.Tensor2D, tf.mul(w, 2) as tf.Tensor2D)); // the doubled weight dies with the tidy
+    return tf.sum(y);
+  };
+  const dx = tf.grad(f)(x).dataSync();
+  const W = w.dataSync();
+  const want = Array.from({ length: 12 }, (_, k) => 2 * (W[(k % 4) * 2] + W[(k % 4) * 2 + 1]));
+  close(dx, want, 1e-6, 'dx');
+});
+
 test('model-ops: gelu_new equals 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x^3)))', () => {
   const x = rand('gelu', [4, 9], 3) as tf.Tensor2D;
   const want = Array.from(x.dataSync(), (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))));

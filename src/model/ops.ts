@@ -27,15 +27,16 @@ export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tens
 
 /**
  * The same product with w and b frozen: only x gets a gradient (dx = dy @ w^T), so no dW is
- * ever computed. w and b are closed over, never recorded on the gradient tape.
+ * ever computed. w and b are closed over, never recorded on the gradient tape (w is saved, so
+ * it may be a temporary of the caller's tidy).
  */
 export function frozenLinear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): tf.Tensor2D {
   const f = tf.customGrad(((xi: tf.Tensor2D, save: tf.GradSaveFunc) => {
-    save([]);
+    save([w]); // keeps w alive for backward even when the caller's tidy disposes it
     const y = tf.matMul(xi, w); // (N, dout)
     return {
       value: b ? tf.add(y, b) : y,
-      gradFunc: (dy: tf.Tensor2D) => tf.matMul(dy, tf.transpose(w)), // (N, din)
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => tf.matMul(dy, tf.transpose(saved[0] as tf.Tensor2D)), // (N, din)
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return f(x);
