@@ -68,7 +68,7 @@ test('tensor codec: NaN payloads, infinities and negative zero keep their bits',
   sameBits(h, out.body.h);
 });
 
-test('tensor codec: decoding an aligned message makes views, not copies; a misaligned one copies', () => {
+test('tensor codec: decoding an aligned message makes views, not copies; a misaligned one or a small tensor copies', () => {
   const t = randomTensor('float64', [1000]);
   const bytes = encodeEnvelope(env({ t }));
   const before = { ...codecStats };
@@ -81,6 +81,16 @@ test('tensor codec: decoding an aligned message makes views, not copies; a misal
   assert.is(codecStats.copies, before.copies + 1);
   sameBits(t, view);
   sameBits(t, copy);
+  // a small tensor in a much larger received buffer is copied, so it does not pin that buffer
+  const small = randomTensor('float32', [4]);
+  const one = encodeEnvelope(env({ small }));
+  const socketRead = new Uint8Array(64 * 1024);
+  socketRead.set(one);
+  const copies = codecStats.copies;
+  const got = decodeEnvelope<{ small: WireTensor }>(socketRead.subarray(0, one.length), { run: 'run1' }).body.small;
+  assert.is(codecStats.copies, copies + 1);
+  assert.is.not(got.data.buffer, socketRead.buffer);
+  sameBits(small, got);
 });
 
 test('tensor codec: large tensors are referenced in place, and segments equal the contiguous bytes', () => {

@@ -29,6 +29,8 @@ const SLACK = 7;
 
 /** Tensors at least this large are referenced in place by encodeMessage instead of copied. */
 const HOLE_MIN_BYTES = 64 * 1024;
+/** Tensors at least this large always decode as views when aligned. */
+const VIEW_MIN_BYTES = 64 * 1024;
 /** After a message this large, msgpackr gets a fresh small buffer so later small messages do not each allocate a huge one. */
 const SHRINK_AFTER_BYTES = 1024 * 1024;
 
@@ -98,12 +100,16 @@ function readTensor(payload: Uint8Array): WireTensor {
 function elements(dtype: DType, payload: Uint8Array, at: number, size: number): TensorData {
   const Ctor = typedArrayCtor(dtype);
   const offset = payload.byteOffset + at;
-  if (offset % Ctor.BYTES_PER_ELEMENT === 0) {
+  const nbytes = size * Ctor.BYTES_PER_ELEMENT;
+  // A view pins its whole underlying buffer (for a small message, the client's socket read), so
+  // small tensors are viewed only when they are most of that buffer.
+  const worthAView = nbytes >= VIEW_MIN_BYTES || nbytes * 4 >= payload.buffer.byteLength;
+  if (offset % Ctor.BYTES_PER_ELEMENT === 0 && worthAView) {
     codecStats.views++;
     return new Ctor(payload.buffer, offset, size);
   }
   // A typed array view needs an element-aligned offset; this message buffer does not give one
-  // (e.g. a small message sliced out of a socket read), so the elements are copied once.
+  // (e.g. a small message sliced out of a socket read), or the tensor is small: copied once.
   codecStats.copies++;
   const out = new Ctor(size);
   new Uint8Array(out.buffer).set(payload.subarray(at, at + size * Ctor.BYTES_PER_ELEMENT));
