@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Bus, BusTimeout, ConnectionClosed, NoResponders, CHUNK_HEADER, startNatsServer, type NatsServer, type BusEvents } from '../src/bus/index.ts';
+import { Bus, BusTimeout, ConnectFailed, ConnectionClosed, NoResponders, freePort, CHUNK_HEADER, startNatsServer, type NatsServer, type BusEvents } from '../src/bus/index.ts';
 import { DTYPES, WireTensor, typedArrayCtor, packValue, encodeEnvelope, formatChunkHeader, splitChunks, PROTOCOL_VERSION, type DType, type Envelope } from '../src/tensor/index.ts';
 
 const MAX_PAYLOAD = 1024 * 1024; // small, so that tensors over max_payload stay cheap to test
@@ -165,6 +165,15 @@ test('bus: the object store keeps bytes by name', async () => {
   assert.ok(back && Buffer.from(back).equals(Buffer.from(bytes)));
   assert.is(await store.get('missing'), null);
   assert.equal((await store.list()).map((o) => o.name), ['side/step-3.safetensors']);
+});
+
+test('bus: bad run names, bad bus names and unreachable servers fail clearly', async () => {
+  const failure = (p: Promise<unknown>) => p.then(() => 'connected', (e: unknown) => String(e));
+  assert.match(await failure(Bus.connect({ servers: server.url, name: 'x', run: 'a.b' })), /invalid run 'a.b'/);
+  assert.match(await failure(Bus.connect({ servers: server.url, name: '', run: 'r1' })), /bus name/);
+  const err = await Bus.connect({ servers: `nats://127.0.0.1:${await freePort()}`, name: 'x', run: 'r1', timeoutMs: 1000, maxReconnectAttempts: 0 }).then(() => null, (e: unknown) => e);
+  assert.instance(err, ConnectFailed);
+  assert.is((err as ConnectFailed).retryable, true);
 });
 
 test('bus: a dropped server is reported as disconnect, then reconnect when it returns', async () => {

@@ -6,7 +6,7 @@
  * subject; it never reaches a handler and never throws into one.
  */
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
-import { decodeEnvelope, encodeEnvelopeMessage, formatChunkHeader, parseChunkHeader, splitSegments, type EncodedMessage, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Reassembler, REJECT_REASONS, MessageRejected, type Envelope, type RejectReason } from '../tensor/index.ts';
+import { decodeEnvelope, encodeEnvelopeMessage, formatChunkHeader, parseChunkHeader, splitSegments, type EncodedMessage, MAX_MESSAGE_BYTES, MAX_NAME_CHARS, PROTOCOL_VERSION, Reassembler, REJECT_REASONS, MessageRejected, type Envelope, type RejectReason } from '../tensor/index.ts';
 import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
 import { ObjectStoreBucket } from './objstore.ts';
 import { subjects, type Subjects } from './subjects.ts';
@@ -94,10 +94,14 @@ export class Bus {
 
   /**
    * Connects (one connection per process is the intent; nothing enforces it).
-   * @throws ConnectFailed (retryable) when no server answers within `timeoutMs`.
+   * @throws InvalidSubjectToken for a bad run name, TypeError for a bad bus name,
+   * ConnectFailed (retryable) when no server answers within `timeoutMs`.
    */
   static async connect(opts: BusOptions): Promise<Bus> {
     subjects(opts.run); // validates the run token before any network work
+    if (typeof opts.name !== 'string' || opts.name.length === 0 || opts.name.length > MAX_NAME_CHARS) {
+      throw new TypeError(`bus name must be a string of 1..${MAX_NAME_CHARS} characters, got '${String(opts.name)}'`);
+    }
     const servers = Array.isArray(opts.servers) ? opts.servers : [opts.servers];
     let nc: NatsConnection;
     try {
