@@ -114,7 +114,7 @@ function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean): Block
 }
 
 /**
- * A profile for `count` identical devices named `<spec.name>-1..count` running `model`, with
+ * A profile for `count` identical devices named `<spec.name>-0..count-1` running `model`, with
  * per-layer costs derived as documented above. `training` fills the profile's batch and epoch size.
  */
 export function analyticProfile(model: ModelShape, spec: DeviceSpec, count: number, training?: { batchSize: number; samples: number }): Profile {
@@ -131,7 +131,7 @@ export function analyticProfile(model: ModelShape, spec: DeviceSpec, count: numb
     backboneBytes: V * d * bv, sideBytes: r * d * 4 * bv, sideGradBytes: r * d * bv,
     activationBytesPerSample: ht * V * bv, workBytesPerSample: ht * V * bv,
   });
-  const devices = Array.from({ length: count }, (_, i) => ({ name: `${spec.name}-${i + 1}`, memoryBytes: spec.memoryBytes - spec.reserveBytes, embed, head, layers }));
+  const devices = Array.from({ length: count }, (_, i) => ({ name: `${spec.name}-${i}`, memoryBytes: spec.memoryBytes - spec.reserveBytes, embed, head, layers }));
   return {
     version: 1,
     model: { name: model.name, layers: layers.length, encoderLayers: model.encoderLayers, dModel: d, sideWidth: r, seqLen: T, bytesPerActivation: bv },
