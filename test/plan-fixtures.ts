@@ -1,0 +1,43 @@
+/** Seeded random profiles for the planner's tests (not a test file itself). */
+import type { BlockCost, Profile } from '../src/plan/profile.ts';
+
+/** mulberry32: deterministic uniforms in [0, 1). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A random heterogeneous profile: `devices` devices, `layers` layers, small models in bytes. */
+export function randomProfile(seed: number, devices: number, layers: number, opts: { memoryScale?: number } = {}): Profile {
+  const r = rng(seed);
+  const u = (lo: number, hi: number) => lo + (hi - lo) * r();
+  const block = (speed: number): BlockCost => ({
+    fwd: { fixedMs: u(0, 2), perSampleMs: u(1, 20) * speed },
+    bwd: { fixedMs: u(0, 1), perSampleMs: u(0.2, 5) * speed },
+    backboneBytes: Math.round(u(1, 10) * 1e6),
+    sideBytes: Math.round(u(0.1, 1) * 1e6),
+    sideGradBytes: Math.round(u(0.02, 0.3) * 1e6),
+    activationBytesPerSample: Math.round(u(0.05, 0.5) * 1e6),
+    workBytesPerSample: Math.round(u(0.05, 0.5) * 1e6),
+  });
+  const names = Array.from({ length: devices }, (_, i) => `d${i}`);
+  const pairs = [];
+  for (let i = 0; i < devices; i++) for (let j = i + 1; j < devices; j++) if (r() < 0.4) pairs.push({ from: names[i]!, to: names[j]!, mbps: u(50, 2000), latencyMs: u(0, 2) });
+  const scale = opts.memoryScale ?? 1;
+  return {
+    version: 1,
+    model: { layers, encoderLayers: layers >= 4 && r() < 0.5 ? Math.floor(layers / 2) : 0, dModel: 32, sideWidth: 4, seqLen: 16, bytesPerActivation: 4 },
+    training: { batchSize: 8, samples: 100 },
+    devices: names.map((name) => {
+      const speed = u(0.3, 3);
+      return { name, memoryBytes: Math.round(u(10, 60) * 1e6 * scale), embed: block(speed), head: block(speed), layers: Array.from({ length: layers }, () => block(speed)) };
+    }),
+    links: { defaultMbps: u(100, 1000), latencyMs: u(0, 1), pairs },
+  };
+}

@@ -1,0 +1,136 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { CostModel, splitMicroBatch, splitRows, stepMakespan, type StageCost } from '../src/plan/cost.ts';
+import { deviceOrderings, InfeasiblePlanError, microBatchOptions, planPipeline } from '../src/plan/planner.ts';
+import type { Profile } from '../src/plan/profile.ts';
+import { randomProfile } from './plan-fixtures.ts';
+
+/** Every composition of n into k positive parts. */
+function compositions(n: number, k: number): number[][] {
+  if (k === 1) return [[n]];
+  const out: number[][] = [];
+  for (let first = 1; first <= n - k + 1; first++) for (const rest of compositions(n - first, k - 1)) out.push([first, ...rest]);
+  return out;
+}
+
+/** The least 1F1B step time over every order, device suffix, stage count, layer split, grouping and micro-batch count. */
+function bruteForce(profile: Profile, batch: number): number {
+  const cm = new CostModel(profile);
+  const L = profile.model.layers;
+  let best = Infinity;
+  for (const { order } of deviceOrderings(profile)) {
+    const N = order.length;
+    for (const M of microBatchOptions(batch)) {
+      for (let nd = 1; nd <= N; nd++) {
+        const devs = order.slice(N - nd);
+        for (let S = 1; S <= Math.min(nd, L); S++) {
+          for (const layerParts of compositions(L, S)) {
+            for (const devParts of compositions(nd, S)) {
+              const stages: StageCost[] = [];
+              let from = 1, at = 0;
+              for (let s = 0; s < S; s++) {
+                const c = cm.stage(from, from + layerParts[s]! - 1, devs.slice(at, at + devParts[s]!), batch / M, Math.min(S - s, M));
+                if (!c || !('members' in c)) break;
+                stages.push(c);
+                from += layerParts[s]!;
+                at += devParts[s]!;
+              }
+              if (stages.length === S) best = Math.min(best, stepMakespan(stages, M).stepMs);
+            }
+          }
+        }
+      }
+    }
+  }
+  return best;
+}
+
+test('plan: the planner finds the least makespan a brute-force search finds (random small instances)', () => {
+  let feasible = 0, infeasible = 0;
+  for (let seed = 1; seed <= 160; seed++) {
+    const devices = 1 + (seed % 4);
+    const layers = 1 + ((seed * 7) % 6);
+    const profile = randomProfile(seed, devices, layers, { memoryScale: seed % 5 === 0 ? 0.3 : 1 });
+    const batch = [4, 6, 8][seed % 3]!;
+    const brute = bruteForce(profile, batch);
+    if (brute === Infinity) {
+      assert.throws(() => planPipeline(profile, { batchSize: batch }), (e: unknown) => e instanceof InfeasiblePlanError, `seed ${seed}`);
+      infeasible++;
+      continue;
+    }
+    const plan = planPipeline(profile, { batchSize: batch });
+    const rel = Math.abs(plan.predicted.stepMs - brute) / brute;
+    assert.ok(rel < 1e-9, `seed ${seed}: planner ${plan.predicted.stepMs} vs brute force ${brute}`);
+    feasible++;
+  }
+  assert.ok(feasible > 100 && infeasible > 3, `both kinds of instance are exercised (${feasible} feasible, ${infeasible} infeasible)`);
+});
+
+test('plan: memory limits hold for every device, layers are covered once, rows fill each micro-batch', () => {
+  for (let seed = 200; seed < 260; seed++) {
+    const profile = randomProfile(seed, 2 + (seed % 3), 3 + (seed % 4), { memoryScale: 0.6 });
+    let plan;
+    try { plan = planPipeline(profile); } catch (e) { assert.ok(e instanceof InfeasiblePlanError); continue; }
+    for (const d of profile.devices) {
+      const peak = plan.peakBytesPerDevice[d.name];
+      if (peak !== undefined) assert.ok(peak <= d.memoryBytes, `seed ${seed}: ${d.name} peak ${peak} > ${d.memoryBytes}`);
+    }
+    let next = 1;
+    for (const s of plan.stages) {
+      assert.is(s.layers.from, next);
+      next = s.layers.to + 1;
+      assert.is(s.devices.reduce((a, d) => a + d.rows, 0), plan.microBatchSize);
+      assert.is(s.inFlight, Math.min(plan.stages.length - s.index, plan.microBatches));
+    }
+    assert.is(next, profile.model.layers + 1);
+    assert.is(plan.microBatches * plan.microBatchSize, plan.batchSize);
+  }
+});
+
+test('plan: an infeasible model is explained by device, stage and missing bytes', () => {
+  const profile = randomProfile(7, 3, 4, { memoryScale: 0.01 });
+  try {
+    planPipeline(profile);
+    assert.unreachable('expected InfeasiblePlanError');
+  } catch (e) {
+    assert.instance(e, InfeasiblePlanError);
+    const lines = (e as InfeasiblePlanError).lines;
+    assert.match(lines[0]!, /no placement of 4 layers on 3 devices fits in memory/);
+    assert.ok(lines.length >= 2, lines.join('\n'));
+    assert.match(lines[1]!, /stage \d+ \(layers \d+-\d+\) on d\d needs \d+ MiB but has \d+ MiB \(short \d+ MiB\)/);
+  }
+});
+
+test('plan: the micro-batch split follows device speed and sums to the micro-batch', () => {
+  assert.equal(splitRows(16, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 3 }]), [12, 4]);
+  assert.equal(splitRows(10, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }, { fixed: 0, perRow: 2 }]), [4, 4, 2]);
+  const rows = splitRows(13, [{ fixed: 5, perRow: 2 }, { fixed: 0, perRow: 1 }, { fixed: 1, perRow: 7 }])!;
+  assert.is(rows.reduce((a, b) => a + b, 0), 13);
+  assert.ok(rows.every((r) => r >= 1));
+  assert.equal(splitRows(8, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }], [3, 10]), [3, 5], 'caps bind');
+  assert.is(splitRows(8, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }], [3, 4]), null, 'caps too small');
+  assert.is(splitRows(1, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }]), null, 'more devices than rows');
+  assert.equal(splitMicroBatch([10, 11, 12, 13, 14], [3, 2]), [[10, 11, 12], [13, 14]]);
+  assert.throws(() => splitMicroBatch([1, 2], [1, 2]), /rows sum to 3/);
+});
+
+test('plan: the 1F1B estimate takes the slowest stage and counts the last backward once', () => {
+  const st = (f: number, b: number, ar = 0) => ({ fwdMs: f, bwdMs: b, cycleMs: f + b, allReduceMs: ar });
+  const homo = stepMakespan([st(2, 1), st(2, 1), st(2, 1)], 4);
+  assert.is(homo.stepMs, (4 + 3 - 1) * 3);
+  const slowMiddle = stepMakespan([st(1, 1), st(5, 1), st(1, 1)], 3);
+  assert.is(slowMiddle.steadyMs, 2 * 6, 'steady state paced by the slowest (middle) stage');
+  assert.is(slowMiddle.stepMs, 7 + 12 + 3);
+  const tail = stepMakespan([st(1, 1, 10), st(1, 1, 0)], 2);
+  assert.is(tail.stepMs, 2 + 2 + 2 + 10, 'stage 0 finishes last, its all-reduce ends the step');
+});
+
+test('plan: a device far slower than the rest is left out instead of pacing its group', () => {
+  const profile = randomProfile(11, 3, 4, { memoryScale: 100 });
+  const slow = profile.devices[1]!;
+  profile.devices[1] = { ...slow, layers: slow.layers.map((l) => ({ ...l, fwd: { ...l.fwd, perSampleMs: l.fwd.perSampleMs * 1000 } })) };
+  const plan = planPipeline(profile);
+  assert.equal(plan.unusedDevices, ['d1']);
+  assert.is(plan.ordering, 'slowest-first');
+});
+test.run();
