@@ -133,4 +133,11 @@ test('plan: a device far slower than the rest is left out instead of pacing its 
   assert.equal(plan.unusedDevices, ['d1']);
   assert.is(plan.ordering, 'slowest-first');
 });
+test('plan: 16 heterogeneous devices x 48 layers plan to a valid placement (speed is measured by charon bench plan)', () => {
+  const profile = randomProfile(99, 16, 48, { memoryScale: 3 });
+  const plan = planPipeline(profile, { batchSize: 16 });
+  assert.is(plan.stages[0]!.layers.from, 1);
+  assert.is(plan.stages.at(-1)!.layers.to, 48);
+  assert.ok(plan.predicted.stepMs > 0);
+});
 test.run();
