@@ -2,6 +2,7 @@
  * Llama-family tensor names (llama, mistral, qwen2) <-> canonical weights. nn.Linear stores
  * (dout, din); every projection is transposed once here to the fast (din, dout) layout.
  */
+import type { ModelConfig } from './types.ts';
 import { readChecked, transpose2d, type FamilyMapping, type WeightData } from './weights.ts';
 
 const projections = [
@@ -14,7 +15,7 @@ const projections = [
   ['mlp_down', 'mlp.down_proj'],
 ] as const;
 
-function projShapes(c: Parameters<FamilyMapping['read']>[0]): Record<string, [number, number]> {
+function projShapes(c: ModelConfig): Record<string, [number, number]> {
   const d = c.dModel, q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
   // (din, dout) per canonical projection.
   return { query: [d, q], key: [d, kv], value: [d, kv], attn_out: [q, d], mlp_gate: [d, c.dFF], mlp_up: [d, c.dFF], mlp_down: [c.dFF, d] };
