@@ -3,8 +3,9 @@
  * @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node), `wasm` (the default where no native
  * package is installed) and `cpu` (pure JS, ~30x slower, last resort).
  *
- * The wasm backend lacks an `UnsortedSegmentSum` kernel, which is the gradient of `gather`; this
- * module registers a plain JS one so that full fine-tuning of embeddings works there.
+ * On wasm this module also registers kernels: `UnsortedSegmentSum` (missing there; the gradient
+ * of `gather`, so full fine-tuning of embeddings works) and in-place `Slice`/`Unpack` (the stock
+ * ones copy the whole input per call, which made per-head attention 10x slower).
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
@@ -26,15 +27,17 @@ const nativePackages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as
 
 let chosen: BackendInfo | undefined;
 
-async function tryNative(pkg: string): Promise<boolean> {
+/** Imports a native package; returns why it is unusable, or undefined when it loaded. */
+async function tryNative(pkg: string): Promise<string | undefined> {
   try {
     // A variable specifier keeps TypeScript from requiring the optional peer at type-check time.
     const specifier: string = pkg;
     await import(specifier);
-  } catch {
-    return false;
+    return undefined;
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND' ? `${pkg} is not installed` : `${pkg} failed to load (${(e as Error).message.split('\n')[0]})`;
   }
-  return true;
 }
 
 async function useWasm(): Promise<BackendInfo> {
@@ -63,8 +66,13 @@ export async function initBackend(preferred?: BackendChoice): Promise<BackendInf
     return chosen;
   }
   if (preferred === 'tensorflow') {
-    for (const pkg of nativePackages) if (await tryNative(pkg)) return (chosen = await useTensorflow(pkg));
-    throw new BackendError(`backend tensorflow: neither ${nativePackages.join(' nor ')} is installed (npm install @tensorflow/tfjs-node)`);
+    const reasons: string[] = [];
+    for (const pkg of nativePackages) {
+      const why = await tryNative(pkg);
+      if (why === undefined) return (chosen = await useTensorflow(pkg));
+      reasons.push(why);
+    }
+    throw new BackendError(`backend tensorflow: ${reasons.join('; ')} (npm install @tensorflow/tfjs-node)`);
   }
   if (preferred === 'wasm') return (chosen = await useWasm());
   if (preferred === 'cpu') {
@@ -72,7 +80,7 @@ export async function initBackend(preferred?: BackendChoice): Promise<BackendInf
     await tf.ready();
     return (chosen = { name: 'cpu', detail: 'cpu (pure JS, slow)' });
   }
-  for (const pkg of nativePackages) if (await tryNative(pkg)) return (chosen = await useTensorflow(pkg));
+  for (const pkg of nativePackages) if ((await tryNative(pkg)) === undefined) return (chosen = await useTensorflow(pkg));
   try {
     return (chosen = await useWasm());
   } catch {
