@@ -48,11 +48,11 @@ export class ClassificationHead {
       if (this.pooling === 'mean') for (let t = 0; t < n; t++) p[(b * seqLen + t) * batch + b] = 1 / n;
       else p[(b * seqLen + n - 1) * batch + b] = 1;
     }
-    return tf.tidy(() => {
-      const pool = tf.tensor2d(p, [batch * seqLen, batch]);
-      const pooled = tf.transpose(frozenLinear(tf.transpose(hidden), pool)); // (B, d)
-      return linear(pooled, this.params.get('head.classifier.weight') as tf.Tensor2D, this.params.get('head.classifier.bias') as tf.Tensor1D); // (B, nLabels)
-    });
+    // No tf.tidy here: frozenLinear keeps `pool` for its gradient, so it must live as long as the
+    // caller's tape; the caller's tidy disposes it.
+    const pool = tf.tensor2d(p, [batch * seqLen, batch]);
+    const pooled = tf.transpose(frozenLinear(tf.transpose(hidden), pool)); // (B, d)
+    return linear(pooled, this.params.get('head.classifier.weight') as tf.Tensor2D, this.params.get('head.classifier.bias') as tf.Tensor1D); // (B, nLabels)
   }
 
   dispose(): void {
