@@ -14,7 +14,7 @@ const positiveInt = z.number().int().positive();
 const model = z
   .strictObject({
     /** A built-in preset with seeded random weights. */
-    preset: z.enum(['tiny', 'w1']).optional(),
+    preset: z.enum(['tiny', 'tiny-llama', 'w1']).optional(),
     /** A Hugging Face model directory (config.json, model.safetensors[.index.json], tokenizer.json). */
     dir: z.string().min(1).optional(),
   })
