@@ -267,7 +267,12 @@ export class Bus {
     }
   }
 
-  private reject(subject: string, err: MessageRejected): void {
+  /**
+   * Counts a rejected message and reports it (local 'rejected' event + kind 'rejected' on the run's
+   * `events` subject). Layers above the bus that validate bodies report through here too, so every
+   * rejection has one count and one event shape.
+   */
+  reject(subject: string, err: MessageRejected): void {
     this.counts[err.reason]++;
     const report: RejectedReport = { subject, reason: err.reason, message: err.message };
     this.emit('rejected', report);

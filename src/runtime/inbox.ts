@@ -5,7 +5,7 @@
  * and reported on `events`, never handed on, never a crash.
  */
 import type { z } from 'zod';
-import type { Bus, BusMsg, BusSubscription } from '../bus/index.ts';
+import { MessageRejected, type Bus, type BusMsg, type BusSubscription } from '../bus/index.ts';
 import type { Envelope } from '../tensor/index.ts';
 import type { RunEvents } from './events.ts';
 
@@ -28,7 +28,6 @@ export function route<S extends z.ZodType>(body: S, handle: RequestHandler<z.out
 
 export class Inbox {
   private readonly subs: BusSubscription[] = [];
-  private bodyRejected = 0;
 
   constructor(private readonly bus: Bus, private readonly events: RunEvents) {}
 
@@ -62,9 +61,9 @@ export class Inbox {
     }, { kinds: Object.keys(routes) }));
   }
 
-  /** Messages rejected so far, per reason: the bus's envelope checks plus this inbox's body checks. */
+  /** Messages rejected so far, per reason (the bus counts envelope and body rejections alike). */
   rejected(): Record<string, number> {
-    return { ...this.bus.rejected, body: this.bus.rejected.body + this.bodyRejected };
+    return this.bus.rejected;
   }
 
   /** Unsubscribes everything this inbox subscribed. */
@@ -77,8 +76,7 @@ export class Inbox {
     if (parsed.success) return { ok: true, value: parsed.data };
     const issue = parsed.error.issues[0]!;
     const reason = `${issue.path.join('.') || '(body)'}: ${issue.message}`;
-    this.bodyRejected++;
-    this.events.emit('MESSAGE_REJECTED', { subject: msg.subject, reason: 'body', from: env.from, kind: env.kind, message: reason });
+    this.bus.reject(msg.subject, new MessageRejected('body', `${env.kind} from ${env.from}: ${reason}`));
     return { ok: false, reason };
   }
 }
