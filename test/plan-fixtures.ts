@@ -1,16 +1,11 @@
 /** Seeded random profiles for the planner's tests (not a test file itself). */
 import type { BlockCost, Profile } from '../src/plan/profile.ts';
+import { createRng } from '../src/train/rng.ts';
 
-/** mulberry32: deterministic uniforms in [0, 1). */
+/** Deterministic uniforms in [0, 1) (the trainer's seeded generator). */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = createRng(seed);
+  return () => r.next();
 }
 
 /** A random heterogeneous profile: `devices` devices, `layers` layers, small models in bytes. */
