@@ -77,7 +77,7 @@ test.before(async () => {
 test.after(async () => { await server.stop(); });
 
 test('launch: devices register and heartbeat, a SIGKILLed device is lost within 2 s, bad messages are counted, SIGINT leaves nothing', async () => {
-  const run = launch([join(root, 'topologies/local-2.yaml'), '--nats', server.url, '--run-dir', join(tmp, 'run1')]);
+  const run = launch([join(root, 'topologies/local-2.yaml'), '--nats', server.url, '--run-dir', join(tmp, 'run1'), '--until', 'interrupted']);
   try {
     await run.next((e) => e.type === 'ASSEMBLED', 'ASSEMBLED');
     await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev1', 'dev1 profile');

@@ -58,6 +58,8 @@ export interface DeviceHandle {
   /** Rejected messages so far, per reason. */
   rejected(): Record<string, number>;
   sim: SimulatedDevice;
+  /** The device's bus connection (for ctl handlers that talk to other actors). @throws when not connected. */
+  bus(): Bus;
 }
 
 /** Starts a device actor; it runs until drained or failed. */
@@ -84,6 +86,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
     done: undefined as unknown as Promise<DeviceSnapshot>,
     rejected: () => inbox?.rejected() ?? {},
     sim,
+    bus: need,
   };
 
   const builtinCtl: Record<string, CtlHandler> = {

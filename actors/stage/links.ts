@@ -53,22 +53,73 @@ interface GradBody { from: number; to: number; phase: RingTag['phase']; round: n
 /** Widths a receiver checks rows against: values per row of b (T*d) and of a or g (T*r). */
 export interface RowWidths { b: number; a: number }
 
+/** Sends `bytes` through a device's simulated link (bandwidth knob); default: at once. */
+export type Throttle = (bytes: number, send: () => void) => void;
+const immediate: Throttle = (_bytes, send) => send();
+
+/**
+ * One rank's all-reduce rings over grad.<group>.<step>, with `size` ranks. It subscribes to a
+ * step's subject one step ahead (when the ring of the step before is taken), so that no chunk can
+ * arrive before its subscription; older steps are unsubscribed.
+ */
+export class BusRing {
+  private readonly grad = new Mailbox<Float32Array>();
+  private readonly subs = new Map<number, BusSubscription>();
+  bytesSent = 0;
+
+  constructor(private readonly bus: Bus, private readonly o: { group: string; rank: number; size: number; firstStep: number; throttle?: Throttle; onDrop?(reason: string): void }) {
+    this.arm(o.firstStep);
+  }
+
+  private arm(step: number): void {
+    if (this.o.size < 2 || this.subs.has(step)) return;
+    this.subs.set(step, this.bus.subscribe<GradBody>(this.bus.subjects.grad(this.o.group, step), (env) => {
+      const b = env.body;
+      if (b?.to !== this.o.rank) return;
+      if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) { this.o.onDrop?.('grad'); return; }
+      this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
+    }, { kinds: ['grad'] }));
+  }
+
+  /** The ring of `step`. */
+  ring(step: number): RingTransport {
+    this.arm(step);
+    this.arm(step + 1);
+    for (const [s, sub] of this.subs) if (s < step) { sub.unsubscribe(); this.subs.delete(s); }
+    const subject = this.bus.subjects.grad(this.o.group, step);
+    const throttle = this.o.throttle ?? immediate;
+    return {
+      send: (to, tag, data) => {
+        const body: GradBody = { from: this.o.rank, to, phase: tag.phase, round: tag.round, chunk: tag.chunk, data: new WireTensor('float32', [data.length], data) };
+        this.bytesSent += data.byteLength;
+        throttle(data.byteLength, () => this.bus.publish(subject, 'grad', body, { step, mb: 0 }));
+      },
+      receive: (from, tag) => this.grad.take(`${step}/${ringKey(from, tag)}`),
+    };
+  }
+
+  close(): void {
+    for (const s of this.subs.values()) s.unsubscribe();
+    this.subs.clear();
+    this.grad.close(new Error('all-reduce ring closed'));
+  }
+}
+
 /**
  * Bus links of one stage rank. Subscribes to its fwd/bwd subjects at once (before the
- * coordinator starts any step) and to grad.<group>.<step> one step ahead, so that no message can
- * arrive before its subscription. `close()` unsubscribes and fails pending receives.
+ * coordinator starts any step); the group's ring is a BusRing. `close()` unsubscribes and fails
+ * pending receives.
  */
 export class BusStageLinks implements StageLinks {
   private readonly fwd = new Mailbox<FwdMsg>();
   private readonly bwd = new Mailbox<BwdMsg>();
-  private readonly grad = new Mailbox<Float32Array>();
   private readonly subs: BusSubscription[] = [];
-  private readonly gradSubs = new Map<number, BusSubscription>();
+  private readonly rings: BusRing;
   /** Messages dropped by validation, by reason. */
   readonly dropped = new Map<string, number>();
-  bytesSent = 0;
+  private sentRows = 0;
 
-  constructor(private readonly bus: Bus, private readonly o: { stage: number; rank: number; group: string; groupSize: number; prevSize: number; nextSize: number; widths: RowWidths; firstStep: number }) {
+  constructor(private readonly bus: Bus, private readonly o: { stage: number; rank: number; group: string; groupSize: number; prevSize: number; nextSize: number; widths: RowWidths; firstStep: number; throttle?: Throttle }) {
     const s = bus.subjects;
     this.subs.push(bus.subscribe<FwdBody>(s.stageFwd(o.stage, o.rank), (env) => {
       const b = env.body;
@@ -80,8 +131,11 @@ export class BusStageLinks implements StageLinks {
       if (!this.rowsOk(b?.ids, b?.rank, o.nextSize, [[b?.g, o.widths.a]])) return;
       this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
     }, { kinds: ['bwd'] }));
-    this.armGrad(o.firstStep);
+    this.rings = new BusRing(bus, { group: o.group, rank: o.rank, size: o.groupSize, firstStep: o.firstStep, throttle: o.throttle, onDrop: (r) => this.drop(r) });
   }
+
+  /** Bytes of activations, gradients and all-reduce chunks sent so far. */
+  get bytesSent(): number { return this.sentRows + this.rings.bytesSent; }
 
   private drop(reason: string): false {
     this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
@@ -97,19 +151,9 @@ export class BusStageLinks implements StageLinks {
     return true;
   }
 
-  private armGrad(step: number): void {
-    if (this.o.groupSize < 2 || this.gradSubs.has(step)) return;
-    this.gradSubs.set(step, this.bus.subscribe<GradBody>(this.bus.subjects.grad(this.o.group, step), (env) => {
-      const b = env.body;
-      if (b?.to !== this.o.rank) return;
-      if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) { this.drop('grad'); return; }
-      this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
-    }, { kinds: ['grad'] }));
-  }
-
   private send(subject: string, kind: string, body: unknown, step: number, mb: number, bytes: number): void {
-    this.bytesSent += bytes;
-    this.bus.publish(subject, kind, body, { step, mb });
+    this.sentRows += bytes;
+    (this.o.throttle ?? immediate)(bytes, () => this.bus.publish(subject, kind, body, { step, mb }));
   }
 
   sendFwd(step: number, mb: number, to: number, msg: FwdMsg): void {
@@ -126,25 +170,12 @@ export class BusStageLinks implements StageLinks {
 
   recvBwd(step: number, mb: number, from: number): Promise<BwdMsg> { return this.bwd.take(key(step, mb, from)); }
 
-  ring(step: number): RingTransport {
-    this.armGrad(step);
-    this.armGrad(step + 1);
-    for (const [s, sub] of this.gradSubs) if (s < step) { sub.unsubscribe(); this.gradSubs.delete(s); }
-    const subject = this.bus.subjects.grad(this.o.group, step);
-    return {
-      send: (to, tag, data) => {
-        const body: GradBody = { from: this.o.rank, to, phase: tag.phase, round: tag.round, chunk: tag.chunk, data: new WireTensor('float32', [data.length], data) };
-        this.send(subject, 'grad', body, step, 0, data.byteLength);
-      },
-      receive: (from, tag) => this.grad.take(`${step}/${ringKey(from, tag)}`),
-    };
-  }
+  ring(step: number): RingTransport { return this.rings.ring(step); }
 
   close(): void {
     for (const s of this.subs) s.unsubscribe();
-    for (const s of this.gradSubs.values()) s.unsubscribe();
-    this.gradSubs.clear();
+    this.rings.close();
     const closed = new Error('stage links closed');
-    this.fwd.close(closed); this.bwd.close(closed); this.grad.close(closed);
+    this.fwd.close(closed); this.bwd.close(closed);
   }
 }

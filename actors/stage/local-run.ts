@@ -15,7 +15,7 @@ import type { StageLayout } from '../../src/runtime/pipeline.ts';
 import { epochSteps } from '../coordinator/run-machine.ts';
 import { MemoryHub } from './links.ts';
 import { StageRunner, cachedStep, type RowSource } from './runner.ts';
-import { shardSamples } from '../cache/shard.ts';
+import { planCachedPhase } from '../../src/plan/cached.ts';
 
 export interface LocalRunOptions {
   model: ModelSource;
@@ -103,8 +103,12 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
   if (o.epochs === 1) return { params, epochLoss, layerCalls, redistributedBytes: 0, heldWeights };
 
   // Redistribution: every device gets every layer of its shard.
-  const holders = (j: number) => devices.map((d) => { let n = 0; for (let l = 0; l <= L; l++) if (caches.get(d)!.get({ fingerprint, sample: j, layer: l })) n++; return n; });
-  const shards = shardSamples(o.data.samples.length, devices.map(() => 1), holders);
+  const holdings = new Map(o.data.samples.map((_, j) => [j, devices.map((d) => {
+    let bytes = 0;
+    for (let l = 0; l <= L; l++) bytes += caches.get(d)!.get({ fingerprint, sample: j, layer: l })?.byteLength ?? 0;
+    return { device: d, bytes };
+  }).filter((h) => h.bytes > 0)]));
+  const shards = planCachedPhase(devices.map((d) => ({ name: d, msPerSample: 1 })), [...holdings.keys()], holdings).shards.map((s) => s.samples);
   let redistributedBytes = 0;
   shards.forEach((shard, d) => {
     const dest = caches.get(devices[d]!)!;

@@ -52,13 +52,21 @@ export interface StageRunnerOptions {
   data: RowSource;
   /** Called with the activations this rank computed (layer -> rows*T*d) for its device's cache. */
   onComputed?(sampleIds: number[], computed: Map<number, Float32Array>): void;
+  /** Runs each compute operation (a device's simulated slowdown, memory sampling); default: directly. */
+  pace?: Pace;
 }
+
+/** Wraps one compute operation; it must call `op` exactly once and return its result. */
+export type Pace = <T>(op: () => T) => Promise<T>;
+
+const direct: Pace = async (op) => op();
 
 export class StageRunner {
   constructor(private readonly o: StageRunnerOptions) {}
 
   async runStep(step: number, sampleIds: number[]): Promise<StepOutcome> {
     const { stages, stage, rank, compute, links, data } = this.o;
+    const pace = this.o.pace ?? direct;
     const me = stages[stage]!, prev = stages[stage - 1], next = stages[stage + 1];
     const T = compute.seqLen, { d, r } = compute.width;
     const mbs = microBatches(sampleIds, this.o.microBatches);
@@ -70,13 +78,13 @@ export class StageRunner {
       if (op === 'F') {
         let out;
         if (!prev) {
-          out = compute.forward(mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids });
+          out = await pace(() => compute.forward(mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids }));
         } else {
           const from = expectedSenders(mbs[mb]!, prev.shares, me.shares, rank);
           const parts = await Promise.all(from.map((f) => links.recvFwd(step, mb, f)));
           const b = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d);
           const a = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r);
-          out = compute.forward(mb, mine.length, { kind: 'hidden', b, a });
+          out = await pace(() => compute.forward(mb, mine.length, { kind: 'hidden', b, a }));
         }
         rows += mine.length;
         this.o.onComputed?.(mine, out.computed);
@@ -91,13 +99,14 @@ export class StageRunner {
         let gradIn: Float32Array | null;
         if (!next) {
           const { ids, mask } = data.rows(mine);
-          const res = compute.lossBackward(mb, ids, mask, stepTokens);
+          const res = await pace(() => compute.lossBackward(mb, ids, mask, stepTokens));
           loss += res.loss;
           gradIn = res.gradIn;
         } else {
           const from = expectedSenders(mbs[mb]!, next.shares, me.shares, rank);
           const parts = await Promise.all(from.map((f) => links.recvBwd(step, mb, f)));
-          gradIn = compute.backwardFrom(mb, assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.g })), T * r));
+          const g = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.g })), T * r);
+          gradIn = await pace(() => compute.backwardFrom(mb, g));
         }
         if (prev && gradIn) {
           for (const [to, ids] of routeRows(mbs[mb]!, me.shares, rank, prev.shares)) {
@@ -112,7 +121,7 @@ export class StageRunner {
     const size = me.devices.length;
     const reduced = await ringAllReduce(grads, rank, size, links.ring(step));
     if (size > 1) bytesSent += (2 * (size - 1) * grads.byteLength) / size;
-    const report = compute.apply(reduced, this.o.optimizer);
+    const report = await pace(() => compute.apply(reduced, this.o.optimizer));
     return { loss, rows, bytesSent, gradNorm: report.gradNorm };
   }
 }
@@ -126,18 +135,22 @@ export async function cachedStep(o: {
   step: number; sampleIds: number[]; shard: ReadonlySet<number>; rank: number; size: number; microBatches: number;
   compute: StageCompute; optimizer: AdamW; ring: RingTransport; data: RowSource;
   activations(sampleIds: readonly number[]): Float32Array[];
+  pace?: Pace;
 }): Promise<StepOutcome> {
+  const pace = o.pace ?? direct;
   const mineAll = o.sampleIds.filter((id) => o.shard.has(id));
   const stepTokens = o.data.tokens(o.sampleIds);
   let loss = 0;
-  microBatches(mineAll, Math.min(o.microBatches, Math.max(1, mineAll.length))).forEach((mine, mb) => {
-    if (mine.length === 0) return;
-    o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) });
+  for (const [mb, mine] of microBatches(mineAll, Math.min(o.microBatches, Math.max(1, mineAll.length))).entries()) {
+    if (mine.length === 0) continue;
     const { ids, mask } = o.data.rows(mine);
-    loss += o.compute.lossBackward(mb, ids, mask, stepTokens).loss;
-  });
+    loss += await pace(() => {
+      o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) });
+      return o.compute.lossBackward(mb, ids, mask, stepTokens).loss;
+    });
+  }
   const grads = o.compute.flatGradients();
   const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);
-  const report = o.compute.apply(reduced, o.optimizer);
+  const report = await pace(() => o.compute.apply(reduced, o.optimizer));
   return { loss, rows: mineAll.length, bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0, gradNorm: report.gradNorm };
 }

@@ -214,3 +214,8 @@ export class StageCompute {
     }
   }
 }
+
+/** Bytes held by live tensors in this process now (for peak-memory reports). */
+export function tensorBytes(): number {
+  return tf.memory().numBytes;
+}

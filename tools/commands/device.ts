@@ -5,6 +5,7 @@
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { checkToken } from '../../src/bus/index.ts';
 import { startDevice } from '../../actors/device/actor.ts';
+import { trainingCtl } from '../../actors/stage/actor.ts';
 
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
@@ -52,6 +53,8 @@ export async function run(argv: string[]): Promise<number> {
 
   const device = startDevice({
     nats, run: runName, name, memoryMb, slowdown, bandwidthMbps, log,
+    ctl: trainingCtl({ log }),
+    requestTimeoutMs: 10_000,
     compute: {
       backend: info.name,
       backendDetail: info.detail,

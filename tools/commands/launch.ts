@@ -20,17 +20,22 @@ import type { DeviceSpec, Topology } from '../../src/topology/schema.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from '../../actors/coordinator/actor.ts';
+import { runTraining } from '../../actors/coordinator/run-actor.ts';
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
-const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR] [--until registered] [--json]
+const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR] [--until registered|interrupted] [--json]
 
   TOPOLOGY          a topology file (see topologies/)
   --nats URL        use this NATS server instead of starting a private one
   --run-dir DIR     run directory (default runs/<run>-<time>): nats store, device logs
-  --until registered  exit 0 once every device of the topology has registered
+  --until registered  exit 0 once every device of the topology has registered (no training)
+  --until interrupted run (no training) until Ctrl-C (SIGINT) or SIGTERM
   --json            line-delimited JSON events on stdout instead of progress text
-Without --until, runs until Ctrl-C (SIGINT) or SIGTERM. Remote devices join with
+Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
+redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
+directory, prints its path on stdout (in the final STOPPED event with --json) and exits 0;
+Ctrl-C stops the run and leaves nothing behind. Remote devices join with
   charon device --nats URL --run RUN --name NAME`;
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'charon.js');
@@ -156,6 +161,12 @@ function describeEvent(e: Record<string, unknown>): string {
     case 'DEVICE_LEFT': return `${d}: left (${e.reason})`;
     case 'DEVICE_RESTARTING': return `${d}: restarting in ${e.delayMs} ms (${e.error})`;
     case 'ASSEMBLED': return `all devices up: ${(e.devices as string[]).join(', ')}`;
+    case 'RUN_PLANNED': return `plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}, ${e.microBatches} micro-batches, predicted step ${(e.predictedStepMs as number).toFixed(0)} ms`;
+    case 'STEP_DONE': return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
+    case 'EPOCH_DONE': return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
+    case 'REDISTRIBUTED': return `cache redistributed: ${e.bytes} bytes in ${(e.seconds as number).toFixed(2)} s, shards ${JSON.stringify(e.shards)}`;
+    case 'RUN_FINISHED': return `run finished: ${e.runDir}`;
+    case 'RUN_FAILED': return `run FAILED: ${e.error}`;
     default: return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
   }
 }
@@ -167,7 +178,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!file) throw new CliError('missing TOPOLOGY (see --help)');
   if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
   const until = str(args, 'until');
-  if (until !== undefined && until !== 'registered') throw new CliError(`--until must be 'registered', got '${until}'`);
+  if (until !== undefined && until !== 'registered' && until !== 'interrupted') throw new CliError(`--until must be 'registered' or 'interrupted', got '${until}'`);
   let topology: Topology;
   try {
     topology = loadTopology(file);
@@ -186,14 +197,23 @@ export async function run(argv: string[]): Promise<number> {
   let outcome: { code: number; reason: string; error?: string };
   try {
     outcome = await launchRun(topology, { nats: str(args, 'nats'), runDir, onEvent: print }, async (ctx) => {
-      const goal = until === 'registered' ? ctx.coordinator.whenAssembled().then(() => 'registered') : new Promise<string>(() => {});
-      const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
-      return { code: 0, reason };
+      const stop = new AbortController();
+      const goal = until === 'registered' ? ctx.coordinator.whenAssembled().then(() => 'registered')
+        : until === 'interrupted' ? new Promise<string>(() => {})
+          : ctx.coordinator.whenAssembled().then(() => runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, signal: stop.signal })).then(() => 'trained');
+      try {
+        const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
+        return { code: 0, reason };
+      } finally {
+        stop.abort();
+        goal.catch(() => {});
+      }
     });
   } catch (err) {
     outcome = { code: 1, reason: 'error', error: (err as Error).message };
   }
-  print({ type: 'STOPPED', at: Date.now(), source: 'launch', reason: outcome.reason, ...(outcome.error ? { error: outcome.error } : {}) });
+  print({ type: 'STOPPED', at: Date.now(), source: 'launch', reason: outcome.reason, runDir, ...(outcome.error ? { error: outcome.error } : {}) });
   if (outcome.error) process.stderr.write(`charon launch: ${outcome.error}\n`);
+  else if (outcome.reason === 'trained' && !json) process.stdout.write(`${runDir}\n`);
   return outcome.code;
 }

@@ -1,0 +1,290 @@
+/**
+ * The run machine's binding: the real effects of one distributed PAC run, driven from the
+ * coordinator's process over the bus.
+ *
+ * - profileDevices: a planner profile from what each device measured at registration.
+ * - planRun: H6's planner (1F1B makespan over orders, groups, micro-batch counts); a model that
+ *   fits nowhere fails the run with the planner's explanation.
+ * - deployPlan: `assign` to every stage rank on dev.<d>.ctl (each loads only its layers).
+ * - trainStep: `step` (pipeline epoch) or `cached-step` to every participant at once; rank 0 of
+ *   every stage (every device's rank 0 in the cached phase) returns its side state.
+ * - commitStep: side-network checkpoint (src/train/checkpoint.ts), state.json, metrics.jsonl.
+ * - redistribute: release the stages, ask every cache what it holds, shard by speed keeping
+ *   entries where they are (src/plan/cached.ts), move the rest cache-to-cache, load the
+ *   whole side network + head on every device.
+ * - finishRun: summary.json, then `finish` on every device.
+ */
+import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createActor, fromPromise, waitFor } from 'xstate';
+import type { Bus } from '../../src/bus/index.ts';
+import { ask } from '../../src/runtime/inbox.ts';
+import { ctlReply } from '../../src/runtime/messages.ts';
+import { loadConfig } from '../../src/model/load.ts';
+import { planPipeline, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
+import { simulatePlan } from '../../src/plan/simulator.ts';
+import { planCachedPhase } from '../../src/plan/cached.ts';
+import type { Profile } from '../../src/plan/profile.ts';
+import type { StageLayout } from '../../src/runtime/pipeline.ts';
+import type { Topology } from '../../src/topology/schema.ts';
+import { saveCheckpoint } from '../../src/train/checkpoint.ts';
+import { loadCheckpoint } from '../../src/train/checkpoint.ts';
+import { Ledger } from '../../src/train/ledger.ts';
+import { specFromTopology, type RunSpec } from '../stage/spec.ts';
+import { mergeStates, repackState, unpackState, type PackedState, type SideState } from '../stage/state.ts';
+import type { StepReply } from '../stage/actor.ts';
+import type { Coordinator } from './actor.ts';
+import { measuredProfile, modelShape } from './profile.ts';
+import { runMachine, type CommitInput, type DeployInput, type PlanInput, type ProfileInput, type RedistributeInput, type EpochRecord, type FinishInput, type PersistedRun, type StepInput, type StepResult } from './run-machine.ts';
+
+export interface RunTrainingOptions {
+  topology: Topology;
+  bus: Bus;
+  coordinator: Coordinator;
+  runDir: string;
+  /** Plan with this profile instead of the measured one (e.g. `--profile FILE`). */
+  profile?: Profile;
+  /** Devices must have registered and profiled within this time (default 60 s). */
+  gatherTimeoutMs?: number;
+  /** Deadline of one step's replies (default 10 min). */
+  stepTimeoutMs?: number;
+  /** Aborting stops the run machine; runTraining rejects. */
+  signal?: AbortSignal;
+}
+
+/** What summary.json holds. */
+export interface RunSummary {
+  run: string;
+  runDir: string;
+  spec: RunSpec;
+  devices: { name: string; matmulGflops: number; memoryMb: number; slowdown: number; bandwidthMbps: number | null }[];
+  plan: { stages: StageLayout[]; unusedDevices: string[]; microBatches: number; ordering: string; predictedStepMs: number; simulatedStepMs: number; bytesPerStep: StagePlan['bytesPerStep'] };
+  epochs: (EpochRecord & { meanStepSeconds: number })[];
+  stepsPerEpoch: number;
+  measuredPipelineStepMs: number;
+  /** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
+  bytesPerPhase: { pipeline: number; redistribution: number; cached: number };
+  pipelineBytesPerStep: { measured: number; planned: number };
+  redistribution: { bytes: number; seconds: number; shardSizes: Record<string, number> } | null;
+  peakBytesPerDevice: Record<string, number>;
+  ledger: { epochs: number; problems: string[] };
+  checkpoint: string;
+  finalLoss: number;
+  seconds: number;
+}
+
+export interface RunOutcome { runDir: string; summary: RunSummary }
+
+const CTL_TIMEOUT_MS = 60_000;
+
+/** Sends control `kind` to `device`; returns the handler's result. @throws naming device and kind. */
+export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, timeoutMs = CTL_TIMEOUT_MS): Promise<T> {
+  const r = await ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, timeoutMs);
+  if (!r.ok) throw new Error(`device ${device}: ${kind}: ${r.reason}`);
+  return r.result as T;
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
+  renameSync(tmp, file);
+}
+
+/** Runs the whole training of `topology` on the registered devices; resolves with the run directory and summary. */
+export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
+  const { bus, coordinator, topology, runDir } = o;
+  const spec = specFromTopology(topology);
+  const config = loadConfig(spec.model);
+  const events = coordinator.events;
+  const emit = (type: string, fields: Record<string, unknown>) => events.emit(type, fields);
+  const started = performance.now();
+  mkdirSync(join(runDir, 'checkpoints'), { recursive: true });
+  const metricsFile = join(runDir, 'metrics.jsonl');
+  const checkpointDir = join(runDir, 'checkpoints', 'latest');
+  const names = topology.devices.map((d) => d.name);
+  const specOf = new Map(topology.devices.map((d) => [d.name, d]));
+
+  let profile: Profile | null = null;
+  let plan: StagePlan | null = null;
+  let layout: StageLayout[] = [];
+  let fingerprint = '';
+  let state: SideState | null = null;
+  let cachedRanks: string[] = [];
+  let simulatedStepMs = 0;
+  /** The last step run: the cached phase's rings subscribe from the step after it. */
+  let lastStep = 0;
+  const bytes = { pipeline: 0, redistribution: 0, cached: 0 };
+  let redistribution: RunSummary['redistribution'] = null;
+  const participants = () => layout.flatMap((st, s) => st.devices.map((d, rank) => ({ device: d, stage: s, rank })));
+
+  const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
+  const measured = () => names.map((n) => ({
+    name: n, matmulGflops: gflops(n), memoryMb: specOf.get(n)!.memoryMb, slowdown: specOf.get(n)!.slowdown, bandwidthMbps: specOf.get(n)!.bandwidthMbps ?? null,
+  }));
+
+  const broadcast = async <T>(targets: string[], kind: string, args: (d: string) => unknown, timeoutMs = CTL_TIMEOUT_MS): Promise<Map<string, T>> => {
+    const results = await Promise.allSettled(targets.map((d) => control<T>(bus, d, kind, args(d), timeoutMs)));
+    const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed) throw failed.reason;
+    return new Map(targets.map((d, i) => [d, (results[i] as PromiseFulfilledResult<T>).value]));
+  };
+
+  const logic = runMachine.provide({
+    actors: {
+      profileDevices: fromPromise<unknown, ProfileInput>(async () => {
+        profile = o.profile ?? measuredProfile(modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
+          measured().map((d) => ({ name: d.name, matmulGflops: d.matmulGflops, memoryBytes: d.memoryMb * 2 ** 20, bandwidthMbps: d.bandwidthMbps })),
+          { batchSize: spec.batch, samples: spec.samples });
+        return profile;
+      }),
+      planRun: fromPromise<unknown, PlanInput>(async () => {
+        try {
+          plan = planPipeline(profile!, { batchSize: spec.batch, samples: spec.samples, microBatchOptions: [spec.microBatches] });
+        } catch (err) {
+          if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits: ${err.lines.join('; ')}`);
+          throw err;
+        }
+        layout = plan.stages.map((s) => ({ from: s.layers.from, to: s.layers.to, devices: s.devices.map((d) => d.name), shares: s.devices.map((d) => d.rows) }));
+        simulatedStepMs = simulatePlan(plan, profile!).stepMs;
+        emit('RUN_PLANNED', { stages: layout, unused: plan.unusedDevices, microBatches: plan.microBatches, predictedStepMs: plan.predicted.stepMs, simulatedStepMs });
+        return plan;
+      }),
+      deployPlan: fromPromise<void, DeployInput>(async ({ input }) => {
+        if (input.checkpointRef) {
+          const ck = loadCheckpoint(input.checkpointRef).state;
+          state = { params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])), shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])), optimizer: ck.optimizer };
+        }
+        const firstStep = lastStep + 1;
+        const replies = await broadcast<{ fingerprint: string; weights: string[] }>(participants().map((p) => p.device), 'assign', (d) => {
+          const p = participants().find((x) => x.device === d)!;
+          return { spec, stages: layout, stage: p.stage, rank: p.rank, firstStep, ...(state && input.epoch === 1 ? { state: repackState(state) } : {}) };
+        }, 5 * CTL_TIMEOUT_MS);
+        fingerprint = [...replies.values()][0]!.fingerprint;
+        emit('RUN_DEPLOYED', { devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
+      }),
+      trainStep: fromPromise<StepResult, StepInput>(async ({ input }) => {
+        const t0 = performance.now();
+        lastStep = input.step;
+        const cached = input.phase === 'cached';
+        const who = cached ? cachedRanks.map((d, rank) => ({ device: d, rank })) : participants();
+        const args = (d: string) => ({ step: input.step, sampleIds: input.sampleIds, withState: who.find((p) => p.device === d)!.rank === 0 });
+        let replies: Map<string, StepReply>;
+        try {
+          replies = await broadcast<StepReply>(who.map((p) => p.device), cached ? 'cached-step' : 'step', args, o.stepTimeoutMs ?? 600_000);
+        } catch (err) {
+          if (!cached) await Promise.allSettled(who.map((p) => control(bus, p.device, 'abort', { step: input.step }, 5000)));
+          throw err;
+        }
+        const all = [...replies.values()];
+        const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));
+        state = mergeStates(states);
+        const sent = all.reduce((a, r) => a + r.bytesSent, 0);
+        bytes[cached ? 'cached' : 'pipeline'] += sent;
+        const result: StepResult = {
+          loss: all.reduce((a, r) => a + r.loss, 0), seconds: (performance.now() - t0) / 1000, bytes: sent,
+          peakBytes: Object.fromEntries([...replies].map(([d, r]) => [d, r.peakBytes])),
+        };
+        appendFileSync(metricsFile, JSON.stringify({ type: 'step', phase: input.phase, epoch: input.epoch, step: input.step, loss: result.loss, seconds: result.seconds, bytes: sent, tokens: all.reduce((a, r) => Math.max(a, r.tokens), 0), devices: Object.fromEntries([...replies].map(([d, r]) => [d, { rows: r.rows, computeSeconds: r.computeSeconds, bytesSent: r.bytesSent, peakBytes: r.peakBytes }])) }) + '\n');
+        emit('STEP_DONE', { phase: input.phase, epoch: input.epoch, step: input.step, loss: result.loss, seconds: result.seconds, bytes: sent });
+        return result;
+      }),
+      commitStep: fromPromise<{ checkpointRef: string }, CommitInput>(async ({ input }) => {
+        saveSide(checkpointDir, input.state);
+        writeJsonAtomic(join(runDir, 'state.json'), input.state);
+        const closed = input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
+        if (closed) {
+          const e = input.state.epochs.at(-1)!;
+          saveSide(join(runDir, 'checkpoints', `epoch-${e.epoch}`), input.state);
+          appendFileSync(metricsFile, JSON.stringify({ type: 'epoch', ...e }) + '\n');
+          emit('EPOCH_DONE', { ...e });
+        }
+        return { checkpointRef: checkpointDir };
+      }),
+      redistribute: fromPromise<{ bytes: number; seconds: number }, RedistributeInput>(async () => {
+        const t0 = performance.now();
+        await broadcast(participants().map((p) => p.device), 'release', () => ({}));
+        cachedRanks = names;
+        // Every cache exists (and listens for puts) before any device starts sending.
+        const reports = await broadcast<{ holdings: number[] }>(cachedRanks, 'cache-report', () => ({ spec, fingerprint }));
+        const entryBytes = spec.seqLen * config.dModel * 4;
+        const holdings = new Map(Array.from({ length: spec.samples }, (_, j) => [j, cachedRanks
+          .map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j] ?? 0) * entryBytes })).filter((h) => h.bytes > 0)]));
+        const cachedPlan = planCachedPhase(cachedRanks.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })), [...holdings.keys()], holdings);
+        const shards = cachedPlan.shards.map((s) => s.samples);
+        const moved = await broadcast<{ bytesOut: number }>(cachedRanks, 'redistribute', () => ({ shards, devices: cachedRanks }), 30 * CTL_TIMEOUT_MS);
+        const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
+        bytes.redistribution += sent;
+        const packed = repackState(state!);
+        await broadcast(cachedRanks, 'cached-load', (d) => { const rank = cachedRanks.indexOf(d); return { rank, size: cachedRanks.length, shard: shards[rank]!, firstStep: lastStep + 1, state: packed }; });
+        const seconds = (performance.now() - t0) / 1000;
+        redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(cachedRanks.map((d, i) => [d, shards[i]!.length])) };
+        emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes });
+        return { bytes: sent, seconds };
+      }),
+      finishRun: fromPromise<void, FinishInput>(async ({ input }) => {
+        const s = input.state;
+        const ledger = Ledger.fromJSON(s.ledger);
+        const problems = s.epochs.flatMap((e) => ledger.check(e.epoch).map((p) => `epoch ${e.epoch}: ${p}`));
+        const stepsPerEpoch = Math.ceil(spec.samples / spec.batch);
+        const pipe = s.epochs.find((e) => e.phase === 'pipeline');
+        const summary: RunSummary = {
+          run: topology.run, runDir, spec, devices: measured(),
+          plan: { stages: layout, unusedDevices: plan!.unusedDevices, microBatches: plan!.microBatches, ordering: plan!.ordering, predictedStepMs: plan!.predicted.stepMs, simulatedStepMs, bytesPerStep: plan!.bytesPerStep },
+          epochs: s.epochs.map((e) => ({ ...e, meanStepSeconds: e.seconds / e.steps })),
+          stepsPerEpoch,
+          measuredPipelineStepMs: pipe ? (pipe.seconds / pipe.steps) * 1000 : 0,
+          bytesPerPhase: { ...bytes },
+          pipelineBytesPerStep: { measured: pipe ? pipe.bytes / pipe.steps : 0, planned: plan!.bytesPerStep.total },
+          redistribution, peakBytesPerDevice: input.peakBytes,
+          ledger: { epochs: s.epochs.length, problems },
+          checkpoint: checkpointDir, finalLoss: s.epochs.at(-1)?.loss ?? NaN, seconds: (performance.now() - started) / 1000,
+        };
+        writeJsonAtomic(join(runDir, 'summary.json'), summary);
+        await Promise.allSettled(names.map((d) => control(bus, d, 'finish', {})));
+        emit('RUN_FINISHED', { runDir, epochs: summary.epochs.map((e) => ({ epoch: e.epoch, phase: e.phase, loss: e.loss, seconds: e.seconds })) });
+        result = summary;
+      }),
+    },
+  });
+
+  let result: RunSummary | null = null;
+  /** The trainer-compatible checkpoint of the side network as of the persisted position. */
+  function saveSide(dir: string, p: PersistedRun): void {
+    const st = state!;
+    saveCheckpoint(dir, {
+      method: 'parallel', options: { reduction: spec.reduction, sideInit: 'random' }, modelFingerprint: fingerprint,
+      config: { epochs: spec.epochs, batch: spec.batch, seed: spec.seed, seqLen: spec.seqLen, task: 'lm', optimizer: spec.optimizer },
+      samples: spec.samples,
+      state: {
+        epoch: p.epoch - 1, stepInEpoch: p.stepInEpoch, globalStep: p.step, stepLosses: [], epochs: [], ledger: p.ledger,
+        parameters: new Map([...st.params].map(([n, x]) => [n, { data: x, shape: st.shapes.get(n)! }])), optimizer: st.optimizer,
+      },
+    });
+  }
+
+  const actor = createActor(logic, { input: { runId: topology.run, epochs: spec.epochs, samples: spec.samples, batch: spec.batch, seed: spec.seed, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000 } });
+  const joined = (d: string) => { const r = coordinator.registry.get(d); if (r?.alive && r.matmulGflops !== null) actor.send({ type: 'DEVICE_JOINED', device: d }); };
+  const stopListening = coordinator.registry.subscribe((e) => {
+    if (e.type === 'DEVICE_PROFILED' || e.type === 'DEVICE_JOINED') joined(e.device.name);
+    else if (e.type === 'DEVICE_LOST') actor.send({ type: 'DEVICE_LOST', device: e.device.name, reason: `silent ${e.silentMs} ms` });
+    else actor.send({ type: 'DEVICE_LOST', device: e.device.name, reason: `left: ${e.reason}` });
+  });
+  const onAbort = () => actor.stop();
+  o.signal?.addEventListener('abort', onAbort);
+  actor.start();
+  for (const d of names) joined(d);
+  try {
+    const final = await waitFor(actor, (s) => s.status !== 'active', { timeout: Infinity }).catch((err) => { throw o.signal?.aborted ? new Error('run interrupted') : err; });
+    if (o.signal?.aborted) throw new Error('run interrupted');
+    if (final.value !== 'done' || !result) {
+      const error = final.context.error ?? 'run failed';
+      emit('RUN_FAILED', { error });
+      throw new Error(error);
+    }
+    return { runDir, summary: result };
+  } finally {
+    stopListening();
+    o.signal?.removeEventListener('abort', onAbort);
+    if (actor.getSnapshot().status === 'active') actor.stop();
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The device side of a distributed PAC run: control handlers (`dev.<device>.ctl` kinds) that a
+ * device process installs through the device actor's `ctl` option.
+ *
+ *   assign        {spec, stages, stage, rank, firstStep, state?}  load this stage rank: only its
+ *                 backbone layers (plus embedding / head on the first / last stage) and side blocks
+ *   step          {step, sampleIds, withState}   one 1F1B step; rank 0 of a stage adds its side
+ *                 parameters and AdamW state when `withState` (the coordinator's checkpoint)
+ *   abort         {step}                         drop the step's in-flight micro-batches
+ *   release       {}                             free the stage (backbone memory); the cache stays
+ *   cache-report  {spec, fingerprint}            layers held per sample (opens the cache if needed)
+ *   redistribute  {shards, devices}              move cache entries so each device holds its shard
+ *   cached-load   {rank, size, shard, state}     the whole side network + head for cached epochs
+ *   cached-step   {step, sampleIds, withState}   one data-parallel step from the cache
+ *   finish        {}                             drop everything of the run
+ *
+ * The stage part runs on `stageMachine` (unloaded -> loading -> ready -> running -> ready); the
+ * cache on CacheActor. Compute goes through the device's simulated slowdown, sends through its
+ * simulated link, and every operation yields to the event loop so heartbeats keep flowing.
+ */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { createActor, fromPromise, waitFor } from 'xstate';
+import type { CtlHandler, DeviceHandle } from '../device/actor.ts';
+import { loadBackbone, loadConfig } from '../../src/model/load.ts';
+import { SideNetwork } from '../../src/model/methods/side-network.ts';
+import type { Backbone } from '../../src/model/types.ts';
+import { StageCompute, tensorBytes } from '../../src/train/stage-compute.ts';
+import { AdamW } from '../../src/train/optim.ts';
+import type { StageLayout } from '../../src/runtime/pipeline.ts';
+import type { Bus } from '../../src/bus/index.ts';
+import { CacheActor } from '../cache/actor.ts';
+import { BusRing, BusStageLinks } from './links.ts';
+import { cachedStep, StageRunner, type Pace, type StepOutcome } from './runner.ts';
+import { stageMachine } from './machine.ts';
+import { loadRunData, type RunSpec } from './spec.ts';
+import { rowSource } from './local-run.ts';
+import { packState, unpackState, type PackedState } from './state.ts';
+
+const stepArgs = z.strictObject({ step: z.number().int().positive(), sampleIds: z.array(z.number().int().nonnegative()).min(1), withState: z.boolean() });
+const assignArgs = z.strictObject({
+  spec: z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v),
+  stages: z.array(z.strictObject({ from: z.number().int(), to: z.number().int(), devices: z.array(z.string()).min(1), shares: z.array(z.number().positive()).min(1) })).min(1),
+  stage: z.number().int().nonnegative(),
+  rank: z.number().int().nonnegative(),
+  firstStep: z.number().int().positive(),
+  state: z.unknown().optional(),
+});
+const cacheOpenArgs = z.strictObject({ spec: assignArgs.shape.spec, fingerprint: z.string().min(1) });
+const redistributeArgs = z.strictObject({ shards: z.array(z.array(z.number().int().nonnegative())), devices: z.array(z.string()).min(1) });
+const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: z.array(z.number().int().nonnegative()), firstStep: z.number().int().positive(), state: z.unknown() });
+
+/** What a step reports to the coordinator. */
+export interface StepReply extends StepOutcome {
+  tokens: number;
+  computeSeconds: number;
+  /** Peak of live tensor bytes plus the cache's memory tier during the step. */
+  peakBytes: number;
+  state?: PackedState;
+}
+
+interface Stage {
+  spec: RunSpec;
+  backbone: Backbone;
+  side: SideNetwork;
+  compute: StageCompute;
+  optimizer: AdamW;
+  links: BusStageLinks;
+  runner: StageRunner;
+  rank: number;
+}
+
+interface CachedWorker { head: Backbone; side: SideNetwork; compute: StageCompute; optimizer: AdamW; ring: BusRing; rank: number; size: number; shard: Set<number> }
+
+export interface TrainingCtlOptions {
+  log?: (line: string) => void;
+  /** Parent of the device's cache disk tier (default: the OS temp directory). */
+  cacheDir?: string;
+}
+
+/** The control handlers a device installs to take part in training. */
+export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHandler> {
+  const log = opts.log ?? (() => {});
+  let stage: Stage | null = null;
+  let worker: CachedWorker | null = null;
+  let cache: CacheActor | null = null;
+  let spec: RunSpec | null = null;
+  let rows: ReturnType<typeof rowSource> | null = null;
+  let device: DeviceHandle | null = null;
+  let pendingAssign: z.output<typeof assignArgs> | null = null;
+  let outcome: StepOutcome | null = null;
+  let stepFailure: string | null = null;
+  let peak = 0, computeMs = 0;
+
+  const bus = (): Bus => device!.bus();
+  const sample = () => { peak = Math.max(peak, tensorBytes() + (cache?.memory().bytes ?? 0)); };
+  const pace: Pace = async (op) => {
+    const t0 = performance.now();
+    const out = await device!.sim.compute(() => { const r = op(); sample(); return r; });
+    computeMs += performance.now() - t0;
+    await new Promise((r) => setImmediate(r));
+    return out;
+  };
+  const throttle = (bytes: number, send: () => void) => { void device!.sim.send(bytes, send); };
+
+  /** The device's cache for run `s` (created on first use, so devices without a stage get one too). */
+  const ensureCache = (s: RunSpec, modelFingerprint: string): CacheActor => {
+    if (spec && JSON.stringify(spec) !== JSON.stringify(s)) throw new Error('a different run spec than this device already serves');
+    spec = s;
+    rows ??= rowSource(loadRunData(s), s.seqLen);
+    const config = loadConfig(s.model);
+    cache ??= new CacheActor({
+      bus: bus(), device: device!.name, fingerprint: `${modelFingerprint}-t${s.seqLen}`, layers: config.nLayers, width: s.seqLen * config.dModel,
+      memoryBytes: s.cache.budgetMb * 2 ** 20, dtype: s.cache.dtype, dir: join(opts.cacheDir ?? tmpdir(), `charon-cache-${bus().run}-${device!.name}-${process.pid}`),
+      throttle: (bytes, send) => device!.sim.send(bytes, send),
+    });
+    return cache;
+  };
+
+  const loadStage = async (a: z.output<typeof assignArgs>): Promise<void> => {
+    const st = a.stages[a.stage]!, S = a.stages.length, s = a.spec;
+    const backbone = await loadBackbone(s.model, { from: st.from, to: st.to, embed: a.stage === 0, head: a.stage === S - 1 });
+    const T = s.seqLen, d = backbone.config.dModel;
+    const side = new SideNetwork(backbone.config, { from: st.from, to: st.to, hasDown0: a.stage === 0, hasUp: a.stage === S - 1 }, { seed: s.seed, reduction: s.reduction, sideInit: 'random' });
+    const compute = new StageCompute(backbone, side, T);
+    const optimizer = new AdamW(s.optimizer);
+    if (a.state) {
+      const st0 = unpackState(a.state as PackedState);
+      compute.load(st0.params);
+      optimizer.load(pick(st0.optimizer, side.parameters()), side.parameters());
+    }
+    const fill = ensureCache(s, backbone.fingerprint);
+    const links = new BusStageLinks(bus(), {
+      stage: a.stage, rank: a.rank, group: `s${a.stage}`, groupSize: st.devices.length, prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
+      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0, widths: { b: T * d, a: T * side.shape.width }, firstStep: a.firstStep, throttle,
+    });
+    const runner = new StageRunner({
+      stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: s.microBatches, compute, optimizer, links, data: rows!, pace,
+      onComputed: (ids, computed) => fill.fill(ids, computed),
+    });
+    stage = { spec: s, backbone, side, compute, optimizer, links, runner, rank: a.rank };
+    log(`stage ${a.stage} rank ${a.rank}: layers ${st.from}..${st.to}${a.stage === 0 ? ' + embedding' : ''}${a.stage === S - 1 ? ' + head' : ''}, ${backbone.weights().size} backbone tensors`);
+  };
+
+  const unloadStage = () => {
+    if (!stage) return;
+    stage.links.close();
+    stage.compute.clear();
+    stage.optimizer.dispose();
+    stage.side.dispose();
+    stage.backbone.dispose();
+    stage = null;
+  };
+
+  const machine = createActor(stageMachine.provide({
+    actors: {
+      loadStage: fromPromise(async () => loadStage(pendingAssign!)),
+      runStep: fromPromise<unknown, { step: number; sampleIds: number[] }>(async ({ input }) => {
+        outcome = await stage!.runner.runStep(input.step, input.sampleIds);
+        return outcome;
+      }),
+      abortStep: fromPromise(async () => { stage?.compute.clear(); }),
+      unloadStage: fromPromise(async () => unloadStage()),
+    },
+  })).start();
+
+  const begin = (d: DeviceHandle) => { device = d; peak = 0; computeMs = 0; sample(); };
+  const reply = (o: StepOutcome, ids: number[], withState: boolean, c: StageCompute, opt: AdamW): StepReply => ({
+    ...o, tokens: rows!.tokens(ids), computeSeconds: computeMs / 1000, peakBytes: peak, ...(withState ? { state: packState(c, opt) } : {}),
+  });
+
+  return {
+    assign: async (raw, d) => {
+      device = d;
+      const a = assignArgs.parse(raw);
+      if (machine.getSnapshot().value !== 'unloaded') throw new Error(`assign: stage is ${String(machine.getSnapshot().value)}, release it first`);
+      pendingAssign = a;
+      machine.send({ type: 'LOAD', assignment: { stage: a.stage, rank: a.rank, from: a.stages[a.stage]!.from, to: a.stages[a.stage]!.to } });
+      const s = await waitFor(machine, (x) => x.value !== 'loading', { timeout: Infinity });
+      if (s.value !== 'ready') throw new Error(`assign: ${s.context.error}`);
+      return { fingerprint: stage!.backbone.fingerprint, weights: [...stage!.backbone.weights().keys()], sideParameters: [...stage!.side.parameters().keys()] };
+    },
+    step: async (raw, d) => {
+      const a = stepArgs.parse(raw);
+      if (machine.getSnapshot().value !== 'ready') throw new Error(`step ${a.step}: stage is ${String(machine.getSnapshot().value)}`);
+      begin(d);
+      outcome = null; stepFailure = null;
+      machine.send({ type: 'RUN_STEP', step: a.step, sampleIds: a.sampleIds });
+      const s = await waitFor(machine, (x) => x.value === 'ready', { timeout: Infinity });
+      stepFailure = s.context.error;
+      if (!outcome || s.context.committed !== a.step) throw new Error(`step ${a.step} failed${stepFailure ? `: ${stepFailure}` : ' (aborted)'}`);
+      return reply(outcome, a.sampleIds, a.withState && stage!.rank === 0, stage!.compute, stage!.optimizer);
+    },
+    abort: (raw) => {
+      const { step } = z.strictObject({ step: z.number().int() }).parse(raw);
+      machine.send({ type: 'ABORT', step });
+      return { state: String(machine.getSnapshot().value) };
+    },
+    release: async () => {
+      if (machine.getSnapshot().value === 'ready') {
+        machine.send({ type: 'UNLOAD' });
+        await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
+      }
+      return { tensorBytes: tensorBytes() };
+    },
+    'cache-report': (raw, d) => {
+      device = d;
+      const a = cacheOpenArgs.parse(raw);
+      const c = ensureCache(a.spec, a.fingerprint);
+      return { holdings: c.holdings(a.spec.samples), memory: c.memory() };
+    },
+    redistribute: async (raw, d) => {
+      device = d;
+      const a = redistributeArgs.parse(raw);
+      if (!cache) throw new Error('redistribute: this device has no cache (it held no stage in epoch 1)');
+      return cache.redistribute(a.shards, a.devices);
+    },
+    'cached-load': async (raw, d) => {
+      device = d;
+      const a = cachedLoadArgs.parse(raw);
+      if (!spec) throw new Error('cached-load: no run spec (this device was never assigned)');
+      if (stage) throw new Error('cached-load: release the pipeline stage first');
+      const head = await loadBackbone(spec.model, { from: 1, to: 0, embed: false, head: true });
+      const L = head.config.nLayers;
+      const side = new SideNetwork(head.config, { from: 1, to: L, hasDown0: true, hasUp: true }, { seed: spec.seed, reduction: spec.reduction, sideInit: 'random' });
+      const compute = new StageCompute(head, side, spec.seqLen);
+      const st = unpackState(a.state as PackedState);
+      compute.load(st.params);
+      const optimizer = new AdamW(spec.optimizer);
+      optimizer.load(st.optimizer, side.parameters());
+      worker = { head, side, compute, optimizer, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
+      return { tensorBytes: tensorBytes() };
+    },
+    'cached-step': async (raw, d) => {
+      const a = stepArgs.parse(raw);
+      if (!worker || !cache) throw new Error(`cached step ${a.step}: no cached-phase worker loaded`);
+      begin(d);
+      const w = worker, c = cache;
+      const o = await cachedStep({
+        step: a.step, sampleIds: a.sampleIds, shard: w.shard, rank: w.rank, size: w.size, microBatches: spec!.microBatches,
+        compute: w.compute, optimizer: w.optimizer, ring: w.ring.ring(a.step), data: rows!, activations: (ids) => c.activations(ids), pace,
+      });
+      return reply({ ...o, bytesSent: o.bytesSent }, a.sampleIds, a.withState && w.rank === 0, w.compute, w.optimizer);
+    },
+    finish: async () => {
+      if (machine.getSnapshot().value === 'ready') {
+        machine.send({ type: 'UNLOAD' });
+        await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
+      }
+      if (worker) { worker.ring.close(); worker.optimizer.dispose(); worker.side.dispose(); worker.head.dispose(); worker = null; }
+      cache?.drop();
+      cache = null;
+      return { tensorBytes: tensorBytes() };
+    },
+  };
+}
+
+/** The optimiser state restricted to the parameters a stage holds. */
+function pick(state: { step: number; m: Map<string, Float32Array>; v: Map<string, Float32Array> }, params: Map<string, unknown>) {
+  const keep = <T>(m: Map<string, T>) => new Map([...m].filter(([n]) => params.has(n)));
+  return { step: state.step, m: keep(state.m), v: keep(state.v) };
+}

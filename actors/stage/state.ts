@@ -1,0 +1,65 @@
+/**
+ * Side-network parameters and AdamW state as a bus message: every array travels as a float32
+ * WireTensor with its shape (zero-copy on decode), keyed by canonical parameter name.
+ */
+import { WireTensor } from '../../src/tensor/index.ts';
+import type { StageCompute } from '../../src/train/stage-compute.ts';
+import type { AdamW, AdamWState } from '../../src/train/optim.ts';
+
+export interface PackedState {
+  step: number;
+  params: Record<string, WireTensor<'float32'>>;
+  m: Record<string, WireTensor<'float32'>>;
+  v: Record<string, WireTensor<'float32'>>;
+}
+
+/** Parameters with shapes, and the optimiser state, as plain data. */
+export interface SideState {
+  params: Map<string, Float32Array>;
+  shapes: Map<string, number[]>;
+  optimizer: AdamWState;
+}
+
+/** The state of `compute`'s side parameters and `optimizer`. */
+export function packState(compute: StageCompute, optimizer: AdamW): PackedState {
+  const shapes = new Map([...compute.side.parameters()].map(([n, p]) => [n, p.shape]));
+  const wire = (m: Map<string, Float32Array>) => Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', shapes.get(n) ?? [x.length], x)]));
+  const opt = optimizer.state();
+  return { step: opt.step, params: wire(compute.snapshot()), m: wire(opt.m), v: wire(opt.v) };
+}
+
+/** Validates and unpacks a PackedState (a message body). @throws Error naming the bad entry. */
+export function unpackState(p: PackedState): SideState {
+  if (!p || typeof p !== 'object' || !Number.isInteger(p.step)) throw new Error('side state: missing or invalid step');
+  const read = (what: string, rec: unknown) => {
+    if (!rec || typeof rec !== 'object') throw new Error(`side state: ${what} is missing`);
+    const out = new Map<string, Float32Array>();
+    for (const [n, t] of Object.entries(rec as Record<string, unknown>)) {
+      if (!(t instanceof WireTensor) || t.dtype !== 'float32') throw new Error(`side state: ${what}.${n} is not a float32 tensor`);
+      out.set(n, t.data as Float32Array);
+    }
+    return out;
+  };
+  const params = read('params', p.params);
+  const shapes = new Map(Object.entries(p.params).map(([n, t]) => [n, [...t.shape]]));
+  return { params, shapes, optimizer: { step: p.step, m: read('m', p.m), v: read('v', p.v) } };
+}
+
+/** Merges the states of every stage (disjoint parameter names) into one. */
+export function mergeStates(parts: SideState[]): SideState {
+  const out: SideState = { params: new Map(), shapes: new Map(), optimizer: { step: parts[0]?.optimizer.step ?? 0, m: new Map(), v: new Map() } };
+  for (const s of parts) {
+    if (s.optimizer.step !== out.optimizer.step) throw new Error(`side state: stages disagree on the optimiser step (${s.optimizer.step} vs ${out.optimizer.step})`);
+    for (const [n, x] of s.params) out.params.set(n, x);
+    for (const [n, x] of s.shapes) out.shapes.set(n, x);
+    for (const [n, x] of s.optimizer.m) out.optimizer.m.set(n, x);
+    for (const [n, x] of s.optimizer.v) out.optimizer.v.set(n, x);
+  }
+  return out;
+}
+
+/** The inverse of unpackState (what the coordinator sends to assign / cached-load). */
+export function repackState(s: SideState): PackedState {
+  const wire = (m: Map<string, Float32Array>) => Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', s.shapes.get(n) ?? [x.length], x)]));
+  return { step: s.optimizer.step, params: wire(s.params), m: wire(s.optimizer.m), v: wire(s.optimizer.v) };
+}
