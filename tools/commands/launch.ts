@@ -6,7 +6,7 @@
  * the server stopped — nothing is left behind.
  *
  * `launchRun(topology, options, body)` owns setup and teardown; `body` is what the run does once
- * everything is up (today: wait for the devices; issue #4: the run machine).
+ * everything is up (training by default; see --until).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
@@ -21,14 +21,17 @@ import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from '../../actors/coordinator/actor.ts';
 import { runTraining } from '../../actors/coordinator/run-actor.ts';
+import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.ts';
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
-const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR] [--until registered|interrupted] [--json]
+const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR] [--profile FILE] [--until registered|interrupted] [--json]
 
   TOPOLOGY          a topology file (see topologies/)
   --nats URL        use this NATS server instead of starting a private one
   --run-dir DIR     run directory (default runs/<run>-<time>): nats store, device logs
+  --profile FILE    plan with this profile (src/plan/profile.ts schema; its devices must be the
+                    topology's) instead of the one measured from the devices
   --until registered  exit 0 once every device of the topology has registered (no training)
   --until interrupted run (no training) until Ctrl-C (SIGINT) or SIGTERM
   --json            line-delimited JSON events on stdout instead of progress text
@@ -172,7 +175,7 @@ function describeEvent(e: Record<string, unknown>): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, { nats: { type: 'string' }, 'run-dir': { type: 'string' }, until: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const args = parseCommandArgs(argv, { nats: { type: 'string' }, 'run-dir': { type: 'string' }, profile: { type: 'string' }, until: { type: 'string' }, json: { type: 'boolean' } }, usage);
   if (!args) return 0;
   const [file, ...extra] = args.positionals;
   if (!file) throw new CliError('missing TOPOLOGY (see --help)');
@@ -185,6 +188,18 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof TopologyError) throw new CliError(err.firstLine);
     throw err;
+  }
+  const profileFile = str(args, 'profile');
+  let profile: Profile | undefined;
+  if (profileFile !== undefined) {
+    try {
+      profile = loadProfile(profileFile);
+    } catch (err) {
+      if (err instanceof ProfileError) throw new CliError(err.message);
+      throw err;
+    }
+    const want = topology.devices.map((d) => d.name).sort().join(', '), have = profile.devices.map((d) => d.name).sort().join(', ');
+    if (want !== have) throw new CliError(`${profileFile}: devices [${have}] are not the topology's [${want}]`);
   }
   const json = flag(args, 'json');
   const started = Date.now();
@@ -200,7 +215,7 @@ export async function run(argv: string[]): Promise<number> {
       const stop = new AbortController();
       const goal = until === 'registered' ? ctx.coordinator.whenAssembled().then(() => 'registered')
         : until === 'interrupted' ? new Promise<string>(() => {})
-          : ctx.coordinator.whenAssembled().then(() => runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, signal: stop.signal })).then(() => 'trained');
+          : ctx.coordinator.whenAssembled().then(() => runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, signal: stop.signal })).then(() => 'trained');
       try {
         const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
         return { code: 0, reason };
