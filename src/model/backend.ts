@@ -4,11 +4,13 @@
  * package is installed) and `cpu` (pure JS, ~30x slower, last resort).
  *
  * On wasm this module also registers kernels: `UnsortedSegmentSum` (missing there; the gradient
- * of `gather`, so full fine-tuning of embeddings works) and in-place `Slice`/`Unpack` (the stock
- * ones copy the whole input per call, which made per-head attention 10x slower).
+ * of `gather`, so full fine-tuning of embeddings works), in-place `Slice`/`Unpack` (the stock
+ * ones copy the whole input per call, which made per-head attention 10x slower) and a sharing
+ * `Identity` (the stock one copies every tensor saved for backward).
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import { countWasmBuffers } from './memory.ts';
 
 export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
 
@@ -44,6 +46,7 @@ async function useWasm(): Promise<BackendInfo> {
   registerWasmKernels();
   if (!(await tf.setBackend('wasm'))) throw new BackendError('backend wasm: @tensorflow/tfjs-backend-wasm failed to initialise');
   await tf.ready();
+  countWasmBuffers(tf.backend());
   const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'simd' : 'no simd';
   const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multithreaded' : 'single-threaded';
   return { name: 'wasm', detail: `wasm (@tensorflow/tfjs-backend-wasm ${tf.version_core}, ${simd}, ${threads})` };
@@ -178,14 +181,27 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
   return out;
 }
 
+/**
+ * Identity sharing the input's buffer (as the cpu backend does). The stock wasm Identity copies,
+ * and tfjs clones every tensor it saves for backward: on wasm each saved activation existed twice,
+ * which doubled the peak of a training step (full fine-tuning of W1 ran out of the 4 GB heap).
+ * Kernels never write their inputs in place, so sharing is safe.
+ */
+function identityShared({ inputs, backend }: KernelArgs): tf.TensorInfo {
+  const x = inputs.x as tf.TensorInfo;
+  (backend as unknown as { incRef(dataId: unknown): void }).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
 function replaceWasmKernel(kernelName: string, kernelFunc: (args: KernelArgs) => tf.TensorInfo | tf.TensorInfo[]): void {
   if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
   tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc: kernelFunc as tf.KernelFunc });
 }
 
 /**
- * Registers the wasm kernels Charon needs: UnsortedSegmentSum (missing: gather's gradient) and
- * in-place Slice/Unpack (the stock ones copy the whole input per call). Idempotent.
+ * Registers the wasm kernels Charon needs: UnsortedSegmentSum (missing: gather's gradient),
+ * in-place Slice/Unpack (the stock ones copy the whole input per call) and a sharing Identity
+ * (the stock one copies every tensor saved for backward). Idempotent.
  */
 export function registerWasmKernels(): void {
   if (wasmKernelsRegistered) return;
@@ -193,6 +209,7 @@ export function registerWasmKernels(): void {
   replaceWasmKernel('UnsortedSegmentSum', unsortedSegmentSum);
   replaceWasmKernel('Slice', sliceInPlace);
   replaceWasmKernel('Unpack', unpackInPlace);
+  replaceWasmKernel('Identity', identityShared);
 }
 
 /**

@@ -4,7 +4,8 @@
  * so `state()` + `load()` continue the exact same trajectory.
  *
  * With the parallel method and an activation cache, b_0..b_L come from the cache whenever it has
- * them: epoch 1 fills it, later epochs never run the backbone (unless an entry was lost).
+ * them: epoch 1 fills it, later epochs never run the backbone (unless an entry was lost) and
+ * release its layer weights.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ActivationCache } from '../cache/activation-cache.ts';
@@ -16,6 +17,8 @@ import { epochOrder, makeBatch, miniBatches, type Batch, type Dataset } from './
 import { Ledger, type LedgerJson } from './ledger.ts';
 import { classificationLoss, correctCount, crossEntropy, nextTokenTargets } from './loss.ts';
 import { AdamW, type AdamWOptions, type AdamWState } from './optim.ts';
+import { leanVariableGrads } from './grads.ts';
+import { peakTensorBytes, resetPeakTensorBytes, sampleTensorBytes } from '../model/memory.ts';
 
 export interface TrainConfig {
   epochs: number;
@@ -68,7 +71,7 @@ export class Trainer {
   private readonly stepLosses: number[] = [];
   private readonly epochs: EpochMetrics[] = [];
   private readonly cacheFingerprint: string;
-  /** Peak tensor bytes seen (sampled at the end of forward and after backward of every step). */
+  /** Peak tensor bytes of the run (exact on wasm: every allocation counts; see model/memory.ts). */
   peakTensorBytes = 0;
   peakRssBytes = 0;
 
@@ -104,6 +107,9 @@ export class Trainer {
   trainEpoch(): EpochMetrics {
     const { data, config, cache } = this.init;
     const batches = miniBatches(epochOrder(data.samples.length, config.seed, this.epoch), config.batch);
+    // Cached epochs need only the final norm and the head of the backbone (a lost entry reloads
+    // the layers, which then stay for the rest of the epoch).
+    if (cache && this.epoch > 0 && isCacheable(this.init.method)) this.init.backbone.releaseLayers();
     const partial = this.epochs.length > this.epoch ? this.epochs.pop()! : undefined;
     const m: EpochMetrics = partial ?? { epoch: this.epoch, loss: 0, tokens: 0, seconds: 0, steps: 0, peakTensorBytes: 0, peakCacheBytes: 0, peakBytes: 0, backboneSamples: 0 };
     let lossSum = m.loss * m.steps;
@@ -130,38 +136,35 @@ export class Trainer {
     return m;
   }
 
+  /** Peak tensor bytes of the last step, from its start to the end of its optimiser update. */
   private lastStepPeak = 0;
-
-  private sampleMemory(): void {
-    const bytes = tf.memory().numBytes;
-    this.lastStepPeak = Math.max(this.lastStepPeak, bytes);
-    this.peakTensorBytes = Math.max(this.peakTensorBytes, bytes);
-  }
 
   private step(batch: Batch): StepMetrics {
     const started = performance.now();
     const step = this.stepInEpoch;
     this.ledger.begin(this.epoch, step, batch.sampleIds);
-    this.lastStepPeak = 0;
+    resetPeakTensorBytes();
     let backboneSamples = 0;
     const { value, grads, tokens } = tf.tidy(() => {
       const { acts, computed } = this.activations(batch);
       backboneSamples = computed;
       const target = this.targets(batch);
-      const vg = tf.variableGrads(() => {
+      const vg = leanVariableGrads(() => {
         const loss = this.loss(batch, acts, target);
-        this.sampleMemory();
+        sampleTensorBytes(); // end of forward (the peak is exact on wasm; elsewhere these samples are it)
         return loss;
       }, [...this.params.values()]);
       return { value: vg.value, grads: vg.grads, tokens: target.count };
     });
-    this.sampleMemory();
+    sampleTensorBytes(); // end of backward
     const named = new Map<string, tf.Tensor>();
     for (const [vn, g] of Object.entries(grads)) named.set(this.varNames.get(vn) ?? vn, g);
     const loss = value.dataSync()[0]!;
     const { lr, gradNorm } = this.optimizer.apply(this.params, named);
     value.dispose();
     for (const g of named.values()) g.dispose();
+    this.lastStepPeak = peakTensorBytes();
+    this.peakTensorBytes = Math.max(this.peakTensorBytes, this.lastStepPeak);
     this.ledger.commit(this.epoch, step);
     this.globalStep += 1;
     this.stepLosses.push(loss);
