@@ -55,6 +55,8 @@ test('trainer: a cached epoch computes the same losses as an uncached one, and n
   const st = cache.stats();
   assert.ok(st.spills > 0 && st.diskHits > 0, JSON.stringify(st));
   assert.ok(e[1]!.peakCacheBytes <= 64 * 1024);
+  assert.not.ok(cached.backbone.layersHeld, 'cached epochs release the backbone layers');
+  assert.ok(e[1]!.peakTensorBytes < e[0]!.peakTensorBytes, `cached peak ${e[1]!.peakTensorBytes} vs epoch 1 ${e[0]!.peakTensorBytes}`);
   cache.destroy();
 });
 
@@ -67,6 +69,7 @@ test('trainer: a lost cache entry is recomputed through the backbone', async () 
   t.trainEpoch();
   assert.is((method as ParallelMethod).backboneLayerCalls - before, 2, 'one sample, 2 layers');
   assert.is(t.epochMetrics()[1]!.backboneSamples, 1);
+  assert.ok(backbone.layersHeld, 'the lost entry reloaded the released layers');
   cache.destroy();
 });
 

@@ -15,16 +15,51 @@ export class TransformerBackbone implements Backbone {
   /** True once a trainable tied head reads the embedding variable instead of a copy. */
   private headFromEmbed = false;
 
+  /** Names freed by releaseLayers, reloaded on first use. */
+  private released = new Set<string>();
+
+  /**
+   * `reload` returns the same weights again (from the model directory or the preset's seed); it
+   * lets releaseLayers free layer weights that a later call may still need. Without it,
+   * releaseLayers keeps everything.
+   */
   constructor(
     readonly config: ModelConfig,
     readonly range: BackboneRange,
     weights: Map<string, WeightData>,
     readonly fingerprint: string,
+    private readonly reload?: () => Map<string, WeightData>,
   ) {
     for (const [name, w] of weights) this.held.set(name, tf.keep(tf.tensor(w.data, w.shape, 'float32')));
   }
 
+  get layersHeld(): boolean {
+    return this.released.size === 0;
+  }
+
+  releaseLayers(): void {
+    if (this.trainable) throw new Error('backbone: releaseLayers on a trainable backbone (full fine-tuning) would lose trained weights');
+    if (!this.reload) return;
+    for (const [name, t] of this.held) {
+      if (name.startsWith('final_norm.') || name.startsWith('head.')) continue;
+      t.dispose();
+      this.held.delete(name);
+      this.released.add(name);
+    }
+  }
+
+  private restoreLayers(): void {
+    const weights = this.reload!();
+    for (const name of this.released) {
+      const w = weights.get(name);
+      if (!w) throw new Error(`backbone: reloading released weight ${name} failed: the model source no longer has it`);
+      this.held.set(name, tf.keep(tf.tensor(w.data, w.shape, 'float32')));
+    }
+    this.released.clear();
+  }
+
   private w(name: string): tf.Tensor {
+    if (this.released.has(name)) this.restoreLayers();
     const t = this.held.get(name);
     if (!t) throw new Error(`backbone: weight ${name} is not held by this process (range layers ${this.range.from}..${this.range.to}, embed ${this.range.embed}, head ${this.range.head})`);
     return t;
@@ -139,6 +174,7 @@ export class TransformerBackbone implements Backbone {
   dispose(): void {
     for (const t of this.held.values()) t.dispose();
     this.held.clear();
+    this.released.clear();
   }
 }
 

@@ -73,10 +73,16 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
   const r = resolveRange(config, range);
   if ('preset' in source) {
     const seed = source.seed ?? 0;
-    return new TransformerBackbone(config, r, presetWeights(config, r, seed), sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`));
+    const weights = () => presetWeights(config, r, seed);
+    return new TransformerBackbone(config, r, weights(), sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`), weights);
   }
   const { src, file } = openWeights(source.dir);
   const mapping = config.family === 'gpt2' ? gpt2Mapping : llamaMapping;
-  const weights = mapping.read(config, r, src, file);
-  return new TransformerBackbone(config, r, weights, sha(`${JSON.stringify(config)}\n${src.signature}`));
+  const signature = src.signature;
+  const weights = () => {
+    const again = openWeights(source.dir);
+    if (again.src.signature !== signature) throw new Error(`model ${source.dir}: weight files changed since they were loaded; cannot reload released layers`);
+    return mapping.read(config, r, again.src, again.file);
+  };
+  return new TransformerBackbone(config, r, mapping.read(config, r, src, file), sha(`${JSON.stringify(config)}\n${signature}`), weights);
 }

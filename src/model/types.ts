@@ -80,5 +80,15 @@ export interface Backbone {
   weights(): WeightMap;
   /** Turns every held weight into a trainable tf.Variable (full fine-tuning). */
   makeTrainable(): tf.Variable[];
+  /**
+   * Frees the weights of the layers and the embedding; the final norm and the head stay. For a
+   * frozen backbone whose activations come from a cache (PAC's cached epochs need only the final
+   * norm and the head). A later embed() or layer() reloads the freed weights from the model's
+   * source first (same values), so recomputing a lost cache entry still works. Throws after
+   * makeTrainable (trained weights cannot be reloaded). Idempotent.
+   */
+  releaseLayers(): void;
+  /** False while the layer and embedding weights are released. */
+  readonly layersHeld: boolean;
   dispose(): void;
 }
