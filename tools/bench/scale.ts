@@ -1,0 +1,125 @@
+/**
+ * `charon bench scale`: the same distributed PAC workload with 1 and with 2 device processes,
+ * one after the other in one invocation, each through `launchRun` + `runTraining` (private
+ * nats-server, separate device processes). Reports epoch-1 and cached-epoch speedups (targets
+ * >= 1.6x and >= 1.7x on 2 cores), the planner's and the simulator's step time against the
+ * measured one, and pipeline bytes per step against the plan.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { CliError, flag, num, parseCommandArgs, str } from '../args.ts';
+import { loadTopology } from '../../src/topology/load.ts';
+import { isPresetName, presets } from '../../src/model/presets.ts';
+import { launchRun } from '../commands/launch.ts';
+import { runTraining, type RunSummary } from '../../actors/coordinator/run-actor.ts';
+
+export const summary = 'distributed PAC with 1 vs 2 device processes: epoch speedups, simulator vs measured, bytes vs plan';
+
+const usage = `usage: charon bench scale [--preset w1|tiny] [--sequences N] [--epochs E] [--batch B] [--micro-batches M] [--keep DIR] [--json]
+
+  --preset P          model preset (default w1: 8 layers, width 512, context 128)
+  --sequences N       Markov sequences (default 256, the W1 workload; fewer for a quick run)
+  --epochs E          epochs (default 3; >= 2 so that a cached epoch runs)
+  --batch B           mini-batch (default 8)
+  --micro-batches M   micro-batches per step (default 8: one sample each, short compute bursts)
+  --keep DIR          keep both run directories under DIR (default: a temp dir, removed)
+  --json              one JSON document on stdout`;
+
+interface RunFigures {
+  devices: number;
+  plan: RunSummary['plan'];
+  epochSeconds: number[];
+  pipelineStepMs: number;
+  cachedStepMs: number | null;
+  predictedStepMs: number;
+  simulatedStepMs: number;
+  simulatorError: number;
+  pipelineBytesPerStep: { measured: number; planned: number; ratio: number | null };
+  redistribution: RunSummary['redistribution'];
+  losses: number[];
+  peakBytesPerDevice: Record<string, number>;
+}
+
+function topology(preset: string, devices: number, o: { sequences: number; epochs: number; batch: number; micro: number }): Record<string, unknown> {
+  const seqLen = presets[preset as keyof typeof presets].maxPositions;
+  return {
+    run: `scale-${devices}`, model: { preset }, method: { kind: 'parallel', k: 8 },
+    data: { markov: { sequences: o.sequences, seqLen, seed: 1 } },
+    training: { epochs: o.epochs, batch: o.batch, microBatches: o.micro, lr: 1e-3, seed: 1, cache: { budgetMb: 4096, dir: 'cache', dtype: 'f32' } },
+    devices: Array.from({ length: devices }, (_, i) => ({ name: `dev${i}`, memoryMb: 4096 })),
+  };
+}
+
+async function runOnce(dir: string, devices: number, o: Parameters<typeof topology>[2] & { preset: string }, log: (l: string) => void): Promise<RunFigures> {
+  const file = join(dir, `scale-${devices}.yaml`);
+  writeFileSync(file, stringify(topology(o.preset, devices, o)));
+  const topo = loadTopology(file);
+  const runDir = join(dir, `run-${devices}`);
+  const onEvent = (e: Record<string, unknown>) => {
+    if (e.type === 'EPOCH_DONE' || e.type === 'RUN_PLANNED' || e.type === 'REDISTRIBUTED' || e.type === 'DEVICE_LOST') log(`${devices} device(s): ${JSON.stringify(e)}`);
+  };
+  const s = await launchRun(topo, { runDir, onEvent }, async (ctx) => {
+    await ctx.coordinator.whenAssembled();
+    const out = await Promise.race([runTraining({ topology: topo, bus: ctx.bus, coordinator: ctx.coordinator, runDir }), ctx.failure, ctx.interrupted.then((sig) => { throw new Error(`interrupted (${sig})`); })]);
+    return out.summary;
+  });
+  const pipe = s.epochs.find((e) => e.phase === 'pipeline')!;
+  const cached = s.epochs.filter((e) => e.phase === 'cached');
+  const pipelineStepMs = (pipe.seconds / pipe.steps) * 1000;
+  return {
+    devices, plan: s.plan, epochSeconds: s.epochs.map((e) => e.seconds),
+    pipelineStepMs,
+    cachedStepMs: cached.length ? (cached.reduce((a, e) => a + e.seconds, 0) / cached.reduce((a, e) => a + e.steps, 0)) * 1000 : null,
+    predictedStepMs: s.plan.predictedStepMs, simulatedStepMs: s.plan.simulatedStepMs,
+    simulatorError: (s.plan.simulatedStepMs - pipelineStepMs) / pipelineStepMs,
+    pipelineBytesPerStep: { ...s.pipelineBytesPerStep, ratio: s.pipelineBytesPerStep.planned > 0 ? s.pipelineBytesPerStep.measured / s.pipelineBytesPerStep.planned : null },
+    redistribution: s.redistribution, losses: s.epochs.map((e) => e.loss), peakBytesPerDevice: s.peakBytesPerDevice,
+  };
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseCommandArgs(argv, {
+    preset: { type: 'string' }, sequences: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
+    'micro-batches': { type: 'string' }, keep: { type: 'string' }, json: { type: 'boolean' },
+  }, usage);
+  if (!args) return 0;
+  const preset = str(args, 'preset') ?? 'w1';
+  if (!isPresetName(preset)) throw new CliError(`--preset: unknown preset '${preset}'`);
+  const o = {
+    preset,
+    sequences: num(args, 'sequences', 256, { integer: true, min: 2 }),
+    epochs: num(args, 'epochs', 3, { integer: true, min: 2 }),
+    batch: num(args, 'batch', 8, { integer: true, min: 1 }),
+    micro: num(args, 'micro-batches', 8, { integer: true, min: 1 }),
+  };
+  if (o.micro > o.batch) throw new CliError(`--micro-batches ${o.micro} exceeds --batch ${o.batch}`);
+  const keep = str(args, 'keep');
+  const dir = keep ?? mkdtempSync(join(tmpdir(), 'charon-bench-scale-'));
+  mkdirSync(dir, { recursive: true });
+  const log = (l: string) => process.stderr.write(`[scale] ${l}\n`);
+  try {
+    const one = await runOnce(dir, 1, o, log);
+    const two = await runOnce(dir, 2, o, log);
+    const report = {
+      workload: { ...o, seqLen: presets[preset].maxPositions, method: 'parallel (PAC), k = 8' },
+      runs: [one, two],
+      speedup: {
+        epoch1: one.epochSeconds[0]! / two.epochSeconds[0]!,
+        cached: one.cachedStepMs && two.cachedStepMs ? one.cachedStepMs / two.cachedStepMs : null,
+      },
+      targets: { epoch1Speedup: 1.6, cachedSpeedup: 1.7, simulatorWithin: 0.25, bytesWithin: 0.1 },
+    };
+    if (flag(args, 'json')) process.stdout.write(JSON.stringify(report) + '\n');
+    else {
+      for (const r of report.runs) {
+        process.stdout.write(`${r.devices} device(s): epochs ${r.epochSeconds.map((s) => s.toFixed(1)).join(' / ')} s, pipeline step ${r.pipelineStepMs.toFixed(0)} ms (simulated ${r.simulatedStepMs.toFixed(0)} ms), cached step ${r.cachedStepMs?.toFixed(0)} ms, bytes/step ${r.pipelineBytesPerStep.measured} vs plan ${r.pipelineBytesPerStep.planned}\n`);
+      }
+      process.stdout.write(`speedup: epoch 1 ${report.speedup.epoch1.toFixed(2)}x (target 1.6), cached ${report.speedup.cached?.toFixed(2)}x (target 1.7)\n`);
+    }
+    return 0;
+  } finally {
+    if (!keep) rmSync(dir, { recursive: true, force: true });
+  }
+}
