@@ -48,6 +48,8 @@ export interface RunTrainingOptions {
   gatherTimeoutMs?: number;
   /** Deadline of one step's replies (default 10 min). */
   stepTimeoutMs?: number;
+  /** A device reported lost that speaks again from the same process within this time stays in the run (default 10 s). */
+  lostGraceMs?: number;
   /** Aborting stops the run machine; runTraining rejects. */
   signal?: AbortSignal;
 }
@@ -263,11 +265,26 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   }
 
   const actor = createActor(logic, { input: { runId: topology.run, epochs: spec.epochs, samples: spec.samples, batch: spec.batch, seed: spec.seed, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000 } });
-  const joined = (d: string) => { const r = coordinator.registry.get(d); if (r?.alive && r.matmulGflops !== null) actor.send({ type: 'DEVICE_JOINED', device: d }); };
+  // A device busy in one long compute burst misses heartbeats and is reported lost, then speaks
+  // again from the same process: only a device still silent after `lostGraceMs` (or replaced by
+  // a new process, or gone for good) ends the run.
+  const pids = new Map<string, number>();
+  const grace = new Map<string, ReturnType<typeof setTimeout>>();
+  const lost = (d: string, reason: string) => { clearTimeout(grace.get(d)); grace.delete(d); actor.send({ type: 'DEVICE_LOST', device: d, reason }); };
+  const joined = (d: string) => {
+    const r = coordinator.registry.get(d);
+    if (!r?.alive || r.matmulGflops === null) return;
+    const pid = pids.get(d);
+    if (pid !== undefined && pid !== r.hello.pid) return lost(d, `replaced by process ${r.hello.pid}`);
+    if (grace.has(d)) { clearTimeout(grace.get(d)); grace.delete(d); emit('DEVICE_RECOVERED', { device: d }); return; }
+    pids.set(d, r.hello.pid);
+    actor.send({ type: 'DEVICE_JOINED', device: d });
+  };
   const stopListening = coordinator.registry.subscribe((e) => {
-    if (e.type === 'DEVICE_PROFILED' || e.type === 'DEVICE_JOINED') joined(e.device.name);
-    else if (e.type === 'DEVICE_LOST') actor.send({ type: 'DEVICE_LOST', device: e.device.name, reason: `silent ${e.silentMs} ms` });
-    else actor.send({ type: 'DEVICE_LOST', device: e.device.name, reason: `left: ${e.reason}` });
+    const d = e.device.name;
+    if (e.type === 'DEVICE_PROFILED' || e.type === 'DEVICE_JOINED') joined(d);
+    else if (e.type === 'DEVICE_LEFT') lost(d, `left: ${e.reason}`);
+    else if (!grace.has(d)) grace.set(d, setTimeout(() => lost(d, `silent for ${e.silentMs + (o.lostGraceMs ?? 10_000)} ms`), o.lostGraceMs ?? 10_000));
   });
   const onAbort = () => actor.stop();
   o.signal?.addEventListener('abort', onAbort);
@@ -284,6 +301,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     return { runDir, summary: result };
   } finally {
     stopListening();
+    for (const t of grace.values()) clearTimeout(t);
     o.signal?.removeEventListener('abort', onAbort);
     if (actor.getSnapshot().status === 'active') actor.stop();
   }
