@@ -6,12 +6,13 @@ import { liveTensorBytes, peakTensorBytes, resetPeakTensorBytes } from '../src/m
 import { loadBackbone } from '../src/model/load.ts';
 import { createMethod } from '../src/model/methods/index.ts';
 import { leanVariableGrads } from '../src/train/grads.ts';
-import { lmLoss } from '../src/train/loss.ts';
+import { crossEntropy, frozenHeadCrossEntropy, lmLoss, nextTokenTargets } from '../src/train/loss.ts';
 import { markovDataset, makeBatch } from '../src/train/data.ts';
 
 await initBackend();
 const backbone = await loadBackbone({ preset: 'tiny' });
 const method = createMethod('full', backbone, {}, 0);
+const fresh = await loadBackbone({ preset: 'tiny' });
 const vars = [...method.parameters().values()];
 const batch = makeBatch(markovDataset({ vocab: 256, sequences: 4, length: 32, seed: 3 }).samples, 32);
 const loss = () => lmLoss(backbone.head(method.hidden(tf.tensor2d(batch.ids, [batch.batch, 32], 'int32'))), batch.ids, batch.mask, batch.batch, 32);
@@ -48,6 +49,23 @@ test('train-grads: a clone shares its buffer on wasm (saved tensors cost no copy
   assert.equal(Array.from(y.dataSync().slice(0, 3)), [1, 1, 1]);
   y.dispose();
   assert.is(liveTensorBytes(), before - 256 * 256 * 4);
+});
+
+test('train-grads: the fused frozen-head loss equals head + cross-entropy, value and gradient', () => {
+  assert.is(backbone.frozenHead(), undefined, 'full fine-tuning made the head trainable');
+  const head = fresh.frozenHead()!;
+  const { targets, weights } = nextTokenTargets(batch.ids, batch.mask, batch.batch, 32);
+  weights[5] = 0; // a masked row
+  const h = tf.randomNormal([batch.batch * 32, 64], 0, 1, 'float32', 7) as tf.Tensor2D;
+  const ref = tf.valueAndGrad((x: tf.Tensor) => crossEntropy(fresh.head(x as tf.Tensor2D), tf.tensor1d(targets, 'int32'), tf.tensor1d(weights)))(h);
+  for (const chunk of [256, 48]) {
+    const got = tf.valueAndGrad((x: tf.Tensor) => frozenHeadCrossEntropy(x as tf.Tensor2D, head, targets, weights, chunk))(h);
+    assert.ok(Math.abs(got.value.dataSync()[0]! - ref.value.dataSync()[0]!) < 1e-5, `chunk ${chunk} value`);
+    const a = got.grad.dataSync(), b = ref.grad.dataSync();
+    let err = 0;
+    for (let i = 0; i < a.length; i++) err = Math.max(err, Math.abs(a[i]! - b[i]!));
+    assert.ok(err < 1e-6, `chunk ${chunk} gradient max error ${err}`);
+  }
 });
 
 test.run();

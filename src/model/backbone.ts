@@ -140,6 +140,15 @@ export class TransformerBackbone implements Backbone {
     return this.linear(h, 'head');
   }
 
+  private headT: tf.Tensor2D | undefined;
+
+  frozenHead(): { w: tf.Tensor2D; wT: tf.Tensor2D } | undefined {
+    if (this.trainable) return undefined;
+    const w = this.w('head.weight') as tf.Tensor2D; // (d, V)
+    this.headT ??= tf.keep(tf.transpose(w)) as tf.Tensor2D; // (V, d)
+    return { w, wT: this.headT };
+  }
+
   /**
    * Canonical name -> tensor of every held weight (variables after makeTrainable). A trainable
    * tied head has no `head.weight` entry: it is `embed.tokens`.
@@ -155,6 +164,8 @@ export class TransformerBackbone implements Backbone {
    */
   makeTrainable(): tf.Variable[] {
     if (this.trainable) return this.trainable;
+    this.headT?.dispose();
+    this.headT = undefined;
     if (this.config.tiedHead && this.range.embed && this.range.head) {
       this.held.get('head.weight')?.dispose();
       this.held.delete('head.weight');
@@ -175,6 +186,8 @@ export class TransformerBackbone implements Backbone {
     for (const t of this.held.values()) t.dispose();
     this.held.clear();
     this.released.clear();
+    this.headT?.dispose();
+    this.headT = undefined;
   }
 }
 

@@ -76,6 +76,12 @@ export interface Backbone {
   finalNorm(h: tf.Tensor2D): tf.Tensor2D;
   /** Frozen LM head: (N, d) -> logits (N, V). */
   head(h: tf.Tensor2D): tf.Tensor2D;
+  /**
+   * The frozen head's weight w (d, V), as head() multiplies by it, and its transpose wT (V, d),
+   * made once and kept while the head is held, for losses that fuse the head with its gradient
+   * (plain matmuls both ways). Undefined once the head is trainable (makeTrainable).
+   */
+  frozenHead(): { w: tf.Tensor2D; wT: tf.Tensor2D } | undefined;
   /** The weights this process holds, by their canonical names (see weight naming in backbone docs). */
   weights(): WeightMap;
   /** Turns every held weight into a trainable tf.Variable (full fine-tuning). */

@@ -35,6 +35,49 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights:
 }
 
 /**
+ * Weighted mean cross-entropy of a FROZEN linear head, fused with its gradient: the same value as
+ * crossEntropy(hidden @ w, targets, weights), with a gradient for `hidden` only. The logits are
+ * made `chunkRows` rows at a time and never all at once, and the gradient
+ * dL/dh = (w_i / count) (softmax(z_i) @ wT - wT[t_i]) is computed in the forward pass from the
+ * chunk's logits while they exist, so backward only scales it. Costs: two plain matmuls per
+ * chunk, no (N, V) one-hot, no transposes, peak a few (chunkRows, V) tensors. hidden (N, d),
+ * w (d, V), wT (V, d); targets int32 (N); weights f32 (N) in {0, 1}.
+ */
+export function frozenHeadCrossEntropy(hidden: tf.Tensor2D, head: { w: tf.Tensor2D; wT: tf.Tensor2D }, targets: Int32Array, weights: Float32Array, chunkRows = 256): tf.Scalar {
+  const [n, d] = hidden.shape;
+  const vocab = head.w.shape[1];
+  let count = 0;
+  for (let i = 0; i < n; i++) count += weights[i]!;
+  count = Math.max(1, count);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const h = args[0] as tf.Tensor2D, save = args[1] as tf.GradSaveFunc;
+    const { value, dh } = tf.tidy(() => {
+      const losses: tf.Tensor[] = [], grads: tf.Tensor[] = [];
+      for (let r = 0; r < n; r += chunkRows) {
+        const rows = Math.min(chunkRows, n - r);
+        const tIds = targets.subarray(r, r + rows);
+        const flat = Int32Array.from(tIds, (id, i) => i * vocab + id); // row-major index of each target logit
+        const t = tf.tensor1d(tIds, 'int32');
+        const scale = tf.tensor2d(weights.subarray(r, r + rows).map((x) => x / count), [rows, 1]); // (rows, 1)
+        const z = tf.matMul(tf.slice(h, [r, 0], [rows, d]), head.w); // (rows, V)
+        const zMax = tf.max(z, 1, true); // (rows, 1)
+        const e = tf.exp(tf.sub(z, zMax)); // (rows, V)
+        const sumE = tf.sum(e, 1, true); // (rows, 1)
+        const lse = tf.add(tf.log(sumE), zMax); // (rows, 1)
+        const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flat, 'int32')); // (rows)
+        losses.push(tf.sum(tf.mul(tf.sub(tf.reshape(lse, [-1]), picked), tf.reshape(scale, [-1]))));
+        const p = tf.mul(e, tf.div(scale, sumE)); // softmax * w/count, (rows, V)
+        grads.push(tf.sub(tf.matMul(p, head.wT), tf.mul(tf.gather(head.wT, t), scale))); // (rows, d)
+      }
+      return { value: tf.addN(losses) as tf.Scalar, dh: (grads.length === 1 ? grads[0]! : tf.concat(grads, 0)) as tf.Tensor2D };
+    });
+    save([dh]);
+    return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(saved[0]!, dy) };
+  });
+  return f(hidden) as tf.Scalar;
+}
+
+/**
  * Next-token targets for language modelling. ids and mask are (B, T) row-major; position t
  * predicts ids[t+1], so the last position of each row and every position whose successor is
  * padding gets weight 0. Returns plain arrays of length B*T, aligned with the (B*T, V) logits.

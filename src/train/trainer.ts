@@ -15,7 +15,7 @@ import { ClassificationHead } from '../model/methods/heads.ts';
 import { cachedActivations, isCacheable } from './activations.ts';
 import { epochOrder, makeBatch, miniBatches, type Batch, type Dataset } from './data.ts';
 import { Ledger, type LedgerJson } from './ledger.ts';
-import { classificationLoss, correctCount, crossEntropy, nextTokenTargets } from './loss.ts';
+import { classificationLoss, correctCount, crossEntropy, frozenHeadCrossEntropy, nextTokenTargets } from './loss.ts';
 import { AdamW, type AdamWOptions, type AdamWState } from './optim.ts';
 import { leanVariableGrads } from './grads.ts';
 import { peakTensorBytes, resetPeakTensorBytes, sampleTensorBytes } from '../model/memory.ts';
@@ -56,6 +56,9 @@ export interface TrainerInit {
   onStep?(m: StepMetrics): void;
   onEpoch?(m: EpochMetrics): void;
 }
+
+/** Targets of a batch: class or next-token ids, row weights in {0, 1}, and how many rows count. */
+interface Target { t: Int32Array; w: Float32Array; count: number }
 
 export interface EvalResult { loss: number; tokens: number; accuracy?: number; samples: number }
 
@@ -182,20 +185,22 @@ export class Trainer {
     return { acts, computed: report.computed };
   }
 
-  private targets(batch: Batch): { t: tf.Tensor1D; w: tf.Tensor1D; count: number } {
-    if (this.init.config.task === 'classification') return { t: tf.tensor1d(batch.labels!, 'int32'), w: tf.ones([batch.batch]), count: batch.batch };
+  private targets(batch: Batch): Target {
+    if (this.init.config.task === 'classification') return { t: new Int32Array(batch.labels!), w: new Float32Array(batch.batch).fill(1), count: batch.batch };
     const { targets, weights, count } = nextTokenTargets(batch.ids, batch.mask, batch.batch, batch.seqLen);
-    return { t: tf.tensor1d(targets, 'int32'), w: tf.tensor1d(weights), count };
+    return { t: targets, w: weights, count };
   }
 
-  /** Final hidden (B*T, d) -> head -> loss. */
-  private loss(batch: Batch, acts: tf.Tensor2D[] | undefined, target: { t: tf.Tensor1D; w: tf.Tensor1D }): tf.Scalar {
+  /** Final hidden (B*T, d) -> head -> loss; a frozen LM head is fused with the loss (see frozenHeadCrossEntropy). */
+  private loss(batch: Batch, acts: tf.Tensor2D[] | undefined, target: Target): tf.Scalar {
     const { method, backbone } = this.init;
     const hidden = acts && isCacheable(method)
       ? method.hiddenFromActivations(acts, batch.seqLen)
       : method.hidden(tf.tensor2d(batch.ids, [batch.batch, batch.seqLen], 'int32')); // (B*T, d)
-    const logits = this.head ? this.head.logits(hidden, batch.seqLen, lengths(batch)) : backbone.head(hidden); // (B, C) | (B*T, V)
-    return crossEntropy(logits, target.t, target.w);
+    if (this.head) return crossEntropy(this.head.logits(hidden, batch.seqLen, lengths(batch)), tf.tensor1d(target.t, 'int32'), tf.tensor1d(target.w)); // (B, C)
+    const frozen = backbone.frozenHead();
+    if (frozen) return frozenHeadCrossEntropy(hidden, frozen, target.t, target.w);
+    return crossEntropy(backbone.head(hidden), tf.tensor1d(target.t, 'int32'), tf.tensor1d(target.w)); // (B*T, V)
   }
 
   /** Mean next-token cross-entropy (or classification loss and accuracy) over `data`, no update. */
