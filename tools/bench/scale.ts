@@ -5,7 +5,9 @@
  * >= 1.6x and >= 1.7x on 2 cores), the planner's and the simulator's step time against the
  * measured one, and pipeline bytes per step against the plan.
  */
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -50,6 +52,18 @@ function topology(preset: string, devices: number, o: { sequences: number; epoch
     training: { epochs: o.epochs, batch: o.batch, microBatches: o.micro, lr: 1e-3, seed: 1, cache: { budgetMb: 4096, dir: 'cache', dtype: 'f32' } },
     devices: Array.from({ length: devices }, (_, i) => ({ name: `dev${i}`, memoryMb: 4096 })),
   };
+}
+
+const probe = fileURLToPath(new URL('./matmul-probe.ts', import.meta.url));
+
+/** Mean matmul GFLOP/s of each of `n` processes running at the same time. */
+async function concurrentGflops(n: number, seconds: number): Promise<number[]> {
+  return Promise.all(Array.from({ length: n }, () => new Promise<number>((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', probe, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.once('close', (code) => (code === 0 ? resolve((JSON.parse(out) as { gflops: number }).gflops) : reject(new Error(`matmul probe exited with ${code}`))));
+  })));
 }
 
 async function runOnce(dir: string, devices: number, o: Parameters<typeof topology>[2] & { preset: string }, log: (l: string) => void): Promise<RunFigures> {
@@ -100,10 +114,16 @@ export async function run(argv: string[]): Promise<number> {
   mkdirSync(dir, { recursive: true });
   const log = (l: string) => process.stderr.write(`[scale] ${l}\n`);
   try {
+    // What the machine gives two concurrent device processes: the ceiling of any speedup here.
+    const alone = (await concurrentGflops(1, 4))[0]!;
+    const pair = await concurrentGflops(2, 4);
+    const machine = { matmulGflopsAlone: alone, matmulGflopsConcurrent: pair, parallelCeiling: (pair[0]! + pair[1]!) / alone };
+    log(`machine: ${alone.toFixed(1)} GFLOP/s alone, ${pair.map((g) => g.toFixed(1)).join(' + ')} concurrently (ceiling ${machine.parallelCeiling.toFixed(2)}x)`);
     const one = await runOnce(dir, 1, o, log);
     const two = await runOnce(dir, 2, o, log);
     const report = {
       workload: { ...o, seqLen: presets[preset].maxPositions, method: 'parallel (PAC), k = 8' },
+      machine,
       runs: [one, two],
       speedup: {
         epoch1: one.epochSeconds[0]! / two.epochSeconds[0]!,
@@ -116,6 +136,7 @@ export async function run(argv: string[]): Promise<number> {
       for (const r of report.runs) {
         process.stdout.write(`${r.devices} device(s): epochs ${r.epochSeconds.map((s) => s.toFixed(1)).join(' / ')} s, pipeline step ${r.pipelineStepMs.toFixed(0)} ms (simulated ${r.simulatedStepMs.toFixed(0)} ms), cached step ${r.cachedStepMs?.toFixed(0)} ms, bytes/step ${r.pipelineBytesPerStep.measured} vs plan ${r.pipelineBytesPerStep.planned}\n`);
       }
+      process.stdout.write(`machine: 2 concurrent processes get ${machine.parallelCeiling.toFixed(2)}x one process's matmul rate\n`);
       process.stdout.write(`speedup: epoch 1 ${report.speedup.epoch1.toFixed(2)}x (target 1.6), cached ${report.speedup.cached?.toFixed(2)}x (target 1.7)\n`);
     }
     return 0;
