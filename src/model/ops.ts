@@ -54,14 +54,44 @@ export function frozenLinear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): t
   return f(x);
 }
 
+type Norm3 = (x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D) => tf.Tensor2D;
+
+const layerNorms = new Map<number, Norm3>();
+
+/**
+ * LayerNorm with a hand-written gradient: it saves x-hat and 1/std only (tfjs' own gradient
+ * through mean/sub/square/rsqrt/mul saved five (N, d) tensors and ran ~20 kernels backward).
+ * dx = rstd (g - mean(g) - x-hat mean(g x-hat)) with g = dy gamma; dgamma = sum(dy x-hat); dbeta = sum(dy).
+ */
+function layerNormOp(eps: number): Norm3 {
+  let f = layerNorms.get(eps);
+  if (!f) {
+    f = tf.customGrad(((x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, save: tf.GradSaveFunc) => {
+      const { y, xhat, rstd } = tf.tidy(() => {
+        const xc = tf.sub(x, tf.mean(x, -1, true)); // (N, d)
+        const r = tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), eps)); // (N, 1)
+        const xh = tf.mul(xc, r); // (N, d)
+        return { y: tf.add(tf.mul(xh, gamma), beta), xhat: xh, rstd: r };
+      });
+      save([xhat, rstd, gamma]);
+      return {
+        value: y,
+        gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+          const [xh, r, g] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+          const gx = tf.mul(dy, g); // (N, d)
+          const dx = tf.mul(tf.sub(tf.sub(gx, tf.mean(gx, -1, true)), tf.mul(xh, tf.mean(tf.mul(gx, xh), -1, true))), r);
+          return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0)];
+        },
+      };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Norm3;
+    layerNorms.set(eps, f);
+  }
+  return f;
+}
+
 /** LayerNorm over the last axis: (N,d) -> (N,d). */
 export function layerNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, beta: tf.Tensor1D, eps: number): tf.Tensor2D {
-  return tf.tidy(() => {
-    const mean = tf.mean(x, -1, true); // (N, 1)
-    const xc = tf.sub(x, mean); // (N, d)
-    const variance = tf.mean(tf.square(xc), -1, true); // (N, 1)
-    return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, eps))), gamma), beta) as tf.Tensor2D;
-  });
+  return layerNormOp(eps)(x, gamma, beta);
 }
 
 /** RMSNorm (Llama): x / sqrt(mean(x^2) + eps) * gamma, (N,d) -> (N,d). */
@@ -74,17 +104,29 @@ export function rmsNorm(x: tf.Tensor2D, gamma: tf.Tensor1D, eps: number): tf.Ten
 
 const geluC = Math.sqrt(2 / Math.PI);
 
+type Unary = (x: tf.Tensor2D) => tf.Tensor2D;
+
 /**
  * GPT-2's tanh-approximated GELU ("gelu_new"), computed as x * sigmoid(2z) with
  * z = sqrt(2/pi) (x + 0.044715 x^3): identical to 0.5 x (1 + tanh z), and wasm's tanh is ~10x
- * slower than its sigmoid.
+ * slower than its sigmoid. Hand-written gradient, saving x and s = sigmoid(2z) only:
+ * dy/dx = s + x s (1 - s) (2z)', (2z)' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2).
  */
-export function geluNew(x: tf.Tensor2D): tf.Tensor2D {
-  return tf.tidy(() => {
-    const z2 = tf.mul(tf.add(tf.mul(tf.square(x), 2 * geluC * 0.044715), 2 * geluC), x); // 2z, (N, dFF)
-    return tf.mul(x, tf.sigmoid(z2)) as tf.Tensor2D;
+export const geluNew: Unary = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveFunc) => {
+  const { y, s } = tf.tidy(() => {
+    const sg = tf.sigmoid(tf.mul(tf.add(tf.mul(tf.square(x), 2 * geluC * 0.044715), 2 * geluC), x)); // sigmoid(2z), (N, f)
+    return { y: tf.mul(x, sg), s: sg };
   });
-}
+  save([x, s]);
+  return {
+    value: y,
+    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      const [sx, ss] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const dz = tf.add(tf.mul(tf.square(sx), 2 * geluC * 3 * 0.044715), 2 * geluC); // (2z)'
+      return tf.mul(dy, tf.add(ss, tf.mul(tf.mul(sx, tf.mul(ss, tf.sub(1, ss))), dz)));
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Unary;
 
 /** SiLU (swish): x * sigmoid(x). */
 export function silu(x: tf.Tensor2D): tf.Tensor2D {

@@ -55,19 +55,24 @@ export function frozenHeadCrossEntropy(hidden: tf.Tensor2D, head: { w: tf.Tensor
       const losses: tf.Tensor[] = [], grads: tf.Tensor[] = [];
       for (let r = 0; r < n; r += chunkRows) {
         const rows = Math.min(chunkRows, n - r);
-        const tIds = targets.subarray(r, r + rows);
-        const flat = Int32Array.from(tIds, (id, i) => i * vocab + id); // row-major index of each target logit
-        const t = tf.tensor1d(tIds, 'int32');
-        const scale = tf.tensor2d(weights.subarray(r, r + rows).map((x) => x / count), [rows, 1]); // (rows, 1)
-        const z = tf.matMul(tf.slice(h, [r, 0], [rows, d]), head.w); // (rows, V)
-        const zMax = tf.max(z, 1, true); // (rows, 1)
-        const e = tf.exp(tf.sub(z, zMax)); // (rows, V)
-        const sumE = tf.sum(e, 1, true); // (rows, 1)
-        const lse = tf.add(tf.log(sumE), zMax); // (rows, 1)
-        const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flat, 'int32')); // (rows)
-        losses.push(tf.sum(tf.mul(tf.sub(tf.reshape(lse, [-1]), picked), tf.reshape(scale, [-1]))));
-        const p = tf.mul(e, tf.div(scale, sumE)); // softmax * w/count, (rows, V)
-        grads.push(tf.sub(tf.matMul(p, head.wT), tf.mul(tf.gather(head.wT, t), scale))); // (rows, d)
+        // One tidy per chunk: only its loss and gradient rows outlive it.
+        const { loss, grad } = tf.tidy(() => {
+          const tIds = targets.subarray(r, r + rows);
+          const flat = Int32Array.from(tIds, (id, i) => i * vocab + id); // row-major index of each target logit
+          const t = tf.tensor1d(tIds, 'int32');
+          const scale = tf.tensor2d(weights.subarray(r, r + rows).map((x) => x / count), [rows, 1]); // (rows, 1)
+          const z = tf.matMul(tf.slice(h, [r, 0], [rows, d]), head.w); // (rows, V)
+          const zMax = tf.max(z, 1, true); // (rows, 1)
+          const e = tf.exp(tf.sub(z, zMax)); // (rows, V)
+          const sumE = tf.sum(e, 1, true); // (rows, 1)
+          const lse = tf.add(tf.log(sumE), zMax); // (rows, 1)
+          const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flat, 'int32')); // (rows)
+          const loss = tf.sum(tf.mul(tf.sub(tf.reshape(lse, [-1]), picked), tf.reshape(scale, [-1])));
+          const p = tf.mul(e, tf.div(scale, sumE)); // softmax * w/count, (rows, V)
+          return { loss, grad: tf.sub(tf.matMul(p, head.wT), tf.mul(tf.gather(head.wT, t), scale)) }; // (rows, d)
+        });
+        losses.push(loss);
+        grads.push(grad);
       }
       return { value: tf.addN(losses) as tf.Scalar, dh: (grads.length === 1 ? grads[0]! : tf.concat(grads, 0)) as tf.Tensor2D };
     });
