@@ -99,6 +99,13 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   assert.ok(summary.bytesPerPhase.cached > 0);
   assert.is(summary.pipelineBytesPerStep.measured * 4, summary.epochs[0]!.bytes);
   for (const d of summary.devices) assert.ok(summary.peakBytesPerDevice[d.name]! > 0, `peak bytes of ${d.name}`);
+  // Every stage rank loaded its own backbone layers and no other.
+  for (const st of summary.plan.stages) {
+    for (const d of st.devices) {
+      const layers = new Set(summary.heldWeights[d]!.map((n) => /^layers\.(\d+)\./.exec(n)).filter((m) => m).map((m) => Number(m![1])));
+      assert.equal([...layers].sort((a, b) => a - b), Array.from({ length: st.to - st.from + 1 }, (_, i) => st.from + i), `layers held by ${d}`);
+    }
+  }
 
   // The final side network equals a 1-device in-process run of the same spec.
   const spec = specFromTopology(loadTopology(file));

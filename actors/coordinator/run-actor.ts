@@ -27,8 +27,7 @@ import { planCachedPhase } from '../../src/plan/cached.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/runtime/pipeline.ts';
 import type { Topology } from '../../src/topology/schema.ts';
-import { saveCheckpoint } from '../../src/train/checkpoint.ts';
-import { loadCheckpoint } from '../../src/train/checkpoint.ts';
+import { loadCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import { specFromTopology, type RunSpec } from '../stage/spec.ts';
 import { mergeStates, repackState, unpackState, type PackedState, type SideState } from '../stage/state.ts';
@@ -60,6 +59,8 @@ export interface RunSummary {
   runDir: string;
   spec: RunSpec;
   devices: { name: string; matmulGflops: number; memoryMb: number; slowdown: number; bandwidthMbps: number | null }[];
+  /** Backbone tensors each device loaded for its stage in epoch 1 (only its own layers). */
+  heldWeights: Record<string, string[]>;
   plan: { stages: StageLayout[]; unusedDevices: string[]; microBatches: number; ordering: string; predictedStepMs: number; simulatedStepMs: number; bytesPerStep: StagePlan['bytesPerStep'] };
   epochs: (EpochRecord & { meanStepSeconds: number })[];
   stepsPerEpoch: number;
@@ -113,6 +114,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   let state: SideState | null = null;
   let cachedRanks: string[] = [];
   let simulatedStepMs = 0;
+  let heldWeights: Record<string, string[]> = {};
   /** The last step run: the cached phase's rings subscribe from the step after it. */
   let lastStep = 0;
   const bytes = { pipeline: 0, redistribution: 0, cached: 0 };
@@ -162,6 +164,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           return { spec, stages: layout, stage: p.stage, rank: p.rank, firstStep, ...(state && input.epoch === 1 ? { state: repackState(state) } : {}) };
         }, 5 * CTL_TIMEOUT_MS);
         fingerprint = [...replies.values()][0]!.fingerprint;
+        heldWeights = Object.fromEntries([...replies].map(([d, r]) => [d, r.weights]));
         emit('RUN_DEPLOYED', { devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
       }),
       trainStep: fromPromise<StepResult, StepInput>(async ({ input }) => {
@@ -230,7 +233,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const stepsPerEpoch = Math.ceil(spec.samples / spec.batch);
         const pipe = s.epochs.find((e) => e.phase === 'pipeline');
         const summary: RunSummary = {
-          run: topology.run, runDir, spec, devices: measured(),
+          run: topology.run, runDir, spec, devices: measured(), heldWeights,
           plan: { stages: layout, unusedDevices: plan!.unusedDevices, microBatches: plan!.microBatches, ordering: plan!.ordering, predictedStepMs: plan!.predicted.stepMs, simulatedStepMs, bytesPerStep: plan!.bytesPerStep },
           epochs: s.epochs.map((e) => ({ ...e, meanStepSeconds: e.seconds / e.steps })),
           stepsPerEpoch,

@@ -90,7 +90,6 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
   let device: DeviceHandle | null = null;
   let pendingAssign: z.output<typeof assignArgs> | null = null;
   let outcome: StepOutcome | null = null;
-  let stepFailure: string | null = null;
   let peak = 0, computeMs = 0;
 
   const bus = (): Bus => device!.bus();
@@ -185,11 +184,10 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
       const a = stepArgs.parse(raw);
       if (machine.getSnapshot().value !== 'ready') throw new Error(`step ${a.step}: stage is ${String(machine.getSnapshot().value)}`);
       begin(d);
-      outcome = null; stepFailure = null;
+      outcome = null;
       machine.send({ type: 'RUN_STEP', step: a.step, sampleIds: a.sampleIds });
       const s = await waitFor(machine, (x) => x.value === 'ready', { timeout: Infinity });
-      stepFailure = s.context.error;
-      if (!outcome || s.context.committed !== a.step) throw new Error(`step ${a.step} failed${stepFailure ? `: ${stepFailure}` : ' (aborted)'}`);
+      if (!outcome || s.context.committed !== a.step) throw new Error(`step ${a.step} failed${s.context.error ? `: ${s.context.error}` : ' (aborted)'}`);
       return reply(outcome, a.sampleIds, a.withState && stage!.rank === 0, stage!.compute, stage!.optimizer);
     },
     abort: (raw) => {
@@ -241,7 +239,7 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
         step: a.step, sampleIds: a.sampleIds, shard: w.shard, rank: w.rank, size: w.size, microBatches: spec!.microBatches,
         compute: w.compute, optimizer: w.optimizer, ring: w.ring.ring(a.step), data: rows!, activations: (ids) => c.activations(ids), pace,
       });
-      return reply({ ...o, bytesSent: o.bytesSent }, a.sampleIds, a.withState && w.rank === 0, w.compute, w.optimizer);
+      return reply(o, a.sampleIds, a.withState && w.rank === 0, w.compute, w.optimizer);
     },
     finish: async () => {
       if (machine.getSnapshot().value === 'ready') {
