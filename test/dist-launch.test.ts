@@ -26,24 +26,28 @@ const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-launch-'));
 type Ev = Record<string, unknown> & { type: string };
 
 /** A CI-sized copy of a ready topology: tiny preset, 16 sequences of 16 tokens, 2 epochs of 4 steps. */
-function ciTopology(name: string): string {
+function ciTopology(name: string, sequences = 16): string {
   const t = parse(readFileSync(join(root, 'topologies', name), 'utf8'));
-  t.data.markov = { sequences: 16, seqLen: 16, seed: 1 };
+  t.data.markov = { sequences, seqLen: 16, seed: 1 };
   t.training = { ...t.training, epochs: 2, batch: 4, microBatches: 2, lr: 0.01 };
   const file = join(tmp, name);
   writeFileSync(file, stringify(t));
   return file;
 }
 
-/** Runs `charon launch FILE --json` to the end; returns its exit code and events. */
-function launch(file: string, runDir: string): Promise<{ code: number; events: Ev[]; stderr: string }> {
+/** Starts `charon launch FILE --json`; `onEvent` sees each event as it arrives. */
+function start(file: string, runDir: string, onEvent: (e: Ev) => void = () => {}) {
   const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, '--run-dir', runDir, '--json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   const events: Ev[] = [];
   let stderr = '';
   child.stderr!.on('data', (d) => { stderr += d; });
-  createInterface({ input: child.stdout! }).on('line', (line) => events.push(JSON.parse(line) as Ev));
-  return new Promise((res) => child.once('close', (code) => res({ code: code ?? -1, events, stderr })));
+  createInterface({ input: child.stdout! }).on('line', (line) => { const e = JSON.parse(line) as Ev; events.push(e); onEvent(e); });
+  const done = new Promise<{ code: number; events: Ev[]; stderr: string }>((res) => child.once('close', (code) => res({ code: code ?? -1, events, stderr })));
+  return { child, done };
 }
+
+/** Runs `charon launch FILE --json` to the end; returns its exit code and events. */
+const launch = (file: string, runDir: string) => start(file, runDir).done;
 
 const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
@@ -129,6 +133,23 @@ test('dist launch: local-2 trains end to end over NATS and equals a 1-device run
 test('dist launch: lab-4 (heterogeneous, simulated) trains end to end and equals a 1-device run', async () => {
   // The planner may leave slow devices out of epoch 1 for a model this small; the cached epoch uses all four.
   await endToEnd('lab-4.yaml', false);
+});
+
+test('dist launch: Ctrl-C in the middle of training stops the run and leaves no process behind', async () => {
+  const file = ciTopology('local-2.yaml', 4000);
+  let stepped!: () => void;
+  const firstStep = new Promise<void>((res) => { stepped = res; });
+  const run = start(file, join(tmp, 'interrupted'), (e) => { if (e.type === 'STEP_DONE') stepped(); });
+  await firstStep;
+  run.child.kill('SIGINT');
+  const { code, events } = await run.done;
+  assert.is(code, 0);
+  const stopped = events.at(-1)!;
+  assert.is(stopped.type, 'STOPPED');
+  assert.is(stopped.reason, 'SIGINT');
+  assert.not.ok(events.some((e) => e.type === 'RUN_FINISHED'));
+  const pids = [...events.filter((e) => e.type === 'DEVICE_SPAWNED').map((e) => e.pid as number), events.find((e) => e.type === 'LAUNCHED')!.natsPid as number];
+  for (const pid of pids) assert.not.ok(alive(pid), `process ${pid} still alive`);
 });
 
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
