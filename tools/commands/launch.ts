@@ -21,6 +21,7 @@ import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from '../../actors/coordinator/actor.ts';
 import { runTraining } from '../../actors/coordinator/run-actor.ts';
+import { specFromTopology } from '../../actors/stage/spec.ts';
 import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.ts';
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
@@ -188,6 +189,9 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof TopologyError) throw new CliError(err.firstLine);
     throw err;
+  }
+  if (until === undefined) {
+    try { specFromTopology(topology); } catch (err) { throw new CliError((err as Error).message); }
   }
   const profileFile = str(args, 'profile');
   let profile: Profile | undefined;
