@@ -7,7 +7,7 @@
 import { oneFOneB } from '../../src/plan/schedule.ts';
 import { ringAllReduce, type RingTransport } from '../../src/runtime/allreduce.ts';
 import { assembleRows, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from '../../src/runtime/pipeline.ts';
-import type { StageCompute } from '../../src/train/stage-compute.ts';
+import type { StageCompute, StageForwardOutput, StageInput } from '../../src/train/stage-compute.ts';
 import type { AdamW } from '../../src/train/optim.ts';
 
 /** Forward message: rows (by sample id) of b_to and a_to. */
@@ -61,6 +61,15 @@ export type Pace = <T>(op: () => T) => Promise<T>;
 
 const direct: Pace = async (op) => op();
 
+/** A stage forward paced layer by layer. */
+async function forwardPaced(compute: StageCompute, pace: Pace, mb: number, rows: number, input: StageInput): Promise<StageForwardOutput> {
+  const steps = compute.forwardSteps(mb, rows, input);
+  for (;;) {
+    const r = await pace(() => steps.next());
+    if (r.done) return r.value;
+  }
+}
+
 export class StageRunner {
   constructor(private readonly o: StageRunnerOptions) {}
 
@@ -78,13 +87,13 @@ export class StageRunner {
       if (op === 'F') {
         let out;
         if (!prev) {
-          out = await pace(() => compute.forward(mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids }));
+          out = await forwardPaced(compute, pace, mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids });
         } else {
           const from = expectedSenders(mbs[mb]!, prev.shares, me.shares, rank);
           const parts = await Promise.all(from.map((f) => links.recvFwd(step, mb, f)));
           const b = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d);
           const a = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r);
-          out = await pace(() => compute.forward(mb, mine.length, { kind: 'hidden', b, a }));
+          out = await forwardPaced(compute, pace, mb, mine.length, { kind: 'hidden', b, a });
         }
         rows += mine.length;
         this.o.onComputed?.(mine, out.computed);

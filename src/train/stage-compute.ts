@@ -54,21 +54,30 @@ export class StageCompute {
 
   /** Runs micro-batch `mb` forward on `rows` rows and keeps what its backward needs. */
   forward(mb: number, rows: number, input: StageInput): StageForwardOutput {
+    const steps = this.forwardSteps(mb, rows, input);
+    let r = steps.next();
+    while (!r.done) r = steps.next();
+    return r.value;
+  }
+
+  /**
+   * The same forward, one backbone layer per iteration, so that a caller can yield to the event
+   * loop between layers (a device's heartbeats must not wait for a whole stage).
+   */
+  *forwardSteps(mb: number, rows: number, input: StageInput): Generator<void, StageForwardOutput> {
     const { from, to } = this.side.span;
     const T = this.seqLen, { d, r } = this.width;
     const acts = new Map<number, tf.Tensor2D>();
     const computed = new Map<number, Float32Array>();
     let aIn: tf.Tensor2D | null = null;
-    withoutTape(() => {
-      if (input.kind === 'cached') {
-        if (!this.first || !this.last) throw new Error('stage compute: cached input needs the whole side network');
-        input.acts.forEach((v, i) => acts.set(i, tf.tensor2d(v, [rows * T, d])));
-        return;
-      }
+    if (input.kind === 'cached') {
+      if (!this.first || !this.last) throw new Error('stage compute: cached input needs the whole side network');
+      input.acts.forEach((v, i) => acts.set(i, tf.tensor2d(v, [rows * T, d])));
+    } else {
       let h: tf.Tensor2D;
       if (input.kind === 'ids') {
         if (!this.first) throw new Error(`stage compute: stage starting at layer ${from} gets hidden states, not ids`);
-        h = tf.tidy(() => this.backbone.embed(tf.tensor2d(input.ids, [rows, T], 'int32'))); // b_0 (rows*T, d)
+        h = withoutTape(() => tf.tidy(() => this.backbone.embed(tf.tensor2d(input.ids, [rows, T], 'int32')))); // b_0 (rows*T, d)
         acts.set(0, h);
         computed.set(0, h.dataSync() as Float32Array);
       } else {
@@ -77,13 +86,14 @@ export class StageCompute {
       }
       for (let i = from; i <= to; i++) {
         const prev = h;
-        h = tf.tidy(() => this.backbone.layer(i, prev, T)); // b_i (rows*T, d)
+        h = withoutTape(() => tf.tidy(() => this.backbone.layer(i, prev, T))); // b_i (rows*T, d)
         this.layerCalls++;
         if (input.kind === 'hidden' && i === from) prev.dispose();
         acts.set(i, h);
         computed.set(i, h.dataSync() as Float32Array);
+        yield;
       }
-    });
+    }
     const aOut = tf.tidy(() => this.side.stageForward(Object.fromEntries(acts), aIn, T)); // a_to (rows*T, r)
     const out: StageForwardOutput = this.last
       ? { b: new Float32Array(0), a: new Float32Array(0), computed }
