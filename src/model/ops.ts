@@ -7,6 +7,15 @@ import * as tf from '@tensorflow/tfjs';
 
 type Grad2 = (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
+/**
+ * x^T @ dy for x (N, din), dy (N, dout), with the transpose on the narrower operand: wasm's
+ * transpose is slow on wide tensors, so for din > dout (e.g. the side network's 512 -> 64
+ * down projections) it is (dy^T @ x)^T, twice as fast as transposing x.
+ */
+function weightGrad(x: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor2D {
+  return x.shape[1] > dy.shape[1] ? (tf.transpose(tf.matMul(tf.transpose(dy), x)) as tf.Tensor2D) : tf.matMul(tf.transpose(x), dy);
+}
+
 /** a (M,K) @ b (K,N) -> (M,N); both inputs get gradients: da = dy @ b^T, db = a^T @ dy. */
 export const matmul: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
   save([a, b]);
@@ -14,7 +23,7 @@ export const matmul: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, sav
     value: tf.matMul(a, b),
     gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
       const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
-      return [tf.matMul(dy, tf.transpose(sb)), tf.matMul(tf.transpose(sa), dy)];
+      return [tf.matMul(dy, tf.transpose(sb)), weightGrad(sa, dy)];
     },
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Grad2;
@@ -28,7 +37,7 @@ const matmulBias: Grad3 = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, b: tf.
     value: tf.fused.matMul({ a: x, b: w, bias: b }), // (N, dout)
     gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
-      return [tf.matMul(dy, tf.transpose(sw)), tf.matMul(tf.transpose(sx), dy), tf.sum(dy, 0)];
+      return [tf.matMul(dy, tf.transpose(sw)), weightGrad(sx, dy), tf.sum(dy, 0)];
     },
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Grad3;
@@ -87,6 +96,21 @@ function layerNormOp(eps: number): Norm3 {
     layerNorms.set(eps, f);
   }
   return f;
+}
+
+/**
+ * x @ w where only w trains (x is data, such as cached backbone activations): dW = x^T @ dy and
+ * no dx is ever computed. x is closed over and saved, never recorded on the tape.
+ */
+export function inputFrozenLinear(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad(((wi: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    save([x]);
+    return {
+      value: tf.matMul(x, wi), // (N, dout)
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => weightGrad(saved[0] as tf.Tensor2D, dy), // (din, dout)
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (w: tf.Tensor2D) => tf.Tensor2D;
+  return f(w);
 }
 
 /** LayerNorm over the last axis: (N,d) -> (N,d). */

@@ -13,7 +13,7 @@
  * union of the stages' parameters is exactly the whole network's.
  */
 import * as tf from '@tensorflow/tfjs';
-import { linear } from '../ops.ts';
+import { inputFrozenLinear, linear } from '../ops.ts';
 import type { Backbone, ModelConfig } from '../types.ts';
 import { initVariable, type Init } from './init.ts';
 import { prunedBlock } from './prune.ts';
@@ -106,11 +106,13 @@ export class SideNetwork {
       return t;
     };
     let a: tf.Tensor2D;
-    if (this.span.hasDown0) a = linear(b(0), this.weight('side.down.0.weight')); // (N, r)
+    // b_i are backbone activations (frozen, often cached): the down projections train their
+    // weights only, and no gradient is computed for b_i.
+    if (this.span.hasDown0) a = inputFrozenLinear(b(0), this.weight('side.down.0.weight')); // (N, r)
     else if (aIn) a = aIn;
     else throw new Error(`side network: span ${this.span.from}..${this.span.to} needs a_${this.span.from - 1} from the previous stage`);
     for (let i = this.span.from; i <= this.span.to; i++) {
-      const x = a.add(linear(b(i), this.weight(`side.down.${i}.weight`))) as tf.Tensor2D; // (N, r)
+      const x = a.add(inputFrozenLinear(b(i), this.weight(`side.down.${i}.weight`))) as tf.Tensor2D; // (N, r)
       a = sideBlockForward(this.shape, (s) => this.params.get(`side.blocks.${i}.${s}`), x, seqLen); // (N, r)
     }
     return a;
