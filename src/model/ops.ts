@@ -28,6 +28,22 @@ export const matmul: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, sav
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Grad2;
 
+const onesRows = new Map<number, tf.Tensor2D>();
+
+/**
+ * Column sums of x (N, d) -> (d), as ones(1, N) @ x: wasm's reduction over axis 0 is 7-25x
+ * slower than this tiny matmul (it transposes first). The ones row is kept per N for the process.
+ */
+export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
+  const n = x.shape[0];
+  let ones = onesRows.get(n);
+  if (!ones) {
+    ones = tf.keep(tf.ones([1, n])) as tf.Tensor2D;
+    onesRows.set(n, ones);
+  }
+  return tf.reshape(tf.matMul(ones, x), [x.shape[1]]) as tf.Tensor1D;
+}
+
 type Grad3 = (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
 /** x @ w + b with the bias folded into the matmul (a separate add pass costs ~6% on wasm). */
@@ -37,7 +53,7 @@ const matmulBias: Grad3 = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, b: tf.
     value: tf.fused.matMul({ a: x, b: w, bias: b }), // (N, dout)
     gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
-      return [tf.matMul(dy, tf.transpose(sw)), weightGrad(sx, dy), tf.sum(dy, 0)];
+      return [tf.matMul(dy, tf.transpose(sw)), weightGrad(sx, dy), sumRows(dy)];
     },
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Grad3;
@@ -89,7 +105,7 @@ function layerNormOp(eps: number): Norm3 {
           const [xh, r, g] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
           const gx = tf.mul(dy, g); // (N, d)
           const dx = tf.mul(tf.sub(tf.sub(gx, tf.mean(gx, -1, true)), tf.mul(xh, tf.mean(tf.mul(gx, xh), -1, true))), r);
-          return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0)];
+          return [dx, sumRows(tf.mul(dy, xh) as tf.Tensor2D), sumRows(dy)];
         },
       };
     }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Norm3;

@@ -68,8 +68,9 @@ export function frozenHeadCrossEntropy(hidden: tf.Tensor2D, head: { w: tf.Tensor
           const lse = tf.add(tf.log(sumE), zMax); // (rows, 1)
           const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flat, 'int32')); // (rows)
           const loss = tf.sum(tf.mul(tf.sub(tf.reshape(lse, [-1]), picked), tf.reshape(scale, [-1])));
-          const p = tf.mul(e, tf.div(scale, sumE)); // softmax * w/count, (rows, V)
-          return { loss, grad: tf.sub(tf.matMul(p, head.wT), tf.mul(tf.gather(head.wT, t), scale)) }; // (rows, d)
+          // softmax(z) @ wT = (e @ wT) / sumE: the row scaling runs on (rows, d), not (rows, V).
+          const grad = tf.mul(tf.sub(tf.div(tf.matMul(e, head.wT), sumE), tf.gather(head.wT, t)), scale); // (rows, d)
+          return { loss, grad };
         });
         losses.push(loss);
         grads.push(grad);
