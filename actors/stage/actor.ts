@@ -61,7 +61,6 @@ export interface StepReply extends StepOutcome {
 }
 
 interface Stage {
-  spec: RunSpec;
   backbone: Backbone;
   side: SideNetwork;
   compute: StageCompute;
@@ -138,7 +137,7 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
       stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: s.microBatches, compute, optimizer, links, data: rows!, pace,
       onComputed: (ids, computed) => fill.fill(ids, computed),
     });
-    stage = { spec: s, backbone, side, compute, optimizer, links, runner, rank: a.rank };
+    stage = { backbone, side, compute, optimizer, links, runner, rank: a.rank };
     log(`stage ${a.stage} rank ${a.rank}: layers ${st.from}..${st.to}${a.stage === 0 ? ' + embedding' : ''}${a.stage === S - 1 ? ' + head' : ''}, ${backbone.weights().size} backbone tensors`);
   };
 
@@ -249,6 +248,8 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
       if (worker) { worker.ring.close(); worker.optimizer.dispose(); worker.side.dispose(); worker.head.dispose(); worker = null; }
       cache?.drop();
       cache = null;
+      spec = null;
+      rows = null;
       return { tensorBytes: tensorBytes() };
     },
   };
