@@ -14,7 +14,6 @@ import { z } from 'zod';
 import { fromPromise, waitFor } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { ActivationCache, type CacheDtype } from '../../src/cache/activation-cache.ts';
-import { RunEvents } from '../../src/runtime/events.ts';
 import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
 import { okReply } from '../../src/runtime/messages.ts';
 import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
@@ -62,7 +61,7 @@ export class CacheActor {
 
   constructor(private readonly o: CacheActorOptions) {
     this.cache = new ActivationCache({ memoryBytes: o.memoryBytes, dir: o.dir, dtype: o.dtype });
-    this.inbox = new Inbox(o.bus, new RunEvents(o.bus, o.device));
+    this.inbox = new Inbox(o.bus);
     this.inbox.serve(o.bus.subjects.cachePut(o.device), {
       put: route(putBody, (b) => {
         if (b.data.dtype !== 'float32' || b.data.size !== b.layers.length * o.width || b.layers.some((l) => l > o.layers)) {

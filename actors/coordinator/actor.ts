@@ -37,7 +37,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
   const clock = opts.clock ?? systemClock;
   const registry = new DeviceRegistry(clock, opts.lostAfterMs);
   const events = new RunEvents(bus, 'coordinator');
-  const inbox = new Inbox(bus, events);
+  const inbox = new Inbox(bus);
 
   const logic = coordinatorMachine.provide({
     actions: {

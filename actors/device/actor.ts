@@ -100,7 +100,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
       connect: fromPromise(async () => {
         bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run });
         events = new RunEvents(bus, opts.name);
-        inbox = new Inbox(bus, events);
+        inbox = new Inbox(bus);
         inbox.serve(bus.subjects.devCtl(opts.name), {
           ctl: route(ctlRequest, async (req): Promise<CtlReply> => {
             const h = ctl[req.kind];

@@ -7,7 +7,6 @@
 import type { z } from 'zod';
 import { MessageRejected, type Bus, type BusMsg, type BusSubscription } from '../bus/index.ts';
 import type { Envelope } from '../tensor/index.ts';
-import type { RunEvents } from './events.ts';
 
 /** Kind of every reply an inbox sends. */
 export const REPLY_KIND = 'reply';
@@ -29,7 +28,7 @@ export function route<S extends z.ZodType>(body: S, handle: RequestHandler<z.out
 export class Inbox {
   private readonly subs: BusSubscription[] = [];
 
-  constructor(private readonly bus: Bus, private readonly events: RunEvents) {}
+  constructor(private readonly bus: Bus) {}
 
   /** Messages of `kind` on `subject` whose body matches `schema` reach `handler`. */
   on<S extends z.ZodType>(subject: string, kind: string, schema: S, handler: BodyHandler<z.output<S>>): void {
