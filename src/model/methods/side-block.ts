@@ -23,7 +23,7 @@ export interface SideShape {
   dFF: number;
   normEps: number;
   ropeTheta: number;
-  /** q/k/v carry a bias (GPT-2 always, Llama when the backbone does). */
+  /** q/k/v carry a bias (GPT-2 always, except the key: see sideBlockParameters; Llama when the backbone does). */
   qkvBias: boolean;
 }
 
@@ -63,7 +63,10 @@ export function sideBlockParameters(s: SideShape): BlockParameter[] {
   if (gpt2) out.push(vector('ln1.bias', r, { kind: 'zeros' }));
   for (const p of ['query', 'key', 'value']) {
     out.push(weight(`attn.${p}.weight`, r, a));
-    if (s.qkvBias) out.push(vector(`attn.${p}.bias`, a, { kind: 'zeros' }));
+    // Without rotary embeddings a key bias adds q.b to every score of a query row, which softmax
+    // ignores: its gradient is exactly zero, computed as rounding noise (~1e-10) that AdamW would
+    // turn into lr-sized random steps. So GPT-2 side blocks have no key bias.
+    if (s.qkvBias && !(p === 'key' && s.family === 'gpt2')) out.push(vector(`attn.${p}.bias`, a, { kind: 'zeros' }));
   }
   out.push(weight('attn.out.weight', a, r));
   if (gpt2) out.push(vector('attn.out.bias', r, { kind: 'zeros' }));
