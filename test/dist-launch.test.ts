@@ -122,7 +122,8 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
   const params = new Map([...ck.parameters].map(([n, p]) => [n, p.data]));
   const diff = relDiff(local.params, params);
-  assert.ok(diff <= 1e-4, `${name}: distributed run differs from the 1-device run by ${diff}`);
+  // Placements differ only in summation order: measured <= 1.2e-7 over seven plans (the claim is 1e-4).
+  assert.ok(diff <= 1e-5, `${name}: distributed run differs from the 1-device run by ${diff}`);
   for (let e = 0; e < 2; e++) assert.ok(Math.abs(local.epochLoss[e]! - summary.epochs[e]!.loss) <= 1e-4 * local.epochLoss[e]!, `epoch ${e + 1} loss`);
 }
 

@@ -35,8 +35,10 @@ test('placement: 1, 2 and 4 devices (pipeline + data parallel) end with the same
   assert.ok(relDiff(r1.params, start.params) > 1e-3, 'training moved the side network');
   for (const r of [r1, r2, r4]) assert.ok(r.epochLoss.every(Number.isFinite));
   const d2 = relDiff(r1.params, r2.params), d4 = relDiff(r1.params, r4.params);
-  assert.ok(d2 <= 1e-4, `2-device run differs by ${d2}`);
-  assert.ok(d4 <= 1e-4, `4-device run differs by ${d4}`);
+  // Only summation order differs (measured ~1e-7); a parameter whose true gradient is zero (such
+  // as a GPT-2 key bias) would random-walk under AdamW and show up here at ~1e-4.
+  assert.ok(d2 <= 1e-5, `2-device run differs by ${d2}`);
+  assert.ok(d4 <= 1e-5, `4-device run differs by ${d4}`);
   assert.ok(Math.abs(r1.epochLoss[1]! - r4.epochLoss[1]!) < 1e-4 * Math.abs(r1.epochLoss[1]!));
   // cached epochs never ran a backbone layer, and the 4-device run moved cache entries
   for (const r of [r1, r2, r4]) assert.is(r.layerCalls[1], 0);
