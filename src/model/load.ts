@@ -14,6 +14,7 @@ import { llamaMapping } from './llama.ts';
 import { isPresetName, presetWeights, presets, type PresetName } from './presets.ts';
 import { openSafetensors, openSafetensorsIndex, type TensorSource } from './safetensors.ts';
 import type { Backbone, BackboneRange, ModelConfig } from './types.ts';
+import type { WeightData } from './weights.ts';
 
 /** Where a model comes from: an HF-format directory, or a preset with a seed (default 0). */
 export type ModelSource = { dir: string } | { preset: PresetName; seed?: number };
@@ -64,6 +65,24 @@ function sha(text: string): string {
 }
 
 /**
+ * Reads the weights of `r` one part at a time (the embedding, each layer, the final norm and
+ * head), yielding to the event loop between parts: making W1's weights takes over a second,
+ * and a device process must keep sending heartbeats while it loads.
+ */
+async function readByParts(r: BackboneRange, read: (part: BackboneRange) => Map<string, WeightData>): Promise<Map<string, WeightData>> {
+  const parts: BackboneRange[] = [];
+  if (r.embed) parts.push({ from: 1, to: 0, embed: true, head: false });
+  for (let i = r.from; i <= r.to; i++) parts.push({ from: i, to: i, embed: false, head: false });
+  if (r.head) parts.push({ from: 1, to: 0, embed: false, head: true });
+  const out = new Map<string, WeightData>();
+  for (const part of parts) {
+    for (const [name, w] of read(part)) out.set(name, w);
+    await new Promise((res) => setImmediate(res));
+  }
+  return out;
+}
+
+/**
  * Loads the backbone layers of `range` (default: everything). The fingerprint depends on the
  * config and the weight files' headers and sizes (or the preset and seed), never on the range,
  * so every stage of one model agrees on it.
@@ -74,7 +93,7 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
   if ('preset' in source) {
     const seed = source.seed ?? 0;
     const weights = () => presetWeights(config, r, seed);
-    return new TransformerBackbone(config, r, weights(), sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`), weights);
+    return new TransformerBackbone(config, r, await readByParts(r, (part) => presetWeights(config, part, seed)), sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`), weights);
   }
   const { src, file } = openWeights(source.dir);
   const mapping = config.family === 'gpt2' ? gpt2Mapping : llamaMapping;
@@ -84,5 +103,5 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
     if (again.src.signature !== signature) throw new Error(`model ${source.dir}: weight files changed since they were loaded; cannot reload released layers`);
     return mapping.read(config, r, again.src, again.file);
   };
-  return new TransformerBackbone(config, r, mapping.read(config, r, src, file), sha(`${JSON.stringify(config)}\n${signature}`), weights);
+  return new TransformerBackbone(config, r, await readByParts(r, (part) => mapping.read(config, part, src, file)), sha(`${JSON.stringify(config)}\n${signature}`), weights);
 }
