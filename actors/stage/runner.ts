@@ -61,14 +61,17 @@ export type Pace = <T>(op: () => T) => Promise<T>;
 
 const direct: Pace = async (op) => op();
 
-/** A stage forward paced layer by layer. */
-async function forwardPaced(compute: StageCompute, pace: Pace, mb: number, rows: number, input: StageInput): Promise<StageForwardOutput> {
-  const steps = compute.forwardSteps(mb, rows, input);
+/** Runs a stepped compute operation (forwardSteps, lossBackwardSteps), each step paced on its own. */
+async function paced<T>(pace: Pace, steps: Generator<void, T>): Promise<T> {
   for (;;) {
     const r = await pace(() => steps.next());
     if (r.done) return r.value;
   }
 }
+
+/** A stage forward paced layer by layer. */
+const forwardPaced = (compute: StageCompute, pace: Pace, mb: number, rows: number, input: StageInput): Promise<StageForwardOutput> =>
+  paced(pace, compute.forwardSteps(mb, rows, input));
 
 export class StageRunner {
   constructor(private readonly o: StageRunnerOptions) {}
@@ -108,7 +111,7 @@ export class StageRunner {
         let gradIn: Float32Array | null;
         if (!next) {
           const { ids, mask } = data.rows(mine);
-          const res = await pace(() => compute.lossBackward(mb, ids, mask, stepTokens));
+          const res = await paced(pace, compute.lossBackwardSteps(mb, ids, mask, stepTokens));
           loss += res.loss;
           gradIn = res.gradIn;
         } else {
@@ -153,10 +156,8 @@ export async function cachedStep(o: {
   for (const [mb, mine] of microBatches(mineAll, Math.min(o.microBatches, Math.max(1, mineAll.length))).entries()) {
     if (mine.length === 0) continue;
     const { ids, mask } = o.data.rows(mine);
-    loss += await pace(() => {
-      o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) });
-      return o.compute.lossBackward(mb, ids, mask, stepTokens).loss;
-    });
+    await forwardPaced(o.compute, pace, mb, mine.length, { kind: 'cached', acts: o.activations(mine) });
+    loss += (await paced(pace, o.compute.lossBackwardSteps(mb, ids, mask, stepTokens))).loss;
   }
   const grads = o.compute.flatGradients();
   const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);

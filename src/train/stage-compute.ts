@@ -16,7 +16,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { Backbone } from '../model/types.ts';
 import { withoutTape } from '../model/methods/inference.ts';
 import type { SideNetwork } from '../model/methods/side-network.ts';
-import { crossEntropy, nextTokenTargets } from './loss.ts';
+import { frozenHeadCrossEntropy, nextTokenTargets } from './loss.ts';
 import type { AdamW, StepReport } from './optim.ts';
 
 /** Rows of a micro-batch at this stage's input: token ids (first stage) or (b_{from-1}, a_{from-1}). */
@@ -34,7 +34,15 @@ export interface StageForwardOutput {
   computed: Map<number, Float32Array>;
 }
 
-interface Kept { acts: Map<number, tf.Tensor2D>; aIn: tf.Tensor2D | null; rows: number }
+/**
+ * What a micro-batch's backward needs. The last stage also keeps `out`: a_L (rows*T, r) after the
+ * forward, then h = b_L + up(a_L) (rows*T, d) and the head's gradient chunks `partial` while a
+ * paced loss backward is under way (an abort frees them with the rest).
+ */
+interface Kept { acts: Map<number, tf.Tensor2D>; aIn: tf.Tensor2D | null; out: tf.Tensor2D | null; partial: tf.Tensor2D[]; rows: number }
+
+/** Rows of the frozen head's loss computed between two yields: whole sequences, about 128 rows. */
+const HEAD_CHUNK_ROWS = 128;
 
 export class StageCompute {
   readonly first: boolean;
@@ -98,9 +106,10 @@ export class StageCompute {
     const out: StageForwardOutput = this.last
       ? { b: new Float32Array(0), a: new Float32Array(0), computed }
       : { b: acts.get(to)!.dataSync() as Float32Array, a: aOut.dataSync() as Float32Array, computed };
-    aOut.dispose();
-    // Only what the side path reads is kept: b_0 (first stage), b_from..b_to and a_{from-1}.
-    this.kept.set(mb, { acts, aIn, rows });
+    if (!this.last) aOut.dispose();
+    // Only what the side path reads is kept: b_0 (first stage), b_from..b_to and a_{from-1}; the
+    // last stage also keeps a_L, from which the loss's gradient w.r.t. the head input is made.
+    this.kept.set(mb, { acts, aIn, out: this.last ? aOut : null, partial: [], rows });
     return out;
   }
 
@@ -110,20 +119,56 @@ export class StageCompute {
    * of the mini-batch mean loss and dL/da_{from-1} (null on a first stage).
    */
   lossBackward(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): { loss: number; gradIn: Float32Array | null } {
+    const steps = this.lossBackwardSteps(mb, ids, mask, stepTokens);
+    let r = steps.next();
+    while (!r.done) r = steps.next();
+    return r.value;
+  }
+
+  /**
+   * The same loss and backward in steps a caller can yield between: the frozen final norm, head
+   * and cross-entropy a few whole sequences at a time (W1's head is most of a step's work), each
+   * giving the loss and dL/dh for its rows of h = b_L + up(a_L); then one side backward from
+   * dL/dh. Rows never mix in the head, so the chunking does not change any row's values.
+   */
+  *lossBackwardSteps(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): Generator<void, { loss: number; gradIn: Float32Array | null }> {
     if (!this.last) throw new Error('stage compute: only the last stage computes the loss');
-    const k = this.take(mb);
-    const T = this.seqLen;
-    const { targets, weights, count } = nextTokenTargets(ids, mask, k.rows, T);
-    const scale = count / Math.max(1, stepTokens);
+    const head = this.backbone.frozenHead();
+    if (!head) throw new Error('stage compute: the backbone head must be frozen');
+    const k = this.kept.get(mb);
+    if (!k?.out) throw new Error(`stage compute: micro-batch ${mb} has no forward in flight`);
+    const T = this.seqLen, d = this.width.d;
     const L = this.backbone.config.nLayers;
-    const t = tf.tensor1d(targets, 'int32'), w = tf.tensor1d(weights);
-    const loss = this.backward(k, () => {
-      const aL = this.side.stageForward(Object.fromEntries(k.acts), k.aIn, T); // (rows*T, r)
-      const logits = this.backbone.head(this.backbone.finalNorm(this.side.output(k.acts.get(L)!, aL))); // (rows*T, V)
-      return tf.mul(crossEntropy(logits, t, w), scale) as tf.Scalar;
-    });
-    t.dispose(); w.dispose();
-    return loss;
+    const bL = k.acts.get(L)!;
+    const { targets, weights } = nextTokenTargets(ids, mask, k.rows, T);
+    const aL = k.out;
+    const h = tf.tidy(() => this.side.output(bL, aL)); // (rows*T, d), no tape
+    k.out = h;
+    aL.dispose();
+    const chunk = T * Math.max(1, Math.floor(HEAD_CHUNK_ROWS / T));
+    const grads = k.partial;
+    let loss = 0;
+    for (let at = 0; at < k.rows * T; at += chunk) {
+      const n = Math.min(chunk, k.rows * T - at);
+      const w = weights.subarray(at, at + n);
+      let count = 0;
+      for (let i = 0; i < n; i++) count += w[i]!;
+      if (count === 0) { grads.push(tf.zeros([n, d])); continue; }
+      // frozenHeadCrossEntropy is the mean over the chunk's predicted tokens; scaled to its share of the mini-batch mean.
+      const scale = count / Math.max(1, stepTokens);
+      const { value, grad } = tf.tidy(() => tf.valueAndGrad((x: tf.Tensor) => tf.mul(frozenHeadCrossEntropy(this.backbone.finalNorm(x as tf.Tensor2D), head, targets.subarray(at, at + n), w), scale) as tf.Scalar)(tf.slice(h, [at, 0], [n, d])));
+      loss += value.dataSync()[0]!;
+      value.dispose();
+      grads.push(grad as tf.Tensor2D);
+      yield;
+    }
+    this.take(mb);
+    h.dispose();
+    const gH = grads.length === 1 ? grads[0]! : tf.concat(grads, 0); // dL/dh (rows*T, d)
+    if (grads.length > 1) for (const g of grads) g.dispose();
+    const { gradIn } = this.backward(k, () => tf.sum(tf.mul(this.side.output(bL, this.side.stageForward(Object.fromEntries(k.acts), k.aIn, T)), gH)) as tf.Scalar);
+    gH.dispose();
+    return { loss, gradIn };
   }
 
   /** Middle or first stage: backward of micro-batch `mb` given dL/da_to (rows*T*r). */
@@ -203,7 +248,7 @@ export class StageCompute {
   clear(): void {
     for (const g of this.grads.values()) g.dispose();
     this.grads.clear();
-    for (const k of this.kept.values()) { for (const t of k.acts.values()) t.dispose(); k.aIn?.dispose(); }
+    for (const k of this.kept.values()) { for (const t of k.acts.values()) t.dispose(); k.aIn?.dispose(); k.out?.dispose(); for (const g of k.partial) g.dispose(); }
     this.kept.clear();
   }
 
