@@ -39,11 +39,16 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights:
  * crossEntropy(hidden @ w, targets, weights), with a gradient for `hidden` only. The logits are
  * made `chunkRows` rows at a time and never all at once, and the gradient
  * dL/dh = (w_i / count) (softmax(z_i) @ wT - wT[t_i]) is computed in the forward pass from the
- * chunk's logits while they exist, so backward only scales it. Costs: two plain matmuls per
- * chunk, no (N, V) one-hot, no transposes, peak a few (chunkRows, V) tensors. hidden (N, d),
- * w (d, V), wT (V, d); targets int32 (N); weights f32 (N) in {0, 1}.
+ * chunk's probabilities while they exist, so backward only scales it. Costs: two plain matmuls and
+ * one softmax kernel per chunk (wasm's fused softmax is ~4x cheaper than max, subtract and exp as
+ * separate passes over (rows, V)), no (N, V) one-hot, no transposes, peak a few (chunkRows, V)
+ * tensors. hidden (N, d), w (d, V), wT (V, d); targets int32 (N); weights f32 (N) in {0, 1}.
+ *
+ * A row's loss is -log p(t_i), read from the probabilities; a probability that underflows f32's
+ * normal range (the target logit ~87 below the row's largest) has lost its precision, and that
+ * row's loss is computed exactly as logsumexp(z_i) - z_i[t_i] instead.
  */
-export function frozenHeadCrossEntropy(hidden: tf.Tensor2D, head: { w: tf.Tensor2D; wT: tf.Tensor2D }, targets: Int32Array, weights: Float32Array, chunkRows = 256): tf.Scalar {
+export function frozenHeadCrossEntropy(hidden: tf.Tensor2D, head: { w: tf.Tensor2D; wT: tf.Tensor2D }, targets: Int32Array, weights: Float32Array, chunkRows = 512): tf.Scalar {
   const [n, d] = hidden.shape;
   const vocab = head.w.shape[1];
   let count = 0;
@@ -51,36 +56,41 @@ export function frozenHeadCrossEntropy(hidden: tf.Tensor2D, head: { w: tf.Tensor
   count = Math.max(1, count);
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const h = args[0] as tf.Tensor2D, save = args[1] as tf.GradSaveFunc;
-    const { value, dh } = tf.tidy(() => {
-      const losses: tf.Tensor[] = [], grads: tf.Tensor[] = [];
+    let lossSum = 0;
+    const dh = tf.tidy(() => {
+      const grads: tf.Tensor[] = [];
       for (let r = 0; r < n; r += chunkRows) {
         const rows = Math.min(chunkRows, n - r);
-        // One tidy per chunk: only its loss and gradient rows outlive it.
-        const { loss, grad } = tf.tidy(() => {
-          const tIds = targets.subarray(r, r + rows);
+        // One tidy per chunk: only its gradient rows outlive it.
+        grads.push(tf.tidy(() => {
+          const tIds = targets.subarray(r, r + rows), w = weights.subarray(r, r + rows);
           const flat = Int32Array.from(tIds, (id, i) => i * vocab + id); // row-major index of each target logit
-          const t = tf.tensor1d(tIds, 'int32');
-          const scale = tf.tensor2d(weights.subarray(r, r + rows).map((x) => x / count), [rows, 1]); // (rows, 1)
-          const z = tf.matMul(tf.slice(h, [r, 0], [rows, d]), head.w); // (rows, V)
-          const zMax = tf.max(z, 1, true); // (rows, 1)
-          const e = tf.exp(tf.sub(z, zMax)); // (rows, V)
-          const sumE = tf.sum(e, 1, true); // (rows, 1)
-          const lse = tf.add(tf.log(sumE), zMax); // (rows, 1)
-          const picked = tf.gather(tf.reshape(z, [-1]), tf.tensor1d(flat, 'int32')); // (rows)
-          const loss = tf.sum(tf.mul(tf.sub(tf.reshape(lse, [-1]), picked), tf.reshape(scale, [-1])));
-          // softmax(z) @ wT = (e @ wT) / sumE: the row scaling runs on (rows, d), not (rows, V).
-          const grad = tf.mul(tf.sub(tf.div(tf.matMul(e, head.wT), sumE), tf.gather(head.wT, t)), scale); // (rows, d)
-          return { loss, grad };
-        });
-        losses.push(loss);
-        grads.push(grad);
+          const z = tf.matMul(tf.slice(h, [r, 0], [rows, d]), head.w) as tf.Tensor2D; // (rows, V)
+          const p = tf.softmax(z); // (rows, V)
+          const picked = tf.gather(tf.reshape(p, [-1]), tf.tensor1d(flat, 'int32')).dataSync(); // (rows)
+          for (let i = 0; i < rows; i++) {
+            if (!w[i]) continue;
+            const pt = picked[i]!;
+            lossSum += w[i]! * (pt >= 1.1754944e-38 ? -Math.log(pt) : exactRowLoss(z, i, tIds[i]!));
+          }
+          const scale = tf.tensor2d(w.map((x) => x / count), [rows, 1]); // (rows, 1)
+          return tf.mul(tf.sub(tf.matMul(p, head.wT), tf.gather(head.wT, tf.tensor1d(tIds, 'int32'))), scale); // (rows, d)
+        }));
       }
-      return { value: tf.addN(losses) as tf.Scalar, dh: (grads.length === 1 ? grads[0]! : tf.concat(grads, 0)) as tf.Tensor2D };
+      return (grads.length === 1 ? grads[0]! : tf.concat(grads, 0)) as tf.Tensor2D;
     });
     save([dh]);
-    return { value, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(saved[0]!, dy) };
+    return { value: tf.scalar(lossSum / count), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(saved[0]!, dy) };
   });
   return f(hidden) as tf.Scalar;
+}
+
+/** logsumexp(z[row]) - z[row, target] for one row of logits (rows, V). */
+function exactRowLoss(z: tf.Tensor2D, row: number, target: number): number {
+  return tf.tidy(() => {
+    const zr = tf.slice(z, [row, 0], [1, -1]); // (1, V)
+    return tf.sub(tf.logSumExp(zr), tf.slice(zr, [0, target], [1, 1]).reshape([])).dataSync()[0]!;
+  });
 }
 
 /**
