@@ -37,6 +37,8 @@ memory per device and bytes sent per step.
   --micro-batches M only consider M micro-batches per step (default: every divisor of the batch)
   --simulate        also replay the plan in the discrete-event simulator
   --json            one JSON document: {plan, simulation?}
+  --write-profile FILE  also write the profile this plan used (JSON), e.g. to pin a run's plan
+                    with 'charon launch TOPOLOGY --profile FILE'
   --derive MODEL    write an analytic profile: MODEL ${Object.keys(modelPresets).join(' | ')},
                     --device-spec ${Object.keys(devicePresets).join(' | ')}, --count devices`;
 
@@ -44,6 +46,7 @@ const options = {
   profile: { type: 'string' }, devices: { type: 'string' }, batch: { type: 'string' }, samples: { type: 'string' },
   'micro-batches': { type: 'string' }, simulate: { type: 'boolean' }, json: { type: 'boolean' },
   derive: { type: 'string' }, 'device-spec': { type: 'string' }, count: { type: 'string' }, write: { type: 'string' },
+  'write-profile': { type: 'string' },
 } as const;
 
 const MiB = 2 ** 20;
@@ -82,6 +85,8 @@ export async function run(argv: string[]): Promise<number> {
     if (err instanceof InfeasiblePlanError) throw new CliError(`infeasible: ${err.lines.join('; ')}`, 1);
     throw err;
   }
+  const writeProfile = str(args, 'write-profile');
+  if (writeProfile) writeFileSync(writeProfile, JSON.stringify(profile, null, 2) + '\n');
   const simulation = flag(args, 'simulate') ? simulatePlan(plan, profile) : undefined;
   if (flag(args, 'json')) process.stdout.write(JSON.stringify(simulation ? { plan, simulation } : { plan }) + '\n');
   else process.stdout.write(render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!));
