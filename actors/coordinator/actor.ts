@@ -23,6 +23,8 @@ export interface CoordinatorOptions {
 
 export interface Coordinator {
   readonly registry: DeviceRegistry;
+  /** The clock liveness runs on (the registry's). */
+  readonly clock: Clock;
   readonly events: RunEvents;
   readonly machine: BoundActor<typeof coordinatorMachine>;
   /** Resolves when every expected device is alive (at once if they already are). */
@@ -89,6 +91,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
 
   return {
     registry,
+    clock,
     events,
     machine,
     status,
