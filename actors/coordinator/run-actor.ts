@@ -27,13 +27,14 @@ import { planCachedPhase } from '../../src/plan/cached.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/runtime/pipeline.ts';
 import type { Topology } from '../../src/topology/schema.ts';
-import { loadCheckpoint, saveCheckpoint } from '../../src/train/checkpoint.ts';
+import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import { specFromTopology, type RunSpec } from '../stage/spec.ts';
 import { mergeStates, repackState, unpackState, type PackedState, type SideState } from '../stage/state.ts';
 import type { StepReply } from '../stage/actor.ts';
 import type { Coordinator } from './actor.ts';
 import { measuredProfile, modelShape } from './profile.ts';
+import { watchRunDevices } from './liveness.ts';
 import { runMachine, type CommitInput, type DeployInput, type PlanInput, type ProfileInput, type RedistributeInput, type EpochRecord, type FinishInput, type PersistedRun, type StepInput, type StepResult } from './run-machine.ts';
 
 export interface RunTrainingOptions {
@@ -51,6 +52,12 @@ export interface RunTrainingOptions {
   lostGraceMs?: number;
   /** Aborting stops the run machine; runTraining rejects. */
   signal?: AbortSignal;
+  /**
+   * Continue a run from its committed state (state.json of `runDir`, see readResumeState): the
+   * side network and optimiser come from the checkpoint it names, the ledger and position from
+   * the state; activation caches lost with the old processes are recomputed.
+   */
+  resume?: PersistedRun;
 }
 
 /** What summary.json holds. */
@@ -71,6 +78,8 @@ export interface RunSummary {
   redistribution: { bytes: number; seconds: number; shardSizes: Record<string, number> } | null;
   peakBytesPerDevice: Record<string, number>;
   ledger: { epochs: number; problems: string[] };
+  /** The committed step this run resumed after (null: trained from the start). */
+  resumedFromStep: number | null;
   checkpoint: string;
   finalLoss: number;
   seconds: number;
@@ -91,6 +100,15 @@ function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
   renameSync(tmp, file);
+}
+
+/** What a side-network checkpoint of `spec`'s run says about the run (resume checks it). */
+export function sideCheckpointIdentity(spec: RunSpec) {
+  return {
+    method: 'parallel' as const, options: { reduction: spec.reduction, sideInit: 'random' as const },
+    config: { epochs: spec.epochs, batch: spec.batch, seed: spec.seed, seqLen: spec.seqLen, task: 'lm' as const, optimizer: spec.optimizer },
+    samples: spec.samples,
+  };
 }
 
 /** Runs the whole training of `topology` on the registered devices; resolves with the run directory and summary. */
@@ -116,7 +134,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   let simulatedStepMs = 0;
   let heldWeights: Record<string, string[]> = {};
   /** The last step run: the cached phase's rings subscribe from the step after it. */
-  let lastStep = 0;
+  let lastStep = o.resume?.step ?? 0;
   const bytes = { pipeline: 0, redistribution: 0, cached: 0 };
   let redistribution: RunSummary['redistribution'] = null;
   const participants = () => layout.flatMap((st, s) => st.devices.map((d, rank) => ({ device: d, stage: s, rank })));
@@ -154,8 +172,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         return plan;
       }),
       deployPlan: fromPromise<void, DeployInput>(async ({ input }) => {
+        let resumedFrom: CheckpointMeta | null = null;
         if (input.checkpointRef) {
-          const ck = loadCheckpoint(input.checkpointRef).state;
+          const { meta, state: ck } = loadCheckpoint(input.checkpointRef);
+          resumedFrom = meta;
           state = { params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])), shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])), optimizer: ck.optimizer };
         }
         const firstStep = lastStep + 1;
@@ -164,6 +184,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           return { spec, stages: layout, stage: p.stage, rank: p.rank, firstStep, ...(state && input.epoch === 1 ? { state: repackState(state) } : {}) };
         }, 5 * CTL_TIMEOUT_MS);
         fingerprint = [...replies.values()][0]!.fingerprint;
+        if (resumedFrom) checkResumable(resumedFrom, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
         heldWeights = Object.fromEntries([...replies].map(([d, r]) => [d, r.weights]));
         emit('RUN_DEPLOYED', { devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
       }),
@@ -207,6 +228,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       }),
       redistribute: fromPromise<{ bytes: number; seconds: number }, RedistributeInput>(async () => {
         const t0 = performance.now();
+        await refillCaches();
         await broadcast(participants().map((p) => p.device), 'release', () => ({}));
         cachedRanks = names;
         // Every cache exists (and listens for puts) before any device starts sending.
@@ -241,7 +263,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           bytesPerPhase: { ...bytes },
           pipelineBytesPerStep: { measured: pipe ? pipe.bytes / pipe.steps : 0, planned: plan!.bytesPerStep.total },
           redistribution, peakBytesPerDevice: input.peakBytes,
-          ledger: { epochs: s.epochs.length, problems },
+          ledger: { epochs: s.epochs.length, problems }, resumedFromStep: o.resume?.step ?? null,
           checkpoint: checkpointDir, finalLoss: s.epochs.at(-1)?.loss ?? NaN, seconds: (performance.now() - started) / 1000,
         };
         writeJsonAtomic(join(runDir, 'summary.json'), summary);
@@ -253,13 +275,30 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   });
 
   let result: RunSummary | null = null;
+
+  /**
+   * The cache is an optimisation, never a source of truth: samples whose activations no stage
+   * device holds (computed by the processes of an interrupted run) go forward through the
+   * deployed stages again, each rank caching its layers, before redistribution.
+   */
+  async function refillCaches(): Promise<void> {
+    const t0 = performance.now();
+    const stageDevices = participants().map((p) => p.device);
+    const reports = await broadcast<{ holdings: number[] }>(stageDevices, 'cache-report', () => ({ spec, fingerprint }));
+    const layers = config.nLayers + 1;
+    const missing = Array.from({ length: spec.samples }, (_, j) => j)
+      .filter((j) => stageDevices.reduce((n, d) => n + (reports.get(d)!.holdings[j] ?? 0), 0) < layers);
+    if (missing.length === 0) return;
+    const filled = await broadcast<{ bytesSent: number }>(stageDevices, 'fill', () => ({ sampleIds: missing }), 30 * CTL_TIMEOUT_MS);
+    const sent = [...filled.values()].reduce((a, r) => a + r.bytesSent, 0);
+    bytes.redistribution += sent;
+    emit('CACHE_REFILLED', { samples: missing.length, bytes: sent, seconds: (performance.now() - t0) / 1000 });
+  }
   /** The trainer-compatible checkpoint of the side network as of the persisted position. */
   function saveSide(dir: string, p: PersistedRun): void {
     const st = state!;
     saveCheckpoint(dir, {
-      method: 'parallel', options: { reduction: spec.reduction, sideInit: 'random' }, modelFingerprint: fingerprint,
-      config: { epochs: spec.epochs, batch: spec.batch, seed: spec.seed, seqLen: spec.seqLen, task: 'lm', optimizer: spec.optimizer },
-      samples: spec.samples,
+      ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint,
       state: {
         epoch: p.epoch - 1, stepInEpoch: p.stepInEpoch, globalStep: p.step, stepLosses: [], epochs: [], ledger: p.ledger,
         parameters: new Map([...st.params].map(([n, x]) => [n, { data: x, shape: st.shapes.get(n)! }])), optimizer: st.optimizer,
@@ -267,32 +306,18 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     });
   }
 
-  const actor = createActor(logic, { input: { runId: topology.run, epochs: spec.epochs, samples: spec.samples, batch: spec.batch, seed: spec.seed, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000 } });
-  // A device busy in one long compute burst misses heartbeats and is reported lost, then speaks
-  // again from the same process: only a device still silent after `lostGraceMs` (or replaced by
-  // a new process, or gone for good) ends the run.
-  const pids = new Map<string, number>();
-  const grace = new Map<string, ReturnType<typeof setTimeout>>();
-  const lost = (d: string, reason: string) => { clearTimeout(grace.get(d)); grace.delete(d); actor.send({ type: 'DEVICE_LOST', device: d, reason }); };
-  const joined = (d: string) => {
-    const r = coordinator.registry.get(d);
-    if (!r?.alive || r.matmulGflops === null) return;
-    const pid = pids.get(d);
-    if (pid !== undefined && pid !== r.hello.pid) return lost(d, `replaced by process ${r.hello.pid}`);
-    if (grace.has(d)) { clearTimeout(grace.get(d)); grace.delete(d); emit('DEVICE_RECOVERED', { device: d }); return; }
-    pids.set(d, r.hello.pid);
-    actor.send({ type: 'DEVICE_JOINED', device: d });
-  };
-  const stopListening = coordinator.registry.subscribe((e) => {
-    const d = e.device.name;
-    if (e.type === 'DEVICE_PROFILED' || e.type === 'DEVICE_JOINED') joined(d);
-    else if (e.type === 'DEVICE_LEFT') lost(d, `left: ${e.reason}`);
-    else if (!grace.has(d)) grace.set(d, setTimeout(() => lost(d, `silent for ${e.silentMs + (o.lostGraceMs ?? 10_000)} ms`), o.lostGraceMs ?? 10_000));
+  const actor = createActor(logic, { input: { runId: topology.run, epochs: spec.epochs, samples: spec.samples, batch: spec.batch, seed: spec.seed, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000, ...(o.resume ? { resume: o.resume } : {}) } });
+  const liveness = watchRunDevices({
+    registry: coordinator.registry, clock: coordinator.clock, graceMs: o.lostGraceMs ?? 10_000,
+    joined: (device) => actor.send({ type: 'DEVICE_JOINED', device }),
+    lost: (device, reason) => actor.send({ type: 'DEVICE_LOST', device, reason }),
+    recovered: (device) => emit('DEVICE_RECOVERED', { device }),
   });
   const onAbort = () => actor.stop();
   o.signal?.addEventListener('abort', onAbort);
   actor.start();
-  for (const d of names) joined(d);
+  if (o.resume) emit('RUN_RESUMED', { step: o.resume.step, epoch: o.resume.epoch, stepInEpoch: o.resume.stepInEpoch });
+  for (const d of names) liveness.check(d);
   try {
     const final = await waitFor(actor, (s) => s.status !== 'active', { timeout: Infinity }).catch((err) => { throw o.signal?.aborted ? new Error('run interrupted') : err; });
     if (o.signal?.aborted) throw new Error('run interrupted');
@@ -303,8 +328,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     }
     return { runDir, summary: result };
   } finally {
-    stopListening();
-    for (const t of grace.values()) clearTimeout(t);
+    liveness.stop();
     o.signal?.removeEventListener('abort', onAbort);
     if (actor.getSnapshot().status === 'active') actor.stop();
   }

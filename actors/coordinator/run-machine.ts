@@ -32,7 +32,12 @@ export interface PersistedRun {
   ledger: LedgerJson;
   checkpointRef: string | null;
   epochs: EpochRecord[];
+  /** Running totals of the epoch in progress (so a resumed epoch's record counts every step). */
+  current?: EpochTotals;
 }
+
+/** Running totals of the committed steps of an epoch in progress. */
+export interface EpochTotals { steps: number; seconds: number; lossSum: number; bytes: number }
 
 /** Per-epoch figures for summary.json. */
 export interface EpochRecord {
@@ -89,7 +94,7 @@ export interface RunContext {
   checkpointRef: string | null;
   epochs: EpochRecord[];
   /** Running totals of the epoch in progress. */
-  current: { steps: number; seconds: number; lossSum: number; bytes: number };
+  current: EpochTotals;
   lastResult: StepResult | null;
   peakBytes: Record<string, number>;
   redistribution: { bytes: number; seconds: number } | null;
@@ -106,22 +111,24 @@ const message = (e: unknown): string => (e instanceof Error ? e.message : String
 const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`run machine: effect '${name}' was not provided`); });
 
 function persisted(c: RunContext): PersistedRun {
-  return { epoch: c.epoch, stepInEpoch: c.stepInEpoch, step: c.step, ledger: c.ledger, checkpointRef: c.checkpointRef, epochs: c.epochs };
+  return { epoch: c.epoch, stepInEpoch: c.stepInEpoch, step: c.step, ledger: c.ledger, checkpointRef: c.checkpointRef, epochs: c.epochs, current: c.current };
 }
 
 /** The state persisted once the step in flight commits: ledger marked, position advanced. */
-function afterCommit(c: RunContext): PersistedRun {
+function afterCommit(c: RunContext): Required<PersistedRun> {
   const ledger = Ledger.fromJSON(c.ledger);
   ledger.commit(c.epoch, c.step + 1);
   const lastOfEpoch = c.stepInEpoch + 1 >= epochSteps(c.input, c.epoch).length;
   if (lastOfEpoch) ledger.finish(c.epoch);
+  const r = c.lastResult!;
   return {
     epoch: lastOfEpoch ? c.epoch + 1 : c.epoch,
     stepInEpoch: lastOfEpoch ? 0 : c.stepInEpoch + 1,
     step: c.step + 1,
     ledger: ledger.toJSON(),
     checkpointRef: c.checkpointRef,
-    epochs: lastOfEpoch ? [...c.epochs, closeEpoch(c, c.lastResult!)] : c.epochs,
+    epochs: lastOfEpoch ? [...c.epochs, closeEpoch(c, r)] : c.epochs,
+    current: lastOfEpoch ? { steps: 0, seconds: 0, lossSum: 0, bytes: 0 } : { steps: c.current.steps + 1, seconds: c.current.seconds + r.seconds, lossSum: c.current.lossSum + r.loss, bytes: c.current.bytes + r.bytes },
   };
 }
 
@@ -201,13 +208,7 @@ export const runMachine = setup({
       const r = c.lastResult!;
       const peak = { ...c.peakBytes };
       for (const [d, b] of Object.entries(r.peakBytes)) peak[d] = Math.max(peak[d] ?? 0, b);
-      const closed = next.epoch !== c.epoch;
-      return {
-        ...next,
-        checkpointRef: (event as unknown as { output: { checkpointRef: string } }).output.checkpointRef,
-        peakBytes: peak,
-        current: closed ? { steps: 0, seconds: 0, lossSum: 0, bytes: 0 } : { steps: c.current.steps + 1, seconds: c.current.seconds + r.seconds, lossSum: c.current.lossSum + r.loss, bytes: c.current.bytes + r.bytes },
-      };
+      return { ...next, checkpointRef: (event as unknown as { output: { checkpointRef: string } }).output.checkpointRef, peakBytes: peak };
     }),
     recordError: assign({ error: ({ event }) => message((event as unknown as { error: unknown }).error) }),
   },
@@ -224,7 +225,7 @@ export const runMachine = setup({
     ledger: input.resume?.ledger ?? new Ledger(input.samples).toJSON(),
     checkpointRef: input.resume?.checkpointRef ?? null,
     epochs: input.resume?.epochs ?? [],
-    current: { steps: 0, seconds: 0, lossSum: 0, bytes: 0 },
+    current: input.resume?.current ?? { steps: 0, seconds: 0, lossSum: 0, bytes: 0 },
     lastResult: null,
     peakBytes: {},
     redistribution: null,

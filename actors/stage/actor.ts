@@ -7,6 +7,8 @@
  *   step          {step, sampleIds, withState}   one 1F1B step; rank 0 of a stage adds its side
  *                 parameters and AdamW state when `withState` (the coordinator's checkpoint)
  *   abort         {step}                         drop the step's in-flight micro-batches
+ *   fill          {sampleIds}                    forward only through the pipeline, caching what
+ *                 this rank computes (a resumed run refilling caches lost with old processes)
  *   release       {}                             free the stage (backbone memory); the cache stays
  *   cache-report  {spec, fingerprint}            layers held per sample (opens the cache if needed)
  *   redistribute  {shards, devices}              move cache entries so each device holds its shard
@@ -188,6 +190,12 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
       const s = await waitFor(machine, (x) => x.value === 'ready', { timeout: Infinity });
       if (!outcome || s.context.committed !== a.step) throw new Error(`step ${a.step} failed${s.context.error ? `: ${s.context.error}` : ' (aborted)'}`);
       return reply(outcome, a.sampleIds, a.withState && stage!.rank === 0, stage!.compute, stage!.optimizer);
+    },
+    fill: async (raw, d) => {
+      const { sampleIds } = z.strictObject({ sampleIds: z.array(z.number().int().nonnegative()) }).parse(raw);
+      if (machine.getSnapshot().value !== 'ready' || !stage) throw new Error(`fill: stage is ${String(machine.getSnapshot().value)}`);
+      begin(d);
+      return stage.runner.fill(sampleIds, spec!.batch);
     },
     abort: (raw) => {
       const { step } = z.strictObject({ step: z.number().int() }).parse(raw);

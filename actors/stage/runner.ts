@@ -136,7 +136,46 @@ export class StageRunner {
     const report = await pace(() => compute.apply(reduced, this.o.optimizer));
     return { loss, rows, bytesSent, gradNorm: report.gradNorm };
   }
+  /**
+   * Forward only, no loss, no update: runs `sampleIds` through the stages in micro-batches of the
+   * step's size so that every rank's device caches the activations it computes (a resumed run
+   * refilling caches that died with the processes). Uses step number 0, which no training step has.
+   */
+  async fill(sampleIds: number[], batch: number): Promise<{ rows: number; bytesSent: number }> {
+    const { stages, stage, rank, compute, links, data } = this.o;
+    const pace = this.o.pace ?? direct;
+    const me = stages[stage]!, prev = stages[stage - 1], next = stages[stage + 1];
+    const T = compute.seqLen, { d, r } = compute.width;
+    const rowsPerMb = Math.ceil(batch / this.o.microBatches);
+    const mbs = microBatches(sampleIds, Math.ceil(sampleIds.length / rowsPerMb));
+    let rows = 0, bytesSent = 0;
+    try {
+      for (const [mb, ids] of mbs.entries()) {
+        const mine = rankRows(ids, me.shares, rank);
+        if (mine.length === 0) continue;
+        const parts = prev ? await Promise.all(expectedSenders(ids, prev.shares, me.shares, rank).map((f) => links.recvFwd(0, mb, f))) : [];
+        const input: StageInput = prev
+          ? { kind: 'hidden', b: assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d), a: assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r) }
+          : { kind: 'ids', ids: data.rows(mine).ids };
+        const out = await forwardPaced(compute, pace, mb, mine.length, input);
+        rows += mine.length;
+        this.o.onComputed?.(mine, out.computed);
+        compute.clear();
+        if (next) {
+          for (const [to, sel] of routeRows(ids, me.shares, rank, next.shares)) {
+            const msg = { ids: sel, b: selectRows(mine, out.b, sel, T * d), a: selectRows(mine, out.a, sel, T * r) };
+            bytesSent += msg.b.byteLength + msg.a.byteLength;
+            links.sendFwd(0, mb, to, msg);
+          }
+        }
+      }
+    } finally {
+      compute.clear();
+    }
+    return { rows, bytesSent };
+  }
 }
+
 
 /**
  * A cached-epoch step on one device: its rows of the mini-batch (those in its shard) forward and

@@ -21,16 +21,21 @@ import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from '../../actors/coordinator/actor.ts';
 import { runTraining } from '../../actors/coordinator/run-actor.ts';
-import { specFromTopology } from '../../actors/stage/spec.ts';
+import { specFromTopology, type RunSpec } from '../../actors/stage/spec.ts';
+import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
+import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
 import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.ts';
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
-const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR] [--profile FILE] [--until registered|interrupted] [--json]
+const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --resume RUN_DIR] [--profile FILE] [--until registered|interrupted] [--json]
 
   TOPOLOGY          a topology file (see topologies/)
   --nats URL        use this NATS server instead of starting a private one
   --run-dir DIR     run directory (default runs/<run>-<time>): nats store, device logs
+  --resume RUN_DIR  continue the interrupted run in RUN_DIR from its last committed step (state.json
+                    and checkpoints/latest; same topology settings, more epochs allowed); activation
+                    caches lost with the old processes are recomputed
   --profile FILE    plan with this profile (src/plan/profile.ts schema; its devices must be the
                     topology's) instead of the one measured from the devices
   --until registered  exit 0 once every device of the topology has registered (no training)
@@ -169,6 +174,8 @@ function describeEvent(e: Record<string, unknown>): string {
     case 'STEP_DONE': return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
     case 'EPOCH_DONE': return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
     case 'REDISTRIBUTED': return `cache redistributed: ${e.bytes} bytes in ${(e.seconds as number).toFixed(2)} s, shards ${JSON.stringify(e.shards)}`;
+    case 'RUN_RESUMED': return `resumed after step ${e.step} (epoch ${e.epoch}, step ${(e.stepInEpoch as number) + 1} of it next)`;
+    case 'CACHE_REFILLED': return `cache refilled: ${e.samples} samples recomputed through the backbone in ${(e.seconds as number).toFixed(2)} s`;
     case 'RUN_FINISHED': return `run finished: ${e.runDir}`;
     case 'RUN_FAILED': return `run FAILED: ${e.error}`;
     default: return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
@@ -176,7 +183,7 @@ function describeEvent(e: Record<string, unknown>): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, { nats: { type: 'string' }, 'run-dir': { type: 'string' }, profile: { type: 'string' }, until: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const args = parseCommandArgs(argv, { nats: { type: 'string' }, 'run-dir': { type: 'string' }, resume: { type: 'string' }, profile: { type: 'string' }, until: { type: 'string' }, json: { type: 'boolean' } }, usage);
   if (!args) return 0;
   const [file, ...extra] = args.positionals;
   if (!file) throw new CliError('missing TOPOLOGY (see --help)');
@@ -190,8 +197,19 @@ export async function run(argv: string[]): Promise<number> {
     if (err instanceof TopologyError) throw new CliError(err.firstLine);
     throw err;
   }
+  let spec: RunSpec | undefined;
   if (until === undefined) {
-    try { specFromTopology(topology); } catch (err) { throw new CliError((err as Error).message); }
+    try { spec = specFromTopology(topology); } catch (err) { throw new CliError((err as Error).message); }
+  }
+  const resumeDir = str(args, 'resume');
+  let resume: PersistedRun | undefined;
+  if (resumeDir !== undefined) {
+    if (until !== undefined) throw new CliError('--resume continues training; it cannot be combined with --until');
+    if (str(args, 'run-dir') !== undefined) throw new CliError('--resume RUN_DIR is the run directory; do not give --run-dir too');
+    try { resume = readResumeState(resolve(resumeDir), spec!); } catch (err) {
+      if (err instanceof ResumeError) throw new CliError(err.message);
+      throw err;
+    }
   }
   const profileFile = str(args, 'profile');
   let profile: Profile | undefined;
@@ -212,14 +230,14 @@ export async function run(argv: string[]): Promise<number> {
     else process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${describeEvent(e)}\n`);
   };
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
-  const runDir = resolve(str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
+  const runDir = resolve(resumeDir ?? str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
   let outcome: { code: number; reason: string; error?: string };
   try {
     outcome = await launchRun(topology, { nats: str(args, 'nats'), runDir, onEvent: print }, async (ctx) => {
       const stop = new AbortController();
       const goal = until === 'registered' ? ctx.coordinator.whenAssembled().then(() => 'registered')
         : until === 'interrupted' ? new Promise<string>(() => {})
-          : ctx.coordinator.whenAssembled().then(() => runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, signal: stop.signal })).then(() => 'trained');
+          : ctx.coordinator.whenAssembled().then(() => runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, resume, signal: stop.signal })).then(() => 'trained');
       try {
         const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
         return { code: 0, reason };
