@@ -42,14 +42,28 @@ export function learningRate(o: AdamWOptions, step: number): number {
   return o.lr;
 }
 
+/**
+ * AdamW over plain typed arrays. The model is small next to its step (PAC's side network: 727k
+ * parameters in 138 tensors), and ~12 elementwise kernels per parameter plus a norm per tensor
+ * cost ~40 ms on wasm, mostly dispatch; one JS pass over the gradients costs a few. Moments live
+ * in Float32Arrays (counted by `stateBytes`); parameters are read and written once per step.
+ */
 export class AdamW {
   private stepCount = 0;
-  private readonly m = new Map<string, tf.Variable>();
-  private readonly v = new Map<string, tf.Variable>();
+  private readonly m = new Map<string, Float32Array>();
+  private readonly v = new Map<string, Float32Array>();
 
   constructor(readonly options: AdamWOptions) {}
 
   get step(): number { return this.stepCount; }
+
+  /** Bytes of optimiser state (both moments), held outside the tensor heap. */
+  stateBytes(): number {
+    let n = 0;
+    for (const a of this.m.values()) n += a.byteLength;
+    for (const a of this.v.values()) n += a.byteLength;
+    return n;
+  }
 
   /**
    * Applies one update to `params` from `grads` (same names; a parameter without a gradient is
@@ -62,39 +76,38 @@ export class AdamW {
     this.stepCount += 1;
     const t = this.stepCount;
     const lr = learningRate(o, t);
-    const gradNorm = globalNorm(names.map((n) => grads.get(n)!));
+    const gs = names.map((n) => grads.get(n)!.dataSync() as Float32Array);
+    const gradNorm = globalNorm(gs);
     const clip = o.maxGradNorm && o.maxGradNorm > 0 && gradNorm > o.maxGradNorm ? o.maxGradNorm / (gradNorm + 1e-6) : 1;
     const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
-    for (const name of names) {
+    names.forEach((name, j) => {
       const p = params.get(name)!;
-      if (!this.m.has(name)) {
-        this.m.set(name, tf.variable(tf.zerosLike(p), false));
-        this.v.set(name, tf.variable(tf.zerosLike(p), false));
+      const g = gs[j]!;
+      let m = this.m.get(name), v = this.v.get(name);
+      if (!m || !v) {
+        m = new Float32Array(p.size);
+        v = new Float32Array(p.size);
+        this.m.set(name, m);
+        this.v.set(name, v);
       }
-      const m = this.m.get(name)!, v = this.v.get(name)!;
-      tf.tidy(() => {
-        const g = clip === 1 ? grads.get(name)! : tf.mul(grads.get(name)!, clip);
-        const m1 = tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1));
-        const v1 = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2));
-        m.assign(m1);
-        v.assign(v1);
-        const update = tf.div(tf.div(m1, c1), tf.add(tf.sqrt(tf.div(v1, c2)), eps));
-        const decayed = wd > 0 && p.rank >= 2 ? tf.mul(p, 1 - lr * wd) : p;
-        p.assign(tf.sub(decayed, tf.mul(update, lr)));
-      });
-    }
+      const x = p.dataSync() as Float32Array;
+      const out = new Float32Array(p.size);
+      const decay = wd > 0 && p.rank >= 2 ? 1 - lr * wd : 1;
+      adamwUpdate(out, x, g, m, v, { clip, b1, b2, eps, c1, c2, lr, decay });
+      tf.tidy(() => p.assign(tf.tensor(out, p.shape)));
+    });
     return { lr, gradNorm };
   }
 
   /** A copy of the state as typed arrays (for checkpoints). */
   state(): AdamWState {
     const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
-    for (const [n, t] of this.m) m.set(n, t.dataSync() as Float32Array);
-    for (const [n, t] of this.v) v.set(n, t.dataSync() as Float32Array);
+    for (const [n, a] of this.m) m.set(n, a.slice());
+    for (const [n, a] of this.v) v.set(n, a.slice());
     return { step: this.stepCount, m, v };
   }
 
-  /** Restores a state saved by `state()`; shapes are taken from `params`. */
+  /** Restores a state saved by `state()`; sizes are checked against `params`. */
   load(state: AdamWState, params: Map<string, tf.Variable>): void {
     this.dispose();
     this.stepCount = state.step;
@@ -103,24 +116,34 @@ export class AdamW {
       if (!p) throw new Error(`optimiser state names parameter '${name}' that the method does not have`);
       const vd = state.v.get(name);
       if (!vd || data.length !== p.size || vd.length !== p.size) throw new Error(`optimiser state for '${name}' does not match its shape [${p.shape}]`);
-      this.m.set(name, tf.variable(tf.tensor(data, p.shape), false));
-      this.v.set(name, tf.variable(tf.tensor(vd, p.shape), false));
+      this.m.set(name, data.slice());
+      this.v.set(name, vd.slice());
     }
   }
 
   dispose(): void {
-    for (const t of this.m.values()) t.dispose();
-    for (const t of this.v.values()) t.dispose();
     this.m.clear();
     this.v.clear();
   }
 }
 
-/** L2 norm over all tensors together (summed in the given order). */
-export function globalNorm(tensors: tf.Tensor[]): number {
-  if (tensors.length === 0) return 0;
-  const sq = tf.tidy(() => tf.addN(tensors.map((g) => tf.sum(tf.square(g)))));
-  const value = Math.sqrt(sq.dataSync()[0]!);
-  sq.dispose();
-  return value;
+interface UpdateScalars { clip: number; b1: number; b2: number; eps: number; c1: number; c2: number; lr: number; decay: number }
+
+/** out = x decay - lr m-hat / (sqrt(v-hat) + eps), updating the moments m, v in place from gradient g. */
+function adamwUpdate(out: Float32Array, x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, s: UpdateScalars): void {
+  const { clip, b1, b2, eps, decay } = s;
+  const a1 = (1 - b1) * clip, a2 = (1 - b2) * clip * clip, step = s.lr / s.c1, ic2 = 1 / s.c2;
+  for (let i = 0; i < out.length; i++) {
+    const gi = g[i]!;
+    const mi = (m[i] = b1 * m[i]! + a1 * gi);
+    const vi = (v[i] = b2 * v[i]! + a2 * gi * gi);
+    out[i] = x[i]! * decay - (step * mi) / (Math.sqrt(vi * ic2) + eps);
+  }
+}
+
+/** L2 norm over all arrays together (summed in the given order, in double precision). */
+function globalNorm(arrays: Float32Array[]): number {
+  let sq = 0;
+  for (const a of arrays) for (let i = 0; i < a.length; i++) sq += a[i]! * a[i]!;
+  return Math.sqrt(sq);
 }

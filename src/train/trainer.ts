@@ -128,7 +128,8 @@ export class Trainer {
       const cacheBytes = cache?.stats().memoryBytes ?? 0;
       m.peakCacheBytes = Math.max(m.peakCacheBytes, cacheBytes);
       m.peakTensorBytes = Math.max(m.peakTensorBytes, this.lastStepPeak);
-      m.peakBytes = Math.max(m.peakBytes, this.lastStepPeak + cacheBytes);
+      // The optimiser's moments live outside the tensor heap (see AdamW) but are memory all the same.
+      m.peakBytes = Math.max(m.peakBytes, this.lastStepPeak + cacheBytes + this.optimizer.stateBytes());
       this.epochs[this.epoch] = m;
     }
     this.ledger.finish(this.epoch);
