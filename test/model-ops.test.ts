@@ -102,6 +102,11 @@ test('model-ops: in-place wasm slice and unstack return the right values', () =>
   const want: number[] = [];
   for (let j = 1; j < 3; j++) for (let k = 2; k < 4; k++) for (let l = 1; l < 4; l++) want.push(60 + j * 20 + k * 5 + l);
   assert.equal(Array.from(s), want);
+  const block = tf.slice(x, [1, 1, 2, 0], [1, 2, 2, 5]).dataSync(); // trailing axis whole: runs of 10
+  const wantBlock: number[] = [];
+  for (let j = 1; j < 3; j++) for (let k = 2; k < 4; k++) for (let l = 0; l < 5; l++) wantBlock.push(60 + j * 20 + k * 5 + l);
+  assert.equal(Array.from(block), wantBlock);
+  assert.equal(Array.from(tf.slice(x, [1, 0, 0, 0], [1, 3, 4, 5]).dataSync()), Array.from({ length: 60 }, (_, i) => 60 + i));
   const parts = tf.unstack(x, 2);
   assert.equal(parts[3].shape, [2, 3, 5]);
   assert.equal(Array.from(parts[3].dataSync()).slice(0, 5), [15, 16, 17, 18, 19]);

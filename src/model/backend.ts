@@ -127,15 +127,19 @@ function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   if (total === 0) return out;
   // Views are taken after makeOutput: a malloc may grow (and so detach) the heap.
   const xs = b.typedArrayFromHeap(x), os = b.typedArrayFromHeap(out);
-  const rank = x.shape.length;
-  const strides = tf.util.computeStrides(x.shape);
-  const inner = size[rank - 1];
-  const idx = new Array(Math.max(0, rank - 1)).fill(0);
+  // Copy runs as long as the layout allows: trailing axes taken whole extend one contiguous run
+  // (a block of rows is a single copy).
+  const strides = [...tf.util.computeStrides(x.shape), 1];
+  let outer = Math.max(0, x.shape.length - 1);
+  while (outer > 0 && size[outer] === x.shape[outer]) outer--;
+  const inner = size.slice(outer).reduce((p, q) => p * q, 1);
+  const idx = new Array(outer).fill(0);
   for (let o = 0; o < total; o += inner) {
-    let src = begin[rank - 1];
-    for (let k = 0; k < rank - 1; k++) src += (begin[k] + idx[k]) * strides[k];
+    let src = 0;
+    for (let k = outer; k < size.length; k++) src += begin[k] * strides[k];
+    for (let k = 0; k < outer; k++) src += (begin[k] + idx[k]) * strides[k];
     os.set(xs.subarray(src, src + inner), o);
-    for (let k = rank - 2; k >= 0; k--) {
+    for (let k = outer - 1; k >= 0; k--) {
       if (++idx[k] < size[k]) break;
       idx[k] = 0;
     }
