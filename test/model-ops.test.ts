@@ -65,6 +65,26 @@ test('model-ops: causal grouped-query attention matches a direct computation', (
   close(got, want, 1e-5, 'attention');
 });
 
+test('model-ops: the attention gradient equals autodiff of a direct tfjs formulation (grouped heads)', () => {
+  const B = 2, T = 5, H = 4, Hkv = 2, hd = 3;
+  const q = rand('gq', [B * T, H * hd]) as tf.Tensor2D, k = rand('gk', [B * T, Hkv * hd]) as tf.Tensor2D, v = rand('gv', [B * T, Hkv * hd]) as tf.Tensor2D;
+  const r = rand('gr', [B * T, H * hd]);
+  const mask = tf.tensor2d(Array.from({ length: T * T }, (_, i) => (i % T > Math.floor(i / T) ? -1e9 : 0)), [T, T]);
+  const direct = (qi: tf.Tensor, ki: tf.Tensor, vi: tf.Tensor) => {
+    const heads = (x: tf.Tensor, n: number) => tf.transpose(tf.reshape(x, [B, T, n, hd]), [0, 2, 1, 3]); // (B, n, T, hd)
+    const rep = (x: tf.Tensor) => { const kvs = tf.unstack(x, 1); return tf.stack(Array.from({ length: H }, (_, h) => kvs[Math.floor(h / (H / Hkv))]), 1); };
+    const qh = heads(qi, H), kh = rep(heads(ki, Hkv)), vh = rep(heads(vi, Hkv));
+    const p = tf.softmax(tf.add(tf.div(tf.matMul(qh, kh, false, true), Math.sqrt(hd)), mask));
+    return tf.reshape(tf.transpose(tf.matMul(p, vh), [0, 2, 1, 3]), [B * T, H * hd]);
+  };
+  const loss = (att: (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor) => (qi: tf.Tensor, ki: tf.Tensor, vi: tf.Tensor) => tf.sum(tf.mul(att(qi, ki, vi), r));
+  const ours = tf.grads(loss((a, b, c) => causalAttention(a as tf.Tensor2D, b as tf.Tensor2D, c as tf.Tensor2D, T, H, Hkv, hd)))([q, k, v]);
+  const theirs = tf.grads(loss(direct))([q, k, v]);
+  ours.forEach((g, i) => close(g.dataSync(), theirs[i].dataSync(), 1e-5, `attention grad ${'qkv'[i]}`));
+  const one = tf.grads(loss((a, b, c) => causalAttention(a as tf.Tensor2D, b as tf.Tensor2D, c as tf.Tensor2D, T, 1, 1, 12)))([rand('q1', [B * T, 12]), rand('k1', [B * T, 12]), rand('v1', [B * T, 12])]);
+  assert.is(one.length, 3, 'single head');
+});
+
 test('model-ops: linear gradients equal tfjs matMul gradients; frozenLinear gives no weight gradient', () => {
   const x = rand('x', [6, 5]) as tf.Tensor2D, w = rand('w', [5, 7]) as tf.Tensor2D, b = rand('b', [7]) as tf.Tensor1D;
   const r = rand('r', [6, 7]);

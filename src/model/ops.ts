@@ -231,29 +231,92 @@ export function applyRotary(x: tf.Tensor2D, seqLen: number, nHeads: number, head
   });
 }
 
-/** tf.unstack along axis 0; a single slice is a reshape, because tfjs' Unpack gradient fails on one output. */
-function unstackRows(x: tf.Tensor): tf.Tensor[] {
-  return x.shape[0] === 1 ? [tf.reshape(x, x.shape.slice(1))] : tf.unstack(x);
+/** Rows b*T..(b+1)*T of x (B*T, w) for each b: B pieces (T, w), contiguous copies. */
+function rowBlocks(x: tf.Tensor2D, T: number): tf.Tensor2D[] {
+  const n = x.shape[0] / T;
+  return n === 1 ? [x] : (tf.unstack(tf.reshape(x, [n, T, x.shape[1]])) as tf.Tensor2D[]);
 }
 
+/** x (B*T, H*hd) -> B*H pieces (T, hd), piece b*H + h holding head h of sequence b. */
+function headsRows(x: tf.Tensor2D, B: number, T: number, H: number, hd: number): tf.Tensor2D[] {
+  if (H === 1) return rowBlocks(x, T);
+  return rowBlocks(tf.reshape(tf.transpose(tf.reshape(x, [B, T, H, hd]), [0, 2, 1, 3]), [B * H * T, hd]) as tf.Tensor2D, T);
+}
+
+/** x (B*T, H*hd) -> B*H pieces (hd, T): the transposed heads, for plain matmuls against them. */
+function headsCols(x: tf.Tensor2D, B: number, T: number, H: number, hd: number): tf.Tensor2D[] {
+  return rowBlocks(tf.reshape(tf.transpose(tf.reshape(x, [B, T, H, hd]), [0, 2, 3, 1]), [B * H * hd, T]) as tf.Tensor2D, hd);
+}
+
+/** B*H pieces (T, hd) -> (B*T, H*hd), the inverse of headsRows. */
+function mergeHeads(pieces: tf.Tensor[], B: number, T: number, H: number, hd: number): tf.Tensor2D {
+  const rows = pieces.length === 1 ? pieces[0]! : tf.concat(pieces, 0); // (B*H*T, hd)
+  if (H === 1) return rows as tf.Tensor2D;
+  return tf.reshape(tf.transpose(tf.reshape(rows, [B, H, T, hd]), [0, 2, 1, 3]), [B * T, H * hd]) as tf.Tensor2D;
+}
+
+/** The (B*H, T, T) stack of (T, T) pieces, transposed piecewise, as B*H pieces. */
+function transposedBlocks(x: tf.Tensor2D, T: number): tf.Tensor2D[] {
+  const n = x.shape[0] / T;
+  return rowBlocks(tf.reshape(tf.transpose(tf.reshape(x, [n, T, T]), [0, 2, 1]), [n * T, T]) as tf.Tensor2D, T);
+}
+
+type Attention = (q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D) => tf.Tensor2D;
+const attentions = new Map<string, Attention>();
+
 /**
- * Causal multi-head attention with grouped-query heads, as a loop of per-head 2-D matmuls
- * (batched rank-3 matmuls are ~5x slower on wasm). q: (B*T, H*hd); k, v: (B*T, Hkv*hd);
- * query head h reads key/value head floor(h / (H/Hkv)). Returns (B*T, H*hd).
+ * Causal multi-head attention with grouped-query heads, as a loop of per-head plain 2-D matmuls
+ * (batched rank-3 matmuls are ~5x slower on wasm), with a hand-written gradient: it saves the
+ * probabilities P and q, k, v, and backward is four plain matmuls per head around one softmax
+ * gradient over all heads at once (tfjs' own gradient of the same graph ran ~3x the kernels:
+ * transposes inside every matmul gradient, pack/unpack pairs, a generic softmax gradient).
+ * q: (B*T, H*hd); k, v: (B*T, Hkv*hd); query head h reads key/value head floor(h / (H/Hkv)).
+ * Returns (B*T, H*hd).
  */
 export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, seqLen: number, nHeads: number, nKvHeads: number, headDim: number): tf.Tensor2D {
-  return tf.tidy(() => {
-    const T = seqLen;
+  const key = `${seqLen}/${nHeads}/${nKvHeads}/${headDim}`;
+  let f = attentions.get(key);
+  if (!f) {
+    f = attentionOp(seqLen, nHeads, nKvHeads, headDim);
+    attentions.set(key, f);
+  }
+  return f(q, k, v);
+}
+
+function attentionOp(T: number, H: number, Hkv: number, hd: number): Attention {
+  const group = H / Hkv, c = 1 / Math.sqrt(hd);
+  return tf.customGrad(((q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, save: tf.GradSaveFunc) => {
     const B = q.shape[0] / T;
-    const group = nHeads / nKvHeads;
-    const qs = unstackRows(tf.reshape(tf.transpose(tf.reshape(q, [B, T, nHeads, headDim]), [0, 2, 1, 3]), [B * nHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
-    const kts = unstackRows(tf.reshape(tf.transpose(tf.reshape(k, [B, T, nKvHeads, headDim]), [0, 2, 3, 1]), [B * nKvHeads, headDim, T])) as tf.Tensor2D[]; // (hd, T) each
-    const vs = unstackRows(tf.reshape(tf.transpose(tf.reshape(v, [B, T, nKvHeads, headDim]), [0, 2, 1, 3]), [B * nKvHeads, T, headDim])) as tf.Tensor2D[]; // (T, hd) each
-    const kvIndex = (i: number) => Math.floor(i / nHeads) * nKvHeads + Math.floor((i % nHeads) / group);
-    const scores = tf.stack(qs.map((qi, i) => matmul(qi, kts[kvIndex(i)]))); // (B*H, T, T)
-    const probs = tf.softmax(tf.add(tf.mul(scores, 1 / Math.sqrt(headDim)), causalMask(T)));
-    const outs = unstackRows(probs).map((p, i) => matmul(p as tf.Tensor2D, vs[kvIndex(i)])); // (T, hd) each
-    const o = tf.transpose(tf.reshape(tf.stack(outs), [B, nHeads, T, headDim]), [0, 2, 1, 3]); // (B, T, H, hd)
-    return tf.reshape(o, [B * T, nHeads * headDim]) as tf.Tensor2D;
-  });
+    const kv = (i: number) => Math.floor(i / H) * Hkv + Math.floor((i % H) / group); // key/value piece of query piece i
+    const { out, p } = tf.tidy(() => {
+      const qs = headsRows(q, B, T, H, hd), kts = headsCols(k, B, T, Hkv, hd), vs = headsRows(v, B, T, Hkv, hd);
+      const scores = tf.concat(qs.map((qi, i) => tf.matMul(qi, kts[kv(i)]!)), 0); // (B*H*T, T)
+      const probs = tf.reshape(tf.softmax(tf.add(tf.reshape(tf.mul(scores, c), [B * H, T, T]), causalMask(T))), [B * H * T, T]) as tf.Tensor2D;
+      const o = mergeHeads(rowBlocks(probs, T).map((pi, i) => tf.matMul(pi, vs[kv(i)]!)), B, T, H, hd); // (B*T, H*hd)
+      return { out: o, p: probs };
+    });
+    save([q, k, v, p]);
+    return {
+      value: out,
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        const [sq, sk, sv, sp] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
+        const dos = headsRows(dy, B, T, H, hd), vts = headsCols(sv, B, T, Hkv, hd);
+        const dp = tf.concat(dos.map((d, i) => tf.matMul(d, vts[kv(i)]!)), 0); // (B*H*T, T)
+        // Softmax gradient, scaled by c: dS = c P (dP - rowsum(dP P)).
+        const ds = tf.mul(sp, tf.mul(tf.sub(dp, tf.sum(tf.mul(dp, sp), 1, true)), c)) as tf.Tensor2D; // (B*H*T, T)
+        const qs = headsRows(sq, B, T, H, hd), ks = headsRows(sk, B, T, Hkv, hd);
+        const dq = mergeHeads(rowBlocks(ds, T).map((d, i) => tf.matMul(d, ks[kv(i)]!)), B, T, H, hd);
+        const dsT = transposedBlocks(ds, T), pT = transposedBlocks(sp, T);
+        // A key/value head sums the contributions of the query heads in its group.
+        const perKv = (term: (i: number) => tf.Tensor2D) => Array.from({ length: B * Hkv }, (_, j) => {
+          const b = Math.floor(j / Hkv), first = b * H + (j % Hkv) * group;
+          const parts = Array.from({ length: group }, (_, g) => term(first + g));
+          return parts.length === 1 ? parts[0]! : tf.addN(parts);
+        });
+        const dk = mergeHeads(perKv((i) => tf.matMul(dsT[i]!, qs[i]!)), B, T, Hkv, hd);
+        const dv = mergeHeads(perKv((i) => tf.matMul(pT[i]!, dos[i]!)), B, T, Hkv, hd);
+        return [dq, dk, dv];
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Attention;
 }
