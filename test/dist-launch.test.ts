@@ -17,7 +17,7 @@ import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import { loadTopology } from '../src/topology/load.ts';
 import { runLocal } from '../actors/stage/local-run.ts';
-import { loadRunData, specFromTopology } from '../actors/stage/spec.ts';
+import { loadRunData, specFromTopology } from '../src/train/run-spec.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const root = new URL('..', import.meta.url).pathname;

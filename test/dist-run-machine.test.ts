@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createActor, fromPromise, SimulatedClock, waitFor } from 'xstate';
-import { runMachine, epochSteps, type CommitInput, type DeployInput, type PlanInput, type ProfileInput, type RedistributeInput, type FinishInput, type PersistedRun, type RunInput, type StepInput, type StepResult } from '../actors/coordinator/run-machine.ts';
+import { runMachine, type CommitInput, type DeployInput, type PlanInput, type ProfileInput, type RedistributeInput, type FinishInput, type PersistedRun, type RunInput, type StepInput, type StepResult } from '../actors/coordinator/run-machine.ts';
+import { epochSteps } from '../src/train/data.ts';
 import { Ledger } from '../src/train/ledger.ts';
 
 const base: RunInput = { runId: 'r1', epochs: 3, samples: 10, batch: 4, seed: 7, expectedDevices: ['a', 'b'], gatherTimeoutMs: 5000 };

@@ -13,7 +13,8 @@
 import { z } from 'zod';
 import { fromPromise, waitFor } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
-import { ActivationCache, type CacheDtype } from '../../src/cache/activation-cache.ts';
+import { ActivationCache } from '../../src/cache/activation-cache.ts';
+import type { DeviceCache, DeviceCacheOptions, RedistributionReport } from '../../src/cache/device-cache.ts';
 import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
 import { okReply } from '../../src/runtime/messages.ts';
 import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
@@ -26,19 +27,9 @@ const putBody = z.strictObject({
   data: z.instanceof(WireTensor),
 });
 
-export interface CacheActorOptions {
+export interface CacheActorOptions extends DeviceCacheOptions {
   bus: Bus;
   device: string;
-  /** Keys of this model and sequence length. */
-  fingerprint: string;
-  /** Backbone layers L: entries are b_0..b_L. */
-  layers: number;
-  /** Values per entry (T * d). */
-  width: number;
-  memoryBytes: number;
-  /** Disk tier of the memory tier's overflow. */
-  dir?: string;
-  dtype?: CacheDtype;
   /** Sends `bytes` through the device's simulated link. */
   throttle?: (bytes: number, send: () => Promise<unknown>) => Promise<unknown>;
   /** Concurrent put requests per destination. */
@@ -46,10 +37,7 @@ export interface CacheActorOptions {
   requestTimeoutMs?: number;
 }
 
-/** What redistribution moved on this device. */
-export interface RedistributionReport { bytesIn: number; bytesOut: number; entriesIn: number; entriesOut: number; seconds: number }
-
-export class CacheActor {
+export class CacheActor implements DeviceCache {
   readonly cache: ActivationCache;
   private readonly held = new Map<number, Set<number>>();
   private readonly inbox: Inbox;

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkResumable, readCheckpointMeta } from '../../src/train/checkpoint.ts';
-import type { RunSpec } from '../stage/spec.ts';
+import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { PersistedRun } from './run-machine.ts';
 import { sideCheckpointIdentity } from './run-actor.ts';
 

@@ -17,7 +17,7 @@
  */
 import { assign, fromPromise, setup } from 'xstate';
 import { Ledger, type LedgerJson } from '../../src/train/ledger.ts';
-import { epochOrder, miniBatches } from '../../src/train/data.ts';
+import { epochSteps } from '../../src/train/data.ts';
 
 export type Phase = 'pipeline' | 'cached';
 
@@ -100,11 +100,6 @@ export interface RunContext {
   redistribution: { bytes: number; seconds: number } | null;
   pendingJoins: string[];
   error: string | null;
-}
-
-/** The mini-batches of a 1-based epoch: a pure function of (samples, seed, epoch, batch). */
-export function epochSteps(input: Pick<RunInput, 'samples' | 'seed' | 'batch'>, epoch: number): number[][] {
-  return miniBatches(epochOrder(input.samples, input.seed, epoch - 1), input.batch);
 }
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));

@@ -14,6 +14,7 @@ import { startHeartbeats } from '../../src/runtime/heartbeat.ts';
 import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
 import { ctlRequest, joinReply, okReply, type CtlReply, type JoinReply, type JoinRequest } from '../../src/runtime/messages.ts';
 import { SimulatedDevice } from '../../src/runtime/simulation.ts';
+import type { CtlDevice, CtlHandler } from '../../src/runtime/ctl.ts';
 import { startActor } from '../../src/runtime/actor.ts';
 import { defaultBackoff, type BackoffPolicy } from '../../src/runtime/supervisor.ts';
 import { deviceMachine, deviceStateName, type DeviceSnapshot } from './machine.ts';
@@ -27,9 +28,6 @@ export interface DeviceCompute {
   /** Bytes in use now (tensors where known). */
   memoryBytes(): number;
 }
-
-/** A control handler: gets the request's args, returns the result placed in the reply. */
-export type CtlHandler = (args: unknown, device: DeviceHandle) => unknown | Promise<unknown>;
 
 export interface DeviceOptions {
   nats: string;
@@ -47,8 +45,7 @@ export interface DeviceOptions {
   log?: (line: string) => void;
 }
 
-export interface DeviceHandle {
-  readonly name: string;
+export interface DeviceHandle extends CtlDevice {
   /** The machine's innermost state name. */
   state(): string;
   /** Asks the device to drain (finish in-flight work, leave, disconnect). */
@@ -57,9 +54,6 @@ export interface DeviceHandle {
   done: Promise<DeviceSnapshot>;
   /** Rejected messages so far, per reason. */
   rejected(): Record<string, number>;
-  sim: SimulatedDevice;
-  /** The device's bus connection (for ctl handlers that talk to other actors). @throws when not connected. */
-  bus(): Bus;
 }
 
 /** Starts a device actor; it runs until drained or failed. */

@@ -16,15 +16,16 @@
  *   cached-step   {step, sampleIds, withState}   one data-parallel step from the cache
  *   finish        {}                             drop everything of the run
  *
- * The stage part runs on `stageMachine` (unloaded -> loading -> ready -> running -> ready); the
- * cache on CacheActor. Compute goes through the device's simulated slowdown, sends through its
- * simulated link, and every operation yields to the event loop so heartbeats keep flowing.
+ * Argument and reply bodies are src/runtime/ctl.ts. The stage part runs on `stageMachine`
+ * (unloaded -> loading -> ready -> running -> ready); the cache is the DeviceCache the device
+ * process hands in (`openCache`). Compute goes through the device's simulated slowdown, sends
+ * through its simulated link, and every operation yields to the event loop so heartbeats keep
+ * flowing.
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { createActor, fromPromise, waitFor } from 'xstate';
-import type { CtlHandler, DeviceHandle } from '../device/actor.ts';
 import { loadBackbone, loadConfig } from '../../src/model/load.ts';
 import { SideNetwork } from '../../src/model/methods/side-network.ts';
 import type { Backbone } from '../../src/model/types.ts';
@@ -32,35 +33,17 @@ import { StageCompute, tensorBytes } from '../../src/train/stage-compute.ts';
 import { AdamW } from '../../src/train/optim.ts';
 import type { StageLayout } from '../../src/runtime/pipeline.ts';
 import type { Bus } from '../../src/bus/index.ts';
-import { CacheActor } from '../cache/actor.ts';
+import type { DeviceCache, DeviceCacheOptions } from '../../src/cache/device-cache.ts';
+import {
+  abortArgs, assignArgs, cachedLoadArgs, cacheReportArgs, fillArgs, redistributeArgs, stepArgs,
+  type CtlDevice, type CtlHandler, type StepOutcome, type StepReply,
+} from '../../src/runtime/ctl.ts';
+import { loadRunData, type RunSpec } from '../../src/train/run-spec.ts';
+import { packState, unpackState, type PackedState } from '../../src/train/side-state.ts';
 import { BusRing, BusStageLinks } from './links.ts';
-import { cachedStep, StageRunner, type Pace, type StepOutcome } from './runner.ts';
+import { cachedStep, StageRunner, type Pace } from './runner.ts';
 import { stageMachine } from './machine.ts';
-import { loadRunData, type RunSpec } from './spec.ts';
 import { rowSource } from './local-run.ts';
-import { packState, unpackState, type PackedState } from './state.ts';
-
-const stepArgs = z.strictObject({ step: z.number().int().positive(), sampleIds: z.array(z.number().int().nonnegative()).min(1), withState: z.boolean() });
-const assignArgs = z.strictObject({
-  spec: z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v),
-  stages: z.array(z.strictObject({ from: z.number().int(), to: z.number().int(), devices: z.array(z.string()).min(1), shares: z.array(z.number().positive()).min(1) })).min(1),
-  stage: z.number().int().nonnegative(),
-  rank: z.number().int().nonnegative(),
-  firstStep: z.number().int().positive(),
-  state: z.unknown().optional(),
-});
-const cacheOpenArgs = z.strictObject({ spec: assignArgs.shape.spec, fingerprint: z.string().min(1) });
-const redistributeArgs = z.strictObject({ shards: z.array(z.array(z.number().int().nonnegative())), devices: z.array(z.string()).min(1) });
-const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: z.array(z.number().int().nonnegative()), firstStep: z.number().int().positive(), state: z.unknown() });
-
-/** What a step reports to the coordinator. */
-export interface StepReply extends StepOutcome {
-  tokens: number;
-  computeSeconds: number;
-  /** Peak of live tensor bytes plus the cache's memory tier during the step. */
-  peakBytes: number;
-  state?: PackedState;
-}
 
 interface Stage {
   backbone: Backbone;
@@ -75,20 +58,22 @@ interface Stage {
 interface CachedWorker { head: Backbone; side: SideNetwork; compute: StageCompute; optimizer: AdamW; ring: BusRing; rank: number; size: number; shard: Set<number> }
 
 export interface TrainingCtlOptions {
+  /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
+  openCache: (device: CtlDevice, options: DeviceCacheOptions) => DeviceCache;
   log?: (line: string) => void;
   /** Parent of the device's cache disk tier (default: the OS temp directory). */
   cacheDir?: string;
 }
 
 /** The control handlers a device installs to take part in training. */
-export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHandler> {
+export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler> {
   const log = opts.log ?? (() => {});
   let stage: Stage | null = null;
   let worker: CachedWorker | null = null;
-  let cache: CacheActor | null = null;
+  let cache: DeviceCache | null = null;
   let spec: RunSpec | null = null;
   let rows: ReturnType<typeof rowSource> | null = null;
-  let device: DeviceHandle | null = null;
+  let device: CtlDevice | null = null;
   let pendingAssign: z.output<typeof assignArgs> | null = null;
   let outcome: StepOutcome | null = null;
   let peak = 0, computeMs = 0;
@@ -105,15 +90,14 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
   const throttle = (bytes: number, send: () => void) => { void device!.sim.send(bytes, send); };
 
   /** The device's cache for run `s` (created on first use, so devices without a stage get one too). */
-  const ensureCache = (s: RunSpec, modelFingerprint: string): CacheActor => {
+  const ensureCache = (s: RunSpec, modelFingerprint: string): DeviceCache => {
     if (spec && JSON.stringify(spec) !== JSON.stringify(s)) throw new Error('a different run spec than this device already serves');
     spec = s;
     rows ??= rowSource(loadRunData(s), s.seqLen);
     const config = loadConfig(s.model);
-    cache ??= new CacheActor({
-      bus: bus(), device: device!.name, fingerprint: `${modelFingerprint}-t${s.seqLen}`, layers: config.nLayers, width: s.seqLen * config.dModel,
+    cache ??= opts.openCache(device!, {
+      fingerprint: `${modelFingerprint}-t${s.seqLen}`, layers: config.nLayers, width: s.seqLen * config.dModel,
       memoryBytes: s.cache.budgetMb * 2 ** 20, dtype: s.cache.dtype, dir: join(opts.cacheDir ?? tmpdir(), `charon-cache-${bus().run}-${device!.name}-${process.pid}`),
-      throttle: (bytes, send) => device!.sim.send(bytes, send),
     });
     return cache;
   };
@@ -165,7 +149,7 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
     },
   })).start();
 
-  const begin = (d: DeviceHandle) => { device = d; peak = 0; computeMs = 0; sample(); };
+  const begin = (d: CtlDevice) => { device = d; peak = 0; computeMs = 0; sample(); };
   const reply = (o: StepOutcome, ids: number[], withState: boolean, c: StageCompute, opt: AdamW): StepReply => ({
     ...o, tokens: rows!.tokens(ids), computeSeconds: computeMs / 1000, peakBytes: peak, ...(withState ? { state: packState(c, opt) } : {}),
   });
@@ -192,13 +176,13 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
       return reply(outcome, a.sampleIds, a.withState && stage!.rank === 0, stage!.compute, stage!.optimizer);
     },
     fill: async (raw, d) => {
-      const { sampleIds } = z.strictObject({ sampleIds: z.array(z.number().int().nonnegative()) }).parse(raw);
+      const { sampleIds } = fillArgs.parse(raw);
       if (machine.getSnapshot().value !== 'ready' || !stage) throw new Error(`fill: stage is ${String(machine.getSnapshot().value)}`);
       begin(d);
       return stage.runner.fill(sampleIds, spec!.batch);
     },
     abort: (raw) => {
-      const { step } = z.strictObject({ step: z.number().int() }).parse(raw);
+      const { step } = abortArgs.parse(raw);
       machine.send({ type: 'ABORT', step });
       return { state: String(machine.getSnapshot().value) };
     },
@@ -211,7 +195,7 @@ export function trainingCtl(opts: TrainingCtlOptions = {}): Record<string, CtlHa
     },
     'cache-report': (raw, d) => {
       device = d;
-      const a = cacheOpenArgs.parse(raw);
+      const a = cacheReportArgs.parse(raw);
       const c = ensureCache(a.spec, a.fingerprint);
       return { holdings: c.holdings(a.spec.samples), memory: c.memory() };
     },

@@ -9,6 +9,7 @@ import { ringAllReduce, type RingTransport } from '../../src/runtime/allreduce.t
 import { assembleRows, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from '../../src/runtime/pipeline.ts';
 import type { StageCompute, StageForwardOutput, StageInput } from '../../src/train/stage-compute.ts';
 import type { AdamW } from '../../src/train/optim.ts';
+import type { StepOutcome } from '../../src/runtime/ctl.ts';
 
 /** Forward message: rows (by sample id) of b_to and a_to. */
 export interface FwdMsg { ids: number[]; b: Float32Array; a: Float32Array }
@@ -30,15 +31,6 @@ export interface RowSource {
   rows(sampleIds: readonly number[]): { ids: Int32Array; mask: Float32Array };
   /** Predicted tokens (next-token targets) of these samples. */
   tokens(sampleIds: readonly number[]): number;
-}
-
-export interface StepOutcome {
-  /** This rank's share of the mini-batch mean loss (0 off the last stage). */
-  loss: number;
-  rows: number;
-  /** Bytes of activations and gradients this rank sent to other stages, and into the all-reduce. */
-  bytesSent: number;
-  gradNorm: number;
 }
 
 export interface StageRunnerOptions {

@@ -145,6 +145,11 @@ export function miniBatches(order: number[], batch: number): number[][] {
   return out;
 }
 
+/** The mini-batches of a 1-based epoch: a pure function of (samples, seed, epoch, batch). */
+export function epochSteps(run: { samples: number; seed: number; batch: number }, epoch: number): number[][] {
+  return miniBatches(epochOrder(run.samples, run.seed, epoch - 1), run.batch);
+}
+
 /** A fixed-length batch: (B, T) ids padded with `padId`, a 0/1 mask, and labels when present. */
 export interface Batch {
   sampleIds: number[];

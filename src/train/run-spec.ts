@@ -3,11 +3,11 @@
  * from the topology and sends it with every stage assignment, so a device (local or remote)
  * rebuilds the same model slice, data set and optimiser without reading the topology itself.
  */
-import type { ModelSource } from '../../src/model/load.ts';
-import { loadConfig } from '../../src/model/load.ts';
-import { loadJsonl, markovDataset, sequenceLength, type Dataset } from '../../src/train/data.ts';
-import type { AdamWOptions } from '../../src/train/optim.ts';
-import type { Topology } from '../../src/topology/schema.ts';
+import type { ModelSource } from '../model/load.ts';
+import { loadConfig } from '../model/load.ts';
+import { loadJsonl, markovDataset, sequenceLength, type Dataset } from './data.ts';
+import type { AdamWOptions } from './optim.ts';
+import type { Topology } from '../topology/schema.ts';
 
 export interface RunSpec {
   model: ModelSource;

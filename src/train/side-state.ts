@@ -2,9 +2,9 @@
  * Side-network parameters and AdamW state as a bus message: every array travels as a float32
  * WireTensor with its shape (zero-copy on decode), keyed by canonical parameter name.
  */
-import { WireTensor } from '../../src/tensor/index.ts';
-import type { StageCompute } from '../../src/train/stage-compute.ts';
-import type { AdamW, AdamWState } from '../../src/train/optim.ts';
+import { WireTensor } from '../tensor/index.ts';
+import type { StageCompute } from './stage-compute.ts';
+import type { AdamW, AdamWState } from './optim.ts';
 
 export interface PackedState {
   step: number;

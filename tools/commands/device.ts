@@ -6,6 +6,7 @@ import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.
 import { checkToken } from '../../src/bus/index.ts';
 import { startDevice } from '../../actors/device/actor.ts';
 import { trainingCtl } from '../../actors/stage/actor.ts';
+import { CacheActor } from '../../actors/cache/actor.ts';
 
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
@@ -53,7 +54,11 @@ export async function run(argv: string[]): Promise<number> {
 
   const device = startDevice({
     nats, run: runName, name, memoryMb, slowdown, bandwidthMbps, log,
-    ctl: trainingCtl({ log }),
+    // The stage handlers' activation cache is this device's cache actor (serves cache.<name>.put).
+    ctl: trainingCtl({
+      log,
+      openCache: (d, o) => new CacheActor({ ...o, bus: d.bus(), device: d.name, throttle: (bytes, send) => d.sim.send(bytes, send) }),
+    }),
     requestTimeoutMs: 10_000,
     compute: {
       backend: info.name,

@@ -21,7 +21,7 @@ import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from '../../actors/coordinator/actor.ts';
 import { runTraining } from '../../actors/coordinator/run-actor.ts';
-import { specFromTopology, type RunSpec } from '../../actors/stage/spec.ts';
+import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
 import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
 import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.ts';

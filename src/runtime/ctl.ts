@@ -1,0 +1,72 @@
+/**
+ * Device control (`dev.<device>.ctl`, envelope kind 'ctl', body `ctlRequest` of messages.ts): the
+ * handler seam a device process fills, and the argument and reply bodies of the training kinds
+ * that the coordinator sends and the stage handlers serve. Shared here so that neither side
+ * imports the other.
+ */
+import { z } from 'zod';
+import type { Bus } from '../bus/index.ts';
+import type { SimulatedDevice } from './simulation.ts';
+import type { RunSpec } from '../train/run-spec.ts';
+import type { PackedState } from '../train/side-state.ts';
+
+/** What a control handler sees of the device serving the request. */
+export interface CtlDevice {
+  readonly name: string;
+  /** The device's simulated slowdown and link (slowdown 1 and no bandwidth cap on real hardware). */
+  sim: SimulatedDevice;
+  /** The device's bus connection (for handlers that talk to other actors). @throws when not connected. */
+  bus(): Bus;
+}
+
+/** A control handler: gets the request's args, returns the result placed in the reply. */
+export type CtlHandler = (args: unknown, device: CtlDevice) => unknown | Promise<unknown>;
+
+const sampleIds = z.array(z.number().int().nonnegative());
+
+/** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming. */
+export const assignArgs = z.strictObject({
+  spec: z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v),
+  stages: z.array(z.strictObject({ from: z.number().int(), to: z.number().int(), devices: z.array(z.string()).min(1), shares: z.array(z.number().positive()).min(1) })).min(1),
+  stage: z.number().int().nonnegative(),
+  rank: z.number().int().nonnegative(),
+  firstStep: z.number().int().positive(),
+  state: z.unknown().optional(),
+});
+
+/** `step` and `cached-step`: rank 0 adds its side state to the reply when `withState`. */
+export const stepArgs = z.strictObject({ step: z.number().int().positive(), sampleIds: sampleIds.min(1), withState: z.boolean() });
+
+/** `fill`: forward only, caching what this rank computes. */
+export const fillArgs = z.strictObject({ sampleIds });
+
+/** `abort`: drop the step's in-flight micro-batches. */
+export const abortArgs = z.strictObject({ step: z.number().int() });
+
+/** `cache-report`: layers held per sample; opens the run's cache if the device has none yet. */
+export const cacheReportArgs = z.strictObject({ spec: assignArgs.shape.spec, fingerprint: z.string().min(1) });
+
+/** `redistribute`: `shards[k]` is the cached-phase shard of `devices[k]`. */
+export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), devices: z.array(z.string()).min(1) });
+
+/** `cached-load`: the whole side network + head from `state` (a PackedState) for the cached epochs. */
+export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: sampleIds, firstStep: z.number().int().positive(), state: z.unknown() });
+
+/** What one rank's step produced. */
+export interface StepOutcome {
+  /** This rank's share of the mini-batch mean loss (0 off the last stage). */
+  loss: number;
+  rows: number;
+  /** Bytes of activations and gradients this rank sent to other stages, and into the all-reduce. */
+  bytesSent: number;
+  gradNorm: number;
+}
+
+/** The reply of `step` and `cached-step`: what a step reports to the coordinator. */
+export interface StepReply extends StepOutcome {
+  tokens: number;
+  computeSeconds: number;
+  /** Peak of live tensor bytes plus the cache's memory tier during the step. */
+  peakBytes: number;
+  state?: PackedState;
+}
