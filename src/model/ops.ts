@@ -7,6 +7,17 @@ import * as tf from '@tensorflow/tfjs';
 
 type Grad2 = (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
+type GradFunc = (dy: tf.Tensor2D, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[];
+
+/**
+ * A customGrad gradient that frees its temporaries on return. tfjs calls gradFunc outside any
+ * tidy, so everything it makes but does not return would otherwise live until the whole backward
+ * pass ends (~50 MB per W1 side-network step, gelu and attention temporaries of every block).
+ */
+function tidied(g: GradFunc): GradFunc {
+  return (dy, saved) => tf.tidy(() => g(dy, saved));
+}
+
 /**
  * x^T @ dy for x (N, din), dy (N, dout), with the transpose on the narrower operand: wasm's
  * transpose is slow on wide tensors, so for din > dout (e.g. the side network's 512 -> 64
@@ -21,10 +32,10 @@ export const matmul: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, sav
   save([a, b]);
   return {
     value: tf.matMul(a, b),
-    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+    gradFunc: tidied((dy, saved) => {
       const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
       return [tf.matMul(dy, tf.transpose(sb)), weightGrad(sa, dy)];
-    },
+    }),
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Grad2;
 
@@ -51,10 +62,10 @@ const matmulBias: Grad3 = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, b: tf.
   save([x, w]);
   return {
     value: tf.fused.matMul({ a: x, b: w, bias: b }), // (N, dout)
-    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+    gradFunc: tidied((dy, saved) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
       return [tf.matMul(dy, tf.transpose(sw)), weightGrad(sx, dy), sumRows(dy)];
-    },
+    }),
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Grad3;
 
@@ -73,7 +84,7 @@ export function frozenLinear(x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D): t
     save([w]); // keeps w alive for backward even when the caller's tidy disposes it
     return {
       value: tf.fused.matMul({ a: xi, b: w, bias: b }), // (N, dout)
-      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => tf.matMul(dy, tf.transpose(saved[0] as tf.Tensor2D)), // (N, din)
+      gradFunc: tidied((dy, saved) => tf.matMul(dy, tf.transpose(saved[0] as tf.Tensor2D))), // (N, din)
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (x: tf.Tensor2D) => tf.Tensor2D;
   return f(x);
@@ -101,12 +112,12 @@ function layerNormOp(eps: number): Norm3 {
       save([xhat, rstd, gamma]);
       return {
         value: y,
-        gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        gradFunc: tidied((dy, saved) => {
           const [xh, r, g] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
           const gx = tf.mul(dy, g); // (N, d)
           const dx = tf.mul(tf.sub(tf.sub(gx, tf.mean(gx, -1, true)), tf.mul(xh, tf.mean(tf.mul(gx, xh), -1, true))), r);
           return [dx, sumRows(tf.mul(dy, xh) as tf.Tensor2D), sumRows(dy)];
-        },
+        }),
       };
     }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Norm3;
     layerNorms.set(eps, f);
@@ -123,7 +134,7 @@ export function inputFrozenLinear(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
     save([x]);
     return {
       value: tf.matMul(x, wi), // (N, dout)
-      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => weightGrad(saved[0] as tf.Tensor2D, dy), // (din, dout)
+      gradFunc: tidied((dy, saved) => weightGrad(saved[0] as tf.Tensor2D, dy)), // (din, dout)
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (w: tf.Tensor2D) => tf.Tensor2D;
   return f(w);
@@ -160,11 +171,11 @@ export const geluNew: Unary = tf.customGrad(((x: tf.Tensor2D, save: tf.GradSaveF
   save([x, s]);
   return {
     value: y,
-    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+    gradFunc: tidied((dy, saved) => {
       const [sx, ss] = saved as [tf.Tensor2D, tf.Tensor2D];
       const dz = tf.add(tf.mul(tf.square(sx), 2 * geluC * 3 * 0.044715), 2 * geluC); // (2z)'
       return tf.mul(dy, tf.add(ss, tf.mul(tf.mul(sx, tf.mul(ss, tf.sub(1, ss))), dz)));
-    },
+    }),
   };
 }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Unary;
 
@@ -298,7 +309,7 @@ function attentionOp(T: number, H: number, Hkv: number, hd: number): Attention {
     save([q, k, v, p]);
     return {
       value: out,
-      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      gradFunc: tidied((dy, saved) => {
         const [sq, sk, sv, sp] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
         const dos = headsRows(dy, B, T, H, hd), vts = headsCols(sv, B, T, Hkv, hd);
         const dp = tf.concat(dos.map((d, i) => tf.matMul(d, vts[kv(i)]!)), 0); // (B*H*T, T)
@@ -316,7 +327,7 @@ function attentionOp(T: number, H: number, Hkv: number, hd: number): Attention {
         const dk = mergeHeads(perKv((i) => tf.matMul(dsT[i]!, qs[i]!)), B, T, Hkv, hd);
         const dv = mergeHeads(perKv((i) => tf.matMul(pT[i]!, dos[i]!)), B, T, Hkv, hd);
         return [dq, dk, dv];
-      },
+      }),
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as Attention;
 }
