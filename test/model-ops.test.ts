@@ -132,6 +132,20 @@ test('model-ops: in-place wasm slice and unstack return the right values', () =>
   assert.equal(Array.from(parts[3].dataSync()).slice(0, 5), [15, 16, 17, 18, 19]);
 });
 
+test('model-ops: the wasm gather copies the right slices (rows, inner axis, batch dims) and refuses bad indices', () => {
+  const x = tf.tensor(Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i), [2, 3, 4]);
+  const at = (b: number, r: number, c: number) => b * 12 + r * 4 + c;
+  const rows = tf.gather(x, tf.tensor1d([1, 0, 1], 'int32'));
+  assert.equal(rows.shape, [3, 3, 4]);
+  assert.equal(Array.from(rows.dataSync()).slice(0, 13), [...Array.from({ length: 12 }, (_, i) => 12 + i), 0]);
+  const inner = tf.gather(x, tf.tensor1d([2, 0], 'int32'), 1);
+  assert.equal(Array.from(inner.dataSync()), [0, 1].flatMap((b) => [2, 0].flatMap((r) => [0, 1, 2, 3].map((c) => at(b, r, c)))));
+  const batched = tf.gather(x, tf.tensor2d([[0, 2], [1, 1]], [2, 2], 'int32'), 1, 1);
+  assert.equal(Array.from(batched.dataSync()), [[0, 2], [1, 1]].flatMap((rs, b) => rs.flatMap((r) => [0, 1, 2, 3].map((c) => at(b, r, c)))));
+  assert.equal(Array.from(tf.gather(tf.tensor1d([5, 6, 7], 'int32'), tf.tensor1d([2, 2, 0], 'int32')).dataSync()), [7, 7, 5]);
+  assert.throws(() => tf.gather(x, tf.tensor1d([3], 'int32')), /index value 3/);
+});
+
 test('model-ops: full fine-tuning reaches the embedding through gather on wasm (UnsortedSegmentSum)', async () => {
   const bb = await loadBackbone({ preset: 'tiny', seed: 2 });
   const vars = bb.makeTrainable();

@@ -5,8 +5,9 @@
  *
  * On wasm this module also registers kernels: `UnsortedSegmentSum` (missing there; the gradient
  * of `gather`, so full fine-tuning of embeddings works), in-place `Slice`/`Unpack` (the stock
- * ones copy the whole input per call, which made per-head attention 10x slower) and a sharing
- * `Identity` (the stock one copies every tensor saved for backward).
+ * ones copy the whole input per call, which made per-head attention 10x slower), a sharing
+ * `Identity` (the stock one copies every tensor saved for backward) and a `GatherV2` copying
+ * whole slices (the stock one moves element by element).
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
@@ -165,6 +166,37 @@ function unpackInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
   return outs;
 }
 
+/**
+ * Gather copying whole slices from the heap. tfjs-backend-wasm's Gather moves element by element:
+ * 8 ms for 512 rows of a (8192, 512) table (the frozen head's target rows, every loss chunk).
+ */
+function gatherInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const { x, indices } = inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
+  const a = attrs as unknown as { axis: number; batchDims: number };
+  const b = backend as unknown as WasmBackendLike;
+  const axis = tf.util.parseAxisParam(a.axis, x.shape)[0]!;
+  const ids = b.readSync(indices.dataId);
+  const dim = x.shape[axis]!;
+  for (let i = 0; i < ids.length; i++) if (!(ids[i]! >= 0 && ids[i]! < dim)) throw new Error(`GatherV2: the index value ${ids[i]} is not in [0, ${dim - 1}]`);
+  const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x as tf.Tensor, indices as tf.Tensor, axis, a.batchDims);
+  const out = b.makeOutput(info.outputShape, x.dtype);
+  if (tf.util.sizeFromShape(info.outputShape) === 0) return out;
+  // x is (batch, outer, dim, slice) and out (batch, outer, indices per batch, slice), row-major.
+  const xs = b.typedArrayFromHeap(x), os = b.typedArrayFromHeap(out);
+  const per = ids.length / info.batchSize, S = info.sliceSize;
+  let o = 0;
+  for (let bi = 0; bi < info.batchSize; bi++) {
+    for (let outer = 0; outer < info.outerSize; outer++) {
+      const base = (bi * info.outerSize + outer) * info.dimSize;
+      for (let j = 0; j < per; j++, o += S) {
+        const src = (base + ids[bi * per + j]!) * S;
+        os.set(xs.subarray(src, src + S), o);
+      }
+    }
+  }
+  return out;
+}
+
 function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
   const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
@@ -204,8 +236,9 @@ function replaceWasmKernel(kernelName: string, kernelFunc: (args: KernelArgs) =>
 
 /**
  * Registers the wasm kernels Charon needs: UnsortedSegmentSum (missing: gather's gradient),
- * in-place Slice/Unpack (the stock ones copy the whole input per call) and a sharing Identity
- * (the stock one copies every tensor saved for backward). Idempotent.
+ * in-place Slice/Unpack (the stock ones copy the whole input per call), a sharing Identity
+ * (the stock one copies every tensor saved for backward) and a GatherV2 copying whole slices.
+ * Idempotent.
  */
 export function registerWasmKernels(): void {
   if (wasmKernelsRegistered) return;
@@ -214,6 +247,7 @@ export function registerWasmKernels(): void {
   replaceWasmKernel('Slice', sliceInPlace);
   replaceWasmKernel('Unpack', unpackInPlace);
   replaceWasmKernel('Identity', identityShared);
+  replaceWasmKernel('GatherV2', gatherInPlace);
 }
 
 /**
