@@ -17,7 +17,7 @@ import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import { loadTopology } from '../src/topology/load.ts';
 import { runLocal, type LocalRunResult } from '../actors/stage/local-run.ts';
-import { loadRunData, specFromTopology } from '../src/train/run-spec.ts';
+import { loadRunData, plannedMicroBatches, specFromTopology } from '../src/train/run-spec.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -64,7 +64,7 @@ async function reference(): Promise<LocalRunResult> {
   await initBackend('wasm');
   uninterrupted = await runLocal({
     model: spec.model, data: loadRunData(spec), seqLen: spec.seqLen, stages: [{ from: 1, to: loadConfig(spec.model).nLayers, devices: ['one'], shares: [1] }],
-    epochs: spec.epochs, batch: spec.batch, microBatches: spec.microBatches, seed: spec.seed, optimizer: spec.optimizer, reduction: spec.reduction,
+    epochs: spec.epochs, batch: spec.batch, microBatches: plannedMicroBatches(spec), seed: spec.seed, optimizer: spec.optimizer, reduction: spec.reduction,
   });
   return uninterrupted;
 }

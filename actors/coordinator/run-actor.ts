@@ -114,7 +114,7 @@ export function sideCheckpointIdentity(spec: RunSpec) {
 /** Runs the whole training of `topology` on the registered devices; resolves with the run directory and summary. */
 export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const { bus, coordinator, topology, runDir } = o;
-  const spec = specFromTopology(topology);
+  let spec = specFromTopology(topology);
   const config = loadConfig(spec.model);
   const events = coordinator.events;
   const emit = (type: string, fields: Record<string, unknown>) => events.emit(type, fields);
@@ -161,7 +161,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       }),
       planRun: fromPromise<unknown, PlanInput>(async () => {
         try {
-          plan = planPipeline(profile!, { batchSize: spec.batch, samples: spec.samples, microBatchOptions: [spec.microBatches] });
+          plan = planPipeline(profile!, { batchSize: spec.batch, samples: spec.samples, ...(spec.microBatches !== undefined ? { microBatchOptions: [spec.microBatches] } : {}) });
+          spec = { ...spec, microBatches: plan.microBatches };
         } catch (err) {
           if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits: ${err.lines.join('; ')}`);
           throw err;

@@ -38,7 +38,7 @@ import {
   abortArgs, assignArgs, cachedLoadArgs, cacheReportArgs, fillArgs, redistributeArgs, stepArgs,
   type CtlDevice, type CtlHandler, type StepOutcome, type StepReply,
 } from '../../src/runtime/ctl.ts';
-import { loadRunData, type RunSpec } from '../../src/train/run-spec.ts';
+import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
 import { packState, unpackState, type PackedState } from '../../src/train/side-state.ts';
 import { BusRing, BusStageLinks } from './links.ts';
 import { cachedStep, StageRunner, type Pace } from './runner.ts';
@@ -120,7 +120,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       nextSize: a.stages[a.stage + 1]?.devices.length ?? 0, widths: { b: T * d, a: T * side.shape.width }, firstStep: a.firstStep, throttle,
     });
     const runner = new StageRunner({
-      stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: s.microBatches, compute, optimizer, links, data: rows!, pace,
+      stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: plannedMicroBatches(s), compute, optimizer, links, data: rows!, pace,
       onComputed: (ids, computed) => fill.fill(ids, computed),
     });
     stage = { backbone, side, compute, optimizer, links, runner, rank: a.rank };
@@ -227,7 +227,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       begin(d);
       const w = worker, c = cache;
       const o = await cachedStep({
-        step: a.step, sampleIds: a.sampleIds, shard: w.shard, rank: w.rank, size: w.size, microBatches: spec!.microBatches,
+        step: a.step, sampleIds: a.sampleIds, shard: w.shard, rank: w.rank, size: w.size, microBatches: plannedMicroBatches(spec!),
         compute: w.compute, optimizer: w.optimizer, ring: w.ring.ring(a.step), data: rows!, activations: (ids) => c.activations(ids), pace,
       });
       return reply(o, a.sampleIds, a.withState && w.rank === 0, w.compute, w.optimizer);

@@ -58,12 +58,13 @@ const training = z
   .strictObject({
     epochs: positiveInt.default(3),
     batch: positiveInt.default(8),
-    microBatches: positiveInt.default(4),
+    /** Micro-batches per step; omitted, the planner picks the count with the best predicted step time. */
+    microBatches: positiveInt.optional(),
     lr: z.number().positive().default(1e-3),
     seed: z.number().int().nonnegative().default(1),
     cache: cache.default({ budgetMb: 256, dir: 'cache', dtype: 'f32' }),
   })
-  .refine((t) => t.microBatches <= t.batch, { message: 'must be <= training.batch', path: ['microBatches'] });
+  .refine((t) => t.microBatches === undefined || t.microBatches <= t.batch, { message: 'must be <= training.batch', path: ['microBatches'] });
 
 const auth = z.strictObject({
   token: z.string().min(1).optional(),
@@ -102,7 +103,7 @@ export const topologySchema = z
     model,
     method,
     data,
-    training: training.default({ epochs: 3, batch: 8, microBatches: 4, lr: 1e-3, seed: 1, cache: { budgetMb: 256, dir: 'cache', dtype: 'f32' } }),
+    training: training.default({ epochs: 3, batch: 8, lr: 1e-3, seed: 1, cache: { budgetMb: 256, dir: 'cache', dtype: 'f32' } }),
     bus: bus.default({ embedded: true }),
     devices: z.array(device).min(1, 'at least one device is required'),
   })

@@ -17,7 +17,11 @@ export interface RunSpec {
   samples: number;
   epochs: number;
   batch: number;
-  microBatches: number;
+  /**
+   * Micro-batches per step when the topology pins it; otherwise the coordinator plans it and
+   * sends devices the spec with the plan's count filled in.
+   */
+  microBatches?: number;
   /** Seeds the side network's initial values and the epoch order. */
   seed: number;
   /**
@@ -35,7 +39,7 @@ export function specFromTopology(t: Topology): RunSpec {
   if (t.method.kind !== 'parallel') throw new Error(`topology ${t.run}: method.kind '${t.method.kind}' cannot run distributed; only 'parallel' (PAC) can`);
   const model: ModelSource = t.model.preset ? { preset: t.model.preset } : { dir: t.model.dir! };
   const tr = t.training;
-  const base = { model, epochs: tr.epochs, batch: tr.batch, microBatches: tr.microBatches, seed: tr.seed, optimizer: { lr: tr.lr }, reduction: t.method.k, cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype } };
+  const base = { model, epochs: tr.epochs, batch: tr.batch, ...(tr.microBatches !== undefined ? { microBatches: tr.microBatches } : {}), seed: tr.seed, optimizer: { lr: tr.lr }, reduction: t.method.k, cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype } };
   if (t.data.markov) {
     const m = t.data.markov;
     return { ...base, data: { markov: { sequences: m.sequences, seqLen: m.seqLen, seed: m.seed } }, seqLen: m.seqLen, samples: m.sequences };
@@ -53,4 +57,10 @@ export function loadRunData(spec: RunSpec): Dataset {
     return markovDataset({ vocab: config.vocabSize, sequences: m.sequences, length: m.seqLen, seed: m.seed });
   }
   return loadJsonl(spec.data.file, { vocabSize: config.vocabSize });
+}
+
+/** The micro-batch count of a deployed spec. @throws Error when nobody planned it (a coordinator bug). */
+export function plannedMicroBatches(spec: RunSpec): number {
+  if (spec.microBatches === undefined) throw new Error('run spec has no micro-batch count: the coordinator fills it in from the plan before deploying');
+  return spec.microBatches;
 }

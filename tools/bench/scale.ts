@@ -25,7 +25,7 @@ const usage = `usage: charon bench scale [--preset w1|tiny] [--sequences N] [--e
   --sequences N       Markov sequences (default 256, the W1 workload; fewer for a quick run)
   --epochs E          epochs (default 3; >= 2 so that a cached epoch runs)
   --batch B           mini-batch (default 8)
-  --micro-batches M   micro-batches per step (default 8: one sample each, short compute bursts)
+  --micro-batches M   pin the micro-batches per step (default: the planner picks, per device count)
   --keep DIR          keep both run directories under DIR (default: a temp dir, removed)
   --json              one JSON document on stdout`;
 
@@ -44,12 +44,12 @@ interface RunFigures {
   peakBytesPerDevice: Record<string, number>;
 }
 
-function topology(preset: string, devices: number, o: { sequences: number; epochs: number; batch: number; micro: number }): Record<string, unknown> {
+function topology(preset: string, devices: number, o: { sequences: number; epochs: number; batch: number; micro: number | undefined }): Record<string, unknown> {
   const seqLen = presets[preset as keyof typeof presets].maxPositions;
   return {
     run: `scale-${devices}`, model: { preset }, method: { kind: 'parallel', k: 8 },
     data: { markov: { sequences: o.sequences, seqLen, seed: 1 } },
-    training: { epochs: o.epochs, batch: o.batch, microBatches: o.micro, lr: 1e-3, seed: 1, cache: { budgetMb: 4096, dir: 'cache', dtype: 'f32' } },
+    training: { epochs: o.epochs, batch: o.batch, ...(o.micro !== undefined ? { microBatches: o.micro } : {}), lr: 1e-3, seed: 1, cache: { budgetMb: 4096, dir: 'cache', dtype: 'f32' } },
     devices: Array.from({ length: devices }, (_, i) => ({ name: `dev${i}`, memoryMb: 4096 })),
   };
 }
@@ -106,9 +106,9 @@ export async function run(argv: string[]): Promise<number> {
     sequences: num(args, 'sequences', 256, { integer: true, min: 2 }),
     epochs: num(args, 'epochs', 3, { integer: true, min: 2 }),
     batch: num(args, 'batch', 8, { integer: true, min: 1 }),
-    micro: num(args, 'micro-batches', 8, { integer: true, min: 1 }),
+    micro: str(args, 'micro-batches') === undefined ? undefined : num(args, 'micro-batches', 0, { integer: true, min: 1 }),
   };
-  if (o.micro > o.batch) throw new CliError(`--micro-batches ${o.micro} exceeds --batch ${o.batch}`);
+  if (o.micro !== undefined && o.micro > o.batch) throw new CliError(`--micro-batches ${o.micro} exceeds --batch ${o.batch}`);
   const keep = str(args, 'keep');
   const dir = keep ?? mkdtempSync(join(tmpdir(), 'charon-bench-scale-'));
   mkdirSync(dir, { recursive: true });
