@@ -14,7 +14,7 @@ import { markovDataset, makeBatch } from '../src/train/data.ts';
 
 test('stage compute: the paced loss backward equals autodiff of the whole loss', async () => {
   await initBackend('wasm');
-  const T = 32, rows = 5; // 160 rows: two head chunks of 4 sequences and 1 sequence
+  const T = 32, rows = 17; // 544 rows: two head chunks of 16 sequences and 1 sequence
   const backbone = await loadBackbone({ preset: 'tiny' }, { from: 1, to: 2, embed: true, head: true });
   const side = new SideNetwork(backbone.config, { from: 1, to: 2, hasDown0: true, hasUp: true }, { seed: 3, reduction: 8 });
   // up starts at zero (no gradient would reach the blocks): give it values first.

@@ -41,8 +41,12 @@ export interface StageForwardOutput {
  */
 interface Kept { acts: Map<number, tf.Tensor2D>; aIn: tf.Tensor2D | null; out: tf.Tensor2D | null; partial: tf.Tensor2D[]; rows: number }
 
-/** Rows of the frozen head's loss computed between two yields: whole sequences, about 128 rows. */
-const HEAD_CHUNK_ROWS = 128;
+/**
+ * Rows of the frozen head's loss computed between two yields: whole sequences, about 512 rows
+ * (frozenHeadCrossEntropy's own chunk). W1 cached step of 8 rows: 128-row chunks 1200 ms, 256
+ * 1160 ms, 512 1120 ms; a 512-row W1 chunk blocks the event loop ~0.45 s, inside LOST_AFTER_MS.
+ */
+const HEAD_CHUNK_ROWS = 512;
 
 export class StageCompute {
   readonly first: boolean;
