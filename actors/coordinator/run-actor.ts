@@ -27,6 +27,8 @@ import { planCachedPhase } from '../../src/plan/cached.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/runtime/pipeline.ts';
 import type { Topology } from '../../src/topology/schema.ts';
+import { epochSteps } from '../../src/train/data.ts';
+import { balanceShards } from './balance.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
@@ -238,7 +240,9 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const holdings = new Map(Array.from({ length: spec.samples }, (_, j) => [j, cachedRanks
           .map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j] ?? 0) * entryBytes })).filter((h) => h.bytes > 0)]));
         const cachedPlan = planCachedPhase(cachedRanks.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })), [...holdings.keys()], holdings);
-        const shards = cachedPlan.shards.map((s) => s.samples);
+        const cachedSteps = Array.from({ length: Math.max(0, spec.epochs - 1) }, (_, e) => epochSteps(spec, e + 2)).flat();
+        const shards = cachedSteps.length === 0 ? cachedPlan.shards.map((s) => s.samples)
+          : balanceShards(cachedPlan.shards.map((s) => s.samples.length), cachedSteps, (k, j) => (holdings.get(j) ?? []).some((h) => h.device === cachedRanks[k]));
         const moved = await broadcast<{ bytesOut: number }>(cachedRanks, 'redistribute', () => ({ shards, devices: cachedRanks }), 30 * CTL_TIMEOUT_MS);
         const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
         bytes.redistribution += sent;
