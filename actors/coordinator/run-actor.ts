@@ -7,7 +7,9 @@
  *   fits nowhere fails the run with the planner's explanation.
  * - deployPlan: `assign` to every stage rank on dev.<d>.ctl (each loads only its layers).
  * - trainStep: `step` (pipeline epoch) or `cached-step` to every participant at once; rank 0 of
- *   every stage (every device's rank 0 in the cached phase) returns its side state.
+ *   every stage group (the one rank 0 of the cached phase) returns its side state while the
+ *   coordinator has none, afterwards only its group's reduced gradient, on which the coordinator
+ *   replays the devices' AdamW update bit for bit (src/train/side-state.ts replayStep).
  * - commitStep: side-network checkpoint (src/train/checkpoint.ts), state.json, metrics.jsonl.
  * - redistribute: release the stages, ask every cache what it holds, shard by speed keeping
  *   entries where they are (src/plan/cached.ts), move the rest cache-to-cache, load the
@@ -32,7 +34,7 @@ import { balanceShards } from './balance.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
-import { mergeStates, repackState, unpackState, type PackedState, type SideState } from '../../src/train/side-state.ts';
+import { mergeStates, repackState, replayStep, unpackState, type PackedGrads, type PackedState, type SideState } from '../../src/train/side-state.ts';
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
 import { measuredProfile, modelShape } from './profile.ts';
@@ -196,8 +198,9 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         lastStep = input.step;
         const cached = input.phase === 'cached';
         const who = cached ? cachedRanks.map((d, rank) => ({ device: d, rank })) : participants();
-        const args = (d: string) => ({ step: input.step, sampleIds: input.sampleIds, withState: who.find((p) => p.device === d)!.rank === 0 });
-        let replies: Map<string, StepReply>;
+        const withState = state === null;
+        const args = (d: string) => ({ step: input.step, sampleIds: input.sampleIds, withState: withState && who.find((p) => p.device === d)!.rank === 0 });
+        let replies: Map<string, StepReply & { grads?: PackedGrads }>;
         try {
           replies = await broadcast<StepReply>(who.map((p) => p.device), cached ? 'cached-step' : 'step', args, o.stepTimeoutMs ?? 600_000);
         } catch (err) {
@@ -205,8 +208,16 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           throw err;
         }
         const all = [...replies.values()];
-        const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));
-        state = mergeStates(states);
+        const groups = cached ? 1 : layout.length;
+        if (withState) {
+          const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));
+          if (states.length !== groups) throw new Error(`step ${input.step}: ${states.length} of ${groups} stage groups returned their side state`);
+          state = mergeStates(states);
+        } else {
+          const grads = all.flatMap((r) => (r.grads ? [r.grads] : []));
+          if (grads.length !== groups) throw new Error(`step ${input.step}: ${grads.length} of ${groups} stage groups returned their reduced gradient`);
+          replayStep(state!, spec.optimizer, grads);
+        }
         const sent = all.reduce((a, r) => a + r.bytesSent, 0);
         bytes[cached ? 'cached' : 'pipeline'] += sent;
         const result: StepResult = {

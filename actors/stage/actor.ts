@@ -5,7 +5,8 @@
  *   assign        {spec, stages, stage, rank, firstStep, state?}  load this stage rank: only its
  *                 backbone layers (plus embedding / head on the first / last stage) and side blocks
  *   step          {step, sampleIds, withState}   one 1F1B step; rank 0 of a stage adds its side
- *                 parameters and AdamW state when `withState` (the coordinator's checkpoint)
+ *                 parameters and AdamW state when `withState`, else its group's reduced gradient
+ *                 (`grads`, side-state.ts PackedGrads: the coordinator replays the update)
  *   abort         {step}                         drop the step's in-flight micro-batches
  *   fill          {sampleIds}                    forward only through the pipeline, caching what
  *                 this rank computes (a resumed run refilling caches lost with old processes)
@@ -39,9 +40,9 @@ import {
   type CtlDevice, type CtlHandler, type StepOutcome, type StepReply,
 } from '../../src/runtime/ctl.ts';
 import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
-import { packState, unpackState, type PackedState } from '../../src/train/side-state.ts';
+import { packGrads, packState, unpackState, type PackedGrads, type PackedState } from '../../src/train/side-state.ts';
 import { BusRing, BusStageLinks } from './links.ts';
-import { cachedStep, StageRunner, type Pace } from './runner.ts';
+import { cachedStep, StageRunner, type Pace, type RankOutcome } from './runner.ts';
 import { stageMachine } from './machine.ts';
 import { rowSource } from './local-run.ts';
 
@@ -75,7 +76,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   let rows: ReturnType<typeof rowSource> | null = null;
   let device: CtlDevice | null = null;
   let pendingAssign: z.output<typeof assignArgs> | null = null;
-  let outcome: StepOutcome | null = null;
+  let outcome: RankOutcome | null = null;
   let peak = 0, computeMs = 0;
 
   const bus = (): Bus => device!.bus();
@@ -150,8 +151,10 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   })).start();
 
   const begin = (d: CtlDevice) => { device = d; peak = 0; computeMs = 0; sample(); };
-  const reply = (o: StepOutcome, ids: number[], withState: boolean, c: StageCompute, opt: AdamW): StepReply => ({
-    ...o, tokens: rows!.tokens(ids), computeSeconds: computeMs / 1000, peakBytes: peak, ...(withState ? { state: packState(c, opt) } : {}),
+  /** Rank 0 adds the full state when asked, else the reduced gradient it applied. */
+  const reply = ({ reduced, ...o }: RankOutcome, ids: number[], rank: number, withState: boolean, c: StageCompute, opt: AdamW): StepReply & { grads?: PackedGrads } => ({
+    ...o, tokens: rows!.tokens(ids), computeSeconds: computeMs / 1000, peakBytes: peak,
+    ...(rank !== 0 ? {} : withState ? { state: packState(c, opt) } : { grads: packGrads(c, reduced) }),
   });
 
   return {
@@ -173,7 +176,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       machine.send({ type: 'RUN_STEP', step: a.step, sampleIds: a.sampleIds });
       const s = await waitFor(machine, (x) => x.value === 'ready', { timeout: Infinity });
       if (!outcome || s.context.committed !== a.step) throw new Error(`step ${a.step} failed${s.context.error ? `: ${s.context.error}` : ' (aborted)'}`);
-      return reply(outcome, a.sampleIds, a.withState && stage!.rank === 0, stage!.compute, stage!.optimizer);
+      return reply(outcome, a.sampleIds, stage!.rank, a.withState, stage!.compute, stage!.optimizer);
     },
     fill: async (raw, d) => {
       const { sampleIds } = fillArgs.parse(raw);
@@ -230,7 +233,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
         step: a.step, sampleIds: a.sampleIds, shard: w.shard, rank: w.rank, size: w.size, microBatches: plannedMicroBatches(spec!),
         compute: w.compute, optimizer: w.optimizer, ring: w.ring.ring(a.step), data: rows!, activations: (ids) => c.activations(ids), pace,
       });
-      return reply(o, a.sampleIds, a.withState && w.rank === 0, w.compute, w.optimizer);
+      return reply(o, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);
     },
     finish: async () => {
       if (machine.getSnapshot().value === 'ready') {

@@ -68,7 +68,7 @@ const forwardPaced = (compute: StageCompute, pace: Pace, mb: number, rows: numbe
 export class StageRunner {
   constructor(private readonly o: StageRunnerOptions) {}
 
-  async runStep(step: number, sampleIds: number[]): Promise<StepOutcome> {
+  async runStep(step: number, sampleIds: number[]): Promise<RankOutcome> {
     const { stages, stage, rank, compute, links, data } = this.o;
     const pace = this.o.pace ?? direct;
     const me = stages[stage]!, prev = stages[stage - 1], next = stages[stage + 1];
@@ -126,7 +126,7 @@ export class StageRunner {
     const reduced = await ringAllReduce(grads, rank, size, links.ring(step));
     if (size > 1) bytesSent += (2 * (size - 1) * grads.byteLength) / size;
     const report = await pace(() => compute.apply(reduced, this.o.optimizer));
-    return { loss, rows, bytesSent, gradNorm: report.gradNorm };
+    return { loss, rows, bytesSent, gradNorm: report.gradNorm, reduced };
   }
   /**
    * Forward only, no loss, no update: runs `sampleIds` through the stages in micro-batches of the
@@ -169,6 +169,9 @@ export class StageRunner {
 }
 
 
+/** A rank's step outcome plus the reduced gradient it applied (rank 0 ships it to the coordinator). */
+export type RankOutcome = StepOutcome & { reduced: Float32Array };
+
 /**
  * A cached-epoch step on one device: its rows of the mini-batch (those in its shard) forward and
  * backward from cached activations through the whole side network, then a ring all-reduce over
@@ -179,7 +182,7 @@ export async function cachedStep(o: {
   compute: StageCompute; optimizer: AdamW; ring: RingTransport; data: RowSource;
   activations(sampleIds: readonly number[]): Float32Array[];
   pace?: Pace;
-}): Promise<StepOutcome> {
+}): Promise<RankOutcome> {
   const pace = o.pace ?? direct;
   const mineAll = o.sampleIds.filter((id) => o.shard.has(id));
   const stepTokens = o.data.tokens(o.sampleIds);
@@ -193,5 +196,5 @@ export async function cachedStep(o: {
   const grads = o.compute.flatGradients();
   const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);
   const report = await pace(() => o.compute.apply(reduced, o.optimizer));
-  return { loss, rows: mineAll.length, bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0, gradNorm: report.gradNorm };
+  return { loss, rows: mineAll.length, bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0, gradNorm: report.gradNorm, reduced };
 }

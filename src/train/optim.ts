@@ -70,33 +70,17 @@ export class AdamW {
    * left untouched). Consumes nothing: the caller disposes `grads`.
    */
   apply(params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>): StepReport {
-    const o = this.options;
-    const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999, eps = o.eps ?? 1e-8, wd = o.weightDecay ?? 0;
     const names = [...grads.keys()].filter((n) => params.has(n)).sort();
-    this.stepCount += 1;
-    const t = this.stepCount;
-    const lr = learningRate(o, t);
     const gs = names.map((n) => grads.get(n)!.dataSync() as Float32Array);
-    const gradNorm = globalNorm(gs);
-    const clip = o.maxGradNorm && o.maxGradNorm > 0 && gradNorm > o.maxGradNorm ? o.maxGradNorm / (gradNorm + 1e-6) : 1;
-    const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
+    const state: AdamWState = { step: this.stepCount, m: this.m, v: this.v };
+    const xs = names.map((n) => ({ data: params.get(n)!.dataSync() as Float32Array, rank: params.get(n)!.rank }));
+    const { outs, report } = adamwStep(this.options, state, names, xs, gs);
+    this.stepCount = state.step;
     names.forEach((name, j) => {
       const p = params.get(name)!;
-      const g = gs[j]!;
-      let m = this.m.get(name), v = this.v.get(name);
-      if (!m || !v) {
-        m = new Float32Array(p.size);
-        v = new Float32Array(p.size);
-        this.m.set(name, m);
-        this.v.set(name, v);
-      }
-      const x = p.dataSync() as Float32Array;
-      const out = new Float32Array(p.size);
-      const decay = wd > 0 && p.rank >= 2 ? 1 - lr * wd : 1;
-      adamwUpdate(out, x, g, m, v, { clip, b1, b2, eps, c1, c2, lr, decay });
-      tf.tidy(() => p.assign(tf.tensor(out, p.shape)));
+      tf.tidy(() => p.assign(tf.tensor(outs[j]!, p.shape)));
     });
-    return { lr, gradNorm };
+    return report;
   }
 
   /** A copy of the state as typed arrays (for checkpoints). */
@@ -125,6 +109,38 @@ export class AdamW {
     this.m.clear();
     this.v.clear();
   }
+}
+
+/**
+ * One AdamW step over plain arrays: the single code path behind `AdamW.apply` and the
+ * coordinator's replay of a device's update (src/train/side-state.ts `replayStep`), so both round
+ * identically. `names` are in update order (sorted), `xs[j]` the current values of `names[j]`
+ * (its rank decides weight decay), `gs[j]` its gradient. Advances `state.step`, updates the
+ * moments in place (creating zero moments for a parameter seen first) and returns new values.
+ */
+export function adamwStep(o: AdamWOptions, state: AdamWState, names: string[], xs: { data: Float32Array; rank: number }[], gs: Float32Array[]): { outs: Float32Array[]; report: StepReport } {
+  const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999, eps = o.eps ?? 1e-8, wd = o.weightDecay ?? 0;
+  state.step += 1;
+  const t = state.step;
+  const lr = learningRate(o, t);
+  const gradNorm = globalNorm(gs);
+  const clip = o.maxGradNorm && o.maxGradNorm > 0 && gradNorm > o.maxGradNorm ? o.maxGradNorm / (gradNorm + 1e-6) : 1;
+  const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
+  const outs = names.map((name, j) => {
+    const x = xs[j]!;
+    let m = state.m.get(name), v = state.v.get(name);
+    if (!m || !v) {
+      m = new Float32Array(x.data.length);
+      v = new Float32Array(x.data.length);
+      state.m.set(name, m);
+      state.v.set(name, v);
+    }
+    const out = new Float32Array(x.data.length);
+    const decay = wd > 0 && x.rank >= 2 ? 1 - lr * wd : 1;
+    adamwUpdate(out, x.data, gs[j]!, m, v, { clip, b1, b2, eps, c1, c2, lr, decay });
+    return out;
+  });
+  return { outs, report: { lr, gradNorm } };
 }
 
 interface UpdateScalars { clip: number; b1: number; b2: number; eps: number; c1: number; c2: number; lr: number; decay: number }

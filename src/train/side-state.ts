@@ -1,10 +1,12 @@
 /**
  * Side-network parameters and AdamW state as a bus message: every array travels as a float32
- * WireTensor with its shape (zero-copy on decode), keyed by canonical parameter name.
+ * WireTensor with its shape (zero-copy on decode), keyed by canonical parameter name. After the
+ * first step of a run the coordinator keeps its copy current from each stage's reduced gradient
+ * alone (`packGrads` / `replayStep`: a third of the bytes of the full state).
  */
 import { WireTensor } from '../tensor/index.ts';
 import type { StageCompute } from './stage-compute.ts';
-import type { AdamW, AdamWState } from './optim.ts';
+import { adamwStep, type AdamW, type AdamWOptions, type AdamWState } from './optim.ts';
 
 export interface PackedState {
   step: number;
@@ -62,4 +64,48 @@ export function mergeStates(parts: SideState[]): SideState {
 export function repackState(s: SideState): PackedState {
   const wire = (m: Map<string, Float32Array>) => Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', s.shapes.get(n) ?? [x.length], x)]));
   return { step: s.optimizer.step, params: wire(s.params), m: wire(s.optimizer.m), v: wire(s.optimizer.v) };
+}
+
+/** A stage's reduced gradient of one step, by parameter name (views into the flat vector). */
+export type PackedGrads = Record<string, WireTensor<'float32'>>;
+
+/** `flat` (the reduced gradient in `compute.names()` order) split by parameter, for the coordinator. */
+export function packGrads(compute: StageCompute, flat: Float32Array): PackedGrads {
+  const params = compute.side.parameters();
+  const out: PackedGrads = {};
+  let at = 0;
+  for (const name of compute.names()) {
+    const p = params.get(name)!;
+    out[name] = new WireTensor('float32', p.shape, flat.subarray(at, at + p.size));
+    at += p.size;
+  }
+  return out;
+}
+
+/**
+ * Replays on `state` the AdamW step every stage group applied this step, one entry of `groups`
+ * per group (a group clips by its own gradient norm, as its devices do). Runs the devices' code
+ * (optim.ts `adamwStep`) on the same float32 inputs in the same order, so the parameters and
+ * moments end bit-identical to the devices'. Advances the step count once.
+ * @throws Error naming a gradient that matches no parameter of `state` in size.
+ */
+export function replayStep(state: SideState, options: AdamWOptions, groups: PackedGrads[]): void {
+  const base = state.optimizer.step;
+  // Every gradient is checked before anything changes: a bad reply leaves the state as it was.
+  const checked = groups.map((g) => {
+    const names = Object.keys(g).sort();
+    return { names, gs: names.map((n) => {
+      const t = g[n];
+      const x = state.params.get(n);
+      if (!(t instanceof WireTensor) || t.dtype !== 'float32') throw new Error(`side state: gradient ${n} is not a float32 tensor`);
+      if (!x || x.length !== t.data.length) throw new Error(`side state: gradient ${n} matches no parameter of the same size`);
+      return t.data as Float32Array;
+    }) };
+  });
+  for (const { names, gs } of checked) {
+    const opt: AdamWState = { step: base, m: state.optimizer.m, v: state.optimizer.v };
+    const { outs } = adamwStep(options, opt, names, names.map((n) => ({ data: state.params.get(n)!, rank: state.shapes.get(n)?.length ?? 1 })), gs);
+    names.forEach((n, j) => state.params.set(n, outs[j]!));
+  }
+  state.optimizer.step = base + 1;
 }
