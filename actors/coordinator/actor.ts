@@ -30,6 +30,11 @@ export interface Coordinator {
   /** Resolves when every expected device is alive (at once if they already are). */
   whenAssembled(): Promise<void>;
   status(): StatusReply;
+  /**
+   * The run is over: devices leaving from now on are the shutdown, not an incomplete run. The
+   * registry and status requests keep working until stop().
+   */
+  windDown(): void;
   /** Unsubscribes, stops liveness timers and the machine. The bus stays open (it is the caller's). */
   stop(): void;
 }
@@ -100,6 +105,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
       const sub = machine.actor.subscribe(check);
       check(machine.actor.getSnapshot());
     }),
+    windDown: () => { machine.actor.send({ type: 'STOP' }); },
     stop: () => {
       inbox.close();
       stopRegistry();

@@ -108,6 +108,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
+    coordinator?.windDown();
     for (const s of supervisors) s.stop();
     await Promise.all([...children].map((c) => exited(c, 5000)));
     coordinator?.stop();
