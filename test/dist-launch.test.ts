@@ -5,6 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { relDiff } from './fixtures/compare.ts';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -65,16 +66,6 @@ function start(file: string, runDir: string, onEvent: (e: Ev) => void = () => {}
 const launch = (file: string, runDir: string, extra: string[] = []) => start(file, runDir, undefined, extra).done;
 
 const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
-
-function relDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  assert.equal([...a.keys()].sort(), [...b.keys()].sort());
-  let num = 0, den = 0;
-  for (const [n, x] of a) {
-    const y = b.get(n)!;
-    for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += x[i]! ** 2; }
-  }
-  return Math.sqrt(num / den);
-}
 
 async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<void> {
   const file = ciTopology(name);

@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { relDiff } from './fixtures/compare.ts';
 import { initBackend } from '../src/model/backend.ts';
 import { markovDataset } from '../src/train/data.ts';
 import { runLocal, type LocalRunOptions } from '../actors/stage/local-run.ts';
@@ -9,16 +10,6 @@ const data = markovDataset({ vocab: 256, sequences: 12, length: 16, seed: 3 });
 const base: Omit<LocalRunOptions, 'stages'> = {
   model: { preset: 'tiny', seed: 5 }, data, seqLen: 16, epochs: 2, batch: 6, microBatches: 3, seed: 11, optimizer: { lr: 1e-2 },
 };
-
-function relDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  assert.equal([...a.keys()].sort(), [...b.keys()].sort());
-  let num = 0, den = 0;
-  for (const [n, x] of a) {
-    const y = b.get(n)!;
-    for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += x[i]! ** 2; }
-  }
-  return Math.sqrt(num / den);
-}
 
 const one: StageLayout[] = [{ from: 1, to: 2, devices: ['a'], shares: [1] }];
 const two: StageLayout[] = [{ from: 1, to: 1, devices: ['a'], shares: [1] }, { from: 2, to: 2, devices: ['b'], shares: [1] }];

@@ -5,6 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { relDiff } from './fixtures/compare.ts';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -45,16 +46,6 @@ function launch(args: string[], interruptWhen?: (e: Ev) => boolean) {
     if (!sent && interruptWhen?.(e)) { sent = true; child.kill('SIGINT'); }
   });
   return new Promise<{ code: number; events: Ev[]; stderr: string }>((res) => child.once('close', (code) => res({ code: code ?? -1, events, stderr })));
-}
-
-function relDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  assert.equal([...a.keys()].sort(), [...b.keys()].sort());
-  let num = 0, den = 0;
-  for (const [n, x] of a) {
-    const y = b.get(n)!;
-    for (let i = 0; i < x.length; i++) { num += (x[i]! - y[i]!) ** 2; den += x[i]! ** 2; }
-  }
-  return Math.sqrt(num / den);
 }
 
 let uninterrupted: LocalRunResult | null = null;
