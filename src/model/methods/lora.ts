@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { linear } from '../ops.ts';
 import type { Backbone, LayerHooks, ModelConfig, ProjectionName } from '../types.ts';
 import { initVariable } from './init.ts';
-import { backboneHidden, requireWholeBackbone, withDefaults, type FineTuneMethod, type MethodOptions } from './method.ts';
+import { HookedMethod, withDefaults, type MethodOptions } from './method.ts';
 
 /** (input, output) widths of a block projection. */
 export function projectionShape(config: ModelConfig, name: ProjectionName): [number, number] {
@@ -24,14 +24,13 @@ export function projectionShape(config: ModelConfig, name: ProjectionName): [num
   }
 }
 
-export class LoraMethod implements FineTuneMethod {
+export class LoraMethod extends HookedMethod {
   readonly name = 'lora' as const;
-  private readonly params = new Map<string, tf.Variable>();
   private readonly scale: number;
-  private readonly hooks: LayerHooks;
+  protected readonly hooks: LayerHooks;
 
-  constructor(private readonly backbone: Backbone, options: MethodOptions, seed: number) {
-    requireWholeBackbone(backbone, 'lora');
+  constructor(backbone: Backbone, options: MethodOptions, seed: number) {
+    super(backbone, 'lora');
     const { rank, alpha, targets } = withDefaults(options);
     if (targets.includes('mlp_gate') && backbone.config.family !== 'llama') throw new Error(`method lora: target mlp_gate exists only in the llama family, not ${backbone.config.family}`);
     this.scale = alpha / rank;
@@ -52,18 +51,5 @@ export class LoraMethod implements FineTuneMethod {
         return y.add(linear(xa, b as tf.Tensor2D)); // (N, dout)
       },
     };
-  }
-
-  parameters(): Map<string, tf.Variable> {
-    return this.params;
-  }
-
-  hidden(ids: tf.Tensor2D): tf.Tensor2D {
-    return backboneHidden(this.backbone, ids, this.hooks);
-  }
-
-  dispose(): void {
-    for (const v of this.params.values()) v.dispose();
-    this.params.clear();
   }
 }

@@ -68,3 +68,30 @@ export function backboneHidden(backbone: Backbone, ids: tf.Tensor2D, hooks?: Lay
   for (let i = 1; i <= backbone.config.nLayers; i++) h = backbone.layer(i, h, seqLen, hooks); // (B*T, d)
   return backbone.finalNorm(h);
 }
+
+/**
+ * A method whose trainable variables act through hooks in the backbone's forward pass (LoRA,
+ * serial adapters). Subclasses fill `params` and set `hooks` in their constructor.
+ */
+export abstract class HookedMethod implements FineTuneMethod {
+  abstract readonly name: MethodName;
+  protected readonly params = new Map<string, tf.Variable>();
+  protected abstract readonly hooks: LayerHooks;
+
+  constructor(protected readonly backbone: Backbone, method: MethodName) {
+    requireWholeBackbone(backbone, method);
+  }
+
+  parameters(): Map<string, tf.Variable> {
+    return this.params;
+  }
+
+  hidden(ids: tf.Tensor2D): tf.Tensor2D {
+    return backboneHidden(this.backbone, ids, this.hooks);
+  }
+
+  dispose(): void {
+    for (const v of this.params.values()) v.dispose();
+    this.params.clear();
+  }
+}

@@ -8,15 +8,14 @@ import * as tf from '@tensorflow/tfjs';
 import { geluNew, linear, silu } from '../ops.ts';
 import type { Backbone, LayerHooks } from '../types.ts';
 import { initVariable } from './init.ts';
-import { backboneHidden, requireWholeBackbone, withDefaults, type FineTuneMethod, type MethodOptions } from './method.ts';
+import { HookedMethod, withDefaults, type MethodOptions } from './method.ts';
 
-export class SerialMethod implements FineTuneMethod {
+export class SerialMethod extends HookedMethod {
   readonly name = 'serial' as const;
-  private readonly params = new Map<string, tf.Variable>();
-  private readonly hooks: LayerHooks;
+  protected readonly hooks: LayerHooks;
 
-  constructor(private readonly backbone: Backbone, options: MethodOptions, seed: number) {
-    requireWholeBackbone(backbone, 'serial');
+  constructor(backbone: Backbone, options: MethodOptions, seed: number) {
+    super(backbone, 'serial');
     const { bottleneck: m } = withDefaults(options);
     const d = backbone.config.dModel;
     const add = (name: string, shape: number[], init: Parameters<typeof initVariable>[3]) => this.params.set(name, initVariable(seed, name, shape, init));
@@ -38,18 +37,5 @@ export class SerialMethod implements FineTuneMethod {
         return h.add(linear(z, w('up.weight') as tf.Tensor2D, w('up.bias') as tf.Tensor1D)); // (N, d)
       },
     };
-  }
-
-  parameters(): Map<string, tf.Variable> {
-    return this.params;
-  }
-
-  hidden(ids: tf.Tensor2D): tf.Tensor2D {
-    return backboneHidden(this.backbone, ids, this.hooks);
-  }
-
-  dispose(): void {
-    for (const v of this.params.values()) v.dispose();
-    this.params.clear();
   }
 }
