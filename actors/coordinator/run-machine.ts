@@ -82,18 +82,12 @@ export type RunEvent =
   | { type: 'DEVICE_JOINED'; device: string }
   | { type: 'DEVICE_LOST'; device: string; reason?: string };
 
-export interface RunContext {
+/** The persisted run (always with the totals of the epoch in progress) plus what lives only in memory. */
+export interface RunContext extends PersistedRun {
   input: RunInput;
   devices: string[];
   profile: unknown;
   plan: unknown;
-  epoch: number;
-  stepInEpoch: number;
-  step: number;
-  ledger: LedgerJson;
-  checkpointRef: string | null;
-  epochs: EpochRecord[];
-  /** Running totals of the epoch in progress. */
   current: EpochTotals;
   lastResult: StepResult | null;
   peakBytes: Record<string, number>;
