@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chunkBounds, memoryRing, ringAllReduce } from '../src/runtime/allreduce.ts';
+import { chunkBounds, memoryRing, ringAllReduce } from '../src/engine/index.ts';
 import { createRng } from '../src/train/rng.ts';
 
 function vectors(size: number, length: number, seed: number): Float32Array[] {

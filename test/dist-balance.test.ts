@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { balanceShards } from '../actors/coordinator/balance.ts';
+import { balanceShards } from '../src/plan/balance.ts';
 import { epochSteps } from '../src/train/data.ts';
 
 const run = { samples: 32, seed: 1, batch: 8 };

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
-import { ringAllReduce } from '../src/runtime/allreduce.ts';
-import { BusStageLinks } from '../actors/stage/links.ts';
+import { ringAllReduce } from '../src/engine/index.ts';
+import { BusStageLinks } from '../src/engine/index.ts';
 
 let server: NatsServer, dir: string;
 const buses: Bus[] = [];

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/model/backend.ts';
 import { loadBackbone } from '../src/model/load.ts';
 import { SideNetwork } from '../src/model/methods/side-network.ts';
-import { StageCompute } from '../src/train/stage-compute.ts';
+import { StageCompute } from '../src/engine/index.ts';
 import { crossEntropy, nextTokenTargets } from '../src/train/loss.ts';
 import { markovDataset, makeBatch } from '../src/train/data.ts';
 

@@ -3,8 +3,8 @@ import * as assert from 'uvu/assert';
 import { relDiff } from './fixtures/compare.ts';
 import { initBackend } from '../src/model/backend.ts';
 import { markovDataset } from '../src/train/data.ts';
-import { runLocal, type LocalRunOptions } from '../actors/stage/local-run.ts';
-import type { StageLayout } from '../src/runtime/pipeline.ts';
+import { runLocal, type LocalRunOptions } from '../src/engine/index.ts';
+import type { StageLayout } from '../src/engine/index.ts';
 
 const data = markovDataset({ vocab: 256, sequences: 12, length: 16, seed: 3 });
 const base: Omit<LocalRunOptions, 'stages'> = {

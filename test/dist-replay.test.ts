@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/model/backend.ts';
 import { AdamW, type AdamWOptions } from '../src/train/optim.ts';
-import { replayStep, type PackedGrads, type SideState } from '../src/train/side-state.ts';
+import { replayStep, type PackedGrads, type SideState } from '../src/engine/index.ts';
 import { packValue, unpackValue, WireTensor } from '../src/tensor/index.ts';
 
 /** Deterministic pseudo-random floats. */

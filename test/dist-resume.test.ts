@@ -17,7 +17,7 @@ import { loadConfig } from '../src/model/load.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import { loadTopology } from '../src/topology/load.ts';
-import { runLocal, type LocalRunResult } from '../actors/stage/local-run.ts';
+import { runLocal, type LocalRunResult } from '../src/engine/index.ts';
 import { loadRunData, plannedMicroBatches, specFromTopology } from '../src/train/run-spec.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 

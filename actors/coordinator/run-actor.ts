@@ -9,7 +9,7 @@
  * - trainStep: `step` (pipeline epoch) or `cached-step` to every participant at once; rank 0 of
  *   every stage group (the one rank 0 of the cached phase) returns its side state while the
  *   coordinator has none, afterwards only its group's reduced gradient, on which the coordinator
- *   replays the devices' AdamW update bit for bit (src/train/side-state.ts replayStep).
+ *   replays the devices' AdamW update bit for bit (src/engine/side-state.ts replayStep).
  * - commitStep: side-network checkpoint (src/train/checkpoint.ts), state.json, metrics.jsonl.
  * - redistribute: release the stages, ask every cache what it holds, shard by speed keeping
  *   entries where they are (src/plan/cached.ts), move the rest cache-to-cache, load the
@@ -27,17 +27,17 @@ import { planPipeline, InfeasiblePlanError, type StagePlan } from '../../src/pla
 import { simulatePlan } from '../../src/plan/simulator.ts';
 import { planCachedPhase } from '../../src/plan/cached.ts';
 import type { Profile } from '../../src/plan/profile.ts';
-import type { StageLayout } from '../../src/runtime/pipeline.ts';
+import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { epochSteps } from '../../src/train/data.ts';
-import { balanceShards } from './balance.ts';
+import { balanceShards } from '../../src/plan/balance.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
-import { mergeStates, repackState, replayStep, unpackState, type PackedGrads, type PackedState, type SideState } from '../../src/train/side-state.ts';
+import { mergeStates, repackState, replayStep, unpackState, type PackedGrads, type PackedState, type SideState } from '../../src/engine/index.ts';
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
-import { measuredProfile, modelShape } from './profile.ts';
+import { measuredProfile, modelShape } from '../../src/plan/device-profile.ts';
 import { watchRunDevices } from './liveness.ts';
 import { runMachine, type CommitInput, type DeployInput, type PlanInput, type ProfileInput, type RedistributeInput, type EpochRecord, type FinishInput, type PersistedRun, type StepInput, type StepResult } from './run-machine.ts';
 

@@ -30,21 +30,21 @@ import { createActor, fromPromise, waitFor } from 'xstate';
 import { loadBackbone, loadConfig } from '../../src/model/load.ts';
 import { SideNetwork } from '../../src/model/methods/side-network.ts';
 import type { Backbone } from '../../src/model/types.ts';
-import { StageCompute, tensorBytes } from '../../src/train/stage-compute.ts';
+import { StageCompute, tensorBytes } from '../../src/engine/index.ts';
 import { AdamW } from '../../src/train/optim.ts';
-import type { StageLayout } from '../../src/runtime/pipeline.ts';
+import type { StageLayout } from '../../src/engine/index.ts';
 import type { Bus } from '../../src/bus/index.ts';
 import type { DeviceCache, DeviceCacheOptions } from '../../src/cache/device-cache.ts';
 import {
   abortArgs, assignArgs, cachedLoadArgs, cacheReportArgs, fillArgs, redistributeArgs, stepArgs,
-  type CtlDevice, type CtlHandler, type StepOutcome, type StepReply,
+  type CtlDevice, type CtlHandler, type StepReply,
 } from '../../src/runtime/ctl.ts';
 import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
-import { packGrads, packState, unpackState, type PackedGrads, type PackedState } from '../../src/train/side-state.ts';
-import { BusRing, BusStageLinks } from './links.ts';
-import { cachedStep, StageRunner, type Pace, type RankOutcome } from './runner.ts';
+import { packGrads, packState, unpackState, type PackedGrads, type PackedState } from '../../src/engine/index.ts';
+import { BusRing, BusStageLinks } from '../../src/engine/index.ts';
+import { cachedStep, StageRunner, type Pace, type RankOutcome } from '../../src/engine/index.ts';
 import { stageMachine } from './machine.ts';
-import { rowSource } from './local-run.ts';
+import { rowSource } from '../../src/engine/index.ts';
 
 interface Stage {
   backbone: Backbone;

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import type { Bus } from '../bus/index.ts';
 import type { SimulatedDevice } from './simulation.ts';
 import type { RunSpec } from '../train/run-spec.ts';
-import type { PackedState } from '../train/side-state.ts';
+import type { PackedState } from '../engine/index.ts';
 
 /** What a control handler sees of the device serving the request. */
 export interface CtlDevice {

@@ -113,7 +113,7 @@ export class AdamW {
 
 /**
  * One AdamW step over plain arrays: the single code path behind `AdamW.apply` and the
- * coordinator's replay of a device's update (src/train/side-state.ts `replayStep`), so both round
+ * coordinator's replay of a device's update (src/engine/side-state.ts `replayStep`), so both round
  * identically. `names` are in update order (sorted), `xs[j]` the current values of `names[j]`
  * (its rank decides weight decay), `gs[j]` its gradient. Advances `state.step`, updates the
  * moments in place (creating zero moments for a parameter seen first) and returns new values.

@@ -14,7 +14,7 @@ import { stringify } from 'yaml';
 import { CliError, flag, num, parseCommandArgs, str } from '../args.ts';
 import { loadTopology } from '../../src/topology/load.ts';
 import { isPresetName, presets } from '../../src/model/presets.ts';
-import { launchRun } from '../commands/launch.ts';
+import { launchRun } from '../../actors/coordinator/launch.ts';
 import { runTraining, type RunSummary } from '../../actors/coordinator/run-actor.ts';
 
 export const summary = 'distributed PAC with 1 vs 2 device processes: epoch speedups, simulator vs measured, bytes vs plan';

@@ -6,7 +6,7 @@
  */
 import { WireTensor } from '../tensor/index.ts';
 import type { StageCompute } from './stage-compute.ts';
-import { adamwStep, type AdamW, type AdamWOptions, type AdamWState } from './optim.ts';
+import { adamwStep, type AdamW, type AdamWOptions, type AdamWState } from '../train/optim.ts';
 
 export interface PackedState {
   step: number;

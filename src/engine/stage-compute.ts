@@ -16,8 +16,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { Backbone } from '../model/types.ts';
 import { withoutTape } from '../model/methods/inference.ts';
 import type { SideNetwork } from '../model/methods/side-network.ts';
-import { frozenHeadCrossEntropy, nextTokenTargets } from './loss.ts';
-import type { AdamW, StepReport } from './optim.ts';
+import { frozenHeadCrossEntropy, nextTokenTargets } from '../train/loss.ts';
+import type { AdamW, StepReport } from '../train/optim.ts';
 
 /** Rows of a micro-batch at this stage's input: token ids (first stage) or (b_{from-1}, a_{from-1}). */
 export type StageInput =

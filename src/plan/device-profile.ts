@@ -8,9 +8,9 @@
  * the measured large-matmul rate, the side network's narrow ones `sideEfficiency`, and every
  * block pays `fixedMsPerBlock` of dispatch per pass.
  */
-import type { ModelConfig } from '../../src/model/types.ts';
-import { analyticProfile, type ModelShape } from '../../src/plan/analytic.ts';
-import { parseProfile, type Profile } from '../../src/plan/profile.ts';
+import type { ModelConfig } from '../model/types.ts';
+import { analyticProfile, type ModelShape } from './analytic.ts';
+import { parseProfile, type Profile } from './profile.ts';
 
 export interface MeasuredDevice {
   name: string;

@@ -7,9 +7,9 @@
  * applied. Messages that arrive before they are asked for wait in a mailbox keyed by
  * (step, micro-batch, sender rank).
  */
-import type { Bus, BusSubscription } from '../../src/bus/index.ts';
-import { WireTensor } from '../../src/tensor/index.ts';
-import { Mailbox, ringKey, type RingTag, type RingTransport } from '../../src/runtime/allreduce.ts';
+import type { Bus, BusSubscription } from '../bus/index.ts';
+import { WireTensor } from '../tensor/index.ts';
+import { Mailbox, ringKey, type RingTag, type RingTransport } from './allreduce.ts';
 import type { BwdMsg, FwdMsg, StageLinks } from './runner.ts';
 
 const key = (step: number, mb: number, from: number) => `${step}/${mb}/${from}`;

@@ -4,17 +4,17 @@
  * mailboxes. The math is exactly that of the multi-process run (same runner, same routing, same
  * all-reduce), so tests use it to check that placement never changes the result.
  */
-import { loadBackbone, type ModelSource } from '../../src/model/load.ts';
-import { SideNetwork } from '../../src/model/methods/side-network.ts';
-import { ActivationCache } from '../../src/cache/activation-cache.ts';
-import { StageCompute } from '../../src/train/stage-compute.ts';
-import { AdamW, type AdamWOptions } from '../../src/train/optim.ts';
-import { epochSteps, makeBatch, type Dataset } from '../../src/train/data.ts';
-import { nextTokenTargets } from '../../src/train/loss.ts';
-import type { StageLayout } from '../../src/runtime/pipeline.ts';
+import { loadBackbone, type ModelSource } from '../model/load.ts';
+import { SideNetwork } from '../model/methods/side-network.ts';
+import { ActivationCache } from '../cache/activation-cache.ts';
+import { StageCompute } from './stage-compute.ts';
+import { AdamW, type AdamWOptions } from '../train/optim.ts';
+import { epochSteps, makeBatch, type Dataset } from '../train/data.ts';
+import { nextTokenTargets } from '../train/loss.ts';
+import type { StageLayout } from './routing.ts';
 import { MemoryHub } from './links.ts';
 import { StageRunner, cachedStep, type RowSource } from './runner.ts';
-import { planCachedPhase } from '../../src/plan/cached.ts';
+import { planCachedPhase } from '../plan/cached.ts';
 
 export interface LocalRunOptions {
   model: ModelSource;

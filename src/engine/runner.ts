@@ -4,12 +4,12 @@
  * sample ids), side gradients all-reduced inside the group, AdamW applied identically on every
  * rank. Transport-agnostic: `StageLinks` is the bus in production and a mailbox in tests.
  */
-import { oneFOneB } from '../../src/plan/schedule.ts';
-import { ringAllReduce, type RingTransport } from '../../src/runtime/allreduce.ts';
-import { assembleRows, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from '../../src/runtime/pipeline.ts';
-import type { StageCompute, StageForwardOutput, StageInput } from '../../src/train/stage-compute.ts';
-import type { AdamW } from '../../src/train/optim.ts';
-import type { StepOutcome } from '../../src/runtime/ctl.ts';
+import { oneFOneB } from '../plan/schedule.ts';
+import { ringAllReduce, type RingTransport } from './allreduce.ts';
+import { assembleRows, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from './routing.ts';
+import type { StageCompute, StageForwardOutput, StageInput } from './stage-compute.ts';
+import type { AdamW } from '../train/optim.ts';
+import type { StepOutcome } from '../runtime/ctl.ts';
 
 /** Forward message: rows (by sample id) of b_to and a_to. */
 export interface FwdMsg { ids: number[]; b: Float32Array; a: Float32Array }

@@ -1,0 +1,131 @@
+/**
+ * The coordinator's host: starts a private nats-server on loopback (unless a URL is given), the
+ * coordinator in this process, and one supervised OS process per local device. Ctrl-C, SIGTERM
+ * or an error stops everything: device processes are drained (then killed if they linger),
+ * subscriptions and the connection drained, the server stopped — nothing is left behind.
+ *
+ * `launchRun(topology, options, body)` owns setup and teardown; `body` is what the run does once
+ * everything is up (training, or just waiting).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createActor, fromPromise } from 'xstate';
+import { Bus, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
+import type { DeviceSpec, Topology } from '../../src/topology/schema.ts';
+import { RunEvents } from '../../src/runtime/events.ts';
+import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
+import { startCoordinator, type Coordinator } from './actor.ts';
+
+const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
+
+/** Restart policy for local device processes. */
+export const deviceRestartPolicy: BackoffPolicy = { initialMs: 250, factor: 2, maxMs: 2000, maxRestarts: 3, stableMs: 30_000 };
+
+export interface LaunchOptions {
+  nats?: string;
+  runDir: string;
+  /** Receives every run event (and launch's own). */
+  onEvent: (event: Record<string, unknown>) => void;
+}
+
+/** What `body` gets: everything that is up. */
+export interface LaunchContext {
+  topology: Topology;
+  bus: Bus;
+  natsUrl: string;
+  coordinator: Coordinator;
+  events: RunEvents;
+  /** Rejects when launch must stop because of an error (a device given up on). */
+  failure: Promise<never>;
+  /** Resolves on SIGINT / SIGTERM with the signal's name. */
+  interrupted: Promise<string>;
+}
+
+/** Starts the run, runs `body`, then tears everything down, also when `body` or setup throws. */
+export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body: (ctx: LaunchContext) => Promise<T>): Promise<T> {
+  mkdirSync(join(opts.runDir, 'logs'), { recursive: true });
+  const children = new Set<ChildProcess>();
+  const supervisors: { stop(): void }[] = [];
+  let server: NatsServer | undefined;
+  let bus: Bus | undefined;
+  let coordinator: Coordinator | undefined;
+  let fail!: (err: Error) => void;
+  const failure = new Promise<never>((_, reject) => { fail = reject; });
+  failure.catch(() => {});
+  let interrupt!: (sig: string) => void;
+  const interrupted = new Promise<string>((res) => { interrupt = res; });
+  const onSigint = () => interrupt('SIGINT');
+  const onSigterm = () => interrupt('SIGTERM');
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
+  try {
+    server = opts.nats ? undefined : await startNatsServer({ runDir: opts.runDir, monitoring: true });
+    const natsUrl = opts.nats ?? server!.url;
+    bus = await Bus.connect({ servers: natsUrl, name: 'coordinator', run: topology.run });
+    bus.subscribe(bus.subjects.events(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
+    const events = new RunEvents(bus, 'launch');
+    coordinator = startCoordinator({ bus, expected: topology.devices.map((d) => d.name) });
+    events.emit('LAUNCHED', {
+      run: topology.run, nats: natsUrl, runDir: opts.runDir, pid: process.pid,
+      ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
+      devices: topology.devices.map((d) => ({ name: d.name, local: d.local })),
+    });
+    for (const spec of topology.devices.filter((d) => d.local)) {
+      supervisors.push(superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail }));
+    }
+    return await body({ topology, bus, natsUrl, coordinator, events, failure, interrupted });
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
+    coordinator?.windDown();
+    for (const s of supervisors) s.stop();
+    await Promise.all([...children].map((c) => exited(c, 5000)));
+    coordinator?.stop();
+    await bus?.close();
+    await server?.stop();
+  }
+}
+
+interface DeviceDeps { natsUrl: string; topology: Topology; runDir: string; children: Set<ChildProcess>; events: RunEvents; fail: (err: Error) => void }
+
+/** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
+function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
+  const args = [charonBin, 'device', '--nats', deps.natsUrl, '--run', deps.topology.run, '--name', spec.name,
+    '--backend', spec.backend, '--memory-mb', String(spec.memoryMb), '--slowdown', String(spec.slowdown),
+    ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : [])];
+  const logic = supervisorMachine.provide({
+    actors: {
+      child: fromPromise<void, ChildInput>(({ input, signal }) => new Promise<void>((resolveChild, rejectChild) => {
+        const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a');
+        const child = spawn(process.execPath, args, { stdio: ['pipe', 'ignore', logFd], env: { ...process.env, CHARON_EXIT_WITH_PARENT: '1' } });
+        closeSync(logFd);
+        deps.children.add(child);
+        deps.events.emit('DEVICE_SPAWNED', { device: spec.name, pid: child.pid, start: input.start });
+        child.once('exit', (code, sig) => {
+          deps.children.delete(child);
+          if (code === 0) resolveChild();
+          else rejectChild(new Error(`process ${child.pid} exited with ${sig ?? `code ${code}`} (log: ${join(deps.runDir, 'logs', `${spec.name}.log`)})`));
+        });
+        child.once('error', (err) => rejectChild(err));
+        signal.addEventListener('abort', () => { child.kill('SIGTERM'); });
+      })),
+    },
+    actions: {
+      reportRestart: (_, p) => { deps.events.emit('DEVICE_RESTARTING', { device: spec.name, error: p.error, restart: p.restart, delayMs: p.delayMs }); },
+      reportGiveUp: (_, p) => { deps.fail(new Error(`device ${spec.name}: gave up after ${p.restarts} restarts: ${p.error}`)); },
+    },
+  });
+  const actor = createActor(logic, { input: { policy: deviceRestartPolicy } }).start();
+  return { stop: () => actor.send({ type: 'STOP' }) };
+}
+
+/** Resolves when `child` has exited; SIGKILLs it after `graceMs`. */
+function exited(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((res) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => { clearTimeout(timer); res(); });
+  });
+}

@@ -1,0 +1,13 @@
+/**
+ * The training engine: one stage rank's compute (StageCompute), the 1F1B runner and the cached
+ * data-parallel step, micro-batch routing by sample id, the ring all-reduce, stage links over the
+ * bus or in memory, side-network state packing and replay, and in-process runs of a whole plan.
+ * Actors bind it to the bus and their machines; tests and benches use it directly.
+ */
+export * from './stage-compute.ts';
+export * from './runner.ts';
+export * from './routing.ts';
+export * from './allreduce.ts';
+export * from './links.ts';
+export * from './side-state.ts';
+export * from './local-run.ts';
