@@ -1,120 +1,129 @@
+/**
+ * The production device actor (startDevice) against a real nats-server and the real coordinator,
+ * with an in-process compute whose work the test releases: control requests drive the device
+ * machine, heartbeats and `status` show its real state, role, step and phase, a drain during work
+ * waits for the work, and failures come back as their own error classes.
+ */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createActor, fromPromise, SimulatedClock } from 'xstate';
-import { deviceMachine, deviceStateName } from '../actors/device/machine.ts';
-import type { JoinReply } from '../src/runtime/messages.ts';
-import type { BackoffPolicy } from '../src/runtime/supervisor.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
+import { startCoordinator, type Coordinator } from '../actors/coordinator/actor.ts';
+import { control } from '../actors/coordinator/run-actor.ts';
+import { startDevice, type DeviceCompute, type DeviceHandle } from '../actors/device/actor.ts';
+import { StepAborted, WrongState } from '../src/runtime/errors.ts';
 
-const policy: BackoffPolicy = { initialMs: 100, factor: 2, maxMs: 400, maxRestarts: 3, stableMs: 10_000 };
-const settle = async () => { for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r)); };
-const accepted: JoinReply = { ok: true, role: 'worker', heartbeatMs: 500, lostAfterMs: 1500 };
+let server: NatsServer, dir: string, bus: Bus, coordinator: Coordinator;
 
-/** A device machine with instant fakes; `overrides` replaces some of them. */
-function fakeDevice(overrides: Parameters<typeof deviceMachine.provide>[0]['actors'] = {}, log: string[] = []) {
-  return deviceMachine.provide({
-    actors: {
-      connect: fromPromise(async () => {}),
-      register: fromPromise<JoinReply, { attempt: number }>(async () => accepted),
-      profile: fromPromise(async () => {}),
-      load: fromPromise<void, { assignment: unknown }>(async () => {}),
-      work: fromPromise<{ step: number }, { work: unknown }>(async ({ input }) => ({ step: input.work as number })),
-      drain: fromPromise<void, { reason: string }>(async ({ input }) => { log.push(`drain:${input.reason}`); }),
-      ...overrides,
-    },
-    actions: {
-      startHeartbeats: () => { log.push('hb:start'); },
-      stopHeartbeats: () => { log.push('hb:stop'); },
-      reportError: (_, p) => { log.push(`error:${p.what}`); },
-    },
-  });
+test.before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'charon-device-'));
+  server = await startNatsServer({ runDir: dir, jetstream: false });
+  bus = await Bus.connect({ servers: server.url, name: 'coordinator', run: 'dm' });
+  coordinator = startCoordinator({ bus, expected: ['d0'] });
+});
+test.after(async () => {
+  coordinator.stop();
+  await bus.close();
+  await server.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A compute whose calls wait until the test releases them (by kind), recording what ran. */
+function gatedCompute() {
+  const ran: string[] = [];
+  const gates = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
+  const compute: DeviceCompute = {
+    backend: 'fake', backendDetail: 'fake compute',
+    measureMatmulGflops: async () => 10,
+    run: (kind) => new Promise((resolve, reject) => { ran.push(kind); gates.set(kind, { resolve, reject }); }),
+    signal: (kind) => { ran.push(`signal:${kind}`); },
+    memoryBytes: () => 1234,
+    close: async () => { ran.push('close'); },
+  };
+  const until = async (kind: string) => { while (!gates.has(kind)) await new Promise((r) => setTimeout(r, 5)); };
+  const release = async (kind: string, result: unknown) => { await until(kind); gates.get(kind)!.resolve(result); gates.delete(kind); };
+  const fail = async (kind: string, err: Error) => { await until(kind); gates.get(kind)!.reject(err); gates.delete(kind); };
+  return { compute, ran, release, fail };
 }
 
-test('device machine: connects, registers, profiles and idles; heartbeats start on registration', async () => {
-  const log: string[] = [];
-  const states: string[] = [];
-  const actor = createActor(fakeDevice({}, log), { input: { device: 'd0', policy }, clock: new SimulatedClock() });
-  actor.subscribe((s) => { if (states.at(-1) !== deviceStateName(s)) states.push(deviceStateName(s)); });
-  actor.start();
-  await settle();
-  assert.equal(states, ['connecting', 'registering', 'profiling', 'idle']);
-  assert.equal(log, ['hb:start']);
+/** Waits until the coordinator's status shows d0 matching `want` (heartbeats every 500 ms). */
+async function statusOf(want: (d: { state: string; role: string | null; step: number; phase: string | null }) => boolean, ms = 5000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    const d = coordinator.status().devices.find((x) => x.name === 'd0');
+    if (d && want(d)) return d;
+    if (Date.now() > until) throw new Error(`status never matched; last: ${JSON.stringify(d)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+let device: DeviceHandle;
+const g = gatedCompute();
+
+test('device actor: registers, profiles and idles; status shows the real state', async () => {
+  device = startDevice({ nats: server.url, run: 'dm', name: 'd0', memoryMb: 512, compute: g.compute });
+  await coordinator.whenAssembled();
+  const d = await statusOf((x) => x.state === 'idle');
+  assert.is(d.role, null);
+  assert.is(d.step, -1);
 });
 
-test('device machine: load, work and a drain during work waits for the work to finish', async () => {
-  const log: string[] = [];
-  let finish: (() => void) | undefined;
-  const machine = fakeDevice({
-    work: fromPromise<{ step: number }, { work: unknown }>(({ input }) => new Promise((res) => { finish = () => res({ step: input.work as number }); })),
-  }, log);
-  const actor = createActor(machine, { input: { device: 'd0', policy }, clock: new SimulatedClock() }).start();
-  await settle();
-  actor.send({ type: 'LOAD', assignment: { stage: 0 } });
-  await settle();
-  assert.equal(deviceStateName(actor.getSnapshot()), 'ready');
-  actor.send({ type: 'WORK', work: 7 });
-  assert.equal(deviceStateName(actor.getSnapshot()), 'working');
-  actor.send({ type: 'DRAIN', reason: 'SIGTERM' });
-  assert.equal(deviceStateName(actor.getSnapshot()), 'working', 'a drain never abandons a step');
-  finish!();
-  await settle();
-  assert.equal(actor.getSnapshot().value, 'stopped');
-  assert.equal(actor.getSnapshot().context.step, 7);
-  assert.equal(log, ['hb:start', 'drain:SIGTERM', 'hb:stop']);
+test('device actor: assign loads (state loading -> ready, role from the request)', async () => {
+  const reply = control(bus, 'd0', 'assign', { stage: 1, rank: 0 });
+  await statusOf((x) => x.state === 'loading');
+  await g.release('assign', { fingerprint: 'f' });
+  assert.equal(await reply, { fingerprint: 'f' });
+  const d = await statusOf((x) => x.state === 'ready');
+  assert.is(d.role, 'stage 1 rank 0');
 });
 
-test('device machine: registration retries with growing backoff on the simulated clock', async () => {
-  const clock = new SimulatedClock();
-  const attempts: number[] = [];
-  const machine = fakeDevice({
-    register: fromPromise<JoinReply, { attempt: number }>(async ({ input }) => {
-      attempts.push(clock.now());
-      if (input.attempt < 2) throw new Error('no responders');
-      return accepted;
-    }),
-  });
-  const actor = createActor(machine, { input: { device: 'd0', policy }, clock }).start();
-  await settle();
-  assert.equal(attempts, [0]);
-  clock.increment(99);
-  await settle();
-  assert.equal(attempts.length, 1, 'no retry before the first backoff (100 ms)');
-  clock.increment(1);
-  await settle();
-  assert.equal(attempts, [0, 100]);
-  clock.increment(199);
-  await settle();
-  assert.equal(attempts.length, 2, 'second backoff is 200 ms');
-  clock.increment(1);
-  await settle();
-  assert.equal(attempts, [0, 100, 300]);
-  assert.equal(deviceStateName(actor.getSnapshot()), 'idle');
+test('device actor: a step shows working with its step and phase; the reply is the step\'s output', async () => {
+  const reply = control(bus, 'd0', 'step', { step: 3, sampleIds: [0, 1], withState: false });
+  const d = await statusOf((x) => x.state === 'working');
+  assert.is(d.step, 3);
+  assert.is(d.phase, 'pipeline');
+  await g.release('step', { loss: 1.25 });
+  assert.equal(await reply, { loss: 1.25 });
+  await statusOf((x) => x.state === 'ready');
 });
 
-test('device machine: gives up registering after maxRestarts and a refusal is final', async () => {
-  const clock = new SimulatedClock();
-  const failing = createActor(fakeDevice({ register: fromPromise<JoinReply, { attempt: number }>(async () => { throw new Error('timeout'); }) }), { input: { device: 'd0', policy }, clock }).start();
-  for (let i = 0; i < 40 && failing.getSnapshot().status === 'active'; i++) { await settle(); clock.increment(50); }
-  assert.equal(failing.getSnapshot().value, 'failed');
-  assert.match(failing.getSnapshot().context.error ?? '', /cannot register: timeout/);
-
-  const refused = createActor(fakeDevice({ register: fromPromise<JoinReply, { attempt: number }>(async () => ({ ok: false, reason: 'name in use' })) }), { input: { device: 'd0', policy }, clock: new SimulatedClock() }).start();
-  await settle();
-  assert.equal(refused.getSnapshot().value, 'failed');
-  assert.match(refused.getSnapshot().context.error ?? '', /name in use/);
+test('device actor: failures cross the bus as their own class; wrong-state requests are refused by name', async () => {
+  const reply = control(bus, 'd0', 'step', { step: 4, sampleIds: [2], withState: false });
+  await g.fail('step', new StepAborted(4));
+  const err = await reply.catch((e: unknown) => e);
+  assert.instance(err, StepAborted);
+  assert.is((err as StepAborted).retryable, true);
+  assert.is((err as StepAborted).step, 4);
+  assert.match((err as Error).message, /device d0: step: step 4 aborted/);
+  await statusOf((x) => x.state === 'ready');
+  const wrong = await control(bus, 'd0', 'cached-load', { rank: 0 }).catch((e: unknown) => e);
+  assert.instance(wrong, WrongState);
+  assert.is((wrong as WrongState).retryable, false);
 });
 
-test('device machine: a dropped bus reconnects and registers again', async () => {
-  let registrations = 0;
-  const actor = createActor(fakeDevice({ register: fromPromise<JoinReply, { attempt: number }>(async () => { registrations++; return accepted; }) }), { input: { device: 'd0', policy }, clock: new SimulatedClock() }).start();
-  await settle();
-  actor.send({ type: 'DISCONNECTED' });
-  assert.equal(deviceStateName(actor.getSnapshot()), 'reconnecting');
-  actor.send({ type: 'RECONNECTED' });
-  await settle();
-  assert.equal(deviceStateName(actor.getSnapshot()), 'idle');
-  assert.equal(registrations, 2);
-  actor.send({ type: 'CLOSED', error: 'server gone' });
-  assert.equal(actor.getSnapshot().value, 'failed');
+test('device actor: abort is delivered at once, without waiting for the work in progress', async () => {
+  const reply = control(bus, 'd0', 'step', { step: 5, sampleIds: [3], withState: false });
+  await statusOf((x) => x.state === 'working' && x.step === 5);
+  await control(bus, 'd0', 'abort', { step: 5 });
+  assert.ok(g.ran.includes('signal:abort'));
+  await g.fail('step', new StepAborted(5));
+  await reply.catch(() => {});
+});
+
+test('device actor: a drain during work waits for the work, answers it, then leaves', async () => {
+  const reply = control(bus, 'd0', 'step', { step: 6, sampleIds: [4], withState: false });
+  await statusOf((x) => x.state === 'working' && x.step === 6);
+  device.drain('SIGTERM');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.is(device.state(), 'working', 'a drain never abandons a step');
+  await g.release('step', { loss: 2 });
+  assert.equal(await reply, { loss: 2 });
+  const final = await device.done;
+  assert.is(final.value, 'stopped');
+  assert.is(coordinator.registry.get('d0')!.state, 'left');
+  assert.ok(g.ran.includes('close'), 'the compute is released');
 });
 
 test.run();

@@ -1,25 +1,32 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createActor, fromPromise, waitFor } from 'xstate';
-import { stageMachine, type StageAssignment } from '../actors/stage/machine.ts';
+import { stageMachine } from '../actors/stage/machine.ts';
+import type { AssignArgs } from '../src/runtime/ctl.ts';
+import type { RankOutcome } from '../src/engine/index.ts';
+
+/** A plan position with the fields the machine looks at. */
+const assignment = (stage: number, rank: number) => ({ stage, rank, stages: [], firstStep: 1 }) as unknown as AssignArgs;
+const outcome: RankOutcome = { loss: 1.5, rows: 2, bytesSent: 0, gradNorm: 0, reduced: new Float32Array(0) };
 import { cacheMachine } from '../actors/cache/machine.ts';
 
 test('stage machine: loads, runs a step, aborts a step and drops back to ready', async () => {
   const aborted: number[] = [];
   let finish: () => void = () => {};
   const m = stageMachine.provide({ actors: {
-    loadStage: fromPromise<void, StageAssignment>(async () => {}),
-    runStep: fromPromise<unknown, { step: number; sampleIds: number[] }>(({ input }) => (input.step === 2 ? new Promise(() => {}) : new Promise((r) => { finish = () => r(null); }))),
+    loadStage: fromPromise<void, AssignArgs>(async () => {}),
+    runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(({ input }) => (input.step === 2 ? new Promise(() => {}) : new Promise((r) => { finish = () => r(outcome); }))),
     abortStep: fromPromise<void, { step: number }>(async ({ input }) => { aborted.push(input.step); }),
   } });
   const a = createActor(m).start();
-  a.send({ type: 'LOAD', assignment: { stage: 1, rank: 0, from: 2, to: 2 } });
+  a.send({ type: 'LOAD', assignment: assignment(1, 0) });
   await waitFor(a, (s) => s.value === 'ready');
   a.send({ type: 'RUN_STEP', step: 1, sampleIds: [3, 4] });
   assert.is(a.getSnapshot().value, 'running');
   finish();
   await waitFor(a, (s) => s.value === 'ready');
   assert.is(a.getSnapshot().context.committed, 1);
+  assert.equal(a.getSnapshot().context.outcome, outcome, 'the step\'s output is the machine\'s to hand out');
   a.send({ type: 'RUN_STEP', step: 2, sampleIds: [5] });
   a.send({ type: 'ABORT', step: 1 }); // a stale abort is ignored
   assert.is(a.getSnapshot().value, 'running');
@@ -27,12 +34,14 @@ test('stage machine: loads, runs a step, aborts a step and drops back to ready',
   await waitFor(a, (s) => s.value === 'ready');
   assert.equal(aborted, [2]);
   assert.is(a.getSnapshot().context.committed, 1);
+  assert.is(a.getSnapshot().context.outcome, null);
+  assert.match(a.getSnapshot().context.error ?? '', /step 2 aborted/);
 });
 
 test('stage machine: a failed load returns to unloaded with the reason', async () => {
-  const m = stageMachine.provide({ actors: { loadStage: fromPromise<void, StageAssignment>(async () => { throw new Error('layer 3 missing in model.safetensors'); }) } });
+  const m = stageMachine.provide({ actors: { loadStage: fromPromise<void, AssignArgs>(async () => { throw new Error('layer 3 missing in model.safetensors'); }) } });
   const a = createActor(m).start();
-  a.send({ type: 'LOAD', assignment: { stage: 0, rank: 0, from: 1, to: 3 } });
+  a.send({ type: 'LOAD', assignment: assignment(0, 0) });
   const s = await waitFor(a, (x) => x.value === 'unloaded' && x.context.error !== null);
   assert.match(s.context.error!, /layer 3 missing/);
 });

@@ -112,7 +112,7 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
       const bad = await probe.request(probe.subjects.devCtl('dev0'), 'ctl', { kind: 42 }, { timeoutMs: 3000 });
       assert.equal((bad.body as { ok: boolean }).ok, false);
       const unknown = await probe.request(probe.subjects.devCtl('dev0'), 'ctl', { kind: 'teleport' }, { timeoutMs: 3000 });
-      assert.match((unknown.body as { reason: string }).reason, /unknown ctl kind 'teleport'/);
+      assert.match((unknown.body as { error: { message: string } }).error.message, /unknown ctl kind 'teleport'/);
       const pong = await probe.request(probe.subjects.devCtl('dev0'), 'ctl', { kind: 'ping' }, { timeoutMs: 3000 });
       assert.equal((pong.body as { ok: boolean; result: { state: string } }).result.state, 'idle', 'the device still works after bad input');
       await probe.flush();

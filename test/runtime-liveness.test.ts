@@ -10,13 +10,13 @@ const hello = (device: string, pid = 100): JoinRequest => ({ device, backend: 'w
 test('heartbeat: one at once, then one every 500 ms with increasing seq', () => {
   const clock = new SimulatedClock();
   const beats: Heartbeat[] = [];
-  const stop = startHeartbeats({ device: 'd0', sample: () => ({ state: 'idle', step: -1, memoryBytes: 42 }), publish: (hb) => beats.push(hb) }, clock);
+  const stop = startHeartbeats({ device: 'd0', sample: () => ({ state: 'idle', step: -1, role: null, phase: null, memoryBytes: 42 }), publish: (hb) => beats.push(hb) }, clock);
   for (let t = 0; t < 2000; t += 50) clock.increment(50);
   stop();
   clock.increment(5000);
   assert.equal(beats.map((b) => b.sentAt), [0, 500, 1000, 1500, 2000]);
   assert.equal(beats.map((b) => b.seq), [0, 1, 2, 3, 4]);
-  assert.equal(beats[0], { device: 'd0', state: 'idle', step: -1, memoryBytes: 42, seq: 0, sentAt: 0 });
+  assert.equal(beats[0], { device: 'd0', state: 'idle', step: -1, role: null, phase: null, memoryBytes: 42, seq: 0, sentAt: 0 });
   assert.equal(HEARTBEAT_MS * 3, LOST_AFTER_MS);
 });
 
@@ -27,7 +27,7 @@ test('registry: a device that stops heartbeating is lost after 1.5 s, not before
   reg.subscribe((e) => events.push(e));
   assert.equal(reg.join(hello('a')).ok, true);
   reg.join(hello('b', 101));
-  const beat = (device: string) => reg.heartbeat({ device, state: 'idle', step: -1, memoryBytes: 0, seq: 0, sentAt: 0 });
+  const beat = (device: string) => reg.heartbeat({ device, state: 'idle', step: -1, role: null, phase: null, memoryBytes: 0, seq: 0, sentAt: 0 });
   for (let t = 0; t < 1000; t += 100) { clock.increment(100); beat('a'); beat('b'); }
   // b goes silent at t = 1000; a keeps beating.
   let lostAt = -1;
@@ -57,7 +57,7 @@ test('registry: names are unique among live processes; a lost one can come back'
   assert.ok(reg.leave('a', 'drained'));
   clock.increment(10 * LOST_AFTER_MS);
   assert.equal(events, ['DEVICE_JOINED', 'DEVICE_LOST', 'DEVICE_JOINED(rejoin)', 'DEVICE_LEFT']);
-  assert.equal(reg.heartbeat({ device: 'ghost', state: 'idle', step: -1, memoryBytes: 0, seq: 0, sentAt: 0 }), false);
+  assert.equal(reg.heartbeat({ device: 'ghost', state: 'idle', step: -1, role: null, phase: null, memoryBytes: 0, seq: 0, sentAt: 0 }), false);
   reg.close();
 });
 

@@ -30,6 +30,8 @@ export interface Coordinator {
   /** Resolves when every expected device is alive (at once if they already are). */
   whenAssembled(): Promise<void>;
   status(): StatusReply;
+  /** The training run's current phase for status replies (null: no run in progress). */
+  setRunPhase(phase: string | null): void;
   /**
    * The run is over: devices leaving from now on are the shutdown, not an incomplete run. The
    * registry and status requests keep working until stop().
@@ -75,9 +77,11 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
     }
   });
 
+  let runPhase: string | null = null;
   const status = (): StatusReply => ({
     run: bus.run,
     state: String(machine.actor.getSnapshot().value),
+    runPhase,
     devices: registry.status(),
     rejected: inbox.rejected(),
   });
@@ -100,6 +104,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
     events,
     machine,
     status,
+    setRunPhase: (phase) => { runPhase = phase; },
     whenAssembled: () => new Promise<void>((resolve) => {
       const check = (s: { value: unknown }) => { if (s.value === 'assembled') { sub.unsubscribe(); resolve(); } };
       const sub = machine.actor.subscribe(check);

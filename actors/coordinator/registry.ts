@@ -16,6 +16,9 @@ export interface DeviceRecord {
   /** Last state the device reported ('registering' until its first heartbeat). */
   state: string;
   step: number;
+  /** What the device holds for the run and the phase of its work, as its heartbeats say. */
+  role: string | null;
+  phase: string | null;
   memoryBytes: number;
   matmulGflops: number | null;
   backendDetail: string | null;
@@ -55,7 +58,7 @@ export class DeviceRegistry {
     }
     const rec: DeviceRecord = prev && sameProcess
       ? { ...prev, hello, alive: true, lastSeen: now, joins: prev.alive ? prev.joins : prev.joins + 1 }
-      : { name: hello.device, hello, alive: true, state: 'registering', step: -1, memoryBytes: 0, matmulGflops: null, backendDetail: null, joinedAt: now, lastSeen: now, joins: (prev?.joins ?? 0) + 1 };
+      : { name: hello.device, hello, alive: true, state: 'registering', step: -1, role: null, phase: null, memoryBytes: 0, matmulGflops: null, backendDetail: null, joinedAt: now, lastSeen: now, joins: (prev?.joins ?? 0) + 1 };
     this.records.set(rec.name, rec);
     this.arm(rec.name);
     if (!prev?.alive || !sameProcess) this.emit({ type: 'DEVICE_JOINED', device: rec, rejoin: prev !== undefined });
@@ -79,6 +82,8 @@ export class DeviceRegistry {
     if (!rec || rec.state === 'left') return false;
     rec.state = hb.state;
     rec.step = hb.step;
+    rec.role = hb.role;
+    rec.phase = hb.phase;
     rec.memoryBytes = hb.memoryBytes;
     const wasLost = !rec.alive;
     this.touch(rec);
@@ -120,7 +125,7 @@ export class DeviceRegistry {
     const now = this.clock.now();
     return this.devices().map((d) => ({
       name: d.name, state: d.alive ? d.state : d.state === 'left' ? 'left' : 'lost', alive: d.alive,
-      backend: d.hello.backend, memoryMb: d.hello.memoryMb, memoryBytes: d.memoryBytes, step: d.step,
+      backend: d.hello.backend, memoryMb: d.hello.memoryMb, memoryBytes: d.memoryBytes, step: d.step, role: d.role, phase: d.phase,
       heartbeatAgeMs: Math.max(0, Math.round(now - d.lastSeen)), matmulGflops: d.matmulGflops,
       pid: d.hello.pid, host: d.hello.host, joins: d.joins,
     }));

@@ -22,6 +22,7 @@ import { createActor, fromPromise, waitFor } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { ctlReply } from '../../src/runtime/messages.ts';
+import { fromWire } from '../../src/runtime/errors.ts';
 import { loadConfig } from '../../src/model/load.ts';
 import { planPipeline, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
 import { simulatePlan } from '../../src/plan/simulator.ts';
@@ -52,8 +53,6 @@ export interface RunTrainingOptions {
   gatherTimeoutMs?: number;
   /** Deadline of one step's replies (default 10 min). */
   stepTimeoutMs?: number;
-  /** A device reported lost that speaks again from the same process within this time stays in the run (default 10 s). */
-  lostGraceMs?: number;
   /** Aborting stops the run machine; runTraining rejects. */
   signal?: AbortSignal;
   /**
@@ -93,10 +92,10 @@ export interface RunOutcome { runDir: string; summary: RunSummary }
 
 const CTL_TIMEOUT_MS = 60_000;
 
-/** Sends control `kind` to `device`; returns the handler's result. @throws naming device and kind. */
+/** Sends control `kind` to `device`; returns the handler's result. @throws the handler's error, rebuilt as its class, its message naming device and kind. */
 export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, timeoutMs = CTL_TIMEOUT_MS): Promise<T> {
   const r = await ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, timeoutMs);
-  if (!r.ok) throw new Error(`device ${device}: ${kind}: ${r.reason}`);
+  if (!r.ok) throw fromWire(r.error, `device ${device}: ${kind}`);
   return r.result as T;
 }
 
@@ -324,11 +323,11 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
 
   const actor = createActor(logic, { input: { runId: topology.run, epochs: spec.epochs, samples: spec.samples, batch: spec.batch, seed: spec.seed, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000, ...(o.resume ? { resume: o.resume } : {}) } });
   const liveness = watchRunDevices({
-    registry: coordinator.registry, clock: coordinator.clock, graceMs: o.lostGraceMs ?? 10_000,
+    registry: coordinator.registry,
     joined: (device) => actor.send({ type: 'DEVICE_JOINED', device }),
     lost: (device, reason) => actor.send({ type: 'DEVICE_LOST', device, reason }),
-    recovered: (device) => emit('DEVICE_RECOVERED', { device }),
   });
+  actor.subscribe((snap) => coordinator.setRunPhase(leafState(snap.value)));
   const onAbort = () => actor.stop();
   o.signal?.addEventListener('abort', onAbort);
   actor.start();
@@ -345,7 +344,14 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     return { runDir, summary: result };
   } finally {
     liveness.stop();
+    coordinator.setRunPhase(null);
     o.signal?.removeEventListener('abort', onAbort);
     if (actor.getSnapshot().status === 'active') actor.stop();
   }
+}
+
+/** The innermost state name of a (possibly nested) state value, e.g. 'pipelineEpoch'. */
+function leafState(value: unknown): string {
+  while (value && typeof value === 'object') value = Object.values(value)[0];
+  return String(value);
 }

@@ -1,32 +1,40 @@
 /**
  * The device actor's binding: the real effects behind deviceMachine's names. It connects to the
- * run's bus, registers on `coord.join`, measures and reports its speed, heartbeats on
- * `dev.<name>.hb`, and serves control requests on `dev.<name>.ctl` (dispatch by `kind`; 'ping'
- * and 'drain' built in, more passed in `ctl`). A drain (ctl, SIGTERM via `drain()`) leaves the
- * run politely and closes the connection.
+ * run's bus, registers on `coord.join`, has its compute measure the device and reports it,
+ * heartbeats on `dev.<name>.hb` (state, role, step, phase, memory), and serves control requests on
+ * `dev.<name>.ctl`: training kinds become machine events (LOAD / WORK / UNLOAD) whose effects run
+ * in the device's compute (a worker thread in `charon device`), 'ping' and 'drain' are built in.
+ * Failures cross back to the coordinator as typed wire errors. A drain (ctl, SIGTERM via
+ * `drain()`) finishes the work in progress, leaves the run politely and closes the connection.
  */
 import { hostname } from 'node:os';
-import { fromPromise } from 'xstate';
+import { fromPromise, waitFor } from 'xstate';
 import { Bus } from '../../src/bus/index.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { startHeartbeats } from '../../src/runtime/heartbeat.ts';
 import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
 import { ctlRequest, joinReply, okReply, type CtlReply, type JoinReply, type JoinRequest } from '../../src/runtime/messages.ts';
-import { SimulatedDevice } from '../../src/runtime/simulation.ts';
-import type { CtlDevice, CtlHandler } from '../../src/runtime/ctl.ts';
+import { describeRequest, isTrainingKind, TRAINING_KINDS } from '../../src/runtime/ctl.ts';
+import { fromWire, toWire, WrongState } from '../../src/runtime/errors.ts';
 import { startActor } from '../../src/runtime/actor.ts';
 import { defaultBackoff, type BackoffPolicy } from '../../src/runtime/supervisor.ts';
-import { deviceMachine, deviceStateName, type DeviceSnapshot } from './machine.ts';
+import { deviceMachine, deviceStateName, type DeviceEvent, type DeviceSnapshot } from './machine.ts';
 
-/** What the device computes with; prepared before the actor starts (loading a backend blocks). */
+/** What the device computes with (a worker thread in `charon device`; in-process fakes in tests). */
 export interface DeviceCompute {
   backend: string;
   backendDetail: string;
-  /** Large plain 2-D matmul rate, GFLOP/s, measured now. */
-  measureMatmulGflops(): number;
-  /** Bytes in use now (tensors where known). */
+  /** Measures the backend's large plain 2-D matmul rate now, GFLOP/s (before the slowdown knob). */
+  measureMatmulGflops(): Promise<number>;
+  /** Runs a training control request; resolves with its reply body. */
+  run(kind: string, args: unknown): Promise<unknown>;
+  /** Delivers a request at once without waiting for its answer (abort). */
+  signal(kind: string, args: unknown): void;
+  /** Bytes in use now. */
   memoryBytes(): number;
+  /** Releases the compute (stops the worker thread). */
+  close(): Promise<void>;
 }
 
 export interface DeviceOptions {
@@ -35,19 +43,20 @@ export interface DeviceOptions {
   name: string;
   memoryMb: number;
   compute: DeviceCompute;
+  /** Simulation knobs reported in the hello (the compute applies them). */
   slowdown?: number;
   bandwidthMbps?: number | null;
   clock?: Clock;
   policy?: BackoffPolicy;
-  /** Extra control kinds (issue #4: assign, load, step ...). */
-  ctl?: Record<string, CtlHandler>;
   requestTimeoutMs?: number;
   log?: (line: string) => void;
 }
 
-export interface DeviceHandle extends CtlDevice {
+export interface DeviceHandle {
+  readonly name: string;
   /** The machine's innermost state name. */
   state(): string;
+  snapshot(): DeviceSnapshot;
   /** Asks the device to drain (finish in-flight work, leave, disconnect). */
   drain(reason: string): void;
   /** Resolves with the final snapshot ('stopped' or 'failed'). */
@@ -56,38 +65,56 @@ export interface DeviceHandle extends CtlDevice {
   rejected(): Record<string, number>;
 }
 
+/** States a device passes through on its own, soon (a request arriving then waits for them to end). */
+const PASSING = new Set(['connecting', 'registering', 'registerBackoff', 'profiling', 'reconnecting']);
+
 /** Starts a device actor; it runs until drained or failed. */
 export function startDevice(opts: DeviceOptions): DeviceHandle {
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? (() => {});
-  const sim = new SimulatedDevice({ slowdown: opts.slowdown ?? 1, bandwidthMbps: opts.bandwidthMbps ?? null }, clock);
   const timeoutMs = opts.requestTimeoutMs ?? 2000;
+  const { compute } = opts;
   let bus: Bus | undefined;
   let events: RunEvents | undefined;
   let inbox: Inbox | undefined;
   let stopBeats: (() => void) | undefined;
+  let requests = 0;
   const need = () => { if (!bus) throw new Error('bus not connected'); return bus; };
 
   const hello = (): JoinRequest => ({
-    device: opts.name, backend: opts.compute.backend, memoryMb: opts.memoryMb, pid: process.pid, host: hostname(),
-    slowdown: sim.knobs.slowdown, bandwidthMbps: sim.knobs.bandwidthMbps,
+    device: opts.name, backend: compute.backend, memoryMb: opts.memoryMb, pid: process.pid, host: hostname(),
+    slowdown: opts.slowdown ?? 1, bandwidthMbps: opts.bandwidthMbps ?? null,
   });
 
-  const handle: DeviceHandle = {
-    name: opts.name,
-    state: () => deviceStateName(bound.actor.getSnapshot()),
-    drain: (reason) => bound.actor.send({ type: 'DRAIN', reason }),
-    done: undefined as unknown as Promise<DeviceSnapshot>,
-    rejected: () => inbox?.rejected() ?? {},
-    sim,
-    bus: need,
+  /** A training request as a machine event; the machine's `reply` for its id is the answer. */
+  const viaMachine = async (kind: keyof typeof TRAINING_KINDS, args: unknown): Promise<unknown> => {
+    const request = { id: ++requests, kind, args };
+    const d = describeRequest(kind, args);
+    const role = TRAINING_KINDS[kind];
+    const event: DeviceEvent = role === 'load' ? { type: 'LOAD', request, role: d.role ?? kind }
+      : role === 'work' ? { type: 'WORK', request, step: d.step ?? bound.actor.getSnapshot().context.step, phase: d.phase ?? kind }
+        : { type: 'UNLOAD', request };
+    // The coordinator may act on this device's profile before the device itself has taken the
+    // profile's acknowledgement (or a reconnect's registration): wait out such passing states.
+    const settled = await waitFor(bound.actor, (x) => x.can(event) || !PASSING.has(deviceStateName(x)) || x.status !== 'active', { timeout: timeoutMs }).catch(() => bound.actor.getSnapshot());
+    if (!settled.can(event)) throw new WrongState(deviceStateName(settled), kind);
+    bound.actor.send(event);
+    const s = await waitFor(bound.actor, (x) => x.context.reply?.id === request.id || x.status !== 'active', { timeout: Infinity });
+    const reply = s.context.reply;
+    if (!reply || reply.id !== request.id) throw new Error(`${kind}: device ${deviceStateName(s)} before answering`);
+    if (!reply.ok) throw fromWire(reply.error);
+    return reply.result;
   };
 
-  const builtinCtl: Record<string, CtlHandler> = {
-    ping: () => ({ state: handle.state(), step: bound.actor.getSnapshot().context.step }),
-    drain: (args) => { handle.drain(typeof args === 'string' ? args : 'ctl drain'); return { draining: true }; },
+  const serveCtl = async (kind: string, args: unknown): Promise<unknown> => {
+    if (kind === 'ping') { const c = bound.actor.getSnapshot().context; return { state: handle.state(), step: c.step, role: c.role, phase: c.phase }; }
+    if (kind === 'drain') { handle.drain(typeof args === 'string' ? args : 'ctl drain'); return { draining: true }; }
+    if (!isTrainingKind(kind)) throw new Error(`unknown ctl kind '${kind}' (known: ping, drain, ${Object.keys(TRAINING_KINDS).join(', ')})`);
+    const role = TRAINING_KINDS[kind];
+    if (role === 'query') return compute.run(kind, args);
+    if (role === 'signal') { compute.signal(kind, args); return { state: handle.state() }; }
+    return viaMachine(kind, args);
   };
-  const ctl = { ...builtinCtl, ...opts.ctl };
 
   const logic = deviceMachine.provide({
     actors: {
@@ -97,9 +124,11 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
         inbox = new Inbox(bus);
         inbox.serve(bus.subjects.devCtl(opts.name), {
           ctl: route(ctlRequest, async (req): Promise<CtlReply> => {
-            const h = ctl[req.kind];
-            if (!h) return { ok: false, reason: `unknown ctl kind '${req.kind}' (known: ${Object.keys(ctl).join(', ')})` };
-            return { ok: true, result: await h(req.args, handle) };
+            try {
+              return { ok: true, result: await serveCtl(req.kind, req.args) };
+            } catch (err) {
+              return { ok: false, error: toWire(err) };
+            }
           }),
         });
         log(`connected to ${bus.server}`);
@@ -110,12 +139,15 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
       }),
       profile: fromPromise(async () => {
         const b = need();
-        const raw = opts.compute.measureMatmulGflops();
-        const matmulGflops = raw / sim.knobs.slowdown;
-        log(`measured ${matmulGflops.toFixed(1)} GFLOP/s (${opts.compute.backendDetail})`);
-        const reply = await ask(b, b.subjects.coordJoin(), 'profile', { device: opts.name, matmulGflops, backendDetail: opts.compute.backendDetail }, okReply, timeoutMs);
+        const raw = await compute.measureMatmulGflops();
+        const matmulGflops = raw / (opts.slowdown ?? 1);
+        log(`measured ${matmulGflops.toFixed(1)} GFLOP/s (${compute.backendDetail})`);
+        const reply = await ask(b, b.subjects.coordJoin(), 'profile', { device: opts.name, matmulGflops, backendDetail: compute.backendDetail }, okReply, timeoutMs);
         if (!reply.ok) throw new Error(reply.reason ?? 'profile refused');
       }),
+      load: fromPromise(({ input }) => compute.run(input.kind, input.args)),
+      work: fromPromise(({ input }) => compute.run(input.kind, input.args)),
+      unload: fromPromise(({ input }) => compute.run(input.kind, input.args)),
       drain: fromPromise<void, { reason: string }>(async ({ input }) => {
         log(`draining (${input.reason})`);
         stopBeats?.();
@@ -133,7 +165,10 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
         const b = need();
         stopBeats = startHeartbeats({
           device: opts.name,
-          sample: () => ({ state: handle.state(), step: bound.actor.getSnapshot().context.step, memoryBytes: opts.compute.memoryBytes() }),
+          sample: () => {
+            const c = bound.actor.getSnapshot().context;
+            return { state: handle.state(), step: c.step, role: c.role, phase: c.phase, memoryBytes: compute.memoryBytes() };
+          },
           publish: (hb) => { if (!b.isClosed) b.publish(b.subjects.devHb(opts.name), 'hb', hb); },
         }, clock);
       },
@@ -151,16 +186,24 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
     bus: () => bus,
     busEvents: { disconnect: { type: 'DISCONNECTED' }, reconnect: { type: 'RECONNECTED' }, closed: (error) => ({ type: 'CLOSED' as const, error }) },
   });
+  const handle: DeviceHandle = {
+    name: opts.name,
+    state: () => deviceStateName(bound.actor.getSnapshot()),
+    snapshot: () => bound.actor.getSnapshot(),
+    drain: (reason) => bound.actor.send({ type: 'DRAIN', reason }),
+    done: bound.done.then(async (snapshot) => {
+      stopBeats?.();
+      inbox?.close();
+      await bus?.close();
+      await compute.close();
+      return snapshot;
+    }),
+    rejected: () => inbox?.rejected() ?? {},
+  };
   let lastState = '';
   bound.actor.subscribe((s) => {
     const state = deviceStateName(s);
     if (state !== lastState) log(`state ${(lastState = state)}`);
-  });
-  handle.done = bound.done.then(async (snapshot) => {
-    stopBeats?.();
-    inbox?.close();
-    await bus?.close();
-    return snapshot;
   });
   return handle;
 }

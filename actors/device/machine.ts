@@ -2,19 +2,31 @@
  * The device actor's logic (pure: every effect is only named here; actor.ts provides them).
  *
  *   connecting -> online( registering <-> registerBackoff -> profiling -> idle
- *                         idle -> loading -> ready -> working -> ready -> idle )
+ *                         idle  --LOAD-->   loading   -> ready      (a stage, or the cached-phase worker)
+ *                         ready --WORK-->   working   -> ready      (a step, a cache fill)
+ *                         idle  --WORK-->   working   -> idle       (cache redistribution, no stage held)
+ *                         ready --UNLOAD--> unloading -> idle )
  *              -> draining -> stopped
  *   online --DISCONNECTED--> reconnecting --RECONNECTED--> online.registering
  *   anything unrecoverable -> failed
  *
- * A DRAIN that arrives while working is remembered and taken once the work is done, so a drained
- * device never abandons a step half way. Registration retries with exponential backoff (the
- * coordinator may start after the device, or be restarting).
+ * LOAD, WORK and UNLOAD are the coordinator's control requests; each carries its request id, and
+ * the effect's output (or error) is kept in `reply` under that id, which is how the binding
+ * answers the request. A DRAIN that arrives while loading, working or unloading is remembered and
+ * taken once that is done, so a drained device never abandons a step half way. Registration
+ * retries with exponential backoff (the coordinator may start after the device, or be restarting).
  */
-import { assign, setup, type SnapshotFrom } from 'xstate';
+import { assertEvent, assign, setup, type SnapshotFrom } from 'xstate';
 import { namedPromise } from '../../src/runtime/named.ts';
 import { backoffDelay, type BackoffPolicy } from '../../src/runtime/supervisor.ts';
+import { toWire, type WireError } from '../../src/runtime/errors.ts';
 import type { JoinReply } from '../../src/runtime/messages.ts';
+
+/** A control request the machine is serving: what to run and with which arguments. */
+export interface DeviceRequest { id: number; kind: string; args: unknown }
+
+/** The answer to request `id`. */
+export type DeviceReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
 
 export interface DeviceContext {
   device: string;
@@ -22,8 +34,14 @@ export interface DeviceContext {
   policy: BackoffPolicy;
   /** Failed registration attempts in a row. */
   registerFailures: number;
-  /** Last training step finished (-1 before the first). */
+  /** What the device holds for the run, e.g. "stage 1 rank 0" or "cached rank 2"; null when nothing. */
+  role: string | null;
+  /** Training step of the work in progress or last done (-1 before the first). */
   step: number;
+  /** Phase of that work: 'pipeline', 'cached', 'fill', 'redistribute'; null before any. */
+  phase: string | null;
+  request: DeviceRequest | null;
+  reply: DeviceReply | null;
   drainRequested: boolean;
   drainReason: string;
   /** Why the device failed, when it did. */
@@ -35,9 +53,12 @@ export type DeviceEvent =
   | { type: 'RECONNECTED' }
   | { type: 'CLOSED'; error: string }
   | { type: 'DRAIN'; reason: string }
-  | { type: 'LOAD'; assignment: unknown }
-  | { type: 'UNLOAD' }
-  | { type: 'WORK'; work: unknown };
+  | { type: 'LOAD'; request: DeviceRequest; role: string }
+  | { type: 'WORK'; request: DeviceRequest; step: number; phase: string }
+  | { type: 'UNLOAD'; request: DeviceRequest };
+
+type Output = { output: unknown };
+type Failure = { error: unknown };
 
 export const deviceMachine = setup({
   types: {
@@ -52,10 +73,12 @@ export const deviceMachine = setup({
     register: namedPromise<JoinReply, { attempt: number }>('register'),
     /** Measures this device's speed and reports it to the coordinator. */
     profile: namedPromise<void>('profile'),
-    /** Loads an assignment (stage layers, cache shard) given by the coordinator. */
-    load: namedPromise<void, { assignment: unknown }>('load'),
-    /** Runs one unit of work (a training step's share); resolves with the step it finished. */
-    work: namedPromise<{ step: number }, { work: unknown }>('work'),
+    /** Loads what a LOAD request assigns (stage layers, the cached-phase worker); output is the reply. */
+    load: namedPromise<unknown, DeviceRequest>('load'),
+    /** Runs one unit of work (a step's share, a cache fill or move); output is the reply. */
+    work: namedPromise<unknown, DeviceRequest>('work'),
+    /** Frees what the device holds; output is the reply. */
+    unload: namedPromise<unknown, DeviceRequest>('unload'),
     /** Finishes in-flight traffic and tells the coordinator the device leaves. */
     drain: namedPromise<void, { reason: string }>('drain'),
   },
@@ -64,18 +87,25 @@ export const deviceMachine = setup({
     stopHeartbeats: () => {},
     /** Something went wrong that the device survives; the binding reports it on `events`. */
     reportError: (_, _params: { what: string; error: string }) => {},
+    answer: assign({ reply: ({ context }, p: Output) => ({ id: context.request?.id ?? 0, ok: true as const, result: p.output }) }),
+    refuse: assign({ reply: ({ context }, p: Failure) => ({ id: context.request?.id ?? 0, ok: false as const, error: toWire(p.error) }) }),
+    rememberDrain: assign({ drainRequested: true, drainReason: ({ event }) => { assertEvent(event, 'DRAIN'); return event.reason; } }),
   },
   guards: {
     accepted: (_, reply: JoinReply) => reply.ok,
     registerRetriesLeft: ({ context }) => context.registerFailures < context.policy.maxRestarts,
     drainRequested: ({ context }) => context.drainRequested,
+    holdsRole: ({ context }) => context.role !== null,
   },
   delays: {
     registerRetry: ({ context }) => backoffDelay(context.policy, context.registerFailures),
   },
 }).createMachine({
   id: 'device',
-  context: ({ input }) => ({ device: input.device, policy: input.policy, registerFailures: 0, step: -1, drainRequested: false, drainReason: '' }),
+  context: ({ input }) => ({
+    device: input.device, policy: input.policy, registerFailures: 0, role: null, step: -1, phase: null,
+    request: null, reply: null, drainRequested: false, drainReason: '',
+  }),
   initial: 'connecting',
   on: {
     CLOSED: { target: '.failed', actions: assign({ error: ({ event }) => `bus closed: ${event.error}` }) },
@@ -133,33 +163,75 @@ export const deviceMachine = setup({
           },
         },
         idle: {
-          on: { LOAD: 'loading' },
+          on: {
+            LOAD: { target: 'loading', actions: assign({ request: ({ event }) => event.request, role: ({ event }) => event.role }) },
+            WORK: { target: 'working', actions: assign({ request: ({ event }) => event.request, step: ({ event }) => event.step, phase: ({ event }) => event.phase }) },
+            UNLOAD: { target: 'unloading', actions: assign({ request: ({ event }) => event.request }) },
+          },
         },
         loading: {
+          on: { DRAIN: { actions: 'rememberDrain' } },
           invoke: {
             src: 'load',
-            input: ({ event }) => ({ assignment: event.type === 'LOAD' ? event.assignment : undefined }),
-            onDone: 'ready',
-            onError: { target: 'idle', actions: { type: 'reportError', params: ({ event }) => ({ what: 'load', error: text(event.error) }) } },
+            input: ({ context }) => context.request!,
+            onDone: [
+              { guard: 'drainRequested', target: '#device.draining', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+              { target: 'ready', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+            ],
+            onError: [
+              { guard: 'drainRequested', target: '#device.draining', actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })] },
+              {
+                target: 'idle',
+                actions: [
+                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null }),
+                  { type: 'reportError', params: ({ event }) => ({ what: 'load', error: text(event.error) }) },
+                ],
+              },
+            ],
           },
         },
         ready: {
-          on: { WORK: 'working', UNLOAD: 'idle' },
+          on: {
+            WORK: { target: 'working', actions: assign({ request: ({ event }) => event.request, step: ({ event }) => event.step, phase: ({ event }) => event.phase }) },
+            UNLOAD: { target: 'unloading', actions: assign({ request: ({ event }) => event.request }) },
+          },
         },
         working: {
-          on: {
-            DRAIN: { actions: assign({ drainRequested: true, drainReason: ({ event }) => event.reason }) },
-          },
+          on: { DRAIN: { actions: 'rememberDrain' } },
           invoke: {
             src: 'work',
-            input: ({ event }) => ({ work: event.type === 'WORK' ? event.work : undefined }),
+            input: ({ context }) => context.request!,
             onDone: [
-              { guard: 'drainRequested', target: '#device.draining', actions: assign({ step: ({ event }) => event.output.step }) },
-              { target: 'ready', actions: assign({ step: ({ event }) => event.output.step }) },
+              { guard: 'drainRequested', target: '#device.draining', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+              { guard: 'holdsRole', target: 'ready', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+              { target: 'idle', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
             ],
             onError: [
-              { guard: 'drainRequested', target: '#device.draining' },
-              { target: 'ready', actions: { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) } },
+              { guard: 'drainRequested', target: '#device.draining', actions: { type: 'refuse', params: ({ event }) => ({ error: event.error }) } },
+              {
+                guard: 'holdsRole',
+                target: 'ready',
+                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) }],
+              },
+              {
+                target: 'idle',
+                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) }],
+              },
+            ],
+          },
+        },
+        unloading: {
+          on: { DRAIN: { actions: 'rememberDrain' } },
+          invoke: {
+            src: 'unload',
+            input: ({ context }) => context.request!,
+            onDone: [
+              { guard: 'drainRequested', target: '#device.draining', actions: [{ type: 'answer', params: ({ event }) => ({ output: event.output }) }, assign({ role: null })] },
+              { target: 'idle', actions: [{ type: 'answer', params: ({ event }) => ({ output: event.output }) }, assign({ role: null })] },
+            ],
+            onError: [
+              { guard: 'drainRequested', target: '#device.draining', actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })] },
+              { target: 'idle', actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })] },
             ],
           },
         },

@@ -25,7 +25,6 @@
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { z } from 'zod';
 import { createActor, fromPromise, waitFor } from 'xstate';
 import { loadBackbone, loadConfig } from '../../src/model/load.ts';
 import { SideNetwork } from '../../src/model/methods/side-network.ts';
@@ -37,13 +36,14 @@ import type { Bus } from '../../src/bus/index.ts';
 import type { DeviceCache, DeviceCacheOptions } from '../../src/cache/device-cache.ts';
 import {
   abortArgs, assignArgs, cachedLoadArgs, cacheReportArgs, fillArgs, redistributeArgs, stepArgs,
-  type CtlDevice, type CtlHandler, type StepReply,
+  type AssignArgs, type CtlDevice, type CtlHandler, type StepReply,
 } from '../../src/runtime/ctl.ts';
 import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
 import { packGrads, packState, unpackState, type PackedGrads, type PackedState } from '../../src/engine/index.ts';
 import { BusRing, BusStageLinks } from '../../src/engine/index.ts';
 import { cachedStep, StageRunner, type Pace, type RankOutcome } from '../../src/engine/index.ts';
 import { stageMachine } from './machine.ts';
+import { StepAborted, WrongState } from '../../src/runtime/errors.ts';
 import { rowSource } from '../../src/engine/index.ts';
 
 interface Stage {
@@ -75,13 +75,14 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   let spec: RunSpec | null = null;
   let rows: ReturnType<typeof rowSource> | null = null;
   let device: CtlDevice | null = null;
-  let pendingAssign: z.output<typeof assignArgs> | null = null;
-  let outcome: RankOutcome | null = null;
+  /** The running step's abort signal: pace() stops the step at its next operation once aborted. */
+  let stepSignal: AbortSignal | null = null;
   let peak = 0, computeMs = 0;
 
   const bus = (): Bus => device!.bus();
   const sample = () => { peak = Math.max(peak, tensorBytes() + (cache?.memory().bytes ?? 0)); };
   const pace: Pace = async (op) => {
+    if (stepSignal?.aborted) throw new StepAborted(machine.getSnapshot().context.step);
     const t0 = performance.now();
     const out = await device!.sim.compute(() => { const r = op(); sample(); return r; });
     computeMs += performance.now() - t0;
@@ -103,7 +104,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     return cache;
   };
 
-  const loadStage = async (a: z.output<typeof assignArgs>): Promise<void> => {
+  const loadStage = async (a: AssignArgs): Promise<void> => {
     const st = a.stages[a.stage]!, S = a.stages.length, s = a.spec;
     const backbone = await loadBackbone(s.model, { from: st.from, to: st.to, embed: a.stage === 0, head: a.stage === S - 1 });
     const T = s.seqLen, d = backbone.config.dModel;
@@ -140,10 +141,14 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
 
   const machine = createActor(stageMachine.provide({
     actors: {
-      loadStage: fromPromise(async () => loadStage(pendingAssign!)),
-      runStep: fromPromise<unknown, { step: number; sampleIds: number[] }>(async ({ input }) => {
-        outcome = await stage!.runner.runStep(input.step, input.sampleIds);
-        return outcome;
+      loadStage: fromPromise<void, AssignArgs>(async ({ input }) => loadStage(input)),
+      runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(async ({ input, signal }) => {
+        stepSignal = signal;
+        try {
+          return await stage!.runner.runStep(input.step, input.sampleIds);
+        } finally {
+          stepSignal = null;
+        }
       }),
       abortStep: fromPromise(async () => { stage?.compute.clear(); }),
       unloadStage: fromPromise(async () => unloadStage()),
@@ -161,21 +166,20 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     assign: async (raw, d) => {
       device = d;
       const a = assignArgs.parse(raw);
-      if (machine.getSnapshot().value !== 'unloaded') throw new Error(`assign: stage is ${String(machine.getSnapshot().value)}, release it first`);
-      pendingAssign = a;
-      machine.send({ type: 'LOAD', assignment: { stage: a.stage, rank: a.rank, from: a.stages[a.stage]!.from, to: a.stages[a.stage]!.to } });
+      if (machine.getSnapshot().value !== 'unloaded') throw new WrongState(`stage ${String(machine.getSnapshot().value)}`, 'assign');
+      machine.send({ type: 'LOAD', assignment: a });
       const s = await waitFor(machine, (x) => x.value !== 'loading', { timeout: Infinity });
       if (s.value !== 'ready') throw new Error(`assign: ${s.context.error}`);
       return { fingerprint: stage!.backbone.fingerprint, weights: [...stage!.backbone.weights().keys()], sideParameters: [...stage!.side.parameters().keys()] };
     },
     step: async (raw, d) => {
       const a = stepArgs.parse(raw);
-      if (machine.getSnapshot().value !== 'ready') throw new Error(`step ${a.step}: stage is ${String(machine.getSnapshot().value)}`);
+      if (machine.getSnapshot().value !== 'ready') throw new WrongState(`stage ${String(machine.getSnapshot().value)}`, `run step ${a.step}`);
       begin(d);
-      outcome = null;
       machine.send({ type: 'RUN_STEP', step: a.step, sampleIds: a.sampleIds });
       const s = await waitFor(machine, (x) => x.value === 'ready', { timeout: Infinity });
-      if (!outcome || s.context.committed !== a.step) throw new Error(`step ${a.step} failed${s.context.error ? `: ${s.context.error}` : ' (aborted)'}`);
+      const outcome = s.context.committed === a.step ? s.context.outcome : null;
+      if (!outcome) throw new StepAborted(a.step, s.context.error ? `failed: ${s.context.error}` : 'aborted');
       return reply(outcome, a.sampleIds, stage!.rank, a.withState, stage!.compute, stage!.optimizer);
     },
     fill: async (raw, d) => {

@@ -4,29 +4,38 @@
  * in-flight micro-batch of the step. Effects are named; the binding provides them.
  */
 import { assign, fromPromise, setup } from 'xstate';
+import type { AssignArgs } from '../../src/runtime/ctl.ts';
+import type { RankOutcome } from '../../src/engine/index.ts';
 
-export interface StageAssignment { stage: number; rank: number; from: number; to: number }
 export type StageEvent =
-  | { type: 'LOAD'; assignment: StageAssignment }
+  | { type: 'LOAD'; assignment: AssignArgs }
   | { type: 'RUN_STEP'; step: number; sampleIds: number[] }
   | { type: 'ABORT'; step: number }
   | { type: 'UNLOAD' };
 
-export interface StageContext { assignment: StageAssignment | null; step: number; committed: number; error: string | null }
+export interface StageContext {
+  /** The plan position loaded (or loading), null when unloaded. */
+  assignment: AssignArgs | null;
+  step: number;
+  /** The last step that ran to the end, and what it produced. */
+  committed: number;
+  outcome: RankOutcome | null;
+  error: string | null;
+}
 
 const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`stage machine: effect '${name}' was not provided`); });
 
 export const stageMachine = setup({
   types: { context: {} as StageContext, events: {} as StageEvent },
   actors: {
-    loadStage: notProvided<void, StageAssignment>('loadStage'),
-    runStep: notProvided<unknown, { step: number; sampleIds: number[] }>('runStep'),
+    loadStage: notProvided<void, AssignArgs>('loadStage'),
+    runStep: notProvided<RankOutcome, { step: number; sampleIds: number[] }>('runStep'),
     abortStep: notProvided<void, { step: number }>('abortStep'),
     unloadStage: notProvided<void, void>('unloadStage'),
   },
 }).createMachine({
   id: 'stage',
-  context: { assignment: null, step: 0, committed: 0, error: null },
+  context: { assignment: null, step: 0, committed: 0, outcome: null, error: null },
   initial: 'unloaded',
   states: {
     unloaded: { on: { LOAD: { target: 'loading', actions: assign({ assignment: ({ event }) => event.assignment, error: null }) } } },
@@ -40,7 +49,7 @@ export const stageMachine = setup({
     },
     ready: {
       on: {
-        RUN_STEP: { target: 'running', actions: assign({ step: ({ event }) => event.step }) },
+        RUN_STEP: { target: 'running', actions: assign({ step: ({ event }) => event.step, outcome: null, error: null }) },
         UNLOAD: 'unloading',
       },
     },
@@ -48,10 +57,10 @@ export const stageMachine = setup({
       invoke: {
         src: 'runStep',
         input: ({ context, event }) => ({ step: context.step, sampleIds: event.type === 'RUN_STEP' ? event.sampleIds : [] }),
-        onDone: { target: 'ready', actions: assign({ committed: ({ context }) => context.step }) },
+        onDone: { target: 'ready', actions: assign({ committed: ({ context }) => context.step, outcome: ({ event }) => event.output }) },
         onError: { target: 'aborting', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },
-      on: { ABORT: { guard: ({ context, event }) => event.step === context.step, target: 'aborting' } },
+      on: { ABORT: { guard: ({ context, event }) => event.step === context.step, target: 'aborting', actions: assign({ error: ({ event }) => `step ${event.step} aborted` }) } },
     },
     aborting: {
       invoke: { src: 'abortStep', input: ({ context }) => ({ step: context.step }), onDone: 'ready', onError: 'ready' },

@@ -12,6 +12,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { countWasmBuffers } from './memory.ts';
+import { BackendError } from './errors.ts';
 
 export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
 
@@ -22,9 +23,7 @@ export interface BackendInfo {
 }
 
 /** Raised when a backend was asked for explicitly and cannot be used. Names the missing package. */
-export class BackendError extends Error {
-  override name = 'BackendError';
-}
+export { BackendError } from './errors.ts';
 
 const nativePackages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as const;
 

@@ -15,3 +15,8 @@ export class ModelLoadError extends Error {
     this.field = field;
   }
 }
+
+/** No usable compute backend: the one asked for is missing or failed to load. */
+export class BackendError extends Error {
+  override name = 'BackendError';
+}

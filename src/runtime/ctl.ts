@@ -34,6 +34,7 @@ export const assignArgs = z.strictObject({
   state: z.unknown().optional(),
 });
 
+export type AssignArgs = z.output<typeof assignArgs>;
 /** `step` and `cached-step`: rank 0 adds its side state to the reply when `withState`. */
 export const stepArgs = z.strictObject({ step: z.number().int().positive(), sampleIds: sampleIds.min(1), withState: z.boolean() });
 
@@ -69,4 +70,42 @@ export interface StepReply extends StepOutcome {
   /** Peak of live tensor bytes plus the cache's memory tier during the step. */
   peakBytes: number;
   state?: PackedState;
+}
+
+/**
+ * How each training control kind meets the device machine: `load` and `unload` change what the
+ * device holds, `work` is a unit of work (the device is 'working' meanwhile), `query` only reads
+ * (any state), `signal` is delivered at once to the compute thread without waiting (abort).
+ */
+export const TRAINING_KINDS = {
+  assign: 'load',
+  'cached-load': 'load',
+  step: 'work',
+  'cached-step': 'work',
+  fill: 'work',
+  redistribute: 'work',
+  release: 'unload',
+  finish: 'unload',
+  'cache-report': 'query',
+  abort: 'signal',
+} as const;
+export type TrainingKind = keyof typeof TRAINING_KINDS;
+
+export function isTrainingKind(kind: string): kind is TrainingKind {
+  return Object.hasOwn(TRAINING_KINDS, kind);
+}
+
+/** What a request tells about the device's role, step and phase (for heartbeats and `charon status`). */
+export function describeRequest(kind: TrainingKind, args: unknown): { role?: string; step?: number; phase?: string } {
+  const a = (typeof args === 'object' && args !== null ? args : {}) as Record<string, unknown>;
+  const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) ? v : undefined);
+  switch (kind) {
+    case 'assign': return { role: `stage ${int(a.stage) ?? '?'} rank ${int(a.rank) ?? '?'}` };
+    case 'cached-load': return { role: `cached rank ${int(a.rank) ?? '?'}` };
+    case 'step': return { step: int(a.step), phase: 'pipeline' };
+    case 'cached-step': return { step: int(a.step), phase: 'cached' };
+    case 'fill': return { phase: 'fill' };
+    case 'redistribute': return { phase: 'redistribute' };
+    default: return {};
+  }
 }

@@ -12,8 +12,8 @@ export const LOST_AFTER_MS = 3 * HEARTBEAT_MS;
 
 export interface HeartbeatSource {
   device: string;
-  /** Reads the current state, step and memory at each beat. */
-  sample(): { state: string; step: number; memoryBytes: number };
+  /** Reads the current state, role, step, phase and memory at each beat. */
+  sample(): { state: string; step: number; role: string | null; phase: string | null; memoryBytes: number };
   /** Sends one heartbeat; a failure is the transport's to report, the beat goes on. */
   publish(hb: Heartbeat): void;
 }

@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { SUBJECT_SAFE } from '../topology/schema.ts';
+import { wireError } from './errors.ts';
 
 const name = z.string().regex(SUBJECT_SAFE).max(64);
 const count = z.number().int().nonnegative();
@@ -62,6 +63,10 @@ export const deviceStatus = z.strictObject({
   memoryMb: z.number(),
   memoryBytes: count,
   step: z.number().int(),
+  /** What the device holds for the run (e.g. "stage 0 rank 1"), null when nothing. */
+  role: z.string().nullable(),
+  /** Phase of its current or last work ('pipeline', 'cached', 'fill', 'redistribute'), null before any. */
+  phase: z.string().nullable(),
   /** ms since the last heartbeat (or the join), on the coordinator's clock. */
   heartbeatAgeMs: count,
   matmulGflops: z.number().nullable(),
@@ -75,6 +80,8 @@ export const statusReply = z.strictObject({
   run: z.string(),
   /** The coordinator machine's state, e.g. 'gathering', 'assembled'. */
   state: z.string(),
+  /** The training run's phase (its run machine's state, e.g. 'pipelineEpoch'), null when none runs. */
+  runPhase: z.string().nullable(),
   devices: z.array(deviceStatus),
   /** Messages the coordinator dropped because they failed validation, per reason. */
   rejected: z.record(z.string(), count),
@@ -89,6 +96,10 @@ export const heartbeat = z.strictObject({
   state: z.string().min(1).max(64),
   /** Training step the sender is on (-1 before the first). */
   step: z.number().int().min(-1),
+  /** What the sender holds for the run, e.g. "stage 0 rank 1"; null when nothing. */
+  role: z.string().max(64).nullable(),
+  /** Phase of the sender's current or last work, e.g. 'pipeline', 'cached'; null before any. */
+  phase: z.string().max(32).nullable(),
   /** Bytes in use: tensors plus caches where known, else the process's resident set. */
   memoryBytes: count,
   /** Increments by one per heartbeat from the same process; a restart starts again at 0. */
@@ -102,7 +113,11 @@ export type Heartbeat = z.infer<typeof heartbeat>;
 export const ctlRequest = z.strictObject({ kind: z.string().regex(/^[a-z][a-z-]*$/).max(64), args: z.unknown().optional() });
 export type CtlRequest = z.infer<typeof ctlRequest>;
 
-export const ctlReply = z.strictObject({ ok: z.boolean(), reason: z.string().optional(), result: z.unknown().optional() });
+/** A control reply: the handler's result, or its failure as a WireError (rebuilt as its class by the caller). */
+export const ctlReply = z.discriminatedUnion('ok', [
+  z.strictObject({ ok: z.literal(true), result: z.unknown().optional() }),
+  z.strictObject({ ok: z.literal(false), error: wireError }),
+]);
 export type CtlReply = z.infer<typeof ctlReply>;
 
 /** A run event (**contract** for `--json` output, dashboards and chaos checkers). */

@@ -1,12 +1,14 @@
 /**
  * `charon device`: one device process. Joins the run on the given NATS server, registers,
- * profiles, heartbeats, serves control requests; SIGTERM/SIGINT drain it gracefully.
+ * profiles, heartbeats, serves control requests; tensor work runs in a worker thread
+ * (tools/device-worker.ts). SIGTERM drains it gracefully, SIGINT stops the work at once.
  */
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { checkToken } from '../../src/bus/index.ts';
-import { startDevice } from '../../actors/device/actor.ts';
-import { trainingCtl } from '../../actors/stage/actor.ts';
-import { CacheActor } from '../../actors/cache/actor.ts';
+import { startDevice, type DeviceCompute } from '../../actors/device/actor.ts';
+import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
+import type { DeviceWorkerInfo, DeviceWorkerOptions } from '../device-worker.ts';
+import type { BackendChoice } from '../../src/model/backend.ts';
 
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
@@ -21,7 +23,8 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--backend 
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
   --bandwidth-mbps R   simulation: cap outgoing traffic at R Mbit/s
   --json               on exit print {"device","state","error"?,"rejected"} on stdout
-SIGTERM or SIGINT drains the device (finishes work, leaves the run) and exits 0.`;
+SIGTERM drains the device (finishes the work in progress, leaves the run) and exits 0; SIGINT
+abandons the work in progress at once, then leaves.`;
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseCommandArgs(argv, {
@@ -46,33 +49,45 @@ export async function run(argv: string[]): Promise<number> {
   const bandwidthMbps = bw === undefined ? null : num(args, 'bandwidth-mbps', 0, { min: Number.MIN_VALUE });
   const log = (line: string) => process.stderr.write(`[${name}] ${line}\n`);
 
-  // Loading the backend blocks the event loop for a while, so it happens before the device
-  // registers and its heartbeats start.
-  const { initBackend, measureMatmulGflops } = await import('../../src/model/backend.ts');
-  const info = await initBackend(backend as 'wasm' | 'cpu' | 'tensorflow' | undefined);
-  log(`backend ${info.detail}`);
-
-  const device = startDevice({
-    nats, run: runName, name, memoryMb, slowdown, bandwidthMbps, log,
-    // The stage handlers' activation cache is this device's cache actor (serves cache.<name>.put).
-    ctl: trainingCtl({
-      log,
-      openCache: (d, o) => new CacheActor({ ...o, bus: d.bus(), device: d.name, throttle: (bytes, send) => d.sim.send(bytes, send) }),
-    }),
-    requestTimeoutMs: 10_000,
-    compute: {
-      backend: info.name,
-      backendDetail: info.detail,
-      measureMatmulGflops: () => measureMatmulGflops(512, 3),
-      memoryBytes: () => process.memoryUsage().rss,
+  // Tensor work runs in a worker thread with its own data-plane connection, so this thread's
+  // heartbeats and control requests never wait for a kernel.
+  let worker: ComputeWorker<DeviceWorkerInfo>;
+  try {
+    worker = await ComputeWorker.start<DeviceWorkerInfo>(new URL('../device-worker.ts', import.meta.url), {
+      nats, run: runName, name, slowdown, bandwidthMbps, ...(backend ? { backend: backend as BackendChoice } : {}),
+    } satisfies DeviceWorkerOptions);
+  } catch (err) {
+    log(`compute worker failed to start: ${(err as Error).message}`);
+    return 1;
+  }
+  let workerLost: string | null = null;
+  let stopping = false;
+  const compute: DeviceCompute = {
+    backend: worker.info.backend,
+    backendDetail: worker.info.backendDetail,
+    measureMatmulGflops: () => worker.call<number>('measure'),
+    run: (kind, args) => worker.call(kind, args),
+    signal: (kind, args) => worker.signal(kind, args),
+    memoryBytes: () => process.memoryUsage().rss,
+    close: async () => {
+      if (worker.exited) return;
+      await Promise.race([worker.call('close').catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
+      await worker.terminate();
     },
+  };
+  const device = startDevice({ nats, run: runName, name, memoryMb, slowdown, bandwidthMbps, log, requestTimeoutMs: 10_000, compute });
+  worker.onExit((err) => {
+    if (stopping || device.snapshot().status !== 'active') return;
+    workerLost = err.message;
+    device.drain(`compute worker ended: ${err.message}`);
   });
-  const onSignal = (sig: string) => () => device.drain(sig);
-  process.on('SIGTERM', onSignal('SIGTERM'));
-  process.on('SIGINT', onSignal('SIGINT'));
+  /** Stop now: abandon the work in progress (the worker is terminated mid-kernel), then leave. */
+  const stopNow = (reason: string) => { stopping = true; void worker.terminate(); device.drain(reason); };
+  process.on('SIGINT', () => stopNow('SIGINT'));
+  process.on('SIGTERM', () => device.drain('SIGTERM'));
   // Spawned by `charon launch` with a pipe on stdin: the launcher's death closes it.
   if (process.env.CHARON_EXIT_WITH_PARENT === '1') {
-    process.stdin.on('end', () => device.drain('launcher gone'));
+    process.stdin.on('end', () => stopNow('launcher gone'));
     process.stdin.resume();
   }
   const final = await device.done;
@@ -82,5 +97,5 @@ export async function run(argv: string[]): Promise<number> {
   if (flag(args, 'json')) process.stdout.write(JSON.stringify({ device: name, state: String(final.value), ...(error ? { error } : {}), rejected: device.rejected() }) + '\n');
   process.removeAllListeners('SIGTERM');
   process.removeAllListeners('SIGINT');
-  return final.value === 'stopped' ? 0 : 1;
+  return final.value === 'stopped' && !workerLost ? 0 : 1;
 }

@@ -6,7 +6,7 @@ import { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { statusReply, type StatusReply } from '../../src/runtime/messages.ts';
 
-export const summary = "show a run's devices: state, heartbeat age, memory, speed";
+export const summary = "show a run's phase and its devices: state, role, step, phase, heartbeat age, memory, speed";
 
 const usage = `usage: charon status --nats URL --run RUN [--timeout-ms N] [--json]
 
@@ -39,13 +39,13 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(JSON.stringify(status) + '\n');
     return 0;
   }
-  const rows = [['device', 'state', 'alive', 'heartbeat', 'memory', 'budget', 'GFLOP/s', 'backend', 'pid@host']];
+  const rows = [['device', 'state', 'role', 'step', 'phase', 'alive', 'heartbeat', 'memory', 'budget', 'GFLOP/s', 'backend', 'pid@host']];
   for (const d of status.devices) {
-    rows.push([d.name, d.state, d.alive ? 'yes' : 'no', `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, `${(d.memoryBytes / 2 ** 20).toFixed(0)} MB`,
+    rows.push([d.name, d.state, d.role ?? '-', d.step < 0 ? '-' : String(d.step), d.phase ?? '-', d.alive ? 'yes' : 'no', `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, `${(d.memoryBytes / 2 ** 20).toFixed(0)} MB`,
       `${d.memoryMb} MB`, d.matmulGflops === null ? '-' : d.matmulGflops.toFixed(1), d.backend, `${d.pid}@${d.host}`]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  process.stdout.write(`run ${status.run}: ${status.state}, ${status.devices.filter((d) => d.alive).length}/${status.devices.length} devices alive\n`);
+  process.stdout.write(`run ${status.run}: ${status.state}${status.runPhase ? ` (training: ${status.runPhase})` : ''}, ${status.devices.filter((d) => d.alive).length}/${status.devices.length} devices alive\n`);
   for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
   const rejected = Object.entries(status.rejected).filter(([, n]) => n > 0);
   if (rejected.length) process.stdout.write(`rejected messages: ${rejected.map(([r, n]) => `${r} ${n}`).join(', ')}\n`);

@@ -1,0 +1,51 @@
+/**
+ * The compute thread of `charon device` (src/runtime/compute-worker.ts): loads the tensor backend,
+ * opens its own bus connection for the data plane (stage activations and gradients, all-reduce
+ * chunks, cache entries), and serves the training control kinds with the stage handlers and the
+ * device's cache actor. The main thread keeps the control plane: registration, heartbeats, the
+ * device machine, control requests.
+ */
+import { workerData } from 'node:worker_threads';
+import { Bus } from '../src/bus/index.ts';
+import { systemClock } from '../src/runtime/clock.ts';
+import { serveCompute, type ComputeHandler } from '../src/runtime/compute-worker.ts';
+import { SimulatedDevice } from '../src/runtime/simulation.ts';
+import type { CtlDevice } from '../src/runtime/ctl.ts';
+import { initBackend, measureMatmulGflops, type BackendChoice } from '../src/model/backend.ts';
+import { tensorBytes } from '../src/engine/index.ts';
+import { trainingCtl } from '../actors/stage/actor.ts';
+import { CacheActor } from '../actors/cache/actor.ts';
+
+/** What the main thread hands the worker (workerData.options). */
+export interface DeviceWorkerOptions {
+  nats: string;
+  run: string;
+  name: string;
+  backend?: BackendChoice;
+  slowdown: number;
+  bandwidthMbps: number | null;
+}
+
+/** What the worker reports once ready. */
+export interface DeviceWorkerInfo { backend: string; backendDetail: string }
+
+const o = (workerData as { options: DeviceWorkerOptions }).options;
+const log = (line: string) => process.stderr.write(`[${o.name}] ${line}\n`);
+
+await serveCompute(async () => {
+  const info = await initBackend(o.backend);
+  log(`backend ${info.detail}`);
+  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, run: o.run });
+  const device: CtlDevice = { name: o.name, sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock), bus: () => bus };
+  const ctl = trainingCtl({
+    log,
+    // The stage handlers' activation cache is this device's cache actor (serves cache.<name>.put).
+    openCache: (d, c) => new CacheActor({ ...c, bus: d.bus(), device: d.name, throttle: (bytes, send) => d.sim.send(bytes, send) }),
+  });
+  const handlers: Record<string, ComputeHandler> = Object.fromEntries(Object.entries(ctl).map(([kind, h]) => [kind, (args: unknown) => h(args, device)]));
+  handlers['measure'] = () => measureMatmulGflops(512, 3);
+  handlers['memory'] = () => tensorBytes();
+  handlers['close'] = async () => { await ctl['finish']?.({}, device); await bus.close(); };
+  const result: DeviceWorkerInfo = { backend: info.name, backendDetail: info.detail };
+  return { info: result, handlers };
+});
