@@ -18,7 +18,7 @@
  */
 import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createActor, fromPromise, waitFor } from 'xstate';
+import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { ctlReply } from '../../src/runtime/messages.ts';
@@ -278,15 +278,14 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   if (o.resume) emit('RUN_RESUMED', { step: o.resume.step, epoch: o.resume.epoch, stepInEpoch: o.resume.stepInEpoch });
   for (const d of names) liveness.check(d);
   try {
-    const final = await waitFor(actor, (s) => s.status !== 'active', { timeout: Infinity }).catch((err) => { throw o.signal?.aborted ? new Error('run interrupted') : err; });
+    // A stopped actor (aborted) completes without output.
+    const out = await toPromise(actor).catch((err) => { throw o.signal?.aborted ? new Error('run interrupted') : err; });
     if (o.signal?.aborted) throw new Error('run interrupted');
-    const { summary } = final.context;
-    if (final.value !== 'done' || !summary) {
-      const error = final.context.error ?? 'run failed';
-      emit('RUN_FAILED', { error });
-      throw new Error(error);
+    if (out.status === 'failed') {
+      emit('RUN_FAILED', { error: out.error });
+      throw new Error(out.error);
     }
-    return { runDir, summary };
+    return { runDir, summary: out.summary };
   } finally {
     liveness.stop();
     o.signal?.removeEventListener('abort', onAbort);

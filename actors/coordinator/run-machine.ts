@@ -8,7 +8,7 @@
  *
  * The context owns the run's data: every effect gets what it needs as `input` and hands back
  * what it produced as `output`, which `onDone` assigns; nothing travels between effects beside
- * the machine.
+ * the machine. The final state's output is the run summary (or the error that ended the run).
  *
  * A step is a mini-batch fixed by (seed, epoch). It runs (`trainStep`), then commits
  * (`commitStep`: checkpoint the side network, persist {epoch, stepInEpoch, step, ledger,
@@ -146,6 +146,8 @@ export interface FinishInput {
   resumedFromStep: number | null;
 }
 
+export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'failed'; error: string };
+
 export type RunEvent =
   | { type: 'DEVICE_JOINED'; device: string }
   | { type: 'DEVICE_LOST'; device: string; reason?: string };
@@ -218,7 +220,7 @@ function maxPeaks(peaks: Record<string, number>, step: Record<string, number>): 
 const failRun = { target: '#run.failed', actions: { type: 'recordError', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) } } as const;
 
 const run = setup({
-  types: { context: {} as RunContext, input: {} as RunInput, events: {} as RunEvent },
+  types: { context: {} as RunContext, input: {} as RunInput, events: {} as RunEvent, output: {} as RunOutput },
   actors: {
     profileDevices: notProvided<Profile, ProfileInput>('profileDevices'),
     planRun: notProvided<PlannedRun, PlanInput>('planRun'),
@@ -427,6 +429,7 @@ export const runMachine = run.createMachine({
     done: { type: 'final' },
     failed: { type: 'final' },
   },
+  output: ({ context }): RunOutput => (context.summary ? { status: 'done', summary: context.summary } : { status: 'failed', error: context.error ?? 'run failed' }),
 });
 
 /** The persisted form of a run context (what `commitStep` writes, what `resume` reads). */
