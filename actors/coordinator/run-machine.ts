@@ -20,44 +20,15 @@
  * `pendingJoins` for `replanning` at a step boundary.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
-import { Ledger, type LedgerJson } from '../../src/train/ledger.ts';
-import { epochSteps } from '../../src/train/data.ts';
+import { Ledger } from '../../src/train/ledger.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StagePlan } from '../../src/plan/planner.ts';
 import type { SideState, StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
+import { afterCommit, nextSampleIds, persistedRun, startState, type Phase, type PersistedRun, type RunState, type StepResult } from './run-state.ts';
 
-export type Phase = 'pipeline' | 'cached';
-
-/** What the machine persists after every committed step (enough to resume). */
-export interface PersistedRun {
-  /** 1-based epoch of the next step to run. */
-  epoch: number;
-  /** 0-based index of the next step inside that epoch. */
-  stepInEpoch: number;
-  /** Committed steps so far (global, 1-based numbering of steps). */
-  step: number;
-  ledger: LedgerJson;
-  checkpointRef: string | null;
-  epochs: EpochRecord[];
-  /** Running totals of the epoch in progress (so a resumed epoch's record counts every step). */
-  current?: EpochTotals;
-}
-
-/** Running totals of the committed steps of an epoch in progress. */
-export interface EpochTotals { steps: number; seconds: number; lossSum: number; bytes: number }
-
-/** Per-epoch figures for summary.json. */
-export interface EpochRecord {
-  epoch: number;
-  phase: Phase;
-  steps: number;
-  seconds: number;
-  /** Mean of the committed steps' losses. */
-  loss: number;
-  bytes: number;
-}
+export type { EpochRecord, EpochTotals, PersistedRun, Phase, StepResult } from './run-state.ts';
 
 export interface RunInput {
   runId: string;
@@ -67,14 +38,6 @@ export interface RunInput {
   expectedDevices: string[];
   gatherTimeoutMs: number;
   resume?: PersistedRun;
-}
-
-/** What one step reports back (sums over devices). */
-export interface StepResult {
-  loss: number;
-  seconds: number;
-  bytes: number;
-  peakBytes: Record<string, number>;
 }
 
 /** What planning decided, as the devices and the summary see it. */
@@ -156,7 +119,7 @@ export type RunEvent =
  * The persisted run (always with the totals of the epoch in progress) plus what lives only in
  * memory. Fields filled by an effect hold their empty value until it has run.
  */
-export interface RunContext extends PersistedRun {
+export interface RunContext extends RunState {
   input: RunInput;
   devices: string[];
   /** The input spec until planning fills in the micro-batch count. */
@@ -170,7 +133,6 @@ export interface RunContext extends PersistedRun {
   /** The coordinator's copy of the side network and optimiser: a reference that steps update in place. */
   side: SideState | null;
   cached: CachedPhase | null;
-  current: EpochTotals;
   lastResult: StepResult | null;
   peakBytes: Record<string, number>;
   bytes: BytesPerPhase;
@@ -182,33 +144,6 @@ export interface RunContext extends PersistedRun {
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`run machine: effect '${name}' was not provided`); });
-
-function persisted(c: RunContext): PersistedRun {
-  return { epoch: c.epoch, stepInEpoch: c.stepInEpoch, step: c.step, ledger: c.ledger, checkpointRef: c.checkpointRef, epochs: c.epochs, current: c.current };
-}
-
-/** The state persisted once the step in flight commits: ledger marked, position advanced. */
-function afterCommit(c: RunContext): Required<PersistedRun> {
-  const ledger = Ledger.fromJSON(c.ledger);
-  ledger.commit(c.epoch, c.step + 1);
-  const lastOfEpoch = c.stepInEpoch + 1 >= epochSteps(c.spec, c.epoch).length;
-  if (lastOfEpoch) ledger.finish(c.epoch);
-  const r = c.lastResult!;
-  return {
-    epoch: lastOfEpoch ? c.epoch + 1 : c.epoch,
-    stepInEpoch: lastOfEpoch ? 0 : c.stepInEpoch + 1,
-    step: c.step + 1,
-    ledger: ledger.toJSON(),
-    checkpointRef: c.checkpointRef,
-    epochs: lastOfEpoch ? [...c.epochs, closeEpoch(c, r)] : c.epochs,
-    current: lastOfEpoch ? { steps: 0, seconds: 0, lossSum: 0, bytes: 0 } : { steps: c.current.steps + 1, seconds: c.current.seconds + r.seconds, lossSum: c.current.lossSum + r.loss, bytes: c.current.bytes + r.bytes },
-  };
-}
-
-function closeEpoch(c: RunContext, r: StepResult): EpochRecord {
-  const steps = c.current.steps + 1;
-  return { epoch: c.epoch, phase: c.epoch === 1 ? 'pipeline' : 'cached', steps, seconds: c.current.seconds + r.seconds, loss: (c.current.lossSum + r.loss) / steps, bytes: c.current.bytes + r.bytes };
-}
 
 function maxPeaks(peaks: Record<string, number>, step: Record<string, number>): Record<string, number> {
   const out = { ...peaks };
@@ -271,7 +206,7 @@ const run = setup({
     beginStep: assign({
       ledger: ({ context: c }) => {
         const ledger = Ledger.fromJSON(c.ledger);
-        ledger.begin(c.epoch, c.step + 1, epochSteps(c.spec, c.epoch)[c.stepInEpoch]!);
+        ledger.begin(c.epoch, c.step + 1, nextSampleIds(c, c.spec));
         return ledger.toJSON();
       },
     }),
@@ -290,7 +225,7 @@ function stepLoop(phase: Phase) {
         invoke: {
           src: 'trainStep',
           input: ({ context: c }) => ({
-            runId: c.input.runId, phase, epoch: c.epoch, step: c.step + 1, sampleIds: epochSteps(c.spec, c.epoch)[c.stepInEpoch]!,
+            runId: c.input.runId, phase, epoch: c.epoch, step: c.step + 1, sampleIds: nextSampleIds(c, c.spec),
             spec: c.spec, groups: phase === 'pipeline' ? c.layout.map((s) => s.devices) : [c.cached!.ranks], side: c.side,
           }),
           onDone: {
@@ -306,10 +241,10 @@ function stepLoop(phase: Phase) {
       commit: {
         invoke: {
           src: 'commitStep',
-          input: ({ context: c }) => ({ runId: c.input.runId, phase, result: c.lastResult!, state: afterCommit(c), spec: c.spec, fingerprint: c.fingerprint, side: c.side! }),
+          input: ({ context: c }) => ({ runId: c.input.runId, phase, result: c.lastResult!, state: afterCommit(c, c.spec, c.lastResult!), spec: c.spec, fingerprint: c.fingerprint, side: c.side! }),
           onDone: {
             target: 'committed',
-            actions: assign(({ context: c, event }) => ({ ...afterCommit(c), checkpointRef: event.output.checkpointRef, peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes) })),
+            actions: assign(({ context: c, event }) => ({ ...afterCommit(c, c.spec, c.lastResult!), checkpointRef: event.output.checkpointRef, peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes) })),
           },
           onError: failRun,
         },
@@ -337,13 +272,7 @@ export const runMachine = run.createMachine({
     heldWeights: {},
     side: null,
     cached: null,
-    epoch: input.resume?.epoch ?? 1,
-    stepInEpoch: input.resume?.stepInEpoch ?? 0,
-    step: input.resume?.step ?? 0,
-    ledger: input.resume?.ledger ?? new Ledger(input.spec.samples).toJSON(),
-    checkpointRef: input.resume?.checkpointRef ?? null,
-    epochs: input.resume?.epochs ?? [],
-    current: input.resume?.current ?? { steps: 0, seconds: 0, lossSum: 0, bytes: 0 },
+    ...startState(input.spec.samples, input.resume),
     lastResult: null,
     peakBytes: {},
     bytes: { pipeline: 0, redistribution: 0, cached: 0 },
@@ -419,7 +348,7 @@ export const runMachine = run.createMachine({
       invoke: {
         src: 'finishRun',
         input: ({ context: c }) => ({
-          runId: c.input.runId, state: persisted(c), spec: c.spec, plan: c.plan!, layout: c.layout, simulatedStepMs: c.simulatedStepMs,
+          runId: c.input.runId, state: persistedRun(c), spec: c.spec, plan: c.plan!, layout: c.layout, simulatedStepMs: c.simulatedStepMs,
           heldWeights: c.heldWeights, peakBytes: c.peakBytes, bytes: c.bytes, redistribution: c.redistribution, resumedFromStep: c.input.resume?.step ?? null,
         }),
         onDone: { target: 'done', actions: assign({ summary: ({ event }) => event.output }) },
@@ -431,6 +360,3 @@ export const runMachine = run.createMachine({
   },
   output: ({ context }): RunOutput => (context.summary ? { status: 'done', summary: context.summary } : { status: 'failed', error: context.error ?? 'run failed' }),
 });
-
-/** The persisted form of a run context (what `commitStep` writes, what `resume` reads). */
-export { persisted as persistedRun };

@@ -7,7 +7,8 @@ import type { StageLayout } from '../../src/engine/index.ts';
 import type { StagePlan } from '../../src/plan/planner.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
-import type { BytesPerPhase, EpochRecord, FinishInput, Redistribution } from './run-machine.ts';
+import type { BytesPerPhase, FinishInput, Redistribution } from './run-machine.ts';
+import type { EpochRecord } from './run-state.ts';
 
 export interface MeasuredDevice { name: string; matmulGflops: number; memoryMb: number; slowdown: number; bandwidthMbps: number | null }
 
