@@ -174,9 +174,8 @@ const run = setup({
       const have = new Set([...context.devices, event.device]);
       return context.input.expectedDevices.every((d) => have.has(d));
     },
-    resumeInCachedPhase: ({ context }) => context.epoch > 1,
     runComplete: ({ context }) => context.epoch > context.spec.epochs,
-    pipelineComplete: ({ context }) => context.epoch > 1,
+    pipelineEpochDone: ({ context }) => context.epoch > 1,
   },
   actions: {
     addDevice: assign({
@@ -251,7 +250,7 @@ function stepLoop(phase: Phase) {
       },
       committed: {
         always: phase === 'pipeline'
-          ? [{ guard: 'runComplete', target: '#run.finishing' }, { guard: 'pipelineComplete', target: '#run.training.redistributing' }, { target: 'step' }]
+          ? [{ guard: 'runComplete', target: '#run.finishing' }, { guard: 'pipelineEpochDone', target: '#run.training.redistributing' }, { target: 'step' }]
           : [{ guard: 'runComplete', target: '#run.finishing' }, { target: 'step' }],
       },
     },
@@ -320,7 +319,7 @@ export const runMachine = run.createMachine({
             // The devices start numbering at the step after the last committed one.
             input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, checkpointRef: c.checkpointRef, epoch: c.epoch, firstStep: c.step + 1 }),
             onDone: [
-              { guard: 'resumeInCachedPhase', target: 'redistributing', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
+              { guard: 'pipelineEpochDone', target: 'redistributing', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
               { target: 'pipelineEpoch', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
             ],
             onError: failRun,
