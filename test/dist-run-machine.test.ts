@@ -1,27 +1,30 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createActor, fromPromise, SimulatedClock, waitFor } from 'xstate';
-import { runMachine, type CommitInput, type DeployInput, type PlanInput, type ProfileInput, type RedistributeInput, type FinishInput, type PersistedRun, type RunInput, type StepInput, type StepResult } from '../actors/coordinator/run-machine.ts';
+import { runMachine, type CommitInput, type DeployInput, type Deployment, type PlanInput, type PlannedRun, type ProfileInput, type RedistributeInput, type Redistributed, type FinishInput, type PersistedRun, type RunInput, type StepInput, type StepOutput } from '../actors/coordinator/run-machine.ts';
+import { buildSummary, type RunSummary } from '../actors/coordinator/run-summary.ts';
+import type { Profile } from '../src/plan/profile.ts';
 import { epochSteps } from '../src/train/data.ts';
 import { Ledger } from '../src/train/ledger.ts';
+import { planned, profile, sideState, spec } from './fixtures/run-effects.ts';
 
-const base: RunInput = { runId: 'r1', epochs: 3, samples: 10, batch: 4, seed: 7, expectedDevices: ['a', 'b'], gatherTimeoutMs: 5000 };
+const base: RunInput = { runId: 'r1', spec, expectedDevices: ['a', 'b'], gatherTimeoutMs: 5000 };
 
 function fakes(log: string[], opts: { failStep?: number } = {}) {
   const commits: CommitInput[] = [];
   const machine = runMachine.provide({
     actors: {
-      profileDevices: fromPromise<unknown, ProfileInput>(async ({ input }) => { log.push(`profile ${input.devices.join(',')}`); return { fast: true }; }),
-      planRun: fromPromise<unknown, PlanInput>(async () => { log.push('plan'); return { stages: 2 }; }),
-      deployPlan: fromPromise<void, DeployInput>(async ({ input }) => { log.push(`deploy ${input.checkpointRef}`); }),
-      trainStep: fromPromise<StepResult, StepInput>(async ({ input }) => {
+      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input }) => { log.push(`profile ${input.devices.join(',')}`); return profile; }),
+      planRun: fromPromise<PlannedRun, PlanInput>(async ({ input }) => { log.push('plan'); return planned(input.spec); }),
+      deployPlan: fromPromise<Deployment, DeployInput>(async ({ input }) => { log.push(`deploy ${input.checkpointRef}`); return { fingerprint: 'fp', heldWeights: {}, side: input.checkpointRef ? sideState(1) : null }; }),
+      trainStep: fromPromise<StepOutput, StepInput>(async ({ input }) => {
         log.push(`${input.phase} e${input.epoch} s${input.step} [${input.sampleIds.join(',')}]`);
         if (input.step === opts.failStep) throw new Error('stage 1 rank 0: shape mismatch');
-        return { loss: 1 / input.step, seconds: 0.5, bytes: 100, peakBytes: { a: input.step, b: 3 } };
+        return { loss: 1 / input.step, seconds: 0.5, bytes: 100, peakBytes: { a: input.step, b: 3 }, side: input.side ?? sideState(1) };
       }),
       commitStep: fromPromise<{ checkpointRef: string }, CommitInput>(async ({ input }) => { commits.push(input); return { checkpointRef: `ckpt-${input.state.step}` }; }),
-      redistribute: fromPromise<{ bytes: number; seconds: number }, RedistributeInput>(async () => { log.push('redistribute'); return { bytes: 42, seconds: 1 }; }),
-      finishRun: fromPromise<void, FinishInput>(async () => { log.push('finish'); }),
+      redistribute: fromPromise<Redistributed, RedistributeInput>(async () => { log.push('redistribute'); return { cached: { ranks: ['a', 'b'], shards: [[0], [1]] }, redistribution: { bytes: 42, seconds: 1, shardSizes: { a: 1, b: 1 } }, bytes: 42 }; }),
+      finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => { log.push('finish'); return buildSummary(input, { runDir: 'r1', checkpoint: 'ckpt', devices: [], seconds: 1 }); }),
     },
   });
   return { machine, commits };
@@ -49,7 +52,7 @@ test('run machine: gathers, plans, trains epoch 1 pipelined then cached epochs, 
   for (const e of [1, 2, 3]) {
     assert.equal(ledger.check(e), []);
     assert.ok(ledger.isFinished(e));
-    assert.equal(ledger.committedSteps(e).map((s) => s.sampleIds), epochSteps(base, e));
+    assert.equal(ledger.committedSteps(e).map((s) => s.sampleIds), epochSteps(spec, e));
   }
   // the persisted state advances step by step and always names the checkpoint of the previous commit
   assert.equal(commits.map((c) => c.state.step), Array.from({ length: 9 }, (_, i) => i + 1));
@@ -59,7 +62,7 @@ test('run machine: gathers, plans, trains epoch 1 pipelined then cached epochs, 
   assert.is(snap.context.epochs[0]!.seconds, 1.5);
   assert.ok(Math.abs(snap.context.epochs[0]!.loss - (1 + 1 / 2 + 1 / 3) / 3) < 1e-12);
   assert.equal(snap.context.peakBytes, { a: 9, b: 3 });
-  assert.equal(snap.context.redistribution, { bytes: 42, seconds: 1 });
+  assert.equal(snap.context.redistribution, { bytes: 42, seconds: 1, shardSizes: { a: 1, b: 1 } });
 });
 
 test('run machine: a restarted coordinator resumes after the last committed step', async () => {
@@ -76,7 +79,7 @@ test('run machine: a restarted coordinator resumes after the last committed step
   a2.send({ type: 'DEVICE_JOINED', device: 'a' });
   a2.send({ type: 'DEVICE_JOINED', device: 'b' });
   const snap = await waitFor(a2, (s) => s.status === 'done');
-  assert.is(log2.find((l) => l.startsWith('cached')), `cached e2 s5 [${epochSteps(base, 2)[1]!.join(',')}]`);
+  assert.is(log2.find((l) => l.startsWith('cached')), `cached e2 s5 [${epochSteps(spec, 2)[1]!.join(',')}]`);
   assert.ok(log2.includes('redistribute'));
   assert.is(log2.filter((l) => l.startsWith('pipeline')).length, 0);
   assert.equal(snap.context.ledger, a1.getSnapshot().context.ledger);
@@ -113,7 +116,7 @@ test('run machine: a device lost during training fails the run (recovery hook) a
   let release: () => void = () => {};
   const gate = new Promise<void>((r) => { release = r; });
   const machine = fakes(log).machine.provide({
-    actors: { trainStep: fromPromise<StepResult, StepInput>(async () => { await gate; return { loss: 1, seconds: 1, bytes: 1, peakBytes: {} }; }) },
+    actors: { trainStep: fromPromise<StepOutput, StepInput>(async () => { await gate; return { loss: 1, seconds: 1, bytes: 1, peakBytes: {}, side: sideState(1) }; }) },
   });
   const actor = createActor(machine, { input: base }).start();
   actor.send({ type: 'DEVICE_JOINED', device: 'a' });

@@ -18,7 +18,7 @@
  */
 import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createActor, fromPromise, waitFor } from 'xstate';
+import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { ctlReply } from '../../src/runtime/messages.ts';
@@ -33,14 +33,16 @@ import type { Topology } from '../../src/topology/schema.ts';
 import { epochSteps } from '../../src/train/data.ts';
 import { balanceShards } from '../../src/plan/balance.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
-import { Ledger } from '../../src/train/ledger.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { mergeStates, repackState, replayStep, unpackState, type PackedGrads, type PackedState, type SideState } from '../../src/engine/index.ts';
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
 import { measuredProfile, modelShape } from '../../src/plan/device-profile.ts';
 import { watchRunDevices } from './liveness.ts';
-import { runMachine, type CommitInput, type DeployInput, type PlanInput, type ProfileInput, type RedistributeInput, type EpochRecord, type FinishInput, type PersistedRun, type StepInput, type StepResult } from './run-machine.ts';
+import { runMachine, type CommitInput, type DeployInput, type Deployment, type FinishInput, type PersistedRun, type PlanInput, type PlannedRun, type ProfileInput, type RedistributeInput, type Redistributed, type StepInput, type StepOutput, type StepResult } from './run-machine.ts';
+import { buildSummary, type MeasuredDevice, type RunSummary } from './run-summary.ts';
+
+export type { RunSummary } from './run-summary.ts';
 
 export interface RunTrainingOptions {
   topology: Topology;
@@ -61,31 +63,6 @@ export interface RunTrainingOptions {
    * the state; activation caches lost with the old processes are recomputed.
    */
   resume?: PersistedRun;
-}
-
-/** What summary.json holds. */
-export interface RunSummary {
-  run: string;
-  runDir: string;
-  spec: RunSpec;
-  devices: { name: string; matmulGflops: number; memoryMb: number; slowdown: number; bandwidthMbps: number | null }[];
-  /** Backbone tensors each device loaded for its stage in epoch 1 (only its own layers). */
-  heldWeights: Record<string, string[]>;
-  plan: { stages: StageLayout[]; unusedDevices: string[]; microBatches: number; ordering: string; predictedStepMs: number; simulatedStepMs: number; bytesPerStep: StagePlan['bytesPerStep'] };
-  epochs: (EpochRecord & { meanStepSeconds: number })[];
-  stepsPerEpoch: number;
-  measuredPipelineStepMs: number;
-  /** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
-  bytesPerPhase: { pipeline: number; redistribution: number; cached: number };
-  pipelineBytesPerStep: { measured: number; planned: number };
-  redistribution: { bytes: number; seconds: number; shardSizes: Record<string, number> } | null;
-  peakBytesPerDevice: Record<string, number>;
-  ledger: { epochs: number; problems: string[] };
-  /** The committed step this run resumed after (null: trained from the start). */
-  resumedFromStep: number | null;
-  checkpoint: string;
-  finalLoss: number;
-  seconds: number;
 }
 
 export interface RunOutcome { runDir: string; summary: RunSummary }
@@ -114,11 +91,17 @@ export function sideCheckpointIdentity(spec: RunSpec) {
   };
 }
 
+/** A stage rank of the plan: its device, stage and rank inside the stage's group. */
+function participants(layout: StageLayout[]): { device: string; stage: number; rank: number }[] {
+  return layout.flatMap((st, s) => st.devices.map((d, rank) => ({ device: d, stage: s, rank })));
+}
+
 /** Runs the whole training of `topology` on the registered devices; resolves with the run directory and summary. */
 export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const { bus, coordinator, topology, runDir } = o;
-  let spec = specFromTopology(topology);
-  const config = loadConfig(spec.model);
+  // Planning fills in the micro-batch count: effects take the spec from their input, not from here.
+  const topologySpec = specFromTopology(topology);
+  const config = loadConfig(topologySpec.model);
   const events = coordinator.events;
   const emit = (type: string, fields: Record<string, unknown>) => events.emit(type, fields);
   const started = performance.now();
@@ -128,22 +111,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const names = topology.devices.map((d) => d.name);
   const specOf = new Map(topology.devices.map((d) => [d.name, d]));
 
-  let profile: Profile | null = null;
-  let plan: StagePlan | null = null;
-  let layout: StageLayout[] = [];
-  let fingerprint = '';
-  let state: SideState | null = null;
-  let cachedRanks: string[] = [];
-  let simulatedStepMs = 0;
-  let heldWeights: Record<string, string[]> = {};
-  /** The last step run: the cached phase's rings subscribe from the step after it. */
-  let lastStep = o.resume?.step ?? 0;
-  const bytes = { pipeline: 0, redistribution: 0, cached: 0 };
-  let redistribution: RunSummary['redistribution'] = null;
-  const participants = () => layout.flatMap((st, s) => st.devices.map((d, rank) => ({ device: d, stage: s, rank })));
-
   const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
-  const measured = () => names.map((n) => ({
+  const measured = (): MeasuredDevice[] => names.map((n) => ({
     name: n, matmulGflops: gflops(n), memoryMb: specOf.get(n)!.memoryMb, slowdown: specOf.get(n)!.slowdown, bandwidthMbps: specOf.get(n)!.bandwidthMbps ?? null,
   }));
 
@@ -156,48 +125,49 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
 
   const logic = runMachine.provide({
     actors: {
-      profileDevices: fromPromise<unknown, ProfileInput>(async () => {
-        profile = o.profile ?? measuredProfile(modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
-          measured().map((d) => ({ name: d.name, matmulGflops: d.matmulGflops, memoryBytes: d.memoryMb * 2 ** 20, bandwidthMbps: d.bandwidthMbps })),
-          { batchSize: spec.batch, samples: spec.samples });
-        return profile;
-      }),
-      planRun: fromPromise<unknown, PlanInput>(async () => {
+      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: { spec } }) => o.profile ?? measuredProfile(
+        modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
+        measured().map((d) => ({ name: d.name, matmulGflops: d.matmulGflops, memoryBytes: d.memoryMb * 2 ** 20, bandwidthMbps: d.bandwidthMbps })),
+        { batchSize: spec.batch, samples: spec.samples },
+      )),
+      planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { profile, spec } }) => {
+        let plan: StagePlan;
         try {
-          plan = planPipeline(profile!, { batchSize: spec.batch, samples: spec.samples, ...(spec.microBatches !== undefined ? { microBatchOptions: [spec.microBatches] } : {}) });
-          spec = { ...spec, microBatches: plan.microBatches };
+          plan = planPipeline(profile, { batchSize: spec.batch, samples: spec.samples, ...(spec.microBatches !== undefined ? { microBatchOptions: [spec.microBatches] } : {}) });
         } catch (err) {
           if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits: ${err.lines.join('; ')}`);
           throw err;
         }
-        layout = plan.stages.map((s) => ({ from: s.layers.from, to: s.layers.to, devices: s.devices.map((d) => d.name), shares: s.devices.map((d) => d.rows) }));
-        simulatedStepMs = simulatePlan(plan, profile!).stepMs;
+        const layout = plan.stages.map((s) => ({ from: s.layers.from, to: s.layers.to, devices: s.devices.map((d) => d.name), shares: s.devices.map((d) => d.rows) }));
+        const simulatedStepMs = simulatePlan(plan, profile).stepMs;
         emit('RUN_PLANNED', { stages: layout, unused: plan.unusedDevices, microBatches: plan.microBatches, predictedStepMs: plan.predicted.stepMs, simulatedStepMs });
-        return plan;
+        return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs };
       }),
-      deployPlan: fromPromise<void, DeployInput>(async ({ input }) => {
+      deployPlan: fromPromise<Deployment, DeployInput>(async ({ input: { spec, layout, checkpointRef, epoch, firstStep } }) => {
         let resumedFrom: CheckpointMeta | null = null;
-        if (input.checkpointRef) {
-          const { meta, state: ck } = loadCheckpoint(input.checkpointRef);
+        let side: SideState | null = null;
+        if (checkpointRef) {
+          const { meta, state: ck } = loadCheckpoint(checkpointRef);
           resumedFrom = meta;
-          state = { params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])), shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])), optimizer: ck.optimizer };
+          side = { params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])), shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])), optimizer: ck.optimizer };
         }
-        const firstStep = lastStep + 1;
-        const replies = await broadcast<{ fingerprint: string; weights: string[] }>(participants().map((p) => p.device), 'assign', (d) => {
-          const p = participants().find((x) => x.device === d)!;
-          return { spec, stages: layout, stage: p.stage, rank: p.rank, firstStep, ...(state && input.epoch === 1 ? { state: repackState(state) } : {}) };
+        // In the cached phase the side network goes out with `cached-load` instead.
+        const state = side && epoch === 1 ? { state: repackState(side) } : {};
+        const ranks = participants(layout);
+        const replies = await broadcast<{ fingerprint: string; weights: string[] }>(ranks.map((p) => p.device), 'assign', (d) => {
+          const p = ranks.find((x) => x.device === d)!;
+          return { spec, stages: layout, stage: p.stage, rank: p.rank, firstStep, ...state };
         }, 5 * CTL_TIMEOUT_MS);
-        fingerprint = [...replies.values()][0]!.fingerprint;
+        const fingerprint = [...replies.values()][0]!.fingerprint;
         if (resumedFrom) checkResumable(resumedFrom, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
-        heldWeights = Object.fromEntries([...replies].map(([d, r]) => [d, r.weights]));
         emit('RUN_DEPLOYED', { devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
+        return { fingerprint, heldWeights: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights])), side };
       }),
-      trainStep: fromPromise<StepResult, StepInput>(async ({ input }) => {
+      trainStep: fromPromise<StepOutput, StepInput>(async ({ input }) => {
         const t0 = performance.now();
-        lastStep = input.step;
         const cached = input.phase === 'cached';
-        const who = cached ? cachedRanks.map((d, rank) => ({ device: d, rank })) : participants();
-        const withState = state === null;
+        const who = input.groups.flatMap((g) => g.map((device, rank) => ({ device, rank })));
+        const withState = input.side === null;
         const args = (d: string) => ({ step: input.step, sampleIds: input.sampleIds, withState: withState && who.find((p) => p.device === d)!.rank === 0 });
         let replies: Map<string, StepReply & { grads?: PackedGrads }>;
         try {
@@ -207,121 +177,94 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           throw err;
         }
         const all = [...replies.values()];
-        const groups = cached ? 1 : layout.length;
-        if (withState) {
+        const groups = input.groups.length;
+        let side: SideState;
+        if (input.side === null) {
           const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));
           if (states.length !== groups) throw new Error(`step ${input.step}: ${states.length} of ${groups} stage groups returned their side state`);
-          state = mergeStates(states);
+          side = mergeStates(states);
         } else {
           const grads = all.flatMap((r) => (r.grads ? [r.grads] : []));
           if (grads.length !== groups) throw new Error(`step ${input.step}: ${grads.length} of ${groups} stage groups returned their reduced gradient`);
-          replayStep(state!, spec.optimizer, grads);
+          side = input.side;
+          replayStep(side, input.spec.optimizer, grads);
         }
         const sent = all.reduce((a, r) => a + r.bytesSent, 0);
-        bytes[cached ? 'cached' : 'pipeline'] += sent;
         const result: StepResult = {
           loss: all.reduce((a, r) => a + r.loss, 0), seconds: (performance.now() - t0) / 1000, bytes: sent,
           peakBytes: Object.fromEntries([...replies].map(([d, r]) => [d, r.peakBytes])),
         };
         appendFileSync(metricsFile, JSON.stringify({ type: 'step', phase: input.phase, epoch: input.epoch, step: input.step, loss: result.loss, seconds: result.seconds, bytes: sent, tokens: all.reduce((a, r) => Math.max(a, r.tokens), 0), devices: Object.fromEntries([...replies].map(([d, r]) => [d, { rows: r.rows, computeSeconds: r.computeSeconds, bytesSent: r.bytesSent, peakBytes: r.peakBytes }])) }) + '\n');
         emit('STEP_DONE', { phase: input.phase, epoch: input.epoch, step: input.step, loss: result.loss, seconds: result.seconds, bytes: sent });
-        return result;
+        return { ...result, side };
       }),
       commitStep: fromPromise<{ checkpointRef: string }, CommitInput>(async ({ input }) => {
-        saveSide(checkpointDir, input.state);
+        saveSide(checkpointDir, input);
         writeJsonAtomic(join(runDir, 'state.json'), input.state);
         const closed = input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
         if (closed) {
           const e = input.state.epochs.at(-1)!;
-          saveSide(join(runDir, 'checkpoints', `epoch-${e.epoch}`), input.state);
+          saveSide(join(runDir, 'checkpoints', `epoch-${e.epoch}`), input);
           appendFileSync(metricsFile, JSON.stringify({ type: 'epoch', ...e }) + '\n');
           emit('EPOCH_DONE', { ...e });
         }
         return { checkpointRef: checkpointDir };
       }),
-      redistribute: fromPromise<{ bytes: number; seconds: number }, RedistributeInput>(async () => {
+      redistribute: fromPromise<Redistributed, RedistributeInput>(async ({ input }) => {
+        const { spec, fingerprint } = input;
         const t0 = performance.now();
-        await refillCaches();
-        await broadcast(participants().map((p) => p.device), 'release', () => ({}));
-        cachedRanks = names;
+        const refilled = await refillCaches(input);
+        await broadcast(participants(input.layout).map((p) => p.device), 'release', () => ({}));
+        const ranks = names;
         // Every cache exists (and listens for puts) before any device starts sending.
-        const reports = await broadcast<{ holdings: number[] }>(cachedRanks, 'cache-report', () => ({ spec, fingerprint }));
+        const reports = await broadcast<{ holdings: number[] }>(ranks, 'cache-report', () => ({ spec, fingerprint }));
         const entryBytes = spec.seqLen * config.dModel * 4;
-        const holdings = new Map(Array.from({ length: spec.samples }, (_, j) => [j, cachedRanks
+        const holdings = new Map(Array.from({ length: spec.samples }, (_, j) => [j, ranks
           .map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j] ?? 0) * entryBytes })).filter((h) => h.bytes > 0)]));
-        const cachedPlan = planCachedPhase(cachedRanks.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })), [...holdings.keys()], holdings);
+        const cachedPlan = planCachedPhase(ranks.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })), [...holdings.keys()], holdings);
         const cachedSteps = Array.from({ length: Math.max(0, spec.epochs - 1) }, (_, e) => epochSteps(spec, e + 2)).flat();
         const shards = cachedSteps.length === 0 ? cachedPlan.shards.map((s) => s.samples)
-          : balanceShards(cachedPlan.shards.map((s) => s.samples.length), cachedSteps, (k, j) => (holdings.get(j) ?? []).some((h) => h.device === cachedRanks[k]));
-        const moved = await broadcast<{ bytesOut: number }>(cachedRanks, 'redistribute', () => ({ shards, devices: cachedRanks }), 30 * CTL_TIMEOUT_MS);
+          : balanceShards(cachedPlan.shards.map((s) => s.samples.length), cachedSteps, (k, j) => (holdings.get(j) ?? []).some((h) => h.device === ranks[k]));
+        const moved = await broadcast<{ bytesOut: number }>(ranks, 'redistribute', () => ({ shards, devices: ranks }), 30 * CTL_TIMEOUT_MS);
         const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
-        bytes.redistribution += sent;
-        const packed = repackState(state!);
-        await broadcast(cachedRanks, 'cached-load', (d) => { const rank = cachedRanks.indexOf(d); return { rank, size: cachedRanks.length, shard: shards[rank]!, firstStep: lastStep + 1, state: packed }; });
+        const packed = repackState(input.side);
+        await broadcast(ranks, 'cached-load', (d) => { const rank = ranks.indexOf(d); return { rank, size: ranks.length, shard: shards[rank]!, firstStep: input.firstStep, state: packed }; });
         const seconds = (performance.now() - t0) / 1000;
-        redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(cachedRanks.map((d, i) => [d, shards[i]!.length])) };
+        const redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(ranks.map((d, i) => [d, shards[i]!.length])) };
         emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes });
-        return { bytes: sent, seconds };
+        return { cached: { ranks, shards }, redistribution, bytes: refilled + sent };
       }),
-      finishRun: fromPromise<void, FinishInput>(async ({ input }) => {
-        const s = input.state;
-        const ledger = Ledger.fromJSON(s.ledger);
-        const problems = s.epochs.flatMap((e) => ledger.check(e.epoch).map((p) => `epoch ${e.epoch}: ${p}`));
-        const stepsPerEpoch = Math.ceil(spec.samples / spec.batch);
-        const pipe = s.epochs.find((e) => e.phase === 'pipeline');
-        const summary: RunSummary = {
-          run: topology.run, runDir, spec, devices: measured(), heldWeights,
-          plan: { stages: layout, unusedDevices: plan!.unusedDevices, microBatches: plan!.microBatches, ordering: plan!.ordering, predictedStepMs: plan!.predicted.stepMs, simulatedStepMs, bytesPerStep: plan!.bytesPerStep },
-          epochs: s.epochs.map((e) => ({ ...e, meanStepSeconds: e.seconds / e.steps })),
-          stepsPerEpoch,
-          measuredPipelineStepMs: pipe ? (pipe.seconds / pipe.steps) * 1000 : 0,
-          bytesPerPhase: { ...bytes },
-          pipelineBytesPerStep: { measured: pipe ? pipe.bytes / pipe.steps : 0, planned: plan!.bytesPerStep.total },
-          redistribution, peakBytesPerDevice: input.peakBytes,
-          ledger: { epochs: s.epochs.length, problems }, resumedFromStep: o.resume?.step ?? null,
-          checkpoint: checkpointDir, finalLoss: s.epochs.at(-1)?.loss ?? NaN, seconds: (performance.now() - started) / 1000,
-        };
+      finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => {
+        const summary = buildSummary(input, { runDir, checkpoint: checkpointDir, devices: measured(), seconds: (performance.now() - started) / 1000 });
         writeJsonAtomic(join(runDir, 'summary.json'), summary);
         await Promise.allSettled(names.map((d) => control(bus, d, 'finish', {})));
         emit('RUN_FINISHED', { runDir, epochs: summary.epochs.map((e) => ({ epoch: e.epoch, phase: e.phase, loss: e.loss, seconds: e.seconds })) });
-        result = summary;
+        return summary;
       }),
     },
   });
 
-  let result: RunSummary | null = null;
-
   /**
    * The cache is an optimisation, never a source of truth: samples whose activations no stage
    * device holds (computed by the processes of an interrupted run) go forward through the
-   * deployed stages again, each rank caching its layers, before redistribution.
+   * deployed stages again, each rank caching its layers, before redistribution. Resolves with
+   * the bytes the devices sent for it.
    */
-  async function refillCaches(): Promise<void> {
+  async function refillCaches({ spec, layout, fingerprint }: RedistributeInput): Promise<number> {
     const t0 = performance.now();
-    const stageDevices = participants().map((p) => p.device);
+    const stageDevices = participants(layout).map((p) => p.device);
     const reports = await broadcast<{ holdings: number[] }>(stageDevices, 'cache-report', () => ({ spec, fingerprint }));
     const layers = config.nLayers + 1;
     const missing = Array.from({ length: spec.samples }, (_, j) => j)
       .filter((j) => stageDevices.reduce((n, d) => n + (reports.get(d)!.holdings[j] ?? 0), 0) < layers);
-    if (missing.length === 0) return;
+    if (missing.length === 0) return 0;
     const filled = await broadcast<{ bytesSent: number }>(stageDevices, 'fill', () => ({ sampleIds: missing }), 30 * CTL_TIMEOUT_MS);
     const sent = [...filled.values()].reduce((a, r) => a + r.bytesSent, 0);
-    bytes.redistribution += sent;
     emit('CACHE_REFILLED', { samples: missing.length, bytes: sent, seconds: (performance.now() - t0) / 1000 });
-  }
-  /** The trainer-compatible checkpoint of the side network as of the persisted position. */
-  function saveSide(dir: string, p: PersistedRun): void {
-    const st = state!;
-    saveCheckpoint(dir, {
-      ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint,
-      state: {
-        epoch: p.epoch - 1, stepInEpoch: p.stepInEpoch, globalStep: p.step, stepLosses: [], epochs: [], ledger: p.ledger,
-        parameters: new Map([...st.params].map(([n, x]) => [n, { data: x, shape: st.shapes.get(n)! }])), optimizer: st.optimizer,
-      },
-    });
+    return sent;
   }
 
-  const actor = createActor(logic, { input: { runId: topology.run, epochs: spec.epochs, samples: spec.samples, batch: spec.batch, seed: spec.seed, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000, ...(o.resume ? { resume: o.resume } : {}) } });
+  const actor = createActor(logic, { input: { runId: topology.run, spec: topologySpec, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000, ...(o.resume ? { resume: o.resume } : {}) } });
   const liveness = watchRunDevices({
     registry: coordinator.registry,
     joined: (device) => actor.send({ type: 'DEVICE_JOINED', device }),
@@ -334,20 +277,31 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   if (o.resume) emit('RUN_RESUMED', { step: o.resume.step, epoch: o.resume.epoch, stepInEpoch: o.resume.stepInEpoch });
   for (const d of names) liveness.check(d);
   try {
-    const final = await waitFor(actor, (s) => s.status !== 'active', { timeout: Infinity }).catch((err) => { throw o.signal?.aborted ? new Error('run interrupted') : err; });
+    // A stopped actor (aborted) completes without output.
+    const out = await toPromise(actor).catch((err) => { throw o.signal?.aborted ? new Error('run interrupted') : err; });
     if (o.signal?.aborted) throw new Error('run interrupted');
-    if (final.value !== 'done' || !result) {
-      const error = final.context.error ?? 'run failed';
-      emit('RUN_FAILED', { error });
-      throw new Error(error);
+    if (out.status === 'failed') {
+      emit('RUN_FAILED', { error: out.error });
+      throw new Error(out.error);
     }
-    return { runDir, summary: result };
+    return { runDir, summary: out.summary };
   } finally {
     liveness.stop();
     coordinator.setRunPhase(null);
     o.signal?.removeEventListener('abort', onAbort);
     if (actor.getSnapshot().status === 'active') actor.stop();
   }
+}
+
+/** The trainer-compatible checkpoint of the side network as of the position `commit` persists. */
+function saveSide(dir: string, { state: p, side, spec, fingerprint }: CommitInput): void {
+  saveCheckpoint(dir, {
+    ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint,
+    state: {
+      epoch: p.epoch - 1, stepInEpoch: p.stepInEpoch, globalStep: p.step, stepLosses: [], epochs: [], ledger: p.ledger,
+      parameters: new Map([...side.params].map(([n, x]) => [n, { data: x, shape: side.shapes.get(n)! }])), optimizer: side.optimizer,
+    },
+  });
 }
 
 /** The innermost state name of a (possibly nested) state value, e.g. 'pipelineEpoch'. */

@@ -6,6 +6,10 @@
  *   gathering -> profiling -> planning -> training.deploying -> training.pipelineEpoch
  *     -> training.redistributing -> training.cachedEpochs -> finishing -> done      (+ failed)
  *
+ * The context owns the run's data: every effect gets what it needs as `input` and hands back
+ * what it produced as `output`, which `onDone` assigns; nothing travels between effects beside
+ * the machine. The final state's output is the run summary (or the error that ended the run).
+ *
  * A step is a mini-batch fixed by (seed, epoch). It runs (`trainStep`), then commits
  * (`commitStep`: checkpoint the side network, persist {epoch, stepInEpoch, step, ledger,
  * checkpoint ref}); only then does the ledger count it. A restarted coordinator is given the last
@@ -15,211 +19,266 @@
  * the run fails, naming the device); DEVICE_JOINED inside `training` is recorded in
  * `pendingJoins` for `replanning` at a step boundary.
  */
-import { assign, fromPromise, setup } from 'xstate';
-import { Ledger, type LedgerJson } from '../../src/train/ledger.ts';
-import { epochSteps } from '../../src/train/data.ts';
+import { assertEvent, assign, fromPromise, setup } from 'xstate';
+import { Ledger } from '../../src/train/ledger.ts';
+import type { RunSpec } from '../../src/train/run-spec.ts';
+import type { Profile } from '../../src/plan/profile.ts';
+import type { StagePlan } from '../../src/plan/planner.ts';
+import type { SideState, StageLayout } from '../../src/engine/index.ts';
+import type { RunSummary } from './run-summary.ts';
+import { afterCommit, nextSampleIds, persistedRun, startState, type Phase, type PersistedRun, type RunState, type StepResult } from './run-state.ts';
 
-export type Phase = 'pipeline' | 'cached';
-
-/** What the machine persists after every committed step (enough to resume). */
-export interface PersistedRun {
-  /** 1-based epoch of the next step to run. */
-  epoch: number;
-  /** 0-based index of the next step inside that epoch. */
-  stepInEpoch: number;
-  /** Committed steps so far (global, 1-based numbering of steps). */
-  step: number;
-  ledger: LedgerJson;
-  checkpointRef: string | null;
-  epochs: EpochRecord[];
-  /** Running totals of the epoch in progress (so a resumed epoch's record counts every step). */
-  current?: EpochTotals;
-}
-
-/** Running totals of the committed steps of an epoch in progress. */
-export interface EpochTotals { steps: number; seconds: number; lossSum: number; bytes: number }
-
-/** Per-epoch figures for summary.json. */
-export interface EpochRecord {
-  epoch: number;
-  phase: Phase;
-  steps: number;
-  seconds: number;
-  /** Mean of the committed steps' losses. */
-  loss: number;
-  bytes: number;
-}
+export type { EpochRecord, EpochTotals, PersistedRun, Phase, StepResult } from './run-state.ts';
 
 export interface RunInput {
   runId: string;
-  epochs: number;
-  samples: number;
-  batch: number;
-  seed: number;
+  /** What the run trains; planning fills in the micro-batch count when the topology leaves it open. */
+  spec: RunSpec;
   /** Devices that must have joined before profiling starts. */
   expectedDevices: string[];
   gatherTimeoutMs: number;
   resume?: PersistedRun;
 }
 
-/** What one step reports back (sums over devices). */
-export interface StepResult {
-  loss: number;
-  seconds: number;
-  bytes: number;
-  peakBytes: Record<string, number>;
+/** What planning decided, as the devices and the summary see it. */
+export interface PlannedRun {
+  plan: StagePlan;
+  layout: StageLayout[];
+  /** The input spec with the plan's micro-batch count. */
+  spec: RunSpec;
+  simulatedStepMs: number;
 }
 
-export interface ProfileInput { devices: string[] }
-export interface PlanInput { devices: string[]; profile: unknown }
-export interface DeployInput { plan: unknown; checkpointRef: string | null; epoch: number }
-export interface RedistributeInput { plan: unknown }
-export interface StepInput { runId: string; phase: Phase; epoch: number; step: number; sampleIds: number[] }
-export interface CommitInput { runId: string; phase: Phase; result: StepResult; state: PersistedRun }
-export interface FinishInput { runId: string; state: PersistedRun; plan: unknown; peakBytes: Record<string, number>; redistribution: { bytes: number; seconds: number } | null }
+/** What deploying the plan left on the devices and in the coordinator. */
+export interface Deployment {
+  /** The backbone the devices loaded; checkpoints and caches are keyed by it. */
+  fingerprint: string;
+  /** Backbone tensors each device loaded for its stage. */
+  heldWeights: Record<string, string[]>;
+  /** The side network resumed from the checkpoint; null when the devices initialise it. */
+  side: SideState | null;
+}
+
+/** The cached phase's one data-parallel group: every device a rank with its shard of sample ids. */
+export interface CachedPhase { ranks: string[]; shards: number[][] }
+
+/** Moving the activation caches to the cached phase's shards. */
+export interface Redistribution { bytes: number; seconds: number; shardSizes: Record<string, number> }
+
+export interface Redistributed {
+  cached: CachedPhase;
+  redistribution: Redistribution;
+  /** Everything devices sent for it, refilling lost caches included. */
+  bytes: number;
+}
+
+/** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
+export interface BytesPerPhase { pipeline: number; redistribution: number; cached: number }
+
+export interface ProfileInput { devices: string[]; spec: RunSpec }
+export interface PlanInput { devices: string[]; profile: Profile; spec: RunSpec }
+export interface DeployInput { spec: RunSpec; layout: StageLayout[]; checkpointRef: string | null; epoch: number; firstStep: number }
+export interface RedistributeInput { spec: RunSpec; layout: StageLayout[]; fingerprint: string; side: SideState; firstStep: number }
+export interface StepInput {
+  runId: string;
+  phase: Phase;
+  epoch: number;
+  step: number;
+  sampleIds: number[];
+  spec: RunSpec;
+  /** Device groups running the step: the plan's stages, or the cached phase's one group. Rank 0 of each answers for its group. */
+  groups: string[][];
+  /** Null until the first step: then rank 0 of every group returns its part of the side network. */
+  side: SideState | null;
+}
+/** A step's figures and the side network after it (the input's reference, updated in place, once there is one). */
+export interface StepOutput extends StepResult { side: SideState }
+export interface CommitInput { runId: string; phase: Phase; result: StepResult; state: PersistedRun; spec: RunSpec; fingerprint: string; side: SideState }
+export interface FinishInput {
+  runId: string;
+  state: PersistedRun;
+  spec: RunSpec;
+  plan: StagePlan;
+  layout: StageLayout[];
+  simulatedStepMs: number;
+  heldWeights: Record<string, string[]>;
+  peakBytes: Record<string, number>;
+  bytes: BytesPerPhase;
+  redistribution: Redistribution | null;
+  /** The committed step this run resumed after (null: trained from the start). */
+  resumedFromStep: number | null;
+}
+
+export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'failed'; error: string };
 
 export type RunEvent =
   | { type: 'DEVICE_JOINED'; device: string }
   | { type: 'DEVICE_LOST'; device: string; reason?: string };
 
-/** The persisted run (always with the totals of the epoch in progress) plus what lives only in memory. */
-export interface RunContext extends PersistedRun {
+/**
+ * The persisted run (always with the totals of the epoch in progress) plus what lives only in
+ * memory. Fields filled by an effect hold their empty value until it has run.
+ */
+export interface RunContext extends RunState {
   input: RunInput;
   devices: string[];
-  profile: unknown;
-  plan: unknown;
-  current: EpochTotals;
+  /** The input spec until planning fills in the micro-batch count. */
+  spec: RunSpec;
+  profile: Profile | null;
+  plan: StagePlan | null;
+  layout: StageLayout[];
+  simulatedStepMs: number;
+  fingerprint: string;
+  heldWeights: Record<string, string[]>;
+  /** The coordinator's copy of the side network and optimiser: a reference that steps update in place. */
+  side: SideState | null;
+  cached: CachedPhase | null;
   lastResult: StepResult | null;
   peakBytes: Record<string, number>;
-  redistribution: { bytes: number; seconds: number } | null;
+  bytes: BytesPerPhase;
+  redistribution: Redistribution | null;
   pendingJoins: string[];
   error: string | null;
+  summary: RunSummary | null;
 }
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`run machine: effect '${name}' was not provided`); });
 
-function persisted(c: RunContext): PersistedRun {
-  return { epoch: c.epoch, stepInEpoch: c.stepInEpoch, step: c.step, ledger: c.ledger, checkpointRef: c.checkpointRef, epochs: c.epochs, current: c.current };
+function maxPeaks(peaks: Record<string, number>, step: Record<string, number>): Record<string, number> {
+  const out = { ...peaks };
+  for (const [d, b] of Object.entries(step)) out[d] = Math.max(out[d] ?? 0, b);
+  return out;
 }
 
-/** The state persisted once the step in flight commits: ledger marked, position advanced. */
-function afterCommit(c: RunContext): Required<PersistedRun> {
-  const ledger = Ledger.fromJSON(c.ledger);
-  ledger.commit(c.epoch, c.step + 1);
-  const lastOfEpoch = c.stepInEpoch + 1 >= epochSteps(c.input, c.epoch).length;
-  if (lastOfEpoch) ledger.finish(c.epoch);
-  const r = c.lastResult!;
-  return {
-    epoch: lastOfEpoch ? c.epoch + 1 : c.epoch,
-    stepInEpoch: lastOfEpoch ? 0 : c.stepInEpoch + 1,
-    step: c.step + 1,
-    ledger: ledger.toJSON(),
-    checkpointRef: c.checkpointRef,
-    epochs: lastOfEpoch ? [...c.epochs, closeEpoch(c, r)] : c.epochs,
-    current: lastOfEpoch ? { steps: 0, seconds: 0, lossSum: 0, bytes: 0 } : { steps: c.current.steps + 1, seconds: c.current.seconds + r.seconds, lossSum: c.current.lossSum + r.loss, bytes: c.current.bytes + r.bytes },
-  };
-}
+/** Any effect's failure ends the run with its message. */
+const failRun = { target: '#run.failed', actions: { type: 'recordError', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) } } as const;
 
-function closeEpoch(c: RunContext, r: StepResult): EpochRecord {
-  const steps = c.current.steps + 1;
-  return { epoch: c.epoch, phase: c.epoch === 1 ? 'pipeline' : 'cached', steps, seconds: c.current.seconds + r.seconds, loss: (c.current.lossSum + r.loss) / steps, bytes: c.current.bytes + r.bytes };
-}
-
-function stepLoop(phase: Phase, next: string) {
-  return {
-    initial: 'step',
-    states: {
-      step: {
-        entry: 'beginStep',
-        invoke: {
-          src: 'trainStep',
-          input: ({ context: c }: { context: RunContext }): StepInput => ({ runId: c.input.runId, phase, epoch: c.epoch, step: c.step + 1, sampleIds: epochSteps(c.input, c.epoch)[c.stepInEpoch]! }),
-          onDone: { target: 'commit', actions: 'recordStep' },
-          onError: { target: '#run.failed', actions: 'recordError' },
-        },
-      },
-      commit: {
-        invoke: {
-          src: 'commitStep',
-          input: ({ context: c }: { context: RunContext }): CommitInput => ({ runId: c.input.runId, phase, result: c.lastResult!, state: afterCommit(c) }),
-          onDone: [
-            { guard: 'runComplete', target: '#run.finishing', actions: 'applyCommit' },
-            { guard: 'pipelineComplete', target: next, actions: 'applyCommit' },
-            { target: 'step', reenter: true, actions: 'applyCommit' },
-          ],
-          onError: { target: '#run.failed', actions: 'recordError' },
-        },
-      },
-    },
-  } as const;
-}
-
-export const runMachine = setup({
-  types: { context: {} as RunContext, input: {} as RunInput, events: {} as RunEvent },
+const run = setup({
+  types: { context: {} as RunContext, input: {} as RunInput, events: {} as RunEvent, output: {} as RunOutput },
   actors: {
-    profileDevices: notProvided<unknown, ProfileInput>('profileDevices'),
-    planRun: notProvided<unknown, PlanInput>('planRun'),
-    deployPlan: notProvided<void, DeployInput>('deployPlan'),
-    trainStep: notProvided<StepResult, StepInput>('trainStep'),
+    profileDevices: notProvided<Profile, ProfileInput>('profileDevices'),
+    planRun: notProvided<PlannedRun, PlanInput>('planRun'),
+    deployPlan: notProvided<Deployment, DeployInput>('deployPlan'),
+    trainStep: notProvided<StepOutput, StepInput>('trainStep'),
     commitStep: notProvided<{ checkpointRef: string }, CommitInput>('commitStep'),
-    redistribute: notProvided<{ bytes: number; seconds: number }, RedistributeInput>('redistribute'),
-    finishRun: notProvided<void, FinishInput>('finishRun'),
+    redistribute: notProvided<Redistributed, RedistributeInput>('redistribute'),
+    finishRun: notProvided<RunSummary, FinishInput>('finishRun'),
   },
   delays: {
     gatherTimeout: ({ context }) => context.input.gatherTimeoutMs,
   },
   guards: {
     allGathered: ({ context, event }) => {
-      const have = new Set(context.devices);
-      if (event.type === 'DEVICE_JOINED') have.add(event.device);
+      assertEvent(event, 'DEVICE_JOINED');
+      const have = new Set([...context.devices, event.device]);
       return context.input.expectedDevices.every((d) => have.has(d));
     },
-    resumeInCachedPhase: ({ context }) => context.epoch > 1,
-    runComplete: ({ context }) => afterCommit(context).epoch > context.input.epochs,
-    pipelineComplete: ({ context }) => context.epoch === 1 && afterCommit(context).epoch === 2,
+    runComplete: ({ context }) => context.epoch > context.spec.epochs,
+    pipelineEpochDone: ({ context }) => context.epoch > 1,
   },
   actions: {
-    addDevice: assign({ devices: ({ context, event }) => (event.type === 'DEVICE_JOINED' && !context.devices.includes(event.device) ? [...context.devices, event.device] : context.devices) }),
-    dropDevice: assign({ devices: ({ context, event }) => context.devices.filter((d) => event.type !== 'DEVICE_LOST' || d !== event.device) }),
-    noteDeviceLost: assign({ error: ({ event }) => (event.type === 'DEVICE_LOST' ? `device ${event.device} lost during training${event.reason ? ` (${event.reason})` : ''}; recovery is not built yet` : null) }),
-    notePendingJoin: assign({ pendingJoins: ({ context, event }) => (event.type === 'DEVICE_JOINED' ? [...context.pendingJoins, event.device] : context.pendingJoins) }),
+    addDevice: assign({
+      devices: ({ context, event }) => {
+        assertEvent(event, 'DEVICE_JOINED');
+        return context.devices.includes(event.device) ? context.devices : [...context.devices, event.device];
+      },
+    }),
+    dropDevice: assign({
+      devices: ({ context, event }) => {
+        assertEvent(event, 'DEVICE_LOST');
+        return context.devices.filter((d) => d !== event.device);
+      },
+    }),
+    noteDeviceLost: assign({
+      error: ({ event }) => {
+        assertEvent(event, 'DEVICE_LOST');
+        return `device ${event.device} lost during training${event.reason ? ` (${event.reason})` : ''}; recovery is not built yet`;
+      },
+    }),
+    notePendingJoin: assign({
+      pendingJoins: ({ context, event }) => {
+        assertEvent(event, 'DEVICE_JOINED');
+        return [...context.pendingJoins, event.device];
+      },
+    }),
     beginStep: assign({
       ledger: ({ context: c }) => {
         const ledger = Ledger.fromJSON(c.ledger);
-        ledger.begin(c.epoch, c.step + 1, epochSteps(c.input, c.epoch)[c.stepInEpoch]!);
+        ledger.begin(c.epoch, c.step + 1, nextSampleIds(c, c.spec));
         return ledger.toJSON();
       },
     }),
-    recordStep: assign({ lastResult: ({ event }) => (event as unknown as { output: StepResult }).output }),
-    applyCommit: assign(({ context: c, event }) => {
-      const next = afterCommit(c);
-      const r = c.lastResult!;
-      const peak = { ...c.peakBytes };
-      for (const [d, b] of Object.entries(r.peakBytes)) peak[d] = Math.max(peak[d] ?? 0, b);
-      return { ...next, checkpointRef: (event as unknown as { output: { checkpointRef: string } }).output.checkpointRef, peakBytes: peak };
-    }),
-    recordError: assign({ error: ({ event }) => message((event as unknown as { error: unknown }).error) }),
+    applyDeployment: assign((_, d: Deployment) => ({ fingerprint: d.fingerprint, heldWeights: d.heldWeights, side: d.side })),
+    recordError: assign((_, p: { error: unknown }) => ({ error: message(p.error) })),
   },
-}).createMachine({
+});
+
+/** Steps of one phase until the run or (pipeline) its only epoch is over. */
+function stepLoop(phase: Phase) {
+  return run.createStateConfig({
+    initial: 'step',
+    states: {
+      step: {
+        entry: 'beginStep',
+        invoke: {
+          src: 'trainStep',
+          input: ({ context: c }) => ({
+            runId: c.input.runId, phase, epoch: c.epoch, step: c.step + 1, sampleIds: nextSampleIds(c, c.spec),
+            spec: c.spec, groups: phase === 'pipeline' ? c.layout.map((s) => s.devices) : [c.cached!.ranks], side: c.side,
+          }),
+          onDone: {
+            target: 'commit',
+            actions: assign(({ context: c, event }) => {
+              const { side, ...result } = event.output;
+              return { side, lastResult: result, bytes: { ...c.bytes, [phase]: c.bytes[phase] + result.bytes } };
+            }),
+          },
+          onError: failRun,
+        },
+      },
+      commit: {
+        invoke: {
+          src: 'commitStep',
+          input: ({ context: c }) => ({ runId: c.input.runId, phase, result: c.lastResult!, state: afterCommit(c, c.spec, c.lastResult!), spec: c.spec, fingerprint: c.fingerprint, side: c.side! }),
+          onDone: {
+            target: 'committed',
+            actions: assign(({ context: c, event }) => ({ ...afterCommit(c, c.spec, c.lastResult!), checkpointRef: event.output.checkpointRef, peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes) })),
+          },
+          onError: failRun,
+        },
+      },
+      committed: {
+        always: phase === 'pipeline'
+          ? [{ guard: 'runComplete', target: '#run.finishing' }, { guard: 'pipelineEpochDone', target: '#run.training.redistributing' }, { target: 'step' }]
+          : [{ guard: 'runComplete', target: '#run.finishing' }, { target: 'step' }],
+      },
+    },
+  });
+}
+
+export const runMachine = run.createMachine({
   id: 'run',
   context: ({ input }) => ({
     input,
     devices: [],
+    spec: input.spec,
     profile: null,
     plan: null,
-    epoch: input.resume?.epoch ?? 1,
-    stepInEpoch: input.resume?.stepInEpoch ?? 0,
-    step: input.resume?.step ?? 0,
-    ledger: input.resume?.ledger ?? new Ledger(input.samples).toJSON(),
-    checkpointRef: input.resume?.checkpointRef ?? null,
-    epochs: input.resume?.epochs ?? [],
-    current: input.resume?.current ?? { steps: 0, seconds: 0, lossSum: 0, bytes: 0 },
+    layout: [],
+    simulatedStepMs: 0,
+    fingerprint: '',
+    heldWeights: {},
+    side: null,
+    cached: null,
+    ...startState(input.spec.samples, input.resume),
     lastResult: null,
     peakBytes: {},
+    bytes: { pipeline: 0, redistribution: 0, cached: 0 },
     redistribution: null,
     pendingJoins: [],
     error: null,
+    summary: null,
   }),
   initial: 'gathering',
   states: {
@@ -234,17 +293,17 @@ export const runMachine = setup({
       on: { DEVICE_LOST: { target: 'failed', actions: 'noteDeviceLost' } },
       invoke: {
         src: 'profileDevices',
-        input: ({ context }) => ({ devices: context.devices }),
+        input: ({ context }) => ({ devices: context.devices, spec: context.spec }),
         onDone: { target: 'planning', actions: assign({ profile: ({ event }) => event.output }) },
-        onError: { target: 'failed', actions: 'recordError' },
+        onError: failRun,
       },
     },
     planning: {
       invoke: {
         src: 'planRun',
-        input: ({ context }) => ({ devices: context.devices, profile: context.profile }),
-        onDone: { target: 'training', actions: assign({ plan: ({ event }) => event.output }) },
-        onError: { target: 'failed', actions: 'recordError' },
+        input: ({ context }) => ({ devices: context.devices, profile: context.profile!, spec: context.spec }),
+        onDone: { target: 'training', actions: assign(({ event }) => ({ plan: event.output.plan, layout: event.output.layout, spec: event.output.spec, simulatedStepMs: event.output.simulatedStepMs })) },
+        onError: failRun,
       },
     },
     training: {
@@ -257,35 +316,46 @@ export const runMachine = setup({
         deploying: {
           invoke: {
             src: 'deployPlan',
-            input: ({ context }) => ({ plan: context.plan, checkpointRef: context.checkpointRef, epoch: context.epoch }),
-            onDone: [{ guard: 'resumeInCachedPhase', target: 'redistributing' }, { target: 'pipelineEpoch' }],
-            onError: { target: '#run.failed', actions: 'recordError' },
+            // The devices start numbering at the step after the last committed one.
+            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, checkpointRef: c.checkpointRef, epoch: c.epoch, firstStep: c.step + 1 }),
+            onDone: [
+              { guard: 'pipelineEpochDone', target: 'redistributing', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
+              { target: 'pipelineEpoch', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
+            ],
+            onError: failRun,
           },
         },
-        pipelineEpoch: stepLoop('pipeline', '#run.training.redistributing'),
+        pipelineEpoch: stepLoop('pipeline'),
         redistributing: {
           invoke: {
             src: 'redistribute',
-            input: ({ context }) => ({ plan: context.plan }),
-            onDone: { target: 'cachedEpochs', actions: assign({ redistribution: ({ event }) => event.output }) },
-            onError: { target: '#run.failed', actions: 'recordError' },
+            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, fingerprint: c.fingerprint, side: c.side!, firstStep: c.step + 1 }),
+            onDone: {
+              target: 'cachedEpochs',
+              actions: assign(({ context: c, event }) => ({
+                cached: event.output.cached, redistribution: event.output.redistribution,
+                bytes: { ...c.bytes, redistribution: c.bytes.redistribution + event.output.bytes },
+              })),
+            },
+            onError: failRun,
           },
         },
-        cachedEpochs: stepLoop('cached', '#run.training.cachedEpochs'),
+        cachedEpochs: stepLoop('cached'),
       },
     },
     finishing: {
       invoke: {
         src: 'finishRun',
-        input: ({ context: c }) => ({ runId: c.input.runId, state: persisted(c), plan: c.plan, peakBytes: c.peakBytes, redistribution: c.redistribution }),
-        onDone: 'done',
-        onError: { target: 'failed', actions: 'recordError' },
+        input: ({ context: c }) => ({
+          runId: c.input.runId, state: persistedRun(c), spec: c.spec, plan: c.plan!, layout: c.layout, simulatedStepMs: c.simulatedStepMs,
+          heldWeights: c.heldWeights, peakBytes: c.peakBytes, bytes: c.bytes, redistribution: c.redistribution, resumedFromStep: c.input.resume?.step ?? null,
+        }),
+        onDone: { target: 'done', actions: assign({ summary: ({ event }) => event.output }) },
+        onError: failRun,
       },
     },
     done: { type: 'final' },
     failed: { type: 'final' },
   },
+  output: ({ context }): RunOutput => (context.summary ? { status: 'done', summary: context.summary } : { status: 'failed', error: context.error ?? 'run failed' }),
 });
-
-/** The persisted form of a run context (what `commitStep` writes, what `resume` reads). */
-export { persisted as persistedRun };

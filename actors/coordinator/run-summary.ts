@@ -1,0 +1,60 @@
+/**
+ * summary.json: what a finished distributed run reports, from the run machine's data at the end
+ * (`FinishInput`) and what only the coordinator's process knows (the devices' measurements,
+ * where the run lives, how long it took).
+ */
+import type { StageLayout } from '../../src/engine/index.ts';
+import type { StagePlan } from '../../src/plan/planner.ts';
+import { Ledger } from '../../src/train/ledger.ts';
+import type { RunSpec } from '../../src/train/run-spec.ts';
+import type { BytesPerPhase, FinishInput, Redistribution } from './run-machine.ts';
+import type { EpochRecord } from './run-state.ts';
+
+export interface MeasuredDevice { name: string; matmulGflops: number; memoryMb: number; slowdown: number; bandwidthMbps: number | null }
+
+/** What summary.json holds. */
+export interface RunSummary {
+  run: string;
+  runDir: string;
+  spec: RunSpec;
+  devices: MeasuredDevice[];
+  /** Backbone tensors each device loaded for its stage in epoch 1 (only its own layers). */
+  heldWeights: Record<string, string[]>;
+  plan: { stages: StageLayout[]; unusedDevices: string[]; microBatches: number; ordering: string; predictedStepMs: number; simulatedStepMs: number; bytesPerStep: StagePlan['bytesPerStep'] };
+  epochs: (EpochRecord & { meanStepSeconds: number })[];
+  stepsPerEpoch: number;
+  measuredPipelineStepMs: number;
+  /** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
+  bytesPerPhase: BytesPerPhase;
+  pipelineBytesPerStep: { measured: number; planned: number };
+  redistribution: Redistribution | null;
+  peakBytesPerDevice: Record<string, number>;
+  ledger: { epochs: number; problems: string[] };
+  /** The committed step this run resumed after (null: trained from the start). */
+  resumedFromStep: number | null;
+  checkpoint: string;
+  finalLoss: number;
+  seconds: number;
+}
+
+/** Where the run lives and what the coordinator measured, beside the machine's data. */
+export interface SummaryFacts { runDir: string; checkpoint: string; devices: MeasuredDevice[]; seconds: number }
+
+export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
+  const s = f.state;
+  const ledger = Ledger.fromJSON(s.ledger);
+  const problems = s.epochs.flatMap((e) => ledger.check(e.epoch).map((p) => `epoch ${e.epoch}: ${p}`));
+  const pipe = s.epochs.find((e) => e.phase === 'pipeline');
+  return {
+    run: f.runId, runDir: facts.runDir, spec: f.spec, devices: facts.devices, heldWeights: f.heldWeights,
+    plan: { stages: f.layout, unusedDevices: f.plan.unusedDevices, microBatches: f.plan.microBatches, ordering: f.plan.ordering, predictedStepMs: f.plan.predicted.stepMs, simulatedStepMs: f.simulatedStepMs, bytesPerStep: f.plan.bytesPerStep },
+    epochs: s.epochs.map((e) => ({ ...e, meanStepSeconds: e.seconds / e.steps })),
+    stepsPerEpoch: Math.ceil(f.spec.samples / f.spec.batch),
+    measuredPipelineStepMs: pipe ? (pipe.seconds / pipe.steps) * 1000 : 0,
+    bytesPerPhase: { ...f.bytes },
+    pipelineBytesPerStep: { measured: pipe ? pipe.bytes / pipe.steps : 0, planned: f.plan.bytesPerStep.total },
+    redistribution: f.redistribution, peakBytesPerDevice: f.peakBytes,
+    ledger: { epochs: s.epochs.length, problems }, resumedFromStep: f.resumedFromStep,
+    checkpoint: facts.checkpoint, finalLoss: s.epochs.at(-1)?.loss ?? NaN, seconds: facts.seconds,
+  };
+}
