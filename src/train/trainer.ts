@@ -16,7 +16,7 @@ import { cachedActivations, isCacheable } from './activations.ts';
 import { epochOrder, makeBatch, miniBatches, type Batch, type Dataset } from './data.ts';
 import { Ledger, type LedgerJson } from './ledger.ts';
 import { classificationLoss, correctCount, crossEntropy, frozenHeadCrossEntropy, nextTokenTargets } from './loss.ts';
-import { AdamW, type AdamWOptions, type AdamWState } from './optim.ts';
+import { AdamW, forRun, type AdamWOptions, type AdamWState } from './optim.ts';
 import { leanVariableGrads } from './grads.ts';
 import { peakTensorBytes, resetPeakTensorBytes, sampleTensorBytes } from '../model/memory.ts';
 
@@ -88,7 +88,7 @@ export class Trainer {
     if (init.cache && !isCacheable(method)) throw new Error(`the activation cache works with the parallel method only, not ${method.name}`);
     this.params = new Map([...method.parameters(), ...(this.head?.parameters() ?? [])]);
     for (const [name, v] of this.params) this.varNames.set(v.name, name);
-    this.optimizer = new AdamW({ ...config.optimizer, totalSteps: config.optimizer.totalSteps ?? this.stepsPerEpoch() * config.epochs });
+    this.optimizer = new AdamW(forRun(config.optimizer, this.stepsPerEpoch(), config.epochs));
     this.ledger = new Ledger(data.samples.length);
     this.cacheFingerprint = `${backbone.fingerprint}-t${config.seqLen}`;
   }
