@@ -2,7 +2,8 @@
  * A whole distributed PAC run inside one process: every (stage, rank) of a plan gets its own
  * backbone range, side span, optimiser and activation cache, talking through in-process
  * mailboxes. The math is exactly that of the multi-process run (same runner, same routing, same
- * all-reduce), so tests use it to check that placement never changes the result.
+ * all-reduce), so tests use it to check that placement never changes the result, and that one
+ * device trains exactly as the standalone Trainer does.
  */
 import { loadConfig, type ModelSource } from '../model/load.ts';
 import { ActivationCache } from '../cache/activation-cache.ts';

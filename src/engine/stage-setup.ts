@@ -12,7 +12,7 @@ import { StageCompute } from './stage-compute.ts';
 
 /** What every rank of a run shares. */
 export interface StageSpec {
-  /** Seeds the side network's initial values (with sideInit 'random'). */
+  /** Seeds the side network's initial values. */
   seed: number;
   /** k: side width r = dModel / k (default 8). */
   reduction?: number;
