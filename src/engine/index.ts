@@ -1,7 +1,8 @@
 /**
- * The training engine: one stage rank's compute (StageCompute), the 1F1B runner and the cached
- * data-parallel step, micro-batch routing by sample id, the ring all-reduce, stage links over the
- * bus or in memory, side-network state packing and replay, and in-process runs of a whole plan.
+ * The training engine: one stage rank's compute (StageCompute) and its set-up, the 1F1B runner
+ * and the cached data-parallel step, activation rows as cache entries, micro-batch routing by
+ * sample id, the ring all-reduce, stage links over the bus or in memory, side-network state
+ * packing and replay, and in-process runs of a whole plan.
  * Actors bind it to the bus and their machines; tests and benches use it directly.
  */
 export * from './stage-compute.ts';
@@ -11,3 +12,5 @@ export * from './allreduce.ts';
 export * from './links.ts';
 export * from './side-state.ts';
 export * from './local-run.ts';
+export * from './stage-setup.ts';
+export * from './cache-rows.ts';

@@ -1,10 +1,10 @@
 /**
  * Backbone activations b_0..b_L for a batch, through the activation cache: the parallel method's
  * backbone runs only for samples whose entries are missing (all of them in epoch 1; any missing or
- * corrupt entry later). Each sample's entry for layer l is its (T, d) block of b_l.
+ * corrupt entry later). Entries are laid out by the engine's CacheRows, as on a distributed run.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ActivationCache } from '../cache/activation-cache.ts';
+import type { CacheRows } from '../engine/cache-rows.ts';
 import type { Batch } from './data.ts';
 
 /** The part of the parallel method the cache path needs. */
@@ -23,40 +23,25 @@ export interface CachedBatchReport {
 }
 
 /**
- * b_0..b_L (each (B*T, d)) for `batch`, read from `cache` under `fingerprint`, computing and
- * storing what is missing. The caller owns (and disposes) the returned tensors.
+ * b_0..b_L (each (B*T, d)) for `batch`, read from `rows`, computing and storing what is missing.
+ * The caller owns (and disposes) the returned tensors.
  */
-export function cachedActivations(method: CacheableMethod, cache: ActivationCache, fingerprint: string, batch: Batch, nLayers: number, dModel: number): { acts: tf.Tensor2D[]; report: CachedBatchReport } {
+export function cachedActivations(method: CacheableMethod, rows: CacheRows, batch: Batch): { acts: tf.Tensor2D[]; report: CachedBatchReport } {
   const { batch: B, seqLen: T } = batch;
-  const rows = T * dModel;
-  const layers = Array.from({ length: nLayers + 1 }, () => new Float32Array(B * rows));
-  const missing: number[] = [];
-  for (let b = 0; b < B; b++) {
-    const sample = batch.sampleIds[b]!;
-    for (let l = 0; l <= nLayers; l++) {
-      const v = cache.get({ fingerprint, sample, layer: l });
-      if (!v) { missing.push(b); break; }
-      layers[l]!.set(v, b * rows);
-    }
-  }
+  const w = rows.o.width, d = w / T;
+  const { acts: layers, missing } = rows.read(batch.sampleIds);
   if (missing.length === B) {
     // Nothing cached (epoch 1): one batched backbone pass, then store every sample's blocks.
     const acts = tf.tidy(() => method.backboneActivations(tf.tensor2d(batch.ids, [B, T], 'int32')));
-    acts.forEach((t, l) => {
-      const data = t.dataSync() as Float32Array;
-      for (let b = 0; b < B; b++) cache.put({ fingerprint, sample: batch.sampleIds[b]!, layer: l }, data.subarray(b * rows, (b + 1) * rows));
-    });
+    rows.fill(batch.sampleIds, new Map(acts.map((t, l) => [l, t.dataSync() as Float32Array])));
     return { acts, report: { computed: B } };
   }
   for (const b of missing) {
-    const sample = batch.sampleIds[b]!;
     const acts = tf.tidy(() => method.backboneActivations(tf.tensor2d(batch.ids.subarray(b * T, (b + 1) * T), [1, T], 'int32')));
-    acts.forEach((t, l) => {
-      const data = t.dataSync() as Float32Array;
-      cache.put({ fingerprint, sample, layer: l }, data);
-      layers[l]!.set(data, b * rows);
-      t.dispose();
-    });
+    const computed = new Map(acts.map((t, l) => [l, t.dataSync() as Float32Array]));
+    for (const t of acts) t.dispose();
+    rows.fill([batch.sampleIds[b]!], computed);
+    for (const [l, v] of computed) layers[l]!.set(v, b * w);
   }
-  return { acts: layers.map((d) => tf.tensor2d(d, [B * T, dModel])), report: { computed: missing.length } };
+  return { acts: layers.map((v) => tf.tensor2d(v, [B * T, d])), report: { computed: missing.length } };
 }

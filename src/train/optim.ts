@@ -31,6 +31,14 @@ export interface AdamWState {
 /** What one `apply` did: the learning rate used and the gradient norm before clipping. */
 export interface StepReport { lr: number; gradNorm: number }
 
+/**
+ * The options of a run of `epochs` epochs of `stepsPerEpoch` steps: a cosine schedule without
+ * `totalSteps` decays to 0 at the run's last step, wherever the run trains.
+ */
+export function forRun(o: AdamWOptions, stepsPerEpoch: number, epochs: number): AdamWOptions {
+  return { ...o, totalSteps: o.totalSteps ?? stepsPerEpoch * epochs };
+}
+
 /** Learning rate at 1-based step `step`. */
 export function learningRate(o: AdamWOptions, step: number): number {
   const warm = o.warmupSteps ?? 0;

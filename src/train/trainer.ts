@@ -13,10 +13,11 @@ import type { Backbone } from '../model/types.ts';
 import type { FineTuneMethod } from '../model/methods/method.ts';
 import { ClassificationHead } from '../model/methods/heads.ts';
 import { cachedActivations, isCacheable } from './activations.ts';
+import { CacheRows } from '../engine/cache-rows.ts';
 import { epochOrder, makeBatch, miniBatches, type Batch, type Dataset } from './data.ts';
 import { Ledger, type LedgerJson } from './ledger.ts';
 import { classificationLoss, correctCount, crossEntropy, frozenHeadCrossEntropy, nextTokenTargets } from './loss.ts';
-import { AdamW, type AdamWOptions, type AdamWState } from './optim.ts';
+import { AdamW, forRun, type AdamWOptions, type AdamWState } from './optim.ts';
 import { leanVariableGrads } from './grads.ts';
 import { peakTensorBytes, resetPeakTensorBytes, sampleTensorBytes } from '../model/memory.ts';
 
@@ -73,7 +74,8 @@ export class Trainer {
   private globalStep = 0;
   private readonly stepLosses: number[] = [];
   private readonly epochs: EpochMetrics[] = [];
-  private readonly cacheFingerprint: string;
+  /** The cache's entries, with the parallel method and a cache. */
+  private readonly rows: CacheRows | undefined;
   /** Peak tensor bytes of the run (exact on wasm: every allocation counts; see model/memory.ts). */
   peakTensorBytes = 0;
   peakRssBytes = 0;
@@ -88,9 +90,9 @@ export class Trainer {
     if (init.cache && !isCacheable(method)) throw new Error(`the activation cache works with the parallel method only, not ${method.name}`);
     this.params = new Map([...method.parameters(), ...(this.head?.parameters() ?? [])]);
     for (const [name, v] of this.params) this.varNames.set(v.name, name);
-    this.optimizer = new AdamW({ ...config.optimizer, totalSteps: config.optimizer.totalSteps ?? this.stepsPerEpoch() * config.epochs });
+    this.optimizer = new AdamW(forRun(config.optimizer, this.stepsPerEpoch(), config.epochs));
     this.ledger = new Ledger(data.samples.length);
-    this.cacheFingerprint = `${backbone.fingerprint}-t${config.seqLen}`;
+    if (init.cache) this.rows = new CacheRows(init.cache, { fingerprint: `${backbone.fingerprint}-t${config.seqLen}`, layers: backbone.config.nLayers, width: config.seqLen * backbone.config.dModel });
   }
 
   stepsPerEpoch(): number { return Math.ceil(this.init.data.samples.length / this.init.config.batch); }
@@ -180,9 +182,9 @@ export class Trainer {
 
   /** Cached activations (parallel + cache) or nothing (the method runs its own backbone). */
   private activations(batch: Batch): { acts?: tf.Tensor2D[]; computed: number } {
-    const { cache, method, backbone } = this.init;
-    if (!cache || !isCacheable(method)) return { computed: batch.batch };
-    const { acts, report } = cachedActivations(method, cache, this.cacheFingerprint, batch, backbone.config.nLayers, backbone.config.dModel);
+    const { method } = this.init;
+    if (!this.rows || !isCacheable(method)) return { computed: batch.batch };
+    const { acts, report } = cachedActivations(method, this.rows, batch);
     return { acts, computed: report.computed };
   }
 
