@@ -19,6 +19,7 @@ import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
 import { okReply } from '../../src/runtime/messages.ts';
 import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
 import { WireTensor } from '../../src/tensor/index.ts';
+import { CacheRows } from '../../src/engine/index.ts';
 import { cacheMachine } from './machine.ts';
 
 const putBody = z.strictObject({
@@ -39,6 +40,7 @@ export interface CacheActorOptions extends DeviceCacheOptions {
 
 export class CacheActor implements DeviceCache {
   readonly cache: ActivationCache;
+  private readonly rows: CacheRows;
   private readonly held = new Map<number, Set<number>>();
   private readonly inbox: Inbox;
   private readonly machine: BoundActor<typeof cacheMachine>;
@@ -49,6 +51,7 @@ export class CacheActor implements DeviceCache {
 
   constructor(private readonly o: CacheActorOptions) {
     this.cache = new ActivationCache({ memoryBytes: o.memoryBytes, dir: o.dir, dtype: o.dtype });
+    this.rows = new CacheRows(this.cache, { fingerprint: o.fingerprint, layers: o.layers, width: o.width });
     this.inbox = new Inbox(o.bus);
     this.inbox.serve(o.bus.subjects.cachePut(o.device), {
       put: route(putBody, (b) => {
@@ -72,7 +75,11 @@ export class CacheActor implements DeviceCache {
   }
 
   private put(sample: number, layer: number, values: Float32Array): void {
-    this.cache.put({ fingerprint: this.o.fingerprint, sample, layer }, values);
+    this.rows.put(sample, layer, values);
+    this.hold(sample, layer);
+  }
+
+  private hold(sample: number, layer: number): void {
     let s = this.held.get(sample);
     if (!s) this.held.set(sample, (s = new Set()));
     s.add(layer);
@@ -80,7 +87,8 @@ export class CacheActor implements DeviceCache {
 
   /** Stores what this device's stage computed for `sampleIds` (layer -> rows * width, rows in id order). */
   fill(sampleIds: readonly number[], computed: Map<number, Float32Array>): void {
-    sampleIds.forEach((id, j) => { for (const [layer, v] of computed) this.put(id, layer, v.subarray(j * this.o.width, (j + 1) * this.o.width)); });
+    this.rows.fill(sampleIds, computed);
+    sampleIds.forEach((id) => { for (const layer of computed.keys()) this.hold(id, layer); });
   }
 
   /** Layers held per sample (index = sample id, `samples` entries). */
@@ -135,18 +143,14 @@ export class CacheActor implements DeviceCache {
   }
 
   private read(sample: number, layer: number): Float32Array {
-    const v = this.cache.get({ fingerprint: this.o.fingerprint, sample, layer });
+    const v = this.rows.get(sample, layer);
     if (!v) throw new Error(`cache ${this.o.device}: layer ${layer} of sample ${sample} is missing (evicted without a disk tier, or its file is corrupt)`);
     return v;
   }
 
   /** Every layer b_0..b_L of `sampleIds`, each as rows * width values (cached epochs). */
   activations(sampleIds: readonly number[]): Float32Array[] {
-    return Array.from({ length: this.o.layers + 1 }, (_, l) => {
-      const out = new Float32Array(sampleIds.length * this.o.width);
-      sampleIds.forEach((id, j) => out.set(this.read(id, l), j * this.o.width));
-      return out;
-    });
+    return this.rows.activations(sampleIds);
   }
 
   /** Memory-tier bytes now and at peak. */

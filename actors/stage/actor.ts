@@ -26,12 +26,8 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createActor, fromPromise, waitFor } from 'xstate';
-import { loadBackbone, loadConfig } from '../../src/model/load.ts';
-import { SideNetwork } from '../../src/model/methods/side-network.ts';
-import type { Backbone } from '../../src/model/types.ts';
-import { StageCompute, tensorBytes } from '../../src/engine/index.ts';
-import { AdamW } from '../../src/train/optim.ts';
-import type { StageLayout } from '../../src/engine/index.ts';
+import { loadConfig } from '../../src/model/load.ts';
+import type { AdamW } from '../../src/train/optim.ts';
 import type { Bus } from '../../src/bus/index.ts';
 import type { DeviceCache, DeviceCacheOptions } from '../../src/cache/device-cache.ts';
 import {
@@ -39,24 +35,19 @@ import {
   type AssignArgs, type CtlDevice, type CtlHandler, type StepReply,
 } from '../../src/runtime/ctl.ts';
 import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
-import { packGrads, packState, unpackState, type PackedGrads, type PackedState } from '../../src/engine/index.ts';
-import { BusRing, BusStageLinks } from '../../src/engine/index.ts';
-import { cachedStep, StageRunner, type Pace, type RankOutcome } from '../../src/engine/index.ts';
+import {
+  BusRing, BusStageLinks, cachedStep, openStageCompute, packGrads, packState, rowSource, StageRunner, tensorBytes, unpackState,
+  type OpenStage, type PackedGrads, type PackedState, type Pace, type RankOutcome, type StageCompute, type StageLayout,
+} from '../../src/engine/index.ts';
 import { stageMachine } from './machine.ts';
 import { StepAborted, WrongState } from '../../src/runtime/errors.ts';
-import { rowSource } from '../../src/engine/index.ts';
 
-interface Stage {
-  backbone: Backbone;
-  side: SideNetwork;
-  compute: StageCompute;
-  optimizer: AdamW;
-  links: BusStageLinks;
-  runner: StageRunner;
-  rank: number;
-}
+interface Stage extends OpenStage { links: BusStageLinks; runner: StageRunner; rank: number }
 
-interface CachedWorker { head: Backbone; side: SideNetwork; compute: StageCompute; optimizer: AdamW; ring: BusRing; rank: number; size: number; shard: Set<number> }
+interface CachedWorker extends OpenStage { ring: BusRing; rank: number; size: number; shard: Set<number> }
+
+/** The engine's stage settings of a run (distributed runs start the side network at random). */
+const stageSpec = (s: RunSpec) => ({ seed: s.seed, reduction: s.reduction, sideInit: 'random' as const, seqLen: s.seqLen, optimizer: s.optimizer });
 
 export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
@@ -106,16 +97,12 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
 
   const loadStage = async (a: AssignArgs): Promise<void> => {
     const st = a.stages[a.stage]!, S = a.stages.length, s = a.spec;
-    const backbone = await loadBackbone(s.model, { from: st.from, to: st.to, embed: a.stage === 0, head: a.stage === S - 1 });
+    const open = await openStageCompute({
+      model: s.model, part: { from: st.from, to: st.to, first: a.stage === 0, last: a.stage === S - 1 }, spec: stageSpec(s),
+      ...(a.state ? { state: unpackState(a.state as PackedState) } : {}),
+    });
+    const { backbone, side, compute, optimizer } = open;
     const T = s.seqLen, d = backbone.config.dModel;
-    const side = new SideNetwork(backbone.config, { from: st.from, to: st.to, hasDown0: a.stage === 0, hasUp: a.stage === S - 1 }, { seed: s.seed, reduction: s.reduction, sideInit: 'random' });
-    const compute = new StageCompute(backbone, side, T);
-    const optimizer = new AdamW(s.optimizer);
-    if (a.state) {
-      const st0 = unpackState(a.state as PackedState);
-      compute.load(st0.params);
-      optimizer.load(pick(st0.optimizer, side.parameters()), side.parameters());
-    }
     const fill = ensureCache(s, backbone.fingerprint);
     const links = new BusStageLinks(bus(), {
       stage: a.stage, rank: a.rank, group: `s${a.stage}`, groupSize: st.devices.length, prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
@@ -125,17 +112,14 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: plannedMicroBatches(s), compute, optimizer, links, data: rows!, pace,
       onComputed: (ids, computed) => fill.fill(ids, computed),
     });
-    stage = { backbone, side, compute, optimizer, links, runner, rank: a.rank };
+    stage = { ...open, links, runner, rank: a.rank };
     log(`stage ${a.stage} rank ${a.rank}: layers ${st.from}..${st.to}${a.stage === 0 ? ' + embedding' : ''}${a.stage === S - 1 ? ' + head' : ''}, ${backbone.weights().size} backbone tensors`);
   };
 
   const unloadStage = () => {
     if (!stage) return;
     stage.links.close();
-    stage.compute.clear();
-    stage.optimizer.dispose();
-    stage.side.dispose();
-    stage.backbone.dispose();
+    stage.dispose();
     stage = null;
   };
 
@@ -217,15 +201,8 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       const a = cachedLoadArgs.parse(raw);
       if (!spec) throw new Error('cached-load: no run spec (this device was never assigned)');
       if (stage) throw new Error('cached-load: release the pipeline stage first');
-      const head = await loadBackbone(spec.model, { from: 1, to: 0, embed: false, head: true });
-      const L = head.config.nLayers;
-      const side = new SideNetwork(head.config, { from: 1, to: L, hasDown0: true, hasUp: true }, { seed: spec.seed, reduction: spec.reduction, sideInit: 'random' });
-      const compute = new StageCompute(head, side, spec.seqLen);
-      const st = unpackState(a.state as PackedState);
-      compute.load(st.params);
-      const optimizer = new AdamW(spec.optimizer);
-      optimizer.load(st.optimizer, side.parameters());
-      worker = { head, side, compute, optimizer, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
+      const open = await openStageCompute({ model: spec.model, part: 'cached', spec: stageSpec(spec), state: unpackState(a.state as PackedState) });
+      worker = { ...open, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
       return { tensorBytes: tensorBytes() };
     },
     'cached-step': async (raw, d) => {
@@ -244,7 +221,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
         machine.send({ type: 'UNLOAD' });
         await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
       }
-      if (worker) { worker.ring.close(); worker.optimizer.dispose(); worker.side.dispose(); worker.head.dispose(); worker = null; }
+      if (worker) { worker.ring.close(); worker.dispose(); worker = null; }
       cache?.drop();
       cache = null;
       spec = null;
@@ -252,10 +229,4 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       return { tensorBytes: tensorBytes() };
     },
   };
-}
-
-/** The optimiser state restricted to the parameters a stage holds. */
-function pick(state: { step: number; m: Map<string, Float32Array>; v: Map<string, Float32Array> }, params: Map<string, unknown>) {
-  const keep = <T>(m: Map<string, T>) => new Map([...m].filter(([n]) => params.has(n)));
-  return { step: state.step, m: keep(state.m), v: keep(state.v) };
 }
