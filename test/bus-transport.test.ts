@@ -156,17 +156,6 @@ test('bus: a request past its deadline fails with a retryable BusTimeout; nobody
   assert.is((none as NoResponders).retryable, true);
 });
 
-test('bus: the object store keeps bytes by name', async () => {
-  const store = await a.objectStore('weights');
-  const bytes = randomTensor('uint8', [3 * MAX_PAYLOAD + 5]).bytes();
-  const info = await store.put('side/step-3.safetensors', bytes);
-  assert.is(info.size, bytes.length);
-  const back = await (await b.objectStore('weights')).get('side/step-3.safetensors');
-  assert.ok(back && Buffer.from(back).equals(Buffer.from(bytes)));
-  assert.is(await store.get('missing'), null);
-  assert.equal((await store.list()).map((o) => o.name), ['side/step-3.safetensors']);
-});
-
 test('bus: bad run names, bad bus names and unreachable servers fail clearly', async () => {
   const failure = (p: Promise<unknown>) => p.then(() => 'connected', (e: unknown) => String(e));
   assert.match(await failure(Bus.connect({ servers: server.url, name: 'x', run: 'a.b' })), /invalid run 'a.b'/);

@@ -118,22 +118,13 @@ export class StageCompute {
   }
 
   /**
-   * Last stage: loss of micro-batch `mb` and its backward. `ids`/`mask` are the rows' tokens
-   * (rows, T); `stepTokens` the predicted tokens of the whole mini-batch. Returns this rank's share
-   * of the mini-batch mean loss and dL/da_{from-1} (null on a first stage).
-   */
-  lossBackward(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): { loss: number; gradIn: Float32Array | null } {
-    const steps = this.lossBackwardSteps(mb, ids, mask, stepTokens);
-    let r = steps.next();
-    while (!r.done) r = steps.next();
-    return r.value;
-  }
-
-  /**
-   * The same loss and backward in steps a caller can yield between: the frozen final norm, head
-   * and cross-entropy a few whole sequences at a time (W1's head is most of a step's work), each
-   * giving the loss and dL/dh for its rows of h = b_L + up(a_L); then one side backward from
-   * dL/dh. Rows never mix in the head, so the chunking does not change any row's values.
+   * Last stage: loss of micro-batch `mb` and its backward, in steps a caller can yield between.
+   * `ids`/`mask` are the rows' tokens (rows, T); `stepTokens` the predicted tokens of the whole
+   * mini-batch. Returns this rank's share of the mini-batch mean loss and dL/da_{from-1} (null on
+   * a first stage). The frozen final norm, head and cross-entropy run a few whole sequences at a
+   * time (W1's head is most of a step's work), each giving the loss and dL/dh for its rows of
+   * h = b_L + up(a_L); then one side backward from dL/dh. Rows never mix in the head, so the
+   * chunking does not change any row's values.
    */
   *lossBackwardSteps(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): Generator<void, { loss: number; gradIn: Float32Array | null }> {
     if (!this.last) throw new Error('stage compute: only the last stage computes the loss');
