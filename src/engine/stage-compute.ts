@@ -43,8 +43,9 @@ interface Kept { acts: Map<number, tf.Tensor2D>; aIn: tf.Tensor2D | null; out: t
 
 /**
  * Rows of the frozen head's loss computed between two yields: whole sequences, about 512 rows
- * (frozenHeadCrossEntropy's own chunk). W1 cached step of 8 rows: 128-row chunks 1200 ms, 256
- * 1160 ms, 512 1120 ms; a 512-row W1 chunk blocks the event loop ~0.45 s, inside LOST_AFTER_MS.
+ * (frozenHeadCrossEntropy's own chunk). Smaller chunks only add per-chunk dispatch to a step;
+ * this one is still short enough that the event loop it blocks keeps heartbeats well inside
+ * LOST_AFTER_MS.
  */
 const HEAD_CHUNK_ROWS = 512;
 

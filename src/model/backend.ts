@@ -1,11 +1,11 @@
 /**
  * Picks the compute backend of this process, once: `tensorflow` (the optional native packages
  * @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node), `wasm` (the default where no native
- * package is installed) and `cpu` (pure JS, ~30x slower, last resort).
+ * package is installed) and `cpu` (pure JS, far slower, last resort).
  *
  * On wasm this module also registers kernels: `UnsortedSegmentSum` (missing there; the gradient
  * of `gather`, so full fine-tuning of embeddings works), in-place `Slice`/`Unpack` (the stock
- * ones copy the whole input per call, which made per-head attention 10x slower), a sharing
+ * ones copy the whole input per call, which dominated per-head attention), a sharing
  * `Identity` (the stock one copies every tensor saved for backward) and a `GatherV2` copying
  * whole slices (the stock one moves element by element).
  */
@@ -167,8 +167,8 @@ function unpackInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
 }
 
 /**
- * Gather copying whole slices from the heap. tfjs-backend-wasm's Gather moves element by element:
- * 8 ms for 512 rows of a (8192, 512) table (the frozen head's target rows, every loss chunk).
+ * Gather copying whole slices from the heap. tfjs-backend-wasm's Gather moves element by element,
+ * and the frozen head gathers its target rows out of the (V, d) table for every loss chunk.
  */
 function gatherInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const { x, indices } = inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };

@@ -1,8 +1,8 @@
 /**
  * tf.variableGrads with a lower peak. tfjs keeps every tensor saved for backward and every
  * intermediate gradient until the whole backward pass ends, so a step's peak was the forward's
- * saved activations plus the gradients of all of them (full fine-tuning of W1: 3.4 GB of tensors,
- * past what the 4 GB wasm heap can hold once fragmented).
+ * saved activations plus the gradients of all of them (full fine-tuning of W1 needed more than
+ * the 4 GB wasm heap can hold once fragmented).
  *
  * Here each tape node, once its gradient has run, releases the gradients of its outputs and the
  * tensors it saved: nothing else reads them (the tape is walked in reverse topological order, and
