@@ -8,10 +8,14 @@
  * ones copy the whole input per call, which dominated per-head attention), a sharing
  * `Identity` (the stock one copies every tensor saved for backward) and a `GatherV2` copying
  * whole slices (the stock one moves element by element).
+ *
+ * Whichever backend is chosen, the tfjs internals Charon relies on are checked once it is ready
+ * (./tfjs-internals.ts): a tfjs that lacks one fails here, naming it, not later and silently.
  */
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { countWasmBuffers } from './memory.ts';
+import { checkTfjsInternals, inspectTfjsInternals, TfjsInternalsError, TFJS_PINNED, wasmInternals } from './tfjs-internals.ts';
 
 export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
 
@@ -47,15 +51,24 @@ async function useWasm(): Promise<BackendInfo> {
   registerWasmKernels();
   if (!(await tf.setBackend('wasm'))) throw new BackendError('backend wasm: @tensorflow/tfjs-backend-wasm failed to initialise');
   await tf.ready();
+  checkTfjsInternals(inspectTfjsInternals(tf.backend()));
   countWasmBuffers(tf.backend());
   const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'simd' : 'no simd';
   const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multithreaded' : 'single-threaded';
   return { name: 'wasm', detail: `wasm (@tensorflow/tfjs-backend-wasm ${tf.version_core}, ${simd}, ${threads})` };
 }
 
+async function useCpu(detail: string): Promise<BackendInfo> {
+  await tf.setBackend('cpu');
+  await tf.ready();
+  checkTfjsInternals(inspectTfjsInternals());
+  return { name: 'cpu', detail };
+}
+
 async function useTensorflow(pkg: string): Promise<BackendInfo> {
   if (!(await tf.setBackend('tensorflow'))) throw new BackendError(`backend tensorflow: ${pkg} is installed but failed to initialise`);
   await tf.ready();
+  checkTfjsInternals(inspectTfjsInternals());
   return { name: 'tensorflow', detail: `tensorflow (${pkg})` };
 }
 
@@ -76,21 +89,16 @@ export async function initBackend(preferred?: BackendChoice): Promise<BackendInf
       if (why === undefined) return (chosen = await useTensorflow(pkg));
       reasons.push(why);
     }
-    throw new BackendError(`backend tensorflow: ${reasons.join('; ')} (npm install @tensorflow/tfjs-node)`);
+    throw new BackendError(`backend tensorflow: ${reasons.join('; ')} (npm install @tensorflow/tfjs-node@${TFJS_PINNED})`);
   }
   if (preferred === 'wasm') return (chosen = await useWasm());
-  if (preferred === 'cpu') {
-    await tf.setBackend('cpu');
-    await tf.ready();
-    return (chosen = { name: 'cpu', detail: 'cpu (pure JS, slow)' });
-  }
+  if (preferred === 'cpu') return (chosen = await useCpu('cpu (pure JS, slow)'));
   for (const pkg of nativePackages) if ((await tryNative(pkg)) === undefined) return (chosen = await useTensorflow(pkg));
   try {
     return (chosen = await useWasm());
-  } catch {
-    await tf.setBackend('cpu');
-    await tf.ready();
-    return (chosen = { name: 'cpu', detail: 'cpu (pure JS, slow; wasm failed to initialise)' });
+  } catch (e) {
+    if (e instanceof TfjsInternalsError) throw e; // cpu runs on the same engine: falling back would hide the cause
+    return (chosen = await useCpu('cpu (pure JS, slow; wasm failed to initialise)'));
   }
 }
 
@@ -102,12 +110,6 @@ export function backendName(): string {
 /** The initialised backend's description, if initBackend ran. */
 export function backendInfo(): BackendInfo | undefined {
   return chosen;
-}
-
-interface WasmBackendLike {
-  readSync(dataId: unknown): ArrayLike<number>;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
 }
 
 let wasmKernelsRegistered = false;
@@ -122,7 +124,7 @@ function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const x = inputs.x as tf.TensorInfo;
   const a = attrs as unknown as { begin: number | number[]; size: number | number[] };
   const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin, a.size);
-  const b = backend as unknown as WasmBackendLike;
+  const b = wasmInternals(backend);
   const out = b.makeOutput(size, x.dtype);
   const total = size.reduce((p, q) => p * q, 1);
   if (total === 0) return out;
@@ -173,7 +175,7 @@ function unpackInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
 function gatherInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const { x, indices } = inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
   const a = attrs as unknown as { axis: number; batchDims: number };
-  const b = backend as unknown as WasmBackendLike;
+  const b = wasmInternals(backend);
   const axis = tf.util.parseAxisParam(a.axis, x.shape)[0]!;
   const ids = b.readSync(indices.dataId);
   const dim = x.shape[axis]!;
@@ -200,7 +202,7 @@ function gatherInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
 function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
   const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
-  const b = backend as unknown as WasmBackendLike;
+  const b = wasmInternals(backend);
   // readSync copies out of the heap, so these stay valid when makeOutput grows the heap.
   const xs = b.readSync(x.dataId);
   const ids = b.readSync(segmentIds.dataId);
@@ -225,7 +227,7 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
  */
 function identityShared({ inputs, backend }: KernelArgs): tf.TensorInfo {
   const x = inputs.x as tf.TensorInfo;
-  (backend as unknown as { incRef(dataId: unknown): void }).incRef(x.dataId);
+  wasmInternals(backend).incRef(x.dataId);
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
