@@ -12,6 +12,7 @@
  * Whichever backend is chosen, the tfjs internals Charon relies on are checked once it is ready
  * (./tfjs-internals.ts): a tfjs that lacks one fails here, naming it, not later and silently.
  */
+import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { countWasmBuffers } from './memory.ts';
@@ -34,16 +35,24 @@ const nativePackages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as
 
 let chosen: BackendInfo | undefined;
 
-/** Imports a native package; returns why it is unusable, or undefined when it loaded. */
+/**
+ * Imports a native package; returns why it is unusable, or undefined when it loaded. Resolving
+ * first tells a package that is not installed from one whose own files are missing (an install
+ * that skipped the download of libtensorflow fails its import with MODULE_NOT_FOUND too).
+ */
 async function tryNative(pkg: string): Promise<string | undefined> {
+  try {
+    createRequire(import.meta.url).resolve(pkg);
+  } catch {
+    return `${pkg} is not installed`;
+  }
   try {
     // A variable specifier keeps TypeScript from requiring the optional peer at type-check time.
     const specifier: string = pkg;
     await import(specifier);
     return undefined;
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND' ? `${pkg} is not installed` : `${pkg} failed to load (${(e as Error).message.split('\n')[0]})`;
+    return `${pkg} failed to load (${(e as Error).message.split('\n')[0]})`;
   }
 }
 
