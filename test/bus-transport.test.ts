@@ -95,7 +95,7 @@ test('bus: malformed, truncated, oversized, wrong-version, wrong-run and corrupt
   a.publish(subject, 'ctl', { n: -3, t: randomTensor('uint8', [9 * MAX_PAYLOAD]) });            // oversized for b (limit 8 x max_payload)
   const chunks = splitChunks(new Uint8Array(MAX_PAYLOAD + 10), MAX_PAYLOAD / 2);
   const corrupt = new Uint8Array(chunks[0]!.bytes);
-  corrupt[0] ^= 0xff;
+  corrupt[0]! ^= 0xff;
   a.publishBytes(subject, corrupt, { [CHUNK_HEADER]: formatChunkHeader(chunks[0]!.header) });    // checksum
   a.publishBytes(subject, chunks[1]!.bytes, { [CHUNK_HEADER]: 'zz 9 2 10 0 0' });                // chunk header
   a.publish(subject, 'ctl', { n: 42 });

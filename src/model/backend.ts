@@ -132,7 +132,8 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const x = inputs.x as tf.TensorInfo;
   const a = attrs as unknown as { begin: number | number[]; size: number | number[] };
-  const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin, a.size);
+  // One begin and one size per axis of x, already checked against x's shape by the slice op.
+  const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin, a.size) as [number[], number[]];
   const b = wasmInternals(backend);
   const out = b.makeOutput(size, x.dtype);
   const total = size.reduce((p, q) => p * q, 1);
@@ -148,11 +149,11 @@ function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const idx = new Array(outer).fill(0);
   for (let o = 0; o < total; o += inner) {
     let src = 0;
-    for (let k = outer; k < size.length; k++) src += begin[k] * strides[k];
-    for (let k = 0; k < outer; k++) src += (begin[k] + idx[k]) * strides[k];
+    for (let k = outer; k < size.length; k++) src += begin[k]! * strides[k]!;
+    for (let k = 0; k < outer; k++) src += (begin[k]! + idx[k]) * strides[k]!;
     os.set(xs.subarray(src, src + inner), o);
     for (let k = outer - 1; k >= 0; k--) {
-      if (++idx[k] < size[k]) break;
+      if (++idx[k] < size[k]!) break;
       idx[k] = 0;
     }
   }
@@ -169,7 +170,7 @@ function unpackInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
   const size = value.shape.slice();
   size[axis] = 1;
   const outs: tf.TensorInfo[] = [];
-  for (let i = 0; i < value.shape[axis]; i++) {
+  for (let i = 0; i < value.shape[axis]!; i++) {
     begin[axis] = i;
     const o = sliceInPlace({ inputs: { x: value }, attrs: { begin: [...begin], size }, backend } as unknown as KernelArgs);
     outs.push({ dataId: o.dataId, dtype: o.dtype, shape: outShape });
@@ -220,10 +221,10 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
   const o = b.typedArrayFromHeap(out);
   o.fill(0);
   for (let r = 0; r < ids.length; r++) {
-    const s = ids[r];
+    const s = ids[r]!;
     if (s < 0 || s >= numSegments) continue; // TF drops out-of-range segment ids
     const src = r * inner, dst = s * inner;
-    for (let j = 0; j < inner; j++) o[dst + j] += xs[src + j];
+    for (let j = 0; j < inner; j++) o[dst + j]! += xs[src + j]!;
   }
   return out;
 }
