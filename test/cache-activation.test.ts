@@ -76,7 +76,7 @@ test('cache: a corrupt or missing disk entry is a counted miss, and a re-put hea
   cache.put(keyB, v);
   const file = cache.diskPath(keyA)!;
   const bytes = readFileSync(file);
-  bytes[bytes.length - 5] ^= 0xff;
+  bytes[bytes.length - 5]! ^= 0xff;
   writeFileSync(file, bytes);
   rmSync(cache.diskPath(keyB)!);
   assert.is(cache.get(keyA), undefined);

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { relDiff } from './fixtures/compare.ts';
 import { initBackend } from '../src/model/backend.ts';
 import { markovDataset } from '../src/train/data.ts';
-import { runLocal, type LocalRunOptions } from '../src/engine/index.ts';
+import { rankRows, runLocal, StageRunner, type LocalRunOptions, type StageRunnerOptions } from '../src/engine/index.ts';
 import type { StageLayout } from '../src/engine/index.ts';
 
 const data = markovDataset({ vocab: 256, sequences: 12, length: 16, seed: 3 });
@@ -47,6 +47,14 @@ test('placement: a stage rank holds only its own backbone layers', async () => {
   assert.is(firstLayers.size, 1);
   assert.is(lastLayers.size, 1);
   assert.not.equal([...firstLayers], [...lastLayers]);
+});
+
+test('placement: a stage or rank outside the plan is refused, not given an empty share of the rows', () => {
+  assert.throws(() => rankRows([1, 2, 3], [1, 1], 2), /rank 2 is not in a group of 2/);
+  const opts = { stages: four, stage: 2, rank: 0 } as unknown as StageRunnerOptions;
+  assert.throws(() => new StageRunner(opts), /stage 2 is not one of the plan's 2 stages/);
+  assert.throws(() => new StageRunner({ ...opts, stage: 1, rank: 2 }), /rank 2 is not in stage 1's group of 2/);
+  assert.throws(() => new StageRunner({ ...opts, stage: 0, stages: [four[0]!, { ...four[1]!, shares: [1] }] }), /stage 1 has 1 shares for 2 devices/);
 });
 
 test.run();

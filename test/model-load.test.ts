@@ -12,11 +12,11 @@ await initBackend();
 const ids = tf.tensor2d([[3, 1, 4, 1, 5, 9, 2, 6], [5, 3, 5, 8, 9, 7, 9, 3]], [2, 8], 'int32');
 
 function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
-  return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+  return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
 }
 
 function maxAbs(a: tf.Tensor): number {
-  return tf.tidy(() => tf.max(tf.abs(a)).dataSync()[0]);
+  return tf.tidy(() => tf.max(tf.abs(a)).dataSync()[0]!);
 }
 
 /** Logits of the loaded directory vs a backbone built directly from the weights written. */
@@ -65,7 +65,7 @@ test('model-load: F16 weights load within half precision', async () => {
   const loaded = await compareWithReference(f, 2e-2);
   const w = loaded.weights().get('layers.1.query.weight')!.dataSync();
   const orig = f.weights.get('layers.1.query.weight')!.data;
-  for (let i = 0; i < w.length; i++) assert.ok(Math.abs(w[i] - orig[i]) <= Math.abs(orig[i]) * 2 ** -11 + 6e-8, `element ${i}: ${w[i]} vs ${orig[i]}`);
+  for (let i = 0; i < w.length; i++) assert.ok(Math.abs(w[i]! - orig[i]!) <= Math.abs(orig[i]!) * 2 ** -11 + 6e-8, `element ${i}: ${w[i]} vs ${orig[i]}`);
   assert.ok(w.some((v, i) => v !== orig[i]), 'values were rounded to f16');
   loaded.dispose();
 });
@@ -75,7 +75,7 @@ test('model-load: BF16 weights load within bfloat16 precision', async () => {
   const loaded = await compareWithReference(f, 5e-2);
   const w = loaded.weights().get('layers.2.mlp_up.weight')!.dataSync();
   const orig = f.weights.get('layers.2.mlp_up.weight')!.data;
-  for (let i = 0; i < w.length; i++) assert.ok(Math.abs(w[i] - orig[i]) <= Math.abs(orig[i]) * 2 ** -8, `element ${i}: ${w[i]} vs ${orig[i]}`);
+  for (let i = 0; i < w.length; i++) assert.ok(Math.abs(w[i]! - orig[i]!) <= Math.abs(orig[i]!) * 2 ** -8, `element ${i}: ${w[i]} vs ${orig[i]}`);
   loaded.dispose();
 });
 

@@ -30,8 +30,8 @@ test('model-safetensors: F16 and BF16 store rounded values and read back as f32'
   assert.equal(Array.from(hv.subarray(0, 5)), [0, -0, 1, -2.5, 65504]);
   assert.is(hv[8], -Infinity, 'beyond the f16 range');
   values.forEach((v, i) => {
-    if (i !== 8) assert.ok(Math.abs(hv[i] - v) <= Math.abs(v) * 2 ** -11 + 2 ** -25, `f16 ${v} -> ${hv[i]}`);
-    assert.ok(Math.abs(bv[i] - v) <= Math.abs(v) * 2 ** -8, `bf16 ${v} -> ${bv[i]}`);
+    if (i !== 8) assert.ok(Math.abs(hv[i]! - v) <= Math.abs(v) * 2 ** -11 + 2 ** -25, `f16 ${v} -> ${hv[i]}`);
+    assert.ok(Math.abs(bv[i]! - v) <= Math.abs(v) * 2 ** -8, `bf16 ${v} -> ${bv[i]}`);
   });
 });
 

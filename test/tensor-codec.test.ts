@@ -192,7 +192,7 @@ test('chunking: corrupt chunks and bad headers are rejected; the transfer is dro
   const r = new Reassembler({ maxBytes: 1 << 20, timeoutMs: 1000, maxMessageBytes: 1 << 20 });
   assert.is(r.add('k', chunks[0]!.header, chunks[0]!.bytes), null);
   const corrupt = new Uint8Array(chunks[1]!.bytes);
-  corrupt[5] ^= 1;
+  corrupt[5]! ^= 1;
   rejects(() => r.add('k', chunks[1]!.header, corrupt), 'checksum');
   assert.is(r.pendingTransfers, 0);
   assert.is(r.add('k', chunks[2]!.header, chunks[2]!.bytes), null, 'later chunks of a dropped transfer are ignored');

@@ -9,7 +9,7 @@ import { leanVariableGrads } from '../src/train/grads.ts';
 import { crossEntropy, frozenHeadCrossEntropy, lmLoss, nextTokenTargets } from '../src/train/loss.ts';
 import { markovDataset, makeBatch } from '../src/train/data.ts';
 
-await initBackend();
+await initBackend('wasm'); // whatever else is installed: only wasm counts tensor bytes exactly
 const backbone = await loadBackbone({ preset: 'tiny' });
 const method = createMethod('full', backbone, {}, 0);
 const fresh = await loadBackbone({ preset: 'tiny' });

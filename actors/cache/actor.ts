@@ -116,6 +116,7 @@ export class CacheActor implements DeviceCache {
   private async redistribution(shards: number[][], devices: string[]): Promise<{ bytesIn: number; bytesOut: number }> {
     const me = devices.indexOf(this.o.device);
     if (me < 0) throw new Error(`cache ${this.o.device}: not among the redistribution's devices (${devices.join(', ')})`);
+    if (shards.length !== devices.length) throw new Error(`cache ${this.o.device}: the redistribution gives ${shards.length} shards for ${devices.length} devices`);
     const want = shards[me]!;
     const complete = () => want.every((j) => (this.held.get(j)?.size ?? 0) === this.o.layers + 1);
     const received = complete() ? Promise.resolve() : new Promise<void>((resolve) => { this.onArrival = () => { if (complete()) { this.onArrival = null; resolve(); } }; });

@@ -1,7 +1,7 @@
 /**
  * The minimal coordinator's logic: gather the expected devices, know when all are alive
- * (`assembled`), fall back to `gathering` when one is lost or leaves. The run machine (issue #4,
- * run-machine.ts) takes over from `assembled`; it reads the same DeviceRegistry.
+ * (`assembled`), fall back to `gathering` when one is lost or leaves. The run machine
+ * (run-machine.ts) takes over from `assembled`; it reads the same DeviceRegistry.
  */
 import { assign, setup } from 'xstate';
 

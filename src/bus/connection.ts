@@ -8,7 +8,6 @@
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import { decodeEnvelope, encodeEnvelopeMessage, formatChunkHeader, parseChunkHeader, splitSegments, type EncodedMessage, MAX_MESSAGE_BYTES, MAX_NAME_CHARS, PROTOCOL_VERSION, Reassembler, REJECT_REASONS, MessageRejected, type Envelope, type RejectReason } from '../tensor/index.ts';
 import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
-import { ObjectStoreBucket } from './objstore.ts';
 import { subjects, type Subjects } from './subjects.ts';
 
 export const CHUNK_HEADER = 'Charon-Chunk';
@@ -215,11 +214,6 @@ export class Bus {
   async flush(): Promise<void> {
     if (this.nc.isClosed()) throw new ConnectionClosed();
     await this.nc.flush();
-  }
-
-  /** Opens (creating if needed) a JetStream object store bucket. Needs a JetStream-enabled server. */
-  async objectStore(bucket: string): Promise<ObjectStoreBucket> {
-    return ObjectStoreBucket.open(this.nc, bucket);
   }
 
   /** Drains subscriptions and closes the connection. Idempotent. */

@@ -15,7 +15,7 @@ export interface NatsServerOptions {
   /** run directory; the server's config, pid file, log and JetStream store go in <runDir>/nats */
   runDir: string;
   /** bytes; default 8 MB */ maxPayload?: number;
-  /** enable JetStream (object store); default true */ jetstream?: boolean;
+  /** enable JetStream; default true */ jetstream?: boolean;
   /** also open the HTTP monitoring port on loopback; default false */ monitoring?: boolean;
   /** deadline for the server to accept connections; default 10 s */ startTimeoutMs?: number;
   /** client port; default a free one (a fixed port lets a restarted server take over its clients) */ port?: number;

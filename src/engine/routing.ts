@@ -51,6 +51,8 @@ export function microBatches(stepIds: readonly number[], count: number): number[
 
 /** The rows (sample ids, in micro-batch order) that `rank` of a group with `shares` computes. */
 export function rankRows(mbIds: readonly number[], shares: number[], rank: number): number[] {
+  // A rank past the group would otherwise get an empty slice and silently compute nothing.
+  if (!Number.isInteger(rank) || rank < 0 || rank >= shares.length) throw new Error(`rankRows: rank ${rank} is not in a group of ${shares.length}`);
   const counts = splitRows(mbIds.length, shares);
   let at = 0;
   for (let r = 0; r < rank; r++) at += counts[r]!;

@@ -66,7 +66,15 @@ const forwardPaced = (compute: StageCompute, pace: Pace, mb: number, rows: numbe
   paced(pace, compute.forwardSteps(mb, rows, input));
 
 export class StageRunner {
-  constructor(private readonly o: StageRunnerOptions) {}
+  /** @throws when `stage` and `rank` (from the assignment) are not a rank of the plan's stages. */
+  constructor(private readonly o: StageRunnerOptions) {
+    const me = o.stages[o.stage];
+    if (!me) throw new Error(`stage runner: stage ${o.stage} is not one of the plan's ${o.stages.length} stages`);
+    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= me.devices.length) throw new Error(`stage runner: rank ${o.rank} is not in stage ${o.stage}'s group of ${me.devices.length}`);
+    o.stages.forEach((st, s) => {
+      if (st.shares.length !== st.devices.length) throw new Error(`stage runner: stage ${s} has ${st.shares.length} shares for ${st.devices.length} devices`);
+    });
+  }
 
   async runStep(step: number, sampleIds: number[]): Promise<RankOutcome> {
     const { stages, stage, rank, compute, links, data } = this.o;

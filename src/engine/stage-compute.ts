@@ -43,8 +43,9 @@ interface Kept { acts: Map<number, tf.Tensor2D>; aIn: tf.Tensor2D | null; out: t
 
 /**
  * Rows of the frozen head's loss computed between two yields: whole sequences, about 512 rows
- * (frozenHeadCrossEntropy's own chunk). W1 cached step of 8 rows: 128-row chunks 1200 ms, 256
- * 1160 ms, 512 1120 ms; a 512-row W1 chunk blocks the event loop ~0.45 s, inside LOST_AFTER_MS.
+ * (frozenHeadCrossEntropy's own chunk). Smaller chunks only add per-chunk dispatch to a step;
+ * this one is still short enough that the event loop it blocks keeps heartbeats well inside
+ * LOST_AFTER_MS.
  */
 const HEAD_CHUNK_ROWS = 512;
 
@@ -118,22 +119,13 @@ export class StageCompute {
   }
 
   /**
-   * Last stage: loss of micro-batch `mb` and its backward. `ids`/`mask` are the rows' tokens
-   * (rows, T); `stepTokens` the predicted tokens of the whole mini-batch. Returns this rank's share
-   * of the mini-batch mean loss and dL/da_{from-1} (null on a first stage).
-   */
-  lossBackward(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): { loss: number; gradIn: Float32Array | null } {
-    const steps = this.lossBackwardSteps(mb, ids, mask, stepTokens);
-    let r = steps.next();
-    while (!r.done) r = steps.next();
-    return r.value;
-  }
-
-  /**
-   * The same loss and backward in steps a caller can yield between: the frozen final norm, head
-   * and cross-entropy a few whole sequences at a time (W1's head is most of a step's work), each
-   * giving the loss and dL/dh for its rows of h = b_L + up(a_L); then one side backward from
-   * dL/dh. Rows never mix in the head, so the chunking does not change any row's values.
+   * Last stage: loss of micro-batch `mb` and its backward, in steps a caller can yield between.
+   * `ids`/`mask` are the rows' tokens (rows, T); `stepTokens` the predicted tokens of the whole
+   * mini-batch. Returns this rank's share of the mini-batch mean loss and dL/da_{from-1} (null on
+   * a first stage). The frozen final norm, head and cross-entropy run a few whole sequences at a
+   * time (W1's head is most of a step's work), each giving the loss and dL/dh for its rows of
+   * h = b_L + up(a_L); then one side backward from dL/dh. Rows never mix in the head, so the
+   * chunking does not change any row's values.
    */
   *lossBackwardSteps(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): Generator<void, { loss: number; gradIn: Float32Array | null }> {
     if (!this.last) throw new Error('stage compute: only the last stage computes the loss');

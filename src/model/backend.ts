@@ -1,18 +1,23 @@
 /**
  * Picks the compute backend of this process, once: `tensorflow` (the optional native packages
  * @tensorflow/tfjs-node-gpu, then @tensorflow/tfjs-node), `wasm` (the default where no native
- * package is installed) and `cpu` (pure JS, ~30x slower, last resort).
+ * package is installed) and `cpu` (pure JS, far slower, last resort).
  *
  * On wasm this module also registers kernels: `UnsortedSegmentSum` (missing there; the gradient
  * of `gather`, so full fine-tuning of embeddings works), in-place `Slice`/`Unpack` (the stock
- * ones copy the whole input per call, which made per-head attention 10x slower), a sharing
+ * ones copy the whole input per call, which dominated per-head attention), a sharing
  * `Identity` (the stock one copies every tensor saved for backward) and a `GatherV2` copying
  * whole slices (the stock one moves element by element).
+ *
+ * Whichever backend is chosen, the tfjs internals Charon relies on are checked once it is ready
+ * (./tfjs-internals.ts): a tfjs that lacks one fails here, naming it, not later and silently.
  */
+import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { countWasmBuffers } from './memory.ts';
 import { BackendError } from './errors.ts';
+import { checkTfjsInternals, inspectTfjsInternals, TfjsInternalsError, TFJS_PINNED, wasmInternals } from './tfjs-internals.ts';
 
 export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
 
@@ -29,16 +34,24 @@ const nativePackages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'] as
 
 let chosen: BackendInfo | undefined;
 
-/** Imports a native package; returns why it is unusable, or undefined when it loaded. */
+/**
+ * Imports a native package; returns why it is unusable, or undefined when it loaded. Resolving
+ * first tells a package that is not installed from one whose own files are missing (an install
+ * that skipped the download of libtensorflow fails its import with MODULE_NOT_FOUND too).
+ */
 async function tryNative(pkg: string): Promise<string | undefined> {
+  try {
+    createRequire(import.meta.url).resolve(pkg);
+  } catch {
+    return `${pkg} is not installed`;
+  }
   try {
     // A variable specifier keeps TypeScript from requiring the optional peer at type-check time.
     const specifier: string = pkg;
     await import(specifier);
     return undefined;
   } catch (e) {
-    const code = (e as { code?: string }).code;
-    return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND' ? `${pkg} is not installed` : `${pkg} failed to load (${(e as Error).message.split('\n')[0]})`;
+    return `${pkg} failed to load (${(e as Error).message.split('\n')[0]})`;
   }
 }
 
@@ -46,15 +59,24 @@ async function useWasm(): Promise<BackendInfo> {
   registerWasmKernels();
   if (!(await tf.setBackend('wasm'))) throw new BackendError('backend wasm: @tensorflow/tfjs-backend-wasm failed to initialise');
   await tf.ready();
+  checkTfjsInternals(inspectTfjsInternals(tf.backend()));
   countWasmBuffers(tf.backend());
   const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'simd' : 'no simd';
   const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multithreaded' : 'single-threaded';
   return { name: 'wasm', detail: `wasm (@tensorflow/tfjs-backend-wasm ${tf.version_core}, ${simd}, ${threads})` };
 }
 
+async function useCpu(detail: string): Promise<BackendInfo> {
+  await tf.setBackend('cpu');
+  await tf.ready();
+  checkTfjsInternals(inspectTfjsInternals());
+  return { name: 'cpu', detail };
+}
+
 async function useTensorflow(pkg: string): Promise<BackendInfo> {
   if (!(await tf.setBackend('tensorflow'))) throw new BackendError(`backend tensorflow: ${pkg} is installed but failed to initialise`);
   await tf.ready();
+  checkTfjsInternals(inspectTfjsInternals());
   return { name: 'tensorflow', detail: `tensorflow (${pkg})` };
 }
 
@@ -75,21 +97,16 @@ export async function initBackend(preferred?: BackendChoice): Promise<BackendInf
       if (why === undefined) return (chosen = await useTensorflow(pkg));
       reasons.push(why);
     }
-    throw new BackendError(`backend tensorflow: ${reasons.join('; ')} (npm install @tensorflow/tfjs-node)`);
+    throw new BackendError(`backend tensorflow: ${reasons.join('; ')} (npm install @tensorflow/tfjs-node@${TFJS_PINNED})`);
   }
   if (preferred === 'wasm') return (chosen = await useWasm());
-  if (preferred === 'cpu') {
-    await tf.setBackend('cpu');
-    await tf.ready();
-    return (chosen = { name: 'cpu', detail: 'cpu (pure JS, slow)' });
-  }
+  if (preferred === 'cpu') return (chosen = await useCpu('cpu (pure JS, slow)'));
   for (const pkg of nativePackages) if ((await tryNative(pkg)) === undefined) return (chosen = await useTensorflow(pkg));
   try {
     return (chosen = await useWasm());
-  } catch {
-    await tf.setBackend('cpu');
-    await tf.ready();
-    return (chosen = { name: 'cpu', detail: 'cpu (pure JS, slow; wasm failed to initialise)' });
+  } catch (e) {
+    if (e instanceof TfjsInternalsError) throw e; // cpu runs on the same engine: falling back would hide the cause
+    return (chosen = await useCpu('cpu (pure JS, slow; wasm failed to initialise)'));
   }
 }
 
@@ -103,12 +120,6 @@ export function backendInfo(): BackendInfo | undefined {
   return chosen;
 }
 
-interface WasmBackendLike {
-  readSync(dataId: unknown): ArrayLike<number>;
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
 let wasmKernelsRegistered = false;
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
@@ -120,8 +131,9 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const x = inputs.x as tf.TensorInfo;
   const a = attrs as unknown as { begin: number | number[]; size: number | number[] };
-  const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin, a.size);
-  const b = backend as unknown as WasmBackendLike;
+  // One begin and one size per axis of x, already checked against x's shape by the slice op.
+  const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, a.begin, a.size) as [number[], number[]];
+  const b = wasmInternals(backend);
   const out = b.makeOutput(size, x.dtype);
   const total = size.reduce((p, q) => p * q, 1);
   if (total === 0) return out;
@@ -136,11 +148,11 @@ function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const idx = new Array(outer).fill(0);
   for (let o = 0; o < total; o += inner) {
     let src = 0;
-    for (let k = outer; k < size.length; k++) src += begin[k] * strides[k];
-    for (let k = 0; k < outer; k++) src += (begin[k] + idx[k]) * strides[k];
+    for (let k = outer; k < size.length; k++) src += begin[k]! * strides[k]!;
+    for (let k = 0; k < outer; k++) src += (begin[k]! + idx[k]) * strides[k]!;
     os.set(xs.subarray(src, src + inner), o);
     for (let k = outer - 1; k >= 0; k--) {
-      if (++idx[k] < size[k]) break;
+      if (++idx[k] < size[k]!) break;
       idx[k] = 0;
     }
   }
@@ -157,7 +169,7 @@ function unpackInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
   const size = value.shape.slice();
   size[axis] = 1;
   const outs: tf.TensorInfo[] = [];
-  for (let i = 0; i < value.shape[axis]; i++) {
+  for (let i = 0; i < value.shape[axis]!; i++) {
     begin[axis] = i;
     const o = sliceInPlace({ inputs: { x: value }, attrs: { begin: [...begin], size }, backend } as unknown as KernelArgs);
     outs.push({ dataId: o.dataId, dtype: o.dtype, shape: outShape });
@@ -166,13 +178,13 @@ function unpackInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo[] 
 }
 
 /**
- * Gather copying whole slices from the heap. tfjs-backend-wasm's Gather moves element by element:
- * 8 ms for 512 rows of a (8192, 512) table (the frozen head's target rows, every loss chunk).
+ * Gather copying whole slices from the heap. tfjs-backend-wasm's Gather moves element by element,
+ * and the frozen head gathers its target rows out of the (V, d) table for every loss chunk.
  */
 function gatherInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const { x, indices } = inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
   const a = attrs as unknown as { axis: number; batchDims: number };
-  const b = backend as unknown as WasmBackendLike;
+  const b = wasmInternals(backend);
   const axis = tf.util.parseAxisParam(a.axis, x.shape)[0]!;
   const ids = b.readSync(indices.dataId);
   const dim = x.shape[axis]!;
@@ -199,7 +211,7 @@ function gatherInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
 function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
   const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
-  const b = backend as unknown as WasmBackendLike;
+  const b = wasmInternals(backend);
   // readSync copies out of the heap, so these stay valid when makeOutput grows the heap.
   const xs = b.readSync(x.dataId);
   const ids = b.readSync(segmentIds.dataId);
@@ -208,10 +220,10 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
   const o = b.typedArrayFromHeap(out);
   o.fill(0);
   for (let r = 0; r < ids.length; r++) {
-    const s = ids[r];
+    const s = ids[r]!;
     if (s < 0 || s >= numSegments) continue; // TF drops out-of-range segment ids
     const src = r * inner, dst = s * inner;
-    for (let j = 0; j < inner; j++) o[dst + j] += xs[src + j];
+    for (let j = 0; j < inner; j++) o[dst + j]! += xs[src + j]!;
   }
   return out;
 }
@@ -224,7 +236,7 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
  */
 function identityShared({ inputs, backend }: KernelArgs): tf.TensorInfo {
   const x = inputs.x as tf.TensorInfo;
-  (backend as unknown as { incRef(dataId: unknown): void }).incRef(x.dataId);
+  wasmInternals(backend).incRef(x.dataId);
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 

@@ -15,7 +15,9 @@ const projections = [
   ['mlp_down', 'mlp.down_proj'],
 ] as const;
 
-function projShapes(c: ModelConfig): Record<string, [number, number]> {
+type Projection = (typeof projections)[number][0];
+
+function projShapes(c: ModelConfig): Record<Projection, [number, number]> {
   const d = c.dModel, q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
   // (din, dout) per canonical projection.
   return { query: [d, q], key: [d, kv], value: [d, kv], attn_out: [q, d], mlp_gate: [d, c.dFF], mlp_up: [d, c.dFF], mlp_down: [c.dFF, d] };

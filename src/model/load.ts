@@ -66,8 +66,8 @@ function sha(text: string): string {
 
 /**
  * Reads the weights of `r` one part at a time (the embedding, each layer, the final norm and
- * head), yielding to the event loop between parts: making W1's weights takes over a second,
- * and a device process must keep sending heartbeats while it loads.
+ * head), yielding to the event loop between parts: making a whole model's weights at once would
+ * block it too long, and a device process must keep sending heartbeats while it loads.
  */
 async function readByParts(r: BackboneRange, read: (part: BackboneRange) => Map<string, WeightData>): Promise<Map<string, WeightData>> {
   const parts: BackboneRange[] = [];

@@ -7,22 +7,16 @@
  * it appears and removed when it is freed, and the peak moves with each allocation. Elsewhere the
  * count falls back to tf.memory().numBytes and the peak to the samples taken by `sampleTensorBytes`.
  * Not counted on wasm: XNNPACK's packed copies of matmul weights and malloc fragmentation.
+ * The wasm backend's data map is an internal, checked at start-up by ./tfjs-internals.ts.
  */
 import * as tf from '@tensorflow/tfjs';
-
-interface DataEntry { memoryOffset: number | null; shape: number[]; dtype: tf.DataType }
-interface DataMapLike {
-  has(id: object): boolean;
-  get(id: object): DataEntry | undefined;
-  set(id: object, v: DataEntry): void;
-  delete(id: object): boolean;
-}
+import { wasmInternals, type WasmDataEntry } from './tfjs-internals.ts';
 
 let exact: object | undefined;
 let live = 0;
 let peak = 0;
 
-function entryBytes(e: DataEntry | undefined): number {
+function entryBytes(e: WasmDataEntry | undefined): number {
   if (!e || e.memoryOffset === null || e.dtype === 'string') return 0;
   return tf.util.sizeFromShape(e.shape) * tf.util.bytesPerElement(e.dtype);
 }
@@ -33,7 +27,7 @@ function entryBytes(e: DataEntry | undefined): number {
  */
 export function countWasmBuffers(backend: tf.KernelBackend): void {
   if (exact === backend) return;
-  const map = (backend as unknown as { dataIdMap: DataMapLike }).dataIdMap;
+  const map = wasmInternals(backend).dataIdMap;
   const set = map.set.bind(map), del = map.delete.bind(map);
   // DataStorage.get moves data of an unknown id between backends: look only at ids it has.
   const current = (id: object) => (map.has(id) ? map.get(id) : undefined);

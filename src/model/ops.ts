@@ -1,6 +1,6 @@
 /**
  * Transformer ops laid out for the fast path of the backend: every matmul is a plain 2-D
- * (M,K)@(K,N) product. tfjs' own matMul gradient uses transposeA/transposeB, which are 10-20x
+ * (M,K)@(K,N) product. tfjs' own matMul gradient uses transposeA/transposeB, which are far
  * slower on wasm, so gradients here transpose explicitly (cheap) and then multiply plainly.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -12,7 +12,7 @@ type GradFunc = (dy: tf.Tensor2D, saved: tf.Tensor[]) => tf.Tensor | tf.Tensor[]
 /**
  * A customGrad gradient that frees its temporaries on return. tfjs calls gradFunc outside any
  * tidy, so everything it makes but does not return would otherwise live until the whole backward
- * pass ends (~50 MB per W1 side-network step, gelu and attention temporaries of every block).
+ * pass ends (the gelu and attention temporaries of every block at once).
  */
 function tidied(g: GradFunc): GradFunc {
   return (dy, saved) => tf.tidy(() => g(dy, saved));
@@ -20,8 +20,8 @@ function tidied(g: GradFunc): GradFunc {
 
 /**
  * x^T @ dy for x (N, din), dy (N, dout), with the transpose on the narrower operand: wasm's
- * transpose is slow on wide tensors, so for din > dout (e.g. the side network's 512 -> 64
- * down projections) it is (dy^T @ x)^T, twice as fast as transposing x.
+ * transpose is slow on wide tensors, so for din > dout (e.g. the side network's down
+ * projections) it is (dy^T @ x)^T, which transposes the narrow dy and the small result instead.
  */
 function weightGrad(x: tf.Tensor2D, dy: tf.Tensor2D): tf.Tensor2D {
   return x.shape[1] > dy.shape[1] ? (tf.transpose(tf.matMul(tf.transpose(dy), x)) as tf.Tensor2D) : tf.matMul(tf.transpose(x), dy);
@@ -42,7 +42,7 @@ export const matmul: Grad2 = tf.customGrad(((a: tf.Tensor2D, b: tf.Tensor2D, sav
 const onesRows = new Map<number, tf.Tensor2D>();
 
 /**
- * Column sums of x (N, d) -> (d), as ones(1, N) @ x: wasm's reduction over axis 0 is 7-25x
+ * Column sums of x (N, d) -> (d), as ones(1, N) @ x: wasm's reduction over axis 0 is much
  * slower than this tiny matmul (it transposes first). The ones row is kept per N for the process.
  */
 export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
@@ -57,7 +57,7 @@ export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
 
 type Grad3 = (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
-/** x @ w + b with the bias folded into the matmul (a separate add pass costs ~6% on wasm). */
+/** x @ w + b with the bias folded into the matmul, saving a separate add pass over the output. */
 const matmulBias: Grad3 = tf.customGrad(((x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D, save: tf.GradSaveFunc) => {
   save([x, w]);
   return {
@@ -96,7 +96,7 @@ const layerNorms = new Map<number, Norm3>();
 
 /**
  * LayerNorm with a hand-written gradient: it saves x-hat and 1/std only (tfjs' own gradient
- * through mean/sub/square/rsqrt/mul saved five (N, d) tensors and ran ~20 kernels backward).
+ * through mean/sub/square/rsqrt/mul saved five (N, d) tensors and ran a kernel per op backward).
  * dx = rstd (g - mean(g) - x-hat mean(g x-hat)) with g = dy gamma; dgamma = sum(dy x-hat); dbeta = sum(dy).
  */
 function layerNormOp(eps: number): Norm3 {
@@ -159,7 +159,7 @@ type Unary = (x: tf.Tensor2D) => tf.Tensor2D;
 
 /**
  * GPT-2's tanh-approximated GELU ("gelu_new"), computed as x * sigmoid(2z) with
- * z = sqrt(2/pi) (x + 0.044715 x^3): identical to 0.5 x (1 + tanh z), and wasm's tanh is ~10x
+ * z = sqrt(2/pi) (x + 0.044715 x^3): identical to 0.5 x (1 + tanh z), and wasm's tanh is much
  * slower than its sigmoid. Hand-written gradient, saving x and s = sigmoid(2z) only:
  * dy/dx = s + x s (1 - s) (2z)', (2z)' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2).
  */
@@ -277,9 +277,9 @@ const attentions = new Map<string, Attention>();
 
 /**
  * Causal multi-head attention with grouped-query heads, as a loop of per-head plain 2-D matmuls
- * (batched rank-3 matmuls are ~5x slower on wasm), with a hand-written gradient: it saves the
+ * (wasm's batched rank-3 matmuls are far slower), with a hand-written gradient: it saves the
  * probabilities P and q, k, v, and backward is four plain matmuls per head around one softmax
- * gradient over all heads at once (tfjs' own gradient of the same graph ran ~3x the kernels:
+ * gradient over all heads at once (tfjs' own gradient of the same graph runs many more kernels:
  * transposes inside every matmul gradient, pack/unpack pairs, a generic softmax gradient).
  * q: (B*T, H*hd); k, v: (B*T, Hkv*hd); query head h reads key/value head floor(h / (H/Hkv)).
  * Returns (B*T, H*hd).

@@ -48,7 +48,7 @@ const halfTable = (() => {
 /** f32 -> IEEE half bits, round to nearest even; overflow goes to infinity. */
 export function f32ToF16Bits(v: number): number {
   const f = new Float32Array([v]);
-  const x = new Uint32Array(f.buffer)[0];
+  const x = new Uint32Array(f.buffer)[0]!;
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
@@ -76,17 +76,17 @@ function decode(bytes: Uint8Array, dtype: SafetensorsDtype, count: number): Floa
   const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, count);
   const out = new Float32Array(count);
   if (dtype === 'F16') {
-    for (let i = 0; i < count; i++) out[i] = halfTable[halves[i]];
+    for (let i = 0; i < count; i++) out[i] = halfTable[halves[i]!]!; // the table has every 16-bit pattern
   } else {
     const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < count; i++) u[i] = halves[i] << 16;
+    for (let i = 0; i < count; i++) u[i] = halves[i]! << 16;
   }
   return out;
 }
 
 /** f32 -> bfloat16 bits, round to nearest even. */
 export function f32ToBf16Bits(v: number): number {
-  const x = new Uint32Array(new Float32Array([v]).buffer)[0];
+  const x = new Uint32Array(new Float32Array([v]).buffer)[0]!;
   if ((x & 0x7fffffff) > 0x7f800000) return 0x7fc0; // NaN
   return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
 }
@@ -241,7 +241,7 @@ export function writeSafetensors(file: string, tensors: Map<string, TensorToWrit
       pos += t.data.byteLength;
     } else {
       const bits = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
-      for (let i = 0; i < t.data.length; i++, pos += 2) out.writeUInt16LE(bits(t.data[i]), pos);
+      for (let i = 0; i < t.data.length; i++, pos += 2) out.writeUInt16LE(bits(t.data[i]!), pos);
     }
   }
   writeFileSync(file, out);

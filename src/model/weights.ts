@@ -71,10 +71,11 @@ export function weightSpecs(c: ModelConfig, range: BackboneRange): WeightSpec[] 
 
 /** (rows, cols) -> (cols, rows), row-major. */
 export function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
+  if (data.length !== rows * cols) throw new Error(`transpose2d: ${data.length} values are not a (${rows}, ${cols}) matrix`);
   const out = new Float32Array(data.length);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
-    for (let c = 0; c < cols; c++) out[c * rows + r] = data[base + c];
+    for (let c = 0; c < cols; c++) out[c * rows + r] = data[base + c]!;
   }
   return out;
 }
@@ -88,15 +89,15 @@ export function columns(data: Float32Array, rows: number, cols: number, from: nu
 
 /** Concatenates (rows, w_k) matrices side by side into (rows, sum w_k). */
 export function concatColumns(parts: Float32Array[], rows: number): Float32Array {
-  const widths = parts.map((p) => p.length / rows);
-  const total = widths.reduce((a, b) => a + b, 0);
+  const total = parts.reduce((a, p) => a + p.length / rows, 0);
   const out = new Float32Array(rows * total);
   for (let r = 0; r < rows; r++) {
     let off = r * total;
-    parts.forEach((p, k) => {
-      out.set(p.subarray(r * widths[k], (r + 1) * widths[k]), off);
-      off += widths[k];
-    });
+    for (const p of parts) {
+      const w = p.length / rows;
+      out.set(p.subarray(r * w, (r + 1) * w), off);
+      off += w;
+    }
   }
   return out;
 }

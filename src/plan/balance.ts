@@ -1,7 +1,7 @@
 /**
  * Cached-phase shards balanced per step. A cached step lasts as long as its most loaded device,
- * and a shard drawn without regard to the epochs' batches splits a W1 mini-batch of 8 about 5/3
- * on 2 devices (measured 6/2 and 5/3 in 3 of 4 steps: ~100 ms of a ~950 ms step). The order of
+ * and a shard drawn without regard to the epochs' batches splits most mini-batches unevenly
+ * between devices, so most steps wait for the device given more than its share. The order of
  * every cached epoch is known in advance (seeded), so the shards can give each device its share
  * of every step's rows, keeping the planner's shard sizes and, among equally balanced choices,
  * the samples a device already caches.

@@ -23,7 +23,7 @@ export interface MeasuredDevice {
 
 export interface ProfileAssumptions { efficiency: number; sideEfficiency: number; fixedMsPerBlock: number; defaultMbps: number; latencyMs: number }
 
-/** Measured on this machine's wasm backend: a GPT-2 forward reaches ~60-70% of the matmul rate, side blocks far less. */
+/** Fitted to what the wasm backend measures: a GPT-2 forward runs near its large-matmul rate, the side network's narrow blocks far below it. */
 export const wasmAssumptions: ProfileAssumptions = { efficiency: 0.65, sideEfficiency: 0.15, fixedMsPerBlock: 0.4, defaultMbps: 4000, latencyMs: 0.3 };
 
 /** The shape the analytic cost model needs, for a decoder-only backbone with side reduction k. */

@@ -1,25 +1,21 @@
 /**
  * tf.variableGrads with a lower peak. tfjs keeps every tensor saved for backward and every
  * intermediate gradient until the whole backward pass ends, so a step's peak was the forward's
- * saved activations plus the gradients of all of them (full fine-tuning of W1: 3.4 GB of tensors,
- * past what the 4 GB wasm heap can hold once fragmented).
+ * saved activations plus the gradients of all of them (full fine-tuning of W1 needed more than
+ * the 4 GB wasm heap can hold once fragmented).
  *
  * Here each tape node, once its gradient has run, releases the gradients of its outputs and the
  * tensors it saved: nothing else reads them (the tape is walked in reverse topological order, and
  * an output's gradient is complete before its producer runs). Results are identical; only the
- * time of disposal changes. Relies on tfjs-core 4.x engine internals (activeTape, node.gradient,
- * node.saved), which this module alone touches.
+ * time of disposal changes. Relies on tfjs-core engine internals (activeTape, node.gradient,
+ * node.saved), reached through src/model/tfjs-internals.ts, which checks them at start-up.
  */
 import * as tf from '@tensorflow/tfjs';
-
-interface TapeNode {
-  gradient?: (dys: tf.Tensor[]) => Record<string, () => tf.Tensor>;
-  saved?: tf.Tensor[];
-}
+import { engineInternals } from '../model/tfjs-internals.ts';
 
 /** Wraps the gradient of every node on the active tape to release what it consumed. */
 function releaseAsConsumed(): void {
-  const tape = (tf.engine() as unknown as { state: { activeTape: TapeNode[] | null } }).state.activeTape;
+  const tape = engineInternals().activeTape;
   if (!tape) return;
   // Releases what the node processed last consumed; runs when the next node (its predecessor on
   // the tape) starts, after the engine has called all of the last node's input closures.

@@ -40,7 +40,7 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights:
  * made `chunkRows` rows at a time and never all at once, and the gradient
  * dL/dh = (w_i / count) (softmax(z_i) @ wT - wT[t_i]) is computed in the forward pass from the
  * chunk's probabilities while they exist, so backward only scales it. Costs: two plain matmuls and
- * one softmax kernel per chunk (wasm's fused softmax is ~4x cheaper than max, subtract and exp as
+ * one softmax kernel per chunk (wasm's fused softmax is much cheaper than max, subtract and exp as
  * separate passes over (rows, V)), no (N, V) one-hot, no transposes, peak a few (chunkRows, V)
  * tensors. hidden (N, d), w (d, V), wT (V, d); targets int32 (N); weights f32 (N) in {0, 1}.
  *

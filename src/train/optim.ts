@@ -51,9 +51,9 @@ export function learningRate(o: AdamWOptions, step: number): number {
 }
 
 /**
- * AdamW over plain typed arrays. The model is small next to its step (PAC's side network: 727k
- * parameters in 138 tensors), and ~12 elementwise kernels per parameter plus a norm per tensor
- * cost ~40 ms on wasm, mostly dispatch; one JS pass over the gradients costs a few. Moments live
+ * AdamW over plain typed arrays. The model is small next to its step (PAC's side network: many
+ * small tensors), so as tfjs ops the update is a dozen elementwise kernels per parameter plus a
+ * norm per tensor, mostly dispatch; one JS pass over the gradients costs far less. Moments live
  * in Float32Arrays (counted by `stateBytes`); parameters are read and written once per step.
  */
 export class AdamW {

@@ -1,7 +1,7 @@
 /**
  * Seeded parameter initialisation. Every trainable parameter draws its values from a generator
  * seeded by (run seed, parameter name) — never from construction order — so that a network built
- * whole and the same network built stage by stage (issue #4) hold identical values.
+ * whole and the same network built stage by stage (a distributed run) hold identical values.
  */
 import * as tf from '@tensorflow/tfjs';
 

@@ -44,7 +44,7 @@ export class ParallelMethod implements FineTuneMethod {
     return withoutTape(() => {
       const acts: tf.Tensor2D[] = [this.backbone.embed(ids)]; // b_0 (B*T, d)
       for (let i = 1; i <= L; i++) {
-        acts.push(tf.tidy(() => this.backbone.layer(i, acts[i - 1], seqLen))); // b_i (B*T, d)
+        acts.push(tf.tidy(() => this.backbone.layer(i, acts[i - 1]!, seqLen))); // b_i (B*T, d)
         this.layerCalls++;
       }
       return acts;

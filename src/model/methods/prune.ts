@@ -22,31 +22,35 @@ export interface PrunedBlock {
   values: Map<string, Float32Array>;
 }
 
+// Indices below stay inside their arrays by construction: a Matrix's data is rows * cols long (it is
+// a 2-D weight of that shape), score arrays are sized from the same dimensions, and kept indices
+// come from topIndices over those scores.
+
 /** out[i] += sum of squares of row i. */
 function rowEnergy(m: Matrix, out: Float64Array): void {
-  for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) out[i] += m.data[i * m.cols + j] ** 2;
+  for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) out[i]! += m.data[i * m.cols + j]! ** 2;
 }
 
 /** out[j] += sum of squares of column j. */
 function colEnergy(m: Matrix, out: Float64Array): void {
-  for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) out[j] += m.data[i * m.cols + j] ** 2;
+  for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) out[j]! += m.data[i * m.cols + j]! ** 2;
 }
 
 /** Indices of the n largest scores, ascending. Ties go to the lower index. */
 export function topIndices(scores: ArrayLike<number>, n: number): number[] {
   const idx = Array.from({ length: scores.length }, (_, i) => i);
-  idx.sort((a, b) => scores[b] - scores[a] || a - b);
+  idx.sort((a, b) => scores[b]! - scores[a]! || a - b);
   return idx.slice(0, n).sort((a, b) => a - b);
 }
 
 function sliceMatrix(m: Matrix, rows: number[], cols: number[]): Float32Array {
   const out = new Float32Array(rows.length * cols.length);
-  rows.forEach((r, i) => cols.forEach((c, j) => { out[i * cols.length + j] = m.data[r * m.cols + c]; }));
+  rows.forEach((r, i) => cols.forEach((c, j) => { out[i * cols.length + j] = m.data[r * m.cols + c]!; }));
   return out;
 }
 
 function sliceVector(v: Float32Array, idx: number[]): Float32Array {
-  return Float32Array.from(idx, (i) => v[i]);
+  return Float32Array.from(idx, (i) => v[i]!);
 }
 
 /** Columns kept of q (and rows of out) and of k/v, for the side block's heads. */
@@ -56,7 +60,7 @@ function keptAttentionColumns(w: LayerWeights, s: SideShape): { q: number[]; kv:
   const colScores = (cols: (c: number) => number[]) => {
     const q = new Float64Array(nHeads * hd), k = new Float64Array(nKvHeads * hd), v = new Float64Array(nKvHeads * hd), o = new Float64Array(nHeads * hd);
     colEnergy(w.query, q); colEnergy(w.key, k); colEnergy(w.value, v); rowEnergy(w.attnOut, o);
-    return (h: number, c: number) => cols(c).reduce((acc, cc) => acc + q[h * hd + cc] + o[h * hd + cc] + k[Math.floor(h / group) * hd + cc] + v[Math.floor(h / group) * hd + cc], 0);
+    return (h: number, c: number) => cols(c).reduce((acc, cc) => acc + q[h * hd + cc]! + o[h * hd + cc]! + k[Math.floor(h / group) * hd + cc]! + v[Math.floor(h / group) * hd + cc]!, 0);
   };
   const score = colScores((c) => [c]);
   const headScore = Array.from({ length: nHeads }, (_, h) => Array.from({ length: hd }, (_, c) => score(h, c)).reduce((a, b) => a + b, 0));
@@ -66,8 +70,8 @@ function keptAttentionColumns(w: LayerWeights, s: SideShape): { q: number[]; kv:
     const kv = heads.flatMap((h) => Array.from({ length: hd }, (_, c) => Math.floor(h / group) * hd + c));
     return { q, kv };
   }
-  // One narrow head: the best rotary pairs of the best head.
-  const h = heads[0], half = hd / 2, keepPairs = Math.floor(s.headDim / 2);
+  // One narrow head (sideShape's only other case): the best rotary pairs of the best head.
+  const h = heads[0]!, half = hd / 2, keepPairs = Math.floor(s.headDim / 2);
   const pairs = topIndices(Array.from({ length: half }, (_, i) => score(h, i) + score(h, i + half)), keepPairs);
   const within = [...pairs, ...pairs.map((i) => i + half)];
   return { q: within.map((c) => h * hd + c), kv: within.map((c) => Math.floor(h / group) * hd + c) };
