@@ -3,7 +3,7 @@
  * coordinator's process over the bus.
  *
  * - profileDevices: a planner profile from what each device measured at registration.
- * - planRun: H6's planner (1F1B makespan over orders, groups, micro-batch counts); a model that
+ * - planRun: the planner (1F1B makespan over orders, groups, micro-batch counts); a model that
  *   fits nowhere fails the run with the planner's explanation.
  * - deployPlan: `assign` to every stage rank on dev.<d>.ctl (each loads only its layers).
  * - trainStep: `step` (pipeline epoch) or `cached-step` to every participant at once; rank 0 of

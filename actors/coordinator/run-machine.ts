@@ -15,8 +15,8 @@
  * checkpoint ref}); only then does the ledger count it. A restarted coordinator is given the last
  * persisted state as `input.resume` and continues at the next uncommitted step.
  *
- * Hooks for the next issue: DEVICE_LOST inside `training` is where `recovering` will start (today
- * the run fails, naming the device); DEVICE_JOINED inside `training` is recorded in
+ * Recovery hooks: DEVICE_LOST inside `training` is where a `recovering` state belongs (today the
+ * run fails, naming the device); DEVICE_JOINED inside `training` is recorded in
  * `pendingJoins` for `replanning` at a step boundary.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';

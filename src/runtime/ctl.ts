@@ -25,13 +25,18 @@ export type CtlHandler = (args: unknown, device: CtlDevice) => unknown | Promise
 const sampleIds = z.array(z.number().int().nonnegative());
 
 /** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming. */
+const assignSpec = z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v);
 export const assignArgs = z.strictObject({
-  spec: z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v),
+  spec: assignSpec,
   stages: z.array(z.strictObject({ from: z.number().int(), to: z.number().int(), devices: z.array(z.string()).min(1), shares: z.array(z.number().positive()).min(1) })).min(1),
   stage: z.number().int().nonnegative(),
   rank: z.number().int().nonnegative(),
   firstStep: z.number().int().positive(),
   state: z.unknown().optional(),
+}).superRefine((a, ctx) => {
+  const st = a.stages[a.stage];
+  if (!st) ctx.addIssue({ code: 'custom', path: ['stage'], message: `stage ${a.stage} is not in a plan of ${a.stages.length} stages` });
+  else if (a.rank >= st.devices.length) ctx.addIssue({ code: 'custom', path: ['rank'], message: `rank ${a.rank} is not in stage ${a.stage}'s group of ${st.devices.length}` });
 });
 
 export type AssignArgs = z.output<typeof assignArgs>;
@@ -45,7 +50,7 @@ export const fillArgs = z.strictObject({ sampleIds });
 export const abortArgs = z.strictObject({ step: z.number().int() });
 
 /** `cache-report`: layers held per sample; opens the run's cache if the device has none yet. */
-export const cacheReportArgs = z.strictObject({ spec: assignArgs.shape.spec, fingerprint: z.string().min(1) });
+export const cacheReportArgs = z.strictObject({ spec: assignSpec, fingerprint: z.string().min(1) });
 
 /** `redistribute`: `shards[k]` is the cached-phase shard of `devices[k]`. */
 export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), devices: z.array(z.string()).min(1) });
