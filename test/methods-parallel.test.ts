@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs';
 import { fullRange, TransformerBackbone } from '../src/model/backbone.ts';
-import { createMethod, ParallelMethod, SideNetwork } from '../src/model/methods/index.ts';
+import { createMethod, type ParallelMethod, SideNetwork } from '../src/model/methods/index.ts';
 import { presetWeights } from '../src/model/presets.ts';
 import type { Backbone } from '../src/model/types.ts';
 import { backwardKernels, fixedBatch, lossOf, maxAbsDiff, methodLoss, tinyBackbone } from './methods-fixture.ts';

@@ -28,7 +28,7 @@ test('model-ops: rotary embedding follows the HF rotate_half convention', () => 
   for (let b = 0; b < B; b++) for (let p = 0; p < T; p++) for (let h = 0; h < H; h++) {
     const base = (b * T + p) * H * hd + h * hd;
     for (let i = 0; i < half; i++) {
-      const ang = p / Math.pow(theta, (2 * i) / hd);
+      const ang = p / theta ** ((2 * i) / hd);
       const x1 = xs[base + i]!, x2 = xs[base + half + i]!;
       want[base + i] = x1 * Math.cos(ang) - x2 * Math.sin(ang);
       want[base + half + i] = x2 * Math.cos(ang) + x1 * Math.sin(ang);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { f32ToBf16Bits, f32ToF16Bits, openSafetensors, writeSafetensors } from '../src/model/safetensors.ts';
 import { tempDir } from './fixtures/hf-model.ts';
 
-const values = Float32Array.from([0, -0, 1, -2.5, 65504, 1e-8, 6.1e-5, 3.14159, -1e5, 0.1]);
+const values = Float32Array.from([0, -0, 1, -2.5, 65504, 1e-8, 6.1e-5, 3.25, -1e5, 0.1]);
 
 test('model-safetensors: F32 round-trips bit-exactly with metadata and an aligned header', () => {
   const file = join(tempDir(), 'a.safetensors');

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initBackend } from '../src/model/backend.ts';
 import { loadBackbone } from '../src/model/load.ts';
-import { createMethod, ParallelMethod, type MethodName } from '../src/model/methods/index.ts';
+import { createMethod, type ParallelMethod, type MethodName } from '../src/model/methods/index.ts';
 import { ActivationCache } from '../src/cache/activation-cache.ts';
 import { markovDataset } from '../src/train/data.ts';
 import { Trainer, type TrainConfig } from '../src/train/trainer.ts';

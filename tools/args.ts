@@ -18,9 +18,9 @@ export interface ParsedArgs {
 
 /** Parses argv against `options`; prints `usage` and returns null when --help was given. */
 export function parseCommandArgs(argv: string[], options: Record<string, OptionSpec>, usage: string): ParsedArgs | null {
-  let parsed;
+  let parsed: ParsedArgs;
   try {
-    parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true }) as ParsedArgs;
   } catch (err) {
     throw new CliError(`${(err as Error).message.split('\n')[0]} (see --help)`);
   }
@@ -28,7 +28,7 @@ export function parseCommandArgs(argv: string[], options: Record<string, OptionS
     process.stdout.write(usage.trimEnd() + '\n');
     return null;
   }
-  return parsed as ParsedArgs;
+  return parsed;
 }
 
 export function str(args: ParsedArgs, name: string): string | undefined {

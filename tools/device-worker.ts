@@ -43,9 +43,9 @@ await serveCompute(async () => {
     openCache: (d, c) => new CacheActor({ ...c, bus: d.bus(), device: d.name, throttle: (bytes, send) => d.sim.send(bytes, send) }),
   });
   const handlers: Record<string, ComputeHandler> = Object.fromEntries(Object.entries(ctl).map(([kind, h]) => [kind, (args: unknown) => h(args, device)]));
-  handlers['measure'] = () => measureMatmulGflops(512, 3);
-  handlers['memory'] = () => tensorBytes();
-  handlers['close'] = async () => { await ctl['finish']?.({}, device); await bus.close(); };
+  handlers.measure = () => measureMatmulGflops(512, 3);
+  handlers.memory = () => tensorBytes();
+  handlers.close = async () => { await ctl.finish?.({}, device); await bus.close(); };
   const result: DeviceWorkerInfo = { backend: info.name, backendDetail: info.detail };
   return { info: result, handlers };
 });

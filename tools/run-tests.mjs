@@ -40,7 +40,7 @@ function runFile(file) {
       clearTimeout(timer);
       const total = /Total:\s+(\d+)/.exec(out);
       const ok = /Passed:\s+(\d+)/.exec(out);
-      let p = ok ? Number(ok[1]) : 0;
+      const p = ok ? Number(ok[1]) : 0;
       let f = total ? Number(total[1]) - p : 0;
       const skipped = /Skipped:\s+(\d+)/.exec(out);
       if (skipped) f -= Number(skipped[1]);

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkResumable, readCheckpointMeta } from '../../src/train/checkpoint.ts';
+import { checkResumable, readCheckpointMeta, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { PersistedRun } from './run-machine.ts';
 import { sideCheckpointIdentity } from './run-actor.ts';
@@ -30,7 +30,7 @@ export function readResumeState(runDir: string, spec: RunSpec): PersistedRun {
   for (const k of ints) if (!Number.isInteger(state[k]) || state[k] < 0) throw new ResumeError(`${file}: field '${k}' must be a non-negative integer`);
   if (!state.ledger || !Array.isArray(state.epochs)) throw new ResumeError(`${file}: fields 'ledger' and 'epochs' are required`);
   const checkpointRef = join(runDir, 'checkpoints', 'latest');
-  let meta;
+  let meta: CheckpointMeta;
   try { meta = readCheckpointMeta(checkpointRef); checkResumable(meta, { ...sideCheckpointIdentity(spec), modelFingerprint: meta.modelFingerprint }); } catch (err) {
     throw new ResumeError(`${checkpointRef}: ${(err as Error).message}`);
   }

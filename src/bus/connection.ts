@@ -233,7 +233,10 @@ export class Bus {
   }
 
   private send(subject: string, msg: EncodedMessage, reply: string | undefined): void {
-    if (msg.length <= this.maxPayload) return this.natsPublish(subject, msg.bytes(), { reply });
+    if (msg.length <= this.maxPayload) {
+      this.natsPublish(subject, msg.bytes(), { reply });
+      return;
+    }
     if (msg.length > this.maxMessageBytes) throw new PayloadTooLarge(subject, msg.length, this.maxMessageBytes);
     // Chunks are views on the encoded header pieces and on the tensors themselves: no copy here.
     for (const chunk of splitSegments(msg.segments(), this.maxPayload - HEADER_ROOM)) {

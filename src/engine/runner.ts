@@ -88,7 +88,7 @@ export class StageRunner {
       const mine = rankRows(mbs[mb]!, me.shares, rank);
       if (mine.length === 0) continue;
       if (op === 'F') {
-        let out;
+        let out: StageForwardOutput;
         if (!prev) {
           out = await forwardPaced(compute, pace, mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids });
         } else {

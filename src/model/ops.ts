@@ -212,7 +212,7 @@ export function rotaryTables(T: number, headDim: number, theta: number): [tf.Ten
     const cos = new Float32Array(T * headDim), sin = new Float32Array(T * headDim);
     for (let p = 0; p < T; p++) {
       for (let i = 0; i < half; i++) {
-        const invFreq = 1 / Math.pow(theta, (2 * i) / headDim);
+        const invFreq = 1 / theta ** ((2 * i) / headDim);
         const a = p * invFreq;
         cos[p * headDim + i] = cos[p * headDim + half + i] = Math.cos(a);
         sin[p * headDim + i] = sin[p * headDim + half + i] = Math.sin(a);

@@ -51,7 +51,7 @@ export function layerWeights(backbone: Backbone, i: number): LayerWeights {
   };
   const matrix = (name: string): Matrix => {
     const t = w.get(`${p}.${name}.weight`);
-    if (!t || t.rank !== 2) throw new Error(`prune: backbone weight ${p}.${name}.weight missing or not 2-D`);
+    if (t?.rank !== 2) throw new Error(`prune: backbone weight ${p}.${name}.weight missing or not 2-D`);
     return { data: t.dataSync() as Float32Array, rows: t.shape[0]!, cols: t.shape[1]! };
   };
   const c = backbone.config;

@@ -3,7 +3,7 @@
  * A (din, r) is Kaiming-uniform (seeded per name), B (r, dout) is zero, so step 0 is the base model.
  * Parameters: `lora.<layer>.<projection>.A` and `lora.<layer>.<projection>.B`.
  */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { linear } from '../ops.ts';
 import type { Backbone, LayerHooks, ModelConfig, ProjectionName } from '../types.ts';
 import { initVariable } from './init.ts';

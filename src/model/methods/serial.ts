@@ -4,7 +4,7 @@
  * base model. The activation is the backbone's own (GELU for GPT-2, SiLU for Llama).
  * Parameters: `serial.<layer>.<attn|mlp>.<down|up>.<weight|bias>`, weights laid (din, dout).
  */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { geluNew, linear, silu } from '../ops.ts';
 import type { Backbone, LayerHooks } from '../types.ts';
 import { initVariable } from './init.ts';

@@ -8,7 +8,7 @@
  * (tiny models), it uses one head of dimension r. No grouped-query sharing inside the side
  * block: every side head has its own key and value. The MLP is dFF / k wide.
  */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { applyRotary, causalAttention, geluNew, layerNorm, linear, rmsNorm, silu } from '../ops.ts';
 import type { ModelConfig } from '../types.ts';
 import type { Init } from './init.ts';

@@ -12,7 +12,7 @@
  * (seed, name) or from backbone layer i's own weights, never from construction order — so the
  * union of the stages' parameters is exactly the whole network's.
  */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { inputFrozenLinear, linear } from '../ops.ts';
 import type { Backbone, ModelConfig } from '../types.ts';
 import { initVariable, type Init } from './init.ts';
