@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CostModel, splitMicroBatch, splitRows, stepMakespan, type StageCost } from '../src/plan/cost.ts';
-import { deviceOrderings, InfeasiblePlanError, microBatchOptions, planPipeline } from '../src/plan/planner.ts';
+import { deviceOrderings, InfeasiblePlanError, microBatchOptions, planPipeline, type StagePlan } from '../src/plan/planner.ts';
 import type { Profile } from '../src/plan/profile.ts';
 import { randomProfile } from './plan-fixtures.ts';
 
@@ -69,7 +69,7 @@ test('plan: the planner finds the least makespan a brute-force search finds (ran
 test('plan: memory limits hold for every device, layers are covered once, rows fill each micro-batch', () => {
   for (let seed = 200; seed < 260; seed++) {
     const profile = randomProfile(seed, 2 + (seed % 3), 3 + (seed % 4), { memoryScale: 0.6 });
-    let plan;
+    let plan: StagePlan;
     try { plan = planPipeline(profile); } catch (e) { assert.ok(e instanceof InfeasiblePlanError); continue; }
     for (const d of profile.devices) {
       const peak = plan.peakBytesPerDevice[d.name];
