@@ -9,7 +9,6 @@ import { ringAllReduce, type RingTransport } from './allreduce.ts';
 import { assembleRows, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from './routing.ts';
 import type { StageCompute, StageForwardOutput, StageInput } from './stage-compute.ts';
 import type { AdamW } from '../train/optim.ts';
-import type { StepOutcome } from '../runtime/ctl.ts';
 
 /** Forward message: rows (by sample id) of b_to and a_to. */
 export interface FwdMsg { ids: number[]; b: Float32Array; a: Float32Array }
@@ -178,6 +177,16 @@ export class StageRunner {
 
 
 /** A rank's step outcome plus the reduced gradient it applied (rank 0 ships it to the coordinator). */
+/** What one rank's step produced. */
+export interface StepOutcome {
+  /** This rank's share of the mini-batch mean loss (0 off the last stage). */
+  loss: number;
+  rows: number;
+  /** Bytes of activations and gradients this rank sent to other stages, and into the all-reduce. */
+  bytesSent: number;
+  gradNorm: number;
+}
+
 export type RankOutcome = StepOutcome & { reduced: Float32Array };
 
 /**

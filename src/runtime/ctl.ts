@@ -8,7 +8,7 @@ import { z } from 'zod';
 import type { Bus } from '../bus/index.ts';
 import type { SimulatedDevice } from './simulation.ts';
 import type { RunSpec } from '../train/run-spec.ts';
-import type { PackedState } from '../engine/index.ts';
+import type { PackedState, StepOutcome } from '../engine/index.ts';
 
 /** What a control handler sees of the device serving the request. */
 export interface CtlDevice {
@@ -57,16 +57,6 @@ export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), dev
 
 /** `cached-load`: the whole side network + head from `state` (a PackedState) for the cached epochs. */
 export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: sampleIds, firstStep: z.number().int().positive(), state: z.unknown() });
-
-/** What one rank's step produced. */
-export interface StepOutcome {
-  /** This rank's share of the mini-batch mean loss (0 off the last stage). */
-  loss: number;
-  rows: number;
-  /** Bytes of activations and gradients this rank sent to other stages, and into the all-reduce. */
-  bytesSent: number;
-  gradNorm: number;
-}
 
 /** The reply of `step` and `cached-step`: what a step reports to the coordinator. */
 export interface StepReply extends StepOutcome {
