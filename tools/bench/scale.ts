@@ -54,7 +54,7 @@ function topology(preset: string, devices: number, o: { sequences: number; epoch
   };
 }
 
-const probe = fileURLToPath(new URL('./matmul-probe.ts', import.meta.url));
+const probe = fileURLToPath(new URL('./children/matmul-probe.ts', import.meta.url));
 
 /** Mean matmul GFLOP/s of each of `n` processes running at the same time. */
 async function concurrentGflops(n: number, seconds: number): Promise<number[]> {

@@ -1,13 +1,14 @@
 /**
  * `charon bench <name>`: benchmarks that report ratios measured side by side in one run.
- * Each bench lives in tools/bench/<name>.ts and exports `summary` and `run(argv)`.
+ * Each bench lives in tools/bench/<name>.ts and exports `summary` and `run(argv)`; processes a
+ * bench spawns live in tools/bench/children/ (they run on import, so the index never loads them).
  */
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { CliError } from '../args.ts';
 
-export const summary = 'measure speed and memory (benches: methods, bus, scale); ratios side by side in one run';
+export const summary = 'measure speed and memory (charon bench --help lists the benches); ratios side by side in one run';
 
 const benchDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench');
 

@@ -3,7 +3,7 @@
  * about `argv[2]` seconds as one JSON line. Several run at once to measure how much compute the
  * machine gives concurrent device processes (the ceiling of any multi-process speedup).
  */
-import { initBackend, measureMatmulGflops } from '../../src/model/backend.ts';
+import { initBackend, measureMatmulGflops } from '../../../src/model/backend.ts';
 
 await initBackend('wasm');
 measureMatmulGflops(512, 2);
