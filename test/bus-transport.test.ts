@@ -165,6 +165,24 @@ test('bus: bad run names, bad bus names and unreachable servers fail clearly', a
   assert.is((err as ConnectFailed).retryable, true);
 });
 
+test('bus: close() with the server gone closes the connection and fails pending requests at once', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'charon-bus-gone-'));
+  const s = await startNatsServer({ runDir: dir, jetstream: false });
+  const c = await Bus.connect({ servers: s.url, name: 'dev-c', run: 'r1', reconnectWaitMs: 100 });
+  const d = await Bus.connect({ servers: s.url, name: 'dev-d', run: 'r1' });
+  d.subscribe(d.subjects.devCtl('silent'), () => { /* never replies */ });
+  await d.flush();
+  const pending = c.request(c.subjects.devCtl('silent'), 'ctl', {}, { timeoutMs: 600_000 }).then(() => null, (e: unknown) => e);
+  await c.flush();
+  await s.stop();
+  const t0 = Date.now();
+  await Promise.all([c.close(), d.close()]);
+  assert.ok(c.isClosed && d.isClosed, 'a connection to a vanished server is still open (reconnecting)');
+  assert.instance(await pending, ConnectionClosed);
+  assert.ok(Date.now() - t0 < 5000);
+  rmSync(dir, { recursive: true, force: true });
+});
+
 test('bus: a dropped server is reported as disconnect, then reconnect when it returns', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'charon-bus-re-'));
   let s = await startNatsServer({ runDir: dir, jetstream: false });

@@ -74,6 +74,7 @@ export class Bus {
   private subCounter = 0;
   private inbox?: { prefix: string; sub: Subscription };
   private readonly pending = new Map<string, Pending>();
+  private connected = true;
 
   private constructor(private readonly nc: NatsConnection, readonly name: string, readonly run: string, opts: BusOptions) {
     this.subjects = subjects(run);
@@ -216,15 +217,18 @@ export class Bus {
     await this.nc.flush();
   }
 
-  /** Drains subscriptions and closes the connection. Idempotent. */
+  /**
+   * Drains subscriptions and closes the connection; pending requests fail with ConnectionClosed.
+   * Idempotent. With the server gone (e.g. a Ctrl-C reached it first) there is nothing to drain:
+   * nats.js's drain() then resolves with the connection still open and reconnecting, and its
+   * timers and those of pending requests would keep the process alive, so the connection is
+   * closed outright.
+   */
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     if (this.nc.isClosed()) return;
-    try {
-      await this.nc.drain();
-    } catch {
-      await this.nc.close();
-    }
+    if (this.connected) await this.nc.drain().catch(() => {});
+    if (!this.nc.isClosed()) await this.nc.close();
   }
 
   private encode<B>(kind: string, body: B, meta: Meta): EncodedMessage {
@@ -347,7 +351,10 @@ export class Bus {
 
   private async watchStatus(): Promise<void> {
     for await (const s of this.nc.status()) {
-      if (s.type === 'disconnect' || s.type === 'reconnect') this.emit(s.type, { server: String(s.data) });
+      if (s.type === 'disconnect' || s.type === 'reconnect') {
+        this.connected = s.type === 'reconnect';
+        this.emit(s.type, { server: String(s.data) });
+      }
     }
   }
 
