@@ -156,6 +156,20 @@ test('bus: a request past its deadline fails with a retryable BusTimeout; nobody
   assert.is((none as NoResponders).retryable, true);
 });
 
+test('bus: a request ends with its signal\'s reason when the signal aborts, before or while it waits', async () => {
+  const subject = a.subjects.devCtl('silent');
+  const sub = b.subscribe(subject, () => { /* never replies */ });
+  await b.flush();
+  const stop = new AbortController();
+  const reason = new Error('run interrupted');
+  const waiting = a.request(subject, 'ctl', {}, { timeoutMs: 600_000, signal: stop.signal }).then(() => null, (e: unknown) => e);
+  await a.flush();
+  stop.abort(reason);
+  assert.is(await waiting, reason);
+  assert.is(await a.request(subject, 'ctl', {}, { timeoutMs: 600_000, signal: stop.signal }).then(() => null, (e: unknown) => e), reason);
+  sub.unsubscribe();
+});
+
 test('bus: bad run names, bad bus names and unreachable servers fail clearly', async () => {
   const failure = (p: Promise<unknown>) => p.then(() => 'connected', (e: unknown) => String(e));
   assert.match(await failure(Bus.connect({ servers: server.url, name: 'x', run: 'a.b' })), /invalid run 'a.b'/);

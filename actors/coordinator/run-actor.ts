@@ -69,9 +69,9 @@ export interface RunOutcome { runDir: string; summary: RunSummary }
 
 const CTL_TIMEOUT_MS = 60_000;
 
-/** Sends control `kind` to `device`; returns the handler's result. @throws the handler's error, rebuilt as its class, its message naming device and kind. */
-export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, timeoutMs = CTL_TIMEOUT_MS): Promise<T> {
-  const r = await ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, timeoutMs);
+/** Sends control `kind` to `device`; returns the handler's result. @throws the handler's error, rebuilt as its class, its message naming device and kind; `signal`'s reason once it aborts. */
+export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, timeoutMs = CTL_TIMEOUT_MS, signal?: AbortSignal): Promise<T> {
+  const r = await ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, timeoutMs, signal);
   if (!r.ok) throw fromWire(r.error, `device ${device}: ${kind}`);
   return r.result as T;
 }
@@ -116,8 +116,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     name: n, matmulGflops: gflops(n), memoryMb: specOf.get(n)!.memoryMb, slowdown: specOf.get(n)!.slowdown, bandwidthMbps: specOf.get(n)!.bandwidthMbps ?? null,
   }));
 
+  // An aborted run's requests end at once: its effects stop waiting (a step for up to 10 min) and
+  // stop commanding devices while the launcher tears down.
   const broadcast = async <T>(targets: string[], kind: string, args: (d: string) => unknown, timeoutMs = CTL_TIMEOUT_MS): Promise<Map<string, T>> => {
-    const results = await Promise.allSettled(targets.map((d) => control<T>(bus, d, kind, args(d), timeoutMs)));
+    const results = await Promise.allSettled(targets.map((d) => control<T>(bus, d, kind, args(d), timeoutMs, o.signal)));
     const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     if (failed) throw failed.reason;
     return new Map(targets.map((d, i) => [d, (results[i] as PromiseFulfilledResult<T>).value]));

@@ -61,7 +61,7 @@ export interface BusEvents {
 
 type Listener<K extends keyof BusEvents> = (detail: BusEvents[K]) => void;
 
-interface Pending { resolve(env: Envelope): void; reject(err: Error): void; timer: NodeJS.Timeout; subject: string; kinds?: readonly string[] }
+interface Pending { resolve(env: Envelope): void; reject(err: Error): void; timer: NodeJS.Timeout; subject: string; kinds?: readonly string[]; detach?: () => void }
 
 export class Bus {
   readonly subjects: Subjects;
@@ -86,8 +86,7 @@ export class Bus {
     void this.watchStatus();
     void nc.closed().then((err) => {
       clearInterval(this.sweeper);
-      for (const [, p] of this.pending) { clearTimeout(p.timer); p.reject(new ConnectionClosed()); }
-      this.pending.clear();
+      for (const [token, p] of this.pending) this.settle(token, p).reject(new ConnectionClosed());
       this.emit('closed', err ? { error: err } : {});
     });
   }
@@ -153,21 +152,27 @@ export class Bus {
   /**
    * Sends a request and resolves with the first valid reply.
    * @throws BusTimeout (retryable) after `timeoutMs`; NoResponders (retryable) when nobody listens;
-   * MessageRejected when the reply fails validation; ConnectionClosed.
+   * MessageRejected when the reply fails validation; ConnectionClosed; `signal`'s reason once it aborts.
    */
-  request<B, R = unknown>(subject: string, kind: string, body: B, opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[] }): Promise<Envelope<R>> {
+  request<B, R = unknown>(subject: string, kind: string, body: B, opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[]; signal?: AbortSignal }): Promise<Envelope<R>> {
+    const { signal } = opts;
+    if (signal?.aborted) return Promise.reject(signal.reason);
     const bytes = this.encode(kind, body, opts.meta ?? {});
     const inbox = this.requestInbox();
     const token = (this.subCounter++).toString(36);
     return new Promise<Envelope<R>>((resolve, reject) => {
-      const timer = setTimeout(() => { this.pending.delete(token); reject(new BusTimeout(subject, opts.timeoutMs)); }, opts.timeoutMs);
-      this.pending.set(token, { resolve: resolve as (e: Envelope) => void, reject, timer, subject, kinds: opts.kinds });
+      const timer = setTimeout(() => this.settle(token, p).reject(new BusTimeout(subject, opts.timeoutMs)), opts.timeoutMs);
+      const p: Pending = { resolve: resolve as (e: Envelope) => void, reject, timer, subject, kinds: opts.kinds };
+      if (signal) {
+        const onAbort = () => this.settle(token, p).reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+        p.detach = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.pending.set(token, p);
       try {
         this.send(subject, bytes, `${inbox}.${token}`);
       } catch (err) {
-        clearTimeout(timer);
-        this.pending.delete(token);
-        reject(err);
+        this.settle(token, p).reject(err as Error);
       }
     });
   }
@@ -317,6 +322,7 @@ export class Bus {
 
   private settle(token: string, p: Pending): Pending {
     clearTimeout(p.timer);
+    p.detach?.();
     this.pending.delete(token);
     return p;
   }

@@ -81,11 +81,11 @@ export class Inbox {
 }
 
 /**
- * Sends a request and validates the reply body.
- * @throws the bus's errors (BusTimeout, NoResponders: retryable), or Error when the reply body is invalid.
+ * Sends a request and validates the reply body; `signal` ends the wait early.
+ * @throws the bus's errors (BusTimeout, NoResponders: retryable; the signal's reason), or Error when the reply body is invalid.
  */
-export async function ask<S extends z.ZodType>(bus: Bus, subject: string, kind: string, body: unknown, reply: S, timeoutMs: number): Promise<z.output<S>> {
-  const env = await bus.request(subject, kind, body, { timeoutMs, kinds: [REPLY_KIND] });
+export async function ask<S extends z.ZodType>(bus: Bus, subject: string, kind: string, body: unknown, reply: S, timeoutMs: number, signal?: AbortSignal): Promise<z.output<S>> {
+  const env = await bus.request(subject, kind, body, { timeoutMs, kinds: [REPLY_KIND], signal });
   const parsed = reply.safeParse(env.body);
   if (!parsed.success) throw new Error(`invalid reply to ${kind} on ${subject}: ${parsed.error.issues[0]!.message}`);
   return parsed.data;
