@@ -97,4 +97,29 @@ test('device machine: a dropped bus reconnects and registers again', async () =>
   assert.equal(actor.getSnapshot().value, 'failed');
 });
 
+test('device machine: a drain without a connection stops at once instead of waiting for the leave', async () => {
+  const log: string[] = [];
+  const actor = createActor(fakeDevice({ drain: fromPromise<void, { reason: string }>(({ input }) => { log.push(`drain:${input.reason}`); return new Promise(() => {}); }) }, log), { input: { device: 'd0', policy }, clock: new SimulatedClock() }).start();
+  await settle();
+  actor.send({ type: 'DRAIN', reason: 'SIGINT' });
+  assert.equal(deviceStateName(actor.getSnapshot()), 'draining');
+  actor.send({ type: 'DISCONNECTED' });
+  assert.equal(actor.getSnapshot().value, 'stopped', 'disconnected while the leave is unanswered');
+
+  const offline = createActor(fakeDevice(), { input: { device: 'd1', policy }, clock: new SimulatedClock() }).start();
+  await settle();
+  offline.send({ type: 'DISCONNECTED' });
+  offline.send({ type: 'DRAIN', reason: 'SIGTERM' });
+  assert.equal(offline.getSnapshot().value, 'stopped', 'drained while reconnecting');
+
+  const working = createActor(fakeDevice({ work: fromPromise(() => new Promise(() => {})) }), { input: { device: 'd2', policy }, clock: new SimulatedClock() }).start();
+  await settle();
+  working.send({ type: 'WORK', request: { id: 1, kind: 'step', args: {} }, step: 1, phase: 'pipeline' });
+  working.send({ type: 'DRAIN', reason: 'SIGINT' });
+  assert.equal(deviceStateName(working.getSnapshot()), 'working', 'the drain waits for the work');
+  working.send({ type: 'DISCONNECTED' });
+  assert.equal(working.getSnapshot().value, 'stopped', 'the work lost its connection: the remembered drain is taken');
+  assert.equal(log, ['hb:start', 'drain:SIGINT', 'hb:stop']);
+});
+
 test.run();

@@ -8,6 +8,8 @@
  *                         ready --UNLOAD--> unloading -> idle )
  *              -> draining -> stopped
  *   online --DISCONNECTED--> reconnecting --RECONNECTED--> online.registering
+ *   a drain without a connection (while reconnecting, remembered from work that lost it, or
+ *   disconnected while draining) -> stopped
  *   anything unrecoverable -> failed
  *
  * LOAD, WORK and UNLOAD are the coordinator's control requests; each carries its request id, and
@@ -237,13 +239,18 @@ export const deviceMachine = setup({
         },
       },
     },
+    // Without a connection the leave cannot reach the coordinator: waiting for its acknowledgement
+    // would hold the process for the whole request timeout (a Ctrl-C takes the server down with
+    // the devices), and a drain remembered during work would be forgotten here.
     reconnecting: {
+      always: { guard: 'drainRequested', target: 'stopped' },
       on: {
         RECONNECTED: 'online.registering',
-        DRAIN: { target: 'draining', actions: assign({ drainReason: ({ event }) => event.reason }) },
+        DRAIN: { target: 'stopped', actions: assign({ drainReason: ({ event }) => event.reason }) },
       },
     },
     draining: {
+      on: { DISCONNECTED: 'stopped' },
       invoke: {
         src: 'drain',
         input: ({ context }) => ({ reason: context.drainReason }),
