@@ -117,6 +117,13 @@ export async function run(argv: string[]): Promise<number> {
       try {
         const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
         return { code: 0, reason };
+      } catch (err) {
+        // A terminal's Ctrl-C signals the devices too, and one may leave, failing the run, before
+        // this process has handled its own SIGINT. That signal is pending by then and handled in
+        // the same event-loop turn: the run failed on its own only if no interrupt came with it.
+        const interruptedBy = await Promise.race([ctx.interrupted, new Promise<null>((res) => setImmediate(res, null))]);
+        if (interruptedBy) return { code: 0, reason: interruptedBy };
+        throw err;
       } finally {
         stop.abort();
         goal.catch(() => {});
