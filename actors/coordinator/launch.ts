@@ -1,8 +1,9 @@
 /**
  * The coordinator's host: starts a private nats-server on loopback (unless a URL is given), the
  * coordinator in this process, and one supervised OS process per local device. Ctrl-C, SIGTERM
- * or an error stops everything: device processes are drained (then killed if they linger),
- * subscriptions and the connection drained, the server stopped — nothing is left behind.
+ * or an error stops everything: device processes are stopped (after Ctrl-C at once, otherwise
+ * drained; killed if they linger), subscriptions and the connection drained, the server
+ * stopped — nothing is left behind.
  *
  * `launchRun(topology, options, body)` owns setup and teardown; `body` is what the run does once
  * everything is up (training, or just waiting).
@@ -56,7 +57,11 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   failure.catch(() => {});
   let interrupt!: (sig: string) => void;
   const interrupted = new Promise<string>((res) => { interrupt = res; });
-  const onSigint = () => interrupt('SIGINT');
+  // The devices are stopped with the signal the launcher got: SIGINT to the launcher alone
+  // (kill -INT) stops them as a terminal's Ctrl-C does, abandoning the work in progress (a W1
+  // stage load outlasts the kill grace), while SIGTERM and the end of a run let them drain.
+  let stopDevicesWith: NodeJS.Signals = 'SIGTERM';
+  const onSigint = () => { stopDevicesWith = 'SIGINT'; interrupt('SIGINT'); };
   const onSigterm = () => interrupt('SIGTERM');
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
@@ -73,7 +78,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       devices: topology.devices.map((d) => ({ name: d.name, local: d.local })),
     });
     for (const spec of topology.devices.filter((d) => d.local)) {
-      supervisors.push(superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail }));
+      supervisors.push(superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail, stopSignal: () => stopDevicesWith }));
     }
     return await body({ topology, bus, natsUrl, coordinator, events, failure, interrupted });
   } finally {
@@ -88,7 +93,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   }
 }
 
-interface DeviceDeps { natsUrl: string; topology: Topology; runDir: string; children: Set<ChildProcess>; events: RunEvents; fail: (err: Error) => void }
+interface DeviceDeps { natsUrl: string; topology: Topology; runDir: string; children: Set<ChildProcess>; events: RunEvents; fail: (err: Error) => void; stopSignal: () => NodeJS.Signals }
 
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
 function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
@@ -109,7 +114,7 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
           else rejectChild(new Error(`process ${child.pid} exited with ${sig ?? `code ${code}`} (log: ${join(deps.runDir, 'logs', `${spec.name}.log`)})`));
         });
         child.once('error', (err) => rejectChild(err));
-        signal.addEventListener('abort', () => { child.kill('SIGTERM'); });
+        signal.addEventListener('abort', () => { child.kill(deps.stopSignal()); });
       })),
     },
     actions: {
