@@ -24,6 +24,8 @@ export interface DeviceWorkerOptions {
   backend?: BackendChoice;
   slowdown: number;
   bandwidthMbps: number | null;
+  /** The device's activation cache folder (spill tier). */
+  cacheDir: string;
 }
 
 /** What the worker reports once ready. */
@@ -39,6 +41,7 @@ await serveCompute(async () => {
   const device: CtlDevice = { name: o.name, sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock), bus: () => bus };
   const ctl = trainingCtl({
     log,
+    cacheDir: o.cacheDir,
     // The stage handlers' activation cache is this device's cache actor (serves cache.<name>.put).
     openCache: (d, c) => new CacheActor({ ...c, bus: d.bus(), device: d.name, throttle: (bytes, send) => d.sim.send(bytes, send) }),
   });

@@ -99,7 +99,8 @@ interface DeviceDeps { natsUrl: string; topology: Topology; runDir: string; chil
 function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
   const args = [charonBin, 'device', '--nats', deps.natsUrl, '--run', deps.topology.run, '--name', spec.name,
     '--backend', spec.backend, '--memory-mb', String(spec.memoryMb), '--slowdown', String(spec.slowdown),
-    ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : [])];
+    ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : []),
+    '--cache-dir', join(deps.runDir, deps.topology.training.cache.dir, spec.name)];
   const logic = supervisorMachine.provide({
     actors: {
       child: fromPromise<void, ChildInput>(({ input, signal }) => new Promise<void>((resolveChild, rejectChild) => {

@@ -23,8 +23,6 @@
  * through its simulated link, and every operation yields to the event loop so heartbeats keep
  * flowing.
  */
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createActor, fromPromise, waitFor } from 'xstate';
 import { loadConfig } from '../../src/model/load.ts';
 import type { AdamW } from '../../src/train/optim.ts';
@@ -53,8 +51,8 @@ export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
   openCache: (device: CtlDevice, options: DeviceCacheOptions) => DeviceCache;
   log?: (line: string) => void;
-  /** Parent of the device's cache disk tier (default: the OS temp directory). */
-  cacheDir?: string;
+  /** Where the device's activation cache spills to disk (private to this device process). */
+  cacheDir: string;
 }
 
 /** The control handlers a device installs to take part in training. */
@@ -90,7 +88,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     const config = loadConfig(s.model);
     cache ??= opts.openCache(device!, {
       fingerprint: `${modelFingerprint}-t${s.seqLen}`, layers: config.nLayers, width: s.seqLen * config.dModel,
-      memoryBytes: s.cache.budgetMb * 2 ** 20, dtype: s.cache.dtype, dir: join(opts.cacheDir ?? tmpdir(), `charon-cache-${bus().run}-${device!.name}-${process.pid}`),
+      memoryBytes: s.cache.budgetMb * 2 ** 20, dtype: s.cache.dtype, dir: opts.cacheDir,
     });
     return cache;
   };

@@ -3,6 +3,7 @@
  * data, with which settings, over which bus, on which devices. Validation is strict: an unknown
  * key is an error, so a typo never silently falls back to a default.
  */
+import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 
 /** Names that end up inside NATS subjects: no dots, wildcards or whitespace. */
@@ -50,7 +51,9 @@ const data = z
 
 const cache = z.strictObject({
   budgetMb: z.number().nonnegative().default(256),
-  dir: z.string().min(1).default('cache'),
+  /** Folder inside the run directory where each local device's cache spills (one subfolder per device). */
+  dir: z.string().min(1).default('cache')
+    .refine((d) => !isAbsolute(d) && !d.split(/[\\/]/).includes('..'), 'must be a folder inside the run directory (a relative path without "..")'),
   dtype: z.enum(['f32', 'f16']).default('f32'),
 });
 
@@ -115,7 +118,7 @@ export const topologySchema = z
     });
   });
 
-/** A validated topology; paths (model.dir, data.file, training.cache.dir) are absolute after loading. */
+/** A validated topology; model.dir and data.file are absolute after loading, training.cache.dir is relative to the run directory. */
 export type Topology = z.output<typeof topologySchema>;
 export type DeviceSpec = Topology['devices'][number];
 export type MethodSpec = Topology['method'];

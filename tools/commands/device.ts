@@ -3,6 +3,9 @@
  * profiles, heartbeats, serves control requests; tensor work runs in a worker thread
  * (tools/device-worker.ts). SIGTERM drains it gracefully, SIGINT stops the work at once.
  */
+import { mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { checkToken } from '../../src/bus/index.ts';
 import { startDevice, type DeviceCompute } from '../../actors/device/actor.ts';
@@ -13,7 +16,7 @@ import type { BackendChoice } from '../../src/model/backend.ts';
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
 const usage = `usage: charon device --nats URL --run RUN --name NAME [--backend wasm|cpu|tensorflow] [--memory-mb N]
-                     [--slowdown F] [--bandwidth-mbps R] [--json]
+                     [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
 
   --nats URL           NATS server of the run (e.g. nats://host:4222)
   --run RUN            run name (the topology's "run")
@@ -22,6 +25,8 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--backend 
   --memory-mb N        memory budget offered to the planner (default 2048)
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
   --bandwidth-mbps R   simulation: cap outgoing traffic at R Mbit/s
+  --cache-dir DIR      where this device's activation cache spills to disk (default: a private
+                       folder in the OS temp directory); emptied at start, removed at exit
   --json               on exit print {"device","state","error"?,"rejected"} on stdout
 SIGTERM drains the device (finishes the work in progress, leaves the run) and exits 0; SIGINT
 abandons the work in progress at once, then leaves.`;
@@ -29,7 +34,7 @@ abandons the work in progress at once, then leaves.`;
 export async function run(argv: string[]): Promise<number> {
   const args = parseCommandArgs(argv, {
     nats: { type: 'string' }, run: { type: 'string' }, name: { type: 'string' }, backend: { type: 'string' },
-    'memory-mb': { type: 'string' }, slowdown: { type: 'string' }, 'bandwidth-mbps': { type: 'string' }, json: { type: 'boolean' },
+    'memory-mb': { type: 'string' }, slowdown: { type: 'string' }, 'bandwidth-mbps': { type: 'string' }, 'cache-dir': { type: 'string' }, json: { type: 'boolean' },
   }, usage);
   if (!args) return 0;
   const nats = requireStr(args, 'nats');
@@ -48,13 +53,18 @@ export async function run(argv: string[]): Promise<number> {
   const bw = str(args, 'bandwidth-mbps');
   const bandwidthMbps = bw === undefined ? null : num(args, 'bandwidth-mbps', 0, { min: Number.MIN_VALUE });
   const log = (line: string) => process.stderr.write(`[${name}] ${line}\n`);
+  // Activations derive from private data: the cache folder is the device's alone, and what a
+  // crashed process left in it is of no use to a new one (its index lived in memory).
+  const cacheDir = resolve(str(args, 'cache-dir') ?? join(tmpdir(), `charon-cache-${runName}-${name}-${process.pid}`));
+  rmSync(cacheDir, { recursive: true, force: true });
+  mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
 
   // Tensor work runs in a worker thread with its own data-plane connection, so this thread's
   // heartbeats and control requests never wait for a kernel.
   let worker: ComputeWorker<DeviceWorkerInfo>;
   try {
     worker = await ComputeWorker.start<DeviceWorkerInfo>(new URL('../device-worker.ts', import.meta.url), {
-      nats, run: runName, name, slowdown, bandwidthMbps, ...(backend ? { backend: backend as BackendChoice } : {}),
+      nats, run: runName, name, slowdown, bandwidthMbps, cacheDir, ...(backend ? { backend: backend as BackendChoice } : {}),
     } satisfies DeviceWorkerOptions);
   } catch (err) {
     log(`compute worker failed to start: ${(err as Error).message}`);
@@ -91,6 +101,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdin.resume();
   }
   const final = await device.done;
+  rmSync(cacheDir, { recursive: true, force: true });
   process.stdin.pause();
   const error = final.context.error;
   if (error) log(`failed: ${error}`);
