@@ -170,4 +170,23 @@ test('launch: its own nats-server and devices are gone after --until registered'
   for (const pid of pidsOf(run.events)) assert.not.ok(alive(pid), `pid ${pid} still alive`);
 });
 
+test('launch: the topology\'s bus.url is the bus used (no private server); bus.auth is refused by line and field', async () => {
+  const file = join(tmp, 'url.yaml');
+  const text = readFileSync(join(root, 'topologies/single.yaml'), 'utf8').replace(/bus:\s*\n\s+embedded: true/, `bus:\n  url: ${server.url}`);
+  assert.match(text, new RegExp(`url: ${server.url}`));
+  writeFileSync(file, text);
+  const run = launch([file, '--run-dir', join(tmp, 'run4'), '--until', 'registered']);
+  assert.equal(await run.exit, 0, run.stderr());
+  const launched = run.events.find((e) => e.type === 'LAUNCHED')!;
+  assert.is(launched.nats, server.url);
+  assert.is(launched.natsPid, undefined, 'no private server was started');
+  assert.equal(await serverEmpty(), { conns: 0, subs: 0 });
+
+  const authFile = join(tmp, 'auth.yaml');
+  writeFileSync(authFile, text.replace(`url: ${server.url}`, `url: ${server.url}\n  auth: { user: a, password: b }`));
+  const refused = launch([authFile, '--run-dir', join(tmp, 'run5'), '--until', 'registered']);
+  assert.equal(await refused.exit, 2);
+  assert.match(refused.stderr(), /auth\.yaml:\d+: bus\.auth: authenticated buses are not supported yet/);
+});
+
 test.run();

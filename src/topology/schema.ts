@@ -82,10 +82,11 @@ const bus = z
     embedded: z.literal(true).optional(),
     /** An existing NATS server or cluster. */
     url: z.string().regex(/^(nats|tls|ws|wss):\/\/\S+$/, 'must be a NATS URL such as nats://host:4222').optional(),
-    /** Reserved for authenticated buses; parsed and validated, not yet used by launch. */
+    /** Credentials for an authenticated bus: refused until launch can honour them. */
     auth: auth.optional(),
   })
-  .refine((b) => (b.embedded === undefined) !== (b.url === undefined), 'give exactly one of "embedded: true" or "url"');
+  .refine((b) => (b.embedded === undefined) !== (b.url === undefined), 'give exactly one of "embedded: true" or "url"')
+  .refine((b) => b.auth === undefined, { path: ['auth'], message: 'authenticated buses are not supported yet: remove it (the bus is unauthenticated; run it on a network you trust)' });
 
 const device = z.strictObject({
   name: subjectSafeName,

@@ -18,7 +18,8 @@ export const summary = 'run a topology: private nats-server, coordinator, one pr
 const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --resume RUN_DIR] [--profile FILE] [--until registered|interrupted] [--json]
 
   TOPOLOGY          a topology file (see topologies/)
-  --nats URL        use this NATS server instead of starting a private one
+  --nats URL        use this NATS server (default: the topology's bus.url; with bus.embedded,
+                    a private nats-server on loopback)
   --run-dir DIR     run directory (default runs/<run>-<time>): nats store, device logs
   --resume RUN_DIR  continue the interrupted run in RUN_DIR from its last committed step (state.json
                     and checkpoints/latest; same topology settings, more epochs allowed); activation
@@ -109,7 +110,7 @@ export async function run(argv: string[]): Promise<number> {
   const runDir = resolve(resumeDir ?? str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
   let outcome: { code: number; reason: string; error?: string };
   try {
-    outcome = await launchRun(topology, { nats: str(args, 'nats'), runDir, onEvent: print }, async (ctx) => {
+    outcome = await launchRun(topology, { nats: str(args, 'nats') ?? topology.bus.url, runDir, onEvent: print }, async (ctx) => {
       const stop = new AbortController();
       const goal = until === 'registered' ? ctx.coordinator.whenAssembled().then(() => 'registered')
         : until === 'interrupted' ? new Promise<string>(() => {})
