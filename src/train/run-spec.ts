@@ -5,7 +5,8 @@
  */
 import type { ModelSource } from '../model/load.ts';
 import { loadConfig } from '../model/load.ts';
-import { loadJsonl, markovDataset, sequenceLength, type Dataset } from './data.ts';
+import { DataError, loadJsonl, markovDataset, sequenceLength, type Dataset } from './data.ts';
+import { loadTokenizer } from '../model/tokenizer.ts';
 import type { AdamWOptions } from './optim.ts';
 import type { Topology } from '../topology/schema.ts';
 
@@ -56,7 +57,12 @@ export function loadRunData(spec: RunSpec): Dataset {
     const m = spec.data.markov;
     return markovDataset({ vocab: config.vocabSize, sequences: m.sequences, length: m.seqLen, seed: m.seed });
   }
-  return loadJsonl(spec.data.file, { vocabSize: config.vocabSize });
+  const tokenizer = loadTokenizer('dir' in spec.model ? spec.model.dir : undefined);
+  const data = loadJsonl(spec.data.file, { vocabSize: config.vocabSize, ...(tokenizer.available ? { encode: (t: string) => tokenizer.encode(t) } : {}) });
+  if (data.labelNames) {
+    throw new DataError(`${spec.data.file}: labelled data ("label") trains a classification head, which distributed runs do not train yet; use charon train, or drop the labels to fine-tune the language model`);
+  }
+  return data;
 }
 
 /** The micro-batch count of a deployed spec. @throws Error when nobody planned it (a coordinator bug). */
