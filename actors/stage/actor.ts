@@ -20,8 +20,8 @@
  * Argument and reply bodies are src/runtime/ctl.ts. The stage part runs on `stageMachine`
  * (unloaded -> loading -> ready -> running -> ready); the cache is the DeviceCache the device
  * process hands in (`openCache`). Compute goes through the device's simulated slowdown, sends
- * through its simulated link, and every operation yields to the event loop so heartbeats keep
- * flowing.
+ * through its simulated link, and every compute operation yields to the event loop after it, so
+ * that an abort gets in between two operations.
  */
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
