@@ -72,7 +72,7 @@ export interface StepOutcome {
 export interface StepReply extends StepOutcome {
   tokens: number;
   computeSeconds: number;
-  /** Peak of live tensor bytes plus the cache's memory tier during the step. */
+  /** The step's memory as the standalone trainer reports it too (src/model/memory.ts `stepMemory`). */
   peakBytes: number;
   state?: PackedState;
 }
