@@ -20,8 +20,8 @@
  * Argument and reply bodies are src/runtime/ctl.ts. The stage part runs on `stageMachine`
  * (unloaded -> loading -> ready -> running -> ready); the cache is the DeviceCache the device
  * process hands in (`openCache`). Compute goes through the device's simulated slowdown, sends
- * through its simulated link, and every operation yields to the event loop so heartbeats keep
- * flowing.
+ * through its simulated link, and every compute operation yields to the event loop after it, so
+ * that an abort gets in between two operations.
  */
 import { createActor, fromPromise, waitFor } from 'xstate';
 import { loadConfig } from '../../src/model/load.ts';
@@ -39,6 +39,7 @@ import {
 } from '../../src/engine/index.ts';
 import { stageMachine } from './machine.ts';
 import { StepAborted, WrongState } from '../../src/runtime/errors.ts';
+import { resetPeakTensorBytes, sampleTensorBytes, stepMemory } from '../../src/model/memory.ts';
 
 interface Stage extends OpenStage { links: BusStageLinks; runner: StageRunner; rank: number }
 
@@ -66,14 +67,13 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   let device: CtlDevice | null = null;
   /** The running step's abort signal: pace() stops the step at its next operation once aborted. */
   let stepSignal: AbortSignal | null = null;
-  let peak = 0, computeMs = 0;
+  let computeMs = 0;
 
   const bus = (): Bus => device!.bus();
-  const sample = () => { peak = Math.max(peak, tensorBytes() + (cache?.memory().bytes ?? 0)); };
   const pace: Pace = async (op) => {
     if (stepSignal?.aborted) throw new StepAborted(machine.getSnapshot().context.step);
     const t0 = performance.now();
-    const out = await device!.sim.compute(() => { const r = op(); sample(); return r; });
+    const out = await device!.sim.compute(() => { const r = op(); sampleTensorBytes(); return r; });
     computeMs += performance.now() - t0;
     await new Promise((r) => setImmediate(r));
     return out;
@@ -137,10 +137,10 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     },
   })).start();
 
-  const begin = (d: CtlDevice) => { device = d; peak = 0; computeMs = 0; sample(); };
+  const begin = (d: CtlDevice) => { device = d; computeMs = 0; resetPeakTensorBytes(); };
   /** Rank 0 adds the full state when asked, else the reduced gradient it applied. */
   const reply = ({ reduced, ...o }: RankOutcome, ids: number[], rank: number, withState: boolean, c: StageCompute, opt: AdamW): StepReply & { grads?: PackedGrads } => ({
-    ...o, tokens: rows!.tokens(ids), computeSeconds: computeMs / 1000, peakBytes: peak,
+    ...o, tokens: rows!.tokens(ids), computeSeconds: computeMs / 1000, peakBytes: stepMemory(opt, cache?.memory().bytes ?? 0).bytes,
     ...(rank !== 0 ? {} : withState ? { state: packState(c, opt) } : { grads: packGrads(c, reduced) }),
   });
 

@@ -43,26 +43,18 @@ export interface StageRunnerOptions {
   data: RowSource;
   /** Called with the activations this rank computed (layer -> rows*T*d) for its device's cache. */
   onComputed?(sampleIds: number[], computed: Map<number, Float32Array>): void;
-  /** Runs each compute operation (a device's simulated slowdown, memory sampling); default: directly. */
+  /** Runs each compute operation (a device's simulated slowdown, timing, memory samples, abort); default: directly. */
   pace?: Pace;
 }
 
-/** Wraps one compute operation; it must call `op` exactly once and return its result. */
+/**
+ * Wraps one compute operation (a forward, a loss backward, a backward, an update): calls `op` once
+ * and returns its result, or throws instead of calling it (how an aborted step stops between two
+ * operations).
+ */
 export type Pace = <T>(op: () => T) => Promise<T>;
 
 const direct: Pace = async (op) => op();
-
-/** Runs a stepped compute operation (forwardSteps, lossBackwardSteps), each step paced on its own. */
-async function paced<T>(pace: Pace, steps: Generator<void, T>): Promise<T> {
-  for (;;) {
-    const r = await pace(() => steps.next());
-    if (r.done) return r.value;
-  }
-}
-
-/** A stage forward paced layer by layer. */
-const forwardPaced = (compute: StageCompute, pace: Pace, mb: number, rows: number, input: StageInput): Promise<StageForwardOutput> =>
-  paced(pace, compute.forwardSteps(mb, rows, input));
 
 export class StageRunner {
   /** @throws when `stage` and `rank` (from the assignment) are not a rank of the plan's stages. */
@@ -89,13 +81,13 @@ export class StageRunner {
       if (op === 'F') {
         let out: StageForwardOutput;
         if (!prev) {
-          out = await forwardPaced(compute, pace, mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids });
+          out = await pace(() => compute.forward(mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids }));
         } else {
           const from = expectedSenders(mbs[mb]!, prev.shares, me.shares, rank);
           const parts = await Promise.all(from.map((f) => links.recvFwd(step, mb, f)));
           const b = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d);
           const a = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r);
-          out = await forwardPaced(compute, pace, mb, mine.length, { kind: 'hidden', b, a });
+          out = await pace(() => compute.forward(mb, mine.length, { kind: 'hidden', b, a }));
         }
         rows += mine.length;
         this.o.onComputed?.(mine, out.computed);
@@ -110,7 +102,7 @@ export class StageRunner {
         let gradIn: Float32Array | null;
         if (!next) {
           const { ids, mask } = data.rows(mine);
-          const res = await paced(pace, compute.lossBackwardSteps(mb, ids, mask, stepTokens));
+          const res = await pace(() => compute.lossBackward(mb, ids, mask, stepTokens));
           loss += res.loss;
           gradIn = res.gradIn;
         } else {
@@ -156,7 +148,7 @@ export class StageRunner {
         const input: StageInput = prev
           ? { kind: 'hidden', b: assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d), a: assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r) }
           : { kind: 'ids', ids: data.rows(mine).ids };
-        const out = await forwardPaced(compute, pace, mb, mine.length, input);
+        const out = await pace(() => compute.forward(mb, mine.length, input));
         rows += mine.length;
         this.o.onComputed?.(mine, out.computed);
         compute.clear();
@@ -207,8 +199,8 @@ export async function cachedStep(o: {
   for (const [mb, mine] of microBatches(mineAll, Math.min(o.microBatches, Math.max(1, mineAll.length))).entries()) {
     if (mine.length === 0) continue;
     const { ids, mask } = o.data.rows(mine);
-    await forwardPaced(o.compute, pace, mb, mine.length, { kind: 'cached', acts: o.activations(mine) });
-    loss += (await paced(pace, o.compute.lossBackwardSteps(mb, ids, mask, stepTokens))).loss;
+    await pace(() => o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) }));
+    loss += (await pace(() => o.compute.lossBackward(mb, ids, mask, stepTokens))).loss;
   }
   const grads = o.compute.flatGradients();
   const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);

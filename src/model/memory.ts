@@ -70,3 +70,21 @@ export function peakTensorBytes(): number {
 export function resetPeakTensorBytes(): void {
   peak = liveTensorBytes();
 }
+
+/** The memory of one training step, as every path reports it. */
+export interface StepMemory {
+  /** Highest tensor bytes since the step began (`resetPeakTensorBytes` at its start). */
+  tensorBytes: number;
+  /** The step's figure: the tensor peak, the optimiser's state and the activation cache's memory tier. */
+  bytes: number;
+}
+
+/**
+ * At the end of a step (after its update): its memory. The optimiser's state counts apart from the
+ * tensor peak because AdamW keeps its moments outside the tensor heap; the cache's memory tier
+ * (`cacheBytes`, its bytes now) because cached activations are held as plain arrays too.
+ */
+export function stepMemory(optimizer: { stateBytes(): number }, cacheBytes: number): StepMemory {
+  const tensorBytes = peakTensorBytes();
+  return { tensorBytes, bytes: tensorBytes + optimizer.stateBytes() + cacheBytes };
+}

@@ -62,7 +62,7 @@ export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegativ
 export interface StepReply extends StepOutcome {
   tokens: number;
   computeSeconds: number;
-  /** Peak of live tensor bytes plus the cache's memory tier during the step. */
+  /** The step's memory as the standalone trainer reports it too (src/model/memory.ts `stepMemory`). */
   peakBytes: number;
   state?: PackedState;
 }

@@ -19,7 +19,7 @@ import { Ledger, type LedgerJson } from './ledger.ts';
 import { classificationLoss, correctCount, crossEntropy, frozenHeadCrossEntropy, nextTokenTargets } from './loss.ts';
 import { AdamW, forRun, type AdamWOptions, type AdamWState } from './optim.ts';
 import { leanVariableGrads } from './grads.ts';
-import { peakTensorBytes, resetPeakTensorBytes, sampleTensorBytes } from '../model/memory.ts';
+import { resetPeakTensorBytes, sampleTensorBytes, stepMemory, type StepMemory } from '../model/memory.ts';
 
 export interface TrainConfig {
   epochs: number;
@@ -127,11 +127,9 @@ export class Trainer {
       m.tokens += s.tokens;
       m.seconds += s.seconds;
       m.backboneSamples += s.backboneSamples;
-      const cacheBytes = cache?.stats().memoryBytes ?? 0;
-      m.peakCacheBytes = Math.max(m.peakCacheBytes, cacheBytes);
-      m.peakTensorBytes = Math.max(m.peakTensorBytes, this.lastStepPeak);
-      // The optimiser's moments live outside the tensor heap (see AdamW) but are memory all the same.
-      m.peakBytes = Math.max(m.peakBytes, this.lastStepPeak + cacheBytes + this.optimizer.stateBytes());
+      m.peakCacheBytes = Math.max(m.peakCacheBytes, cache?.stats().memoryBytes ?? 0);
+      m.peakTensorBytes = Math.max(m.peakTensorBytes, this.lastStep.tensorBytes);
+      m.peakBytes = Math.max(m.peakBytes, this.lastStep.bytes);
       this.epochs[this.epoch] = m;
     }
     this.ledger.finish(this.epoch);
@@ -142,8 +140,8 @@ export class Trainer {
     return m;
   }
 
-  /** Peak tensor bytes of the last step, from its start to the end of its optimiser update. */
-  private lastStepPeak = 0;
+  /** Memory of the last step, from its start to the end of its optimiser update. */
+  private lastStep: StepMemory = { tensorBytes: 0, bytes: 0 };
 
   private step(batch: Batch): StepMetrics {
     const started = performance.now();
@@ -169,8 +167,8 @@ export class Trainer {
     const { lr, gradNorm } = this.optimizer.apply(this.params, named);
     value.dispose();
     for (const g of named.values()) g.dispose();
-    this.lastStepPeak = peakTensorBytes();
-    this.peakTensorBytes = Math.max(this.peakTensorBytes, this.lastStepPeak);
+    this.lastStep = stepMemory(this.optimizer, this.init.cache?.stats().memoryBytes ?? 0);
+    this.peakTensorBytes = Math.max(this.peakTensorBytes, this.lastStep.tensorBytes);
     this.ledger.commit(this.epoch, step);
     this.globalStep += 1;
     this.stepLosses.push(loss);
