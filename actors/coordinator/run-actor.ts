@@ -158,7 +158,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const ranks = participants(layout);
         const replies = await broadcast<{ fingerprint: string; weights: string[] }>(ranks.map((p) => p.device), 'assign', (d) => {
           const p = ranks.find((x) => x.device === d)!;
-          return { spec, stages: layout, stage: p.stage, rank: p.rank, firstStep, ...state };
+          return { spec, stages: layout, stage: p.stage, rank: p.rank, generation: 0, firstStep, ...state };
         }, 5 * CTL_TIMEOUT_MS);
         const fingerprint = [...replies.values()][0]!.fingerprint;
         if (resumedFrom) checkResumable(resumedFrom, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
@@ -230,7 +230,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const moved = await broadcast<{ bytesOut: number }>(ranks, 'redistribute', () => ({ shards, devices: ranks }), 30 * CTL_TIMEOUT_MS);
         const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
         const packed = repackState(input.side);
-        await broadcast(ranks, 'cached-load', (d) => { const rank = ranks.indexOf(d); return { rank, size: ranks.length, shard: shards[rank]!, firstStep: input.firstStep, state: packed }; });
+        await broadcast(ranks, 'cached-load', (d) => { const rank = ranks.indexOf(d); return { rank, size: ranks.length, shard: shards[rank]!, generation: 0, firstStep: input.firstStep, state: packed }; });
         const seconds = (performance.now() - t0) / 1000;
         const redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(ranks.map((d, i) => [d, shards[i]!.length])) };
         emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes });

@@ -2,7 +2,7 @@
  * The device side of a distributed PAC run: control handlers (`dev.<device>.ctl` kinds) that a
  * device process installs through the device actor's `ctl` option.
  *
- *   assign        {spec, stages, stage, rank, firstStep, state?}  load this stage rank: only its
+ *   assign        {spec, stages, stage, rank, generation, firstStep, state?}  load this stage rank: only its
  *                 backbone layers (plus embedding / head on the first / last stage) and side blocks
  *   step          {step, sampleIds, withState}   one 1F1B step; rank 0 of a stage adds its side
  *                 parameters and AdamW state when `withState`, else its group's reduced gradient
@@ -13,7 +13,8 @@
  *   release       {}                             free the stage (backbone memory); the cache stays
  *   cache-report  {spec, fingerprint}            layers held per sample (opens the cache if needed)
  *   redistribute  {shards, devices}              move cache entries so each device holds its shard
- *   cached-load   {rank, size, shard, state}     the whole side network + head for cached epochs
+ *   cached-load   {rank, size, shard, generation, firstStep, state}  the whole side network + head
+ *                 for cached epochs
  *   cached-step   {step, sampleIds, withState}   one data-parallel step from the cache
  *   finish        {}                             drop everything of the run
  *
@@ -104,7 +105,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     const fill = ensureCache(s, backbone.fingerprint);
     const links = new BusStageLinks(bus(), {
       stage: a.stage, rank: a.rank, group: `s${a.stage}`, groupSize: st.devices.length, prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
-      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0, widths: { b: T * d, a: T * side.shape.width }, firstStep: a.firstStep, throttle,
+      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0, widths: { b: T * d, a: T * side.shape.width }, generation: a.generation, firstStep: a.firstStep, throttle,
     });
     const runner = new StageRunner({
       stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: plannedMicroBatches(s), compute, optimizer, links, data: rows!, pace,
@@ -200,7 +201,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       if (!spec) throw new Error('cached-load: no run spec (this device was never assigned)');
       if (stage) throw new Error('cached-load: release the pipeline stage first');
       const open = await openStageCompute({ model: spec.model, part: 'cached', spec: stageSpec(spec), state: unpackState(a.state as PackedState) });
-      worker = { ...open, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
+      worker = { ...open, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, generation: a.generation, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
       return { tensorBytes: tensorBytes() };
     },
     'cached-step': async (raw, d) => {

@@ -24,6 +24,12 @@ export type CtlHandler = (args: unknown, device: CtlDevice) => unknown | Promise
 
 const sampleIds = z.array(z.number().int().nonnegative());
 
+/**
+ * Plan generation: grows at every re-plan; the stage links and the cached-phase ring stamp it on
+ * every message and drop what another generation sent.
+ */
+const generation = z.number().int().nonnegative();
+
 /** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming. */
 const assignSpec = z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v);
 export const assignArgs = z.strictObject({
@@ -31,6 +37,7 @@ export const assignArgs = z.strictObject({
   stages: z.array(z.strictObject({ from: z.number().int(), to: z.number().int(), devices: z.array(z.string()).min(1), shares: z.array(z.number().positive()).min(1) })).min(1),
   stage: z.number().int().nonnegative(),
   rank: z.number().int().nonnegative(),
+  generation,
   firstStep: z.number().int().positive(),
   state: z.unknown().optional(),
 }).superRefine((a, ctx) => {
@@ -56,7 +63,7 @@ export const cacheReportArgs = z.strictObject({ spec: assignSpec, fingerprint: z
 export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), devices: z.array(z.string()).min(1) });
 
 /** `cached-load`: the whole side network + head from `state` (a PackedState) for the cached epochs. */
-export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: sampleIds, firstStep: z.number().int().positive(), state: z.unknown() });
+export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: sampleIds, generation, firstStep: z.number().int().positive(), state: z.unknown() });
 
 /** The reply of `step` and `cached-step`: what a step reports to the coordinator. */
 export interface StepReply extends StepOutcome {
