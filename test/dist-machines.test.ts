@@ -36,6 +36,10 @@ test('stage machine: loads, runs a step, aborts a step and drops back to ready',
   assert.is(a.getSnapshot().context.committed, 1);
   assert.is(a.getSnapshot().context.outcome, null);
   assert.match(a.getSnapshot().context.error ?? '', /step 2 aborted/);
+  a.send({ type: 'RUN_STEP', step: 3, sampleIds: [6] });
+  a.send({ type: 'ABORT' }); // recovery aborts whatever step is running
+  await waitFor(a, (s) => s.value === 'ready');
+  assert.equal(aborted, [2, 3]);
 });
 
 test('stage machine: a failed load returns to unloaded with the reason', async () => {

@@ -33,6 +33,8 @@ export interface DeviceCache {
    * Resolves once this device holds every layer of its shard and its sends were acknowledged.
    */
   redistribute(shards: number[][], devices: string[]): Promise<RedistributionReport>;
+  /** Ends a redistribution in flight (it rejects); what the cache holds stays. */
+  abort(): void;
   /** Every layer b_0..b_L of `sampleIds`, each as rows * width values (cached epochs). */
   activations(sampleIds: readonly number[]): Float32Array[];
   /** Memory-tier bytes now and at peak. */

@@ -53,8 +53,11 @@ export const stepArgs = z.strictObject({ step: z.number().int().positive(), samp
 /** `fill`: forward only, caching what this rank computes. */
 export const fillArgs = z.strictObject({ sampleIds });
 
-/** `abort`: drop the step's in-flight micro-batches. */
-export const abortArgs = z.strictObject({ step: z.number().int() });
+/**
+ * `abort`: end the work in flight (a step, a cache fill, a redistribution) and drop what it
+ * holds in flight; with `step`, only if the work in flight is that step.
+ */
+export const abortArgs = z.strictObject({ step: z.number().int().optional() });
 
 /** `cache-report`: layers held per sample; opens the run's cache if the device has none yet. */
 export const cacheReportArgs = z.strictObject({ spec: assignSpec, fingerprint: z.string().min(1) });
