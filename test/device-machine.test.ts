@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { startCoordinator, type Coordinator } from '../actors/coordinator/actor.ts';
-import { control } from '../actors/coordinator/run-actor.ts';
+import { control } from '../actors/coordinator/control.ts';
 import { startDevice, type DeviceCompute, type DeviceHandle } from '../actors/device/actor.ts';
 import { StepAborted, WrongState } from '../src/runtime/errors.ts';
 

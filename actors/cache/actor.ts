@@ -91,9 +91,9 @@ export class CacheActor implements DeviceCache {
     sampleIds.forEach((id) => { for (const layer of computed.keys()) this.hold(id, layer); });
   }
 
-  /** Layers held per sample (index = sample id, `samples` entries). */
-  holdings(samples: number): number[] {
-    return Array.from({ length: samples }, (_, j) => this.held.get(j)?.size ?? 0);
+  /** Layers held per sample, ascending (index = sample id, `samples` entries). */
+  holdings(samples: number): number[][] {
+    return Array.from({ length: samples }, (_, j) => [...(this.held.get(j) ?? [])].sort((a, b) => a - b));
   }
 
   /** The machine's state name. */

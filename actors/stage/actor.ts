@@ -49,6 +49,9 @@ interface CachedWorker extends OpenStage { ring: BusRing; rank: number; size: nu
 /** The engine's stage settings of a run (distributed runs start the side network at random). */
 const stageSpec = (s: RunSpec) => ({ seed: s.seed, reduction: s.reduction, sideInit: 'random' as const, seqLen: s.seqLen, optimizer: s.optimizer });
 
+/** Whether two specs are the same run: a re-plan may change the micro-batch count, nothing else. */
+const sameRun = (a: RunSpec, b: RunSpec) => JSON.stringify({ ...a, microBatches: undefined }) === JSON.stringify({ ...b, microBatches: undefined });
+
 export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
   openCache: (device: CtlDevice, options: DeviceCacheOptions) => DeviceCache;
@@ -106,7 +109,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
 
   /** The device's cache for run `s` (created on first use, so devices without a stage get one too). */
   const ensureCache = (s: RunSpec, modelFingerprint: string): DeviceCache => {
-    if (spec && JSON.stringify(spec) !== JSON.stringify(s)) throw new Error('a different run spec than this device already serves');
+    if (spec && !sameRun(spec, s)) throw new Error('a different run spec than this device already serves');
     spec = s;
     rows ??= rowSource(loadRunData(s), s.seqLen);
     const config = loadConfig(s.model);

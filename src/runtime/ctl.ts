@@ -30,7 +30,7 @@ const sampleIds = z.array(z.number().int().nonnegative());
  */
 const generation = z.number().int().nonnegative();
 
-/** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming. */
+/** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming or recovering. */
 const assignSpec = z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v);
 export const assignArgs = z.strictObject({
   spec: assignSpec,
