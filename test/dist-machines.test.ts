@@ -65,4 +65,24 @@ test('cache machine: fills, seals, redistributes with byte accounting, serves, d
   assert.is(a.getSnapshot().status, 'done');
 });
 
+test('cache machine: a re-plan redistributes a serving cache again; an abort returns to sealed, ready for the next', async () => {
+  const asked: string[][] = [];
+  const m = cacheMachine.provide({ actors: { redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(({ input }) => {
+    asked.push(input.devices);
+    return input.devices.includes('lost') ? new Promise(() => {}) : Promise.resolve({ bytesIn: 1, bytesOut: 2 });
+  }) } });
+  const a = createActor(m).start();
+  a.send({ type: 'FILL' });
+  a.send({ type: 'SEAL' });
+  a.send({ type: 'REDISTRIBUTE', shards: [[1], [2], [3]], devices: ['a', 'b', 'lost'] });
+  a.send({ type: 'ABORT' });
+  assert.equal([a.getSnapshot().value, a.getSnapshot().context.error], ['sealed', 'redistribution aborted']);
+  a.send({ type: 'REDISTRIBUTE', shards: [[1, 3], [2]], devices: ['a', 'b'] });
+  await waitFor(a, (x) => x.value === 'serving');
+  a.send({ type: 'REDISTRIBUTE', shards: [[1, 2, 3]], devices: ['a'] });
+  assert.equal([a.getSnapshot().value, a.getSnapshot().context.error], ['redistributing', null]);
+  await waitFor(a, (x) => x.value === 'serving');
+  assert.equal(asked, [['a', 'b', 'lost'], ['a', 'b'], ['a']]);
+});
+
 test.run();

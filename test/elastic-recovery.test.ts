@@ -1,8 +1,8 @@
 /**
  * A run survives a SIGKILLed device: `charon launch` on three local device processes, one of
- * them killed during the pipeline epoch. The run re-plans over the survivors, replays the step in
- * flight from the committed side network, recomputes the cache entries that died with the device,
- * and ends where an uninterrupted run ends.
+ * them killed (a) during the pipeline epoch, (b) during a cached epoch. The run re-plans over the
+ * survivors, replays the step in flight from the committed side network, recomputes the cache
+ * entries that died with the device, and ends where an uninterrupted run ends.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -124,6 +124,10 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
 
 test('elastic recovery: a device SIGKILLed in the pipeline epoch; the run re-plans, replays, refills and ends as an uninterrupted run', async () => {
   await killAndRecover('pipeline', 'dev2', (e) => e.type === 'STEP_DONE' && e.phase === 'pipeline');
+});
+
+test('elastic recovery: a device SIGKILLed in a cached epoch; its shard is recomputed and redistributed, and the run ends as an uninterrupted run', async () => {
+  await killAndRecover('cached', 'dev1', (e) => e.type === 'STEP_DONE' && e.phase === 'cached');
 });
 
 test.after(() => rmSync(tmp, { recursive: true, force: true }));

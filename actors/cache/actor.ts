@@ -102,6 +102,7 @@ export class CacheActor implements DeviceCache {
   /**
    * Seals the epoch-1 cache and redistributes: `shards[k]` is the shard of `devices[k]`.
    * Resolves once this device holds every layer of its shard and its sends were acknowledged.
+   * Serving caches redistribute again when a re-plan changes the devices.
    */
   async redistribute(shards: number[][], devices: string[]): Promise<RedistributionReport> {
     const t0 = performance.now();

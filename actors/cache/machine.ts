@@ -1,7 +1,8 @@
 /**
  * The cache machine: empty -> filling (epoch 1: the device's stages put what they computed) ->
  * sealed (epoch 1 over) -> redistributing (send other devices their shards' layers, receive
- * ours) -> serving (cached epochs) -> dropped. An ABORT (the redistribution waited on a device
+ * ours) -> serving (cached epochs) -> dropped. A re-plan that loses a device redistributes again
+ * over the survivors: serving -> redistributing; an ABORT (the redistribution waited on a device
  * that is gone) goes back to sealed. Effects are named; the binding provides them.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
@@ -44,7 +45,7 @@ export const cacheMachine = setup({
       },
       on: { ABORT: { target: 'sealed', actions: assign({ error: 'redistribution aborted' }) }, DROP: 'dropped' },
     },
-    serving: { on: { DROP: 'dropped' } },
+    serving: { on: { REDISTRIBUTE: { target: 'redistributing', actions: 'takeShards' }, DROP: 'dropped' } },
     dropped: { type: 'final', entry: 'release' },
   },
 });

@@ -31,6 +31,7 @@ export interface DeviceCache {
   /**
    * Seals the epoch-1 cache and redistributes: `shards[k]` is the shard of `devices[k]`.
    * Resolves once this device holds every layer of its shard and its sends were acknowledged.
+   * A serving cache redistributes again (a re-plan over fewer devices).
    */
   redistribute(shards: number[][], devices: string[]): Promise<RedistributionReport>;
   /** Ends a redistribution in flight (it rejects); what the cache holds stays. */
