@@ -82,12 +82,12 @@ test('bus: malformed, truncated, oversized, wrong-version, wrong-run and corrupt
   b.subscribe<{ n: number }>(subject, (env) => good.push(env.body.n), { kinds: ['ctl'] });
   await b.flush();
   const before = b.rejected;
-  const valid = encodeEnvelope({ v: PROTOCOL_VERSION, run: 'r1', from: 'x', step: 0, mb: 0, id: 'x-1', kind: 'ctl', body: { t: randomTensor('float32', [100]) } });
+  const valid = encodeEnvelope({ v: PROTOCOL_VERSION, run: 'r1', from: 'x', gen: 0, step: 0, mb: 0, id: 'x-1', kind: 'ctl', body: { t: randomTensor('float32', [100]) } });
 
   a.publishBytes(subject, new Uint8Array([0xa1, 0x41]));                                         // malformed: not a map
   a.publishBytes(subject, valid.subarray(0, valid.length - 30));                                 // truncated
-  a.publishBytes(subject, packValue({ v: 2, run: 'r1', from: 'x', step: 0, mb: 0, id: 'i', kind: 'ctl', body: 1 })); // version
-  a.publishBytes(subject, packValue({ v: PROTOCOL_VERSION, run: 'r1', from: 'x', step: 'one', mb: 0, id: 'i', kind: 'ctl', body: 1 })); // field type
+  a.publishBytes(subject, packValue({ v: 1, run: 'r1', from: 'x', step: 0, mb: 0, id: 'i', kind: 'ctl', body: 1 })); // version (1 had no generation)
+  a.publishBytes(subject, packValue({ v: PROTOCOL_VERSION, run: 'r1', from: 'x', gen: 0, step: 'one', mb: 0, id: 'i', kind: 'ctl', body: 1 })); // field type
   const other = await Bus.connect({ servers: server.url, name: 'intruder', run: 'r2' });
   other.publish(subject, 'ctl', { n: -1 });                                                      // run
   await other.close();

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { startCoordinator, type Coordinator } from '../actors/coordinator/actor.ts';
-import { control } from '../actors/coordinator/run-actor.ts';
+import { control } from '../actors/coordinator/control.ts';
 import { loadTopology } from '../src/topology/load.ts';
 import { specFromTopology } from '../src/train/run-spec.ts';
 import { LOST_AFTER_MS } from '../src/runtime/heartbeat.ts';
@@ -61,9 +61,9 @@ test('device heartbeats: W1 stage load and step never stall heartbeats past the 
   await coordinator.whenAssembled();
   counting = true;
   const stages = [{ from: 1, to: 8, devices: ['d0'], shares: [1] }];
-  const assigned = await control<{ weights: string[] }>(bus, 'd0', 'assign', { spec, stages, stage: 0, rank: 0, firstStep: 1 }, 120_000);
+  const assigned = await control<{ weights: string[] }>(bus, 'd0', 'assign', { spec, stages, stage: 0, rank: 0, generation: 0, firstStep: 1 }, { timeoutMs: 120_000 });
   assert.ok(assigned.weights.length > 8, 'the whole W1 backbone was loaded');
-  const step = control<{ loss: number }>(bus, 'd0', 'step', { step: 1, sampleIds: [0, 1, 2, 3, 4, 5, 6, 7], withState: true }, 120_000);
+  const step = control<{ loss: number }>(bus, 'd0', 'step', { step: 1, sampleIds: [0, 1, 2, 3, 4, 5, 6, 7], withState: true }, { timeoutMs: 120_000 });
   // `charon status` (its own process) while the step runs: the device is working on step 1.
   let seen: { state: string; step: number; phase: string | null; role: string | null } | undefined;
   for (let i = 0; i < 50 && !seen; i++) {

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { startCoordinator, type Coordinator } from '../actors/coordinator/actor.ts';
-import { control } from '../actors/coordinator/run-actor.ts';
+import { control } from '../actors/coordinator/control.ts';
 import { startDevice, type DeviceCompute, type DeviceHandle } from '../actors/device/actor.ts';
 import { StepAborted, WrongState } from '../src/runtime/errors.ts';
 
@@ -103,13 +103,16 @@ test('device actor: failures cross the bus as their own class; wrong-state reque
   assert.is((wrong as WrongState).retryable, false);
 });
 
-test('device actor: abort is delivered at once, without waiting for the work in progress', async () => {
+test('device actor: abort is delivered at once; its answer waits until the work it ends has handed back', async () => {
   const reply = control(bus, 'd0', 'step', { step: 5, sampleIds: [3], withState: false });
   await statusOf((x) => x.state === 'working' && x.step === 5);
-  await control(bus, 'd0', 'abort', { step: 5 });
-  assert.ok(g.ran.includes('signal:abort'));
+  let answered = false;
+  const aborted = control(bus, 'd0', 'abort', { step: 5 }).then((r) => { answered = true; return r; });
+  while (!g.ran.includes('signal:abort')) await new Promise((r) => setTimeout(r, 10));
+  assert.not.ok(answered, 'the device is still working');
   await g.fail('step', new StepAborted(5));
   await reply.catch(() => {});
+  assert.equal(await aborted, { state: 'ready' });
 });
 
 test('device actor: a drain during work waits for the work, answers it, then leaves', async () => {

@@ -25,7 +25,7 @@ const widths = { b: 4, a: 2 };
 
 test('bus links: ring all-reduce over grad.<group>.<step> sums 3 ranks (vector larger than max_payload is chunked)', async () => {
   const size = 3, n = 3 * 1024 * 1024; // 12 MB per rank > 8 MB max_payload
-  const links = await Promise.all([0, 1, 2].map(async (rank) => new BusStageLinks(await connect(`r${rank}`), { stage: 0, rank, group: 'g0', groupSize: size, prevSize: 0, nextSize: 0, widths, firstStep: 1 })));
+  const links = await Promise.all([0, 1, 2].map(async (rank) => new BusStageLinks(await connect(`r${rank}`), { stage: 0, rank, group: 'g0', groupSize: size, prevSize: 0, nextSize: 0, widths, generation: 0, firstStep: 1 })));
   const inputs = [0, 1, 2].map((r) => Float32Array.from({ length: n }, (_, i) => (i % 97) * (r + 1)));
   const outs = await Promise.all(links.map((l, r) => ringAllReduce(inputs[r]!, r, size, l.ring(1))));
   for (const i of [0, 1, 96, n - 1]) for (const o of outs) assert.is(o[i], (i % 97) * 6);
@@ -33,9 +33,9 @@ test('bus links: ring all-reduce over grad.<group>.<step> sums 3 ranks (vector l
 });
 
 test('bus links: rows cross stages with their sample ids; a malformed message is dropped and counted', async () => {
-  const sender = new BusStageLinks(await connect('s0'), { stage: 0, rank: 0, group: 's0', groupSize: 1, prevSize: 0, nextSize: 1, widths, firstStep: 1 });
+  const sender = new BusStageLinks(await connect('s0'), { stage: 0, rank: 0, group: 's0', groupSize: 1, prevSize: 0, nextSize: 1, widths, generation: 0, firstStep: 1 });
   const recvBus = await connect('s1');
-  const receiver = new BusStageLinks(recvBus, { stage: 1, rank: 0, group: 's1', groupSize: 1, prevSize: 1, nextSize: 0, widths, firstStep: 1 });
+  const receiver = new BusStageLinks(recvBus, { stage: 1, rank: 0, group: 's1', groupSize: 1, prevSize: 1, nextSize: 0, widths, generation: 0, firstStep: 1 });
   await recvBus.flush();
   // wrong row width: 2 rows need 8 values of b
   const evil = await connect('evil');
@@ -51,6 +51,40 @@ test('bus links: rows cross stages with their sample ids; a malformed message is
   assert.equal(back.ids, [9]);
   assert.equal(Array.from(back.g), [0.5, -0.5]);
   sender.close(); receiver.close();
+});
+
+test('bus links: after a re-plan, late messages of the aborted generation are dropped, counted and reported; the replay\'s arrive', async () => {
+  const g0 = { group: 's0', groupSize: 2, prevSize: 0, nextSize: 1, widths, firstStep: 3 };
+  // Generation 0 is the attempt a lost device aborted; generation 1 replays step 3 on the same ranks and subjects.
+  const late = await connect('late');
+  const stale = [new BusStageLinks(late, { stage: 0, rank: 0, ...g0, generation: 0 }), new BusStageLinks(late, { stage: 1, rank: 0, ...g0, prevSize: 2, nextSize: 0, groupSize: 1, group: 's1', generation: 0 })];
+  const busA = await connect('a'), busB = await connect('b'), busC = await connect('c');
+  const a = new BusStageLinks(busA, { stage: 0, rank: 0, ...g0, generation: 1 });
+  const b = new BusStageLinks(busB, { stage: 0, rank: 1, ...g0, generation: 1 });
+  const c = new BusStageLinks(busC, { stage: 1, rank: 0, ...g0, prevSize: 2, nextSize: 0, groupSize: 1, group: 's1', generation: 1 });
+  const reports: string[] = [];
+  const watcher = await connect('watcher');
+  // The stale ranks reject the replay's messages in turn; only the replay's ranks are watched here.
+  watcher.subscribe<{ reason: string; message: string }>(watcher.subjects.events(), (env) => { if (env.from !== 'late' && env.body.reason === 'generation') reports.push(env.body.message); }, { kinds: ['rejected'] });
+  for (const x of [busA, busB, busC, watcher]) await x.flush();
+
+  const row = (v: number) => ({ ids: [5], b: new Float32Array(4).fill(v), a: new Float32Array(2).fill(v) });
+  stale[0]!.sendFwd(3, 0, 0, row(-1));
+  stale[1]!.sendBwd(3, 0, 0, { ids: [5], g: Float32Array.from([-1, -1]) });
+  stale[0]!.ring(3).send(1, { phase: 'reduce', round: 0, chunk: 0 }, Float32Array.from([-1]));
+  await late.flush();
+  a.sendFwd(3, 0, 0, row(1));
+  c.sendBwd(3, 0, 0, { ids: [5], g: Float32Array.from([1, 1]) });
+  a.ring(3).send(1, { phase: 'reduce', round: 0, chunk: 0 }, Float32Array.from([1]));
+
+  assert.equal(Array.from((await c.recvFwd(3, 0, 0)).b), [1, 1, 1, 1]);
+  assert.equal(Array.from((await a.recvBwd(3, 0, 0)).g), [1, 1]);
+  assert.equal(Array.from(await b.ring(3).receive(0, { phase: 'reduce', round: 0, chunk: 0 })), [1]);
+  assert.equal([c.dropped.get('generation'), a.dropped.get('generation'), b.dropped.get('generation')], [1, 1, 1]);
+  assert.equal([busA.rejected.generation, busB.rejected.generation, busC.rejected.generation], [1, 1, 1]);
+  while (reports.length < 3) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(reports.every((m) => /of generation 0 from late \(step 3\), expected generation 1/.test(m)), reports.join('; '));
+  for (const l of [...stale, a, b, c]) l.close();
 });
 
 test.run();

@@ -36,6 +36,10 @@ test('stage machine: loads, runs a step, aborts a step and drops back to ready',
   assert.is(a.getSnapshot().context.committed, 1);
   assert.is(a.getSnapshot().context.outcome, null);
   assert.match(a.getSnapshot().context.error ?? '', /step 2 aborted/);
+  a.send({ type: 'RUN_STEP', step: 3, sampleIds: [6] });
+  a.send({ type: 'ABORT' }); // recovery aborts whatever step is running
+  await waitFor(a, (s) => s.value === 'ready');
+  assert.equal(aborted, [2, 3]);
 });
 
 test('stage machine: a failed load returns to unloaded with the reason', async () => {
@@ -59,6 +63,26 @@ test('cache machine: fills, seals, redistributes with byte accounting, serves, d
   assert.is(s.context.bytesOut, 7);
   a.send({ type: 'DROP' });
   assert.is(a.getSnapshot().status, 'done');
+});
+
+test('cache machine: a re-plan redistributes a serving cache again; an abort returns to sealed, ready for the next', async () => {
+  const asked: string[][] = [];
+  const m = cacheMachine.provide({ actors: { redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(({ input }) => {
+    asked.push(input.devices);
+    return input.devices.includes('lost') ? new Promise(() => {}) : Promise.resolve({ bytesIn: 1, bytesOut: 2 });
+  }) } });
+  const a = createActor(m).start();
+  a.send({ type: 'FILL' });
+  a.send({ type: 'SEAL' });
+  a.send({ type: 'REDISTRIBUTE', shards: [[1], [2], [3]], devices: ['a', 'b', 'lost'] });
+  a.send({ type: 'ABORT' });
+  assert.equal([a.getSnapshot().value, a.getSnapshot().context.error], ['sealed', 'redistribution aborted']);
+  a.send({ type: 'REDISTRIBUTE', shards: [[1, 3], [2]], devices: ['a', 'b'] });
+  await waitFor(a, (x) => x.value === 'serving');
+  a.send({ type: 'REDISTRIBUTE', shards: [[1, 2, 3]], devices: ['a'] });
+  assert.equal([a.getSnapshot().value, a.getSnapshot().context.error], ['redistributing', null]);
+  await waitFor(a, (x) => x.value === 'serving');
+  assert.equal(asked, [['a', 'b', 'lost'], ['a', 'b'], ['a']]);
 });
 
 test.run();

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createActor, fromPromise, SimulatedClock, waitFor } from 'xstate';
-import { runMachine, type CommitInput, type DeployInput, type Deployment, type PlanInput, type PlannedRun, type ProfileInput, type RedistributeInput, type Redistributed, type FinishInput, type PersistedRun, type RunInput, type StepInput, type StepOutput } from '../actors/coordinator/run-machine.ts';
+import { runMachine, type CommitInput, type Committed, type DeployInput, type Deployment, type PlanInput, type PlannedRun, type ProfileInput, type RedistributeInput, type Redistributed, type FinishInput, type PersistedRun, type RunInput, type StepInput, type StepOutput } from '../actors/coordinator/run-machine.ts';
 import { buildSummary, type RunSummary } from '../actors/coordinator/run-summary.ts';
 import type { Profile } from '../src/plan/profile.ts';
 import { epochSteps } from '../src/train/data.ts';
@@ -22,7 +22,7 @@ function fakes(log: string[], opts: { failStep?: number } = {}) {
         if (input.step === opts.failStep) throw new Error('stage 1 rank 0: shape mismatch');
         return { loss: 1 / input.step, seconds: 0.5, bytes: 100, peakBytes: { a: input.step, b: 3 }, side: input.side ?? sideState(1) };
       }),
-      commitStep: fromPromise<{ checkpointRef: string }, CommitInput>(async ({ input }) => { commits.push(input); return { checkpointRef: `ckpt-${input.state.step}` }; }),
+      commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => { commits.push(input); return { checkpointRef: `ckpt-${input.state.step}`, committedAt: 0 }; }),
       redistribute: fromPromise<Redistributed, RedistributeInput>(async () => { log.push('redistribute'); return { cached: { ranks: ['a', 'b'], shards: [[0], [1]] }, redistribution: { bytes: 42, seconds: 1, shardSizes: { a: 1, b: 1 } }, bytes: 42 }; }),
       finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => { log.push('finish'); return buildSummary(input, { runDir: 'r1', checkpoint: 'ckpt', devices: [], seconds: 1 }); }),
     },
@@ -111,7 +111,7 @@ test('run machine: gathering times out on the simulated clock, naming the missin
   assert.match(actor.getSnapshot().context.error!, /waiting for b/);
 });
 
-test('run machine: a device lost during training fails the run (recovery hook) and a join is kept for replanning', async () => {
+test('run machine: a join during training is kept (never used by the run); losing every device fails the run naming them', async () => {
   const log: string[] = [];
   let release: () => void = () => {};
   const gate = new Promise<void>((r) => { release = r; });
@@ -125,9 +125,10 @@ test('run machine: a device lost during training fails the run (recovery hook) a
   actor.send({ type: 'DEVICE_JOINED', device: 'c' });
   assert.equal(actor.getSnapshot().context.pendingJoins, ['c']);
   actor.send({ type: 'DEVICE_LOST', device: 'b', reason: 'heartbeat timeout' });
+  actor.send({ type: 'DEVICE_LOST', device: 'a', reason: 'heartbeat timeout' });
   const snap = actor.getSnapshot();
   assert.is(snap.value, 'failed');
-  assert.match(snap.context.error!, /device b lost/);
+  assert.is(snap.context.error, 'device a lost (heartbeat timeout): no device is left to train on (lost: b, a)');
   release();
 });
 

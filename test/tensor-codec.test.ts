@@ -19,7 +19,7 @@ function randomTensor(dtype: DType, shape: number[]): WireTensor {
 }
 
 function env(body: unknown, over: Partial<Envelope> = {}): Envelope {
-  return { v: PROTOCOL_VERSION, run: 'run1', from: 'dev-a', step: 3, mb: 1, id: 'dev-a-1', kind: 'fwd', body, ...over };
+  return { v: PROTOCOL_VERSION, run: 'run1', from: 'dev-a', gen: 2, step: 3, mb: 1, id: 'dev-a-1', kind: 'fwd', body, ...over };
 }
 
 /** Decodes a copy that starts at byte 0 of its own buffer, as a received message does. */
@@ -52,6 +52,7 @@ test('tensor codec: every dtype and shape round-trips bit-exactly', () => {
       const out = decodeEnvelope<{ t: WireTensor }>(received(encodeEnvelope(env({ t }))), { run: 'run1' });
       sameBits(t, out.body.t);
       assert.instance(out.body.t.data, typedArrayCtor(dtype));
+      assert.equal([out.gen, out.step, out.mb], [2, 3, 1]);
     }
   }
 });
@@ -138,7 +139,7 @@ test('tensor codec: truncated, malformed and oversized messages are rejected', (
 
 test('tensor codec: field types and unknown fields are checked on both sides', () => {
   const base = env({}) as unknown as Record<string, unknown>;
-  for (const patch of [{ step: 'x' }, { mb: -2 }, { step: 1.5 }, { from: 7 }, { id: '' }, { kind: 'k'.repeat(300) }, { extra: 1 }]) {
+  for (const patch of [{ step: 'x' }, { gen: -1 }, { gen: 'two' }, { mb: -2 }, { step: 1.5 }, { from: 7 }, { id: '' }, { kind: 'k'.repeat(300) }, { extra: 1 }]) {
     rejects(() => decodeEnvelope(packValue({ ...base, ...patch }), { run: 'run1' }), 'malformed');
   }
   const { body: _omitted, ...noBody } = base;

@@ -67,7 +67,7 @@ export class CacheActor implements DeviceCache {
       }),
     });
     const logic = cacheMachine.provide({
-      actors: { redistribute: fromPromise(({ input }) => this.redistribution(input.shards, input.devices)) },
+      actors: { redistribute: fromPromise(({ input, signal }) => this.redistribution(input.shards, input.devices, signal)) },
       actions: { release: () => this.cache.destroy() },
     });
     this.machine = startActor(logic, { input: undefined as never });
@@ -91,9 +91,9 @@ export class CacheActor implements DeviceCache {
     sampleIds.forEach((id) => { for (const layer of computed.keys()) this.hold(id, layer); });
   }
 
-  /** Layers held per sample (index = sample id, `samples` entries). */
-  holdings(samples: number): number[] {
-    return Array.from({ length: samples }, (_, j) => this.held.get(j)?.size ?? 0);
+  /** Layers held per sample, ascending (index = sample id, `samples` entries). */
+  holdings(samples: number): number[][] {
+    return Array.from({ length: samples }, (_, j) => [...(this.held.get(j) ?? [])].sort((a, b) => a - b));
   }
 
   /** The machine's state name. */
@@ -102,6 +102,7 @@ export class CacheActor implements DeviceCache {
   /**
    * Seals the epoch-1 cache and redistributes: `shards[k]` is the shard of `devices[k]`.
    * Resolves once this device holds every layer of its shard and its sends were acknowledged.
+   * Serving caches redistribute again when a re-plan changes the devices.
    */
   async redistribute(shards: number[][], devices: string[]): Promise<RedistributionReport> {
     const t0 = performance.now();
@@ -113,19 +114,27 @@ export class CacheActor implements DeviceCache {
     return { bytesIn: this.bytesIn - before.bytesIn, bytesOut: s.context.bytesOut, entriesIn: this.arrived - before.arrived, entriesOut: this.lastEntriesOut, seconds: (performance.now() - t0) / 1000 };
   }
 
-  private async redistribution(shards: number[][], devices: string[]): Promise<{ bytesIn: number; bytesOut: number }> {
+  /** Ends a redistribution in flight (it rejects); what the cache holds stays. */
+  abort(): void {
+    this.machine.actor.send({ type: 'ABORT' });
+  }
+
+  private async redistribution(shards: number[][], devices: string[], signal: AbortSignal): Promise<{ bytesIn: number; bytesOut: number }> {
     const me = devices.indexOf(this.o.device);
     if (me < 0) throw new Error(`cache ${this.o.device}: not among the redistribution's devices (${devices.join(', ')})`);
     if (shards.length !== devices.length) throw new Error(`cache ${this.o.device}: the redistribution gives ${shards.length} shards for ${devices.length} devices`);
     const want = shards[me]!;
     const complete = () => want.every((j) => (this.held.get(j)?.size ?? 0) === this.o.layers + 1);
-    const received = complete() ? Promise.resolve() : new Promise<void>((resolve) => { this.onArrival = () => { if (complete()) { this.onArrival = null; resolve(); } }; });
+    const received = complete() ? Promise.resolve() : new Promise<void>((resolve, reject) => {
+      this.onArrival = () => { if (complete()) { this.onArrival = null; resolve(); } };
+      signal.addEventListener('abort', () => { this.onArrival = null; reject(new Error('redistribution aborted')); }, { once: true });
+    });
     let bytesOut = 0, entriesOut = 0;
     const sends = devices.map(async (dest, k) => {
       if (k === me) return;
       const queue = shards[k]!.filter((j) => this.held.has(j));
       const worker = async () => {
-        for (let j = queue.shift(); j !== undefined; j = queue.shift()) {
+        for (let j = queue.shift(); j !== undefined && !signal.aborted; j = queue.shift()) {
           const layers = [...this.held.get(j)!].sort((a, b) => a - b);
           const data = new Float32Array(layers.length * this.o.width);
           layers.forEach((l, i) => data.set(this.read(j, l), i * this.o.width));

@@ -1,14 +1,17 @@
 /**
  * The cache machine: empty -> filling (epoch 1: the device's stages put what they computed) ->
  * sealed (epoch 1 over) -> redistributing (send other devices their shards' layers, receive
- * ours) -> serving (cached epochs) -> dropped. Effects are named; the binding provides them.
+ * ours) -> serving (cached epochs) -> dropped. A re-plan that loses a device redistributes again
+ * over the survivors: serving -> redistributing; an ABORT (the redistribution waited on a device
+ * that is gone) goes back to sealed. Effects are named; the binding provides them.
  */
-import { assign, fromPromise, setup } from 'xstate';
+import { assertEvent, assign, fromPromise, setup } from 'xstate';
 
 export type CacheEvent =
   | { type: 'FILL' }
   | { type: 'SEAL' }
   | { type: 'REDISTRIBUTE'; shards: number[][]; devices: string[] }
+  | { type: 'ABORT' }
   | { type: 'DROP' };
 
 export interface CacheContext { bytesIn: number; bytesOut: number; shards: number[][] | null; devices: string[]; error: string | null }
@@ -18,7 +21,13 @@ export const cacheMachine = setup({
   actors: {
     redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async () => { throw new Error("cache machine: effect 'redistribute' was not provided"); }),
   },
-  actions: { release: () => {} },
+  actions: {
+    release: () => {},
+    takeShards: assign(({ event }) => {
+      assertEvent(event, 'REDISTRIBUTE');
+      return { shards: event.shards, devices: event.devices, error: null };
+    }),
+  },
 }).createMachine({
   id: 'cache',
   context: { bytesIn: 0, bytesOut: 0, shards: null, devices: [], error: null },
@@ -26,7 +35,7 @@ export const cacheMachine = setup({
   states: {
     empty: { on: { FILL: 'filling', DROP: 'dropped' } },
     filling: { on: { SEAL: 'sealed', DROP: 'dropped' } },
-    sealed: { on: { REDISTRIBUTE: { target: 'redistributing', actions: assign({ shards: ({ event }) => event.shards, devices: ({ event }) => event.devices }) }, DROP: 'dropped' } },
+    sealed: { on: { REDISTRIBUTE: { target: 'redistributing', actions: 'takeShards' }, DROP: 'dropped' } },
     redistributing: {
       invoke: {
         src: 'redistribute',
@@ -34,8 +43,9 @@ export const cacheMachine = setup({
         onDone: { target: 'serving', actions: assign({ bytesIn: ({ event }) => event.output.bytesIn, bytesOut: ({ event }) => event.output.bytesOut }) },
         onError: { target: 'sealed', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },
+      on: { ABORT: { target: 'sealed', actions: assign({ error: 'redistribution aborted' }) }, DROP: 'dropped' },
     },
-    serving: { on: { DROP: 'dropped' } },
+    serving: { on: { REDISTRIBUTE: { target: 'redistributing', actions: 'takeShards' }, DROP: 'dropped' } },
     dropped: { type: 'final', entry: 'release' },
   },
 });

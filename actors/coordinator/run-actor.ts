@@ -3,35 +3,34 @@
  * coordinator's process over the bus.
  *
  * - profileDevices: a planner profile from what each device measured at registration.
- * - planRun: the planner (1F1B makespan over orders, groups, micro-batch counts); a model that
- *   fits nowhere fails the run with the planner's explanation.
- * - deployPlan: `assign` to every stage rank on dev.<d>.ctl (each loads only its layers).
+ * - planRun: the planner (1F1B makespan over orders, groups, micro-batch counts) over the
+ *   profile it is given (after a loss: the survivors'); a model that fits nowhere fails the run
+ *   with the planner's explanation.
+ * - deployPlan: `assign` to every stage rank on dev.<d>.ctl (each loads only its layers) under
+ *   the plan's generation, with the side network the coordinator holds (after a re-plan) or the
+ *   checkpoint's (a resumed run).
  * - trainStep: `step` (pipeline epoch) or `cached-step` to every participant at once; rank 0 of
  *   every stage group (the one rank 0 of the cached phase) returns its side state while the
  *   coordinator has none, afterwards only its group's reduced gradient, on which the coordinator
  *   replays the devices' AdamW update bit for bit (src/engine/side-state.ts replayStep).
  * - commitStep: side-network checkpoint (src/train/checkpoint.ts), state.json, metrics.jsonl.
- * - redistribute: release the stages, ask every cache what it holds, shard by speed keeping
- *   entries where they are (src/plan/cached.ts), move the rest cache-to-cache, load the
- *   whole side network + head on every device.
+ * - redistribute: redistribute.ts.
+ * - abortWork: `abort` then `release` on the survivors of a loss.
  * - finishRun: summary.json, then `finish` on every device.
+ *
+ * Every effect passes its AbortSignal to its control requests, so a machine that leaves a state
+ * (a device lost mid-step) stops waiting for that state's answers at once.
  */
 import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
-import { ask } from '../../src/runtime/inbox.ts';
-import { ctlReply } from '../../src/runtime/messages.ts';
-import { fromWire } from '../../src/runtime/errors.ts';
 import { loadConfig } from '../../src/model/load.ts';
 import { planPipeline, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
 import { simulatePlan } from '../../src/plan/simulator.ts';
-import { planCachedPhase } from '../../src/plan/cached.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
-import { epochSteps } from '../../src/train/data.ts';
-import { balanceShards } from '../../src/plan/balance.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { mergeStates, repackState, replayStep, unpackState, type PackedGrads, type PackedState, type SideState } from '../../src/engine/index.ts';
@@ -39,7 +38,9 @@ import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
 import { measuredProfile, modelShape } from '../../src/plan/device-profile.ts';
 import { watchRunDevices } from './liveness.ts';
-import { runMachine, type CommitInput, type DeployInput, type Deployment, type FinishInput, type PersistedRun, type PlanInput, type PlannedRun, type ProfileInput, type RedistributeInput, type Redistributed, type StepInput, type StepOutput, type StepResult } from './run-machine.ts';
+import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
+import { redistributeEffect } from './redistribute.ts';
+import { runMachine, type AbortInput, type CommitInput, type Committed, type DeployInput, type Deployment, type FinishInput, type PersistedRun, type PlanInput, type PlannedRun, type ProfileInput, type StepInput, type StepOutput, type StepResult } from './run-machine.ts';
 import { buildSummary, type MeasuredDevice, type RunSummary } from './run-summary.ts';
 
 export type { RunSummary } from './run-summary.ts';
@@ -67,15 +68,6 @@ export interface RunTrainingOptions {
 
 export interface RunOutcome { runDir: string; summary: RunSummary }
 
-const CTL_TIMEOUT_MS = 60_000;
-
-/** Sends control `kind` to `device`; returns the handler's result. @throws the handler's error, rebuilt as its class, its message naming device and kind; `signal`'s reason once it aborts. */
-export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, timeoutMs = CTL_TIMEOUT_MS, signal?: AbortSignal): Promise<T> {
-  const r = await ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, timeoutMs, signal);
-  if (!r.ok) throw fromWire(r.error, `device ${device}: ${kind}`);
-  return r.result as T;
-}
-
 function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
@@ -94,6 +86,12 @@ export function sideCheckpointIdentity(spec: RunSpec) {
 /** A stage rank of the plan: its device, stage and rank inside the stage's group. */
 function participants(layout: StageLayout[]): { device: string; stage: number; rank: number }[] {
   return layout.flatMap((st, s) => st.devices.map((d, rank) => ({ device: d, stage: s, rank })));
+}
+
+/** The side network of a checkpoint, as the coordinator keeps it. */
+function sideOfCheckpoint(ref: string): { meta: CheckpointMeta; side: SideState } {
+  const { meta, state: ck } = loadCheckpoint(ref);
+  return { meta, side: { params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])), shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])), optimizer: ck.optimizer } };
 }
 
 /** Runs the whole training of `topology` on the registered devices; resolves with the run directory and summary. */
@@ -116,15 +114,6 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     name: n, matmulGflops: gflops(n), memoryMb: specOf.get(n)!.memoryMb, slowdown: specOf.get(n)!.slowdown, bandwidthMbps: specOf.get(n)!.bandwidthMbps ?? null,
   }));
 
-  // An aborted run's requests end at once: its effects stop waiting (a step for up to 10 min) and
-  // stop commanding devices while the launcher tears down.
-  const broadcast = async <T>(targets: string[], kind: string, args: (d: string) => unknown, timeoutMs = CTL_TIMEOUT_MS): Promise<Map<string, T>> => {
-    const results = await Promise.allSettled(targets.map((d) => control<T>(bus, d, kind, args(d), timeoutMs, o.signal)));
-    const failed = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
-    if (failed) throw failed.reason;
-    return new Map(targets.map((d, i) => [d, (results[i] as PromiseFulfilledResult<T>).value]));
-  };
-
   const logic = runMachine.provide({
     actors: {
       profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: { spec } }) => o.profile ?? measuredProfile(
@@ -132,40 +121,35 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         measured().map((d) => ({ name: d.name, matmulGflops: d.matmulGflops, memoryBytes: d.memoryMb * 2 ** 20, bandwidthMbps: d.bandwidthMbps })),
         { batchSize: spec.batch, samples: spec.samples },
       )),
-      planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { profile, spec } }) => {
+      planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { devices, profile, spec } }) => {
         let plan: StagePlan;
         try {
           plan = planPipeline(profile, { batchSize: spec.batch, samples: spec.samples, ...(spec.microBatches !== undefined ? { microBatchOptions: [spec.microBatches] } : {}) });
         } catch (err) {
-          if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits: ${err.lines.join('; ')}`);
+          if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits on ${devices.join(', ')}: ${err.lines.join('; ')}`);
           throw err;
         }
         const layout = plan.stages.map((s) => ({ from: s.layers.from, to: s.layers.to, devices: s.devices.map((d) => d.name), shares: s.devices.map((d) => d.rows) }));
         const simulatedStepMs = simulatePlan(plan, profile).stepMs;
-        emit('RUN_PLANNED', { stages: layout, unused: plan.unusedDevices, microBatches: plan.microBatches, predictedStepMs: plan.predicted.stepMs, simulatedStepMs });
-        return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs };
+        emit('RUN_PLANNED', { devices, stages: layout, unused: plan.unusedDevices, microBatches: plan.microBatches, predictedStepMs: plan.predicted.stepMs, simulatedStepMs });
+        return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs, plannedAt: Date.now() };
       }),
-      deployPlan: fromPromise<Deployment, DeployInput>(async ({ input: { spec, layout, checkpointRef, epoch, firstStep } }) => {
-        let resumedFrom: CheckpointMeta | null = null;
-        let side: SideState | null = null;
-        if (checkpointRef) {
-          const { meta, state: ck } = loadCheckpoint(checkpointRef);
-          resumedFrom = meta;
-          side = { params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])), shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])), optimizer: ck.optimizer };
-        }
+      deployPlan: fromPromise<Deployment, DeployInput>(async ({ input: { spec, layout, generation, side: committed, checkpointRef, epoch, firstStep }, signal }) => {
+        const resumed = !committed && checkpointRef ? sideOfCheckpoint(checkpointRef) : null;
+        const side = committed ?? resumed?.side ?? null;
         // In the cached phase the side network goes out with `cached-load` instead.
         const state = side && epoch === 1 ? { state: repackState(side) } : {};
         const ranks = participants(layout);
-        const replies = await broadcast<{ fingerprint: string; weights: string[] }>(ranks.map((p) => p.device), 'assign', (d) => {
+        const replies = await broadcast<{ fingerprint: string; weights: string[] }>(bus, ranks.map((p) => p.device), 'assign', (d) => {
           const p = ranks.find((x) => x.device === d)!;
-          return { spec, stages: layout, stage: p.stage, rank: p.rank, firstStep, ...state };
-        }, 5 * CTL_TIMEOUT_MS);
+          return { spec, stages: layout, stage: p.stage, rank: p.rank, generation, firstStep, ...state };
+        }, { timeoutMs: 5 * CTL_TIMEOUT_MS, signal });
         const fingerprint = [...replies.values()][0]!.fingerprint;
-        if (resumedFrom) checkResumable(resumedFrom, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
-        emit('RUN_DEPLOYED', { devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
+        if (resumed) checkResumable(resumed.meta, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
+        emit('RUN_DEPLOYED', { generation, devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
         return { fingerprint, heldWeights: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights])), side };
       }),
-      trainStep: fromPromise<StepOutput, StepInput>(async ({ input }) => {
+      trainStep: fromPromise<StepOutput, StepInput>(async ({ input, signal }) => {
         const t0 = performance.now();
         const cached = input.phase === 'cached';
         const who = input.groups.flatMap((g) => g.map((device, rank) => ({ device, rank })));
@@ -173,9 +157,11 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const args = (d: string) => ({ step: input.step, sampleIds: input.sampleIds, withState: withState && who.find((p) => p.device === d)!.rank === 0 });
         let replies: Map<string, StepReply & { grads?: PackedGrads }>;
         try {
-          replies = await broadcast<StepReply>(who.map((p) => p.device), cached ? 'cached-step' : 'step', args, o.stepTimeoutMs ?? 600_000);
+          replies = await broadcast<StepReply>(bus, who.map((p) => p.device), cached ? 'cached-step' : 'step', args, { timeoutMs: o.stepTimeoutMs ?? 600_000, signal });
         } catch (err) {
-          if (!cached) await Promise.allSettled(who.map((p) => control(bus, p.device, 'abort', { step: input.step }, 5000)));
+          // The others would wait for the failed rank's messages, and an interrupted run's devices
+          // should not finish the step; a step the machine left for recovery is recovery's to abort.
+          if (!signal.aborted || o.signal?.aborted) await Promise.allSettled(who.map((p) => control(bus, p.device, 'abort', { step: input.step }, { timeoutMs: 5000 })));
           throw err;
         }
         const all = [...replies.values()];
@@ -188,6 +174,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         } else {
           const grads = all.flatMap((r) => (r.grads ? [r.grads] : []));
           if (grads.length !== groups) throw new Error(`step ${input.step}: ${grads.length} of ${groups} stage groups returned their reduced gradient`);
+          // In place and synchronously up to the return: a step either updates the committed state whole or not at all.
           side = input.side;
           replayStep(side, input.spec.optimizer, grads);
         }
@@ -200,7 +187,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         emit('STEP_DONE', { phase: input.phase, epoch: input.epoch, step: input.step, loss: result.loss, seconds: result.seconds, bytes: sent });
         return { ...result, side };
       }),
-      commitStep: fromPromise<{ checkpointRef: string }, CommitInput>(async ({ input }) => {
+      commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => {
         saveSide(checkpointDir, input);
         writeJsonAtomic(join(runDir, 'state.json'), input.state);
         const closed = input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
@@ -210,31 +197,13 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           appendFileSync(metricsFile, JSON.stringify({ type: 'epoch', ...e }) + '\n');
           emit('EPOCH_DONE', { ...e });
         }
-        return { checkpointRef: checkpointDir };
+        return { checkpointRef: checkpointDir, committedAt: Date.now() };
       }),
-      redistribute: fromPromise<Redistributed, RedistributeInput>(async ({ input }) => {
-        const { spec, fingerprint } = input;
-        const t0 = performance.now();
-        const refilled = await refillCaches(input);
-        await broadcast(participants(input.layout).map((p) => p.device), 'release', () => ({}));
-        const ranks = names;
-        // Every cache exists (and listens for puts) before any device starts sending.
-        const reports = await broadcast<{ holdings: number[] }>(ranks, 'cache-report', () => ({ spec, fingerprint }));
-        const entryBytes = spec.seqLen * config.dModel * 4;
-        const holdings = new Map(Array.from({ length: spec.samples }, (_, j) => [j, ranks
-          .map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j] ?? 0) * entryBytes })).filter((h) => h.bytes > 0)]));
-        const cachedPlan = planCachedPhase(ranks.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })), [...holdings.keys()], holdings);
-        const cachedSteps = Array.from({ length: Math.max(0, spec.epochs - 1) }, (_, e) => epochSteps(spec, e + 2)).flat();
-        const shards = cachedSteps.length === 0 ? cachedPlan.shards.map((s) => s.samples)
-          : balanceShards(cachedPlan.shards.map((s) => s.samples.length), cachedSteps, (k, j) => (holdings.get(j) ?? []).some((h) => h.device === ranks[k]));
-        const moved = await broadcast<{ bytesOut: number }>(ranks, 'redistribute', () => ({ shards, devices: ranks }), 30 * CTL_TIMEOUT_MS);
-        const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
-        const packed = repackState(input.side);
-        await broadcast(ranks, 'cached-load', (d) => { const rank = ranks.indexOf(d); return { rank, size: ranks.length, shard: shards[rank]!, firstStep: input.firstStep, state: packed }; });
-        const seconds = (performance.now() - t0) / 1000;
-        const redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(ranks.map((d, i) => [d, shards[i]!.length])) };
-        emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes });
-        return { cached: { ranks, shards }, redistribution, bytes: refilled + sent };
+      redistribute: redistributeEffect({ bus, config, gflops, emit }),
+      abortWork: fromPromise<void, AbortInput>(async ({ input: { devices, lost }, signal }) => {
+        emit('RECOVERING', { lost, devices });
+        await broadcast(bus, devices, 'abort', () => ({}), { signal });
+        await broadcast(bus, devices, 'release', () => ({}), { signal });
       }),
       finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => {
         const summary = buildSummary(input, { runDir, checkpoint: checkpointDir, devices: measured(), seconds: (performance.now() - started) / 1000 });
@@ -246,31 +215,11 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     },
   });
 
-  /**
-   * The cache is an optimisation, never a source of truth: samples whose activations no stage
-   * device holds (computed by the processes of an interrupted run) go forward through the
-   * deployed stages again, each rank caching its layers, before redistribution. Resolves with
-   * the bytes the devices sent for it.
-   */
-  async function refillCaches({ spec, layout, fingerprint }: RedistributeInput): Promise<number> {
-    const t0 = performance.now();
-    const stageDevices = participants(layout).map((p) => p.device);
-    const reports = await broadcast<{ holdings: number[] }>(stageDevices, 'cache-report', () => ({ spec, fingerprint }));
-    const layers = config.nLayers + 1;
-    const missing = Array.from({ length: spec.samples }, (_, j) => j)
-      .filter((j) => stageDevices.reduce((n, d) => n + (reports.get(d)!.holdings[j] ?? 0), 0) < layers);
-    if (missing.length === 0) return 0;
-    const filled = await broadcast<{ bytesSent: number }>(stageDevices, 'fill', () => ({ sampleIds: missing }), 30 * CTL_TIMEOUT_MS);
-    const sent = [...filled.values()].reduce((a, r) => a + r.bytesSent, 0);
-    emit('CACHE_REFILLED', { samples: missing.length, bytes: sent, seconds: (performance.now() - t0) / 1000 });
-    return sent;
-  }
-
   const actor = createActor(logic, { input: { runId: topology.run, spec: topologySpec, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000, ...(o.resume ? { resume: o.resume } : {}) } });
   const liveness = watchRunDevices({
     registry: coordinator.registry,
     joined: (device) => actor.send({ type: 'DEVICE_JOINED', device }),
-    lost: (device, reason) => actor.send({ type: 'DEVICE_LOST', device, reason }),
+    lost: (device, reason) => actor.send({ type: 'DEVICE_LOST', device, reason, at: Date.now() }),
   });
   actor.subscribe((snap) => coordinator.setRunPhase(leafState(snap.value)));
   const onAbort = () => actor.stop();

@@ -5,6 +5,7 @@
  *
  *   gathering -> profiling -> planning -> training.deploying -> training.pipelineEpoch
  *     -> training.redistributing -> training.cachedEpochs -> finishing -> done      (+ failed)
+ *   training.* --DEVICE_LOST--> training.recovering (aborting -> replanning) -> training.deploying
  *
  * The context owns the run's data: every effect gets what it needs as `input` and hands back
  * what it produced as `output`, which `onDone` assigns; nothing travels between effects beside
@@ -15,132 +16,38 @@
  * checkpoint ref}); only then does the ledger count it. A restarted coordinator is given the last
  * persisted state as `input.resume` and continues at the next uncommitted step.
  *
- * Recovery hooks: DEVICE_LOST inside `training` is where a `recovering` state belongs (today the
- * run fails, naming the device); DEVICE_JOINED inside `training` is recorded in
- * `pendingJoins` for `replanning` at a step boundary.
+ * Recovery: a device lost during training (a pipeline step, a cached step, deploying,
+ * redistributing, or an earlier recovery) sends the run to `recovering`: leaving the state that
+ * waited on it cancels that effect's requests; `abortWork` ends what the survivors have in flight
+ * and releases their stages or cached-phase workers (their caches stay); the planner re-plans over
+ * a profile restricted to the survivors, the generation grows, and `deploying` redeploys from the
+ * coordinator's side network, the last committed state whatever the survivors had applied. In
+ * epoch 1 the step in flight is then replayed, and the entries that died with the device are
+ * recomputed before redistribution; in the cached epochs the new plan is a forward-only pipeline
+ * that recomputes the lost shard (`redistributing` refills, releases it and redistributes over
+ * the survivors) before the step is replayed. A loss while a step commits waits for the commit.
+ * An effect that fails with a retryable error (a device that stopped answering) waits in
+ * `stalled` for liveness to report the loss; if none comes, the run fails with that error.
+ * DEVICE_JOINED inside `training` is recorded in `pendingJoins` (a restarted device comes back
+ * as a new one) and not used by this run.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
+import { isRetryable } from '../../src/runtime/errors.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { Profile } from '../../src/plan/profile.ts';
-import type { StagePlan } from '../../src/plan/planner.ts';
-import type { SideState, StageLayout } from '../../src/engine/index.ts';
+import type { StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
-import { afterCommit, nextSampleIds, persistedRun, startState, type Phase, type PersistedRun, type RunState, type StepResult } from './run-state.ts';
+import { afterCommit, nextSampleIds, persistedRun, startState, type Phase } from './run-state.ts';
+import { survivorsProfile, type FaultRecord, type PlanBrief, type ReplanRecord } from './run-faults.ts';
+import type {
+  AbortInput, CommitInput, Committed, DeployInput, Deployment, FinishInput, PlanInput, PlannedRun, ProfileInput, RedistributeInput, Redistributed,
+  RunContext, RunEvent, RunInput, RunOutput, StepInput, StepOutput,
+} from './run-io.ts';
 
+export type * from './run-io.ts';
 export type { EpochRecord, EpochTotals, PersistedRun, Phase, StepResult } from './run-state.ts';
-
-export interface RunInput {
-  runId: string;
-  /** What the run trains; planning fills in the micro-batch count when the topology leaves it open. */
-  spec: RunSpec;
-  /** Devices that must have joined before profiling starts. */
-  expectedDevices: string[];
-  gatherTimeoutMs: number;
-  resume?: PersistedRun;
-}
-
-/** What planning decided, as the devices and the summary see it. */
-export interface PlannedRun {
-  plan: StagePlan;
-  layout: StageLayout[];
-  /** The input spec with the plan's micro-batch count. */
-  spec: RunSpec;
-  simulatedStepMs: number;
-}
-
-/** What deploying the plan left on the devices and in the coordinator. */
-export interface Deployment {
-  /** The backbone the devices loaded; checkpoints and caches are keyed by it. */
-  fingerprint: string;
-  /** Backbone tensors each device loaded for its stage. */
-  heldWeights: Record<string, string[]>;
-  /** The side network resumed from the checkpoint; null when the devices initialise it. */
-  side: SideState | null;
-}
-
-/** The cached phase's one data-parallel group: every device a rank with its shard of sample ids. */
-export interface CachedPhase { ranks: string[]; shards: number[][] }
-
-/** Moving the activation caches to the cached phase's shards. */
-export interface Redistribution { bytes: number; seconds: number; shardSizes: Record<string, number> }
-
-export interface Redistributed {
-  cached: CachedPhase;
-  redistribution: Redistribution;
-  /** Everything devices sent for it, refilling lost caches included. */
-  bytes: number;
-}
-
-/** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
-export interface BytesPerPhase { pipeline: number; redistribution: number; cached: number }
-
-export interface ProfileInput { devices: string[]; spec: RunSpec }
-export interface PlanInput { devices: string[]; profile: Profile; spec: RunSpec }
-export interface DeployInput { spec: RunSpec; layout: StageLayout[]; checkpointRef: string | null; epoch: number; firstStep: number }
-export interface RedistributeInput { spec: RunSpec; layout: StageLayout[]; fingerprint: string; side: SideState; firstStep: number }
-export interface StepInput {
-  runId: string;
-  phase: Phase;
-  epoch: number;
-  step: number;
-  sampleIds: number[];
-  spec: RunSpec;
-  /** Device groups running the step: the plan's stages, or the cached phase's one group. Rank 0 of each answers for its group. */
-  groups: string[][];
-  /** Null until the first step: then rank 0 of every group returns its part of the side network. */
-  side: SideState | null;
-}
-/** A step's figures and the side network after it (the input's reference, updated in place, once there is one). */
-export interface StepOutput extends StepResult { side: SideState }
-export interface CommitInput { runId: string; phase: Phase; result: StepResult; state: PersistedRun; spec: RunSpec; fingerprint: string; side: SideState }
-export interface FinishInput {
-  runId: string;
-  state: PersistedRun;
-  spec: RunSpec;
-  plan: StagePlan;
-  layout: StageLayout[];
-  simulatedStepMs: number;
-  heldWeights: Record<string, string[]>;
-  peakBytes: Record<string, number>;
-  bytes: BytesPerPhase;
-  redistribution: Redistribution | null;
-  /** The committed step this run resumed after (null: trained from the start). */
-  resumedFromStep: number | null;
-}
-
-export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'failed'; error: string };
-
-export type RunEvent =
-  | { type: 'DEVICE_JOINED'; device: string }
-  | { type: 'DEVICE_LOST'; device: string; reason?: string };
-
-/**
- * The persisted run (always with the totals of the epoch in progress) plus what lives only in
- * memory. Fields filled by an effect hold their empty value until it has run.
- */
-export interface RunContext extends RunState {
-  input: RunInput;
-  devices: string[];
-  /** The input spec until planning fills in the micro-batch count. */
-  spec: RunSpec;
-  profile: Profile | null;
-  plan: StagePlan | null;
-  layout: StageLayout[];
-  simulatedStepMs: number;
-  fingerprint: string;
-  heldWeights: Record<string, string[]>;
-  /** The coordinator's copy of the side network and optimiser: a reference that steps update in place. */
-  side: SideState | null;
-  cached: CachedPhase | null;
-  lastResult: StepResult | null;
-  peakBytes: Record<string, number>;
-  bytes: BytesPerPhase;
-  redistribution: Redistribution | null;
-  pendingJoins: string[];
-  error: string | null;
-  summary: RunSummary | null;
-}
+export type { FaultRecord, PlanBrief, ReplanRecord } from './run-faults.ts';
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`run machine: effect '${name}' was not provided`); });
@@ -151,8 +58,13 @@ function maxPeaks(peaks: Record<string, number>, step: Record<string, number>): 
   return out;
 }
 
+/** A plan as re-plan records compare them. */
+const brief = (layout: StageLayout[], spec: RunSpec, cachedRanks: string[] | null): PlanBrief => ({ stages: layout, microBatches: spec.microBatches ?? 0, cachedRanks });
+
 /** Any effect's failure ends the run with its message. */
 const failRun = { target: '#run.failed', actions: { type: 'recordError', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) } } as const;
+/** A retryable failure (a device stopped answering) waits for liveness to say whether a device is lost. */
+const failOrStall = [{ guard: 'retryable', target: '#run.training.stalled', actions: failRun.actions }, failRun] as const;
 
 const run = setup({
   types: { context: {} as RunContext, input: {} as RunInput, events: {} as RunEvent, output: {} as RunOutput },
@@ -161,12 +73,14 @@ const run = setup({
     planRun: notProvided<PlannedRun, PlanInput>('planRun'),
     deployPlan: notProvided<Deployment, DeployInput>('deployPlan'),
     trainStep: notProvided<StepOutput, StepInput>('trainStep'),
-    commitStep: notProvided<{ checkpointRef: string }, CommitInput>('commitStep'),
+    commitStep: notProvided<Committed, CommitInput>('commitStep'),
     redistribute: notProvided<Redistributed, RedistributeInput>('redistribute'),
+    abortWork: notProvided<void, AbortInput>('abortWork'),
     finishRun: notProvided<RunSummary, FinishInput>('finishRun'),
   },
   delays: {
     gatherTimeout: ({ context }) => context.input.gatherTimeoutMs,
+    stallTimeout: ({ context }) => context.input.stallTimeoutMs ?? 10_000,
   },
   guards: {
     allGathered: ({ context, event }) => {
@@ -176,6 +90,13 @@ const run = setup({
     },
     runComplete: ({ context }) => context.epoch > context.spec.epochs,
     pipelineEpochDone: ({ context }) => context.epoch > 1,
+    retryable: ({ event }) => isRetryable((event as { error?: unknown }).error),
+    recoveryDue: ({ context }) => context.recoveryDue,
+    /** A device this run no longer counts on (lost before, or a restarted process under its name). */
+    notInRun: ({ context, event }) => { assertEvent(event, 'DEVICE_LOST'); return !context.devices.includes(event.device); },
+    lastDevice: ({ context, event }) => { assertEvent(event, 'DEVICE_LOST'); return context.devices.every((d) => d === event.device); },
+    /** The device holds no stage of the plan. */
+    outsidePlan: ({ context, event }) => { assertEvent(event, 'DEVICE_LOST'); return !context.layout.some((s) => s.devices.includes(event.device)); },
   },
   actions: {
     addDevice: assign({
@@ -193,13 +114,25 @@ const run = setup({
     noteDeviceLost: assign({
       error: ({ event }) => {
         assertEvent(event, 'DEVICE_LOST');
-        return `device ${event.device} lost during training${event.reason ? ` (${event.reason})` : ''}; recovery is not built yet`;
+        return `device ${event.device} lost while profiling${event.reason ? ` (${event.reason})` : ''}`;
+      },
+    }),
+    /** The device is gone for this run; what it was doing is recorded for the summary. */
+    noteFault: assign(({ context: c, event }, p: { during: string; recover: boolean }) => {
+      assertEvent(event, 'DEVICE_LOST');
+      const fault: FaultRecord = { device: event.device, reason: event.reason ?? 'lost', during: p.during, epoch: c.epoch, step: c.step + 1, lostAt: event.at ?? null, recoveredAt: null };
+      return { devices: c.devices.filter((d) => d !== event.device), lost: [...c.lost, event.device], faults: [...c.faults, fault], recoveryDue: c.recoveryDue || p.recover };
+    }),
+    noteNoSurvivor: assign({
+      error: ({ context, event }) => {
+        assertEvent(event, 'DEVICE_LOST');
+        return `device ${event.device} lost${event.reason ? ` (${event.reason})` : ''}: no device is left to train on (lost: ${context.lost.join(', ')})`;
       },
     }),
     notePendingJoin: assign({
       pendingJoins: ({ context, event }) => {
         assertEvent(event, 'DEVICE_JOINED');
-        return [...context.pendingJoins, event.device];
+        return context.pendingJoins.includes(event.device) ? context.pendingJoins : [...context.pendingJoins, event.device];
       },
     }),
     beginStep: assign({
@@ -210,22 +143,51 @@ const run = setup({
       },
     }),
     applyDeployment: assign((_, d: Deployment) => ({ fingerprint: d.fingerprint, heldWeights: d.heldWeights, side: d.side })),
+    /** The survivors' plan becomes the run's, under the next generation. */
+    adoptReplan: assign(({ context: c }, p: PlannedRun) => {
+      const generation = c.generation + 1;
+      const cached = c.epoch > 1;
+      const lost = c.lost.filter((d) => !c.replans.some((r) => r.lost.includes(d)));
+      const record: ReplanRecord = {
+        generation, lost, devices: c.devices, at: p.plannedAt,
+        from: brief(c.layout, c.spec, c.cached?.ranks ?? null), to: brief(p.layout, p.spec, cached ? c.devices : null),
+      };
+      return { generation, plan: p.plan, layout: p.layout, spec: p.spec, simulatedStepMs: p.simulatedStepMs, replans: [...c.replans, record] };
+    }),
     recordError: assign((_, p: { error: unknown }) => ({ error: message(p.error) })),
   },
 });
 
+/**
+ * What DEVICE_LOST does in a training state: nothing for a device the run no longer counts on;
+ * the run fails when no device is left; in epoch 1 a device outside the plan is only recorded
+ * (it holds no stage, and any cache entries it had are recomputed before redistribution);
+ * otherwise the run recovers, or (`defer`: a step is committing) recovers once the commit is done.
+ */
+function onLoss(during: string, o: { pipeline?: boolean; defer?: boolean } = {}) {
+  const note = (recover: boolean) => ({ type: 'noteFault', params: { during, recover } }) as const;
+  return [
+    { guard: 'notInRun' },
+    { guard: 'lastDevice', target: '#run.failed', actions: [note(false), 'noteNoSurvivor'] },
+    ...(o.pipeline ? [{ guard: 'outsidePlan', actions: note(false) }] as const : []),
+    o.defer ? { actions: note(true) } : { target: '#run.training.recovering', reenter: true, actions: note(true) },
+  ] as const;
+}
+
 /** Steps of one phase until the run or (pipeline) its only epoch is over. */
 function stepLoop(phase: Phase) {
+  const pipeline = phase === 'pipeline';
   return run.createStateConfig({
     initial: 'step',
     states: {
       step: {
         entry: 'beginStep',
+        on: { DEVICE_LOST: onLoss(`${phase} step`, { pipeline }) },
         invoke: {
           src: 'trainStep',
           input: ({ context: c }) => ({
             runId: c.input.runId, phase, epoch: c.epoch, step: c.step + 1, sampleIds: nextSampleIds(c, c.spec),
-            spec: c.spec, groups: phase === 'pipeline' ? c.layout.map((s) => s.devices) : [c.cached!.ranks], side: c.side,
+            spec: c.spec, groups: pipeline ? c.layout.map((s) => s.devices) : [c.cached!.ranks], side: c.side,
           }),
           onDone: {
             target: 'commit',
@@ -234,24 +196,31 @@ function stepLoop(phase: Phase) {
               return { side, lastResult: result, bytes: { ...c.bytes, [phase]: c.bytes[phase] + result.bytes } };
             }),
           },
-          onError: failRun,
+          onError: failOrStall,
         },
       },
       commit: {
+        on: { DEVICE_LOST: onLoss('committing', { pipeline, defer: true }) },
         invoke: {
           src: 'commitStep',
           input: ({ context: c }) => ({ runId: c.input.runId, phase, result: c.lastResult!, state: afterCommit(c, c.spec, c.lastResult!), spec: c.spec, fingerprint: c.fingerprint, side: c.side! }),
           onDone: {
             target: 'committed',
-            actions: assign(({ context: c, event }) => ({ ...afterCommit(c, c.spec, c.lastResult!), checkpointRef: event.output.checkpointRef, peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes) })),
+            actions: assign(({ context: c, event }) => ({
+              ...afterCommit(c, c.spec, c.lastResult!), checkpointRef: event.output.checkpointRef, peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes),
+              faults: c.faults.map((f) => (f.recoveredAt === null && !c.recoveryDue ? { ...f, recoveredAt: event.output.committedAt } : f)),
+            })),
           },
           onError: failRun,
         },
       },
       committed: {
-        always: phase === 'pipeline'
-          ? [{ guard: 'runComplete', target: '#run.finishing' }, { guard: 'pipelineEpochDone', target: '#run.training.redistributing' }, { target: 'step' }]
-          : [{ guard: 'runComplete', target: '#run.finishing' }, { target: 'step' }],
+        always: [
+          { guard: 'runComplete', target: '#run.finishing' },
+          { guard: 'recoveryDue', target: '#run.training.recovering' },
+          ...(pipeline ? [{ guard: 'pipelineEpochDone', target: '#run.training.redistributing' }] as const : []),
+          { target: 'step' },
+        ],
       },
     },
   });
@@ -277,6 +246,11 @@ export const runMachine = run.createMachine({
     bytes: { pipeline: 0, redistribution: 0, cached: 0 },
     redistribution: null,
     pendingJoins: [],
+    generation: 0,
+    lost: [],
+    faults: [],
+    replans: [],
+    recoveryDue: false,
     error: null,
     summary: null,
   }),
@@ -307,29 +281,28 @@ export const runMachine = run.createMachine({
       },
     },
     training: {
-      on: {
-        DEVICE_LOST: { target: 'failed', actions: 'noteDeviceLost' },
-        DEVICE_JOINED: { actions: 'notePendingJoin' },
-      },
+      on: { DEVICE_JOINED: { actions: 'notePendingJoin' } },
       initial: 'deploying',
       states: {
         deploying: {
+          on: { DEVICE_LOST: onLoss('deploying') },
           invoke: {
             src: 'deployPlan',
             // The devices start numbering at the step after the last committed one.
-            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, checkpointRef: c.checkpointRef, epoch: c.epoch, firstStep: c.step + 1 }),
+            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, generation: c.generation, side: c.side, checkpointRef: c.checkpointRef, epoch: c.epoch, firstStep: c.step + 1 }),
             onDone: [
               { guard: 'pipelineEpochDone', target: 'redistributing', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
               { target: 'pipelineEpoch', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
             ],
-            onError: failRun,
+            onError: failOrStall,
           },
         },
         pipelineEpoch: stepLoop('pipeline'),
         redistributing: {
+          on: { DEVICE_LOST: onLoss('redistribution') },
           invoke: {
             src: 'redistribute',
-            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, fingerprint: c.fingerprint, side: c.side!, firstStep: c.step + 1 }),
+            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, devices: c.devices, generation: c.generation, fingerprint: c.fingerprint, side: c.side!, firstStep: c.step + 1 }),
             onDone: {
               target: 'cachedEpochs',
               actions: assign(({ context: c, event }) => ({
@@ -337,10 +310,39 @@ export const runMachine = run.createMachine({
                 bytes: { ...c.bytes, redistribution: c.bytes.redistribution + event.output.bytes },
               })),
             },
-            onError: failRun,
+            onError: failOrStall,
           },
         },
         cachedEpochs: stepLoop('cached'),
+        /** A device stopped answering: liveness reports it lost within its deadline, or the run fails with the error. */
+        stalled: {
+          on: { DEVICE_LOST: onLoss('stalled') },
+          after: { stallTimeout: '#run.failed' },
+        },
+        recovering: {
+          entry: assign({ recoveryDue: false, error: null }),
+          on: { DEVICE_LOST: onLoss('recovery') },
+          initial: 'aborting',
+          states: {
+            aborting: {
+              invoke: {
+                src: 'abortWork',
+                input: ({ context: c }) => ({ devices: c.devices, lost: c.lost }),
+                onDone: 'replanning',
+                onError: failOrStall,
+              },
+            },
+            replanning: {
+              invoke: {
+                src: 'planRun',
+                // The topology's micro-batch count, or the planner's choice for the survivors.
+                input: ({ context: c }) => ({ devices: c.devices, profile: survivorsProfile(c.profile!, c.devices), spec: c.input.spec }),
+                onDone: { target: '#run.training.deploying', actions: { type: 'adoptReplan', params: ({ event }) => event.output } },
+                onError: { target: '#run.failed', actions: assign({ error: ({ context, event }) => `re-planning over ${context.devices.join(', ')} after losing ${context.lost.join(', ')}: ${message(event.error)}` }) },
+              },
+            },
+          },
+        },
       },
     },
     finishing: {
@@ -349,6 +351,7 @@ export const runMachine = run.createMachine({
         input: ({ context: c }) => ({
           runId: c.input.runId, state: persistedRun(c), spec: c.spec, plan: c.plan!, layout: c.layout, simulatedStepMs: c.simulatedStepMs,
           heldWeights: c.heldWeights, peakBytes: c.peakBytes, bytes: c.bytes, redistribution: c.redistribution, resumedFromStep: c.input.resume?.step ?? null,
+          faults: c.faults, replans: c.replans, joinedLate: c.pendingJoins,
         }),
         onDone: { target: 'done', actions: assign({ summary: ({ event }) => event.output }) },
         onError: failRun,

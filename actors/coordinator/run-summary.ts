@@ -9,6 +9,7 @@ import { Ledger } from '../../src/train/ledger.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { BytesPerPhase, FinishInput, Redistribution } from './run-machine.ts';
 import type { EpochRecord } from './run-state.ts';
+import type { FaultRecord, ReplanRecord } from './run-faults.ts';
 
 export interface MeasuredDevice { name: string; matmulGflops: number; memoryMb: number; slowdown: number; bandwidthMbps: number | null }
 
@@ -18,8 +19,9 @@ export interface RunSummary {
   runDir: string;
   spec: RunSpec;
   devices: MeasuredDevice[];
-  /** Backbone tensors each device loaded for its stage in epoch 1 (only its own layers). */
+  /** Backbone tensors each device loaded for its stage of the last pipeline deployed (only its own layers). */
   heldWeights: Record<string, string[]>;
+  /** The last plan (after re-plans: the survivors'; `replans` has every change). */
   plan: { stages: StageLayout[]; unusedDevices: string[]; microBatches: number; ordering: string; predictedStepMs: number; simulatedStepMs: number; bytesPerStep: StagePlan['bytesPerStep'] };
   epochs: (EpochRecord & { meanStepSeconds: number })[];
   stepsPerEpoch: number;
@@ -32,6 +34,11 @@ export interface RunSummary {
   ledger: { epochs: number; problems: string[] };
   /** The committed step this run resumed after (null: trained from the start). */
   resumedFromStep: number | null;
+  /** Devices lost during training, and when training went on without them. */
+  faults: FaultRecord[];
+  replans: ReplanRecord[];
+  /** Devices that (re)joined during training; this run did not use them. */
+  joinedLate: string[];
   checkpoint: string;
   finalLoss: number;
   seconds: number;
@@ -55,6 +62,7 @@ export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
     pipelineBytesPerStep: { measured: pipe ? pipe.bytes / pipe.steps : 0, planned: f.plan.bytesPerStep.total },
     redistribution: f.redistribution, peakBytesPerDevice: f.peakBytes,
     ledger: { epochs: s.epochs.length, problems }, resumedFromStep: f.resumedFromStep,
+    faults: f.faults, replans: f.replans, joinedLate: f.joinedLate,
     checkpoint: facts.checkpoint, finalLoss: s.epochs.at(-1)?.loss ?? NaN, seconds: facts.seconds,
   };
 }

@@ -67,6 +67,10 @@ export interface DeviceHandle {
 
 /** States a device passes through on its own, soon (a request arriving then waits for them to end). */
 const PASSING = new Set(['connecting', 'registering', 'registerBackoff', 'profiling', 'reconnecting']);
+/** States in which a device runs a request (a signal ends them). */
+const BUSY = new Set(['loading', 'working', 'unloading']);
+/** How long an abort's answer waits for the work it ends to hand back. */
+const ABORT_SETTLE_MS = 30_000;
 
 /** Starts a device actor; it runs until drained or failed. */
 export function startDevice(opts: DeviceOptions): DeviceHandle {
@@ -112,7 +116,13 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
     if (!isTrainingKind(kind)) throw new Error(`unknown ctl kind '${kind}' (known: ping, drain, ${Object.keys(TRAINING_KINDS).join(', ')})`);
     const role = TRAINING_KINDS[kind];
     if (role === 'query') return compute.run(kind, args);
-    if (role === 'signal') { compute.signal(kind, args); return { state: handle.state() }; }
+    if (role === 'signal') {
+      compute.signal(kind, args);
+      // Answered once the request it ends has handed back, so that what the coordinator sends
+      // next (a release, a new assignment) finds the device idle or ready.
+      await waitFor(bound.actor, (x) => !BUSY.has(deviceStateName(x)) || x.status !== 'active', { timeout: ABORT_SETTLE_MS });
+      return { state: handle.state() };
+    }
     return viaMachine(kind, args);
   };
 

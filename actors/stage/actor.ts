@@ -2,18 +2,20 @@
  * The device side of a distributed PAC run: control handlers (`dev.<device>.ctl` kinds) that a
  * device process installs through the device actor's `ctl` option.
  *
- *   assign        {spec, stages, stage, rank, firstStep, state?}  load this stage rank: only its
+ *   assign        {spec, stages, stage, rank, generation, firstStep, state?}  load this stage rank: only its
  *                 backbone layers (plus embedding / head on the first / last stage) and side blocks
  *   step          {step, sampleIds, withState}   one 1F1B step; rank 0 of a stage adds its side
  *                 parameters and AdamW state when `withState`, else its group's reduced gradient
  *                 (`grads`, side-state.ts PackedGrads: the coordinator replays the update)
- *   abort         {step}                         drop the step's in-flight micro-batches
+ *   abort         {step?}                        end the work in flight (a step, a fill, a
+ *                 redistribution; with `step`, only that step) and drop its in-flight messages
  *   fill          {sampleIds}                    forward only through the pipeline, caching what
- *                 this rank computes (a resumed run refilling caches lost with old processes)
- *   release       {}                             free the stage (backbone memory); the cache stays
+ *                 this rank computes (refilling caches lost with a device or old processes)
+ *   release       {}                             free the stage or cached-phase worker; the cache stays
  *   cache-report  {spec, fingerprint}            layers held per sample (opens the cache if needed)
  *   redistribute  {shards, devices}              move cache entries so each device holds its shard
- *   cached-load   {rank, size, shard, state}     the whole side network + head for cached epochs
+ *   cached-load   {rank, size, shard, generation, firstStep, state}  the whole side network + head
+ *                 for cached epochs
  *   cached-step   {step, sampleIds, withState}   one data-parallel step from the cache
  *   finish        {}                             drop everything of the run
  *
@@ -48,6 +50,9 @@ interface CachedWorker extends OpenStage { ring: BusRing; rank: number; size: nu
 /** The engine's stage settings of a run (distributed runs start the side network at random). */
 const stageSpec = (s: RunSpec) => ({ seed: s.seed, reduction: s.reduction, sideInit: 'random' as const, seqLen: s.seqLen, optimizer: s.optimizer });
 
+/** Whether two specs are the same run: a re-plan may change the micro-batch count, nothing else. */
+const sameRun = (a: RunSpec, b: RunSpec) => JSON.stringify({ ...a, microBatches: undefined }) === JSON.stringify({ ...b, microBatches: undefined });
+
 export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
   openCache: (device: CtlDevice, options: DeviceCacheOptions) => DeviceCache;
@@ -65,8 +70,10 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   let spec: RunSpec | null = null;
   let rows: ReturnType<typeof rowSource> | null = null;
   let device: CtlDevice | null = null;
-  /** The running step's abort signal: pace() stops the step at its next operation once aborted. */
+  /** The abort signal of the work in flight (a step, a fill): pace() stops it at its next operation once aborted. */
   let stepSignal: AbortSignal | null = null;
+  /** A fill (step 0) or cached step in flight, which `abort` ends (pipeline steps go through the stage machine). */
+  let abortable: { step: number; controller: AbortController } | null = null;
   let computeMs = 0;
 
   const bus = (): Bus => device!.bus();
@@ -80,9 +87,29 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   };
   const throttle = (bytes: number, send: () => void) => { void device!.sim.send(bytes, send); };
 
+  /**
+   * Runs `work` so that `abort` ends it at once: the reply does not wait for a receive that waits
+   * on a lost device (it fails when the links close at release), and pace() stops what was left
+   * behind at its next operation (an aborted signal stays until the next work replaces it).
+   */
+  const untilAborted = async <T>(step: number, what: string, work: () => Promise<T>): Promise<T> => {
+    const controller = new AbortController();
+    abortable = { step, controller };
+    stepSignal = controller.signal;
+    const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(new StepAborted(step, `aborted (${what})`)), { once: true }));
+    try {
+      return await Promise.race([work(), aborted]);
+    } finally {
+      if (abortable?.controller === controller) {
+        abortable = null;
+        if (!controller.signal.aborted) stepSignal = null;
+      }
+    }
+  };
+
   /** The device's cache for run `s` (created on first use, so devices without a stage get one too). */
   const ensureCache = (s: RunSpec, modelFingerprint: string): DeviceCache => {
-    if (spec && JSON.stringify(spec) !== JSON.stringify(s)) throw new Error('a different run spec than this device already serves');
+    if (spec && !sameRun(spec, s)) throw new Error('a different run spec than this device already serves');
     spec = s;
     rows ??= rowSource(loadRunData(s), s.seqLen);
     const config = loadConfig(s.model);
@@ -104,7 +131,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     const fill = ensureCache(s, backbone.fingerprint);
     const links = new BusStageLinks(bus(), {
       stage: a.stage, rank: a.rank, group: `s${a.stage}`, groupSize: st.devices.length, prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
-      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0, widths: { b: T * d, a: T * side.shape.width }, firstStep: a.firstStep, throttle,
+      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0, widths: { b: T * d, a: T * side.shape.width }, generation: a.generation, firstStep: a.firstStep, throttle,
     });
     const runner = new StageRunner({
       stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: plannedMicroBatches(s), compute, optimizer, links, data: rows!, pace,
@@ -119,6 +146,15 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     stage.links.close();
     stage.dispose();
     stage = null;
+  };
+
+  /** Frees the stage (through its machine) and the cached-phase worker; the cache stays. */
+  const release = async () => {
+    if (machine.getSnapshot().value === 'ready') {
+      machine.send({ type: 'UNLOAD' });
+      await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
+    }
+    if (worker) { worker.ring.close(); worker.dispose(); worker = null; }
   };
 
   const machine = createActor(stageMachine.provide({
@@ -168,18 +204,19 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       const { sampleIds } = fillArgs.parse(raw);
       if (machine.getSnapshot().value !== 'ready' || !stage) throw new Error(`fill: stage is ${String(machine.getSnapshot().value)}`);
       begin(d);
-      return stage.runner.fill(sampleIds, spec!.batch);
+      const runner = stage.runner;
+      return untilAborted(0, 'cache fill', () => runner.fill(sampleIds, spec!.batch));
     },
     abort: (raw) => {
       const { step } = abortArgs.parse(raw);
       machine.send({ type: 'ABORT', step });
+      if (abortable && (step ?? abortable.step) === abortable.step) abortable.controller.abort();
+      // A redistribution belongs to no step.
+      if (step === undefined) cache?.abort();
       return { state: String(machine.getSnapshot().value) };
     },
     release: async () => {
-      if (machine.getSnapshot().value === 'ready') {
-        machine.send({ type: 'UNLOAD' });
-        await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
-      }
+      await release();
       return { tensorBytes: tensorBytes() };
     },
     'cache-report': (raw, d) => {
@@ -198,9 +235,9 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       device = d;
       const a = cachedLoadArgs.parse(raw);
       if (!spec) throw new Error('cached-load: no run spec (this device was never assigned)');
-      if (stage) throw new Error('cached-load: release the pipeline stage first');
+      if (stage || worker) throw new Error(`cached-load: release the ${stage ? 'pipeline stage' : 'cached-phase worker'} first`);
       const open = await openStageCompute({ model: spec.model, part: 'cached', spec: stageSpec(spec), state: unpackState(a.state as PackedState) });
-      worker = { ...open, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
+      worker = { ...open, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, generation: a.generation, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
       return { tensorBytes: tensorBytes() };
     },
     'cached-step': async (raw, d) => {
@@ -208,18 +245,14 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       if (!worker || !cache) throw new Error(`cached step ${a.step}: no cached-phase worker loaded`);
       begin(d);
       const w = worker, c = cache;
-      const o = await cachedStep({
+      const o = await untilAborted(a.step, 'cached step', () => cachedStep({
         step: a.step, sampleIds: a.sampleIds, shard: w.shard, rank: w.rank, size: w.size, microBatches: plannedMicroBatches(spec!),
         compute: w.compute, optimizer: w.optimizer, ring: w.ring.ring(a.step), data: rows!, activations: (ids) => c.activations(ids), pace,
-      });
+      }));
       return reply(o, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);
     },
     finish: async () => {
-      if (machine.getSnapshot().value === 'ready') {
-        machine.send({ type: 'UNLOAD' });
-        await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
-      }
-      if (worker) { worker.ring.close(); worker.dispose(); worker = null; }
+      await release();
       cache?.drop();
       cache = null;
       spec = null;

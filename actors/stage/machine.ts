@@ -10,7 +10,8 @@ import type { RankOutcome } from '../../src/engine/index.ts';
 export type StageEvent =
   | { type: 'LOAD'; assignment: AssignArgs }
   | { type: 'RUN_STEP'; step: number; sampleIds: number[] }
-  | { type: 'ABORT'; step: number }
+  /** Without a step: whatever step is running. */
+  | { type: 'ABORT'; step?: number }
   | { type: 'UNLOAD' };
 
 export interface StageContext {
@@ -60,7 +61,7 @@ export const stageMachine = setup({
         onDone: { target: 'ready', actions: assign({ committed: ({ context }) => context.step, outcome: ({ event }) => event.output }) },
         onError: { target: 'aborting', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },
-      on: { ABORT: { guard: ({ context, event }) => event.step === context.step, target: 'aborting', actions: assign({ error: ({ event }) => `step ${event.step} aborted` }) } },
+      on: { ABORT: { guard: ({ context, event }) => (event.step ?? context.step) === context.step, target: 'aborting', actions: assign({ error: ({ context }) => `step ${context.step} aborted` }) } },
     },
     aborting: {
       invoke: { src: 'abortStep', input: ({ context }) => ({ step: context.step }), onDone: 'ready', onError: 'ready' },

@@ -25,7 +25,7 @@ export interface BusOptions {
   reassembly?: { maxBytes?: number; timeoutMs?: number; maxMessageBytes?: number };
 }
 
-export interface Meta { step?: number; mb?: number }
+export interface Meta { gen?: number; step?: number; mb?: number }
 
 /** A received message, as handlers see it. */
 export interface BusMsg { subject: string; reply?: string; bytes: number }
@@ -237,7 +237,7 @@ export class Bus {
   }
 
   private encode<B>(kind: string, body: B, meta: Meta): EncodedMessage {
-    const env: Envelope<B> = { v: PROTOCOL_VERSION, run: this.run, from: this.name, step: meta.step ?? 0, mb: meta.mb ?? 0, id: `${this.name}-${(this.msgCounter++).toString(36)}`, kind, body };
+    const env: Envelope<B> = { v: PROTOCOL_VERSION, run: this.run, from: this.name, gen: meta.gen ?? 0, step: meta.step ?? 0, mb: meta.mb ?? 0, id: `${this.name}-${(this.msgCounter++).toString(36)}`, kind, body };
     return encodeEnvelopeMessage(env);
   }
 

@@ -26,13 +26,16 @@ export interface RedistributionReport { bytesIn: number; bytesOut: number; entri
 export interface DeviceCache {
   /** Stores what this device's stage computed for `sampleIds` (layer -> rows * width, rows in id order). */
   fill(sampleIds: readonly number[], computed: Map<number, Float32Array>): void;
-  /** Layers held per sample (index = sample id, `samples` entries). */
-  holdings(samples: number): number[];
+  /** Layers held per sample, ascending (index = sample id, `samples` entries). */
+  holdings(samples: number): number[][];
   /**
    * Seals the epoch-1 cache and redistributes: `shards[k]` is the shard of `devices[k]`.
    * Resolves once this device holds every layer of its shard and its sends were acknowledged.
+   * A serving cache redistributes again (a re-plan over fewer devices).
    */
   redistribute(shards: number[][], devices: string[]): Promise<RedistributionReport>;
+  /** Ends a redistribution in flight (it rejects); what the cache holds stays. */
+  abort(): void;
   /** Every layer b_0..b_L of `sampleIds`, each as rows * width values (cached epochs). */
   activations(sampleIds: readonly number[]): Float32Array[];
   /** Memory-tier bytes now and at peak. */

@@ -2,13 +2,15 @@
  * How a stage rank reaches the other stages and its group: over the bus (stage.<s>.<rank>.fwd /
  * .bwd, grad.<group>.<step>) or through in-process mailboxes (tests, single-process runs).
  *
- * Every message carries run, step and micro-batch in its envelope and is validated on arrival
- * (kind, sender rank, row count x width = values); what fails is dropped and counted, never
- * applied. Messages that arrive before they are asked for wait in a mailbox keyed by
+ * Every message carries run, plan generation, step and micro-batch in its envelope and is
+ * validated on arrival (kind, generation, sender rank, row count x width = values); what fails is
+ * dropped and counted, never applied. The generation matters because a re-plan reuses stage
+ * ranks, groups and step numbers: a message an aborted attempt sent late must not be taken for
+ * one of the replay. Messages that arrive before they are asked for wait in a mailbox keyed by
  * (step, micro-batch, sender rank).
  */
-import type { Bus, BusSubscription } from '../bus/index.ts';
-import { WireTensor } from '../tensor/index.ts';
+import { MessageRejected, type Bus, type BusMsg, type BusSubscription } from '../bus/index.ts';
+import { WireTensor, type Envelope } from '../tensor/index.ts';
 import { Mailbox, ringKey, type RingTag, type RingTransport } from './allreduce.ts';
 import type { BwdMsg, FwdMsg, StageLinks } from './runner.ts';
 
@@ -57,6 +59,13 @@ export interface RowWidths { b: number; a: number }
 export type Throttle = (bytes: number, send: () => void) => void;
 const immediate: Throttle = (_bytes, send) => send();
 
+/** Whether `env` belongs to plan generation `gen`; if not, the bus counts and reports it as rejected. */
+function sameGeneration(bus: Bus, msg: BusMsg, env: Envelope<unknown>, gen: number): boolean {
+  if (env.gen === gen) return true;
+  bus.reject(msg.subject, new MessageRejected('generation', `${env.kind} of generation ${env.gen} from ${env.from} (step ${env.step}), expected generation ${gen}`));
+  return false;
+}
+
 /**
  * One rank's all-reduce rings over grad.<group>.<step>, with `size` ranks. It subscribes to a
  * step's subject one step ahead (when the ring of the step before is taken), so that no chunk can
@@ -67,15 +76,16 @@ export class BusRing {
   private readonly subs = new Map<number, BusSubscription>();
   bytesSent = 0;
 
-  constructor(private readonly bus: Bus, private readonly o: { group: string; rank: number; size: number; firstStep: number; throttle?: Throttle; onDrop?(reason: string): void }) {
+  constructor(private readonly bus: Bus, private readonly o: { group: string; rank: number; size: number; generation: number; firstStep: number; throttle?: Throttle; onDrop?(reason: string): void }) {
     this.arm(o.firstStep);
   }
 
   private arm(step: number): void {
     if (this.o.size < 2 || this.subs.has(step)) return;
-    this.subs.set(step, this.bus.subscribe<GradBody>(this.bus.subjects.grad(this.o.group, step), (env) => {
+    this.subs.set(step, this.bus.subscribe<GradBody>(this.bus.subjects.grad(this.o.group, step), (env, msg) => {
       const b = env.body;
       if (b?.to !== this.o.rank) return;
+      if (!sameGeneration(this.bus, msg, env, this.o.generation)) { this.o.onDrop?.('generation'); return; }
       if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) { this.o.onDrop?.('grad'); return; }
       this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
     }, { kinds: ['grad'] }));
@@ -92,7 +102,7 @@ export class BusRing {
       send: (to, tag, data) => {
         const body: GradBody = { from: this.o.rank, to, phase: tag.phase, round: tag.round, chunk: tag.chunk, data: new WireTensor('float32', [data.length], data) };
         this.bytesSent += data.byteLength;
-        throttle(data.byteLength, () => this.bus.publish(subject, 'grad', body, { step, mb: 0 }));
+        throttle(data.byteLength, () => this.bus.publish(subject, 'grad', body, { gen: this.o.generation, step, mb: 0 }));
       },
       receive: (from, tag) => this.grad.take(`${step}/${ringKey(from, tag)}`),
     };
@@ -119,19 +129,21 @@ export class BusStageLinks implements StageLinks {
   readonly dropped = new Map<string, number>();
   private sentRows = 0;
 
-  constructor(private readonly bus: Bus, private readonly o: { stage: number; rank: number; group: string; groupSize: number; prevSize: number; nextSize: number; widths: RowWidths; firstStep: number; throttle?: Throttle }) {
+  constructor(private readonly bus: Bus, private readonly o: { stage: number; rank: number; group: string; groupSize: number; prevSize: number; nextSize: number; widths: RowWidths; generation: number; firstStep: number; throttle?: Throttle }) {
     const s = bus.subjects;
-    this.subs.push(bus.subscribe<FwdBody>(s.stageFwd(o.stage, o.rank), (env) => {
+    this.subs.push(bus.subscribe<FwdBody>(s.stageFwd(o.stage, o.rank), (env, msg) => {
       const b = env.body;
+      if (!sameGeneration(bus, msg, env, o.generation)) { this.drop('generation'); return; }
       if (!this.rowsOk(b?.ids, b?.rank, o.prevSize, [[b?.b, o.widths.b], [b?.a, o.widths.a]])) return;
       this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
     }, { kinds: ['fwd'] }));
-    this.subs.push(bus.subscribe<BwdBody>(s.stageBwd(o.stage, o.rank), (env) => {
+    this.subs.push(bus.subscribe<BwdBody>(s.stageBwd(o.stage, o.rank), (env, msg) => {
       const b = env.body;
+      if (!sameGeneration(bus, msg, env, o.generation)) { this.drop('generation'); return; }
       if (!this.rowsOk(b?.ids, b?.rank, o.nextSize, [[b?.g, o.widths.a]])) return;
       this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
     }, { kinds: ['bwd'] }));
-    this.rings = new BusRing(bus, { group: o.group, rank: o.rank, size: o.groupSize, firstStep: o.firstStep, throttle: o.throttle, onDrop: (r) => this.drop(r) });
+    this.rings = new BusRing(bus, { group: o.group, rank: o.rank, size: o.groupSize, generation: o.generation, firstStep: o.firstStep, throttle: o.throttle, onDrop: (r) => this.drop(r) });
   }
 
   /** Bytes of activations, gradients and all-reduce chunks sent so far. */
@@ -153,7 +165,7 @@ export class BusStageLinks implements StageLinks {
 
   private send(subject: string, kind: string, body: unknown, step: number, mb: number, bytes: number): void {
     this.sentRows += bytes;
-    (this.o.throttle ?? immediate)(bytes, () => this.bus.publish(subject, kind, body, { step, mb }));
+    (this.o.throttle ?? immediate)(bytes, () => this.bus.publish(subject, kind, body, { gen: this.o.generation, step, mb }));
   }
 
   sendFwd(step: number, mb: number, to: number, msg: FwdMsg): void {

@@ -24,13 +24,20 @@ export type CtlHandler = (args: unknown, device: CtlDevice) => unknown | Promise
 
 const sampleIds = z.array(z.number().int().nonnegative());
 
-/** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming. */
+/**
+ * Plan generation: grows at every re-plan; the stage links and the cached-phase ring stamp it on
+ * every message and drop what another generation sent.
+ */
+const generation = z.number().int().nonnegative();
+
+/** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming or recovering. */
 const assignSpec = z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v);
 export const assignArgs = z.strictObject({
   spec: assignSpec,
   stages: z.array(z.strictObject({ from: z.number().int(), to: z.number().int(), devices: z.array(z.string()).min(1), shares: z.array(z.number().positive()).min(1) })).min(1),
   stage: z.number().int().nonnegative(),
   rank: z.number().int().nonnegative(),
+  generation,
   firstStep: z.number().int().positive(),
   state: z.unknown().optional(),
 }).superRefine((a, ctx) => {
@@ -46,8 +53,11 @@ export const stepArgs = z.strictObject({ step: z.number().int().positive(), samp
 /** `fill`: forward only, caching what this rank computes. */
 export const fillArgs = z.strictObject({ sampleIds });
 
-/** `abort`: drop the step's in-flight micro-batches. */
-export const abortArgs = z.strictObject({ step: z.number().int() });
+/**
+ * `abort`: end the work in flight (a step, a cache fill, a redistribution) and drop what it
+ * holds in flight; with `step`, only if the work in flight is that step.
+ */
+export const abortArgs = z.strictObject({ step: z.number().int().optional() });
 
 /** `cache-report`: layers held per sample; opens the run's cache if the device has none yet. */
 export const cacheReportArgs = z.strictObject({ spec: assignSpec, fingerprint: z.string().min(1) });
@@ -56,7 +66,7 @@ export const cacheReportArgs = z.strictObject({ spec: assignSpec, fingerprint: z
 export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), devices: z.array(z.string()).min(1) });
 
 /** `cached-load`: the whole side network + head from `state` (a PackedState) for the cached epochs. */
-export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: sampleIds, firstStep: z.number().int().positive(), state: z.unknown() });
+export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: sampleIds, generation, firstStep: z.number().int().positive(), state: z.unknown() });
 
 /** The reply of `step` and `cached-step`: what a step reports to the coordinator. */
 export interface StepReply extends StepOutcome {

@@ -7,7 +7,7 @@ import { encodeMessage, type EncodedMessage, unpackValue } from './codec.ts';
 import { MessageRejected } from './rejected.ts';
 
 /** Bumped whenever the wire format changes incompatibly. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Largest encoded message accepted by default (after chunk reassembly). */
 export const MAX_MESSAGE_BYTES = 1 << 30;
 /** Longest run, sender, id or kind string. */
@@ -17,6 +17,7 @@ export interface Envelope<B = unknown> {
   /** protocol version */ v: number;
   /** run id */ run: string;
   /** sender (device or actor name) */ from: string;
+  /** plan generation (0 where not applicable): grows at every re-plan, so late messages of an aborted attempt are told apart */ gen: number;
   /** training step (0 where not applicable) */ step: number;
   /** micro-batch index (0 where not applicable) */ mb: number;
   /** message id, unique per sender */ id: string;
@@ -31,7 +32,7 @@ export interface EnvelopeExpectation {
   maxBytes?: number;
 }
 
-const KEYS = ['v', 'run', 'from', 'step', 'mb', 'id', 'kind', 'body'];
+const KEYS = ['v', 'run', 'from', 'gen', 'step', 'mb', 'id', 'kind', 'body'];
 
 /** Encodes an envelope (body may hold WireTensors anywhere). @throws TypeError on an invalid envelope. */
 export function encodeEnvelope(env: Envelope): Uint8Array {
@@ -42,7 +43,7 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
 export function encodeEnvelopeMessage(env: Envelope): EncodedMessage {
   const problem = checkFields(env as unknown as Record<string, unknown>);
   if (problem) throw new TypeError(`invalid envelope: ${problem}`);
-  return encodeMessage({ v: env.v, run: env.run, from: env.from, step: env.step, mb: env.mb, id: env.id, kind: env.kind, body: env.body });
+  return encodeMessage({ v: env.v, run: env.run, from: env.from, gen: env.gen, step: env.step, mb: env.mb, id: env.id, kind: env.kind, body: env.body });
 }
 
 /**
@@ -84,7 +85,7 @@ function checkFields(rec: Record<string, unknown>): string | null {
     const s = rec[k];
     if (typeof s !== 'string' || s.length === 0 || s.length > MAX_NAME_CHARS) return `field '${k}' must be a string of 1..${MAX_NAME_CHARS} chars`;
   }
-  for (const k of ['step', 'mb']) {
+  for (const k of ['gen', 'step', 'mb']) {
     const n = rec[k];
     if (!Number.isSafeInteger(n) || (n as number) < 0) return `field '${k}' must be a non-negative integer`;
   }

@@ -1,9 +1,10 @@
 /**
  * Why a received message was refused. Receivers drop, count (per reason) and report rejected
- * messages; nothing that fails validation reaches a handler.
+ * messages; nothing that fails validation reaches a handler. 'generation': a step-scoped message
+ * of another plan generation than the receiver's (a late message of an aborted attempt).
  */
 
-export const REJECT_REASONS = ['version', 'run', 'kind', 'malformed', 'truncated', 'oversized', 'shape', 'chunk', 'checksum', 'body'] as const;
+export const REJECT_REASONS = ['version', 'run', 'kind', 'malformed', 'truncated', 'oversized', 'shape', 'chunk', 'checksum', 'body', 'generation'] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** A message failed validation. Never retryable: the same bytes fail the same way. */

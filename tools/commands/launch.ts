@@ -51,6 +51,7 @@ function describeEvent(e: Record<string, unknown>): string {
     case 'STEP_DONE': return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
     case 'EPOCH_DONE': return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
     case 'REDISTRIBUTED': return `cache redistributed: ${e.bytes} bytes in ${(e.seconds as number).toFixed(2)} s, shards ${JSON.stringify(e.shards)}`;
+    case 'RECOVERING': return `recovering: lost ${(e.lost as string[]).join(', ')}; aborting the step in flight and re-planning over ${(e.devices as string[]).join(', ')}`;
     case 'RUN_RESUMED': return `resumed after step ${e.step} (epoch ${e.epoch}, step ${(e.stepInEpoch as number) + 1} of it next)`;
     case 'CACHE_REFILLED': return `cache refilled: ${e.samples} samples recomputed through the backbone in ${(e.seconds as number).toFixed(2)} s`;
     case 'RUN_FINISHED': return `run finished: ${e.runDir}`;

@@ -1,0 +1,34 @@
+/**
+ * Control requests from the coordinator to devices (`dev.<device>.ctl`), to one device or to a
+ * group at once. Both take the asking effect's AbortSignal: when the run machine leaves the state
+ * that asked (a device was lost mid-step), the requests stop waiting at once instead of running
+ * into their deadline.
+ */
+import type { Bus } from '../../src/bus/index.ts';
+import { ask } from '../../src/runtime/inbox.ts';
+import { ctlReply } from '../../src/runtime/messages.ts';
+import { fromWire } from '../../src/runtime/errors.ts';
+
+export const CTL_TIMEOUT_MS = 60_000;
+
+export interface ControlOptions { timeoutMs?: number; signal?: AbortSignal }
+
+/**
+ * Sends control `kind` to `device`; returns the handler's result.
+ * @throws the handler's error, rebuilt as its class, its message naming device and kind; the
+ * bus's errors (NoResponders when the device is gone; the signal's reason once it aborts).
+ */
+export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, o: ControlOptions = {}): Promise<T> {
+  const r = await ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, o.timeoutMs ?? CTL_TIMEOUT_MS, o.signal);
+  if (!r.ok) throw fromWire(r.error, `device ${device}: ${kind}`);
+  return r.result as T;
+}
+
+/**
+ * Sends control `kind` to every device of `targets` at once (`args` per device); resolves with
+ * the results by device. @throws the first failure, without waiting for the other answers.
+ */
+export async function broadcast<T>(bus: Bus, targets: string[], kind: string, args: (device: string) => unknown, o: ControlOptions = {}): Promise<Map<string, T>> {
+  const results = await Promise.all(targets.map((d) => control<T>(bus, d, kind, args(d), o)));
+  return new Map(targets.map((d, i) => [d, results[i]!]));
+}

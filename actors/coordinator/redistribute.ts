@@ -1,0 +1,82 @@
+/**
+ * The redistribution effect: from epoch 1's caches (or, after a re-plan, the survivors' caches)
+ * to the cached phase's shards. It refills what no device holds any more through the deployed
+ * pipeline, releases the pipeline, asks every cache what it holds, shards by speed keeping
+ * entries where they are (src/plan/cached.ts, balanced per step), moves the rest cache-to-cache
+ * and loads the whole side network + head on every device under the plan's generation.
+ *
+ * Only the run's devices take part (the survivors after a loss), and every entry a device must
+ * receive is held by one of them once the refill is done, so no cache waits on a lost device.
+ */
+import { fromPromise } from 'xstate';
+import type { Bus } from '../../src/bus/index.ts';
+import type { ModelConfig } from '../../src/model/types.ts';
+import { planCachedPhase } from '../../src/plan/cached.ts';
+import { balanceShards } from '../../src/plan/balance.ts';
+import { epochSteps } from '../../src/train/data.ts';
+import { repackState, type StageLayout } from '../../src/engine/index.ts';
+import { broadcast, CTL_TIMEOUT_MS } from './control.ts';
+import type { RedistributeInput, Redistributed } from './run-machine.ts';
+
+export interface RedistributeDeps {
+  bus: Bus;
+  config: ModelConfig;
+  /** A device's measured speed (GFLOP/s): shards are proportional to it. */
+  gflops(device: string): number;
+  emit(type: string, fields: Record<string, unknown>): void;
+}
+
+interface CacheReport { holdings: number[][] }
+
+/** The stage ranks of a plan, by device. */
+export const stageDevices = (layout: StageLayout[]): string[] => layout.flatMap((st) => st.devices);
+
+export function redistributeEffect(deps: RedistributeDeps) {
+  const { bus, config, gflops, emit } = deps;
+  return fromPromise<Redistributed, RedistributeInput>(async ({ input, signal }) => {
+    const { spec, fingerprint, devices } = input;
+    const t0 = performance.now();
+    const refilled = await refillCaches(deps, input, signal);
+    await broadcast(bus, stageDevices(input.layout), 'release', () => ({}), { signal });
+    // Every cache exists (and listens for puts) before any device starts sending.
+    const reports = await broadcast<CacheReport>(bus, devices, 'cache-report', () => ({ spec, fingerprint }), { signal });
+    const entryBytes = spec.seqLen * config.dModel * 4;
+    const holdings = new Map(Array.from({ length: spec.samples }, (_, j) => [j, devices
+      .map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j]?.length ?? 0) * entryBytes })).filter((h) => h.bytes > 0)]));
+    const cachedPlan = planCachedPhase(devices.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })), [...holdings.keys()], holdings);
+    const cachedSteps = Array.from({ length: Math.max(0, spec.epochs - 1) }, (_, e) => epochSteps(spec, e + 2)).flat();
+    const shards = cachedSteps.length === 0 ? cachedPlan.shards.map((s) => s.samples)
+      : balanceShards(cachedPlan.shards.map((s) => s.samples.length), cachedSteps, (k, j) => (holdings.get(j) ?? []).some((h) => h.device === devices[k]));
+    const moved = await broadcast<{ bytesOut: number }>(bus, devices, 'redistribute', () => ({ shards, devices }), { timeoutMs: 30 * CTL_TIMEOUT_MS, signal });
+    const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
+    const packed = repackState(input.side);
+    await broadcast(bus, devices, 'cached-load', (d) => {
+      const rank = devices.indexOf(d);
+      return { rank, size: devices.length, shard: shards[rank]!, generation: input.generation, firstStep: input.firstStep, state: packed };
+    }, { signal });
+    const seconds = (performance.now() - t0) / 1000;
+    const redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(devices.map((d, i) => [d, shards[i]!.length])) };
+    emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes, generation: input.generation });
+    return { cached: { ranks: devices, shards }, redistribution, bytes: refilled + sent };
+  });
+}
+
+/**
+ * The cache is an optimisation, never a source of truth: samples of which some layer is held by
+ * no device (it died with a lost device, or with the processes of an interrupted run) go forward
+ * through the deployed stages again, each rank caching its layers. Resolves with the bytes the
+ * devices sent for it.
+ */
+async function refillCaches({ bus, config, emit }: RedistributeDeps, { spec, layout, devices, fingerprint }: RedistributeInput, signal: AbortSignal): Promise<number> {
+  const t0 = performance.now();
+  const reports = await broadcast<CacheReport>(bus, devices, 'cache-report', () => ({ spec, fingerprint }), { signal });
+  const layers = config.nLayers + 1;
+  // A union, not a count: after a re-plan two devices may hold the same layer of a sample.
+  const missing = Array.from({ length: spec.samples }, (_, j) => j)
+    .filter((j) => new Set(devices.flatMap((d) => reports.get(d)!.holdings[j] ?? [])).size < layers);
+  if (missing.length === 0) return 0;
+  const filled = await broadcast<{ bytesSent: number }>(bus, stageDevices(layout), 'fill', () => ({ sampleIds: missing }), { timeoutMs: 30 * CTL_TIMEOUT_MS, signal });
+  const sent = [...filled.values()].reduce((a, r) => a + r.bytesSent, 0);
+  emit('CACHE_REFILLED', { samples: missing.length, bytes: sent, seconds: (performance.now() - t0) / 1000 });
+  return sent;
+}

@@ -1,0 +1,152 @@
+/**
+ * The run machine's contract with its effects and its callers: what it is started with, the
+ * events it takes, what each effect gets as `input` and returns as `output`, its context and its
+ * output. The machine is run-machine.ts; the real effects are run-actor.ts.
+ */
+import type { RunSpec } from '../../src/train/run-spec.ts';
+import type { Profile } from '../../src/plan/profile.ts';
+import type { StagePlan } from '../../src/plan/planner.ts';
+import type { SideState, StageLayout } from '../../src/engine/index.ts';
+import type { RunSummary } from './run-summary.ts';
+import type { Phase, PersistedRun, RunState, StepResult } from './run-state.ts';
+import type { FaultRecord, ReplanRecord } from './run-faults.ts';
+
+export interface RunInput {
+  runId: string;
+  /** What the run trains; planning fills in the micro-batch count when the topology leaves it open. */
+  spec: RunSpec;
+  /** Devices that must have joined before profiling starts. */
+  expectedDevices: string[];
+  gatherTimeoutMs: number;
+  /** How long a retryable failure waits for liveness to report a lost device (default 10 s). */
+  stallTimeoutMs?: number;
+  resume?: PersistedRun;
+}
+
+/** What planning decided, as the devices and the summary see it. */
+export interface PlannedRun {
+  plan: StagePlan;
+  layout: StageLayout[];
+  /** The input spec with the plan's micro-batch count. */
+  spec: RunSpec;
+  simulatedStepMs: number;
+  /** When it was made (ms since the epoch). */
+  plannedAt: number;
+}
+
+/** What deploying the plan left on the devices and in the coordinator. */
+export interface Deployment {
+  /** The backbone the devices loaded; checkpoints and caches are keyed by it. */
+  fingerprint: string;
+  /** Backbone tensors each device loaded for its stage. */
+  heldWeights: Record<string, string[]>;
+  /** The side network deployed (the committed one, or the checkpoint's); null when the devices initialise it. */
+  side: SideState | null;
+}
+
+/** The cached phase's one data-parallel group: every device a rank with its shard of sample ids. */
+export interface CachedPhase { ranks: string[]; shards: number[][] }
+
+/** Moving the activation caches to the cached phase's shards. */
+export interface Redistribution { bytes: number; seconds: number; shardSizes: Record<string, number> }
+
+export interface Redistributed {
+  cached: CachedPhase;
+  redistribution: Redistribution;
+  /** Everything devices sent for it, refilling lost caches included. */
+  bytes: number;
+}
+
+/** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
+export interface BytesPerPhase { pipeline: number; redistribution: number; cached: number }
+
+export interface ProfileInput { devices: string[]; spec: RunSpec }
+export interface PlanInput { devices: string[]; profile: Profile; spec: RunSpec }
+export interface DeployInput {
+  spec: RunSpec;
+  layout: StageLayout[];
+  generation: number;
+  /** The committed side network in memory (after a re-plan); when null, the checkpoint's (a resumed run), if any. */
+  side: SideState | null;
+  checkpointRef: string | null;
+  epoch: number;
+  firstStep: number;
+}
+export interface RedistributeInput { spec: RunSpec; layout: StageLayout[]; devices: string[]; generation: number; fingerprint: string; side: SideState; firstStep: number }
+/** End what `devices` have in flight and release what they hold for training (caches stay). */
+export interface AbortInput { devices: string[]; lost: string[] }
+export interface StepInput {
+  runId: string;
+  phase: Phase;
+  epoch: number;
+  step: number;
+  sampleIds: number[];
+  spec: RunSpec;
+  /** Device groups running the step: the plan's stages, or the cached phase's one group. Rank 0 of each answers for its group. */
+  groups: string[][];
+  /** Null until the first step: then rank 0 of every group returns its part of the side network. */
+  side: SideState | null;
+}
+/** A step's figures and the side network after it (the input's reference, updated in place, once there is one). */
+export interface StepOutput extends StepResult { side: SideState }
+export interface CommitInput { runId: string; phase: Phase; result: StepResult; state: PersistedRun; spec: RunSpec; fingerprint: string; side: SideState }
+export interface Committed { checkpointRef: string; /** ms since the epoch */ committedAt: number }
+export interface FinishInput {
+  runId: string;
+  state: PersistedRun;
+  spec: RunSpec;
+  plan: StagePlan;
+  layout: StageLayout[];
+  simulatedStepMs: number;
+  heldWeights: Record<string, string[]>;
+  peakBytes: Record<string, number>;
+  bytes: BytesPerPhase;
+  redistribution: Redistribution | null;
+  /** The committed step this run resumed after (null: trained from the start). */
+  resumedFromStep: number | null;
+  faults: FaultRecord[];
+  replans: ReplanRecord[];
+  /** Devices that (re)joined during training; this run did not use them. */
+  joinedLate: string[];
+}
+
+export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'failed'; error: string };
+
+export type RunEvent =
+  | { type: 'DEVICE_JOINED'; device: string }
+  | { type: 'DEVICE_LOST'; device: string; reason?: string; /** ms since the epoch */ at?: number };
+
+/**
+ * The persisted run (always with the totals of the epoch in progress) plus what lives only in
+ * memory. Fields filled by an effect hold their empty value until it has run.
+ */
+export interface RunContext extends RunState {
+  input: RunInput;
+  devices: string[];
+  /** The input spec until planning fills in the micro-batch count. */
+  spec: RunSpec;
+  profile: Profile | null;
+  plan: StagePlan | null;
+  layout: StageLayout[];
+  simulatedStepMs: number;
+  fingerprint: string;
+  heldWeights: Record<string, string[]>;
+  /** The coordinator's copy of the side network and optimiser: a reference that steps update in place. */
+  side: SideState | null;
+  cached: CachedPhase | null;
+  lastResult: StepResult | null;
+  peakBytes: Record<string, number>;
+  bytes: BytesPerPhase;
+  redistribution: Redistribution | null;
+  pendingJoins: string[];
+  /** Plan generation of the current deployment: grows at every re-plan. */
+  generation: number;
+  /** Devices lost so far (gone from `devices` for good). */
+  lost: string[];
+  faults: FaultRecord[];
+  replans: ReplanRecord[];
+  /** A device was lost while a step committed: recover once it has. */
+  recoveryDue: boolean;
+  error: string | null;
+  summary: RunSummary | null;
+}
