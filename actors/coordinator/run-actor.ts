@@ -110,9 +110,12 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const specOf = new Map(topology.devices.map((d) => [d.name, d]));
 
   const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
-  const measured = (): MeasuredDevice[] => names.map((n) => ({
-    name: n, matmulGflops: gflops(n), memoryMb: specOf.get(n)!.memoryMb, slowdown: specOf.get(n)!.slowdown, bandwidthMbps: specOf.get(n)!.bandwidthMbps ?? null,
-  }));
+  // What a device reported of itself (its --memory-mb, its knobs) wins over the topology's
+  // defaults: a remote device knows its own budget; local ones were started with the topology's.
+  const measured = (): MeasuredDevice[] => names.map((n) => {
+    const hello = coordinator.registry.get(n)?.hello, t = specOf.get(n)!;
+    return { name: n, matmulGflops: gflops(n), memoryMb: hello?.memoryMb ?? t.memoryMb, slowdown: hello?.slowdown ?? t.slowdown, bandwidthMbps: hello ? hello.bandwidthMbps : (t.bandwidthMbps ?? null) };
+  });
 
   const logic = runMachine.provide({
     actors: {
