@@ -114,6 +114,24 @@ test('plan: the micro-batch split follows device speed and sums to the micro-bat
   assert.throws(() => splitMicroBatch([1, 2], [1, 2]), /rows sum to 3/);
 });
 
+test('plan: a stage prices the same whatever the rank order of its group', () => {
+  const permutations = (xs: number[]): number[][] => xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]));
+  for (let seed = 300; seed < 330; seed++) {
+    const profile = randomProfile(seed, 4, 5);
+    const cm = new CostModel(profile);
+    const group = [0, 1, 2, 3].filter((i) => (seed >> i) & 1 || i === seed % 4);
+    for (const [from, to] of [[1, 5], [2, 3], [4, 5]] as const) {
+      const prices = permutations(group).map((order) => cm.stage(from, to, order, 8, 2));
+      const first = prices[0]!;
+      for (const p of prices) {
+        if (!first || !('members' in first)) { assert.ok(!p || !('members' in p), `seed ${seed}: feasible in one order only`); continue; }
+        assert.ok(p && 'members' in p, `seed ${seed}: feasible in one order only`);
+        for (const k of ['fwdMs', 'bwdMs', 'cycleMs', 'allReduceMs'] as const) assert.ok(Math.abs(p[k] - first[k]) <= 1e-12 * first[k], `seed ${seed} ${k}: ${p[k]} vs ${first[k]}`);
+      }
+    }
+  }
+});
+
 test('plan: the 1F1B estimate takes the slowest stage and counts the last backward once', () => {
   const st = (f: number, b: number, ar = 0) => ({ fwdMs: f, bwdMs: b, cycleMs: f + b, allReduceMs: ar });
   const homo = stepMakespan([st(2, 1), st(2, 1), st(2, 1)], 4);
