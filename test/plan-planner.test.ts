@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CostModel, splitMicroBatch, splitRows, stepMakespan, type StageCost } from '../src/plan/cost.ts';
+import { CostModel, memberPeakBytes, splitMicroBatch, splitRows, stepMakespan, type StageCost } from '../src/plan/cost.ts';
 import { deviceOrderings, InfeasiblePlanError, microBatchOptions, planPipeline } from '../src/plan/planner.ts';
 import { loadProfile, selectDevices, type BlockCost, type Profile } from '../src/plan/profile.ts';
 import { randomProfile } from './plan-fixtures.ts';
@@ -117,7 +117,7 @@ test('plan: an infeasible model is explained by device, stage and missing bytes'
     const lines = (e as InfeasiblePlanError).lines;
     assert.match(lines[0]!, /no placement of 4 layers on 3 devices fits in memory/);
     assert.ok(lines.length >= 2, lines.join('\n'));
-    assert.match(lines[1]!, /stage \d+ \(layers \d+-\d+\) on d\d needs \d+ MiB but has \d+ MiB \(short \d+ MiB\)/);
+    assert.match(lines[1]!, /stage \d+ \(layers \d+-\d+\) on d\d needs [\d.]+ MiB but has [\d.]+ MiB \(short [\d.]+ MiB\)/);
   }
 });
 
@@ -171,6 +171,21 @@ test('plan: a device far slower than the rest is left out instead of pacing its 
   assert.equal(plan.unusedDevices, ['d1']);
   assert.is(plan.ordering, 'searched');
 });
+test('plan: a shortfall of less than a MiB is shown with the decimals that keep it above zero', () => {
+  for (const [shortBytes, shown] of [[0.3 * 2 ** 20, 'short 0.3 MiB'], [1000, 'short 0.001 MiB'], [3 * 2 ** 20, 'short 3 MiB']] as const) {
+    const profile = randomProfile(5, 1, 3);
+    const need = memberPeakBytes((new CostModel(profile).stage(1, 3, [0], 1, 1) as StageCost).members[0]!, 1);
+    profile.devices[0] = { ...profile.devices[0]!, memoryBytes: need - shortBytes };
+    try {
+      planPipeline(profile, { batchSize: 4 });
+      assert.unreachable('expected InfeasiblePlanError');
+    } catch (e) {
+      assert.instance(e, InfeasiblePlanError);
+      assert.ok((e as InfeasiblePlanError).lines.some((l) => l.includes(shown)), `${shown}: ${(e as InfeasiblePlanError).lines.join('; ')}`);
+    }
+  }
+});
+
 /** Devices with the same cost for every layer, named by what they are; links are free. */
 function uniformProfile(layers: number, devices: { name: string; msPerLayer: number; memoryBytes: number }[]): Profile {
   const block = (ms: number): BlockCost => ({

@@ -70,7 +70,6 @@ export function explainInfeasible(cm: CostModel, mOptions: number[], batchSize: 
   // Small micro-batches need the least memory per member: a tight bound early prunes the rest.
   const byRows = [...mOptions].sort((a, b) => b - a);
   for (const space of spaces) for (const M of byRows) best = tightest(cm, space, batchSize / M, M, best);
-  const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   const L = cm.layers;
   const total = profile.devices.length;
   const lines = [`no placement of ${L} layers on ${total} device${total === 1 ? '' : 's'} fits in memory`];
@@ -79,10 +78,21 @@ export function explainInfeasible(cm: CostModel, mOptions: number[], batchSize: 
     const st = node.stage;
     if (st.shortfall) {
       const f = st.shortfall;
-      lines.push(`in the tightest placement, stage ${s} (layers ${st.from}-${st.to}) on ${f.device} needs ${mb(f.needBytes)} but has ${mb(f.haveBytes)} (short ${mb(f.needBytes - f.haveBytes)})`);
+      const [need, have, short] = mebibytes(f.needBytes, f.haveBytes);
+      lines.push(`in the tightest placement, stage ${s} (layers ${st.from}-${st.to}) on ${f.device} needs ${need} but has ${have} (short ${short})`);
     }
   }
   return lines;
+}
+
+/** Need, have and their difference in MiB, with the fewest decimals that keep the difference above zero. */
+export function mebibytes(need: number, have: number): [string, string, string] {
+  const MiB = 2 ** 20;
+  let digits = 0;
+  while (digits < 6 && Number(((need - have) / MiB).toFixed(digits)) <= 0) digits++;
+  const fmt = (b: number) => `${(b / MiB).toFixed(digits)} MiB`;
+  if (Number(((need - have) / MiB).toFixed(digits)) <= 0) return [fmt(need), fmt(have), `${(need - have).toPrecision(2)} bytes`];
+  return [fmt(need), fmt(have), fmt(need - have)];
 }
 
 /** The min-max-overshoot placement over `space` at `rows` per micro-batch, if it beats `best`. */
