@@ -24,7 +24,7 @@ import { ask } from '../../src/runtime/inbox.ts';
 import { ctlReply } from '../../src/runtime/messages.ts';
 import { fromWire } from '../../src/runtime/errors.ts';
 import { loadConfig } from '../../src/model/load.ts';
-import { planPipeline, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
+import { planPipeline, planOptionsForRun, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
 import { simulatePlan } from '../../src/plan/simulator.ts';
 import { planCachedPhase } from '../../src/plan/cached.ts';
 import type { Profile } from '../../src/plan/profile.ts';
@@ -133,7 +133,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { profile, spec } }) => {
         let plan: StagePlan;
         try {
-          plan = planPipeline(profile, { batchSize: spec.batch, samples: spec.samples, ...(spec.microBatches !== undefined ? { microBatchOptions: [spec.microBatches] } : {}) });
+          plan = planPipeline(profile, planOptionsForRun(spec));
         } catch (err) {
           if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits: ${err.lines.join('; ')}`);
           throw err;
