@@ -58,9 +58,10 @@ const EXPLAIN_MOVES = 20_000;
 /**
  * Finds the placement whose worst member overshoots its memory the least (a min-max DP over the
  * planner's device orders, or over every device subset and order when that is small) and says,
- * per stage of it, who lacks how much.
+ * per stage of it, who lacks how much. `proven`: the planner searched all it was asked to; else it
+ * gave up on trying every device subset and order, and the first line says so.
  */
-export function explainInfeasible(cm: CostModel, mOptions: number[], batchSize: number): string[] {
+export function explainInfeasible(cm: CostModel, mOptions: number[], batchSize: number, proven: boolean): string[] {
   const profile = cm.profile;
   const all = profile.devices.map((_, i) => i);
   const classes = deviceClasses(profile, all);
@@ -72,7 +73,9 @@ export function explainInfeasible(cm: CostModel, mOptions: number[], batchSize: 
   for (const space of spaces) for (const M of byRows) best = tightest(cm, space, batchSize / M, M, best);
   const L = cm.layers;
   const total = profile.devices.length;
-  const lines = [`no placement of ${L} layers on ${total} device${total === 1 ? '' : 's'} fits in memory`];
+  const lines = [proven
+    ? `no placement of ${L} layers on ${total} device${total === 1 ? '' : 's'} fits in memory`
+    : `found no placement of ${L} layers on ${total} devices that fits in memory (too many distinct devices to try every subset and order)`];
   let s = 0;
   for (let node: Node | null = best; node; node = node.next, s++) {
     const st = node.stage;

@@ -6,9 +6,9 @@
  * Any subset of the devices may be used, in any order along the pipeline; devices that fit
  * nowhere are left out first. Three searches (search.ts, refine.ts), each pruning with the best
  * plan the ones before found:
- * - the paper's DP over its three device orders, each free to leave out any device;
- * - when the devices fall into many classes of interchangeable ones, a local search from that
- *   plan (moving devices and stages), since the exact search would take too long;
+ * - the paper's DP over its three device orders;
+ * - unless the exact search is cheap, a local search from that plan (moving devices between
+ *   groups, stages and the unused), which stands when the exact search would take too long;
  * - the exact search over every device subset and order, with identical devices collapsed into a
  *   count (eight identical Nanos are 9 states per layer, not 256), when that is small enough and
  *   finishes within its budget. Then the plan is the cost model's optimum (`search.exact`).
@@ -35,8 +35,8 @@ export interface PlanOptions {
   /** Micro-batch counts to consider; default every divisor of the batch size. */
   microBatchOptions?: number[];
   /**
-   * Only the paper's DP over these device orders (groups consecutive in the order, any device
-   * free to be left out); default: every device subset and order.
+   * Only the paper's DP over these device orders (groups consecutive in the order, devices left out
+   * at its front), after devices that fit nowhere are left out; default: every device subset and order.
    */
   orderings?: OrderingName[];
 }
@@ -107,12 +107,12 @@ export function microBatchOptions(batchSize: number): number[] {
 }
 
 /** Moves times layers of the exact search's space up to which it is tried. */
-const EXACT_MOVES = 200_000;
+const EXACT_MOVES = 600_000;
 /** Up to this many it is cheap enough to run without a local search first. */
 const SMALL_MOVES = 5_000;
-/** Work units (stage prices looked up plus labels made) the exact search may spend before the heuristic's plan stands. */
-const EXACT_BUDGET = 1_000_000;
-/** Work units the local search may spend. */
+/** Work units (groups tried, layer ranges tried, labels made) the exact search may spend before the local search's plan stands. */
+const EXACT_BUDGET = 2_000_000;
+/** Work units (layer ranges priced, labels made) the local search may spend. */
 const REFINE_BUDGET = 1_000_000;
 
 interface Found { label: Label; chains: readonly Chain[] | null; name: string; m: number; value: number }
@@ -136,7 +136,7 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
   const prices = new Map(mOptions.map((m) => [m, new Prices(cm, batchSize / m, bounds)]));
   const guess = (batchSize * bounds.prefixWork[cm.layers + 1]!) / usable.reduce((s, d) => s + bounds.prefixRate[d * (cm.layers + 2) + cm.layers + 1]!, 0);
   let labels = 0;
-  // The paper's orders, each free to leave out any device: quick, and a bound to prune with.
+  // The paper's orders: quick, and a bound to prune with.
   const orders = deviceOrderings(profile, options.orderings)
     .map(({ name, order }) => ({ name, order: order.filter((d) => usable.includes(d)) }))
     .filter(({ order }) => order.length > 0)
@@ -163,7 +163,7 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
       if (!r.aborted) { exact = true; if (r.found) found = r.found; }
     }
   }
-  if (!found) throw new InfeasiblePlanError(explainInfeasible(cm, mOptions, batchSize));
+  if (!found) throw new InfeasiblePlanError(explainInfeasible(cm, mOptions, batchSize, exact || options.orderings !== undefined || usable.length === 0));
   const ordering = options.orderings ? found.name as OrderingName : 'searched';
   return buildPlan(cm, { stages: stagesOf(found.label, found.chains), m: found.m, ordering }, batchSize, samples, {
     orderings: searched, microBatchOptions: mOptions, labels, ms: performance.now() - started, exact,

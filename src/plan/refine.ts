@@ -37,7 +37,7 @@ export function sequenceSearch(groups: GroupPrices[], prices: Prices, M: number,
     const next = new Map<number, Label[]>();
     const inFlight = Math.min(S - j, M);
     const g = groups[j]!;
-    const pick = { prices: g, counts: NO_CHAINS, starts: NO_CHAINS };
+    const pick = { prices: g, counts: NO_CHAINS };
     for (const [x, list] of level) {
       let minZ = Infinity, minA = Infinity, minMaxc = Infinity;
       for (const lb of list) { minZ = Math.min(minZ, lb.z); minA = Math.min(minA, lb.a); minMaxc = Math.min(minMaxc, lb.maxc); }

@@ -9,18 +9,17 @@
  * labels carry.
  *
  * Devices come in chains. A stage takes, from each chain, devices just before the ones the suffix
- * already took or passed over at that chain's end, so a state is one count per chain. When every
- * chain holds interchangeable devices (same costs, memory and links) nothing is lost: which of
- * them a stage gets cannot change its price. That is the exact search over every device subset
- * and order, with identical devices collapsed into a count. Chains of different devices restrict
- * the search (a heuristic), and may pass over a device to leave it out; one chain is the paper's
- * DP over one device order.
+ * already took from that chain's end, so a state is one count per chain. When every chain holds
+ * interchangeable devices (same costs, memory and links) nothing is lost: which of them a stage
+ * gets cannot change its price. That is the exact search over every device subset and order, with
+ * identical devices collapsed into a count. A chain of different devices is the paper's DP over
+ * one device order (groups consecutive in it, devices left out at its front).
  *
  * A state keeps every label (slowest cycle, sum of f + b, drain-and-all-reduce tail) no other
  * label beats on all three: prepending stages never lowers any of them, and the makespan grows with
  * each. Labels and stages that cannot beat `cut` (the best plan so far, or the caller's bound) are
  * dropped: the layers before x' still need their work done by the devices left, at best at the
- * sum of their rates.
+ * sum of their rates; states whose devices left cannot even hold those layers' weights are too.
  */
 import type { GroupPrices, Prices } from './prices.ts';
 
@@ -31,11 +30,8 @@ export interface Chain {
   uniform: boolean;
 }
 
-/**
- * A group as a move: its prices and, per chain, how many devices it takes and from which position
- * (-1 for a uniform chain: any of its free devices will do).
- */
-export interface Pick { prices: GroupPrices; counts: Int32Array; starts: Int32Array }
+/** A group as a move: its prices and how many devices it takes from each chain. */
+export interface Pick { prices: GroupPrices; counts: Int32Array }
 
 /** A suffix of stages: its first stage and the rest, with the three numbers its makespan needs. */
 export interface Label {
@@ -56,9 +52,8 @@ export class Space {
   readonly strides: Int32Array;
   readonly states: number;
   readonly devices: number;
-  /** Moves summed over states: what a search's work grows with. */
+  /** Pairs of a state and a group of devices it leaves free: what a search's work grows with. */
   readonly moves: number;
-  readonly skips: boolean;
   private readonly picks = new Map<Prices, Map<number, Pick>>();
 
   constructor(readonly chains: readonly Chain[], readonly name: string) {
@@ -74,7 +69,6 @@ export class Space {
     this.states = states;
     this.moves = moves;
     this.devices = this.sizes.reduce((s, n) => s + n, 0);
-    this.skips = chains.some((c) => !c.uniform && c.devices.length > 1);
   }
 
   /** The group a state `used` (counts per chain) gets when it takes `take` more from each chain. */
@@ -90,14 +84,12 @@ export class Space {
     let p = cache.get(code);
     if (!p) {
       const members: number[] = [];
-      const starts = new Int32Array(this.k);
       for (let c = 0; c < this.k; c++) {
         const chain = this.chains[c]!;
         const start = chain.uniform ? 0 : this.sizes[c]! - used[c]! - take[c]!;
-        starts[c] = chain.uniform ? -1 : start;
         for (let i = 0; i < take[c]!; i++) members.push(chain.devices[start + i]!);
       }
-      p = { prices: prices.group(members), counts: take.slice(), starts };
+      p = { prices: prices.group(members), counts: take.slice() };
       cache.set(code, p);
     }
     return p;
@@ -165,7 +157,6 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
     const level = levels[x];
     if (!level) continue;
     levels[x] = undefined;
-    if (space.skips) passOver(space, level, W);
     for (const [slot, list] of level) {
       if (work > budget.left) { budget.left -= work; return { best, value: cut, labels, aborted: true, bounded }; }
       const u = Math.floor(slot / W);
@@ -188,19 +179,34 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
         let m = 0, target = u;
         for (let i = 0; i < K; i++) { m += take[i]!; target += take[i]! * strides[i]!; }
         if (m > rows) continue;
+        work++;
         const rest = free - m;
         const pick = space.pick(prices, used, take);
         const g = pick.prices;
         const targetSlot = target * W + nextSlotK;
-        // With no device left for them, the layers before x' must be none.
-        for (let x1 = rest === 0 ? 1 : x - 1; x1 >= 1; x1--) {
+        // With no device left for them, the layers before x' must be none; and the more layers
+        // are left to the devices left, the longer they take (at their best rate on any layer).
+        let top = 1;
+        if (rest > 0) {
+          const perWork = rows / (freeRateAt(L + 1) - prices.rate(g, L + 1));
+          let lo = 1, hi = x;
+          while (hi - lo > 1) {
+            const mid = (lo + hi) >> 1;
+            const pre = perWork * prices.prefixWork[mid]!;
+            if (Math.max(minZ, minA + pre) + (M - 1) * Math.max(minMaxc, pre) >= cut) hi = mid;
+            else lo = mid;
+          }
+          if (hi < x) bounded = true;
+          top = lo;
+        }
+        for (let x1 = top; x1 >= 1; x1--) {
+          work++;
           const floor = prices.floor(g, x1, x - 1);
           const head = Math.max(minZ, minA + floor);
           if (head + (M - 1) * Math.max(floor, minMaxc) >= cut) { bounded = true; break; }
           if (prices.prefixBytes[x1]! > freeBytes - g.memoryBytes) continue;
           const pre = x1 > 1 ? (rows * prices.prefixWork[x1]!) / (freeRateAt(x1) - prices.rate(g, x1)) : 0;
           if (Math.max(minZ, minA + floor + pre) + (M - 1) * Math.max(floor, minMaxc, pre) >= cut) { bounded = true; continue; }
-          work++;
           // More layers need more memory.
           if (!prices.fit(g, x1, x - 1, inFlight)) break;
           const { f, b, c: cyc, ar } = prices;
@@ -234,26 +240,6 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
   return { best, value: cut, labels, aborted: false, bounded };
 }
 
-/**
- * Lets every state of a level also pass over the next device of a chain of different devices,
- * leaving it out: its labels join the state that has taken one more from that chain. States only
- * grow by passing over, so going up through them closes the level.
- */
-function passOver(space: Space, level: Map<number, Label[]>, W: number): void {
-  for (let slot = 0; slot < space.states * W; slot++) {
-    const list = level.get(slot);
-    if (!list) continue;
-    const u = Math.floor(slot / W);
-    space.chains.forEach((chain, c) => {
-      if (chain.uniform || Math.floor(u / space.strides[c]!) % (space.sizes[c]! + 1) === space.sizes[c]!) return;
-      const to = slot + space.strides[c]! * W;
-      let into = level.get(to);
-      if (!into) { into = []; level.set(to, into); }
-      for (const lb of list) if (addLabel(into, lb.maxc, lb.a, lb.z)) into.push(lb);
-    });
-  }
-}
-
 /** Whether (maxc, a, z) is beaten by no label of `list`; if so, drops the labels it beats. */
 export function addLabel(list: Label[], maxc: number, a: number, z: number): boolean {
   for (const o of list) if (o.maxc <= maxc && o.a <= a && o.z <= z) return false;
@@ -267,8 +253,8 @@ export function addLabel(list: Label[], maxc: number, a: number, z: number): boo
 export interface ChosenStage { from: number; to: number; members: number[]; inFlight: number }
 
 /**
- * The stages of a plan found over `chains` (null: its groups name their devices): a uniform chain
- * gives its last free devices to the last stages; other chains' picks say which devices they took.
+ * The stages of a plan found over `chains` (null: its groups name their devices): each chain gives
+ * its last devices to the last stages, as the search took them.
  */
 export function stagesOf(label: Label, chains: readonly Chain[] | null): ChosenStage[] {
   const labels: Label[] = [];
@@ -282,7 +268,7 @@ export function stagesOf(label: Label, chains: readonly Chain[] | null): ChosenS
       members = [];
       chains.forEach((chain, c) => {
         const n = pick!.counts[c]!;
-        const start = pick!.starts[c]! >= 0 ? pick!.starts[c]! : chain.devices.length - taken[c]! - n;
+        const start = chain.devices.length - taken[c]! - n;
         members.push(...chain.devices.slice(start, start + n));
         taken[c] = taken[c]! + n;
       });
