@@ -201,23 +201,33 @@ function uniformProfile(layers: number, devices: { name: string; msPerLayer: num
 }
 
 test('plan: a fast device in the middle of every device order is used, not passed over for a slow one', () => {
-  // The paper's orders put 'fast' between others in each, and 'tiny' (fastest, fits nowhere) or
-  // 'slow' at the end of each: groups consecutive in an order could not use 'fast' without them.
-  const profile = uniformProfile(4, [
+  // The paper's orders put 'fast' between others in each, and 'tiny' (fastest by the orders'
+  // measure, little memory) or 'slow' at the end of each: groups consecutive in an order, devices
+  // left out at its front, could not use 'fast' without them.
+  const fleet = (tinyBytes: number) => uniformProfile(4, [
     { name: 'slow', msPerLayer: 1000, memoryBytes: 1e12 },
     { name: 'fast', msPerLayer: 1, memoryBytes: 1e12 },
-    { name: 'tiny', msPerLayer: 0.5, memoryBytes: 1e3 },
-    { name: 'medium', msPerLayer: 5, memoryBytes: 1e12 },
+    { name: 'tiny', msPerLayer: 0.5, memoryBytes: tinyBytes },
+    { name: 'medium', msPerLayer: 20, memoryBytes: 1e12 },
   ]);
-  for (const { order } of deviceOrderings(profile)) {
+  const paper = ['topology', 'fastest-first', 'slowest-first'] as const;
+  const uses = (plan: { stages: { devices: { name: string }[] }[] }, name: string) => plan.stages.some((s) => s.devices.some((d) => d.name === name));
+  // 'tiny' fits nowhere: the paper's DP left out 'fast' with it and ran on 'medium' alone.
+  const nowhere = fleet(1e3);
+  for (const { order } of deviceOrderings(nowhere)) {
     const at = order.indexOf(1);
     assert.ok(at > 0 && at < order.length - 1, `'fast' is inside ${order}`);
   }
-  const plan = planPipeline(profile, { batchSize: 4 });
-  assert.ok(plan.stages.some((s) => s.devices.some((d) => d.name === 'fast')), JSON.stringify(plan.stages));
-  assert.ok(plan.unusedDevices.includes('tiny') && plan.unusedDevices.includes('slow'), plan.unusedDevices.join(','));
-  const without = planPipeline(selectDevices(profile, { names: ['slow', 'medium'] }), { batchSize: 4 });
+  const plan = planPipeline(nowhere, { batchSize: 4 });
+  assert.ok(uses(plan, 'fast') && !uses(plan, 'tiny') && !uses(plan, 'slow'), JSON.stringify(plan.stages));
+  const without = planPipeline(selectDevices(nowhere, { names: ['slow', 'medium'] }), { batchSize: 4 });
   assert.ok(plan.predicted.stepMs * 4 < without.predicted.stepMs, `${plan.predicted.stepMs} vs ${without.predicted.stepMs} without 'fast'`);
+  // 'tiny' holds one middle layer: the paper's orders pipeline 'fast' with it and 'medium'.
+  const middle = fleet(1.5e6);
+  const best = planPipeline(middle, { batchSize: 4 });
+  const ordered = planPipeline(middle, { batchSize: 4, orderings: [...paper] });
+  assert.ok(uses(best, 'fast') && !uses(best, 'medium'), JSON.stringify(best.stages));
+  assert.ok(best.predicted.stepMs * 4 < ordered.predicted.stepMs, `${best.predicted.stepMs} vs ${ordered.predicted.stepMs} over the paper's orders`);
 });
 
 test('plan: a small-memory device at the end of every order no longer makes T5-Base on four Nanos infeasible', () => {
