@@ -134,14 +134,15 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
   const classes = deviceClasses(profile, usable);
   const bounds = new Bounds(cm, usable);
   const prices = new Map(mOptions.map((m) => [m, new Prices(cm, batchSize / m, bounds)]));
-  const guess = (batchSize * bounds.prefixWork[cm.layers + 1]!) / usable.reduce((s, d) => s + bounds.prefixRate[d * (cm.layers + 2) + cm.layers + 1]!, 0);
+  // No plan beats the batch's compute done at every usable device's best rate at once.
+  const lowest = (batchSize * bounds.prefixWork[cm.layers + 1]!) / usable.reduce((s, d) => s + bounds.prefixRate[d * (cm.layers + 2) + cm.layers + 1]!, 0);
   let labels = 0;
   // The paper's orders: quick, and a bound to prune with.
   const orders = deviceOrderings(profile, options.orderings)
     .map(({ name, order }) => ({ name, order: order.filter((d) => usable.includes(d)) }))
     .filter(({ order }) => order.length > 0)
     .map(({ name, order }) => new Space([chainOf(order, classes)], name));
-  const seed = solve(orders, prices, mOptions, guess, { left: Infinity });
+  const seed = solve(orders, prices, mOptions, lowest, { left: Infinity });
   labels += seed.labels;
   let found = seed.found;
   let exact = false;
@@ -157,7 +158,7 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
       if (r.found) found = { ...r.found, chains: null, name: 'searched' };
     }
     if (size <= EXACT_MOVES) {
-      const r = solve([whole], prices, mOptions, guess, { left: EXACT_BUDGET }, found?.value);
+      const r = solve([whole], prices, mOptions, lowest, { left: EXACT_BUDGET }, found?.value);
       labels += r.labels;
       searched++;
       if (!r.aborted) { exact = true; if (r.found) found = r.found; }

@@ -13,7 +13,9 @@
  * interchangeable devices (same costs, memory and links) nothing is lost: which of them a stage
  * gets cannot change its price. That is the exact search over every device subset and order, with
  * identical devices collapsed into a count. A chain of different devices is the paper's DP over
- * one device order (groups consecutive in it, devices left out at its front).
+ * one device order (groups consecutive in it, devices left out at its front). A group's members
+ * rank chain by chain; their order changes its price only where the speed split breaks an exact
+ * tie between different devices.
  *
  * A state keeps every label (slowest cycle, sum of f + b, drain-and-all-reduce tail) no other
  * label beats on all three: prepending stages never lowers any of them, and the makespan grows with
