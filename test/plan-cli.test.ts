@@ -4,8 +4,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { planPipeline } from '../src/plan/planner.ts';
-import { loadProfile, selectDevices } from '../src/plan/profile.ts';
+import { planOptionsForRun, planPipeline } from '../src/plan/planner.ts';
+import { loadProfile, selectDevices, type Profile } from '../src/plan/profile.ts';
+import { loadTopology } from '../src/topology/load.ts';
+import { specFromTopology } from '../src/train/run-spec.ts';
 
 const charon = (...args: string[]) => spawnSync(process.execPath, ['tools/charon.js', 'plan', ...args], { encoding: 'utf8' });
 
@@ -44,6 +46,31 @@ test('plan: charon plan --json prints one plan document, --simulate adds the rep
   assert.match(text.stdout, /predicted step .* simulated step|simulated step/s);
   assert.match(text.stdout, /bytes per step: activations/);
 });
+
+test('plan: charon plan TOPOLOGY plans with the settings charon launch uses and says which profile it used', () => {
+  const profile = ['--profile', 'topologies/profiles/t5-large-jetson-nano.json'];
+  const pinned = JSON.parse(charon('topologies/jetson-nano-8.yaml', ...profile, '--json').stdout);
+  assert.equal(pinned.plan.search.microBatchOptions, [4], 'training.microBatches');
+  assert.is(pinned.plan.microBatches, 4);
+  assert.is(pinned.plan.batchSize, 8);
+  assert.is(pinned.profileSource, 'from --profile topologies/profiles/t5-large-jetson-nano.json');
+  const spec = specFromTopology(loadTopology('topologies/jetson-nano-8.yaml'));
+  const launched = planPipeline(applyBudgets(loadProfile('topologies/profiles/t5-large-jetson-nano.json')), planOptionsForRun(spec));
+  assert.is(pinned.plan.predicted.stepMs, launched.predicted.stepMs, 'the plan launch would run');
+  const overridden = JSON.parse(charon('topologies/jetson-nano-8.yaml', ...profile, '--micro-batches', '2', '--json').stdout);
+  assert.is(overridden.plan.microBatches, 2);
+  const analytic = charon('topologies/local-2.yaml');
+  assert.is(analytic.status, 0, analytic.stderr);
+  assert.match(analytic.stdout, /\n {2}profile: analytic estimate at 15 GFLOP\/s/);
+  const indivisible = charon('topologies/jetson-nano-8.yaml', ...profile, '--batch', '6');
+  assert.is(indivisible.status, 2);
+  assert.match(indivisible.stderr, /training\.microBatches 4 does not divide the batch size 6/);
+});
+
+/** The Nano profile with the topology's 4096 MiB budgets, as `charon plan` and launch apply them. */
+function applyBudgets(p: Profile): Profile {
+  return { ...p, devices: p.devices.map((d) => ({ ...d, memoryBytes: Math.min(d.memoryBytes, 4096 * 2 ** 20) })) };
+}
 
 test('plan: bad input is one clear line and a non-zero exit', () => {
   const dir = mkdtempSync(join(tmpdir(), 'plan-cli-'));

@@ -26,7 +26,7 @@ function manualPlan(S: number, M: number, rows: number): StagePlan {
     ordering: 'topology', unusedDevices: [], batchSize: M * rows, microBatches: M, microBatchSize: rows,
     stages: Array.from({ length: S }, (_, s) => ({ index: s, layers: { from: s + 1, to: s + 1 }, devices: [{ name: `d${s}`, rows, fwdMs: 0, bwdMs: 0, peakBytes: 0 }], inFlight: S - s, fwdMs: 0, bwdMs: 0, cycleMs: 0, allReduceMs: 0 })),
     predicted: { stepMs: 0, stepsPerEpoch: 10, epochMs: 0, parts: { stepMs: 0, warmupMs: 0, steadyMs: 0, drainMs: 0, allReduceTailMs: 0 } },
-    peakBytesPerDevice: {}, bytesPerStep: { activations: 0, allReduce: 0, total: 0 }, search: { orderings: 1, microBatchOptions: [M], labels: 0, ms: 0 },
+    peakBytesPerDevice: {}, bytesPerStep: { activations: 0, allReduce: 0, total: 0 }, search: { orderings: 1, microBatchOptions: [M], labels: 0, ms: 0, exact: true },
   };
 }
 

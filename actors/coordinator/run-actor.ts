@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { loadConfig } from '../../src/model/load.ts';
-import { planPipeline, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
+import { planPipeline, planOptionsForRun, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
 import { simulatePlan } from '../../src/plan/simulator.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
@@ -127,7 +127,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { devices, profile, spec } }) => {
         let plan: StagePlan;
         try {
-          plan = planPipeline(profile, { batchSize: spec.batch, samples: spec.samples, ...(spec.microBatches !== undefined ? { microBatchOptions: [spec.microBatches] } : {}) });
+          plan = planPipeline(profile, planOptionsForRun(spec));
         } catch (err) {
           if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits on ${devices.join(', ')}: ${err.lines.join('; ')}`);
           throw err;

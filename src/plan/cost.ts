@@ -201,10 +201,10 @@ export class CostModel {
       this.kept[i] = p.keptBytes[to]! - p.keptBytes[from - 1]!
         + (first ? e.activationBytesPerSample : 0) + (last ? h.activationBytesPerSample : 0);
       this.work[i] = Math.max(p.workMax[from * (L + 1) + to]!, first ? e.workBytesPerSample : 0, last ? h.workBytesPerSample : 0);
-      if (i === 0) {
-        this.gradBytes = p.gradBytes[to]! - p.gradBytes[from - 1]!
-          + (first ? e.sideGradBytes : 0) + (last ? h.sideGradBytes : 0);
-      }
+      // Every member holds the same side blocks; should profiles disagree on their gradient bytes,
+      // the ring moves the largest, whatever the rank order.
+      const grad = p.gradBytes[to]! - p.gradBytes[from - 1]! + (first ? e.sideGradBytes : 0) + (last ? h.sideGradBytes : 0);
+      this.gradBytes = i === 0 ? grad : Math.max(this.gradBytes, grad);
     }
   }
 

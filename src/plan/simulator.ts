@@ -111,7 +111,9 @@ export function simulatePlan(plan: StagePlan, profile: Profile): SimulationResul
       const blocks = dev.layers.slice(st.layers.from - 1, st.layers.to);
       if (st.layers.from === 1) blocks.unshift(dev.embed);
       if (st.layers.to === L) blocks.push(dev.head);
-      if (rank === 0) stageGrad.push(blocks.reduce((s, b) => s + b.sideGradBytes, 0));
+      const grad = blocks.reduce((s, b) => s + b.sideGradBytes, 0);
+      if (rank === 0) stageGrad.push(grad);
+      else stageGrad[stageGrad.length - 1] = Math.max(stageGrad.at(-1)!, grad);
       members.push(devices.length);
       devices.push({
         name: pd.name, stage: st.index, rowStart, rows: pd.rows, ops: oneFOneB(st.index, S, M), next: 0, busy: false,

@@ -1,6 +1,7 @@
 /**
  * `charon bench plan`: how long the planner takes on 16 devices x 48 layers (T5-Large shape on
- * Jetson Nanos), homogeneous and with heterogeneous speeds and memory, wall and CPU time per run.
+ * Jetson Nanos), homogeneous and with heterogeneous speeds and memory, wall and CPU time per run,
+ * and the step time its plan predicts (whether the search was exact or local).
  */
 import { flag, num, parseCommandArgs } from '../args.ts';
 import { analyticProfile, devicePresets, modelPresets } from '../../src/plan/analytic.ts';
@@ -29,7 +30,7 @@ export async function run(argv: string[]): Promise<number> {
   const cases = [{ name: 'homogeneous', profile: base }, { name: 'heterogeneous', profile: heterogeneous(base) }];
   const results = cases.map(({ name, profile }) => {
     const wall: number[] = [], cpu: number[] = [];
-    let groups = '';
+    let groups = '', stepMs = 0, exact = false;
     for (let i = 0; i < runs; i++) {
       const c = process.cpuUsage();
       const t = performance.now();
@@ -38,11 +39,13 @@ export async function run(argv: string[]): Promise<number> {
       const u = process.cpuUsage(c);
       cpu.push((u.user + u.system) / 1000);
       groups = plan.stages.map((s) => s.devices.length).join('-');
+      stepMs = plan.predicted.stepMs;
+      exact = plan.search.exact;
     }
     const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
-    return { name, devices: 16, layers: 48, groups, firstWallMs: wall[0]!, medianWallMs: median(wall), medianCpuMs: median(cpu) };
+    return { name, devices: 16, layers: 48, groups, stepMs, exact, firstWallMs: wall[0]!, medianWallMs: median(wall), medianCpuMs: median(cpu) };
   });
   if (flag(args, 'json')) process.stdout.write(JSON.stringify({ bench: 'plan', runs, results }) + '\n');
-  else for (const r of results) process.stdout.write(`${r.name.padEnd(14)} 16x48  first ${r.firstWallMs.toFixed(0)} ms  median wall ${r.medianWallMs.toFixed(0)} ms  median cpu ${r.medianCpuMs.toFixed(0)} ms  stages [${r.groups}]\n`);
+  else for (const r of results) process.stdout.write(`${r.name.padEnd(14)} 16x48  first ${r.firstWallMs.toFixed(0)} ms  median wall ${r.medianWallMs.toFixed(0)} ms  median cpu ${r.medianCpuMs.toFixed(0)} ms  stages [${r.groups}]  predicted step ${r.stepMs.toFixed(0)} ms (${r.exact ? 'exact' : 'local search'})\n`);
   return 0;
 }

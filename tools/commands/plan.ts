@@ -6,10 +6,11 @@
 import { writeFileSync } from 'node:fs';
 import { CliError, flag, num, parseCommandArgs, str } from '../args.ts';
 import { analyticProfile, devicePresets, modelPresets, type DeviceSpec, type ModelShape } from '../../src/plan/analytic.ts';
-import { InfeasiblePlanError, planPipeline, type StagePlan } from '../../src/plan/planner.ts';
+import { InfeasiblePlanError, planOptionsForRun, planPipeline, type PlanOptions, type StagePlan } from '../../src/plan/planner.ts';
 import { loadProfile, parseProfile, ProfileError, selectDevices, type Profile } from '../../src/plan/profile.ts';
 import { simulatePlan, type SimulationResult } from '../../src/plan/simulator.ts';
 import { loadTopology, TopologyError } from '../../src/topology/load.ts';
+import { specFromTopology } from '../../src/train/run-spec.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { presets, isPresetName } from '../../src/model/presets.ts';
 
@@ -19,12 +20,13 @@ const usage = `usage: charon plan [TOPOLOGY] [--profile FILE] [--devices N] [--b
                    [--micro-batches M] [--simulate] [--json]
        charon plan --derive MODEL --device-spec SPEC --count N [--batch B] [--samples N] --write FILE
 
-Plans epoch 1 (pipeline + data parallel, 1F1B) and prints, per stage, its layer range and device
-group with each device's share of a micro-batch, then the predicted step and epoch time, peak
-memory per device and bytes sent per step.
+Plans epoch 1 (pipeline + data parallel, 1F1B) and prints which profile it used, per stage its
+layer range and device group with each device's share of a micro-batch, then the predicted step
+and epoch time, peak memory per device and bytes sent per step.
 
-  TOPOLOGY          a topology YAML; its devices (in order), memory budgets, bandwidth caps,
-                    batch size and data size are used
+  TOPOLOGY          a topology YAML; its devices, memory budgets, bandwidth caps, batch size,
+                    micro-batch count (training.microBatches) and data size are used as
+                    'charon launch' uses them
   --profile FILE    per-layer costs (JSON, schema in src/plan/profile.ts); with a topology, its
                     devices are looked up by name and budgets are the smaller of the two.
                     Without --profile the topology's devices must be local and its model a
@@ -34,7 +36,8 @@ memory per device and bytes sent per step.
   --devices N       plan on the first N devices of the profile only
   --batch B         samples per step (default: topology, else profile)
   --samples N       samples per epoch (default: topology's data set, else profile)
-  --micro-batches M only consider M micro-batches per step (default: every divisor of the batch)
+  --micro-batches M only consider M micro-batches per step (default: the topology's
+                    training.microBatches, else every divisor of the batch)
   --simulate        also replay the plan in the discrete-event simulator
   --json            one JSON document: {plan, simulation?}
   --write-profile FILE  also write the profile this plan used (JSON), e.g. to pin a run's plan
@@ -60,11 +63,12 @@ export async function run(argv: string[]): Promise<number> {
   const profileFile = str(args, 'profile');
   if (!topologyFile && !profileFile) throw new CliError('give a TOPOLOGY file, --profile FILE, or both (see --help)');
   let profile: Profile;
+  let source: string;
   let topology: Topology | undefined;
   try {
     topology = topologyFile ? loadTopology(topologyFile) : undefined;
-    if (profileFile) profile = loadProfile(profileFile);
-    else profile = profileFromTopology(topology!, topologyFile!);
+    if (profileFile) ({ profile, source } = { profile: loadProfile(profileFile), source: `from --profile ${profileFile}` });
+    else ({ profile, source } = profileFromTopology(topology!, topologyFile!));
     if (topology && profileFile) profile = applyTopology(selectDevices(profile, { names: topology.devices.map((d) => d.name) }, profileFile), topology);
     const count = str(args, 'devices') === undefined ? undefined : num(args, 'devices', 0, { integer: true, min: 1 });
     if (count !== undefined) profile = selectDevices(profile, { count }, profileFile ?? topologyFile!);
@@ -72,12 +76,23 @@ export async function run(argv: string[]): Promise<number> {
     if (err instanceof ProfileError || err instanceof TopologyError) throw new CliError(err.message);
     throw err;
   }
-  const batchSize = str(args, 'batch') !== undefined ? num(args, 'batch', 0, { integer: true, min: 1 }) : topology?.training.batch ?? profile.training?.batchSize;
+  // What `charon launch` would plan with, then the command line on top.
+  let run: PlanOptions = {};
+  if (topology) {
+    try {
+      run = planOptionsForRun(specFromTopology(topology));
+    } catch (err) {
+      throw new CliError(`${topologyFile}: ${(err as Error).message}`);
+    }
+  }
+  const batchSize = str(args, 'batch') !== undefined ? num(args, 'batch', 0, { integer: true, min: 1 }) : run.batchSize ?? profile.training?.batchSize;
   if (batchSize === undefined) throw new CliError('batch size unknown: give --batch (the profile has no training.batchSize)');
-  const samples = str(args, 'samples') !== undefined ? num(args, 'samples', 0, { integer: true, min: 1 }) : topology?.data.markov?.sequences ?? profile.training?.samples;
+  const samples = str(args, 'samples') !== undefined ? num(args, 'samples', 0, { integer: true, min: 1 }) : run.samples ?? profile.training?.samples;
   const mb = str(args, 'micro-batches');
-  const microBatchOptions = mb === undefined ? undefined : [num(args, 'micro-batches', 0, { integer: true, min: 1 })];
-  if (microBatchOptions && batchSize % microBatchOptions[0]! !== 0) throw new CliError(`--micro-batches ${microBatchOptions[0]} does not divide the batch size ${batchSize}`);
+  const microBatchOptions = mb === undefined ? run.microBatchOptions : [num(args, 'micro-batches', 0, { integer: true, min: 1 })];
+  if (microBatchOptions && batchSize % microBatchOptions[0]! !== 0) {
+    throw new CliError(`${mb === undefined ? `${topologyFile}: training.microBatches` : '--micro-batches'} ${microBatchOptions[0]} does not divide the batch size ${batchSize}${mb === undefined ? ' (give --micro-batches)' : ''}`);
+  }
   let plan: StagePlan;
   try {
     plan = planPipeline(profile, { batchSize, ...(samples !== undefined ? { samples } : {}), ...(microBatchOptions ? { microBatchOptions } : {}) });
@@ -88,8 +103,8 @@ export async function run(argv: string[]): Promise<number> {
   const writeProfile = str(args, 'write-profile');
   if (writeProfile) writeFileSync(writeProfile, JSON.stringify(profile, null, 2) + '\n');
   const simulation = flag(args, 'simulate') ? simulatePlan(plan, profile) : undefined;
-  if (flag(args, 'json')) process.stdout.write(JSON.stringify(simulation ? { plan, simulation } : { plan }) + '\n');
-  else process.stdout.write(render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!));
+  if (flag(args, 'json')) process.stdout.write(JSON.stringify({ plan, ...(simulation ? { simulation } : {}), profileSource: source }) + '\n');
+  else process.stdout.write(render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!, source));
   return 0;
 }
 
@@ -110,8 +125,8 @@ function applyTopology(profile: Profile, topology: Topology): Profile {
 
 const backendGflops: Record<string, number> = { wasm: 15, cpu: 0.5 };
 
-/** The analytic profile of a topology whose devices are local and whose model is a preset. */
-function profileFromTopology(topology: Topology, file: string): Profile {
+/** The analytic profile of a topology whose devices are local and whose model is a preset, and how it was made. */
+function profileFromTopology(topology: Topology, file: string): { profile: Profile; source: string } {
   const remote = topology.devices.find((d) => !d.local);
   if (remote) throw new CliError(`${file}: device '${remote.name}' is not local, so its speed is unknown here: give --profile FILE`);
   const preset = topology.model.preset;
@@ -131,7 +146,11 @@ function profileFromTopology(topology: Topology, file: string): Profile {
   for (const a of devices) for (const b of devices) {
     if (a.spec.name < b.spec.name) pairs.push({ from: a.spec.name, to: b.spec.name, mbps: Math.min(a.spec.mbps, b.spec.mbps) });
   }
-  return parseProfile({ ...base, devices: devices.map((d) => d.device), links: { defaultMbps: 10000, latencyMs: 0.2, pairs } }, file);
+  const speeds = new Map<number, string[]>();
+  for (const { spec } of devices) speeds.set(spec.tflops * 1e3, [...(speeds.get(spec.tflops * 1e3) ?? []), spec.name]);
+  const at = [...speeds].map(([gflops, names]) => `${Number(gflops.toPrecision(3))} GFLOP/s${speeds.size > 1 ? ` (${names.join(', ')})` : ''}`);
+  const profile = parseProfile({ ...base, devices: devices.map((d) => d.device), links: { defaultMbps: 10000, latencyMs: 0.2, pairs } }, file);
+  return { profile, source: `analytic estimate at ${at.join(', ')} (charon launch measures the devices)` };
 }
 
 function derive(args: NonNullable<ReturnType<typeof parseCommandArgs>>): number {
@@ -156,10 +175,11 @@ const ms = (v: number) => (v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${v.toF
 const bytes = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / MiB).toFixed(1)} MiB`);
 const duration = (v: number) => (v >= 3_600_000 ? `${(v / 3_600_000).toFixed(2)} h` : v >= 60_000 ? `${(v / 60_000).toFixed(1)} min` : ms(v));
 
-function render(plan: StagePlan, sim: SimulationResult | undefined, title: string): string {
+function render(plan: StagePlan, sim: SimulationResult | undefined, title: string, source: string): string {
   const lines: string[] = [];
   const groups = plan.stages.map((s) => s.devices.length).join('-');
-  lines.push(`plan for ${title}: ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'} [${groups}], ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'} of ${plan.microBatchSize} (batch ${plan.batchSize}), device order: ${plan.ordering}`);
+  lines.push(`plan for ${title}: ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'} [${groups}], ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'} of ${plan.microBatchSize} (batch ${plan.batchSize})`);
+  lines.push(`  profile: ${source}`);
   for (const s of plan.stages) {
     lines.push(`  stage ${s.index}  layers ${s.layers.from}-${s.layers.to}  cycle ${ms(s.cycleMs)}  all-reduce ${ms(s.allReduceMs)}  in flight ${s.inFlight}`);
     for (const d of s.devices) lines.push(`    ${d.name.padEnd(14)} rows ${String(d.rows).padStart(3)}  fwd ${ms(d.fwdMs).padStart(10)}  bwd ${ms(d.bwdMs).padStart(10)}  peak ${bytes(d.peakBytes)}`);
@@ -170,6 +190,7 @@ function render(plan: StagePlan, sim: SimulationResult | undefined, title: strin
   if (p.epochMs !== null) lines.push(`predicted epoch 1: ${p.stepsPerEpoch} steps, ${duration(p.epochMs)}`);
   if (sim) lines.push(`simulated step ${ms(sim.stepMs)}${sim.epochMs !== null ? `, epoch 1 ${duration(sim.epochMs)}` : ''} (planner estimate ${ms(p.stepMs)}, ${(((sim.stepMs - p.stepMs) / p.stepMs) * 100).toFixed(1)}%)`);
   lines.push(`bytes per step: activations ${bytes(plan.bytesPerStep.activations)}, all-reduce ${bytes(plan.bytesPerStep.allReduce)}, total ${bytes(plan.bytesPerStep.total)}`);
-  lines.push(`planned in ${plan.search.ms.toFixed(0)} ms (${plan.search.labels} labels over ${plan.search.orderings} device order${plan.search.orderings === 1 ? '' : 's'} and micro-batch counts ${plan.search.microBatchOptions.join(',')})`);
+  const how = plan.ordering !== 'searched' ? `the ${plan.ordering} device order` : plan.search.exact ? 'the best over every device subset and order' : 'a local search over device subsets and orders (too many distinct devices to search them all)';
+  lines.push(`planned in ${plan.search.ms.toFixed(0)} ms: ${how}; ${plan.search.labels} labels, micro-batch counts ${plan.search.microBatchOptions.join(',')}`);
   return lines.join('\n') + '\n';
 }
