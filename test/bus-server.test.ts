@@ -10,7 +10,12 @@ import { Bus, startNatsServer, findNatsServer, NATS_SERVER_MISSING, NatsServerEr
 const runDir = mkdtempSync(join(tmpdir(), 'charon-srv-'));
 
 function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Resolves when `pid` has exited; rejects after `ms`. */
@@ -25,7 +30,10 @@ async function exitOf(pid: number, ms: number): Promise<void> {
 function refuses(port: number): Promise<boolean> {
   return new Promise((res) => {
     const s = tcpConnect({ host: '127.0.0.1', port });
-    s.once('connect', () => { s.destroy(); res(false); });
+    s.once('connect', () => {
+      s.destroy();
+      res(false);
+    });
     s.once('error', () => res(true));
   });
 }
@@ -51,12 +59,18 @@ test('nats-server launcher: loopback server with 8 MB max_payload and JetStream 
 });
 
 test('nats-server launcher: a missing binary is one clear line naming the package', async () => {
-  assert.throws(() => findNatsServer('/nonexistent-dir'), (e: Error) => e instanceof NatsServerError && e.message === NATS_SERVER_MISSING);
+  assert.throws(
+    () => findNatsServer('/nonexistent-dir'),
+    (e: Error) => e instanceof NatsServerError && e.message === NATS_SERVER_MISSING,
+  );
   assert.match(NATS_SERVER_MISSING, /apt-get install nats-server/);
   const saved = process.env.PATH;
   process.env.PATH = '/nonexistent-dir';
   try {
-    const err = await startNatsServer({ runDir }).then(() => null, (e: unknown) => e);
+    const err = await startNatsServer({ runDir }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.is((err as Error).message, NATS_SERVER_MISSING);
   } finally {
     process.env.PATH = saved;

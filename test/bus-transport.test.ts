@@ -3,8 +3,30 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Bus, BusTimeout, ConnectFailed, ConnectionClosed, NoResponders, freePort, CHUNK_HEADER, startNatsServer, type NatsServer, type BusEvents } from '../src/bus/index.ts';
-import { DTYPES, WireTensor, typedArrayCtor, packValue, encodeEnvelope, formatChunkHeader, splitChunks, PROTOCOL_VERSION, type DType, type Envelope } from '../src/tensor/index.ts';
+import {
+  Bus,
+  BusTimeout,
+  ConnectFailed,
+  ConnectionClosed,
+  NoResponders,
+  freePort,
+  CHUNK_HEADER,
+  startNatsServer,
+  type NatsServer,
+  type BusEvents,
+} from '../src/bus/index.ts';
+import {
+  DTYPES,
+  WireTensor,
+  typedArrayCtor,
+  packValue,
+  encodeEnvelope,
+  formatChunkHeader,
+  splitChunks,
+  PROTOCOL_VERSION,
+  type DType,
+  type Envelope,
+} from '../src/tensor/index.ts';
 
 const MAX_PAYLOAD = 1024 * 1024; // small, so that tensors over max_payload stay cheap to test
 const runDir = mkdtempSync(join(tmpdir(), 'charon-bus-'));
@@ -21,14 +43,24 @@ function collector<T>(n: number, ms = 10_000) {
     done = res;
     setTimeout(() => rej(new Error(`collected ${got.length} of ${n} within ${ms} ms`)), ms).unref();
   });
-  return { push(v: T) { got.push(v); if (got.length === n) done(got); }, promise, got };
+  return {
+    push(v: T) {
+      got.push(v);
+      if (got.length === n) done(got);
+    },
+    promise,
+    got,
+  };
 }
 
 function randomTensor(dtype: DType, shape: number[]): WireTensor {
   const Ctor = typedArrayCtor(dtype);
   const data = new Ctor(shape.reduce((x, y) => x * y, 1));
   const bytes = new Uint8Array(data.buffer);
-  for (let i = 0; i < bytes.length; i++) { seed = (seed * 1103515245 + 12345) >>> 0; bytes[i] = dtype === 'bool' ? (seed >>> 16) & 1 : (seed >>> 16) & 0xff; }
+  for (let i = 0; i < bytes.length; i++) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    bytes[i] = dtype === 'bool' ? (seed >>> 16) & 1 : (seed >>> 16) & 0xff;
+  }
   return new WireTensor(dtype, shape, data);
 }
 
@@ -54,7 +86,11 @@ test('bus: tensors of every dtype and shape round-trip bit-exactly, including on
   const shapes = [[], [0], [1], [3, 5], [2, 0, 3], [2, 3, 4, 5]];
   const sent: WireTensor[] = [];
   for (const dtype of DTYPES) for (const shape of shapes) sent.push(randomTensor(dtype, shape));
-  sent.push(randomTensor('float32', [3, 1024, 256]), randomTensor('uint8', [MAX_PAYLOAD * 2 + 3]), randomTensor('float64', [MAX_PAYLOAD / 8 - 2]));
+  sent.push(
+    randomTensor('float32', [3, 1024, 256]),
+    randomTensor('uint8', [MAX_PAYLOAD * 2 + 3]),
+    randomTensor('float64', [MAX_PAYLOAD / 8 - 2]),
+  );
   const subject = a.subjects.stageFwd(1, 0);
   const got = collector<Envelope<{ t: WireTensor; i: number }>>(sent.length);
   const sub = b.subscribe<{ t: WireTensor; i: number }>(subject, (env) => got.push(env), { kinds: ['fwd'] });
@@ -68,7 +104,11 @@ test('bus: tensors of every dtype and shape round-trip bit-exactly, including on
     assert.is(env.step, 4);
     assert.is(env.from, 'dev-a');
   }
-  assert.equal(envs.map((e) => e.body.i), sent.map((_, i) => i), 'delivered in order');
+  assert.equal(
+    envs.map((e) => e.body.i),
+    sent.map((_, i) => i),
+    'delivered in order',
+  );
   assert.is(b.reassembly.pendingBytes, 0);
 });
 
@@ -82,22 +122,35 @@ test('bus: malformed, truncated, oversized, wrong-version, wrong-run and corrupt
   b.subscribe<{ n: number }>(subject, (env) => good.push(env.body.n), { kinds: ['ctl'] });
   await b.flush();
   const before = b.rejected;
-  const valid = encodeEnvelope({ v: PROTOCOL_VERSION, run: 'r1', from: 'x', gen: 0, step: 0, mb: 0, id: 'x-1', kind: 'ctl', body: { t: randomTensor('float32', [100]) } });
+  const valid = encodeEnvelope({
+    v: PROTOCOL_VERSION,
+    run: 'r1',
+    from: 'x',
+    gen: 0,
+    step: 0,
+    mb: 0,
+    id: 'x-1',
+    kind: 'ctl',
+    body: { t: randomTensor('float32', [100]) },
+  });
 
-  a.publishBytes(subject, new Uint8Array([0xa1, 0x41]));                                         // malformed: not a map
-  a.publishBytes(subject, valid.subarray(0, valid.length - 30));                                 // truncated
+  a.publishBytes(subject, new Uint8Array([0xa1, 0x41])); // malformed: not a map
+  a.publishBytes(subject, valid.subarray(0, valid.length - 30)); // truncated
   a.publishBytes(subject, packValue({ v: 1, run: 'r1', from: 'x', step: 0, mb: 0, id: 'i', kind: 'ctl', body: 1 })); // version (1 had no generation)
-  a.publishBytes(subject, packValue({ v: PROTOCOL_VERSION, run: 'r1', from: 'x', gen: 0, step: 'one', mb: 0, id: 'i', kind: 'ctl', body: 1 })); // field type
+  a.publishBytes(
+    subject,
+    packValue({ v: PROTOCOL_VERSION, run: 'r1', from: 'x', gen: 0, step: 'one', mb: 0, id: 'i', kind: 'ctl', body: 1 }),
+  ); // field type
   const other = await Bus.connect({ servers: server.url, name: 'intruder', run: 'r2' });
-  other.publish(subject, 'ctl', { n: -1 });                                                      // run
+  other.publish(subject, 'ctl', { n: -1 }); // run
   await other.close();
-  a.publish(subject, 'hb', { n: -2 });                                                           // kind
-  a.publish(subject, 'ctl', { n: -3, t: randomTensor('uint8', [9 * MAX_PAYLOAD]) });            // oversized for b (limit 8 x max_payload)
+  a.publish(subject, 'hb', { n: -2 }); // kind
+  a.publish(subject, 'ctl', { n: -3, t: randomTensor('uint8', [9 * MAX_PAYLOAD]) }); // oversized for b (limit 8 x max_payload)
   const chunks = splitChunks(new Uint8Array(MAX_PAYLOAD + 10), MAX_PAYLOAD / 2);
   const corrupt = new Uint8Array(chunks[0]!.bytes);
   corrupt[0]! ^= 0xff;
-  a.publishBytes(subject, corrupt, { [CHUNK_HEADER]: formatChunkHeader(chunks[0]!.header) });    // checksum
-  a.publishBytes(subject, chunks[1]!.bytes, { [CHUNK_HEADER]: 'zz 9 2 10 0 0' });                // chunk header
+  a.publishBytes(subject, corrupt, { [CHUNK_HEADER]: formatChunkHeader(chunks[0]!.header) }); // checksum
+  a.publishBytes(subject, chunks[1]!.bytes, { [CHUNK_HEADER]: 'zz 9 2 10 0 0' }); // chunk header
   a.publish(subject, 'ctl', { n: 42 });
   assert.equal(await good.promise, [42]);
   await reports.promise;
@@ -106,11 +159,23 @@ test('bus: malformed, truncated, oversized, wrong-version, wrong-run and corrupt
   const after = b.rejected;
   const delta = (r: keyof typeof after) => after[r] - before[r];
   assert.equal(
-    { malformed: delta('malformed'), truncated: delta('truncated'), version: delta('version'), run: delta('run'), kind: delta('kind'), oversized: delta('oversized'), checksum: delta('checksum'), chunk: delta('chunk') },
+    {
+      malformed: delta('malformed'),
+      truncated: delta('truncated'),
+      version: delta('version'),
+      run: delta('run'),
+      kind: delta('kind'),
+      oversized: delta('oversized'),
+      checksum: delta('checksum'),
+      chunk: delta('chunk'),
+    },
     { malformed: 2, truncated: 1, version: 1, run: 1, kind: 1, oversized: 1, checksum: 1, chunk: 1 },
   );
   assert.is(rejected.length, 9);
-  assert.ok(reports.got.every((e) => e.from === 'dev-b' && typeof (e.body as { reason: string }).reason === 'string'), 'each rejection reported on the events subject');
+  assert.ok(
+    reports.got.every((e) => e.from === 'dev-b' && typeof (e.body as { reason: string }).reason === 'string'),
+    'each rejection reported on the events subject',
+  );
 });
 
 test('bus: a handler that throws is reported and delivery continues', async () => {
@@ -118,7 +183,10 @@ test('bus: a handler that throws is reported and delivery continues', async () =
   const errors = collector<BusEvents['error']>(1);
   const off = b.on('error', (e) => errors.push(e));
   const seen = collector<number>(2);
-  const sub = b.subscribe<{ n: number }>(subject, (env) => { seen.push(env.body.n); if (env.body.n === 1) throw new Error('boom'); });
+  const sub = b.subscribe<{ n: number }>(subject, (env) => {
+    seen.push(env.body.n);
+    if (env.body.n === 1) throw new Error('boom');
+  });
   await b.flush();
   a.publish(subject, 'hb', { n: 1 });
   a.publish(subject, 'hb', { n: 2 });
@@ -131,9 +199,18 @@ test('bus: a handler that throws is reported and delivery continues', async () =
 test('bus: request/reply, with a chunked reply', async () => {
   const subject = a.subjects.cacheGet('dev-b');
   const big = randomTensor('float32', [MAX_PAYLOAD / 2]); // 2 MB: two max_payloads
-  const sub = b.subscribe<{ key: string }>(subject, (env, msg) => b.reply(msg, 'entry', { key: env.body.key, t: big }, { step: env.step }), { kinds: ['get'] });
+  const sub = b.subscribe<{ key: string }>(
+    subject,
+    (env, msg) => b.reply(msg, 'entry', { key: env.body.key, t: big }, { step: env.step }),
+    { kinds: ['get'] },
+  );
   await b.flush();
-  const reply = await a.request<{ key: string }, { key: string; t: WireTensor }>(subject, 'get', { key: 's7' }, { timeoutMs: 5000, meta: { step: 7 }, kinds: ['entry'] });
+  const reply = await a.request<{ key: string }, { key: string; t: WireTensor }>(
+    subject,
+    'get',
+    { key: 's7' },
+    { timeoutMs: 5000, meta: { step: 7 }, kinds: ['entry'] },
+  );
   assert.is(reply.body.key, 's7');
   assert.is(reply.step, 7);
   assert.ok(sameBits(big, reply.body.t));
@@ -142,39 +219,71 @@ test('bus: request/reply, with a chunked reply', async () => {
 
 test('bus: a request past its deadline fails with a retryable BusTimeout; nobody listening gives NoResponders', async () => {
   const subject = a.subjects.devCtl('silent');
-  const sub = b.subscribe(subject, () => { /* never replies */ });
+  const sub = b.subscribe(subject, () => {
+    /* never replies */
+  });
   await b.flush();
   const t0 = Date.now();
-  const err = await a.request(subject, 'ctl', {}, { timeoutMs: 300 }).then(() => null, (e: unknown) => e);
+  const err = await a.request(subject, 'ctl', {}, { timeoutMs: 300 }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   assert.instance(err, BusTimeout);
   assert.is((err as BusTimeout).retryable, true);
   assert.ok(Date.now() - t0 >= 290);
   sub.unsubscribe();
   await b.flush();
-  const none = await a.request(a.subjects.devCtl('nobody'), 'ctl', {}, { timeoutMs: 5000 }).then(() => null, (e: unknown) => e);
+  const none = await a.request(a.subjects.devCtl('nobody'), 'ctl', {}, { timeoutMs: 5000 }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   assert.instance(none, NoResponders);
   assert.is((none as NoResponders).retryable, true);
 });
 
-test('bus: a request ends with its signal\'s reason when the signal aborts, before or while it waits', async () => {
+test("bus: a request ends with its signal's reason when the signal aborts, before or while it waits", async () => {
   const subject = a.subjects.devCtl('silent');
-  const sub = b.subscribe(subject, () => { /* never replies */ });
+  const sub = b.subscribe(subject, () => {
+    /* never replies */
+  });
   await b.flush();
   const stop = new AbortController();
   const reason = new Error('run interrupted');
-  const waiting = a.request(subject, 'ctl', {}, { timeoutMs: 600_000, signal: stop.signal }).then(() => null, (e: unknown) => e);
+  const waiting = a.request(subject, 'ctl', {}, { timeoutMs: 600_000, signal: stop.signal }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   await a.flush();
   stop.abort(reason);
   assert.is(await waiting, reason);
-  assert.is(await a.request(subject, 'ctl', {}, { timeoutMs: 600_000, signal: stop.signal }).then(() => null, (e: unknown) => e), reason);
+  assert.is(
+    await a.request(subject, 'ctl', {}, { timeoutMs: 600_000, signal: stop.signal }).then(
+      () => null,
+      (e: unknown) => e,
+    ),
+    reason,
+  );
   sub.unsubscribe();
 });
 
 test('bus: bad run names, bad bus names and unreachable servers fail clearly', async () => {
-  const failure = (p: Promise<unknown>) => p.then(() => 'connected', (e: unknown) => String(e));
+  const failure = (p: Promise<unknown>) =>
+    p.then(
+      () => 'connected',
+      (e: unknown) => String(e),
+    );
   assert.match(await failure(Bus.connect({ servers: server.url, name: 'x', run: 'a.b' })), /invalid run 'a.b'/);
   assert.match(await failure(Bus.connect({ servers: server.url, name: '', run: 'r1' })), /bus name/);
-  const err = await Bus.connect({ servers: `nats://127.0.0.1:${await freePort()}`, name: 'x', run: 'r1', timeoutMs: 1000, maxReconnectAttempts: 0 }).then(() => null, (e: unknown) => e);
+  const err = await Bus.connect({
+    servers: `nats://127.0.0.1:${await freePort()}`,
+    name: 'x',
+    run: 'r1',
+    timeoutMs: 1000,
+    maxReconnectAttempts: 0,
+  }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   assert.instance(err, ConnectFailed);
   assert.is((err as ConnectFailed).retryable, true);
 });
@@ -184,9 +293,14 @@ test('bus: close() with the server gone closes the connection and fails pending 
   const s = await startNatsServer({ runDir: dir, jetstream: false });
   const c = await Bus.connect({ servers: s.url, name: 'dev-c', run: 'r1', reconnectWaitMs: 100 });
   const d = await Bus.connect({ servers: s.url, name: 'dev-d', run: 'r1' });
-  d.subscribe(d.subjects.devCtl('silent'), () => { /* never replies */ });
+  d.subscribe(d.subjects.devCtl('silent'), () => {
+    /* never replies */
+  });
   await d.flush();
-  const pending = c.request(c.subjects.devCtl('silent'), 'ctl', {}, { timeoutMs: 600_000 }).then(() => null, (e: unknown) => e);
+  const pending = c.request(c.subjects.devCtl('silent'), 'ctl', {}, { timeoutMs: 600_000 }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   await c.flush();
   await s.stop();
   const t0 = Date.now();
@@ -215,7 +329,10 @@ test('bus: a dropped server is reported as disconnect, then reconnect when it re
   c.publish(c.subjects.events(), 'ping', { n: 5 });
   assert.equal(await echo.promise, [5]);
   await c.close();
-  assert.throws(() => c.publish(c.subjects.events(), 'ping', { n: 6 }), (e: Error) => e instanceof ConnectionClosed && !e.retryable);
+  assert.throws(
+    () => c.publish(c.subjects.events(), 'ping', { n: 6 }),
+    (e: Error) => e instanceof ConnectionClosed && !e.retryable,
+  );
   await s.stop();
   rmSync(dir, { recursive: true, force: true });
 });

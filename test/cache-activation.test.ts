@@ -9,7 +9,10 @@ import { f16ToF32, f32ToF16 } from '../src/cache/half.ts';
 function values(n: number, seed: number): Float32Array {
   const out = new Float32Array(n);
   let s = seed;
-  for (let i = 0; i < n; i++) { s = (s * 1103515245 + 12345) >>> 0; out[i] = (s / 2 ** 32 - 0.5) * 8; }
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * 8;
+  }
   return out;
 }
 
@@ -20,7 +23,10 @@ test('cache: eviction spills to disk and reloads bit-exact (f32)', () => {
   const dir = tmp();
   const cache = new ActivationCache({ memoryBytes: 3 * 4096, dir, dtype: 'f32' });
   const put = new Map<number, Float32Array>();
-  for (let s = 0; s < 10; s++) { put.set(s, values(1024, s + 1)); cache.put({ fingerprint: fp, sample: s, layer: 2 }, put.get(s)!); }
+  for (let s = 0; s < 10; s++) {
+    put.set(s, values(1024, s + 1));
+    cache.put({ fingerprint: fp, sample: s, layer: 2 }, put.get(s)!);
+  }
   const st = cache.stats();
   assert.ok(st.spills >= 7, `spills ${st.spills}`);
   assert.ok(st.memoryBytes <= 3 * 4096);
@@ -70,7 +76,8 @@ test('cache: f16 storage round-trips within half precision and halves the bytes'
 test('cache: a corrupt or missing disk entry is a counted miss, and a re-put heals it', () => {
   const dir = tmp();
   const cache = new ActivationCache({ memoryBytes: 0, dir, dtype: 'f32' });
-  const keyA = { fingerprint: fp, sample: 3, layer: 4 }, keyB = { fingerprint: fp, sample: 4, layer: 4 };
+  const keyA = { fingerprint: fp, sample: 3, layer: 4 },
+    keyB = { fingerprint: fp, sample: 4, layer: 4 };
   const v = values(256, 3);
   cache.put(keyA, v);
   cache.put(keyB, v);

@@ -10,7 +10,9 @@ import type { JoinReply } from '../src/runtime/messages.ts';
 import type { BackoffPolicy } from '../src/runtime/supervisor.ts';
 
 const policy: BackoffPolicy = { initialMs: 100, factor: 2, maxMs: 400, maxRestarts: 3, stableMs: 10_000 };
-const settle = async () => { for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r)); };
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+};
 const accepted: JoinReply = { ok: true, role: 'worker', heartbeatMs: 500, lostAfterMs: 1500 };
 
 /** A device machine with instant fakes; `overrides` replaces some of them. */
@@ -20,13 +22,21 @@ function fakeDevice(overrides: Parameters<typeof deviceMachine.provide>[0]['acto
       connect: fromPromise(async () => {}),
       register: fromPromise<JoinReply, { attempt: number }>(async () => accepted),
       profile: fromPromise(async () => {}),
-      drain: fromPromise<void, { reason: string }>(async ({ input }) => { log.push(`drain:${input.reason}`); }),
+      drain: fromPromise<void, { reason: string }>(async ({ input }) => {
+        log.push(`drain:${input.reason}`);
+      }),
       ...overrides,
     },
     actions: {
-      startHeartbeats: () => { log.push('hb:start'); },
-      stopHeartbeats: () => { log.push('hb:stop'); },
-      reportError: (_, p) => { log.push(`error:${p.what}`); },
+      startHeartbeats: () => {
+        log.push('hb:start');
+      },
+      stopHeartbeats: () => {
+        log.push('hb:stop');
+      },
+      reportError: (_, p) => {
+        log.push(`error:${p.what}`);
+      },
     },
   });
 }
@@ -35,7 +45,9 @@ test('device machine: connects, registers, profiles and idles; heartbeats start 
   const log: string[] = [];
   const states: string[] = [];
   const actor = createActor(fakeDevice({}, log), { input: { device: 'd0', policy }, clock: new SimulatedClock() });
-  actor.subscribe((s) => { if (states.at(-1) !== deviceStateName(s)) states.push(deviceStateName(s)); });
+  actor.subscribe((s) => {
+    if (states.at(-1) !== deviceStateName(s)) states.push(deviceStateName(s));
+  });
   actor.start();
   await settle();
   assert.equal(states, ['connecting', 'registering', 'profiling', 'idle']);
@@ -72,12 +84,25 @@ test('device machine: registration retries with growing backoff on the simulated
 
 test('device machine: gives up registering after maxRestarts and a refusal is final', async () => {
   const clock = new SimulatedClock();
-  const failing = createActor(fakeDevice({ register: fromPromise<JoinReply, { attempt: number }>(async () => { throw new Error('timeout'); }) }), { input: { device: 'd0', policy }, clock }).start();
-  for (let i = 0; i < 40 && failing.getSnapshot().status === 'active'; i++) { await settle(); clock.increment(50); }
+  const failing = createActor(
+    fakeDevice({
+      register: fromPromise<JoinReply, { attempt: number }>(async () => {
+        throw new Error('timeout');
+      }),
+    }),
+    { input: { device: 'd0', policy }, clock },
+  ).start();
+  for (let i = 0; i < 40 && failing.getSnapshot().status === 'active'; i++) {
+    await settle();
+    clock.increment(50);
+  }
   assert.equal(failing.getSnapshot().value, 'failed');
   assert.match(failing.getSnapshot().context.error ?? '', /cannot register: timeout/);
 
-  const refused = createActor(fakeDevice({ register: fromPromise<JoinReply, { attempt: number }>(async () => ({ ok: false, reason: 'name in use' })) }), { input: { device: 'd0', policy }, clock: new SimulatedClock() }).start();
+  const refused = createActor(
+    fakeDevice({ register: fromPromise<JoinReply, { attempt: number }>(async () => ({ ok: false, reason: 'name in use' })) }),
+    { input: { device: 'd0', policy }, clock: new SimulatedClock() },
+  ).start();
   await settle();
   assert.equal(refused.getSnapshot().value, 'failed');
   assert.match(refused.getSnapshot().context.error ?? '', /name in use/);
@@ -85,7 +110,15 @@ test('device machine: gives up registering after maxRestarts and a refusal is fi
 
 test('device machine: a dropped bus reconnects and registers again', async () => {
   let registrations = 0;
-  const actor = createActor(fakeDevice({ register: fromPromise<JoinReply, { attempt: number }>(async () => { registrations++; return accepted; }) }), { input: { device: 'd0', policy }, clock: new SimulatedClock() }).start();
+  const actor = createActor(
+    fakeDevice({
+      register: fromPromise<JoinReply, { attempt: number }>(async () => {
+        registrations++;
+        return accepted;
+      }),
+    }),
+    { input: { device: 'd0', policy }, clock: new SimulatedClock() },
+  ).start();
   await settle();
   actor.send({ type: 'DISCONNECTED' });
   assert.equal(deviceStateName(actor.getSnapshot()), 'reconnecting');
@@ -99,7 +132,18 @@ test('device machine: a dropped bus reconnects and registers again', async () =>
 
 test('device machine: a drain without a connection stops at once instead of waiting for the leave', async () => {
   const log: string[] = [];
-  const actor = createActor(fakeDevice({ drain: fromPromise<void, { reason: string }>(({ input }) => { log.push(`drain:${input.reason}`); return new Promise(() => {}); }) }, log), { input: { device: 'd0', policy }, clock: new SimulatedClock() }).start();
+  const actor = createActor(
+    fakeDevice(
+      {
+        drain: fromPromise<void, { reason: string }>(({ input }) => {
+          log.push(`drain:${input.reason}`);
+          return new Promise(() => {});
+        }),
+      },
+      log,
+    ),
+    { input: { device: 'd0', policy }, clock: new SimulatedClock() },
+  ).start();
   await settle();
   actor.send({ type: 'DRAIN', reason: 'SIGINT' });
   assert.equal(deviceStateName(actor.getSnapshot()), 'draining');
@@ -112,7 +156,10 @@ test('device machine: a drain without a connection stops at once instead of wait
   offline.send({ type: 'DRAIN', reason: 'SIGTERM' });
   assert.equal(offline.getSnapshot().value, 'stopped', 'drained while reconnecting');
 
-  const working = createActor(fakeDevice({ work: fromPromise(() => new Promise(() => {})) }), { input: { device: 'd2', policy }, clock: new SimulatedClock() }).start();
+  const working = createActor(fakeDevice({ work: fromPromise(() => new Promise(() => {})) }), {
+    input: { device: 'd2', policy },
+    clock: new SimulatedClock(),
+  }).start();
   await settle();
   working.send({ type: 'WORK', request: { id: 1, kind: 'step', args: {} }, step: 1, phase: 'pipeline' });
   working.send({ type: 'DRAIN', reason: 'SIGINT' });

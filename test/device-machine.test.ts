@@ -35,16 +35,35 @@ function gatedCompute() {
   const ran: string[] = [];
   const gates = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
   const compute: DeviceCompute = {
-    backend: 'fake', backendDetail: 'fake compute',
+    backend: 'fake',
+    backendDetail: 'fake compute',
     measureMatmulGflops: async () => 10,
-    run: (kind) => new Promise((resolve, reject) => { ran.push(kind); gates.set(kind, { resolve, reject }); }),
-    signal: (kind) => { ran.push(`signal:${kind}`); },
+    run: (kind) =>
+      new Promise((resolve, reject) => {
+        ran.push(kind);
+        gates.set(kind, { resolve, reject });
+      }),
+    signal: (kind) => {
+      ran.push(`signal:${kind}`);
+    },
     memoryBytes: () => 1234,
-    close: async () => { ran.push('close'); },
+    close: async () => {
+      ran.push('close');
+    },
   };
-  const until = async (kind: string) => { while (!gates.has(kind)) await new Promise((r) => setTimeout(r, 5)); };
-  const release = async (kind: string, result: unknown) => { await until(kind); gates.get(kind)!.resolve(result); gates.delete(kind); };
-  const fail = async (kind: string, err: Error) => { await until(kind); gates.get(kind)!.reject(err); gates.delete(kind); };
+  const until = async (kind: string) => {
+    while (!gates.has(kind)) await new Promise((r) => setTimeout(r, 5));
+  };
+  const release = async (kind: string, result: unknown) => {
+    await until(kind);
+    gates.get(kind)!.resolve(result);
+    gates.delete(kind);
+  };
+  const fail = async (kind: string, err: Error) => {
+    await until(kind);
+    gates.get(kind)!.reject(err);
+    gates.delete(kind);
+  };
   return { compute, ran, release, fail };
 }
 
@@ -79,7 +98,7 @@ test('device actor: assign loads (state loading -> ready, role from the request)
   assert.is(d.role, 'stage 1 rank 0');
 });
 
-test('device actor: a step shows working with its step and phase; the reply is the step\'s output', async () => {
+test("device actor: a step shows working with its step and phase; the reply is the step's output", async () => {
   const reply = control(bus, 'd0', 'step', { step: 3, sampleIds: [0, 1], withState: false });
   const d = await statusOf((x) => x.state === 'working');
   assert.is(d.step, 3);
@@ -107,7 +126,10 @@ test('device actor: abort is delivered at once; its answer waits until the work 
   const reply = control(bus, 'd0', 'step', { step: 5, sampleIds: [3], withState: false });
   await statusOf((x) => x.state === 'working' && x.step === 5);
   let answered = false;
-  const aborted = control(bus, 'd0', 'abort', { step: 5 }).then((r) => { answered = true; return r; });
+  const aborted = control(bus, 'd0', 'abort', { step: 5 }).then((r) => {
+    answered = true;
+    return r;
+  });
   while (!g.ran.includes('signal:abort')) await new Promise((r) => setTimeout(r, 10));
   assert.not.ok(answered, 'the device is still working');
   await g.fail('step', new StepAborted(5));

@@ -9,7 +9,12 @@ function vectors(size: number, length: number, seed: number): Float32Array[] {
 }
 
 test('allreduce: chunk bounds cover the vector exactly once', () => {
-  for (const [len, parts] of [[10, 3], [2, 4], [0, 2], [17, 17]] as const) {
+  for (const [len, parts] of [
+    [10, 3],
+    [2, 4],
+    [0, 2],
+    [17, 17],
+  ] as const) {
     let covered = 0;
     for (let c = 0; c < parts; c++) {
       const [s, e] = chunkBounds(len, parts, c);
@@ -49,13 +54,18 @@ test('allreduce: the same placement gives bit-identical sums run after run, what
     }));
     return Promise.all(inputs.map((v, r) => ringAllReduce(v, r, 4, ring[r]!)));
   };
-  const a = await once(false), b = await once(true);
+  const a = await once(false),
+    b = await once(true);
   assert.equal(Array.from(a[2]!), Array.from(b[2]!));
 });
 
 test('allreduce: a rank outside the ring is rejected', async () => {
   let message = '';
-  try { await ringAllReduce(new Float32Array(2), 3, 2, memoryRing(2)[0]!); } catch (err) { message = (err as Error).message; }
+  try {
+    await ringAllReduce(new Float32Array(2), 3, 2, memoryRing(2)[0]!);
+  } catch (err) {
+    message = (err as Error).message;
+  }
   assert.match(message, /rank 3 outside 0..1/);
 });
 

@@ -8,8 +8,14 @@ const run = { samples: 32, seed: 1, batch: 8 };
 test('balance: shards keep the planned sizes and hold every sample once', () => {
   const steps = [...epochSteps(run, 2), ...epochSteps(run, 3)];
   const shards = balanceShards([20, 12], steps, () => false);
-  assert.equal(shards.map((s) => s.length), [20, 12]);
-  assert.equal(shards.flat().sort((a, b) => a - b), Array.from({ length: 32 }, (_, j) => j));
+  assert.equal(
+    shards.map((s) => s.length),
+    [20, 12],
+  );
+  assert.equal(
+    shards.flat().sort((a, b) => a - b),
+    Array.from({ length: 32 }, (_, j) => j),
+  );
 });
 
 test('balance: one cached epoch splits every step by the shard shares', () => {
@@ -19,9 +25,18 @@ test('balance: one cached epoch splits every step by the shard shares', () => {
 });
 
 test('balance: among equally balanced choices a device keeps what it caches', () => {
-  const steps = [[0, 1], [2, 3]];
+  const steps = [
+    [0, 1],
+    [2, 3],
+  ];
   const holder = (j: number) => (j === 1 || j === 2 ? 1 : 0);
-  assert.equal(balanceShards([2, 2], steps, (k, j) => holder(j) === k), [[0, 3], [1, 2]]);
+  assert.equal(
+    balanceShards([2, 2], steps, (k, j) => holder(j) === k),
+    [
+      [0, 3],
+      [1, 2],
+    ],
+  );
 });
 
 test('balance: sizes that do not cover the samples are an error', () => {

@@ -9,7 +9,11 @@ import { BusStageLinks } from '../src/engine/index.ts';
 
 let server: NatsServer, dir: string;
 const buses: Bus[] = [];
-const connect = async (name: string) => { const b = await Bus.connect({ servers: server.url, name, run: 'dist' }); buses.push(b); return b; };
+const connect = async (name: string) => {
+  const b = await Bus.connect({ servers: server.url, name, run: 'dist' });
+  buses.push(b);
+  return b;
+};
 
 test.before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'charon-dist-bus-'));
@@ -24,8 +28,24 @@ test.after(async () => {
 const widths = { b: 4, a: 2 };
 
 test('bus links: ring all-reduce over grad.<group>.<step> sums 3 ranks (vector larger than max_payload is chunked)', async () => {
-  const size = 3, n = 3 * 1024 * 1024; // 12 MB per rank > 8 MB max_payload
-  const links = await Promise.all([0, 1, 2].map(async (rank) => new BusStageLinks(await connect(`r${rank}`), { stage: 0, rank, group: 'g0', groupSize: size, prevSize: 0, nextSize: 0, widths, generation: 0, firstStep: 1 })));
+  const size = 3,
+    n = 3 * 1024 * 1024; // 12 MB per rank > 8 MB max_payload
+  const links = await Promise.all(
+    [0, 1, 2].map(
+      async (rank) =>
+        new BusStageLinks(await connect(`r${rank}`), {
+          stage: 0,
+          rank,
+          group: 'g0',
+          groupSize: size,
+          prevSize: 0,
+          nextSize: 0,
+          widths,
+          generation: 0,
+          firstStep: 1,
+        }),
+    ),
+  );
   const inputs = [0, 1, 2].map((r) => Float32Array.from({ length: n }, (_, i) => (i % 97) * (r + 1)));
   const outs = await Promise.all(links.map((l, r) => ringAllReduce(inputs[r]!, r, size, l.ring(1))));
   for (const i of [0, 1, 96, n - 1]) for (const o of outs) assert.is(o[i], (i % 97) * 6);
@@ -33,13 +53,43 @@ test('bus links: ring all-reduce over grad.<group>.<step> sums 3 ranks (vector l
 });
 
 test('bus links: rows cross stages with their sample ids; a malformed message is dropped and counted', async () => {
-  const sender = new BusStageLinks(await connect('s0'), { stage: 0, rank: 0, group: 's0', groupSize: 1, prevSize: 0, nextSize: 1, widths, generation: 0, firstStep: 1 });
+  const sender = new BusStageLinks(await connect('s0'), {
+    stage: 0,
+    rank: 0,
+    group: 's0',
+    groupSize: 1,
+    prevSize: 0,
+    nextSize: 1,
+    widths,
+    generation: 0,
+    firstStep: 1,
+  });
   const recvBus = await connect('s1');
-  const receiver = new BusStageLinks(recvBus, { stage: 1, rank: 0, group: 's1', groupSize: 1, prevSize: 1, nextSize: 0, widths, generation: 0, firstStep: 1 });
+  const receiver = new BusStageLinks(recvBus, {
+    stage: 1,
+    rank: 0,
+    group: 's1',
+    groupSize: 1,
+    prevSize: 1,
+    nextSize: 0,
+    widths,
+    generation: 0,
+    firstStep: 1,
+  });
   await recvBus.flush();
   // wrong row width: 2 rows need 8 values of b
   const evil = await connect('evil');
-  evil.publish(recvBus.subjects.stageFwd(1, 0), 'fwd', { rank: 0, ids: [1, 2], b: new (await import('../src/tensor/index.ts')).WireTensor('float32', [3], new Float32Array(3)), a: new (await import('../src/tensor/index.ts')).WireTensor('float32', [4], new Float32Array(4)) }, { step: 5, mb: 0 });
+  evil.publish(
+    recvBus.subjects.stageFwd(1, 0),
+    'fwd',
+    {
+      rank: 0,
+      ids: [1, 2],
+      b: new (await import('../src/tensor/index.ts')).WireTensor('float32', [3], new Float32Array(3)),
+      a: new (await import('../src/tensor/index.ts')).WireTensor('float32', [4], new Float32Array(4)),
+    },
+    { step: 5, mb: 0 },
+  );
   await evil.flush(); // the server has it before the valid message below
   sender.sendFwd(5, 0, 0, { ids: [7, 9], b: Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8]), a: Float32Array.from([1, 2, 3, 4]) });
   const got = await receiver.recvFwd(5, 0, 0);
@@ -50,22 +100,34 @@ test('bus links: rows cross stages with their sample ids; a malformed message is
   const back = await sender.recvBwd(5, 0, 0);
   assert.equal(back.ids, [9]);
   assert.equal(Array.from(back.g), [0.5, -0.5]);
-  sender.close(); receiver.close();
+  sender.close();
+  receiver.close();
 });
 
-test('bus links: after a re-plan, late messages of the aborted generation are dropped, counted and reported; the replay\'s arrive', async () => {
+test("bus links: after a re-plan, late messages of the aborted generation are dropped, counted and reported; the replay's arrive", async () => {
   const g0 = { group: 's0', groupSize: 2, prevSize: 0, nextSize: 1, widths, firstStep: 3 };
   // Generation 0 is the attempt a lost device aborted; generation 1 replays step 3 on the same ranks and subjects.
   const late = await connect('late');
-  const stale = [new BusStageLinks(late, { stage: 0, rank: 0, ...g0, generation: 0 }), new BusStageLinks(late, { stage: 1, rank: 0, ...g0, prevSize: 2, nextSize: 0, groupSize: 1, group: 's1', generation: 0 })];
-  const busA = await connect('a'), busB = await connect('b'), busC = await connect('c');
+  const stale = [
+    new BusStageLinks(late, { stage: 0, rank: 0, ...g0, generation: 0 }),
+    new BusStageLinks(late, { stage: 1, rank: 0, ...g0, prevSize: 2, nextSize: 0, groupSize: 1, group: 's1', generation: 0 }),
+  ];
+  const busA = await connect('a'),
+    busB = await connect('b'),
+    busC = await connect('c');
   const a = new BusStageLinks(busA, { stage: 0, rank: 0, ...g0, generation: 1 });
   const b = new BusStageLinks(busB, { stage: 0, rank: 1, ...g0, generation: 1 });
   const c = new BusStageLinks(busC, { stage: 1, rank: 0, ...g0, prevSize: 2, nextSize: 0, groupSize: 1, group: 's1', generation: 1 });
   const reports: string[] = [];
   const watcher = await connect('watcher');
   // The stale ranks reject the replay's messages in turn; only the replay's ranks are watched here.
-  watcher.subscribe<{ reason: string; message: string }>(watcher.subjects.events(), (env) => { if (env.from !== 'late' && env.body.reason === 'generation') reports.push(env.body.message); }, { kinds: ['rejected'] });
+  watcher.subscribe<{ reason: string; message: string }>(
+    watcher.subjects.events(),
+    (env) => {
+      if (env.from !== 'late' && env.body.reason === 'generation') reports.push(env.body.message);
+    },
+    { kinds: ['rejected'] },
+  );
   for (const x of [busA, busB, busC, watcher]) await x.flush();
 
   const row = (v: number) => ({ ids: [5], b: new Float32Array(4).fill(v), a: new Float32Array(2).fill(v) });
@@ -83,7 +145,10 @@ test('bus links: after a re-plan, late messages of the aborted generation are dr
   assert.equal([c.dropped.get('generation'), a.dropped.get('generation'), b.dropped.get('generation')], [1, 1, 1]);
   assert.equal([busA.rejected.generation, busB.rejected.generation, busC.rejected.generation], [1, 1, 1]);
   while (reports.length < 3) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(reports.every((m) => /of generation 0 from late \(step 3\), expected generation 1/.test(m)), reports.join('; '));
+  assert.ok(
+    reports.every((m) => /of generation 0 from late \(step 3\), expected generation 1/.test(m)),
+    reports.join('; '),
+  );
   for (const l of [...stale, a, b, c]) l.close();
 });
 

@@ -43,7 +43,10 @@ function ciTopology(name: string, sequences = 16): string {
  */
 function pipelineProfile(file: string): string {
   const out = join(tmp, `${file.split('/').pop()}.profile.json`);
-  const r = spawnSync(process.execPath, [join(root, 'tools/charon.js'), 'plan', file, '--write-profile', out, '--json'], { cwd: root, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [join(root, 'tools/charon.js'), 'plan', file, '--write-profile', out, '--json'], {
+    cwd: root,
+    encoding: 'utf8',
+  });
   assert.is(r.status, 0, r.stderr);
   const profile = JSON.parse(readFileSync(out, 'utf8'));
   for (const d of profile.devices) d.memoryBytes = Math.round(0.6 * 2 ** 20);
@@ -53,19 +56,37 @@ function pipelineProfile(file: string): string {
 
 /** Starts `charon launch FILE --json [...extra]`; `onEvent` sees each event as it arrives. */
 function start(file: string, runDir: string, onEvent: (e: Ev) => void = () => {}, extra: string[] = []) {
-  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, '--run-dir', runDir, '--json', ...extra], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, '--run-dir', runDir, '--json', ...extra], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const events: Ev[] = [];
   let stderr = '';
-  child.stderr!.on('data', (d) => { stderr += d; });
-  createInterface({ input: child.stdout! }).on('line', (line) => { const e = JSON.parse(line) as Ev; events.push(e); onEvent(e); });
-  const done = new Promise<{ code: number; events: Ev[]; stderr: string }>((res) => child.once('close', (code) => res({ code: code ?? -1, events, stderr })));
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    const e = JSON.parse(line) as Ev;
+    events.push(e);
+    onEvent(e);
+  });
+  const done = new Promise<{ code: number; events: Ev[]; stderr: string }>((res) =>
+    child.once('close', (code) => res({ code: code ?? -1, events, stderr })),
+  );
   return { child, done };
 }
 
 /** Runs `charon launch FILE --json` to the end; returns its exit code and events. */
 const launch = (file: string, runDir: string, extra: string[] = []) => start(file, runDir, undefined, extra).done;
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<void> {
   const file = ciTopology(name);
@@ -83,27 +104,43 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   for (const pid of [...pids, natsPid]) assert.not.ok(alive(pid), `process ${pid} still alive`);
 
   const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as RunSummary;
-  assert.equal(summary.epochs.map((e) => e.phase), ['pipeline', 'cached']);
+  assert.equal(
+    summary.epochs.map((e) => e.phase),
+    ['pipeline', 'cached'],
+  );
   for (const e of summary.epochs) {
     assert.is(e.steps, 4);
     assert.ok(Number.isFinite(e.loss) && e.loss > 0, `epoch ${e.epoch} loss ${e.loss}`);
   }
   assert.ok(summary.epochs[1]!.loss < summary.epochs[0]!.loss, 'the loss falls from epoch 1 to epoch 2');
   assert.equal(summary.ledger.problems, []);
-  const stepsWithLoss = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.type === 'step');
+  const stepsWithLoss = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((m) => m.type === 'step');
   assert.is(stepsWithLoss.length, 8);
   // Ledger: every sample exactly once per epoch, in committed steps.
   const state = JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')) as { ledger: LedgerJson; step: number };
   assert.is(state.step, 8);
   for (const e of state.ledger.epochs) {
-    const ids = e.steps.filter((s) => s.committed).flatMap((s) => s.sampleIds).sort((a, b) => a - b);
-    assert.equal(ids, Array.from({ length: 16 }, (_, i) => i), `epoch ${e.epoch}`);
+    const ids = e.steps
+      .filter((s) => s.committed)
+      .flatMap((s) => s.sampleIds)
+      .sort((a, b) => a - b);
+    assert.equal(
+      ids,
+      Array.from({ length: 16 }, (_, i) => i),
+      `epoch ${e.epoch}`,
+    );
   }
   // Bytes per phase: stages exchanged activations, caches moved, the cached phase all-reduced.
   const multi = summary.plan.stages.length > 1 || summary.plan.stages.some((s) => s.devices.length > 1);
-  if (multiDevicePipeline) assert.ok(summary.plan.stages.length > 1, `the pinned plan is a pipeline: ${JSON.stringify(summary.plan.stages)}`);
+  if (multiDevicePipeline)
+    assert.ok(summary.plan.stages.length > 1, `the pinned plan is a pipeline: ${JSON.stringify(summary.plan.stages)}`);
   assert.is(summary.bytesPerPhase.pipeline > 0, multi);
-  const planned = summary.plan.bytesPerStep.total, measured = summary.pipelineBytesPerStep.measured;
+  const planned = summary.plan.bytesPerStep.total,
+    measured = summary.pipelineBytesPerStep.measured;
   assert.ok(Math.abs(measured - planned) <= 0.1 * planned, `pipeline bytes per step ${measured}, planned ${planned}`);
   assert.ok(summary.bytesPerPhase.redistribution > 0);
   assert.ok(summary.bytesPerPhase.cached > 0);
@@ -112,8 +149,16 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   // Every stage rank loaded its own backbone layers and no other.
   for (const st of summary.plan.stages) {
     for (const d of st.devices) {
-      const layers = new Set(summary.heldWeights[d]!.map((n) => /^layers\.(\d+)\./.exec(n)).filter((m) => m).map((m) => Number(m![1])));
-      assert.equal([...layers].sort((a, b) => a - b), Array.from({ length: st.to - st.from + 1 }, (_, i) => st.from + i), `layers held by ${d}`);
+      const layers = new Set(
+        summary.heldWeights[d]!.map((n) => /^layers\.(\d+)\./.exec(n))
+          .filter((m) => m)
+          .map((m) => Number(m![1])),
+      );
+      assert.equal(
+        [...layers].sort((a, b) => a - b),
+        Array.from({ length: st.to - st.from + 1 }, (_, i) => st.from + i),
+        `layers held by ${d}`,
+      );
     }
   }
 
@@ -122,15 +167,24 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   const L = loadConfig(spec.model).nLayers;
   await initBackend('wasm');
   const local = await runLocal({
-    model: spec.model, data: loadRunData(spec), seqLen: spec.seqLen, stages: [{ from: 1, to: L, devices: ['one'], shares: [1] }],
-    epochs: spec.epochs, batch: spec.batch, microBatches: plannedMicroBatches(spec), seed: spec.seed, optimizer: spec.optimizer, reduction: spec.reduction,
+    model: spec.model,
+    data: loadRunData(spec),
+    seqLen: spec.seqLen,
+    stages: [{ from: 1, to: L, devices: ['one'], shares: [1] }],
+    epochs: spec.epochs,
+    batch: spec.batch,
+    microBatches: plannedMicroBatches(spec),
+    seed: spec.seed,
+    optimizer: spec.optimizer,
+    reduction: spec.reduction,
   });
   const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
   const params = new Map([...ck.parameters].map(([n, p]) => [n, p.data]));
   const diff = relDiff(local.params, params);
   // Placements differ only in summation order: measured <= 1.2e-7 over seven plans (the claim is 1e-4).
   assert.ok(diff <= 1e-5, `${name}: distributed run differs from the 1-device run by ${diff}`);
-  for (let e = 0; e < 2; e++) assert.ok(Math.abs(local.epochLoss[e]! - summary.epochs[e]!.loss) <= 1e-4 * local.epochLoss[e]!, `epoch ${e + 1} loss`);
+  for (let e = 0; e < 2; e++)
+    assert.ok(Math.abs(local.epochLoss[e]! - summary.epochs[e]!.loss) <= 1e-4 * local.epochLoss[e]!, `epoch ${e + 1} loss`);
 }
 
 test('dist launch: local-2 trains end to end over NATS and equals a 1-device run', async () => {
@@ -145,8 +199,12 @@ test('dist launch: lab-4 (heterogeneous, simulated) trains end to end and equals
 test('dist launch: Ctrl-C in the middle of training stops the run and leaves no process behind', async () => {
   const file = ciTopology('local-2.yaml', 4000);
   let stepped!: () => void;
-  const firstStep = new Promise<void>((res) => { stepped = res; });
-  const run = start(file, join(tmp, 'interrupted'), (e) => { if (e.type === 'STEP_DONE') stepped(); });
+  const firstStep = new Promise<void>((res) => {
+    stepped = res;
+  });
+  const run = start(file, join(tmp, 'interrupted'), (e) => {
+    if (e.type === 'STEP_DONE') stepped();
+  });
   await firstStep;
   run.child.kill('SIGINT');
   const { code, events } = await run.done;
@@ -155,7 +213,10 @@ test('dist launch: Ctrl-C in the middle of training stops the run and leaves no 
   assert.is(stopped.type, 'STOPPED');
   assert.is(stopped.reason, 'SIGINT');
   assert.not.ok(events.some((e) => e.type === 'RUN_FINISHED'));
-  const pids = [...events.filter((e) => e.type === 'DEVICE_SPAWNED').map((e) => e.pid as number), events.find((e) => e.type === 'LAUNCHED')!.natsPid as number];
+  const pids = [
+    ...events.filter((e) => e.type === 'DEVICE_SPAWNED').map((e) => e.pid as number),
+    events.find((e) => e.type === 'LAUNCHED')!.natsPid as number,
+  ];
   for (const pid of pids) assert.not.ok(alive(pid), `process ${pid} still alive`);
 });
 

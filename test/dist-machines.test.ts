@@ -13,11 +13,21 @@ import { cacheMachine } from '../actors/cache/machine.ts';
 test('stage machine: loads, runs a step, aborts a step and drops back to ready', async () => {
   const aborted: number[] = [];
   let finish: () => void = () => {};
-  const m = stageMachine.provide({ actors: {
-    loadStage: fromPromise<void, AssignArgs>(async () => {}),
-    runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(({ input }) => (input.step === 2 ? new Promise(() => {}) : new Promise((r) => { finish = () => r(outcome); }))),
-    abortStep: fromPromise<void, { step: number }>(async ({ input }) => { aborted.push(input.step); }),
-  } });
+  const m = stageMachine.provide({
+    actors: {
+      loadStage: fromPromise<void, AssignArgs>(async () => {}),
+      runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(({ input }) =>
+        input.step === 2
+          ? new Promise(() => {})
+          : new Promise((r) => {
+              finish = () => r(outcome);
+            }),
+      ),
+      abortStep: fromPromise<void, { step: number }>(async ({ input }) => {
+        aborted.push(input.step);
+      }),
+    },
+  });
   const a = createActor(m).start();
   a.send({ type: 'LOAD', assignment: assignment(1, 0) });
   await waitFor(a, (s) => s.value === 'ready');
@@ -26,7 +36,7 @@ test('stage machine: loads, runs a step, aborts a step and drops back to ready',
   finish();
   await waitFor(a, (s) => s.value === 'ready');
   assert.is(a.getSnapshot().context.committed, 1);
-  assert.equal(a.getSnapshot().context.outcome, outcome, 'the step\'s output is the machine\'s to hand out');
+  assert.equal(a.getSnapshot().context.outcome, outcome, "the step's output is the machine's to hand out");
   a.send({ type: 'RUN_STEP', step: 2, sampleIds: [5] });
   a.send({ type: 'ABORT', step: 1 }); // a stale abort is ignored
   assert.is(a.getSnapshot().value, 'running');
@@ -43,7 +53,13 @@ test('stage machine: loads, runs a step, aborts a step and drops back to ready',
 });
 
 test('stage machine: a failed load returns to unloaded with the reason', async () => {
-  const m = stageMachine.provide({ actors: { loadStage: fromPromise<void, AssignArgs>(async () => { throw new Error('layer 3 missing in model.safetensors'); }) } });
+  const m = stageMachine.provide({
+    actors: {
+      loadStage: fromPromise<void, AssignArgs>(async () => {
+        throw new Error('layer 3 missing in model.safetensors');
+      }),
+    },
+  });
   const a = createActor(m).start();
   a.send({ type: 'LOAD', assignment: assignment(0, 0) });
   const s = await waitFor(a, (x) => x.value === 'unloaded' && x.context.error !== null);
@@ -51,7 +67,14 @@ test('stage machine: a failed load returns to unloaded with the reason', async (
 });
 
 test('cache machine: fills, seals, redistributes with byte accounting, serves, drops', async () => {
-  const m = cacheMachine.provide({ actors: { redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async ({ input }) => ({ bytesIn: 10 * input.shards[0]!.length, bytesOut: 7 })) } });
+  const m = cacheMachine.provide({
+    actors: {
+      redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async ({ input }) => ({
+        bytesIn: 10 * input.shards[0]!.length,
+        bytesOut: 7,
+      })),
+    },
+  });
   const a = createActor(m).start();
   a.send({ type: 'REDISTRIBUTE', shards: [[1]], devices: ['a'] }); // not before sealing
   assert.is(a.getSnapshot().value, 'empty');
@@ -67,10 +90,14 @@ test('cache machine: fills, seals, redistributes with byte accounting, serves, d
 
 test('cache machine: a re-plan redistributes a serving cache again; an abort returns to sealed, ready for the next', async () => {
   const asked: string[][] = [];
-  const m = cacheMachine.provide({ actors: { redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(({ input }) => {
-    asked.push(input.devices);
-    return input.devices.includes('lost') ? new Promise(() => {}) : Promise.resolve({ bytesIn: 1, bytesOut: 2 });
-  }) } });
+  const m = cacheMachine.provide({
+    actors: {
+      redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(({ input }) => {
+        asked.push(input.devices);
+        return input.devices.includes('lost') ? new Promise(() => {}) : Promise.resolve({ bytesIn: 1, bytesOut: 2 });
+      }),
+    },
+  });
   const a = createActor(m).start();
   a.send({ type: 'FILL' });
   a.send({ type: 'SEAL' });

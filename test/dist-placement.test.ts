@@ -8,13 +8,26 @@ import type { StageLayout } from '../src/engine/index.ts';
 
 const data = markovDataset({ vocab: 256, sequences: 12, length: 16, seed: 3 });
 const base: Omit<LocalRunOptions, 'stages'> = {
-  model: { preset: 'tiny', seed: 5 }, data, seqLen: 16, epochs: 2, batch: 6, microBatches: 3, seed: 11, optimizer: { lr: 1e-2 },
+  model: { preset: 'tiny', seed: 5 },
+  data,
+  seqLen: 16,
+  epochs: 2,
+  batch: 6,
+  microBatches: 3,
+  seed: 11,
+  optimizer: { lr: 1e-2 },
 };
 
 const one: StageLayout[] = [{ from: 1, to: 2, devices: ['a'], shares: [1] }];
-const two: StageLayout[] = [{ from: 1, to: 1, devices: ['a'], shares: [1] }, { from: 2, to: 2, devices: ['b'], shares: [1] }];
+const two: StageLayout[] = [
+  { from: 1, to: 1, devices: ['a'], shares: [1] },
+  { from: 2, to: 2, devices: ['b'], shares: [1] },
+];
 // pipeline + data parallel with an uneven (speed-proportional) split in the first group
-const four: StageLayout[] = [{ from: 1, to: 1, devices: ['a', 'b'], shares: [2, 1] }, { from: 2, to: 2, devices: ['c', 'd'], shares: [1, 1] }];
+const four: StageLayout[] = [
+  { from: 1, to: 1, devices: ['a', 'b'], shares: [2, 1] },
+  { from: 2, to: 2, devices: ['c', 'd'], shares: [1, 1] },
+];
 
 test('placement: 1, 2 and 4 devices (pipeline + data parallel) end with the same side network', async () => {
   await initBackend('wasm');
@@ -25,7 +38,8 @@ test('placement: 1, 2 and 4 devices (pipeline + data parallel) end with the same
   const start = await runLocal({ ...base, epochs: 1, optimizer: { lr: 0 }, stages: one });
   assert.ok(relDiff(r1.params, start.params) > 1e-3, 'training moved the side network');
   for (const r of [r1, r2, r4]) assert.ok(r.epochLoss.every(Number.isFinite));
-  const d2 = relDiff(r1.params, r2.params), d4 = relDiff(r1.params, r4.params);
+  const d2 = relDiff(r1.params, r2.params),
+    d4 = relDiff(r1.params, r4.params);
   // Only summation order differs (measured ~1e-7); a parameter whose true gradient is zero (such
   // as a GPT-2 key bias) would random-walk under AdamW and show up here at ~1e-4.
   assert.ok(d2 <= 1e-5, `2-device run differs by ${d2}`);
@@ -39,9 +53,16 @@ test('placement: 1, 2 and 4 devices (pipeline + data parallel) end with the same
 
 test('placement: a stage rank holds only its own backbone layers', async () => {
   const r = await runLocal({ ...base, epochs: 1, stages: two });
-  const first = r.heldWeights.get('0.0')!, last = r.heldWeights.get('1.0')!;
-  assert.ok(first.some((n) => /1/.test(n)), `first stage holds layer 1: ${first.join(', ')}`);
-  const layerOf = (n: string) => { const m = /(?:^|\.)(?:h|layers)\.(\d+)\./.exec(n); return m ? Number(m[1]) : null; };
+  const first = r.heldWeights.get('0.0')!,
+    last = r.heldWeights.get('1.0')!;
+  assert.ok(
+    first.some((n) => /1/.test(n)),
+    `first stage holds layer 1: ${first.join(', ')}`,
+  );
+  const layerOf = (n: string) => {
+    const m = /(?:^|\.)(?:h|layers)\.(\d+)\./.exec(n);
+    return m ? Number(m[1]) : null;
+  };
   const firstLayers = new Set(first.map(layerOf).filter((x) => x !== null));
   const lastLayers = new Set(last.map(layerOf).filter((x) => x !== null));
   assert.is(firstLayers.size, 1);
@@ -54,7 +75,10 @@ test('placement: a stage or rank outside the plan is refused, not given an empty
   const opts = { stages: four, stage: 2, rank: 0 } as unknown as StageRunnerOptions;
   assert.throws(() => new StageRunner(opts), /stage 2 is not one of the plan's 2 stages/);
   assert.throws(() => new StageRunner({ ...opts, stage: 1, rank: 2 }), /rank 2 is not in stage 1's group of 2/);
-  assert.throws(() => new StageRunner({ ...opts, stage: 0, stages: [four[0]!, { ...four[1]!, shares: [1] }] }), /stage 1 has 1 shares for 2 devices/);
+  assert.throws(
+    () => new StageRunner({ ...opts, stage: 0, stages: [four[0]!, { ...four[1]!, shares: [1] }] }),
+    /stage 1 has 1 shares for 2 devices/,
+  );
 });
 
 test.run();

@@ -16,7 +16,10 @@ import { packValue, unpackValue, WireTensor } from '../src/tensor/index.ts';
 function floats(n: number, seed: number, scale: number): Float32Array {
   let s = seed >>> 0;
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; out[i] = ((s / 2 ** 32) - 0.5) * scale; }
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 32 - 0.5) * scale;
+  }
   return out;
 }
 
@@ -31,7 +34,21 @@ test('dist replay: the coordinator replaying shipped gradients equals the device
     { 'c.up': [4, 6], 'c.bias': [6], 'a.mix': [3, 3] },
   ] as Record<string, number[]>[];
   const devices = groups.map((g, k) => ({
-    params: new Map(Object.entries(g).map(([n, shape], j) => [n, tf.variable(tf.tensor(floats(shape.reduce((a, b) => a * b, 1), 7 + 13 * k + j, 2), shape))])),
+    params: new Map(
+      Object.entries(g).map(([n, shape], j) => [
+        n,
+        tf.variable(
+          tf.tensor(
+            floats(
+              shape.reduce((a, b) => a * b, 1),
+              7 + 13 * k + j,
+              2,
+            ),
+            shape,
+          ),
+        ),
+      ]),
+    ),
     optimizer: new AdamW(options),
   }));
   // Step 1 as the coordinator gets it: the full state of every group, then only gradients.
@@ -45,13 +62,20 @@ test('dist replay: the coordinator replaying shipped gradients equals the device
       const grads = new Map(names.map((n, j) => [n, tf.tensor(flat[j]!, d.params.get(n)!.shape)]));
       d.optimizer.apply(d.params, grads);
       for (const g of grads.values()) g.dispose();
-      shipped.push(unpackValue(packValue(Object.fromEntries(names.map((n, j) => [n, new WireTensor('float32', d.params.get(n)!.shape, flat[j]!)])))) as PackedGrads);
+      shipped.push(
+        unpackValue(
+          packValue(Object.fromEntries(names.map((n, j) => [n, new WireTensor('float32', d.params.get(n)!.shape, flat[j]!)]))),
+        ) as PackedGrads,
+      );
     });
     if (!coordinator) {
       coordinator = { params: new Map(), shapes: new Map(), optimizer: { step: 1, m: new Map(), v: new Map() } };
       for (const d of devices) {
         const st = d.optimizer.state();
-        for (const [n, p] of d.params) { coordinator.params.set(n, (p.dataSync() as Float32Array).slice()); coordinator.shapes.set(n, p.shape); }
+        for (const [n, p] of d.params) {
+          coordinator.params.set(n, (p.dataSync() as Float32Array).slice());
+          coordinator.shapes.set(n, p.shape);
+        }
         for (const [n, x] of st.m) coordinator.optimizer.m.set(n, x);
         for (const [n, x] of st.v) coordinator.optimizer.v.set(n, x);
       }
@@ -73,8 +97,15 @@ test('dist replay: the coordinator replaying shipped gradients equals the device
 });
 
 test('dist replay: a gradient that matches no parameter is refused with its name', () => {
-  const state: SideState = { params: new Map([['w', new Float32Array(4)]]), shapes: new Map([['w', [2, 2]]]), optimizer: { step: 1, m: new Map(), v: new Map() } };
-  assert.throws(() => replayStep(state, { lr: 0.1 }, [{ w: new WireTensor('float32', [3], new Float32Array(3)) }]), /gradient w matches no parameter/);
+  const state: SideState = {
+    params: new Map([['w', new Float32Array(4)]]),
+    shapes: new Map([['w', [2, 2]]]),
+    optimizer: { step: 1, m: new Map(), v: new Map() },
+  };
+  assert.throws(
+    () => replayStep(state, { lr: 0.1 }, [{ w: new WireTensor('float32', [3], new Float32Array(3)) }]),
+    /gradient w matches no parameter/,
+  );
   assert.throws(() => replayStep(state, { lr: 0.1 }, [{ x: new WireTensor('float32', [4], new Float32Array(4)) }]), /gradient x/);
 });
 

@@ -36,16 +36,27 @@ const file = join(tmp, 'local-2.yaml');
 
 /** `charon launch ...args --json`; SIGINT once `interruptWhen` matches an event. */
 function launch(args: string[], interruptWhen?: (e: Ev) => boolean) {
-  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, ...args, '--json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, ...args, '--json'], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const events: Ev[] = [];
-  let stderr = '', sent = false;
-  child.stderr!.on('data', (d) => { stderr += d; });
+  let stderr = '',
+    sent = false;
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
   createInterface({ input: child.stdout! }).on('line', (line) => {
     const e = JSON.parse(line) as Ev;
     events.push(e);
-    if (!sent && interruptWhen?.(e)) { sent = true; child.kill('SIGINT'); }
+    if (!sent && interruptWhen?.(e)) {
+      sent = true;
+      child.kill('SIGINT');
+    }
   });
-  return new Promise<{ code: number; events: Ev[]; stderr: string }>((res) => child.once('close', (code) => res({ code: code ?? -1, events, stderr })));
+  return new Promise<{ code: number; events: Ev[]; stderr: string }>((res) =>
+    child.once('close', (code) => res({ code: code ?? -1, events, stderr })),
+  );
 }
 
 let uninterrupted: LocalRunResult | null = null;
@@ -54,8 +65,16 @@ async function reference(): Promise<LocalRunResult> {
   const spec = specFromTopology(loadTopology(file));
   await initBackend('wasm');
   uninterrupted = await runLocal({
-    model: spec.model, data: loadRunData(spec), seqLen: spec.seqLen, stages: [{ from: 1, to: loadConfig(spec.model).nLayers, devices: ['one'], shares: [1] }],
-    epochs: spec.epochs, batch: spec.batch, microBatches: plannedMicroBatches(spec), seed: spec.seed, optimizer: spec.optimizer, reduction: spec.reduction,
+    model: spec.model,
+    data: loadRunData(spec),
+    seqLen: spec.seqLen,
+    stages: [{ from: 1, to: loadConfig(spec.model).nLayers, devices: ['one'], shares: [1] }],
+    epochs: spec.epochs,
+    batch: spec.batch,
+    microBatches: plannedMicroBatches(spec),
+    seed: spec.seed,
+    optimizer: spec.optimizer,
+    reduction: spec.reduction,
   });
   return uninterrupted;
 }
@@ -66,7 +85,10 @@ async function interruptAndResume(name: string, k: number): Promise<void> {
   const first = await launch(['--run-dir', runDir], (e) => e.type === 'STEP_DONE' && e.step === k);
   assert.is(first.code, 0, first.stderr.slice(-2000));
   assert.is(first.events.at(-1)!.reason, 'SIGINT');
-  assert.not.ok(first.events.some((e) => e.type === 'RUN_FINISHED'), 'the run was interrupted before it finished');
+  assert.not.ok(
+    first.events.some((e) => e.type === 'RUN_FINISHED'),
+    'the run was interrupted before it finished',
+  );
   const committed = (JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')) as { step: number }).step;
   assert.ok(committed >= k - 1 && committed < 12, `committed ${committed}`);
 
@@ -77,7 +99,10 @@ async function interruptAndResume(name: string, k: number): Promise<void> {
   assert.is(resumed.step, committed);
   // Steps before the interruption are not run again.
   const steps = second.events.filter((e) => e.type === 'STEP_DONE').map((e) => e.step as number);
-  assert.equal(steps, Array.from({ length: 12 - committed }, (_, i) => committed + 1 + i));
+  assert.equal(
+    steps,
+    Array.from({ length: 12 - committed }, (_, i) => committed + 1 + i),
+  );
   // Caches of the old processes are gone: what redistribution needs was recomputed through the backbone.
   const refill = second.events.find((e) => e.type === 'CACHE_REFILLED');
   assert.ok(refill && (refill.samples as number) > 0, 'caches refilled');
@@ -86,12 +111,22 @@ async function interruptAndResume(name: string, k: number): Promise<void> {
   assert.is(state.step, 12);
   assert.is(state.ledger.epochs.length, 3);
   for (const e of state.ledger.epochs) {
-    const ids = e.steps.filter((s) => s.committed).flatMap((s) => s.sampleIds).sort((a, b) => a - b);
-    assert.equal(ids, Array.from({ length: 16 }, (_, i) => i), `epoch ${e.epoch}: every sample exactly once`);
+    const ids = e.steps
+      .filter((s) => s.committed)
+      .flatMap((s) => s.sampleIds)
+      .sort((a, b) => a - b);
+    assert.equal(
+      ids,
+      Array.from({ length: 16 }, (_, i) => i),
+      `epoch ${e.epoch}: every sample exactly once`,
+    );
   }
   const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as RunSummary;
   assert.is(summary.resumedFromStep, committed);
-  assert.equal(summary.epochs.map((e) => e.steps), [4, 4, 4]);
+  assert.equal(
+    summary.epochs.map((e) => e.steps),
+    [4, 4, 4],
+  );
   assert.equal(summary.ledger.problems, []);
 
   const ref = await reference();
@@ -99,7 +134,11 @@ async function interruptAndResume(name: string, k: number): Promise<void> {
   const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
   // Measured ~4e-8 (summation order only); the claim is 1e-4.
   assert.ok(diff <= 1e-5, `${name}: resumed run differs from an uninterrupted one by ${diff}`);
-  for (let e = 0; e < 3; e++) assert.ok(Math.abs(ref.epochLoss[e]! - summary.epochs[e]!.loss) <= 1e-4 * ref.epochLoss[e]!, `epoch ${e + 1} loss ${summary.epochs[e]!.loss} vs ${ref.epochLoss[e]}`);
+  for (let e = 0; e < 3; e++)
+    assert.ok(
+      Math.abs(ref.epochLoss[e]! - summary.epochs[e]!.loss) <= 1e-4 * ref.epochLoss[e]!,
+      `epoch ${e + 1} loss ${summary.epochs[e]!.loss} vs ${ref.epochLoss[e]}`,
+    );
 }
 
 test('dist resume: interrupted in the pipeline epoch, resumed, ends as an uninterrupted run', async () => {

@@ -1,7 +1,23 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createActor, fromPromise, SimulatedClock, waitFor } from 'xstate';
-import { runMachine, type CommitInput, type Committed, type DeployInput, type Deployment, type PlanInput, type PlannedRun, type ProfileInput, type RedistributeInput, type Redistributed, type FinishInput, type PersistedRun, type RunInput, type StepInput, type StepOutput } from '../actors/coordinator/run-machine.ts';
+import {
+  runMachine,
+  type CommitInput,
+  type Committed,
+  type DeployInput,
+  type Deployment,
+  type PlanInput,
+  type PlannedRun,
+  type ProfileInput,
+  type RedistributeInput,
+  type Redistributed,
+  type FinishInput,
+  type PersistedRun,
+  type RunInput,
+  type StepInput,
+  type StepOutput,
+} from '../actors/coordinator/run-machine.ts';
 import { buildSummary, type RunSummary } from '../actors/coordinator/run-summary.ts';
 import type { Profile } from '../src/plan/profile.ts';
 import { epochSteps } from '../src/train/data.ts';
@@ -14,17 +30,39 @@ function fakes(log: string[], opts: { failStep?: number } = {}) {
   const commits: CommitInput[] = [];
   const machine = runMachine.provide({
     actors: {
-      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input }) => { log.push(`profile ${input.devices.join(',')}`); return profile; }),
-      planRun: fromPromise<PlannedRun, PlanInput>(async ({ input }) => { log.push('plan'); return planned(input.spec); }),
-      deployPlan: fromPromise<Deployment, DeployInput>(async ({ input }) => { log.push(`deploy ${input.checkpointRef}`); return { fingerprint: 'fp', heldWeights: {}, side: input.checkpointRef ? sideState(1) : null }; }),
+      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input }) => {
+        log.push(`profile ${input.devices.join(',')}`);
+        return profile;
+      }),
+      planRun: fromPromise<PlannedRun, PlanInput>(async ({ input }) => {
+        log.push('plan');
+        return planned(input.spec);
+      }),
+      deployPlan: fromPromise<Deployment, DeployInput>(async ({ input }) => {
+        log.push(`deploy ${input.checkpointRef}`);
+        return { fingerprint: 'fp', heldWeights: {}, side: input.checkpointRef ? sideState(1) : null };
+      }),
       trainStep: fromPromise<StepOutput, StepInput>(async ({ input }) => {
         log.push(`${input.phase} e${input.epoch} s${input.step} [${input.sampleIds.join(',')}]`);
         if (input.step === opts.failStep) throw new Error('stage 1 rank 0: shape mismatch');
         return { loss: 1 / input.step, seconds: 0.5, bytes: 100, peakBytes: { a: input.step, b: 3 }, side: input.side ?? sideState(1) };
       }),
-      commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => { commits.push(input); return { checkpointRef: `ckpt-${input.state.step}`, committedAt: 0 }; }),
-      redistribute: fromPromise<Redistributed, RedistributeInput>(async () => { log.push('redistribute'); return { cached: { ranks: ['a', 'b'], shards: [[0], [1]] }, redistribution: { bytes: 42, seconds: 1, shardSizes: { a: 1, b: 1 } }, bytes: 42 }; }),
-      finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => { log.push('finish'); return buildSummary(input, { runDir: 'r1', checkpoint: 'ckpt', devices: [], seconds: 1 }); }),
+      commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => {
+        commits.push(input);
+        return { checkpointRef: `ckpt-${input.state.step}`, committedAt: 0 };
+      }),
+      redistribute: fromPromise<Redistributed, RedistributeInput>(async () => {
+        log.push('redistribute');
+        return {
+          cached: { ranks: ['a', 'b'], shards: [[0], [1]] },
+          redistribution: { bytes: 42, seconds: 1, shardSizes: { a: 1, b: 1 } },
+          bytes: 42,
+        };
+      }),
+      finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => {
+        log.push('finish');
+        return buildSummary(input, { runDir: 'r1', checkpoint: 'ckpt', devices: [], seconds: 1 });
+      }),
     },
   });
   return { machine, commits };
@@ -52,13 +90,22 @@ test('run machine: gathers, plans, trains epoch 1 pipelined then cached epochs, 
   for (const e of [1, 2, 3]) {
     assert.equal(ledger.check(e), []);
     assert.ok(ledger.isFinished(e));
-    assert.equal(ledger.committedSteps(e).map((s) => s.sampleIds), epochSteps(spec, e));
+    assert.equal(
+      ledger.committedSteps(e).map((s) => s.sampleIds),
+      epochSteps(spec, e),
+    );
   }
   // the persisted state advances step by step and always names the checkpoint of the previous commit
-  assert.equal(commits.map((c) => c.state.step), Array.from({ length: 9 }, (_, i) => i + 1));
+  assert.equal(
+    commits.map((c) => c.state.step),
+    Array.from({ length: 9 }, (_, i) => i + 1),
+  );
   assert.is(snap.context.checkpointRef, 'ckpt-9');
   assert.is(snap.context.epochs.length, 3);
-  assert.equal(snap.context.epochs.map((e) => e.phase), ['pipeline', 'cached', 'cached']);
+  assert.equal(
+    snap.context.epochs.map((e) => e.phase),
+    ['pipeline', 'cached', 'cached'],
+  );
   assert.is(snap.context.epochs[0]!.seconds, 1.5);
   assert.ok(Math.abs(snap.context.epochs[0]!.loss - (1 + 1 / 2 + 1 / 3) / 3) < 1e-12);
   assert.equal(snap.context.peakBytes, { a: 9, b: 3 });
@@ -79,7 +126,10 @@ test('run machine: a restarted coordinator resumes after the last committed step
   a2.send({ type: 'DEVICE_JOINED', device: 'a' });
   a2.send({ type: 'DEVICE_JOINED', device: 'b' });
   const snap = await waitFor(a2, (s) => s.status === 'done');
-  assert.is(log2.find((l) => l.startsWith('cached')), `cached e2 s5 [${epochSteps(spec, 2)[1]!.join(',')}]`);
+  assert.is(
+    log2.find((l) => l.startsWith('cached')),
+    `cached e2 s5 [${epochSteps(spec, 2)[1]!.join(',')}]`,
+  );
   assert.ok(log2.includes('redistribute'));
   assert.is(log2.filter((l) => l.startsWith('pipeline')).length, 0);
   assert.equal(snap.context.ledger, a1.getSnapshot().context.ledger);
@@ -96,7 +146,10 @@ test('run machine: a failing step fails the run and leaves the ledger uncommitte
   assert.match(snap.context.error!, /shape mismatch/);
   assert.is(commits.length, 1);
   const steps = Ledger.fromJSON(snap.context.ledger).toJSON().epochs[0]!.steps;
-  assert.equal(steps.map((s) => s.committed), [true, false]);
+  assert.equal(
+    steps.map((s) => s.committed),
+    [true, false],
+  );
 });
 
 test('run machine: gathering times out on the simulated clock, naming the missing device', async () => {
@@ -114,9 +167,16 @@ test('run machine: gathering times out on the simulated clock, naming the missin
 test('run machine: a join during training is kept (never used by the run); losing every device fails the run naming them', async () => {
   const log: string[] = [];
   let release: () => void = () => {};
-  const gate = new Promise<void>((r) => { release = r; });
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
   const machine = fakes(log).machine.provide({
-    actors: { trainStep: fromPromise<StepOutput, StepInput>(async () => { await gate; return { loss: 1, seconds: 1, bytes: 1, peakBytes: {}, side: sideState(1) }; }) },
+    actors: {
+      trainStep: fromPromise<StepOutput, StepInput>(async () => {
+        await gate;
+        return { loss: 1, seconds: 1, bytes: 1, peakBytes: {}, side: sideState(1) };
+      }),
+    },
   });
   const actor = createActor(machine, { input: base }).start();
   actor.send({ type: 'DEVICE_JOINED', device: 'a' });

@@ -24,7 +24,9 @@ import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-elastic-'));
 type Ev = Record<string, unknown> & { type: string };
-const SAMPLES = 24, EPOCHS = 3, STEPS = SAMPLES / 4;
+const SAMPLES = 24,
+  EPOCHS = 3,
+  STEPS = SAMPLES / 4;
 
 /** local-2 plus a third device, CI-sized: 24 sequences of 16 tokens, 3 epochs of 6 steps (1 pipeline, 2 cached). */
 const file = join(tmp, 'local-3.yaml');
@@ -44,7 +46,10 @@ const file = join(tmp, 'local-3.yaml');
  */
 const profile = join(tmp, 'local-3.profile.json');
 {
-  const r = spawnSync(process.execPath, [join(root, 'tools/charon.js'), 'plan', file, '--write-profile', profile, '--json'], { cwd: root, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [join(root, 'tools/charon.js'), 'plan', file, '--write-profile', profile, '--json'], {
+    cwd: root,
+    encoding: 'utf8',
+  });
   assert.is(r.status, 0, r.stderr);
   const p = JSON.parse(readFileSync(profile, 'utf8'));
   for (const d of p.devices) d.memoryBytes = Math.round(0.6 * 2 ** 20);
@@ -53,12 +58,24 @@ const profile = join(tmp, 'local-3.profile.json');
 
 /** `charon launch --json`; `onEvent` sees each event as it arrives (with the child, to kill a device). */
 function launch(runDir: string, onEvent: (e: Ev) => void) {
-  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, '--run-dir', runDir, '--profile', profile, '--json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [join(root, 'tools/charon.js'), 'launch', file, '--run-dir', runDir, '--profile', profile, '--json'],
+    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const events: Ev[] = [];
   let stderr = '';
-  child.stderr!.on('data', (d) => { stderr += d; });
-  createInterface({ input: child.stdout! }).on('line', (line) => { const e = JSON.parse(line) as Ev; events.push(e); onEvent(e); });
-  return new Promise<{ code: number; events: Ev[]; stderr: string }>((res) => child.once('close', (code) => res({ code: code ?? -1, events, stderr })));
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    const e = JSON.parse(line) as Ev;
+    events.push(e);
+    onEvent(e);
+  });
+  return new Promise<{ code: number; events: Ev[]; stderr: string }>((res) =>
+    child.once('close', (code) => res({ code: code ?? -1, events, stderr })),
+  );
 }
 
 let uninterrupted: LocalRunResult | null = null;
@@ -67,8 +84,16 @@ async function reference(): Promise<LocalRunResult> {
   const spec = specFromTopology(loadTopology(file));
   await initBackend('wasm');
   uninterrupted = await runLocal({
-    model: spec.model, data: loadRunData(spec), seqLen: spec.seqLen, stages: [{ from: 1, to: loadConfig(spec.model).nLayers, devices: ['one'], shares: [1] }],
-    epochs: spec.epochs, batch: spec.batch, microBatches: plannedMicroBatches(spec), seed: spec.seed, optimizer: spec.optimizer, reduction: spec.reduction,
+    model: spec.model,
+    data: loadRunData(spec),
+    seqLen: spec.seqLen,
+    stages: [{ from: 1, to: loadConfig(spec.model).nLayers, devices: ['one'], shares: [1] }],
+    epochs: spec.epochs,
+    batch: spec.batch,
+    microBatches: plannedMicroBatches(spec),
+    seed: spec.seed,
+    optimizer: spec.optimizer,
+    reduction: spec.reduction,
   });
   return uninterrupted;
 }
@@ -80,14 +105,20 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   let killedAt = 0;
   const run = await launch(runDir, (e) => {
     if (e.type === 'DEVICE_SPAWNED') pids.set(e.device as string, e.pid as number);
-    if (!killedAt && when(e)) { killedAt = Date.now(); process.kill(pids.get(device)!, 'SIGKILL'); }
+    if (!killedAt && when(e)) {
+      killedAt = Date.now();
+      process.kill(pids.get(device)!, 'SIGKILL');
+    }
   });
   assert.is(run.code, 0, run.stderr.slice(-3000));
   assert.is(run.events.at(-1)!.reason, 'trained', run.stderr.slice(-3000));
   assert.ok(killedAt > 0, `${device} was killed`);
 
   const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as RunSummary;
-  assert.equal(summary.epochs.map((e) => e.steps), [STEPS, STEPS, STEPS]);
+  assert.equal(
+    summary.epochs.map((e) => e.steps),
+    [STEPS, STEPS, STEPS],
+  );
   assert.equal(summary.ledger.problems, [], 'every sample exactly once per epoch');
   assert.is(summary.faults.length, 1, JSON.stringify(summary.faults));
   const fault = summary.faults[0]!;
@@ -95,14 +126,26 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   assert.ok(fault.lostAt! >= killedAt && fault.recoveredAt! > fault.lostAt!, JSON.stringify(fault));
   assert.is(summary.replans.length, 1);
   const replan = summary.replans[0]!;
-  assert.equal([replan.generation, replan.lost, [...replan.devices].sort()], [1, [device], ['dev0', 'dev1', 'dev2'].filter((d) => d !== device)]);
-  assert.ok(replan.from.stages.some((s) => s.devices.includes(device)) || replan.from.cachedRanks?.includes(device), 'the old plan used the device');
-  assert.not.ok(replan.to.stages.some((s) => s.devices.includes(device)), 'the new plan does not');
+  assert.equal(
+    [replan.generation, replan.lost, [...replan.devices].sort()],
+    [1, [device], ['dev0', 'dev1', 'dev2'].filter((d) => d !== device)],
+  );
+  assert.ok(
+    replan.from.stages.some((s) => s.devices.includes(device)) || replan.from.cachedRanks?.includes(device),
+    'the old plan used the device',
+  );
+  assert.not.ok(
+    replan.to.stages.some((s) => s.devices.includes(device)),
+    'the new plan does not',
+  );
   assert.ok(!summary.redistribution || !(device in summary.redistribution.shardSizes), 'the cached phase runs on the survivors');
 
   // The step in flight was replayed (a step done before the kill was not run again).
   const done = run.events.filter((e) => e.type === 'STEP_DONE').map((e) => e.step as number);
-  assert.equal([...new Set(done)], Array.from({ length: EPOCHS * STEPS }, (_, i) => i + 1));
+  assert.equal(
+    [...new Set(done)],
+    Array.from({ length: EPOCHS * STEPS }, (_, i) => i + 1),
+  );
   const lost = run.events.find((e) => e.type === 'DEVICE_LOST' && e.device === device)!;
   const next = run.events.find((e) => e.type === 'STEP_DONE' && (e.at as number) > (lost.at as number))!;
   assert.ok(run.events.some((e) => e.type === 'RECOVERING'));
@@ -113,13 +156,19 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   // Entries only the lost device held (its rows of committed steps) were recomputed through the backbone.
   const refill = run.events.find((e) => e.type === 'CACHE_REFILLED' && (e.at as number) > killedAt);
   assert.ok(refill && (refill.samples as number) > 0, 'caches refilled');
-  console.log(`  ${name}: killed ${device} (${fault.during}, epoch ${fault.epoch} step ${fault.step}); lost after ${lost.at as number - killedAt} ms; `
-    + `step ${next.step} done ${next.at as number - killedAt} ms and committed ${fault.recoveredAt! - killedAt} ms after the kill; `
-    + `plan ${replan.from.stages.map((s) => s.devices.join('+')).join(' | ')} -> ${replan.to.stages.map((s) => s.devices.join('+')).join(' | ')}; `
-    + `${refill.samples} samples refilled; relative difference ${diff.toExponential(1)}; joined late: [${summary.joinedLate.join(', ')}]`);
+  console.log(
+    `  ${name}: killed ${device} (${fault.during}, epoch ${fault.epoch} step ${fault.step}); lost after ${(lost.at as number) - killedAt} ms; ` +
+      `step ${next.step} done ${(next.at as number) - killedAt} ms and committed ${fault.recoveredAt! - killedAt} ms after the kill; ` +
+      `plan ${replan.from.stages.map((s) => s.devices.join('+')).join(' | ')} -> ${replan.to.stages.map((s) => s.devices.join('+')).join(' | ')}; ` +
+      `${refill.samples} samples refilled; relative difference ${diff.toExponential(1)}; joined late: [${summary.joinedLate.join(', ')}]`,
+  );
   // Placement changes only the summation order (1/2/4-device placements agree to ~1e-7).
   assert.ok(diff <= 1e-5, `${name}: the recovered run differs from an uninterrupted one by ${diff}`);
-  for (let e = 0; e < EPOCHS; e++) assert.ok(Math.abs(ref.epochLoss[e]! - summary.epochs[e]!.loss) <= 1e-4 * ref.epochLoss[e]!, `epoch ${e + 1} loss ${summary.epochs[e]!.loss} vs ${ref.epochLoss[e]}`);
+  for (let e = 0; e < EPOCHS; e++)
+    assert.ok(
+      Math.abs(ref.epochLoss[e]! - summary.epochs[e]!.loss) <= 1e-4 * ref.epochLoss[e]!,
+      `epoch ${e + 1} loss ${summary.epochs[e]!.loss} vs ${ref.epochLoss[e]}`,
+    );
 }
 
 test('elastic recovery: a device SIGKILLed in the pipeline epoch; the run re-plans, replays, refills and ends as an uninterrupted run', async () => {

@@ -25,9 +25,19 @@ const optimizer: AdamWOptions = { lr: 1e-2, weightDecay: 0.01, warmupSteps: 2, s
 async function trainer(preset: PresetName, sideInit: 'prune' | 'random', cache?: ActivationCache) {
   const backbone = await loadBackbone({ preset, seed: 5 });
   const method = createMethod('parallel', backbone, { reduction: run.reduction, sideInit }, run.seed);
-  const t = new Trainer({ backbone, method, data, cache, config: { epochs: run.epochs, batch: run.batch, seed: run.seed, seqLen: run.seqLen, task: 'lm', optimizer } });
+  const t = new Trainer({
+    backbone,
+    method,
+    data,
+    cache,
+    config: { epochs: run.epochs, batch: run.batch, seed: run.seed, seqLen: run.seqLen, task: 'lm', optimizer },
+  });
   t.run();
-  const out = { losses: t.losses(), params: new Map([...t.parameters()].map(([n, v]) => [n, v.dataSync().slice() as Float32Array])), backboneSamples: t.epochMetrics().map((e) => e.backboneSamples) };
+  const out = {
+    losses: t.losses(),
+    params: new Map([...t.parameters()].map(([n, v]) => [n, v.dataSync().slice() as Float32Array])),
+    backboneSamples: t.epochMetrics().map((e) => e.backboneSamples),
+  };
   t.dispose();
   method.dispose();
   backbone.dispose();
@@ -37,14 +47,27 @@ async function trainer(preset: PresetName, sideInit: 'prune' | 'random', cache?:
 function engine(preset: PresetName, sideInit: 'prune' | 'random', microBatches: number): Promise<LocalRunResult> {
   const model = { preset, seed: 5 };
   return runLocal({
-    model, data, seqLen: run.seqLen, stages: [{ from: 1, to: loadConfig(model).nLayers, devices: ['one'], shares: [1] }],
-    epochs: run.epochs, batch: run.batch, microBatches, seed: run.seed, optimizer, reduction: run.reduction, sideInit,
+    model,
+    data,
+    seqLen: run.seqLen,
+    stages: [{ from: 1, to: loadConfig(model).nLayers, devices: ['one'], shares: [1] }],
+    epochs: run.epochs,
+    batch: run.batch,
+    microBatches,
+    seed: run.seed,
+    optimizer,
+    reduction: run.reduction,
+    sideInit,
   });
 }
 
 function assertSameBits(a: Map<string, Float32Array>, b: Map<string, Float32Array>, what: string): void {
   assert.equal([...a.keys()].sort(), [...b.keys()].sort(), what);
-  for (const [n, x] of a) assert.ok(Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(b.get(n)!.buffer, b.get(n)!.byteOffset, b.get(n)!.byteLength)), `${what}: ${n}`);
+  for (const [n, x] of a)
+    assert.ok(
+      Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(b.get(n)!.buffer, b.get(n)!.byteOffset, b.get(n)!.byteLength)),
+      `${what}: ${n}`,
+    );
 }
 
 for (const preset of ['tiny', 'tiny-llama'] as const) {

@@ -21,16 +21,25 @@ type Ev = Record<string, unknown> & { type: string };
 
 /** A running `charon launch --json`: its events as they come, and a way to wait for one. */
 function launch(args: string[]) {
-  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', ...args, '--json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', ...args, '--json'], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const events: Ev[] = [];
   const waiters: { pred: (e: Ev) => boolean; resolve: (e: Ev) => void }[] = [];
   let stderr = '';
-  child.stderr!.on('data', (d) => { stderr += d; });
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
   createInterface({ input: child.stdout! }).on('line', (line) => {
     const e = JSON.parse(line) as Ev;
     (e as Ev & { seenAt: number }).seenAt = Date.now();
     events.push(e);
-    for (const w of [...waiters]) if (w.pred(e)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(e); }
+    for (const w of [...waiters])
+      if (w.pred(e)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(e);
+      }
   });
   const exit = new Promise<number>((res) => child.once('exit', (code) => res(code ?? -1)));
   const next = (pred: (e: Ev) => boolean, what: string, ms = 30_000) => {
@@ -38,7 +47,13 @@ function launch(args: string[]) {
     if (seen) return Promise.resolve(seen);
     return new Promise<Ev>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms; stderr: ${stderr.slice(-2000)}`)), ms);
-      waiters.push({ pred, resolve: (e) => { clearTimeout(t); resolve(e); } });
+      waiters.push({
+        pred,
+        resolve: (e) => {
+          clearTimeout(t);
+          resolve(e);
+        },
+      });
     });
   };
   return { child, events, next, exit, stderr: () => stderr };
@@ -50,12 +65,18 @@ async function monitor(path: string): Promise<Record<string, unknown>> {
 }
 
 function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Pids the launch reported: itself, its devices (and the nats-server it started, if any). */
 function pidsOf(events: Ev[]): number[] {
-  return events.flatMap((e) => [e.type === 'LAUNCHED' ? [e.pid, e.natsPid] : [], e.type === 'DEVICE_SPAWNED' ? [e.pid] : []].flat())
+  return events
+    .flatMap((e) => [e.type === 'LAUNCHED' ? [e.pid, e.natsPid] : [], e.type === 'DEVICE_SPAWNED' ? [e.pid] : []].flat())
     .filter((p): p is number => typeof p === 'number');
 }
 
@@ -74,10 +95,20 @@ test.before(async () => {
   server = await startNatsServer({ runDir: join(tmp, 'server'), monitoring: true, jetstream: false });
   baselineSubs = (await monitor('/subsz')).num_subscriptions as number;
 });
-test.after(async () => { await server.stop(); });
+test.after(async () => {
+  await server.stop();
+});
 
 test('launch: devices register and heartbeat, a SIGKILLed device is lost within 2 s, bad messages are counted, SIGINT leaves nothing', async () => {
-  const run = launch([join(root, 'topologies/local-2.yaml'), '--nats', server.url, '--run-dir', join(tmp, 'run1'), '--until', 'interrupted']);
+  const run = launch([
+    join(root, 'topologies/local-2.yaml'),
+    '--nats',
+    server.url,
+    '--run-dir',
+    join(tmp, 'run1'),
+    '--until',
+    'interrupted',
+  ]);
   try {
     await run.next((e) => e.type === 'ASSEMBLED', 'ASSEMBLED');
     await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev1', 'dev1 profile');
@@ -97,8 +128,18 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
       await sawBoth;
 
       // Status over the bus, through the CLI.
-      const status = await new Promise<string>((res, rej) => execFile(process.execPath, [join(root, 'tools/charon.js'), 'status', '--nats', server.url, '--run', 'local-2', '--json'], { cwd: root }, (err, out) => (err ? rej(err) : res(out))));
-      const doc = JSON.parse(status) as { state: string; devices: { name: string; alive: boolean; heartbeatAgeMs: number; memoryBytes: number; matmulGflops: number }[] };
+      const status = await new Promise<string>((res, rej) =>
+        execFile(
+          process.execPath,
+          [join(root, 'tools/charon.js'), 'status', '--nats', server.url, '--run', 'local-2', '--json'],
+          { cwd: root },
+          (err, out) => (err ? rej(err) : res(out)),
+        ),
+      );
+      const doc = JSON.parse(status) as {
+        state: string;
+        devices: { name: string; alive: boolean; heartbeatAgeMs: number; memoryBytes: number; matmulGflops: number }[];
+      };
       assert.equal(doc.state, 'assembled');
       assert.equal(doc.devices.map((d) => d.name).sort(), ['dev0', 'dev1']);
       for (const d of doc.devices) {
@@ -107,18 +148,32 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
 
       // Malformed traffic on a device subject: raw garbage, a wrong-version envelope and an invalid body.
       const rejected: Ev[] = [];
-      probe.subscribe(probe.subjects.events(), (env) => { rejected.push({ type: env.kind, ...(env.body as object) }); }, { kinds: ['event', 'rejected'] });
+      probe.subscribe(
+        probe.subjects.events(),
+        (env) => {
+          rejected.push({ type: env.kind, ...(env.body as object) });
+        },
+        { kinds: ['event', 'rejected'] },
+      );
       probe.publishBytes(probe.subjects.devCtl('dev0'), new Uint8Array([0xc1, 0xff, 0x00]));
       const bad = await probe.request(probe.subjects.devCtl('dev0'), 'ctl', { kind: 42 }, { timeoutMs: 3000 });
       assert.equal((bad.body as { ok: boolean }).ok, false);
       const unknown = await probe.request(probe.subjects.devCtl('dev0'), 'ctl', { kind: 'teleport' }, { timeoutMs: 3000 });
       assert.match((unknown.body as { error: { message: string } }).error.message, /unknown ctl kind 'teleport'/);
       const pong = await probe.request(probe.subjects.devCtl('dev0'), 'ctl', { kind: 'ping' }, { timeoutMs: 3000 });
-      assert.equal((pong.body as { ok: boolean; result: { state: string } }).result.state, 'idle', 'the device still works after bad input');
+      assert.equal(
+        (pong.body as { ok: boolean; result: { state: string } }).result.state,
+        'idle',
+        'the device still works after bad input',
+      );
       await probe.flush();
       const deadline = Date.now() + 5000;
-      while (rejected.filter((e) => e.subject === probe.subjects.devCtl('dev0')).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      const reasons = rejected.filter((e) => e.subject === probe.subjects.devCtl('dev0')).map((e) => String(e.reason)).sort();
+      while (rejected.filter((e) => e.subject === probe.subjects.devCtl('dev0')).length < 2 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+      const reasons = rejected
+        .filter((e) => e.subject === probe.subjects.devCtl('dev0'))
+        .map((e) => String(e.reason))
+        .sort();
       assert.equal(reasons.length, 2, reasons.join());
       assert.equal(reasons[0], 'body');
       assert.ok(['malformed', 'truncated'].includes(reasons[1]!), reasons[1]);
@@ -127,7 +182,7 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
       const spawned = run.events.find((e) => e.type === 'DEVICE_SPAWNED' && e.device === 'dev0')!;
       const killedAt = Date.now();
       process.kill(spawned.pid as number, 'SIGKILL');
-      const lost = await run.next((e) => e.type === 'DEVICE_LOST' && e.device === 'dev0', 'DEVICE_LOST', 5000) as Ev & { seenAt: number };
+      const lost = (await run.next((e) => e.type === 'DEVICE_LOST' && e.device === 'dev0', 'DEVICE_LOST', 5000)) as Ev & { seenAt: number };
       const latency = lost.seenAt - killedAt;
       assert.ok(latency <= 2000, `lost after ${latency} ms`);
       // The supervisor restarts it and it joins again.
@@ -148,7 +203,10 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
 
 test('launch: a device that cannot start fails the launch, which still leaves nothing behind', async () => {
   const file = join(tmp, 'broken.yaml');
-  const text = readFileSync(join(root, 'topologies/local-2.yaml'), 'utf8').replace(/name: dev1\n(\s+)local: true\n\s+backend: wasm/, 'name: dev1\n$1local: true\n$1backend: tensorflow');
+  const text = readFileSync(join(root, 'topologies/local-2.yaml'), 'utf8').replace(
+    /name: dev1\n(\s+)local: true\n\s+backend: wasm/,
+    'name: dev1\n$1local: true\n$1backend: tensorflow',
+  );
   assert.match(text, /backend: tensorflow/);
   writeFileSync(file, text);
   const run = launch([file, '--nats', server.url, '--run-dir', join(tmp, 'run2'), '--until', 'registered']);
@@ -170,9 +228,12 @@ test('launch: its own nats-server and devices are gone after --until registered'
   for (const pid of pidsOf(run.events)) assert.not.ok(alive(pid), `pid ${pid} still alive`);
 });
 
-test('launch: the topology\'s bus.url is the bus used (no private server); bus.auth is refused by line and field', async () => {
+test("launch: the topology's bus.url is the bus used (no private server); bus.auth is refused by line and field", async () => {
   const file = join(tmp, 'url.yaml');
-  const text = readFileSync(join(root, 'topologies/single.yaml'), 'utf8').replace(/bus:\s*\n\s+embedded: true/, `bus:\n  url: ${server.url}`);
+  const text = readFileSync(join(root, 'topologies/single.yaml'), 'utf8').replace(
+    /bus:\s*\n\s+embedded: true/,
+    `bus:\n  url: ${server.url}`,
+  );
   assert.match(text, new RegExp(`url: ${server.url}`));
   writeFileSync(file, text);
   const run = launch([file, '--run-dir', join(tmp, 'run4'), '--until', 'registered']);

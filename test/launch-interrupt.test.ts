@@ -40,34 +40,63 @@ const topology = w1Topology();
 
 /** A process that exists and is not a zombie (one whose parent died is reaped by init, if at all). */
 function alive(pid: number): boolean {
-  try { process.kill(pid, 0); } catch { return false; }
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
   if (!existsSync('/proc')) return true;
-  try { return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; }
+  try {
+    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 /** `charon launch --json` as a terminal's foreground job: the leader of its own process group. */
 function launch(runDir: string) {
-  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', topology, '--run-dir', runDir, '--json'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', topology, '--run-dir', runDir, '--json'], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   const events: Ev[] = [];
   const waiters: { pred: (e: Ev) => boolean; resolve: (e: Ev) => void }[] = [];
   let stderr = '';
-  child.stderr!.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  child.stderr!.on('data', (d) => {
+    stderr = (stderr + d).slice(-4000);
+  });
   createInterface({ input: child.stdout! }).on('line', (line) => {
     const e = JSON.parse(line) as Ev;
     events.push(e);
-    for (const w of [...waiters]) if (w.pred(e)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(e); }
+    for (const w of [...waiters])
+      if (w.pred(e)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(e);
+      }
   });
   const exit = new Promise<number>((res) => child.once('exit', (code) => res(code ?? -1)));
   /** The first event matching `pred`, in the order printed; its handler runs before any later line. */
-  const next = (pred: (e: Ev) => boolean, what: string, ms: number) => new Promise<Ev>((resolve, reject) => {
-    const seen = events.find(pred);
-    if (seen) return resolve(seen);
-    const t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms; stderr: ${stderr.slice(-2000)}`)), ms);
-    void exit.then(() => { clearTimeout(t); reject(new Error(`launch exited before ${what}; stderr: ${stderr.slice(-2000)}`)); });
-    waiters.push({ pred, resolve: (e) => { clearTimeout(t); resolve(e); } });
-  });
+  const next = (pred: (e: Ev) => boolean, what: string, ms: number) =>
+    new Promise<Ev>((resolve, reject) => {
+      const seen = events.find(pred);
+      if (seen) return resolve(seen);
+      const t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms; stderr: ${stderr.slice(-2000)}`)), ms);
+      void exit.then(() => {
+        clearTimeout(t);
+        reject(new Error(`launch exited before ${what}; stderr: ${stderr.slice(-2000)}`));
+      });
+      waiters.push({
+        pred,
+        resolve: (e) => {
+          clearTimeout(t);
+          resolve(e);
+        },
+      });
+    });
   /** The launcher (its pid is the group's id) and the processes it reported starting. */
-  const pids = () => events.flatMap((e) => [e.type === 'LAUNCHED' ? [e.pid, e.natsPid] : [], e.type === 'DEVICE_SPAWNED' ? [e.pid] : []].flat()) as number[];
+  const pids = () =>
+    events.flatMap((e) => [e.type === 'LAUNCHED' ? [e.pid, e.natsPid] : [], e.type === 'DEVICE_SPAWNED' ? [e.pid] : []].flat()) as number[];
   return { events, next, exit, group: child.pid!, pids, stderr: () => stderr };
 }
 
@@ -102,7 +131,11 @@ async function interruptDuring(m: Moment, dir: string, target: Target = 'group')
     const pids = run.pids();
     assert.equal([pids.length, pids[0]], [4, run.group], 'the launcher, its nats-server and two devices');
     const left = await gone(pids, signalled + EXIT_MS);
-    assert.equal(left, [], `still alive ${EXIT_MS} ms after SIGINT in ${m.phase} (launcher, nats-server, devices: ${pids.join(', ')}); stderr: ${run.stderr().slice(-2000)}`);
+    assert.equal(
+      left,
+      [],
+      `still alive ${EXIT_MS} ms after SIGINT in ${m.phase} (launcher, nats-server, devices: ${pids.join(', ')}); stderr: ${run.stderr().slice(-2000)}`,
+    );
     assert.is(await run.exit, 0, run.stderr());
     const stopped = run.events.at(-1)!;
     assert.is(stopped.type, 'STOPPED');
@@ -110,7 +143,12 @@ async function interruptDuring(m: Moment, dir: string, target: Target = 'group')
     assert.not.ok(run.events.some(m.ends), `the ${m.phase} phase ended before the signal took effect`);
   } finally {
     // A failed run leaves nothing behind either.
-    if ([run.group, ...run.pids()].some(alive)) try { process.kill(-run.group, 'SIGKILL'); } catch { /* gone meanwhile */ }
+    if ([run.group, ...run.pids()].some(alive))
+      try {
+        process.kill(-run.group, 'SIGKILL');
+      } catch {
+        /* gone meanwhile */
+      }
   }
 }
 

@@ -49,12 +49,18 @@ export function methodLoss(backbone: Backbone, method: FineTuneMethod, b: FixedB
  */
 export async function backwardKernels(f: () => tf.Scalar, vars: tf.Variable[]): Promise<number> {
   // tf.profile returns the engine's one profile object, reused by the next call: read it at once.
-  const taped = (await tf.profile(() => {
-    const { value, grads } = tf.variableGrads(f, vars);
-    value.dispose();
-    for (const g of Object.values(grads)) g.dispose();
-  })).kernels.length;
-  const plain = (await tf.profile(() => { tf.tidy(f); })).kernels.length;
+  const taped = (
+    await tf.profile(() => {
+      const { value, grads } = tf.variableGrads(f, vars);
+      value.dispose();
+      for (const g of Object.values(grads)) g.dispose();
+    })
+  ).kernels.length;
+  const plain = (
+    await tf.profile(() => {
+      tf.tidy(f);
+    })
+  ).kernels.length;
   return taped - plain;
 }
 

@@ -84,9 +84,12 @@ test('methods: backward work of parallel grows with side blocks only, not with b
   assert.is(work[2]!.parallel, work[2]!.sideOnly);
   assert.is(work[4]!.parallel, work[4]!.sideOnly);
   // Two more layers add two side blocks' backward; LoRA adds two whole backbone layers' backward.
-  const sideGrowth = work[4]!.parallel - work[2]!.parallel, loraGrowth = work[4]!.lora - work[2]!.lora;
+  const sideGrowth = work[4]!.parallel - work[2]!.parallel,
+    loraGrowth = work[4]!.lora - work[2]!.lora;
   assert.ok(sideGrowth > 0 && loraGrowth > sideGrowth, `side +${sideGrowth} kernels, lora +${loraGrowth} kernels`);
-  console.log(`backward kernels (2 -> 4 layers): parallel ${work[2]!.parallel} -> ${work[4]!.parallel}, lora ${work[2]!.lora} -> ${work[4]!.lora}`);
+  console.log(
+    `backward kernels (2 -> 4 layers): parallel ${work[2]!.parallel} -> ${work[4]!.parallel}, lora ${work[2]!.lora} -> ${work[4]!.lora}`,
+  );
 });
 
 function stageSplit(k: number, sideInit: 'prune' | 'random', seed: number) {
@@ -135,7 +138,12 @@ test('methods: a side network split into stages computes the same output and gra
   const firstVars = [...first.parameters().values()];
   const f = tf.variableGrads(() => tf.sum(tf.mul(first.stageForward(acts, null, T), dA)) as tf.Scalar, firstVars);
 
-  const rel = (a: tf.Tensor, b: tf.Tensor) => maxAbsDiff(a, b) / Math.max(1e-12, tf.tidy(() => tf.max(tf.abs(a)).dataSync()[0]!));
+  const rel = (a: tf.Tensor, b: tf.Tensor) =>
+    maxAbsDiff(a, b) /
+    Math.max(
+      1e-12,
+      tf.tidy(() => tf.max(tf.abs(a)).dataSync()[0]!),
+    );
   assert.ok(Math.abs(w.value.dataSync()[0]! - l.value.dataSync()[0]!) <= 1e-5 * Math.abs(w.value.dataSync()[0]!));
   const byName = (net: SideNetwork, grads: tf.NamedTensorMap) => new Map([...net.parameters()].map(([n, v]) => [n, grads[v.name]!]));
   const wholeGrads = byName(whole, w.grads);
@@ -145,7 +153,18 @@ test('methods: a side network split into stages computes the same output and gra
     assert.ok(g, `whole gradient ${name}`);
     assert.ok(rel(g, splitGrads.get(name)!) < 1e-4, `${name}: relative difference ${rel(g, splitGrads.get(name)!)}`);
   }
-  tf.dispose([w.value, l.value, f.value, ...Object.values(w.grads), ...Object.values(l.grads), ...Object.values(f.grads), aK, aKVar, probe, ...acts]);
+  tf.dispose([
+    w.value,
+    l.value,
+    f.value,
+    ...Object.values(w.grads),
+    ...Object.values(l.grads),
+    ...Object.values(f.grads),
+    aK,
+    aKVar,
+    probe,
+    ...acts,
+  ]);
   [whole, first, last].forEach((s) => s.dispose());
 });
 

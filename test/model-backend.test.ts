@@ -1,7 +1,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createRequire } from 'node:module';
-import { BackendError, backendInfo, backendName, initBackend, measureMatmulGflops, type BackendChoice, type BackendInfo } from '../src/model/backend.ts';
+import {
+  BackendError,
+  backendInfo,
+  backendName,
+  initBackend,
+  measureMatmulGflops,
+  type BackendChoice,
+  type BackendInfo,
+} from '../src/model/backend.ts';
 import { TFJS_PINNED } from '../src/model/tfjs-internals.ts';
 
 /**
@@ -32,7 +40,10 @@ test('model-backend: asking for tensorflow loads an installed native package, or
   if (info) {
     assert.ok(nativeInstalled.length > 0, `tensorflow came up with no native package installed: ${info.detail}`);
     assert.is(info.name, 'tensorflow');
-    assert.ok(nativeInstalled.some((pkg) => info.detail.includes(pkg)), info.detail);
+    assert.ok(
+      nativeInstalled.some((pkg) => info.detail.includes(pkg)),
+      info.detail,
+    );
     assert.is(backendInfo(), info);
     nativeUsable = true;
     return;

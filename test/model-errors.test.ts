@@ -98,11 +98,23 @@ test('model-errors: an index pointing at a shard that lacks the tensor', async (
   const index = JSON.parse(readFileSync(indexFile, 'utf8'));
   index.weight_map['transformer.wte.weight'] = 'model-00002-of-00002.safetensors';
   writeFileSync(indexFile, JSON.stringify(index));
-  await failsWith(() => loadBackbone({ dir: f.dir }), 'model-00002-of-00002.safetensors', 'transformer.wte.weight', /missing from the shard/);
+  await failsWith(
+    () => loadBackbone({ dir: f.dir }),
+    'model-00002-of-00002.safetensors',
+    'transformer.wte.weight',
+    /missing from the shard/,
+  );
 });
 
 test('model-errors: config mapping of the Llama family', () => {
-  const base = { vocab_size: 100, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64, max_position_embeddings: 64 };
+  const base = {
+    vocab_size: 100,
+    hidden_size: 32,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    intermediate_size: 64,
+    max_position_embeddings: 64,
+  };
   const qwen = configFromHf({ ...base, model_type: 'qwen2', num_key_value_heads: 2, tie_word_embeddings: true, rope_theta: 1e6 });
   assert.equal([qwen.family, qwen.qkvBias, qwen.nKvHeads, qwen.tiedHead, qwen.ropeTheta, qwen.headDim], ['llama', true, 2, true, 1e6, 8]);
   const llama = configFromHf({ ...base, model_type: 'llama' });

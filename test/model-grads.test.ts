@@ -7,7 +7,8 @@ import { geluNew, layerNorm } from '../src/model/ops.ts';
 await initBackend();
 
 function maxDiff(a: tf.Tensor, b: tf.Tensor): number {
-  const x = a.dataSync(), y = b.dataSync();
+  const x = a.dataSync(),
+    y = b.dataSync();
   let m = 0;
   for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i]! - y[i]!));
   return m;
@@ -17,7 +18,8 @@ const x = tf.randomNormal([37, 24], 0, 2, 'float32', 1) as tf.Tensor2D;
 const w = tf.randomNormal([37, 24], 0, 1, 'float32', 2) as tf.Tensor2D; // a random upstream gradient via sum(y * w)
 
 test('model-grads: geluNew value and hand-written gradient match autodiff of 0.5 x (1 + tanh z)', () => {
-  const ref = (t: tf.Tensor) => tf.mul(tf.mul(t, 0.5), tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(t, tf.mul(0.044715, tf.pow(t, 3)))))));
+  const ref = (t: tf.Tensor) =>
+    tf.mul(tf.mul(t, 0.5), tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(t, tf.mul(0.044715, tf.pow(t, 3)))))));
   assert.ok(maxDiff(geluNew(x), ref(x)) < 1e-5);
   const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(geluNew(t as tf.Tensor2D), w)))(x);
   const r = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(ref(t), w)))(x);
@@ -32,7 +34,9 @@ test('model-grads: layerNorm gradients for x, gamma and beta match autodiff of t
     return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(tf.mean(tf.square(xc), -1, true), 1e-5))), g), b);
   };
   assert.ok(maxDiff(layerNorm(x, gamma, beta, 1e-5), ref(x, gamma, beta)) < 1e-5);
-  const got = tf.grads((t: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(layerNorm(t as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5), w)))([x, gamma, beta]);
+  const got = tf.grads((t: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
+    tf.sum(tf.mul(layerNorm(t as tf.Tensor2D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5), w)),
+  )([x, gamma, beta]);
   const want = tf.grads((t: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(ref(t, g, b), w)))([x, gamma, beta]);
   ['x', 'gamma', 'beta'].forEach((n, i) => assert.ok(maxDiff(got[i]!, want[i]!) < 1e-4, `${n}: ${maxDiff(got[i]!, want[i]!)}`));
 });

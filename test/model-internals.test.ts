@@ -3,7 +3,14 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/model/backend.ts';
-import { checkTfjsInternals, inspectTfjsInternals, missingTfjsInternals, TfjsInternalsError, TFJS_PINNED, type TfjsInternalsView } from '../src/model/tfjs-internals.ts';
+import {
+  checkTfjsInternals,
+  inspectTfjsInternals,
+  missingTfjsInternals,
+  TfjsInternalsError,
+  TFJS_PINNED,
+  type TfjsInternalsView,
+} from '../src/model/tfjs-internals.ts';
 
 let real: TfjsInternalsView;
 
@@ -47,7 +54,9 @@ test('tfjs-internals: a missing engine field is named, with the installed and th
 });
 
 test('tfjs-internals: a tape without nodes of the known shape, or one kernelDepth does not turn off, is reported', () => {
-  assert.equal(missingTfjsInternals({ ...real, tape: undefined, tapeNode: undefined, tapeOffInKernel: undefined }), ['engine.state.activeTape (an array inside tf.variableGrads)']);
+  assert.equal(missingTfjsInternals({ ...real, tape: undefined, tapeNode: undefined, tapeOffInKernel: undefined }), [
+    'engine.state.activeTape (an array inside tf.variableGrads)',
+  ]);
   assert.equal(missingTfjsInternals({ ...real, tapeNode: { gradient: () => ({}) } }), ['tape node .saved (an array)']);
   assert.equal(missingTfjsInternals({ ...real, tapeNode: { saved: [] } }), ['tape node .gradient (a function)']);
   assert.equal(missingTfjsInternals({ ...real, tapeOffInKernel: false }), ['engine.state.kernelDepth > 0 turning the tape off']);
@@ -61,7 +70,9 @@ test('tfjs-internals: missing wasm backend members and tf utilities are each nam
   assert.match(e.message, /wasm backend\.typedArrayFromHeap/);
   assert.match(e.message, /tf\.slice_util\.parseSliceParams/);
   assert.is(e.message.split('\n').length, 1, 'one line');
-  assert.equal(missingTfjsInternals({ ...real, wasmEntry: { offset: 8, shape: [], dtype: 'float32' } }), ['wasm backend.dataIdMap entries { memoryOffset, shape, dtype }']);
+  assert.equal(missingTfjsInternals({ ...real, wasmEntry: { offset: 8, shape: [], dtype: 'float32' } }), [
+    'wasm backend.dataIdMap entries { memoryOffset, shape, dtype }',
+  ]);
 });
 
 test.run();

@@ -9,7 +9,14 @@ import { makeHfModel, type HfFixture } from './fixtures/hf-model.ts';
 
 await initBackend();
 
-const ids = tf.tensor2d([[3, 1, 4, 1, 5, 9, 2, 6], [5, 3, 5, 8, 9, 7, 9, 3]], [2, 8], 'int32');
+const ids = tf.tensor2d(
+  [
+    [3, 1, 4, 1, 5, 9, 2, 6],
+    [5, 3, 5, 8, 9, 7, 9, 3],
+  ],
+  [2, 8],
+  'int32',
+);
 
 function maxAbsDiff(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]!);
@@ -23,7 +30,8 @@ function maxAbs(a: tf.Tensor): number {
 async function compareWithReference(f: HfFixture, tol: number): Promise<Backbone> {
   const loaded = await loadBackbone({ dir: f.dir });
   const ref = new TransformerBackbone(f.config, fullRange(f.config), f.weights, 'reference');
-  const a = forwardLogits(loaded, ids), b = forwardLogits(ref, ids);
+  const a = forwardLogits(loaded, ids),
+    b = forwardLogits(ref, ids);
   const diff = maxAbsDiff(a, b);
   assert.ok(maxAbs(b) > 0.1, 'reference logits are not trivial');
   assert.ok(diff <= tol * maxAbs(b), `logits differ by ${diff} (scale ${maxAbs(b)})`);
@@ -36,7 +44,8 @@ test('model-load: HF GPT-2 written from a preset computes the preset logits', as
   const f = makeHfModel({ preset: 'tiny', seed: 0, perturb: false });
   const loaded = await loadBackbone({ dir: f.dir });
   const preset = await loadBackbone({ preset: 'tiny', seed: 0 });
-  const a = forwardLogits(loaded, ids), b = forwardLogits(preset, ids);
+  const a = forwardLogits(loaded, ids),
+    b = forwardLogits(preset, ids);
   assert.is(maxAbsDiff(a, b), 0);
   assert.is.not(loaded.fingerprint, preset.fingerprint);
   tf.dispose([a, b]);
@@ -65,8 +74,12 @@ test('model-load: F16 weights load within half precision', async () => {
   const loaded = await compareWithReference(f, 2e-2);
   const w = loaded.weights().get('layers.1.query.weight')!.dataSync();
   const orig = f.weights.get('layers.1.query.weight')!.data;
-  for (let i = 0; i < w.length; i++) assert.ok(Math.abs(w[i]! - orig[i]!) <= Math.abs(orig[i]!) * 2 ** -11 + 6e-8, `element ${i}: ${w[i]} vs ${orig[i]}`);
-  assert.ok(w.some((v, i) => v !== orig[i]), 'values were rounded to f16');
+  for (let i = 0; i < w.length; i++)
+    assert.ok(Math.abs(w[i]! - orig[i]!) <= Math.abs(orig[i]!) * 2 ** -11 + 6e-8, `element ${i}: ${w[i]} vs ${orig[i]}`);
+  assert.ok(
+    w.some((v, i) => v !== orig[i]),
+    'values were rounded to f16',
+  );
   loaded.dispose();
 });
 
@@ -75,7 +88,8 @@ test('model-load: BF16 weights load within bfloat16 precision', async () => {
   const loaded = await compareWithReference(f, 5e-2);
   const w = loaded.weights().get('layers.2.mlp_up.weight')!.dataSync();
   const orig = f.weights.get('layers.2.mlp_up.weight')!.data;
-  for (let i = 0; i < w.length; i++) assert.ok(Math.abs(w[i]! - orig[i]!) <= Math.abs(orig[i]!) * 2 ** -8, `element ${i}: ${w[i]} vs ${orig[i]}`);
+  for (let i = 0; i < w.length; i++)
+    assert.ok(Math.abs(w[i]! - orig[i]!) <= Math.abs(orig[i]!) * 2 ** -8, `element ${i}: ${w[i]} vs ${orig[i]}`);
   loaded.dispose();
 });
 
@@ -104,7 +118,8 @@ test('model-load: a partial range holds only its weights and computes the same l
   assert.ok(names.length > 0 && names.every((n) => n.startsWith('layers.2.')), names.join(','));
   assert.is(stage.fingerprint, full.fingerprint);
   const h = full.embed(ids);
-  const a = full.layer(2, h, 8), b = stage.layer(2, h, 8);
+  const a = full.layer(2, h, 8),
+    b = stage.layer(2, h, 8);
   assert.is(maxAbsDiff(a, b), 0);
   assert.throws(() => stage.layer(1, h, 8), /outside the held range/);
   assert.throws(() => stage.embed(ids), /not held/);
@@ -117,7 +132,11 @@ test('model-load: preset weights are deterministic and a range holds the same va
   const a = await loadBackbone({ preset: 'tiny', seed: 5 });
   const b = await loadBackbone({ preset: 'tiny', seed: 5 }, { from: 2, to: 2, embed: false, head: true });
   const c = await loadBackbone({ preset: 'tiny', seed: 6 }, { from: 2, to: 2, embed: false, head: false });
-  assert.equal([...b.weights().keys()].filter((n) => !n.startsWith('layers.2.')).sort(), ['final_norm.bias', 'final_norm.weight', 'head.weight']);
+  assert.equal([...b.weights().keys()].filter((n) => !n.startsWith('layers.2.')).sort(), [
+    'final_norm.bias',
+    'final_norm.weight',
+    'head.weight',
+  ]);
   for (const [name, t] of b.weights()) assert.is(maxAbsDiff(t, a.weights().get(name)!), 0, name);
   assert.ok(maxAbsDiff(c.weights().get('layers.2.query.weight')!, a.weights().get('layers.2.query.weight')!) > 0, 'another seed differs');
   assert.is(a.fingerprint, b.fingerprint);

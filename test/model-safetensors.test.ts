@@ -9,7 +9,11 @@ const values = Float32Array.from([0, -0, 1, -2.5, 65504, 1e-8, 6.1e-5, 3.25, -1e
 
 test('model-safetensors: F32 round-trips bit-exactly with metadata and an aligned header', () => {
   const file = join(tempDir(), 'a.safetensors');
-  writeSafetensors(file, { 'x.w': { data: values, shape: [2, 5] }, empty: { data: new Float32Array(0), shape: [0, 3] } }, { metadata: { step: '7', format: 'pt' } });
+  writeSafetensors(
+    file,
+    { 'x.w': { data: values, shape: [2, 5] }, empty: { data: new Float32Array(0), shape: [0, 3] } },
+    { metadata: { step: '7', format: 'pt' } },
+  );
   const src = openSafetensors(file);
   assert.equal(src.names, ['x.w', 'empty']);
   assert.equal(src.metadata, { step: '7', format: 'pt' });
@@ -23,10 +27,12 @@ test('model-safetensors: F16 and BF16 store rounded values and read back as f32'
   const dir = tempDir();
   writeSafetensors(join(dir, 'h.safetensors'), { v: { data: values, shape: [10] } }, { dtype: 'F16' });
   writeSafetensors(join(dir, 'b.safetensors'), { v: { data: values, shape: [10] } }, { dtype: 'BF16' });
-  const h = openSafetensors(join(dir, 'h.safetensors')), b = openSafetensors(join(dir, 'b.safetensors'));
+  const h = openSafetensors(join(dir, 'h.safetensors')),
+    b = openSafetensors(join(dir, 'b.safetensors'));
   assert.is(h.entry('v').dtype, 'F16');
   assert.is(h.entry('v').byteLength, 20);
-  const hv = h.read('v'), bv = b.read('v');
+  const hv = h.read('v'),
+    bv = b.read('v');
   assert.equal(Array.from(hv.subarray(0, 5)), [0, -0, 1, -2.5, 65504]);
   assert.is(hv[8], -Infinity, 'beyond the f16 range');
   values.forEach((v, i) => {

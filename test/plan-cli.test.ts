@@ -17,7 +17,7 @@ const paper: Record<string, string[]> = {
   't5-large': ['[1-1]', '[2-1-1]', '[2-2-2]', '[3-3-2]'],
 };
 
-test('plan: the Jetson Nano profiles plan on 2, 4, 6 and 8 devices (groupings beside the paper\'s)', () => {
+test("plan: the Jetson Nano profiles plan on 2, 4, 6 and 8 devices (groupings beside the paper's)", () => {
   const rows: string[] = [];
   for (const model of Object.keys(paper)) {
     const profile = loadProfile(`topologies/profiles/${model}-jetson-nano.json`);
@@ -81,7 +81,10 @@ test('plan: bad input is one clear line and a non-zero exit', () => {
   writeFileSync(join(dir, 'one.json'), JSON.stringify(selectDevices(profile, { count: 1 })));
   const infeasible = charon('--profile', join(dir, 'one.json'));
   assert.is(infeasible.status, 1);
-  assert.match(infeasible.stderr, /^charon: infeasible: no placement of 48 layers on 1 device fits in memory; .*nano-0 needs \d+ MiB but has 3072 MiB/);
+  assert.match(
+    infeasible.stderr,
+    /^charon: infeasible: no placement of 48 layers on 1 device fits in memory; .*nano-0 needs \d+ MiB but has 3072 MiB/,
+  );
   const remote = charon('topologies/jetson-nano-8.yaml');
   assert.is(remote.status, 2);
   assert.match(remote.stderr, /device 'nano-0' is not local.*--profile/);

@@ -13,7 +13,12 @@ export function rng(seed: number): () => number {
  * layer's costs are drawn per device, so devices differ in which layers they are fast at.
  * `copies` appends that many devices identical to d0 (costs, memory and links).
  */
-export function randomProfile(seed: number, devices: number, layers: number, opts: { memoryScale?: number; copies?: number } = {}): Profile {
+export function randomProfile(
+  seed: number,
+  devices: number,
+  layers: number,
+  opts: { memoryScale?: number; copies?: number } = {},
+): Profile {
   const r = rng(seed);
   const u = (lo: number, hi: number) => lo + (hi - lo) * r();
   const block = (speed: number): BlockCost => ({
@@ -27,22 +32,38 @@ export function randomProfile(seed: number, devices: number, layers: number, opt
   });
   const names = Array.from({ length: devices }, (_, i) => `d${i}`);
   const pairs = [];
-  for (let i = 0; i < devices; i++) for (let j = i + 1; j < devices; j++) if (r() < 0.4) pairs.push({ from: names[i]!, to: names[j]!, mbps: u(50, 2000), latencyMs: u(0, 2) });
+  for (let i = 0; i < devices; i++)
+    for (let j = i + 1; j < devices; j++)
+      if (r() < 0.4) pairs.push({ from: names[i]!, to: names[j]!, mbps: u(50, 2000), latencyMs: u(0, 2) });
   const scale = opts.memoryScale ?? 1;
   const profile: Profile = {
     version: 1,
-    model: { layers, encoderLayers: layers >= 4 && r() < 0.5 ? Math.floor(layers / 2) : 0, dModel: 32, sideWidth: 4, seqLen: 16, bytesPerActivation: 4 },
+    model: {
+      layers,
+      encoderLayers: layers >= 4 && r() < 0.5 ? Math.floor(layers / 2) : 0,
+      dModel: 32,
+      sideWidth: 4,
+      seqLen: 16,
+      bytesPerActivation: 4,
+    },
     training: { batchSize: 8, samples: 100 },
     devices: names.map((name) => {
       const speed = u(0.3, 3);
-      return { name, memoryBytes: Math.round(u(10, 60) * 1e6 * scale), embed: block(speed), head: block(speed), layers: Array.from({ length: layers }, () => block(speed)) };
+      return {
+        name,
+        memoryBytes: Math.round(u(10, 60) * 1e6 * scale),
+        embed: block(speed),
+        head: block(speed),
+        layers: Array.from({ length: layers }, () => block(speed)),
+      };
     }),
     links: { defaultMbps: u(100, 1000), latencyMs: u(0, 1), pairs },
   };
   for (let c = 0; c < (opts.copies ?? 0); c++) {
     const name = `d${devices + c}`;
     profile.devices.push({ ...profile.devices[0]!, name });
-    for (const l of pairs.filter((l) => l.from === 'd0' || l.to === 'd0')) pairs.push({ ...l, from: name, to: l.from === 'd0' ? l.to : l.from });
+    for (const l of pairs.filter((l) => l.from === 'd0' || l.to === 'd0'))
+      pairs.push({ ...l, from: name, to: l.from === 'd0' ? l.to : l.from });
   }
   return profile;
 }

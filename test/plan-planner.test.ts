@@ -17,7 +17,10 @@ function compositions(n: number, k: number): number[][] {
 function groupSequences(n: number, k: number): number[][] {
   const out: number[][] = [];
   const grow = (free: number, seq: number[]) => {
-    if (seq.length === k) { out.push([...seq]); return; }
+    if (seq.length === k) {
+      out.push([...seq]);
+      return;
+    }
     for (let g = free; g > 0; g = (g - 1) & free) grow(free & ~g, [...seq, g]);
   };
   grow((1 << n) - 1, []);
@@ -36,7 +39,13 @@ function bruteForce(profile: Profile, batch: number): number {
   const price = (from: number, to: number, mask: number, rows: number, inFlight: number) => {
     const key = `${from} ${to} ${mask} ${rows} ${inFlight}`;
     if (!priced.has(key)) {
-      const c = cm.stage(from, to, profile.devices.map((_, i) => i).filter((i) => mask & (1 << i)), rows, inFlight);
+      const c = cm.stage(
+        from,
+        to,
+        profile.devices.map((_, i) => i).filter((i) => mask & (1 << i)),
+        rows,
+        inFlight,
+      );
       priced.set(key, c && 'members' in c ? c : null);
     }
     return priced.get(key)!;
@@ -62,7 +71,10 @@ function bruteForce(profile: Profile, batch: number): number {
 }
 
 test('plan: the planner finds the least makespan a brute-force search over every device subset and order finds', () => {
-  let feasible = 0, infeasible = 0, partial = 0, copied = 0;
+  let feasible = 0,
+    infeasible = 0,
+    partial = 0,
+    copied = 0;
   for (let seed = 1; seed <= 300; seed++) {
     const copies = seed % 7 === 0 ? 1 + (seed % 2) : 0;
     const devices = 1 + (seed % 4) - (copies > 1 && seed % 4 === 3 ? 1 : 0);
@@ -71,7 +83,11 @@ test('plan: the planner finds the least makespan a brute-force search over every
     const batch = [4, 6, 8][seed % 3]!;
     const brute = bruteForce(profile, batch);
     if (brute === Infinity) {
-      assert.throws(() => planPipeline(profile, { batchSize: batch }), (e: unknown) => e instanceof InfeasiblePlanError, `seed ${seed}`);
+      assert.throws(
+        () => planPipeline(profile, { batchSize: batch }),
+        (e: unknown) => e instanceof InfeasiblePlanError,
+        `seed ${seed}`,
+      );
       infeasible++;
       continue;
     }
@@ -83,14 +99,22 @@ test('plan: the planner finds the least makespan a brute-force search over every
     if (plan.unusedDevices.length > 0) partial++;
     if (copies > 0) copied++;
   }
-  assert.ok(feasible > 150 && infeasible > 10 && partial > 20 && copied > 15, `every kind of instance is exercised (${feasible} feasible, ${infeasible} infeasible, ${partial} leaving devices out, ${copied} with identical devices)`);
+  assert.ok(
+    feasible > 150 && infeasible > 10 && partial > 20 && copied > 15,
+    `every kind of instance is exercised (${feasible} feasible, ${infeasible} infeasible, ${partial} leaving devices out, ${copied} with identical devices)`,
+  );
 });
 
 test('plan: memory limits hold for every device, layers are covered once, rows fill each micro-batch', () => {
   for (let seed = 200; seed < 260; seed++) {
     const profile = randomProfile(seed, 2 + (seed % 3), 3 + (seed % 4), { memoryScale: 0.6 });
     let plan: StagePlan;
-    try { plan = planPipeline(profile); } catch (e) { assert.ok(e instanceof InfeasiblePlanError); continue; }
+    try {
+      plan = planPipeline(profile);
+    } catch (e) {
+      assert.ok(e instanceof InfeasiblePlanError);
+      continue;
+    }
     for (const d of profile.devices) {
       const peak = plan.peakBytesPerDevice[d.name];
       if (peak !== undefined) assert.ok(peak <= d.memoryBytes, `seed ${seed}: ${d.name} peak ${peak} > ${d.memoryBytes}`);
@@ -99,7 +123,10 @@ test('plan: memory limits hold for every device, layers are covered once, rows f
     for (const s of plan.stages) {
       assert.is(s.layers.from, next);
       next = s.layers.to + 1;
-      assert.is(s.devices.reduce((a, d) => a + d.rows, 0), plan.microBatchSize);
+      assert.is(
+        s.devices.reduce((a, d) => a + d.rows, 0),
+        plan.microBatchSize,
+      );
       assert.is(s.inFlight, Math.min(plan.stages.length - s.index, plan.microBatches));
     }
     assert.is(next, profile.model.layers + 1);
@@ -122,31 +149,92 @@ test('plan: an infeasible model is explained by device, stage and missing bytes'
 });
 
 test('plan: the micro-batch split follows device speed and sums to the micro-batch', () => {
-  assert.equal(splitRows(16, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 3 }]), [12, 4]);
-  assert.equal(splitRows(10, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }, { fixed: 0, perRow: 2 }]), [4, 4, 2]);
-  const rows = splitRows(13, [{ fixed: 5, perRow: 2 }, { fixed: 0, perRow: 1 }, { fixed: 1, perRow: 7 }])!;
-  assert.is(rows.reduce((a, b) => a + b, 0), 13);
+  assert.equal(
+    splitRows(16, [
+      { fixed: 0, perRow: 1 },
+      { fixed: 0, perRow: 3 },
+    ]),
+    [12, 4],
+  );
+  assert.equal(
+    splitRows(10, [
+      { fixed: 0, perRow: 1 },
+      { fixed: 0, perRow: 1 },
+      { fixed: 0, perRow: 2 },
+    ]),
+    [4, 4, 2],
+  );
+  const rows = splitRows(13, [
+    { fixed: 5, perRow: 2 },
+    { fixed: 0, perRow: 1 },
+    { fixed: 1, perRow: 7 },
+  ])!;
+  assert.is(
+    rows.reduce((a, b) => a + b, 0),
+    13,
+  );
   assert.ok(rows.every((r) => r >= 1));
-  assert.equal(splitRows(8, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }], [3, 10]), [3, 5], 'caps bind');
-  assert.is(splitRows(8, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }], [3, 4]), null, 'caps too small');
-  assert.is(splitRows(1, [{ fixed: 0, perRow: 1 }, { fixed: 0, perRow: 1 }]), null, 'more devices than rows');
-  assert.equal(splitMicroBatch([10, 11, 12, 13, 14], [3, 2]), [[10, 11, 12], [13, 14]]);
+  assert.equal(
+    splitRows(
+      8,
+      [
+        { fixed: 0, perRow: 1 },
+        { fixed: 0, perRow: 1 },
+      ],
+      [3, 10],
+    ),
+    [3, 5],
+    'caps bind',
+  );
+  assert.is(
+    splitRows(
+      8,
+      [
+        { fixed: 0, perRow: 1 },
+        { fixed: 0, perRow: 1 },
+      ],
+      [3, 4],
+    ),
+    null,
+    'caps too small',
+  );
+  assert.is(
+    splitRows(1, [
+      { fixed: 0, perRow: 1 },
+      { fixed: 0, perRow: 1 },
+    ]),
+    null,
+    'more devices than rows',
+  );
+  assert.equal(splitMicroBatch([10, 11, 12, 13, 14], [3, 2]), [
+    [10, 11, 12],
+    [13, 14],
+  ]);
   assert.throws(() => splitMicroBatch([1, 2], [1, 2]), /rows sum to 3/);
 });
 
 test('plan: a stage prices the same whatever the rank order of its group', () => {
-  const permutations = (xs: number[]): number[][] => xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]));
+  const permutations = (xs: number[]): number[][] =>
+    xs.length <= 1 ? [xs] : xs.flatMap((x, i) => permutations([...xs.slice(0, i), ...xs.slice(i + 1)]).map((p) => [x, ...p]));
   for (let seed = 300; seed < 330; seed++) {
     const profile = randomProfile(seed, 4, 5);
     const cm = new CostModel(profile);
     const group = [0, 1, 2, 3].filter((i) => (seed >> i) & 1 || i === seed % 4);
-    for (const [from, to] of [[1, 5], [2, 3], [4, 5]] as const) {
+    for (const [from, to] of [
+      [1, 5],
+      [2, 3],
+      [4, 5],
+    ] as const) {
       const prices = permutations(group).map((order) => cm.stage(from, to, order, 8, 2));
       const first = prices[0]!;
       for (const p of prices) {
-        if (!first || !('members' in first)) { assert.ok(!p || !('members' in p), `seed ${seed}: feasible in one order only`); continue; }
+        if (!first || !('members' in first)) {
+          assert.ok(!p || !('members' in p), `seed ${seed}: feasible in one order only`);
+          continue;
+        }
         assert.ok(p && 'members' in p, `seed ${seed}: feasible in one order only`);
-        for (const k of ['fwdMs', 'bwdMs', 'cycleMs', 'allReduceMs'] as const) assert.ok(Math.abs(p[k] - first[k]) <= 1e-12 * first[k], `seed ${seed} ${k}: ${p[k]} vs ${first[k]}`);
+        for (const k of ['fwdMs', 'bwdMs', 'cycleMs', 'allReduceMs'] as const)
+          assert.ok(Math.abs(p[k] - first[k]) <= 1e-12 * first[k], `seed ${seed} ${k}: ${p[k]} vs ${first[k]}`);
       }
     }
   }
@@ -172,7 +260,11 @@ test('plan: a device far slower than the rest is left out instead of pacing its 
   assert.is(plan.ordering, 'searched');
 });
 test('plan: a shortfall of less than a MiB is shown with the decimals that keep it above zero', () => {
-  for (const [shortBytes, shown] of [[0.3 * 2 ** 20, 'short 0.3 MiB'], [1000, 'short 0.001 MiB'], [3 * 2 ** 20, 'short 3 MiB']] as const) {
+  for (const [shortBytes, shown] of [
+    [0.3 * 2 ** 20, 'short 0.3 MiB'],
+    [1000, 'short 0.001 MiB'],
+    [3 * 2 ** 20, 'short 3 MiB'],
+  ] as const) {
     const profile = randomProfile(5, 1, 3);
     const need = memberPeakBytes((new CostModel(profile).stage(1, 3, [0], 1, 1) as StageCost).members[0]!, 1);
     profile.devices[0] = { ...profile.devices[0]!, memoryBytes: need - shortBytes };
@@ -181,7 +273,10 @@ test('plan: a shortfall of less than a MiB is shown with the decimals that keep 
       assert.unreachable('expected InfeasiblePlanError');
     } catch (e) {
       assert.instance(e, InfeasiblePlanError);
-      assert.ok((e as InfeasiblePlanError).lines.some((l) => l.includes(shown)), `${shown}: ${(e as InfeasiblePlanError).lines.join('; ')}`);
+      assert.ok(
+        (e as InfeasiblePlanError).lines.some((l) => l.includes(shown)),
+        `${shown}: ${(e as InfeasiblePlanError).lines.join('; ')}`,
+      );
     }
   }
 });
@@ -189,13 +284,24 @@ test('plan: a shortfall of less than a MiB is shown with the decimals that keep 
 /** Devices with the same cost for every layer, named by what they are; links are free. */
 function uniformProfile(layers: number, devices: { name: string; msPerLayer: number; memoryBytes: number }[]): Profile {
   const block = (ms: number): BlockCost => ({
-    fwd: { fixedMs: 0, perSampleMs: ms * 0.8 }, bwd: { fixedMs: 0, perSampleMs: ms * 0.2 },
-    backboneBytes: 1e6, sideBytes: 1e5, sideGradBytes: 1e4, activationBytesPerSample: 1e4, workBytesPerSample: 1e4,
+    fwd: { fixedMs: 0, perSampleMs: ms * 0.8 },
+    bwd: { fixedMs: 0, perSampleMs: ms * 0.2 },
+    backboneBytes: 1e6,
+    sideBytes: 1e5,
+    sideGradBytes: 1e4,
+    activationBytesPerSample: 1e4,
+    workBytesPerSample: 1e4,
   });
   return {
     version: 1,
     model: { layers, encoderLayers: 0, dModel: 8, sideWidth: 1, seqLen: 4, bytesPerActivation: 4 },
-    devices: devices.map((d) => ({ name: d.name, memoryBytes: d.memoryBytes, embed: block(0), head: block(0), layers: Array.from({ length: layers }, () => block(d.msPerLayer)) })),
+    devices: devices.map((d) => ({
+      name: d.name,
+      memoryBytes: d.memoryBytes,
+      embed: block(0),
+      head: block(0),
+      layers: Array.from({ length: layers }, () => block(d.msPerLayer)),
+    })),
     links: { defaultMbps: 1e9, latencyMs: 0, pairs: [] },
   };
 }
@@ -204,14 +310,16 @@ test('plan: a fast device in the middle of every device order is used, not passe
   // The paper's orders put 'fast' between others in each, and 'tiny' (fastest by the orders'
   // measure, little memory) or 'slow' at the end of each: groups consecutive in an order, devices
   // left out at its front, could not use 'fast' without them.
-  const fleet = (tinyBytes: number) => uniformProfile(4, [
-    { name: 'slow', msPerLayer: 1000, memoryBytes: 1e12 },
-    { name: 'fast', msPerLayer: 1, memoryBytes: 1e12 },
-    { name: 'tiny', msPerLayer: 0.5, memoryBytes: tinyBytes },
-    { name: 'medium', msPerLayer: 20, memoryBytes: 1e12 },
-  ]);
+  const fleet = (tinyBytes: number) =>
+    uniformProfile(4, [
+      { name: 'slow', msPerLayer: 1000, memoryBytes: 1e12 },
+      { name: 'fast', msPerLayer: 1, memoryBytes: 1e12 },
+      { name: 'tiny', msPerLayer: 0.5, memoryBytes: tinyBytes },
+      { name: 'medium', msPerLayer: 20, memoryBytes: 1e12 },
+    ]);
   const paper = ['topology', 'fastest-first', 'slowest-first'] as const;
-  const uses = (plan: { stages: { devices: { name: string }[] }[] }, name: string) => plan.stages.some((s) => s.devices.some((d) => d.name === name));
+  const uses = (plan: { stages: { devices: { name: string }[] }[] }, name: string) =>
+    plan.stages.some((s) => s.devices.some((d) => d.name === name));
   // 'tiny' fits nowhere: the paper's DP left out 'fast' with it and ran on 'medium' alone.
   const nowhere = fleet(1e3);
   for (const { order } of deviceOrderings(nowhere)) {
@@ -227,24 +335,31 @@ test('plan: a fast device in the middle of every device order is used, not passe
   const best = planPipeline(middle, { batchSize: 4 });
   const ordered = planPipeline(middle, { batchSize: 4, orderings: [...paper] });
   assert.ok(uses(best, 'fast') && !uses(best, 'medium'), JSON.stringify(best.stages));
-  assert.ok(best.predicted.stepMs * 4 < ordered.predicted.stepMs, `${best.predicted.stepMs} vs ${ordered.predicted.stepMs} over the paper's orders`);
+  assert.ok(
+    best.predicted.stepMs * 4 < ordered.predicted.stepMs,
+    `${best.predicted.stepMs} vs ${ordered.predicted.stepMs} over the paper's orders`,
+  );
 });
 
 test('plan: a small-memory device at the end of every order no longer makes T5-Base on four Nanos infeasible', () => {
   const nanos = selectDevices(loadProfile('topologies/profiles/t5-base-jetson-nano.json'), { count: 4 });
   const three = planPipeline(selectDevices(nanos, { count: 3 }));
-  const withLast = (mib: number) => ({ ...nanos, devices: nanos.devices.map((d, i) => (i === 3 ? { ...d, memoryBytes: mib * 2 ** 20 } : d)) });
+  const withLast = (mib: number) => ({
+    ...nanos,
+    devices: nanos.devices.map((d, i) => (i === 3 ? { ...d, memoryBytes: mib * 2 ** 20 } : d)),
+  });
   // Room for a layer or two: used where it helps (a middle stage keeps few micro-batches).
   const small = planPipeline(withLast(100));
   assert.ok(small.predicted.stepMs <= three.predicted.stepMs, `${small.predicted.stepMs} vs ${three.predicted.stepMs} on three`);
-  for (const [name, peak] of Object.entries(small.peakBytesPerDevice)) assert.ok(peak <= withLast(100).devices.find((d) => d.name === name)!.memoryBytes, name);
+  for (const [name, peak] of Object.entries(small.peakBytesPerDevice))
+    assert.ok(peak <= withLast(100).devices.find((d) => d.name === name)!.memoryBytes, name);
   // Room for nothing: left out, and the plan is the three others' plan.
   const none = planPipeline(withLast(10));
   assert.equal(none.unusedDevices, ['nano-3']);
   assert.is(none.predicted.stepMs, three.predicted.stepMs);
 });
 
-test('plan: 16 heterogeneous devices x 48 layers plan to a valid placement no worse than the paper\'s orders give (speed is measured by charon bench plan)', () => {
+test("plan: 16 heterogeneous devices x 48 layers plan to a valid placement no worse than the paper's orders give (speed is measured by charon bench plan)", () => {
   const profile = randomProfile(99, 16, 48, { memoryScale: 3 });
   const plan = planPipeline(profile, { batchSize: 16 });
   assert.is(plan.stages[0]!.layers.from, 1);

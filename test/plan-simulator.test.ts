@@ -6,8 +6,13 @@ import { simulatePlan } from '../src/plan/simulator.ts';
 import { randomProfile } from './plan-fixtures.ts';
 
 const block = (fwd: number, bwd: number): BlockCost => ({
-  fwd: { fixedMs: 0, perSampleMs: fwd }, bwd: { fixedMs: 0, perSampleMs: bwd },
-  backboneBytes: 0, sideBytes: 0, sideGradBytes: 0, activationBytesPerSample: 0, workBytesPerSample: 0,
+  fwd: { fixedMs: 0, perSampleMs: fwd },
+  bwd: { fixedMs: 0, perSampleMs: bwd },
+  backboneBytes: 0,
+  sideBytes: 0,
+  sideGradBytes: 0,
+  activationBytesPerSample: 0,
+  workBytesPerSample: 0,
 });
 const zero = block(0, 0);
 
@@ -16,22 +21,49 @@ function homogeneous(S: number, f: number, b: number): Profile {
   return {
     version: 1,
     model: { layers: S, encoderLayers: 0, dModel: 8, sideWidth: 1, seqLen: 4, bytesPerActivation: 4 },
-    devices: Array.from({ length: S }, (_, i) => ({ name: `d${i}`, memoryBytes: 1e9, embed: zero, head: zero, layers: Array.from({ length: S }, () => block(f, b)) })),
+    devices: Array.from({ length: S }, (_, i) => ({
+      name: `d${i}`,
+      memoryBytes: 1e9,
+      embed: zero,
+      head: zero,
+      layers: Array.from({ length: S }, () => block(f, b)),
+    })),
     links: { defaultMbps: 1e15, latencyMs: 0, pairs: [] },
   };
 }
 
 function manualPlan(S: number, M: number, rows: number): StagePlan {
   return {
-    ordering: 'topology', unusedDevices: [], batchSize: M * rows, microBatches: M, microBatchSize: rows,
-    stages: Array.from({ length: S }, (_, s) => ({ index: s, layers: { from: s + 1, to: s + 1 }, devices: [{ name: `d${s}`, rows, fwdMs: 0, bwdMs: 0, peakBytes: 0 }], inFlight: S - s, fwdMs: 0, bwdMs: 0, cycleMs: 0, allReduceMs: 0 })),
+    ordering: 'topology',
+    unusedDevices: [],
+    batchSize: M * rows,
+    microBatches: M,
+    microBatchSize: rows,
+    stages: Array.from({ length: S }, (_, s) => ({
+      index: s,
+      layers: { from: s + 1, to: s + 1 },
+      devices: [{ name: `d${s}`, rows, fwdMs: 0, bwdMs: 0, peakBytes: 0 }],
+      inFlight: S - s,
+      fwdMs: 0,
+      bwdMs: 0,
+      cycleMs: 0,
+      allReduceMs: 0,
+    })),
     predicted: { stepMs: 0, stepsPerEpoch: 10, epochMs: 0, parts: { stepMs: 0, warmupMs: 0, steadyMs: 0, drainMs: 0, allReduceTailMs: 0 } },
-    peakBytesPerDevice: {}, bytesPerStep: { activations: 0, allReduce: 0, total: 0 }, search: { orderings: 1, microBatchOptions: [M], labels: 0, ms: 0, exact: true },
+    peakBytesPerDevice: {},
+    bytesPerStep: { activations: 0, allReduce: 0, total: 0 },
+    search: { orderings: 1, microBatchOptions: [M], labels: 0, ms: 0, exact: true },
   };
 }
 
 test('simulator: a homogeneous pipeline with free transfers takes (M + S - 1)(f + b)', () => {
-  for (const [S, M, f, b] of [[1, 1, 3, 1], [2, 4, 3, 1], [4, 8, 2, 2], [3, 2, 5, 0.5], [5, 12, 1, 3]] as const) {
+  for (const [S, M, f, b] of [
+    [1, 1, 3, 1],
+    [2, 4, 3, 1],
+    [4, 8, 2, 2],
+    [3, 2, 5, 0.5],
+    [5, 12, 1, 3],
+  ] as const) {
     const sim = simulatePlan(manualPlan(S, M, 2), homogeneous(S, f, b));
     const expect = (M + S - 1) * 2 * (f + b);
     assert.ok(Math.abs(sim.stepMs - expect) < 1e-9, `S=${S} M=${M}: ${sim.stepMs} vs ${expect}`);
@@ -52,7 +84,10 @@ test('simulator: heterogeneous plans replay without deadlock, bytes match the pl
     const plan = planPipeline(profile);
     const sim = simulatePlan(plan, profile);
     assert.ok(sim.stepMs > 0 && Number.isFinite(sim.stepMs));
-    assert.ok(Math.abs(sim.activationBytes - plan.bytesPerStep.activations) <= 1e-6 * Math.max(1, plan.bytesPerStep.activations), `seed ${seed}: ${sim.activationBytes} vs ${plan.bytesPerStep.activations}`);
+    assert.ok(
+      Math.abs(sim.activationBytes - plan.bytesPerStep.activations) <= 1e-6 * Math.max(1, plan.bytesPerStep.activations),
+      `seed ${seed}: ${sim.activationBytes} vs ${plan.bytesPerStep.activations}`,
+    );
     // The simulator overlaps sending with compute, the planner charges it to the sender: never slower by much.
     assert.ok(sim.stepMs <= plan.predicted.stepMs * 1.5, `seed ${seed}: sim ${sim.stepMs} vs plan ${plan.predicted.stepMs}`);
   }

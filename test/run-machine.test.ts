@@ -27,7 +27,10 @@ test('run machine: each effect receives what the effects before it produced', as
   const out = await runToEnd(machine);
   const { plan: planned, deploy: deployment, redistribute: redistributed } = calls.outputs;
 
-  assert.equal(calls.order.filter((e) => e !== 'step' && e !== 'commit'), ['profile', 'plan', 'deploy', 'redistribute', 'finish']);
+  assert.equal(
+    calls.order.filter((e) => e !== 'step' && e !== 'commit'),
+    ['profile', 'plan', 'deploy', 'redistribute', 'finish'],
+  );
   assert.equal(calls.profile[0]!.devices, devices);
   assert.is(calls.plan[0]!.profile, profile);
   assert.is(calls.plan[0]!.spec.microBatches, undefined);
@@ -36,15 +39,24 @@ test('run machine: each effect receives what the effects before it produced', as
   const deploy = calls.deploy[0]!;
   assert.is(deploy.layout, planned!.layout);
   assert.is(deploy.spec.microBatches, planned!.plan.microBatches);
-  assert.equal({ checkpointRef: deploy.checkpointRef, epoch: deploy.epoch, firstStep: deploy.firstStep }, { checkpointRef: null, epoch: 1, firstStep: 1 });
+  assert.equal(
+    { checkpointRef: deploy.checkpointRef, epoch: deploy.epoch, firstStep: deploy.firstStep },
+    { checkpointRef: null, epoch: 1, firstStep: 1 },
+  );
 
   // steps: pipeline epoch 1 on the plan's stage groups, then cached epochs on the cached ranks,
   // each epoch's mini-batches in (seed, epoch) order: every sample exactly once per epoch
-  assert.equal(calls.step.map((s) => [s.phase, s.epoch, s.step]), [1, 2, 3].flatMap((e) => epochSteps(spec, e).map((_, i) => [e === 1 ? 'pipeline' : 'cached', e, (e - 1) * stepsPerEpoch + i + 1])));
+  assert.equal(
+    calls.step.map((s) => [s.phase, s.epoch, s.step]),
+    [1, 2, 3].flatMap((e) => epochSteps(spec, e).map((_, i) => [e === 1 ? 'pipeline' : 'cached', e, (e - 1) * stepsPerEpoch + i + 1])),
+  );
   for (const e of [1, 2, 3]) {
     const ids = calls.step.filter((s) => s.epoch === e).map((s) => s.sampleIds);
     assert.equal(ids, epochSteps(spec, e));
-    assert.equal(ids.flat().sort((a, b) => a - b), allSamples);
+    assert.equal(
+      ids.flat().sort((a, b) => a - b),
+      allSamples,
+    );
   }
   for (const s of calls.step) {
     assert.is(s.spec, deploy.spec);
@@ -60,18 +72,31 @@ test('run machine: each effect receives what the effects before it produced', as
   assert.is(calls.redistribute.length, 1);
   assert.equal(calls.order.slice(at - 2, at + 2), ['step', 'commit', 'redistribute', 'step']);
   const r = calls.redistribute[0]!;
-  assert.equal({ fingerprint: r.fingerprint, firstStep: r.firstStep }, { fingerprint: deployment!.fingerprint, firstStep: stepsPerEpoch + 1 });
+  assert.equal(
+    { fingerprint: r.fingerprint, firstStep: r.firstStep },
+    { fingerprint: deployment!.fingerprint, firstStep: stepsPerEpoch + 1 },
+  );
   assert.is(r.side, side);
   assert.is(r.layout, planned!.layout);
 
   // commits: steps 1..9 in order, each after its step, with that step's result and ledger
-  assert.equal(calls.commit.map((c) => c.state.step), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(
+    calls.commit.map((c) => c.state.step),
+    [1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
   calls.commit.forEach((c, i) => {
     assert.equal(c.result, { loss: 1 / (i + 1), seconds: 0.5, bytes: 100, peakBytes: { [devices[0]!]: i + 1, [devices[1]!]: 3 } });
     assert.is(c.side, side);
     assert.is(c.fingerprint, 'fp-1');
-    const committed = Ledger.fromJSON(c.state.ledger).toJSON().epochs.flatMap((e) => e.steps).filter((s) => s.committed).map((s) => s.step);
-    assert.equal(committed, Array.from({ length: i + 1 }, (_, k) => k + 1));
+    const committed = Ledger.fromJSON(c.state.ledger)
+      .toJSON()
+      .epochs.flatMap((e) => e.steps)
+      .filter((s) => s.committed)
+      .map((s) => s.step);
+    assert.equal(
+      committed,
+      Array.from({ length: i + 1 }, (_, k) => k + 1),
+    );
     assert.is(c.state.checkpointRef, i === 0 ? null : `ckpt-${i}`);
   });
 
@@ -85,7 +110,14 @@ test('run machine: each effect receives what the effects before it produced', as
   assert.equal(out, { status: 'done', summary: calls.outputs.finish! });
   if (out.status !== 'done') return;
   const summary = out.summary;
-  assert.equal(summary.epochs.map((e) => [e.epoch, e.phase, e.steps]), [[1, 'pipeline', 3], [2, 'cached', 3], [3, 'cached', 3]]);
+  assert.equal(
+    summary.epochs.map((e) => [e.epoch, e.phase, e.steps]),
+    [
+      [1, 'pipeline', 3],
+      [2, 'cached', 3],
+      [3, 'cached', 3],
+    ],
+  );
   assert.is(summary.spec.microBatches, planned!.plan.microBatches);
   assert.equal(summary.plan.stages, planned!.layout);
   assert.is(summary.plan.simulatedStepMs, 12.5);
@@ -104,12 +136,21 @@ test('run machine: a resumed run continues at the next uncommitted step with the
     const out = await runToEnd(machine, resume);
     const cached = resume.epoch > 1;
 
-    assert.equal(calls.deploy.map((d) => [d.checkpointRef, d.epoch, d.firstStep]), [[`ckpt-${committed}`, resume.epoch, committed + 1]]);
+    assert.equal(
+      calls.deploy.map((d) => [d.checkpointRef, d.epoch, d.firstStep]),
+      [[`ckpt-${committed}`, resume.epoch, committed + 1]],
+    );
     const restored = calls.outputs.deploy!.side!;
     assert.is(calls.step[0]!.side, restored);
-    assert.equal(calls.step.map((s) => s.step), Array.from({ length: 9 - committed }, (_, i) => committed + 1 + i));
+    assert.equal(
+      calls.step.map((s) => s.step),
+      Array.from({ length: 9 - committed }, (_, i) => committed + 1 + i),
+    );
     const [first] = calls.step;
-    assert.equal([first!.phase, first!.epoch, first!.sampleIds], [cached ? 'cached' : 'pipeline', resume.epoch, epochSteps(spec, resume.epoch)[resume.stepInEpoch]!]);
+    assert.equal(
+      [first!.phase, first!.epoch, first!.sampleIds],
+      [cached ? 'cached' : 'pipeline', resume.epoch, epochSteps(spec, resume.epoch)[resume.stepInEpoch]!],
+    );
     // in the cached phase redistribution comes right after deploying, from the restored side network
     assert.is(calls.redistribute.length, 1);
     assert.is(calls.order[calls.order.indexOf('redistribute') - 1], cached ? 'deploy' : 'commit');
@@ -125,10 +166,24 @@ test('run machine: a resumed run continues at the next uncommitted step with the
 });
 
 test('run machine: a failing effect ends the run in failed with its error, and nothing after it runs', async () => {
-  const effects = { profileDevices: 'profile', planRun: 'plan', deployPlan: 'deploy', redistribute: 'redistribute', commitStep: 'commit', finishRun: 'finish' } as const;
+  const effects = {
+    profileDevices: 'profile',
+    planRun: 'plan',
+    deployPlan: 'deploy',
+    redistribute: 'redistribute',
+    commitStep: 'commit',
+    finishRun: 'finish',
+  } as const;
   for (const [name, label] of Object.entries(effects)) {
     const { machine, calls } = fakeRun();
-    const failing = machine.provide({ actors: { [name]: fromPromise(async () => { calls.order.push(label); throw new Error(`${name}: device d1 said no`); }) } });
+    const failing = machine.provide({
+      actors: {
+        [name]: fromPromise(async () => {
+          calls.order.push(label);
+          throw new Error(`${name}: device d1 said no`);
+        }),
+      },
+    });
     const actor = createActor(failing, { input }).start();
     for (const d of devices) actor.send({ type: 'DEVICE_JOINED', device: d });
     const out = await toPromise(actor);
@@ -139,7 +194,10 @@ test('run machine: a failing effect ends the run in failed with its error, and n
   }
   const { machine, calls } = fakeRun({ failStep: 5 });
   assert.equal(await runToEnd(machine), { status: 'failed', error: 'stage 1 rank 0: shape mismatch' });
-  assert.equal(calls.commit.map((c) => c.state.step), [1, 2, 3, 4]);
+  assert.equal(
+    calls.commit.map((c) => c.state.step),
+    [1, 2, 3, 4],
+  );
 });
 
 test('run machine: a device that leaves while gathering must join again before the deadline', () => {

@@ -53,35 +53,68 @@ test('run recovery: a device lost in a pipeline step: abort on the survivors, re
   assert.equal(calls.order.slice(0, 9), ['profile', 'plan', 'deploy', 'step', 'commit', 'step', 'abort', 'plan', 'deploy']);
   assert.equal(calls.abort, [{ devices: ['d0', 'd1'], lost: ['d2'] }]);
   const replan = calls.plan[1]!;
-  assert.equal(replan.profile.devices.map((d) => d.name), ['d0', 'd1']);
+  assert.equal(
+    replan.profile.devices.map((d) => d.name),
+    ['d0', 'd1'],
+  );
   assert.is(replan.spec.microBatches, undefined, 'the survivors may get another micro-batch count');
   const survivors = planned(spec, survivorsProfile(profile3, ['d0', 'd1']));
   const side = calls.outputs.step[0]!.side;
   const deploy = calls.deploy[1]!;
-  assert.equal({ generation: deploy.generation, firstStep: deploy.firstStep, epoch: deploy.epoch, layout: deploy.layout }, { generation: 1, firstStep: 2, epoch: 1, layout: survivors.layout });
-  assert.is(deploy.side, side, 'the coordinator\'s committed side network, not what a survivor may have applied');
+  assert.equal(
+    { generation: deploy.generation, firstStep: deploy.firstStep, epoch: deploy.epoch, layout: deploy.layout },
+    { generation: 1, firstStep: 2, epoch: 1, layout: survivors.layout },
+  );
+  assert.is(deploy.side, side, "the coordinator's committed side network, not what a survivor may have applied");
 
   // Step 2 runs again on the new plan's groups with the same samples, from the state after step 1.
-  assert.equal(calls.step.map((s) => s.step), [1, 2, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(
+    calls.step.map((s) => s.step),
+    [1, 2, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
   const [aborted, replay] = [calls.step[1]!, calls.step[2]!];
   assert.equal(replay.sampleIds, aborted.sampleIds);
-  assert.equal(replay.groups, survivors.layout.map((s) => s.devices));
+  assert.equal(
+    replay.groups,
+    survivors.layout.map((s) => s.devices),
+  );
   assert.equal(calls.sideStepAtStep.slice(0, 4), [null, 1, 1, 2]);
-  assert.equal(calls.commit.map((c) => c.state.step), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.equal(calls.redistribute.map((r) => [r.devices, r.generation]), [[['d0', 'd1'], 1]]);
+  assert.equal(
+    calls.commit.map((c) => c.state.step),
+    [1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
+  assert.equal(
+    calls.redistribute.map((r) => [r.devices, r.generation]),
+    [[['d0', 'd1'], 1]],
+  );
   for (const s of calls.step.filter((x) => x.phase === 'cached')) assert.equal(s.groups, [['d0', 'd1']]);
 
   // The aborted attempt stays in the ledger, uncommitted; every sample is in one committed step per epoch.
   const ledger = Ledger.fromJSON(calls.finish[0]!.state.ledger);
-  assert.equal(ledger.toJSON().epochs[0]!.steps.map((s) => [s.step, s.committed]), [[1, true], [2, false], [2, true], [3, true]]);
+  assert.equal(
+    ledger.toJSON().epochs[0]!.steps.map((s) => [s.step, s.committed]),
+    [
+      [1, true],
+      [2, false],
+      [2, true],
+      [3, true],
+    ],
+  );
   assert.equal(summary.ledger.problems, []);
-  assert.equal(summary.faults, [{ device: 'd2', reason: 'silent for 1500 ms', during: 'pipeline step', epoch: 1, step: 2, lostAt: 1500, recoveredAt: 2002 }]);
+  assert.equal(summary.faults, [
+    { device: 'd2', reason: 'silent for 1500 ms', during: 'pipeline step', epoch: 1, step: 2, lostAt: 1500, recoveredAt: 2002 },
+  ]);
   const full = planned(spec, profile3);
-  assert.equal(summary.replans, [{
-    generation: 1, lost: ['d2'], devices: ['d0', 'd1'], at: 1000,
-    from: { stages: full.layout, microBatches: full.plan.microBatches, cachedRanks: null },
-    to: { stages: survivors.layout, microBatches: survivors.plan.microBatches, cachedRanks: null },
-  }]);
+  assert.equal(summary.replans, [
+    {
+      generation: 1,
+      lost: ['d2'],
+      devices: ['d0', 'd1'],
+      at: 1000,
+      from: { stages: full.layout, microBatches: full.plan.microBatches, cachedRanks: null },
+      to: { stages: survivors.layout, microBatches: survivors.plan.microBatches, cachedRanks: null },
+    },
+  ]);
   assert.equal(summary.plan.stages, survivors.layout);
 });
 
@@ -97,31 +130,49 @@ test('run recovery: a device lost in a cached step: its shard is recomputed thro
   const survivors = planned(spec, survivorsProfile(profile3, ['d0', 'd2']));
   const side = calls.outputs.step[0]!.side;
   const deploy = calls.deploy[1]!;
-  assert.equal({ generation: deploy.generation, epoch: deploy.epoch, firstStep: deploy.firstStep, layout: deploy.layout }, { generation: 1, epoch: 2, firstStep: 5, layout: survivors.layout });
+  assert.equal(
+    { generation: deploy.generation, epoch: deploy.epoch, firstStep: deploy.firstStep, layout: deploy.layout },
+    { generation: 1, epoch: 2, firstStep: 5, layout: survivors.layout },
+  );
   assert.is(deploy.side, side);
   const again = calls.redistribute[1]!;
-  assert.equal({ devices: again.devices, generation: again.generation, layout: again.layout, firstStep: again.firstStep }, { devices: ['d0', 'd2'], generation: 1, layout: survivors.layout, firstStep: 5 });
+  assert.equal(
+    { devices: again.devices, generation: again.generation, layout: again.layout, firstStep: again.firstStep },
+    { devices: ['d0', 'd2'], generation: 1, layout: survivors.layout, firstStep: 5 },
+  );
   assert.is(again.side, side);
 
-  assert.equal(calls.step.map((s) => s.step), [1, 2, 3, 4, 5, 5, 6, 7, 8, 9]);
+  assert.equal(
+    calls.step.map((s) => s.step),
+    [1, 2, 3, 4, 5, 5, 6, 7, 8, 9],
+  );
   assert.equal(calls.step[5]!.sampleIds, epochSteps(spec, 2)[1]!);
   assert.equal(calls.step[5]!.groups, [['d0', 'd2']]);
   assert.equal(calls.sideStepAtStep[5], 4, 'replayed from the state after step 4');
   assert.equal(summary.ledger.problems, []);
   assert.equal(summary.bytesPerPhase.redistribution, 100, 'both redistributions count');
-  assert.equal(summary.faults.map((f) => [f.device, f.during, f.epoch, f.step, f.recoveredAt]), [['d1', 'cached step', 2, 5, 2005]]);
-  assert.equal(summary.replans.map((r) => [r.generation, r.from.cachedRanks, r.to.cachedRanks, r.to.stages]), [[1, ['d0', 'd1', 'd2'], ['d0', 'd2'], survivors.layout]]);
+  assert.equal(
+    summary.faults.map((f) => [f.device, f.during, f.epoch, f.step, f.recoveredAt]),
+    [['d1', 'cached step', 2, 5, 2005]],
+  );
+  assert.equal(
+    summary.replans.map((r) => [r.generation, r.from.cachedRanks, r.to.cachedRanks, r.to.stages]),
+    [[1, ['d0', 'd1', 'd2'], ['d0', 'd2'], survivors.layout]],
+  );
   assert.equal(summary.redistribution!.shardSizes, { d0: 5, d2: 5 });
 });
 
 test('run recovery: a device lost while a step commits waits for the commit; the committed step is not replayed', async () => {
   let release: () => void = () => {};
-  const gate = new Promise<void>((r) => { release = r; });
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
   const { machine, calls } = fakeRun({ profileOf: profile3 });
   const gated = machine.provide({
     actors: {
       commitStep: fromPromise<Committed, CommitInput>(async ({ input: c }) => {
-        calls.order.push('commit'); calls.commit.push(c);
+        calls.order.push('commit');
+        calls.commit.push(c);
         if (c.state.step === 3) await gate;
         return { checkpointRef: `ckpt-${c.state.step}`, committedAt: 2000 + c.state.step };
       }),
@@ -133,10 +184,27 @@ test('run recovery: a device lost while a step commits waits for the commit; the
   assert.ok(actor.getSnapshot().matches({ training: { pipelineEpoch: 'commit' } }));
   release();
   const summary = done(await toPromise(actor));
-  assert.equal(calls.order.slice(calls.order.indexOf('abort') - 1, calls.order.indexOf('abort') + 5), ['commit', 'abort', 'plan', 'deploy', 'redistribute', 'step']);
-  assert.equal(calls.step.map((s) => s.step), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
-  assert.equal(calls.redistribute.map((r) => r.devices), [['d1', 'd2']], 'epoch 1 ended: one redistribution, over the survivors');
-  assert.equal(summary.faults.map((f) => [f.during, f.step, f.recoveredAt]), [['committing', 3, 2004]]);
+  assert.equal(calls.order.slice(calls.order.indexOf('abort') - 1, calls.order.indexOf('abort') + 5), [
+    'commit',
+    'abort',
+    'plan',
+    'deploy',
+    'redistribute',
+    'step',
+  ]);
+  assert.equal(
+    calls.step.map((s) => s.step),
+    [1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
+  assert.equal(
+    calls.redistribute.map((r) => r.devices),
+    [['d1', 'd2']],
+    'epoch 1 ended: one redistribution, over the survivors',
+  );
+  assert.equal(
+    summary.faults.map((f) => [f.during, f.step, f.recoveredAt]),
+    [['committing', 3, 2004]],
+  );
 });
 
 test('run recovery: a device that stops answering stalls the run until liveness reports it lost; without a report the run fails with the error', async () => {
@@ -146,7 +214,10 @@ test('run recovery: a device that stops answering stalls the run until liveness 
   await waitFor(a, (s) => s.matches({ training: 'stalled' }));
   a.send({ type: 'DEVICE_LOST', device: 'd2', reason: 'silent for 1500 ms' });
   const summary = done(await toPromise(a));
-  assert.equal(summary.faults.map((f) => [f.device, f.during, f.step]), [['d2', 'stalled', 2]]);
+  assert.equal(
+    summary.faults.map((f) => [f.device, f.during, f.step]),
+    [['d2', 'stalled', 2]],
+  );
 
   const clock = new SimulatedClock();
   const silent = fakeRun({ profileOf: profile3, beforeStep: (s) => (s.step === 2 ? noAnswer() : Promise.resolve()) });
@@ -164,8 +235,12 @@ test('run recovery: a second loss during recovery starts it over with fewer surv
   const gated = machine.provide({
     actors: {
       abortWork: fromPromise<void, AbortInput>(async ({ input: a }) => {
-        calls.order.push('abort'); calls.abort.push(a);
-        if (calls.abort.length === 1) await new Promise<void>((r) => { releaseAbort = r; });
+        calls.order.push('abort');
+        calls.abort.push(a);
+        if (calls.abort.length === 1)
+          await new Promise<void>((r) => {
+            releaseAbort = r;
+          });
       }),
     },
   });
@@ -176,10 +251,25 @@ test('run recovery: a second loss during recovery starts it over with fewer surv
   actor.send({ type: 'DEVICE_LOST', device: 'd0', reason: 'silent' });
   releaseAbort();
   const summary = done(await toPromise(actor));
-  assert.equal(calls.abort, [{ devices: ['d0', 'd1'], lost: ['d2'] }, { devices: ['d1'], lost: ['d2', 'd0'] }]);
-  assert.equal(calls.deploy.map((d) => d.generation), [0, 1]);
-  assert.equal(summary.replans.map((r) => [r.generation, r.lost, r.devices, r.to.stages.map((s) => s.devices)]), [[1, ['d2', 'd0'], ['d1'], [['d1']]]]);
-  assert.equal(summary.faults.map((f) => [f.device, f.during]), [['d2', 'pipeline step'], ['d0', 'recovery']]);
+  assert.equal(calls.abort, [
+    { devices: ['d0', 'd1'], lost: ['d2'] },
+    { devices: ['d1'], lost: ['d2', 'd0'] },
+  ]);
+  assert.equal(
+    calls.deploy.map((d) => d.generation),
+    [0, 1],
+  );
+  assert.equal(
+    summary.replans.map((r) => [r.generation, r.lost, r.devices, r.to.stages.map((s) => s.devices)]),
+    [[1, ['d2', 'd0'], ['d1'], [['d1']]]],
+  );
+  assert.equal(
+    summary.faults.map((f) => [f.device, f.during]),
+    [
+      ['d2', 'pipeline step'],
+      ['d0', 'recovery'],
+    ],
+  );
   assert.equal(summary.ledger.problems, []);
 });
 
@@ -189,7 +279,10 @@ test('run recovery: with no device left, or none the model fits on, the run fail
   await inStep(a, lastTwo.calls, 'pipelineEpoch', 2);
   a.send({ type: 'DEVICE_LOST', device: 'd1', reason: 'silent' });
   a.send({ type: 'DEVICE_LOST', device: 'd0', reason: 'left: SIGTERM' });
-  assert.equal(await toPromise(a), { status: 'failed', error: 'device d0 lost (left: SIGTERM): no device is left to train on (lost: d1, d0)' });
+  assert.equal(await toPromise(a), {
+    status: 'failed',
+    error: 'device d0 lost (left: SIGTERM): no device is left to train on (lost: d1, d0)',
+  });
 
   // The fixture's model fits on neither of its two devices alone.
   const tooSmall = fakeRun({ beforeStep: hangFirst(2) });
@@ -198,7 +291,10 @@ test('run recovery: with no device left, or none the model fits on, the run fail
   b.send({ type: 'DEVICE_LOST', device: 'd1', reason: 'silent' });
   const out = await toPromise(b);
   assert.is(out.status, 'failed');
-  assert.match(out.status === 'failed' ? out.error : '', /^re-planning over d0 after losing d1: no placement of 4 layers on 1 device fits in memory/);
+  assert.match(
+    out.status === 'failed' ? out.error : '',
+    /^re-planning over d0 after losing d1: no placement of 4 layers on 1 device fits in memory/,
+  );
   assert.is(tooSmall.calls.commit.length, 1);
 });
 

@@ -13,16 +13,36 @@ import { loadRunData, specFromTopology } from '../src/train/run-spec.ts';
 import { DataError } from '../src/train/data.ts';
 
 const tokenizerJson = {
-  version: '1.0', truncation: null, padding: null, normalizer: null, post_processor: null, added_tokens: [],
-  pre_tokenizer: { type: 'Whitespace' }, decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-  model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: { '[UNK]': 0, my: 1, notes: 2, are: 3, private: 4 } },
+  version: '1.0',
+  truncation: null,
+  padding: null,
+  normalizer: null,
+  post_processor: null,
+  added_tokens: [],
+  pre_tokenizer: { type: 'Whitespace' },
+  decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+  model: {
+    type: 'WordPiece',
+    unk_token: '[UNK]',
+    continuing_subword_prefix: '##',
+    max_input_chars_per_word: 100,
+    vocab: { '[UNK]': 0, my: 1, notes: 2, are: 3, private: 4 },
+  },
 };
 
 function topology(modelDir: string, dataFile: string) {
-  return parseTopology([
-    'run: spec', `model: { dir: ${JSON.stringify(modelDir)} }`, 'method: { kind: parallel, k: 8 }', `data: { file: ${JSON.stringify(dataFile)} }`,
-    'training: { epochs: 1, batch: 2 }', 'devices: [ { name: a, memoryMb: 512 } ]', '',
-  ].join('\n'), 't.yaml');
+  return parseTopology(
+    [
+      'run: spec',
+      `model: { dir: ${JSON.stringify(modelDir)} }`,
+      'method: { kind: parallel, k: 8 }',
+      `data: { file: ${JSON.stringify(dataFile)} }`,
+      'training: { epochs: 1, batch: 2 }',
+      'devices: [ { name: a, memoryMb: 512 } ]',
+      '',
+    ].join('\n'),
+    't.yaml',
+  );
 }
 
 test('run spec: "text" data is tokenised with the model\'s tokenizer.json', () => {
@@ -41,7 +61,10 @@ test('run spec: labelled data is refused by file, not trained as language modell
   const { dir } = makeHfModel({ preset: 'tiny' });
   const data = join(tempDir(), 'mail.jsonl');
   writeFileSync(data, '{"ids": [1, 2, 3], "label": "spam"}\n{"ids": [4, 5], "label": "ham"}\n');
-  assert.throws(() => specFromTopology(topology(dir, data)), (e: unknown) => e instanceof DataError && e.message.startsWith(data) && /classification head/.test(e.message));
+  assert.throws(
+    () => specFromTopology(topology(dir, data)),
+    (e: unknown) => e instanceof DataError && e.message.startsWith(data) && /classification head/.test(e.message),
+  );
 });
 
 test.run();

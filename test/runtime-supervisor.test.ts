@@ -7,7 +7,10 @@ const policy: BackoffPolicy = { initialMs: 100, factor: 2, maxMs: 1000, maxResta
 const settle = () => new Promise((r) => setImmediate(r));
 
 test('supervisor: backoff doubles per failure and is capped', () => {
-  assert.equal([1, 2, 3, 4, 5, 6].map((n) => backoffDelay(policy, n)), [100, 200, 400, 800, 1000, 1000]);
+  assert.equal(
+    [1, 2, 3, 4, 5, 6].map((n) => backoffDelay(policy, n)),
+    [100, 200, 400, 800, 1000, 1000],
+  );
 });
 
 test('supervisor: restarts a failing child after growing delays, then gives up', async () => {
@@ -16,10 +19,19 @@ test('supervisor: restarts a failing child after growing delays, then gives up',
   const restarts: { restart: number; delayMs: number }[] = [];
   let gaveUp = false;
   const machine = supervisorMachine.provide({
-    actors: { child: fromPromise<void, ChildInput>(async ({ input }) => { starts.push(clock.now()); throw new Error(`crash ${input.start}`); }) },
+    actors: {
+      child: fromPromise<void, ChildInput>(async ({ input }) => {
+        starts.push(clock.now());
+        throw new Error(`crash ${input.start}`);
+      }),
+    },
     actions: {
-      reportRestart: (_, p) => { restarts.push({ restart: p.restart, delayMs: p.delayMs }); },
-      reportGiveUp: () => { gaveUp = true; },
+      reportRestart: (_, p) => {
+        restarts.push({ restart: p.restart, delayMs: p.delayMs });
+      },
+      reportGiveUp: () => {
+        gaveUp = true;
+      },
     },
   });
   const actor = createActor(machine, { input: { policy }, clock }).start();
@@ -30,7 +42,10 @@ test('supervisor: restarts a failing child after growing delays, then gives up',
   await settle();
   assert.equal(actor.getSnapshot().value, 'failed');
   assert.ok(gaveUp);
-  assert.equal(restarts.map((r) => r.delayMs), [100, 200, 400, 800]);
+  assert.equal(
+    restarts.map((r) => r.delayMs),
+    [100, 200, 400, 800],
+  );
   assert.equal(starts.length, 5);
   // Each start comes no earlier than its backoff after the previous one.
   for (let i = 1; i < starts.length; i++) assert.ok(starts[i]! - starts[i - 1]! >= restarts[i - 1]!.delayMs);
@@ -41,7 +56,14 @@ test('supervisor: a child that stays up for stableMs clears the failure streak',
   const clock = new SimulatedClock();
   let crash: (() => void) | undefined;
   const machine = supervisorMachine.provide({
-    actors: { child: fromPromise<void, ChildInput>(() => new Promise((_, reject) => { crash = () => reject(new Error('boom')); })) },
+    actors: {
+      child: fromPromise<void, ChildInput>(
+        () =>
+          new Promise((_, reject) => {
+            crash = () => reject(new Error('boom'));
+          }),
+      ),
+    },
   });
   const actor = createActor(machine, { input: { policy }, clock }).start();
   await settle();
@@ -59,7 +81,16 @@ test('supervisor: STOP aborts the running child', async () => {
   const clock = new SimulatedClock();
   let aborted = false;
   const machine = supervisorMachine.provide({
-    actors: { child: fromPromise<void, ChildInput>(({ signal }) => new Promise(() => { signal.addEventListener('abort', () => { aborted = true; }); })) },
+    actors: {
+      child: fromPromise<void, ChildInput>(
+        ({ signal }) =>
+          new Promise(() => {
+            signal.addEventListener('abort', () => {
+              aborted = true;
+            });
+          }),
+      ),
+    },
   });
   const actor = createActor(machine, { input: { policy }, clock }).start();
   await settle();

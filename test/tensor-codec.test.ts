@@ -1,12 +1,31 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  DTYPES, WireTensor, typedArrayCtor, encodeEnvelope, encodeEnvelopeMessage, decodeEnvelope, PROTOCOL_VERSION, MessageRejected,
-  splitChunks, parseChunkHeader, packValue, formatChunkHeader, crc32, Reassembler, codecStats, type DType, type Envelope, type RejectReason,
+  DTYPES,
+  WireTensor,
+  typedArrayCtor,
+  encodeEnvelope,
+  encodeEnvelopeMessage,
+  decodeEnvelope,
+  PROTOCOL_VERSION,
+  MessageRejected,
+  splitChunks,
+  parseChunkHeader,
+  packValue,
+  formatChunkHeader,
+  crc32,
+  Reassembler,
+  codecStats,
+  type DType,
+  type Envelope,
+  type RejectReason,
 } from '../src/tensor/index.ts';
 
 let seed = 12345;
-function rand(): number { seed = (seed * 1103515245 + 12345) >>> 0; return seed >>> 16; }
+function rand(): number {
+  seed = (seed * 1103515245 + 12345) >>> 0;
+  return seed >>> 16;
+}
 
 function randomTensor(dtype: DType, shape: number[]): WireTensor {
   const Ctor = typedArrayCtor(dtype);
@@ -23,7 +42,9 @@ function env(body: unknown, over: Partial<Envelope> = {}): Envelope {
 }
 
 /** Decodes a copy that starts at byte 0 of its own buffer, as a received message does. */
-function received(bytes: Uint8Array): Uint8Array { return new Uint8Array(bytes); }
+function received(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
 
 function sameBits(a: WireTensor, b: WireTensor): void {
   assert.is(b.dtype, a.dtype);
@@ -99,7 +120,10 @@ test('tensor codec: large tensors are referenced in place, and segments equal th
   const body = { a: big, small: randomTensor('int8', [5]), b: randomTensor('uint16', [40_000]), tail: 'after' };
   const msg = encodeEnvelopeMessage(env(body));
   const segs = msg.segments();
-  assert.ok(segs.some((s) => s.buffer === big.data.buffer), 'the big tensor is a segment of its own, not a copy');
+  assert.ok(
+    segs.some((s) => s.buffer === big.data.buffer),
+    'the big tensor is a segment of its own, not a copy',
+  );
   const joined = Buffer.concat(segs);
   assert.is(joined.length, msg.length);
   assert.ok(joined.equals(Buffer.from(encodeEnvelope(env(body)))));
@@ -116,7 +140,9 @@ test('tensor codec: large tensors are referenced in place, and segments equal th
 
 test('tensor codec: nested bodies keep plain values and tensors', () => {
   const t = randomTensor('int32', [2, 2]);
-  const out = decodeEnvelope<{ list: unknown[]; name: string }>(received(encodeEnvelope(env({ list: [1, 'x', { t }], name: 'n' }))), { run: 'run1' });
+  const out = decodeEnvelope<{ list: unknown[]; name: string }>(received(encodeEnvelope(env({ list: [1, 'x', { t }], name: 'n' }))), {
+    run: 'run1',
+  });
   assert.is(out.body.name, 'n');
   sameBits(t, (out.body.list[2] as { t: WireTensor }).t);
   assert.equal(out.body.list.slice(0, 2), [1, 'x']);
@@ -139,7 +165,17 @@ test('tensor codec: truncated, malformed and oversized messages are rejected', (
 
 test('tensor codec: field types and unknown fields are checked on both sides', () => {
   const base = env({}) as unknown as Record<string, unknown>;
-  for (const patch of [{ step: 'x' }, { gen: -1 }, { gen: 'two' }, { mb: -2 }, { step: 1.5 }, { from: 7 }, { id: '' }, { kind: 'k'.repeat(300) }, { extra: 1 }]) {
+  for (const patch of [
+    { step: 'x' },
+    { gen: -1 },
+    { gen: 'two' },
+    { mb: -2 },
+    { step: 1.5 },
+    { from: 7 },
+    { id: '' },
+    { kind: 'k'.repeat(300) },
+    { extra: 1 },
+  ]) {
     rejects(() => decodeEnvelope(packValue({ ...base, ...patch }), { run: 'run1' }), 'malformed');
   }
   const { body: _omitted, ...noBody } = base;

@@ -49,14 +49,23 @@ test('topology: defaults fill in and relative paths resolve against the file', (
 });
 
 test('topology: errors name file, line, field and reason', () => {
-  assert.equal(errorOf(good.replace('name: b', 'name: b.x')).firstLine, 't.yaml:7: devices[1].name: must be letters, digits, "-" or "_" (it becomes part of NATS subject names), got "b.x"');
+  assert.equal(
+    errorOf(good.replace('name: b', 'name: b.x')).firstLine,
+    't.yaml:7: devices[1].name: must be letters, digits, "-" or "_" (it becomes part of NATS subject names), got "b.x"',
+  );
   assert.equal(errorOf(good.replace('name: b', 'name: a')).firstLine, 't.yaml:7: devices[1].name: duplicate device name "a"');
-  assert.equal(errorOf(good.replace('kind: lora', 'kind: lora2')).firstLine, 't.yaml:3: method.kind: must be "parallel" | "lora" | "serial" | "full", got "lora2"');
+  assert.equal(
+    errorOf(good.replace('kind: lora', 'kind: lora2')).firstLine,
+    't.yaml:3: method.kind: must be "parallel" | "lora" | "serial" | "full", got "lora2"',
+  );
   assert.equal(errorOf(good.replace('rank: 4', 'rank: 4.5')).firstLine, 't.yaml:3: method.rank: expected an integer, got 4.5');
   assert.equal(errorOf(good.replace('slowdown: 2', 'slowdown: 0.5')).firstLine, 't.yaml:7: devices[1].slowdown: must be >= 1, got 0.5');
   assert.equal(errorOf(good.replace('memoryMb: 1024', 'memory: 1024')).firstLine, 't.yaml:6: devices[0].memory: unknown field');
   assert.equal(errorOf(good.replace('data: { file: data.jsonl }\n', '')).firstLine, 't.yaml:1: data: is required');
-  assert.equal(errorOf(good.replace('{ preset: tiny }', '{ preset: tiny, dir: m }')).firstLine, 't.yaml:2: model: give exactly one of "preset" or "dir"');
+  assert.equal(
+    errorOf(good.replace('{ preset: tiny }', '{ preset: tiny, dir: m }')).firstLine,
+    't.yaml:2: model: give exactly one of "preset" or "dir"',
+  );
   assert.equal(errorOf('run: r\n  x: [\n').issues[0]!.field, '(yaml)');
 });
 
@@ -65,7 +74,9 @@ test('topology: launch prints one clear error line and exits non-zero', async ()
   const file = join(dir, 'bad.yaml');
   writeFileSync(file, good.replace('memoryMb: 2048', 'memoryMb: -5'));
   const { code, stderr } = await new Promise<{ code: number; stderr: string }>((res) => {
-    execFile(process.execPath, [join(root, 'tools/charon.js'), 'launch', file], { cwd: root }, (err, _out, stderr) => res({ code: err ? (err.code as number) : 0, stderr }));
+    execFile(process.execPath, [join(root, 'tools/charon.js'), 'launch', file], { cwd: root }, (err, _out, stderr) =>
+      res({ code: err ? (err.code as number) : 0, stderr }),
+    );
   });
   assert.ok(code !== 0);
   assert.equal(stderr.trim(), `charon: ${file}:7: devices[1].memoryMb: must be > 0, got -5`);

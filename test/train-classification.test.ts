@@ -8,7 +8,14 @@ import { Trainer, type TrainConfig } from '../src/train/trainer.ts';
 
 await initBackend();
 const data = markovDataset({ vocab: 256, sequences: 16, length: 32, seed: 1 });
-const config = (epochs: number, lr: number): TrainConfig => ({ epochs, batch: 4, seed: 5, seqLen: 32, task: 'lm', optimizer: { lr, maxGradNorm: 1 } });
+const config = (epochs: number, lr: number): TrainConfig => ({
+  epochs,
+  batch: 4,
+  seed: 5,
+  seqLen: 32,
+  task: 'lm',
+  optimizer: { lr, maxGradNorm: 1 },
+});
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 test('train: classification trains a head and reports accuracy', async () => {

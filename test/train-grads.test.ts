@@ -15,7 +15,8 @@ const method = createMethod('full', backbone, {}, 0);
 const fresh = await loadBackbone({ preset: 'tiny' });
 const vars = [...method.parameters().values()];
 const batch = makeBatch(markovDataset({ vocab: 256, sequences: 4, length: 32, seed: 3 }).samples, 32);
-const loss = () => lmLoss(backbone.head(method.hidden(tf.tensor2d(batch.ids, [batch.batch, 32], 'int32'))), batch.ids, batch.mask, batch.batch, 32);
+const loss = () =>
+  lmLoss(backbone.head(method.hidden(tf.tensor2d(batch.ids, [batch.batch, 32], 'int32'))), batch.ids, batch.mask, batch.batch, 32);
 
 function run(grads: typeof tf.variableGrads) {
   const before = liveTensorBytes();
@@ -31,7 +32,9 @@ function run(grads: typeof tf.variableGrads) {
 
 test('train-grads: lean gradients equal tf.variableGrads exactly, at a lower peak', () => {
   // Process-wide tables (the causal mask, the ones rows of column sums) are made once, before counting.
-  tf.tidy(() => { tf.variableGrads(loss, vars); });
+  tf.tidy(() => {
+    tf.variableGrads(loss, vars);
+  });
   const plain = run(tf.variableGrads);
   const lean = run(leanVariableGrads as typeof tf.variableGrads);
   assert.is(lean.loss, plain.loss);
@@ -58,11 +61,14 @@ test('train-grads: the fused frozen-head loss equals head + cross-entropy, value
   const { targets, weights } = nextTokenTargets(batch.ids, batch.mask, batch.batch, 32);
   weights[5] = 0; // a masked row
   const h = tf.randomNormal([batch.batch * 32, 64], 0, 1, 'float32', 7) as tf.Tensor2D;
-  const ref = tf.valueAndGrad((x: tf.Tensor) => crossEntropy(fresh.head(x as tf.Tensor2D), tf.tensor1d(targets, 'int32'), tf.tensor1d(weights)))(h);
+  const ref = tf.valueAndGrad((x: tf.Tensor) =>
+    crossEntropy(fresh.head(x as tf.Tensor2D), tf.tensor1d(targets, 'int32'), tf.tensor1d(weights)),
+  )(h);
   for (const chunk of [256, 48]) {
     const got = tf.valueAndGrad((x: tf.Tensor) => frozenHeadCrossEntropy(x as tf.Tensor2D, head, targets, weights, chunk))(h);
     assert.ok(Math.abs(got.value.dataSync()[0]! - ref.value.dataSync()[0]!) < 1e-5, `chunk ${chunk} value`);
-    const a = got.grad.dataSync(), b = ref.grad.dataSync();
+    const a = got.grad.dataSync(),
+      b = ref.grad.dataSync();
     let err = 0;
     for (let i = 0; i < a.length; i++) err = Math.max(err, Math.abs(a[i]! - b[i]!));
     assert.ok(err < 1e-6, `chunk ${chunk} gradient max error ${err}`);

@@ -14,7 +14,14 @@ import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.ts';
 await initBackend();
 const dir = mkdtempSync(join(tmpdir(), 'charon-trainer-'));
 const data = markovDataset({ vocab: 256, sequences: 16, length: 32, seed: 1 });
-const config = (epochs: number, lr = 3e-3): TrainConfig => ({ epochs, batch: 4, seed: 5, seqLen: 32, task: 'lm', optimizer: { lr, weightDecay: 0.01, maxGradNorm: 1, warmupSteps: 2 } });
+const config = (epochs: number, lr = 3e-3): TrainConfig => ({
+  epochs,
+  batch: 4,
+  seed: 5,
+  seqLen: 32,
+  task: 'lm',
+  optimizer: { lr, weightDecay: 0.01, maxGradNorm: 1, warmupSteps: 2 },
+});
 
 async function trainer(method: MethodName, epochs: number, cache?: ActivationCache, lr?: number) {
   const backbone = await loadBackbone({ preset: 'tiny' });
@@ -49,8 +56,12 @@ test('trainer: a cached epoch computes the same losses as an uncached one, and n
   cached.t.run();
   assert.is(pm.backboneLayerCalls, callsAfterEpoch1, 'epochs >= 2 ran the backbone');
   const e = cached.t.epochMetrics();
-  assert.equal(e.map((x) => x.backboneSamples), [16, 0, 0]);
-  const a = plain.t.losses(), b = cached.t.losses();
+  assert.equal(
+    e.map((x) => x.backboneSamples),
+    [16, 0, 0],
+  );
+  const a = plain.t.losses(),
+    b = cached.t.losses();
   for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= 1e-5, `step ${i}: ${a[i]} vs ${b[i]}`);
   const st = cache.stats();
   assert.ok(st.spills > 0 && st.diskHits > 0, JSON.stringify(st));
@@ -79,7 +90,14 @@ test('trainer: resume from a checkpoint continues the exact same trajectory', as
   const first = await trainer('lora', 2);
   first.t.trainEpoch();
   const ckpt = join(dir, 'ckpt');
-  saveCheckpoint(ckpt, { method: 'lora', options: {}, modelFingerprint: first.backbone.fingerprint, config: config(2), samples: 16, state: first.t.state() });
+  saveCheckpoint(ckpt, {
+    method: 'lora',
+    options: {},
+    modelFingerprint: first.backbone.fingerprint,
+    config: config(2),
+    samples: 16,
+    state: first.t.state(),
+  });
   first.t.dispose();
   const resumed = await trainer('lora', 2);
   resumed.t.load(loadCheckpoint(ckpt).state);

@@ -6,7 +6,12 @@ import { parseArgs } from 'node:util';
 
 export class CliError extends Error {
   override name = 'CliError';
-  constructor(message: string, readonly exitCode = 2) { super(message); }
+  constructor(
+    message: string,
+    readonly exitCode = 2,
+  ) {
+    super(message);
+  }
 }
 
 export type OptionSpec = { type: 'string' | 'boolean'; short?: string; default?: string | boolean; multiple?: boolean };
@@ -20,7 +25,12 @@ export interface ParsedArgs {
 export function parseCommandArgs(argv: string[], options: Record<string, OptionSpec>, usage: string): ParsedArgs | null {
   let parsed: ParsedArgs;
   try {
-    parsed = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true }) as ParsedArgs;
+    parsed = parseArgs({
+      args: argv,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    }) as ParsedArgs;
   } catch (err) {
     throw new CliError(`${(err as Error).message.split('\n')[0]} (see --help)`);
   }
@@ -47,7 +57,9 @@ export function num(args: ParsedArgs, name: string, fallback: number, opts: { in
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
-    throw new CliError(`--${name} must be ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got '${v}'`);
+    throw new CliError(
+      `--${name} must be ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got '${v}'`,
+    );
   }
   return n;
 }

@@ -11,10 +11,16 @@ import { CliError } from './args.ts';
 const here = dirname(fileURLToPath(import.meta.url));
 const commandsDir = join(here, 'commands');
 
-interface Command { summary: string; run(argv: string[]): Promise<number> }
+interface Command {
+  summary: string;
+  run(argv: string[]): Promise<number>;
+}
 
 function listCommands(): string[] {
-  return readdirSync(commandsDir).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3)).sort();
+  return readdirSync(commandsDir)
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => f.slice(0, -3))
+    .sort();
 }
 
 async function load(name: string): Promise<Command> {
@@ -38,7 +44,9 @@ async function main(argv: string[]): Promise<number> {
 }
 
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    process.exitCode = code;
+  },
   (err: unknown) => {
     const msg = err instanceof Error ? err.message : String(err);
     process.stderr.write(`charon: ${msg}\n`);

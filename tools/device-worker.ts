@@ -29,7 +29,10 @@ export interface DeviceWorkerOptions {
 }
 
 /** What the worker reports once ready. */
-export interface DeviceWorkerInfo { backend: string; backendDetail: string }
+export interface DeviceWorkerInfo {
+  backend: string;
+  backendDetail: string;
+}
 
 const o = (workerData as { options: DeviceWorkerOptions }).options;
 const log = (line: string) => process.stderr.write(`[${o.name}] ${line}\n`);
@@ -38,17 +41,26 @@ await serveCompute(async () => {
   const info = await initBackend(o.backend);
   log(`backend ${info.detail}`);
   const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, run: o.run });
-  const device: CtlDevice = { name: o.name, sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock), bus: () => bus };
+  const device: CtlDevice = {
+    name: o.name,
+    sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock),
+    bus: () => bus,
+  };
   const ctl = trainingCtl({
     log,
     cacheDir: o.cacheDir,
     // The stage handlers' activation cache is this device's cache actor (serves cache.<name>.put).
     openCache: (d, c) => new CacheActor({ ...c, bus: d.bus(), device: d.name, throttle: (bytes, send) => d.sim.send(bytes, send) }),
   });
-  const handlers: Record<string, ComputeHandler> = Object.fromEntries(Object.entries(ctl).map(([kind, h]) => [kind, (args: unknown) => h(args, device)]));
+  const handlers: Record<string, ComputeHandler> = Object.fromEntries(
+    Object.entries(ctl).map(([kind, h]) => [kind, (args: unknown) => h(args, device)]),
+  );
   handlers.measure = () => measureMatmulGflops(512, 3);
   handlers.memory = () => tensorBytes();
-  handlers.close = async () => { await ctl.finish?.({}, device); await bus.close(); };
+  handlers.close = async () => {
+    await ctl.finish?.({}, device);
+    await bus.close();
+  };
   const result: DeviceWorkerInfo = { backend: info.name, backendDetail: info.detail };
   return { info: result, handlers };
 });

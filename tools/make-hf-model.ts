@@ -15,10 +15,19 @@ const usage = `usage: node --import tsx tools/make-hf-model.ts --preset NAME --o
   presets: ${Object.keys(presets).join(', ')}`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, {
-    preset: { type: 'string' }, out: { type: 'string' }, seed: { type: 'string' }, dtype: { type: 'string' },
-    shards: { type: 'string' }, 'bare-names': { type: 'boolean' }, json: { type: 'boolean' },
-  }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      preset: { type: 'string' },
+      out: { type: 'string' },
+      seed: { type: 'string' },
+      dtype: { type: 'string' },
+      shards: { type: 'string' },
+      'bare-names': { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const preset = requireStr(args, 'preset');
   if (!isPresetName(preset)) throw new CliError(`--preset: unknown preset '${preset}' (known: ${Object.keys(presets).join(', ')})`);
@@ -27,7 +36,9 @@ export async function run(argv: string[]): Promise<number> {
   const config = presets[preset];
   const seed = num(args, 'seed', 0, { integer: true, min: 0 });
   const files = writeHfModel(requireStr(args, 'out'), config, presetWeights(config, fullRange(config), seed), {
-    dtype, shards: num(args, 'shards', 1, { integer: true, min: 1 }), bareNames: flag(args, 'bare-names'),
+    dtype,
+    shards: num(args, 'shards', 1, { integer: true, min: 1 }),
+    bareNames: flag(args, 'bare-names'),
   });
   if (flag(args, 'json')) process.stdout.write(JSON.stringify({ preset, seed, dtype, files }) + '\n');
   else process.stdout.write(files.join('\n') + '\n');
@@ -35,8 +46,13 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: Error) => {
-    process.stderr.write(`make-hf-model: ${err.message}\n`);
-    process.exitCode = err instanceof CliError ? err.exitCode : 1;
-  });
+  run(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: Error) => {
+      process.stderr.write(`make-hf-model: ${err.message}\n`);
+      process.exitCode = err instanceof CliError ? err.exitCode : 1;
+    },
+  );
 }

@@ -20,7 +20,8 @@ export const modelUsage = `  --model DIR          Hugging Face model directory (
   --backend B          tensorflow | wasm | cpu (default: best available)`;
 
 export function modelSource(args: ParsedArgs): ModelSource {
-  const dir = str(args, 'model'), preset = str(args, 'preset');
+  const dir = str(args, 'model'),
+    preset = str(args, 'preset');
   if (dir && preset) throw new CliError('give either --model DIR or --preset NAME, not both');
   if (dir) return { dir };
   if (!preset) throw new CliError('missing --model DIR or --preset NAME');
@@ -30,7 +31,8 @@ export function modelSource(args: ParsedArgs): ModelSource {
 
 export async function backendFrom(args: ParsedArgs): Promise<BackendInfo> {
   const b = str(args, 'backend');
-  if (b !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(b)) throw new CliError(`--backend must be tensorflow, wasm or cpu, got '${b}'`);
+  if (b !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(b))
+    throw new CliError(`--backend must be tensorflow, wasm or cpu, got '${b}'`);
   return initBackend(b as BackendChoice | undefined);
 }
 

@@ -23,19 +23,33 @@ function walk(dir) {
   return out;
 }
 
-const files = walk(join(root, 'test')).sort().filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
-let passed = 0, failed = 0;
+const files = walk(join(root, 'test'))
+  .sort()
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+let passed = 0,
+  failed = 0;
 const failures = [];
 
 function runFile(file) {
   return new Promise((resolve) => {
     const rel = relative(root, file);
     const started = Date.now();
-    const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: root, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', file], {
+      cwd: root,
+      env: { ...process.env, FORCE_COLOR: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { out += d; });
-    const timer = setTimeout(() => { out += `\n[runner] ${rel} exceeded ${perFileTimeoutMs} ms, killed\n`; child.kill('SIGKILL'); }, perFileTimeoutMs);
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      out += d;
+    });
+    const timer = setTimeout(() => {
+      out += `\n[runner] ${rel} exceeded ${perFileTimeoutMs} ms, killed\n`;
+      child.kill('SIGKILL');
+    }, perFileTimeoutMs);
     child.on('close', (code) => {
       clearTimeout(timer);
       const total = /Total:\s+(\d+)/.exec(out);
@@ -45,7 +59,8 @@ function runFile(file) {
       const skipped = /Skipped:\s+(\d+)/.exec(out);
       if (skipped) f -= Number(skipped[1]);
       if (code !== 0 && f === 0) f = 1; // a crash or a non-zero exit counts as a failure
-      passed += p; failed += f;
+      passed += p;
+      failed += f;
       const secs = ((Date.now() - started) / 1000).toFixed(1);
       process.stdout.write(`${f ? 'FAIL' : 'ok  '} ${rel} (${p} passed, ${f} failed, ${secs}s)\n`);
       if (f) failures.push({ rel, out });
@@ -55,9 +70,11 @@ function runFile(file) {
 }
 
 const queue = [...files];
-await Promise.all(Array.from({ length: Math.max(1, concurrency) }, async () => {
-  while (queue.length) await runFile(queue.shift());
-}));
+await Promise.all(
+  Array.from({ length: Math.max(1, concurrency) }, async () => {
+    while (queue.length) await runFile(queue.shift());
+  }),
+);
 for (const { rel, out } of failures) process.stdout.write(`\n----- ${rel} -----\n${out.trim().split('\n').slice(-60).join('\n')}\n`);
 process.stdout.write(`${passed} passed, ${failed} failed\n`);
 process.exitCode = failed || files.length === 0 ? 1 : 0;

@@ -56,7 +56,10 @@ export class CacheActor implements DeviceCache {
     this.inbox.serve(o.bus.subjects.cachePut(o.device), {
       put: route(putBody, (b) => {
         if (b.data.dtype !== 'float32' || b.data.size !== b.layers.length * o.width || b.layers.some((l) => l > o.layers)) {
-          return { ok: false, reason: `put of sample ${b.sample}: ${b.layers.length} layers need ${b.layers.length * o.width} float32 values, got ${b.data.size} ${b.data.dtype}` };
+          return {
+            ok: false,
+            reason: `put of sample ${b.sample}: ${b.layers.length} layers need ${b.layers.length * o.width} float32 values, got ${b.data.size} ${b.data.dtype}`,
+          };
         }
         const values = b.data.data as Float32Array;
         b.layers.forEach((layer, i) => this.put(b.sample, layer, values.subarray(i * o.width, (i + 1) * o.width)));
@@ -88,7 +91,9 @@ export class CacheActor implements DeviceCache {
   /** Stores what this device's stage computed for `sampleIds` (layer -> rows * width, rows in id order). */
   fill(sampleIds: readonly number[], computed: Map<number, Float32Array>): void {
     this.rows.fill(sampleIds, computed);
-    sampleIds.forEach((id) => { for (const layer of computed.keys()) this.hold(id, layer); });
+    sampleIds.forEach((id) => {
+      for (const layer of computed.keys()) this.hold(id, layer);
+    });
   }
 
   /** Layers held per sample, ascending (index = sample id, `samples` entries). */
@@ -97,7 +102,9 @@ export class CacheActor implements DeviceCache {
   }
 
   /** The machine's state name. */
-  state(): string { return String(this.machine.actor.getSnapshot().value); }
+  state(): string {
+    return String(this.machine.actor.getSnapshot().value);
+  }
 
   /**
    * Seals the epoch-1 cache and redistributes: `shards[k]` is the shard of `devices[k]`.
@@ -109,9 +116,17 @@ export class CacheActor implements DeviceCache {
     const before = { bytesIn: this.bytesIn, arrived: this.arrived };
     this.machine.actor.send({ type: 'SEAL' });
     this.machine.actor.send({ type: 'REDISTRIBUTE', shards, devices });
-    const s = await waitFor(this.machine.actor, (x) => x.value === 'serving' || (x.value === 'sealed' && x.context.error !== null), { timeout: Infinity });
+    const s = await waitFor(this.machine.actor, (x) => x.value === 'serving' || (x.value === 'sealed' && x.context.error !== null), {
+      timeout: Infinity,
+    });
     if (s.value !== 'serving') throw new Error(`cache ${this.o.device}: redistribution failed: ${s.context.error}`);
-    return { bytesIn: this.bytesIn - before.bytesIn, bytesOut: s.context.bytesOut, entriesIn: this.arrived - before.arrived, entriesOut: this.lastEntriesOut, seconds: (performance.now() - t0) / 1000 };
+    return {
+      bytesIn: this.bytesIn - before.bytesIn,
+      bytesOut: s.context.bytesOut,
+      entriesIn: this.arrived - before.arrived,
+      entriesOut: this.lastEntriesOut,
+      seconds: (performance.now() - t0) / 1000,
+    };
   }
 
   /** Ends a redistribution in flight (it rejects); what the cache holds stays. */
@@ -122,14 +137,30 @@ export class CacheActor implements DeviceCache {
   private async redistribution(shards: number[][], devices: string[], signal: AbortSignal): Promise<{ bytesIn: number; bytesOut: number }> {
     const me = devices.indexOf(this.o.device);
     if (me < 0) throw new Error(`cache ${this.o.device}: not among the redistribution's devices (${devices.join(', ')})`);
-    if (shards.length !== devices.length) throw new Error(`cache ${this.o.device}: the redistribution gives ${shards.length} shards for ${devices.length} devices`);
+    if (shards.length !== devices.length)
+      throw new Error(`cache ${this.o.device}: the redistribution gives ${shards.length} shards for ${devices.length} devices`);
     const want = shards[me]!;
     const complete = () => want.every((j) => (this.held.get(j)?.size ?? 0) === this.o.layers + 1);
-    const received = complete() ? Promise.resolve() : new Promise<void>((resolve, reject) => {
-      this.onArrival = () => { if (complete()) { this.onArrival = null; resolve(); } };
-      signal.addEventListener('abort', () => { this.onArrival = null; reject(new Error('redistribution aborted')); }, { once: true });
-    });
-    let bytesOut = 0, entriesOut = 0;
+    const received = complete()
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          this.onArrival = () => {
+            if (complete()) {
+              this.onArrival = null;
+              resolve();
+            }
+          };
+          signal.addEventListener(
+            'abort',
+            () => {
+              this.onArrival = null;
+              reject(new Error('redistribution aborted'));
+            },
+            { once: true },
+          );
+        });
+    let bytesOut = 0,
+      entriesOut = 0;
     const sends = devices.map(async (dest, k) => {
       if (k === me) return;
       const queue = shards[k]!.filter((j) => this.held.has(j));
@@ -138,7 +169,15 @@ export class CacheActor implements DeviceCache {
           const layers = [...this.held.get(j)!].sort((a, b) => a - b);
           const data = new Float32Array(layers.length * this.o.width);
           layers.forEach((l, i) => data.set(this.read(j, l), i * this.o.width));
-          const send = () => ask(this.o.bus, this.o.bus.subjects.cachePut(dest), 'put', { sample: j, layers, data: new WireTensor('float32', [data.length], data) }, okReply, this.o.requestTimeoutMs ?? 60_000);
+          const send = () =>
+            ask(
+              this.o.bus,
+              this.o.bus.subjects.cachePut(dest),
+              'put',
+              { sample: j, layers, data: new WireTensor('float32', [data.length], data) },
+              okReply,
+              this.o.requestTimeoutMs ?? 60_000,
+            );
           const reply = (await (this.o.throttle ? this.o.throttle(data.byteLength, send) : send())) as { ok: boolean; reason?: string };
           if (!reply.ok) throw new Error(`cache ${dest} refused sample ${j}: ${reply.reason}`);
           bytesOut += data.byteLength;
@@ -154,7 +193,10 @@ export class CacheActor implements DeviceCache {
 
   private read(sample: number, layer: number): Float32Array {
     const v = this.rows.get(sample, layer);
-    if (!v) throw new Error(`cache ${this.o.device}: layer ${layer} of sample ${sample} is missing (evicted without a disk tier, or its file is corrupt)`);
+    if (!v)
+      throw new Error(
+        `cache ${this.o.device}: layer ${layer} of sample ${sample} is missing (evicted without a disk tier, or its file is corrupt)`,
+      );
     return v;
   }
 

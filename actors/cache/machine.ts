@@ -14,12 +14,20 @@ export type CacheEvent =
   | { type: 'ABORT' }
   | { type: 'DROP' };
 
-export interface CacheContext { bytesIn: number; bytesOut: number; shards: number[][] | null; devices: string[]; error: string | null }
+export interface CacheContext {
+  bytesIn: number;
+  bytesOut: number;
+  shards: number[][] | null;
+  devices: string[];
+  error: string | null;
+}
 
 export const cacheMachine = setup({
   types: { context: {} as CacheContext, events: {} as CacheEvent },
   actors: {
-    redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async () => { throw new Error("cache machine: effect 'redistribute' was not provided"); }),
+    redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async () => {
+      throw new Error("cache machine: effect 'redistribute' was not provided");
+    }),
   },
   actions: {
     release: () => {},
@@ -40,7 +48,10 @@ export const cacheMachine = setup({
       invoke: {
         src: 'redistribute',
         input: ({ context }) => ({ shards: context.shards!, devices: context.devices }),
-        onDone: { target: 'serving', actions: assign({ bytesIn: ({ event }) => event.output.bytesIn, bytesOut: ({ event }) => event.output.bytesOut }) },
+        onDone: {
+          target: 'serving',
+          actions: assign({ bytesIn: ({ event }) => event.output.bytesIn, bytesOut: ({ event }) => event.output.bytesOut }),
+        },
         onError: { target: 'sealed', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },
       on: { ABORT: { target: 'sealed', actions: assign({ error: 'redistribution aborted' }) }, DROP: 'dropped' },

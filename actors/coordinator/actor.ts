@@ -8,7 +8,15 @@ import type { Bus } from '../../src/bus/index.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { Inbox, route } from '../../src/runtime/inbox.ts';
-import { heartbeat, joinRequest, leaveRequest, profileReport, statusRequest, type OkReply, type StatusReply } from '../../src/runtime/messages.ts';
+import {
+  heartbeat,
+  joinRequest,
+  leaveRequest,
+  profileReport,
+  statusRequest,
+  type OkReply,
+  type StatusReply,
+} from '../../src/runtime/messages.ts';
 import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
 import { DeviceRegistry, type RegistryEvent } from './registry.ts';
 import { coordinatorMachine } from './machine.ts';
@@ -50,8 +58,12 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
 
   const logic = coordinatorMachine.provide({
     actions: {
-      reportAssembled: (_, p) => { events.emit('ASSEMBLED', { devices: p.devices }); },
-      reportIncomplete: (_, p) => { events.emit('INCOMPLETE', { missing: p.missing }); },
+      reportAssembled: (_, p) => {
+        events.emit('ASSEMBLED', { devices: p.devices });
+      },
+      reportIncomplete: (_, p) => {
+        events.emit('INCOMPLETE', { missing: p.missing });
+      },
     },
   });
   const machine = startActor(logic, { input: { expected: opts.expected }, clock });
@@ -60,7 +72,14 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
     const d = e.device;
     switch (e.type) {
       case 'DEVICE_JOINED':
-        events.emit(e.type, { device: d.name, rejoin: e.rejoin, backend: d.hello.backend, memoryMb: d.hello.memoryMb, pid: d.hello.pid, host: d.hello.host });
+        events.emit(e.type, {
+          device: d.name,
+          rejoin: e.rejoin,
+          backend: d.hello.backend,
+          memoryMb: d.hello.memoryMb,
+          pid: d.hello.pid,
+          host: d.hello.host,
+        });
         machine.actor.send({ type: 'DEVICE_JOINED', name: d.name });
         break;
       case 'DEVICE_PROFILED':
@@ -104,13 +123,23 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
     events,
     machine,
     status,
-    setRunPhase: (phase) => { runPhase = phase; },
-    whenAssembled: () => new Promise<void>((resolve) => {
-      const check = (s: { value: unknown }) => { if (s.value === 'assembled') { sub.unsubscribe(); resolve(); } };
-      const sub = machine.actor.subscribe(check);
-      check(machine.actor.getSnapshot());
-    }),
-    windDown: () => { machine.actor.send({ type: 'STOP' }); },
+    setRunPhase: (phase) => {
+      runPhase = phase;
+    },
+    whenAssembled: () =>
+      new Promise<void>((resolve) => {
+        const check = (s: { value: unknown }) => {
+          if (s.value === 'assembled') {
+            sub.unsubscribe();
+            resolve();
+          }
+        };
+        const sub = machine.actor.subscribe(check);
+        check(machine.actor.getSnapshot());
+      }),
+    windDown: () => {
+      machine.actor.send({ type: 'STOP' });
+    },
     stop: () => {
       inbox.close();
       stopRegistry();

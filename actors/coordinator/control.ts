@@ -11,7 +11,10 @@ import { fromWire } from '../../src/runtime/errors.ts';
 
 export const CTL_TIMEOUT_MS = 60_000;
 
-export interface ControlOptions { timeoutMs?: number; signal?: AbortSignal }
+export interface ControlOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
 
 /**
  * Sends control `kind` to `device`; returns the handler's result.
@@ -28,7 +31,13 @@ export async function control<T>(bus: Bus, device: string, kind: string, args: u
  * Sends control `kind` to every device of `targets` at once (`args` per device); resolves with
  * the results by device. @throws the first failure, without waiting for the other answers.
  */
-export async function broadcast<T>(bus: Bus, targets: string[], kind: string, args: (device: string) => unknown, o: ControlOptions = {}): Promise<Map<string, T>> {
+export async function broadcast<T>(
+  bus: Bus,
+  targets: string[],
+  kind: string,
+  args: (device: string) => unknown,
+  o: ControlOptions = {},
+): Promise<Map<string, T>> {
   const results = await Promise.all(targets.map((d) => control<T>(bus, d, kind, args(d), o)));
   return new Map(targets.map((d, i) => [d, results[i]!]));
 }

@@ -53,15 +53,22 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   let bus: Bus | undefined;
   let coordinator: Coordinator | undefined;
   let fail!: (err: Error) => void;
-  const failure = new Promise<never>((_, reject) => { fail = reject; });
+  const failure = new Promise<never>((_, reject) => {
+    fail = reject;
+  });
   failure.catch(() => {});
   let interrupt!: (sig: string) => void;
-  const interrupted = new Promise<string>((res) => { interrupt = res; });
+  const interrupted = new Promise<string>((res) => {
+    interrupt = res;
+  });
   // The devices are stopped with the signal the launcher got: SIGINT to the launcher alone
   // (kill -INT) stops them as a terminal's Ctrl-C does, abandoning the work in progress (a W1
   // stage load outlasts the kill grace), while SIGTERM and the end of a run let them drain.
   let stopDevicesWith: NodeJS.Signals = 'SIGTERM';
-  const onSigint = () => { stopDevicesWith = 'SIGINT'; interrupt('SIGINT'); };
+  const onSigint = () => {
+    stopDevicesWith = 'SIGINT';
+    interrupt('SIGINT');
+  };
   const onSigterm = () => interrupt('SIGTERM');
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
@@ -73,12 +80,17 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
     const events = new RunEvents(bus, 'launch');
     coordinator = startCoordinator({ bus, expected: topology.devices.map((d) => d.name) });
     events.emit('LAUNCHED', {
-      run: topology.run, nats: natsUrl, runDir: opts.runDir, pid: process.pid,
+      run: topology.run,
+      nats: natsUrl,
+      runDir: opts.runDir,
+      pid: process.pid,
       ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
       devices: topology.devices.map((d) => ({ name: d.name, local: d.local })),
     });
     for (const spec of topology.devices.filter((d) => d.local)) {
-      supervisors.push(superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail, stopSignal: () => stopDevicesWith }));
+      supervisors.push(
+        superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail, stopSignal: () => stopDevicesWith }),
+      );
     }
     return await body({ topology, bus, natsUrl, coordinator, events, failure, interrupted });
   } finally {
@@ -93,34 +105,74 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   }
 }
 
-interface DeviceDeps { natsUrl: string; topology: Topology; runDir: string; children: Set<ChildProcess>; events: RunEvents; fail: (err: Error) => void; stopSignal: () => NodeJS.Signals }
+interface DeviceDeps {
+  natsUrl: string;
+  topology: Topology;
+  runDir: string;
+  children: Set<ChildProcess>;
+  events: RunEvents;
+  fail: (err: Error) => void;
+  stopSignal: () => NodeJS.Signals;
+}
 
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
 function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
-  const args = [charonBin, 'device', '--nats', deps.natsUrl, '--run', deps.topology.run, '--name', spec.name,
-    '--backend', spec.backend, '--memory-mb', String(spec.memoryMb), '--slowdown', String(spec.slowdown),
+  const args = [
+    charonBin,
+    'device',
+    '--nats',
+    deps.natsUrl,
+    '--run',
+    deps.topology.run,
+    '--name',
+    spec.name,
+    '--backend',
+    spec.backend,
+    '--memory-mb',
+    String(spec.memoryMb),
+    '--slowdown',
+    String(spec.slowdown),
     ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : []),
-    '--cache-dir', join(deps.runDir, deps.topology.training.cache.dir, spec.name)];
+    '--cache-dir',
+    join(deps.runDir, deps.topology.training.cache.dir, spec.name),
+  ];
   const logic = supervisorMachine.provide({
     actors: {
-      child: fromPromise<void, ChildInput>(({ input, signal }) => new Promise<void>((resolveChild, rejectChild) => {
-        const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a');
-        const child = spawn(process.execPath, args, { stdio: ['pipe', 'ignore', logFd], env: { ...process.env, CHARON_EXIT_WITH_PARENT: '1' } });
-        closeSync(logFd);
-        deps.children.add(child);
-        deps.events.emit('DEVICE_SPAWNED', { device: spec.name, pid: child.pid, start: input.start });
-        child.once('exit', (code, sig) => {
-          deps.children.delete(child);
-          if (code === 0) resolveChild();
-          else rejectChild(new Error(`process ${child.pid} exited with ${sig ?? `code ${code}`} (log: ${join(deps.runDir, 'logs', `${spec.name}.log`)})`));
-        });
-        child.once('error', (err) => rejectChild(err));
-        signal.addEventListener('abort', () => { child.kill(deps.stopSignal()); });
-      })),
+      child: fromPromise<void, ChildInput>(
+        ({ input, signal }) =>
+          new Promise<void>((resolveChild, rejectChild) => {
+            const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a');
+            const child = spawn(process.execPath, args, {
+              stdio: ['pipe', 'ignore', logFd],
+              env: { ...process.env, CHARON_EXIT_WITH_PARENT: '1' },
+            });
+            closeSync(logFd);
+            deps.children.add(child);
+            deps.events.emit('DEVICE_SPAWNED', { device: spec.name, pid: child.pid, start: input.start });
+            child.once('exit', (code, sig) => {
+              deps.children.delete(child);
+              if (code === 0) resolveChild();
+              else
+                rejectChild(
+                  new Error(
+                    `process ${child.pid} exited with ${sig ?? `code ${code}`} (log: ${join(deps.runDir, 'logs', `${spec.name}.log`)})`,
+                  ),
+                );
+            });
+            child.once('error', (err) => rejectChild(err));
+            signal.addEventListener('abort', () => {
+              child.kill(deps.stopSignal());
+            });
+          }),
+      ),
     },
     actions: {
-      reportRestart: (_, p) => { deps.events.emit('DEVICE_RESTARTING', { device: spec.name, error: p.error, restart: p.restart, delayMs: p.delayMs }); },
-      reportGiveUp: (_, p) => { deps.fail(new Error(`device ${spec.name}: gave up after ${p.restarts} restarts: ${p.error}`)); },
+      reportRestart: (_, p) => {
+        deps.events.emit('DEVICE_RESTARTING', { device: spec.name, error: p.error, restart: p.restart, delayMs: p.delayMs });
+      },
+      reportGiveUp: (_, p) => {
+        deps.fail(new Error(`device ${spec.name}: gave up after ${p.restarts} restarts: ${p.error}`));
+      },
     },
   });
   const actor = createActor(logic, { input: { policy: deviceRestartPolicy } }).start();
@@ -132,6 +184,9 @@ function exited(child: ChildProcess, graceMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((res) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    child.once('exit', () => { clearTimeout(timer); res(); });
+    child.once('exit', () => {
+      clearTimeout(timer);
+      res();
+    });
   });
 }

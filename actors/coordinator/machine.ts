@@ -38,7 +38,11 @@ export const coordinatorMachine = setup({
   context: ({ input }) => ({ expected: [...input.expected], alive: [] }),
   initial: 'gathering',
   on: {
-    DEVICE_JOINED: { actions: assign({ alive: ({ context, event }) => (context.alive.includes(event.name) ? context.alive : [...context.alive, event.name]) }) },
+    DEVICE_JOINED: {
+      actions: assign({
+        alive: ({ context, event }) => (context.alive.includes(event.name) ? context.alive : [...context.alive, event.name]),
+      }),
+    },
     DEVICE_LOST: { actions: assign({ alive: ({ context, event }) => context.alive.filter((n) => n !== event.name) }) },
     DEVICE_LEFT: { actions: assign({ alive: ({ context, event }) => context.alive.filter((n) => n !== event.name) }) },
     STOP: '.stopped',
@@ -52,7 +56,10 @@ export const coordinatorMachine = setup({
       always: {
         guard: ({ context }) => !context.expected.every((n) => context.alive.includes(n)),
         target: 'gathering',
-        actions: { type: 'reportIncomplete', params: ({ context }) => ({ missing: context.expected.filter((n) => !context.alive.includes(n)) }) },
+        actions: {
+          type: 'reportIncomplete',
+          params: ({ context }) => ({ missing: context.expected.filter((n) => !context.alive.includes(n)) }),
+        },
       },
     },
     stopped: { type: 'final' },

@@ -26,7 +26,9 @@ export interface RedistributeDeps {
   emit(type: string, fields: Record<string, unknown>): void;
 }
 
-interface CacheReport { holdings: number[][] }
+interface CacheReport {
+  holdings: number[][];
+}
 
 /** The stage ranks of a plan, by device. */
 export const stageDevices = (layout: StageLayout[]): string[] => layout.flatMap((st) => st.devices);
@@ -41,19 +43,49 @@ export function redistributeEffect(deps: RedistributeDeps) {
     // Every cache exists (and listens for puts) before any device starts sending.
     const reports = await broadcast<CacheReport>(bus, devices, 'cache-report', () => ({ spec, fingerprint }), { signal });
     const entryBytes = spec.seqLen * config.dModel * 4;
-    const holdings = new Map(Array.from({ length: spec.samples }, (_, j) => [j, devices
-      .map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j]?.length ?? 0) * entryBytes })).filter((h) => h.bytes > 0)]));
-    const cachedPlan = planCachedPhase(devices.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })), [...holdings.keys()], holdings);
+    const holdings = new Map(
+      Array.from({ length: spec.samples }, (_, j) => [
+        j,
+        devices.map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j]?.length ?? 0) * entryBytes })).filter((h) => h.bytes > 0),
+      ]),
+    );
+    const cachedPlan = planCachedPhase(
+      devices.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })),
+      [...holdings.keys()],
+      holdings,
+    );
     const cachedSteps = Array.from({ length: Math.max(0, spec.epochs - 1) }, (_, e) => epochSteps(spec, e + 2)).flat();
-    const shards = cachedSteps.length === 0 ? cachedPlan.shards.map((s) => s.samples)
-      : balanceShards(cachedPlan.shards.map((s) => s.samples.length), cachedSteps, (k, j) => (holdings.get(j) ?? []).some((h) => h.device === devices[k]));
-    const moved = await broadcast<{ bytesOut: number }>(bus, devices, 'redistribute', () => ({ shards, devices }), { timeoutMs: 30 * CTL_TIMEOUT_MS, signal });
+    const shards =
+      cachedSteps.length === 0
+        ? cachedPlan.shards.map((s) => s.samples)
+        : balanceShards(
+            cachedPlan.shards.map((s) => s.samples.length),
+            cachedSteps,
+            (k, j) => (holdings.get(j) ?? []).some((h) => h.device === devices[k]),
+          );
+    const moved = await broadcast<{ bytesOut: number }>(bus, devices, 'redistribute', () => ({ shards, devices }), {
+      timeoutMs: 30 * CTL_TIMEOUT_MS,
+      signal,
+    });
     const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
     const packed = repackState(input.side);
-    await broadcast(bus, devices, 'cached-load', (d) => {
-      const rank = devices.indexOf(d);
-      return { rank, size: devices.length, shard: shards[rank]!, generation: input.generation, firstStep: input.firstStep, state: packed };
-    }, { signal });
+    await broadcast(
+      bus,
+      devices,
+      'cached-load',
+      (d) => {
+        const rank = devices.indexOf(d);
+        return {
+          rank,
+          size: devices.length,
+          shard: shards[rank]!,
+          generation: input.generation,
+          firstStep: input.firstStep,
+          state: packed,
+        };
+      },
+      { signal },
+    );
     const seconds = (performance.now() - t0) / 1000;
     const redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(devices.map((d, i) => [d, shards[i]!.length])) };
     emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes, generation: input.generation });
@@ -67,15 +99,23 @@ export function redistributeEffect(deps: RedistributeDeps) {
  * through the deployed stages again, each rank caching its layers. Resolves with the bytes the
  * devices sent for it.
  */
-async function refillCaches({ bus, config, emit }: RedistributeDeps, { spec, layout, devices, fingerprint }: RedistributeInput, signal: AbortSignal): Promise<number> {
+async function refillCaches(
+  { bus, config, emit }: RedistributeDeps,
+  { spec, layout, devices, fingerprint }: RedistributeInput,
+  signal: AbortSignal,
+): Promise<number> {
   const t0 = performance.now();
   const reports = await broadcast<CacheReport>(bus, devices, 'cache-report', () => ({ spec, fingerprint }), { signal });
   const layers = config.nLayers + 1;
   // A union, not a count: after a re-plan two devices may hold the same layer of a sample.
-  const missing = Array.from({ length: spec.samples }, (_, j) => j)
-    .filter((j) => new Set(devices.flatMap((d) => reports.get(d)!.holdings[j] ?? [])).size < layers);
+  const missing = Array.from({ length: spec.samples }, (_, j) => j).filter(
+    (j) => new Set(devices.flatMap((d) => reports.get(d)!.holdings[j] ?? [])).size < layers,
+  );
   if (missing.length === 0) return 0;
-  const filled = await broadcast<{ bytesSent: number }>(bus, stageDevices(layout), 'fill', () => ({ sampleIds: missing }), { timeoutMs: 30 * CTL_TIMEOUT_MS, signal });
+  const filled = await broadcast<{ bytesSent: number }>(bus, stageDevices(layout), 'fill', () => ({ sampleIds: missing }), {
+    timeoutMs: 30 * CTL_TIMEOUT_MS,
+    signal,
+  });
   const sent = [...filled.values()].reduce((a, r) => a + r.bytesSent, 0);
   emit('CACHE_REFILLED', { samples: missing.length, bytes: sent, seconds: (performance.now() - t0) / 1000 });
   return sent;

@@ -42,7 +42,10 @@ export class DeviceRegistry {
   private readonly timers = new Map<string, unknown>();
   private readonly listeners = new Set<RegistryListener>();
 
-  constructor(private readonly clock: Clock, readonly lostAfterMs = LOST_AFTER_MS) {}
+  constructor(
+    private readonly clock: Clock,
+    readonly lostAfterMs = LOST_AFTER_MS,
+  ) {}
 
   /**
    * Accepts a hello. A name held by a live device in another process is refused; the same
@@ -56,9 +59,24 @@ export class DeviceRegistry {
     if (prev?.alive && !sameProcess) {
       return { ok: false, reason: `device name '${hello.device}' is in use by pid ${prev.hello.pid} on ${prev.hello.host}` };
     }
-    const rec: DeviceRecord = prev && sameProcess
-      ? { ...prev, hello, alive: true, lastSeen: now, joins: prev.alive ? prev.joins : prev.joins + 1 }
-      : { name: hello.device, hello, alive: true, state: 'registering', step: -1, role: null, phase: null, memoryBytes: 0, matmulGflops: null, backendDetail: null, joinedAt: now, lastSeen: now, joins: (prev?.joins ?? 0) + 1 };
+    const rec: DeviceRecord =
+      prev && sameProcess
+        ? { ...prev, hello, alive: true, lastSeen: now, joins: prev.alive ? prev.joins : prev.joins + 1 }
+        : {
+            name: hello.device,
+            hello,
+            alive: true,
+            state: 'registering',
+            step: -1,
+            role: null,
+            phase: null,
+            memoryBytes: 0,
+            matmulGflops: null,
+            backendDetail: null,
+            joinedAt: now,
+            lastSeen: now,
+            joins: (prev?.joins ?? 0) + 1,
+          };
     this.records.set(rec.name, rec);
     this.arm(rec.name);
     if (!prev?.alive || !sameProcess) this.emit({ type: 'DEVICE_JOINED', device: rec, rejoin: prev !== undefined });
@@ -117,24 +135,38 @@ export class DeviceRegistry {
 
   /** Names of the devices alive now. */
   alive(): string[] {
-    return this.devices().filter((d) => d.alive).map((d) => d.name);
+    return this.devices()
+      .filter((d) => d.alive)
+      .map((d) => d.name);
   }
 
   /** The status row of every device, heartbeat ages on this registry's clock. */
   status(): DeviceStatus[] {
     const now = this.clock.now();
     return this.devices().map((d) => ({
-      name: d.name, state: d.alive ? d.state : d.state === 'left' ? 'left' : 'lost', alive: d.alive,
-      backend: d.hello.backend, memoryMb: d.hello.memoryMb, memoryBytes: d.memoryBytes, step: d.step, role: d.role, phase: d.phase,
-      heartbeatAgeMs: Math.max(0, Math.round(now - d.lastSeen)), matmulGflops: d.matmulGflops,
-      pid: d.hello.pid, host: d.hello.host, joins: d.joins,
+      name: d.name,
+      state: d.alive ? d.state : d.state === 'left' ? 'left' : 'lost',
+      alive: d.alive,
+      backend: d.hello.backend,
+      memoryMb: d.hello.memoryMb,
+      memoryBytes: d.memoryBytes,
+      step: d.step,
+      role: d.role,
+      phase: d.phase,
+      heartbeatAgeMs: Math.max(0, Math.round(now - d.lastSeen)),
+      matmulGflops: d.matmulGflops,
+      pid: d.hello.pid,
+      host: d.hello.host,
+      joins: d.joins,
     }));
   }
 
   /** Calls `listener` for every later event; returns the unsubscribe function. */
   subscribe(listener: RegistryListener): () => void {
     this.listeners.add(listener);
-    return () => { this.listeners.delete(listener); };
+    return () => {
+      this.listeners.delete(listener);
+    };
   }
 
   /** Stops every liveness timer and forgets the listeners. */
@@ -150,7 +182,10 @@ export class DeviceRegistry {
 
   private arm(name: string): void {
     this.disarm(name);
-    this.timers.set(name, this.clock.setTimeout(() => this.expire(name), this.lostAfterMs));
+    this.timers.set(
+      name,
+      this.clock.setTimeout(() => this.expire(name), this.lostAfterMs),
+    );
   }
 
   private disarm(name: string): void {

@@ -23,15 +23,21 @@ export function readResumeState(runDir: string, spec: RunSpec): PersistedRun {
   const file = join(runDir, 'state.json');
   if (!existsSync(file)) throw new ResumeError(`${file}: missing (no step of this run was committed; nothing to resume)`);
   let state: PersistedRun;
-  try { state = JSON.parse(readFileSync(file, 'utf8')) as PersistedRun; } catch (err) {
+  try {
+    state = JSON.parse(readFileSync(file, 'utf8')) as PersistedRun;
+  } catch (err) {
     throw new ResumeError(`${file}: not valid JSON (${(err as Error).message})`);
   }
   const ints = ['epoch', 'stepInEpoch', 'step'] as const;
-  for (const k of ints) if (!Number.isInteger(state[k]) || state[k] < 0) throw new ResumeError(`${file}: field '${k}' must be a non-negative integer`);
+  for (const k of ints)
+    if (!Number.isInteger(state[k]) || state[k] < 0) throw new ResumeError(`${file}: field '${k}' must be a non-negative integer`);
   if (!state.ledger || !Array.isArray(state.epochs)) throw new ResumeError(`${file}: fields 'ledger' and 'epochs' are required`);
   const checkpointRef = join(runDir, 'checkpoints', 'latest');
   let meta: CheckpointMeta;
-  try { meta = readCheckpointMeta(checkpointRef); checkResumable(meta, { ...sideCheckpointIdentity(spec), modelFingerprint: meta.modelFingerprint }); } catch (err) {
+  try {
+    meta = readCheckpointMeta(checkpointRef);
+    checkResumable(meta, { ...sideCheckpointIdentity(spec), modelFingerprint: meta.modelFingerprint });
+  } catch (err) {
     throw new ResumeError(`${checkpointRef}: ${(err as Error).message}`);
   }
   if (meta.globalStep !== state.step) throw new ResumeError(`${checkpointRef}: holds step ${meta.globalStep}, ${file} step ${state.step}`);

@@ -33,14 +33,37 @@ import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
-import { mergeStates, repackState, replayStep, unpackState, type PackedGrads, type PackedState, type SideState } from '../../src/engine/index.ts';
+import {
+  mergeStates,
+  repackState,
+  replayStep,
+  unpackState,
+  type PackedGrads,
+  type PackedState,
+  type SideState,
+} from '../../src/engine/index.ts';
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
 import { measuredProfile, modelShape } from '../../src/plan/device-profile.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
 import { redistributeEffect } from './redistribute.ts';
-import { runMachine, type AbortInput, type CommitInput, type Committed, type DeployInput, type Deployment, type FinishInput, type PersistedRun, type PlanInput, type PlannedRun, type ProfileInput, type StepInput, type StepOutput, type StepResult } from './run-machine.ts';
+import {
+  runMachine,
+  type AbortInput,
+  type CommitInput,
+  type Committed,
+  type DeployInput,
+  type Deployment,
+  type FinishInput,
+  type PersistedRun,
+  type PlanInput,
+  type PlannedRun,
+  type ProfileInput,
+  type StepInput,
+  type StepOutput,
+  type StepResult,
+} from './run-machine.ts';
 import { buildSummary, type MeasuredDevice, type RunSummary } from './run-summary.ts';
 
 export type { RunSummary } from './run-summary.ts';
@@ -66,7 +89,10 @@ export interface RunTrainingOptions {
   resume?: PersistedRun;
 }
 
-export interface RunOutcome { runDir: string; summary: RunSummary }
+export interface RunOutcome {
+  runDir: string;
+  summary: RunSummary;
+}
 
 function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
@@ -77,8 +103,16 @@ function writeJsonAtomic(file: string, value: unknown): void {
 /** What a side-network checkpoint of `spec`'s run says about the run (resume checks it). */
 export function sideCheckpointIdentity(spec: RunSpec) {
   return {
-    method: 'parallel' as const, options: { reduction: spec.reduction, sideInit: 'random' as const },
-    config: { epochs: spec.epochs, batch: spec.batch, seed: spec.seed, seqLen: spec.seqLen, task: 'lm' as const, optimizer: spec.optimizer },
+    method: 'parallel' as const,
+    options: { reduction: spec.reduction, sideInit: 'random' as const },
+    config: {
+      epochs: spec.epochs,
+      batch: spec.batch,
+      seed: spec.seed,
+      seqLen: spec.seqLen,
+      task: 'lm' as const,
+      optimizer: spec.optimizer,
+    },
     samples: spec.samples,
   };
 }
@@ -91,7 +125,14 @@ function participants(layout: StageLayout[]): { device: string; stage: number; r
 /** The side network of a checkpoint, as the coordinator keeps it. */
 function sideOfCheckpoint(ref: string): { meta: CheckpointMeta; side: SideState } {
   const { meta, state: ck } = loadCheckpoint(ref);
-  return { meta, side: { params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])), shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])), optimizer: ck.optimizer } };
+  return {
+    meta,
+    side: {
+      params: new Map([...ck.parameters].map(([n, p]) => [n, p.data])),
+      shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])),
+      optimizer: ck.optimizer,
+    },
+  };
 }
 
 /** Runs the whole training of `topology` on the registered devices; resolves with the run directory and summary. */
@@ -112,18 +153,35 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
   // What a device reported of itself (its --memory-mb, its knobs) wins over the topology's
   // defaults: a remote device knows its own budget; local ones were started with the topology's.
-  const measured = (): MeasuredDevice[] => names.map((n) => {
-    const hello = coordinator.registry.get(n)?.hello, t = specOf.get(n)!;
-    return { name: n, matmulGflops: gflops(n), memoryMb: hello?.memoryMb ?? t.memoryMb, slowdown: hello?.slowdown ?? t.slowdown, bandwidthMbps: hello ? hello.bandwidthMbps : (t.bandwidthMbps ?? null) };
-  });
+  const measured = (): MeasuredDevice[] =>
+    names.map((n) => {
+      const hello = coordinator.registry.get(n)?.hello,
+        t = specOf.get(n)!;
+      return {
+        name: n,
+        matmulGflops: gflops(n),
+        memoryMb: hello?.memoryMb ?? t.memoryMb,
+        slowdown: hello?.slowdown ?? t.slowdown,
+        bandwidthMbps: hello ? hello.bandwidthMbps : (t.bandwidthMbps ?? null),
+      };
+    });
 
   const logic = runMachine.provide({
     actors: {
-      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: { spec } }) => o.profile ?? measuredProfile(
-        modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
-        measured().map((d) => ({ name: d.name, matmulGflops: d.matmulGflops, memoryBytes: d.memoryMb * 2 ** 20, bandwidthMbps: d.bandwidthMbps })),
-        { batchSize: spec.batch, samples: spec.samples },
-      )),
+      profileDevices: fromPromise<Profile, ProfileInput>(
+        async ({ input: { spec } }) =>
+          o.profile ??
+          measuredProfile(
+            modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
+            measured().map((d) => ({
+              name: d.name,
+              matmulGflops: d.matmulGflops,
+              memoryBytes: d.memoryMb * 2 ** 20,
+              bandwidthMbps: d.bandwidthMbps,
+            })),
+            { batchSize: spec.batch, samples: spec.samples },
+          ),
+      ),
       planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { devices, profile, spec } }) => {
         let plan: StagePlan;
         try {
@@ -132,39 +190,70 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           if (err instanceof InfeasiblePlanError) throw new Error(`no plan fits on ${devices.join(', ')}: ${err.lines.join('; ')}`);
           throw err;
         }
-        const layout = plan.stages.map((s) => ({ from: s.layers.from, to: s.layers.to, devices: s.devices.map((d) => d.name), shares: s.devices.map((d) => d.rows) }));
+        const layout = plan.stages.map((s) => ({
+          from: s.layers.from,
+          to: s.layers.to,
+          devices: s.devices.map((d) => d.name),
+          shares: s.devices.map((d) => d.rows),
+        }));
         const simulatedStepMs = simulatePlan(plan, profile).stepMs;
-        emit('RUN_PLANNED', { devices, stages: layout, unused: plan.unusedDevices, microBatches: plan.microBatches, predictedStepMs: plan.predicted.stepMs, simulatedStepMs });
+        emit('RUN_PLANNED', {
+          devices,
+          stages: layout,
+          unused: plan.unusedDevices,
+          microBatches: plan.microBatches,
+          predictedStepMs: plan.predicted.stepMs,
+          simulatedStepMs,
+        });
         return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs, plannedAt: Date.now() };
       }),
-      deployPlan: fromPromise<Deployment, DeployInput>(async ({ input: { spec, layout, generation, side: committed, checkpointRef, epoch, firstStep }, signal }) => {
-        const resumed = !committed && checkpointRef ? sideOfCheckpoint(checkpointRef) : null;
-        const side = committed ?? resumed?.side ?? null;
-        // In the cached phase the side network goes out with `cached-load` instead.
-        const state = side && epoch === 1 ? { state: repackState(side) } : {};
-        const ranks = participants(layout);
-        const replies = await broadcast<{ fingerprint: string; weights: string[] }>(bus, ranks.map((p) => p.device), 'assign', (d) => {
-          const p = ranks.find((x) => x.device === d)!;
-          return { spec, stages: layout, stage: p.stage, rank: p.rank, generation, firstStep, ...state };
-        }, { timeoutMs: 5 * CTL_TIMEOUT_MS, signal });
-        const fingerprint = [...replies.values()][0]!.fingerprint;
-        if (resumed) checkResumable(resumed.meta, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
-        emit('RUN_DEPLOYED', { generation, devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
-        return { fingerprint, heldWeights: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights])), side };
-      }),
+      deployPlan: fromPromise<Deployment, DeployInput>(
+        async ({ input: { spec, layout, generation, side: committed, checkpointRef, epoch, firstStep }, signal }) => {
+          const resumed = !committed && checkpointRef ? sideOfCheckpoint(checkpointRef) : null;
+          const side = committed ?? resumed?.side ?? null;
+          // In the cached phase the side network goes out with `cached-load` instead.
+          const state = side && epoch === 1 ? { state: repackState(side) } : {};
+          const ranks = participants(layout);
+          const replies = await broadcast<{ fingerprint: string; weights: string[] }>(
+            bus,
+            ranks.map((p) => p.device),
+            'assign',
+            (d) => {
+              const p = ranks.find((x) => x.device === d)!;
+              return { spec, stages: layout, stage: p.stage, rank: p.rank, generation, firstStep, ...state };
+            },
+            { timeoutMs: 5 * CTL_TIMEOUT_MS, signal },
+          );
+          const fingerprint = [...replies.values()][0]!.fingerprint;
+          if (resumed) checkResumable(resumed.meta, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
+          emit('RUN_DEPLOYED', { generation, devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
+          return { fingerprint, heldWeights: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights])), side };
+        },
+      ),
       trainStep: fromPromise<StepOutput, StepInput>(async ({ input, signal }) => {
         const t0 = performance.now();
         const cached = input.phase === 'cached';
         const who = input.groups.flatMap((g) => g.map((device, rank) => ({ device, rank })));
         const withState = input.side === null;
-        const args = (d: string) => ({ step: input.step, sampleIds: input.sampleIds, withState: withState && who.find((p) => p.device === d)!.rank === 0 });
+        const args = (d: string) => ({
+          step: input.step,
+          sampleIds: input.sampleIds,
+          withState: withState && who.find((p) => p.device === d)!.rank === 0,
+        });
         let replies: Map<string, StepReply & { grads?: PackedGrads }>;
         try {
-          replies = await broadcast<StepReply>(bus, who.map((p) => p.device), cached ? 'cached-step' : 'step', args, { timeoutMs: o.stepTimeoutMs ?? 600_000, signal });
+          replies = await broadcast<StepReply>(
+            bus,
+            who.map((p) => p.device),
+            cached ? 'cached-step' : 'step',
+            args,
+            { timeoutMs: o.stepTimeoutMs ?? 600_000, signal },
+          );
         } catch (err) {
           // The others would wait for the failed rank's messages, and an interrupted run's devices
           // should not finish the step; a step the machine left for recovery is recovery's to abort.
-          if (!signal.aborted || o.signal?.aborted) await Promise.allSettled(who.map((p) => control(bus, p.device, 'abort', { step: input.step }, { timeoutMs: 5000 })));
+          if (!signal.aborted || o.signal?.aborted)
+            await Promise.allSettled(who.map((p) => control(bus, p.device, 'abort', { step: input.step }, { timeoutMs: 5000 })));
           throw err;
         }
         const all = [...replies.values()];
@@ -172,28 +261,58 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         let side: SideState;
         if (input.side === null) {
           const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));
-          if (states.length !== groups) throw new Error(`step ${input.step}: ${states.length} of ${groups} stage groups returned their side state`);
+          if (states.length !== groups)
+            throw new Error(`step ${input.step}: ${states.length} of ${groups} stage groups returned their side state`);
           side = mergeStates(states);
         } else {
           const grads = all.flatMap((r) => (r.grads ? [r.grads] : []));
-          if (grads.length !== groups) throw new Error(`step ${input.step}: ${grads.length} of ${groups} stage groups returned their reduced gradient`);
+          if (grads.length !== groups)
+            throw new Error(`step ${input.step}: ${grads.length} of ${groups} stage groups returned their reduced gradient`);
           // In place and synchronously up to the return: a step either updates the committed state whole or not at all.
           side = input.side;
           replayStep(side, input.spec.optimizer, grads);
         }
         const sent = all.reduce((a, r) => a + r.bytesSent, 0);
         const result: StepResult = {
-          loss: all.reduce((a, r) => a + r.loss, 0), seconds: (performance.now() - t0) / 1000, bytes: sent,
+          loss: all.reduce((a, r) => a + r.loss, 0),
+          seconds: (performance.now() - t0) / 1000,
+          bytes: sent,
           peakBytes: Object.fromEntries([...replies].map(([d, r]) => [d, r.peakBytes])),
         };
-        appendFileSync(metricsFile, JSON.stringify({ type: 'step', phase: input.phase, epoch: input.epoch, step: input.step, loss: result.loss, seconds: result.seconds, bytes: sent, tokens: all.reduce((a, r) => Math.max(a, r.tokens), 0), devices: Object.fromEntries([...replies].map(([d, r]) => [d, { rows: r.rows, computeSeconds: r.computeSeconds, bytesSent: r.bytesSent, peakBytes: r.peakBytes }])) }) + '\n');
-        emit('STEP_DONE', { phase: input.phase, epoch: input.epoch, step: input.step, loss: result.loss, seconds: result.seconds, bytes: sent });
+        appendFileSync(
+          metricsFile,
+          JSON.stringify({
+            type: 'step',
+            phase: input.phase,
+            epoch: input.epoch,
+            step: input.step,
+            loss: result.loss,
+            seconds: result.seconds,
+            bytes: sent,
+            tokens: all.reduce((a, r) => Math.max(a, r.tokens), 0),
+            devices: Object.fromEntries(
+              [...replies].map(([d, r]) => [
+                d,
+                { rows: r.rows, computeSeconds: r.computeSeconds, bytesSent: r.bytesSent, peakBytes: r.peakBytes },
+              ]),
+            ),
+          }) + '\n',
+        );
+        emit('STEP_DONE', {
+          phase: input.phase,
+          epoch: input.epoch,
+          step: input.step,
+          loss: result.loss,
+          seconds: result.seconds,
+          bytes: sent,
+        });
         return { ...result, side };
       }),
       commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => {
         saveSide(checkpointDir, input);
         writeJsonAtomic(join(runDir, 'state.json'), input.state);
-        const closed = input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
+        const closed =
+          input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
         if (closed) {
           const e = input.state.epochs.at(-1)!;
           saveSide(join(runDir, 'checkpoints', `epoch-${e.epoch}`), input);
@@ -209,16 +328,32 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         await broadcast(bus, devices, 'release', () => ({}), { signal });
       }),
       finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => {
-        const summary = buildSummary(input, { runDir, checkpoint: checkpointDir, devices: measured(), seconds: (performance.now() - started) / 1000 });
+        const summary = buildSummary(input, {
+          runDir,
+          checkpoint: checkpointDir,
+          devices: measured(),
+          seconds: (performance.now() - started) / 1000,
+        });
         writeJsonAtomic(join(runDir, 'summary.json'), summary);
         await Promise.allSettled(names.map((d) => control(bus, d, 'finish', {})));
-        emit('RUN_FINISHED', { runDir, epochs: summary.epochs.map((e) => ({ epoch: e.epoch, phase: e.phase, loss: e.loss, seconds: e.seconds })) });
+        emit('RUN_FINISHED', {
+          runDir,
+          epochs: summary.epochs.map((e) => ({ epoch: e.epoch, phase: e.phase, loss: e.loss, seconds: e.seconds })),
+        });
         return summary;
       }),
     },
   });
 
-  const actor = createActor(logic, { input: { runId: topology.run, spec: topologySpec, expectedDevices: names, gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000, ...(o.resume ? { resume: o.resume } : {}) } });
+  const actor = createActor(logic, {
+    input: {
+      runId: topology.run,
+      spec: topologySpec,
+      expectedDevices: names,
+      gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
+      ...(o.resume ? { resume: o.resume } : {}),
+    },
+  });
   const liveness = watchRunDevices({
     registry: coordinator.registry,
     joined: (device) => actor.send({ type: 'DEVICE_JOINED', device }),
@@ -232,7 +367,9 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   for (const d of names) liveness.check(d);
   try {
     // A stopped actor (aborted) completes without output.
-    const out = await toPromise(actor).catch((err) => { throw o.signal?.aborted ? new Error('run interrupted') : err; });
+    const out = await toPromise(actor).catch((err) => {
+      throw o.signal?.aborted ? new Error('run interrupted') : err;
+    });
     if (o.signal?.aborted) throw new Error('run interrupted');
     if (out.status === 'failed') {
       emit('RUN_FAILED', { error: out.error });
@@ -250,10 +387,17 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
 /** The trainer-compatible checkpoint of the side network as of the position `commit` persists. */
 function saveSide(dir: string, { state: p, side, spec, fingerprint }: CommitInput): void {
   saveCheckpoint(dir, {
-    ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint,
+    ...sideCheckpointIdentity(spec),
+    modelFingerprint: fingerprint,
     state: {
-      epoch: p.epoch - 1, stepInEpoch: p.stepInEpoch, globalStep: p.step, stepLosses: [], epochs: [], ledger: p.ledger,
-      parameters: new Map([...side.params].map(([n, x]) => [n, { data: x, shape: side.shapes.get(n)! }])), optimizer: side.optimizer,
+      epoch: p.epoch - 1,
+      stepInEpoch: p.stepInEpoch,
+      globalStep: p.step,
+      stepLosses: [],
+      epochs: [],
+      ledger: p.ledger,
+      parameters: new Map([...side.params].map(([n, x]) => [n, { data: x, shape: side.shapes.get(n)! }])),
+      optimizer: side.optimizer,
     },
   });
 }

@@ -45,10 +45,17 @@ export interface Deployment {
 }
 
 /** The cached phase's one data-parallel group: every device a rank with its shard of sample ids. */
-export interface CachedPhase { ranks: string[]; shards: number[][] }
+export interface CachedPhase {
+  ranks: string[];
+  shards: number[][];
+}
 
 /** Moving the activation caches to the cached phase's shards. */
-export interface Redistribution { bytes: number; seconds: number; shardSizes: Record<string, number> }
+export interface Redistribution {
+  bytes: number;
+  seconds: number;
+  shardSizes: Record<string, number>;
+}
 
 export interface Redistributed {
   cached: CachedPhase;
@@ -58,10 +65,21 @@ export interface Redistributed {
 }
 
 /** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
-export interface BytesPerPhase { pipeline: number; redistribution: number; cached: number }
+export interface BytesPerPhase {
+  pipeline: number;
+  redistribution: number;
+  cached: number;
+}
 
-export interface ProfileInput { devices: string[]; spec: RunSpec }
-export interface PlanInput { devices: string[]; profile: Profile; spec: RunSpec }
+export interface ProfileInput {
+  devices: string[];
+  spec: RunSpec;
+}
+export interface PlanInput {
+  devices: string[];
+  profile: Profile;
+  spec: RunSpec;
+}
 export interface DeployInput {
   spec: RunSpec;
   layout: StageLayout[];
@@ -72,9 +90,20 @@ export interface DeployInput {
   epoch: number;
   firstStep: number;
 }
-export interface RedistributeInput { spec: RunSpec; layout: StageLayout[]; devices: string[]; generation: number; fingerprint: string; side: SideState; firstStep: number }
+export interface RedistributeInput {
+  spec: RunSpec;
+  layout: StageLayout[];
+  devices: string[];
+  generation: number;
+  fingerprint: string;
+  side: SideState;
+  firstStep: number;
+}
 /** End what `devices` have in flight and release what they hold for training (caches stay). */
-export interface AbortInput { devices: string[]; lost: string[] }
+export interface AbortInput {
+  devices: string[];
+  lost: string[];
+}
 export interface StepInput {
   runId: string;
   phase: Phase;
@@ -88,9 +117,22 @@ export interface StepInput {
   side: SideState | null;
 }
 /** A step's figures and the side network after it (the input's reference, updated in place, once there is one). */
-export interface StepOutput extends StepResult { side: SideState }
-export interface CommitInput { runId: string; phase: Phase; result: StepResult; state: PersistedRun; spec: RunSpec; fingerprint: string; side: SideState }
-export interface Committed { checkpointRef: string; /** ms since the epoch */ committedAt: number }
+export interface StepOutput extends StepResult {
+  side: SideState;
+}
+export interface CommitInput {
+  runId: string;
+  phase: Phase;
+  result: StepResult;
+  state: PersistedRun;
+  spec: RunSpec;
+  fingerprint: string;
+  side: SideState;
+}
+export interface Committed {
+  checkpointRef: string /** ms since the epoch */;
+  committedAt: number;
+}
 export interface FinishInput {
   runId: string;
   state: PersistedRun;
@@ -114,7 +156,7 @@ export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'fai
 
 export type RunEvent =
   | { type: 'DEVICE_JOINED'; device: string }
-  | { type: 'DEVICE_LOST'; device: string; reason?: string; /** ms since the epoch */ at?: number };
+  | { type: 'DEVICE_LOST'; device: string; reason?: string /** ms since the epoch */; at?: number };
 
 /**
  * The persisted run (always with the totals of the epoch in progress) plus what lives only in

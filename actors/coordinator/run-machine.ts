@@ -41,8 +41,23 @@ import type { RunSummary } from './run-summary.ts';
 import { afterCommit, nextSampleIds, persistedRun, startState, type Phase } from './run-state.ts';
 import { survivorsProfile, type FaultRecord, type PlanBrief, type ReplanRecord } from './run-faults.ts';
 import type {
-  AbortInput, CommitInput, Committed, DeployInput, Deployment, FinishInput, PlanInput, PlannedRun, ProfileInput, RedistributeInput, Redistributed,
-  RunContext, RunEvent, RunInput, RunOutput, StepInput, StepOutput,
+  AbortInput,
+  CommitInput,
+  Committed,
+  DeployInput,
+  Deployment,
+  FinishInput,
+  PlanInput,
+  PlannedRun,
+  ProfileInput,
+  RedistributeInput,
+  Redistributed,
+  RunContext,
+  RunEvent,
+  RunInput,
+  RunOutput,
+  StepInput,
+  StepOutput,
 } from './run-io.ts';
 
 export type * from './run-io.ts';
@@ -50,7 +65,10 @@ export type { EpochRecord, EpochTotals, PersistedRun, Phase, StepResult } from '
 export type { FaultRecord, PlanBrief, ReplanRecord } from './run-faults.ts';
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
-const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`run machine: effect '${name}' was not provided`); });
+const notProvided = <Out, In>(name: string) =>
+  fromPromise<Out, In>(async () => {
+    throw new Error(`run machine: effect '${name}' was not provided`);
+  });
 
 function maxPeaks(peaks: Record<string, number>, step: Record<string, number>): Record<string, number> {
   const out = { ...peaks };
@@ -59,10 +77,17 @@ function maxPeaks(peaks: Record<string, number>, step: Record<string, number>): 
 }
 
 /** A plan as re-plan records compare them. */
-const brief = (layout: StageLayout[], spec: RunSpec, cachedRanks: string[] | null): PlanBrief => ({ stages: layout, microBatches: spec.microBatches ?? 0, cachedRanks });
+const brief = (layout: StageLayout[], spec: RunSpec, cachedRanks: string[] | null): PlanBrief => ({
+  stages: layout,
+  microBatches: spec.microBatches ?? 0,
+  cachedRanks,
+});
 
 /** Any effect's failure ends the run with its message. */
-const failRun = { target: '#run.failed', actions: { type: 'recordError', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) } } as const;
+const failRun = {
+  target: '#run.failed',
+  actions: { type: 'recordError', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) },
+} as const;
 /** A retryable failure (a device stopped answering) waits for liveness to say whether a device is lost. */
 const failOrStall = [{ guard: 'retryable', target: '#run.training.stalled', actions: failRun.actions }, failRun] as const;
 
@@ -93,10 +118,19 @@ const run = setup({
     retryable: ({ event }) => isRetryable((event as { error?: unknown }).error),
     recoveryDue: ({ context }) => context.recoveryDue,
     /** A device this run no longer counts on (lost before, or a restarted process under its name). */
-    notInRun: ({ context, event }) => { assertEvent(event, 'DEVICE_LOST'); return !context.devices.includes(event.device); },
-    lastDevice: ({ context, event }) => { assertEvent(event, 'DEVICE_LOST'); return context.devices.every((d) => d === event.device); },
+    notInRun: ({ context, event }) => {
+      assertEvent(event, 'DEVICE_LOST');
+      return !context.devices.includes(event.device);
+    },
+    lastDevice: ({ context, event }) => {
+      assertEvent(event, 'DEVICE_LOST');
+      return context.devices.every((d) => d === event.device);
+    },
     /** The device holds no stage of the plan. */
-    outsidePlan: ({ context, event }) => { assertEvent(event, 'DEVICE_LOST'); return !context.layout.some((s) => s.devices.includes(event.device)); },
+    outsidePlan: ({ context, event }) => {
+      assertEvent(event, 'DEVICE_LOST');
+      return !context.layout.some((s) => s.devices.includes(event.device));
+    },
   },
   actions: {
     addDevice: assign({
@@ -120,8 +154,21 @@ const run = setup({
     /** The device is gone for this run; what it was doing is recorded for the summary. */
     noteFault: assign(({ context: c, event }, p: { during: string; recover: boolean }) => {
       assertEvent(event, 'DEVICE_LOST');
-      const fault: FaultRecord = { device: event.device, reason: event.reason ?? 'lost', during: p.during, epoch: c.epoch, step: c.step + 1, lostAt: event.at ?? null, recoveredAt: null };
-      return { devices: c.devices.filter((d) => d !== event.device), lost: [...c.lost, event.device], faults: [...c.faults, fault], recoveryDue: c.recoveryDue || p.recover };
+      const fault: FaultRecord = {
+        device: event.device,
+        reason: event.reason ?? 'lost',
+        during: p.during,
+        epoch: c.epoch,
+        step: c.step + 1,
+        lostAt: event.at ?? null,
+        recoveredAt: null,
+      };
+      return {
+        devices: c.devices.filter((d) => d !== event.device),
+        lost: [...c.lost, event.device],
+        faults: [...c.faults, fault],
+        recoveryDue: c.recoveryDue || p.recover,
+      };
     }),
     noteNoSurvivor: assign({
       error: ({ context, event }) => {
@@ -149,10 +196,21 @@ const run = setup({
       const cached = c.epoch > 1;
       const lost = c.lost.filter((d) => !c.replans.some((r) => r.lost.includes(d)));
       const record: ReplanRecord = {
-        generation, lost, devices: c.devices, at: p.plannedAt,
-        from: brief(c.layout, c.spec, c.cached?.ranks ?? null), to: brief(p.layout, p.spec, cached ? c.devices : null),
+        generation,
+        lost,
+        devices: c.devices,
+        at: p.plannedAt,
+        from: brief(c.layout, c.spec, c.cached?.ranks ?? null),
+        to: brief(p.layout, p.spec, cached ? c.devices : null),
       };
-      return { generation, plan: p.plan, layout: p.layout, spec: p.spec, simulatedStepMs: p.simulatedStepMs, replans: [...c.replans, record] };
+      return {
+        generation,
+        plan: p.plan,
+        layout: p.layout,
+        spec: p.spec,
+        simulatedStepMs: p.simulatedStepMs,
+        replans: [...c.replans, record],
+      };
     }),
     recordError: assign((_, p: { error: unknown }) => ({ error: message(p.error) })),
   },
@@ -169,7 +227,7 @@ function onLoss(during: string, o: { pipeline?: boolean; defer?: boolean } = {})
   return [
     { guard: 'notInRun' },
     { guard: 'lastDevice', target: '#run.failed', actions: [note(false), 'noteNoSurvivor'] },
-    ...(o.pipeline ? [{ guard: 'outsidePlan', actions: note(false) }] as const : []),
+    ...(o.pipeline ? ([{ guard: 'outsidePlan', actions: note(false) }] as const) : []),
     o.defer ? { actions: note(true) } : { target: '#run.training.recovering', reenter: true, actions: note(true) },
   ] as const;
 }
@@ -186,8 +244,14 @@ function stepLoop(phase: Phase) {
         invoke: {
           src: 'trainStep',
           input: ({ context: c }) => ({
-            runId: c.input.runId, phase, epoch: c.epoch, step: c.step + 1, sampleIds: nextSampleIds(c, c.spec),
-            spec: c.spec, groups: pipeline ? c.layout.map((s) => s.devices) : [c.cached!.ranks], side: c.side,
+            runId: c.input.runId,
+            phase,
+            epoch: c.epoch,
+            step: c.step + 1,
+            sampleIds: nextSampleIds(c, c.spec),
+            spec: c.spec,
+            groups: pipeline ? c.layout.map((s) => s.devices) : [c.cached!.ranks],
+            side: c.side,
           }),
           onDone: {
             target: 'commit',
@@ -203,11 +267,21 @@ function stepLoop(phase: Phase) {
         on: { DEVICE_LOST: onLoss('committing', { pipeline, defer: true }) },
         invoke: {
           src: 'commitStep',
-          input: ({ context: c }) => ({ runId: c.input.runId, phase, result: c.lastResult!, state: afterCommit(c, c.spec, c.lastResult!), spec: c.spec, fingerprint: c.fingerprint, side: c.side! }),
+          input: ({ context: c }) => ({
+            runId: c.input.runId,
+            phase,
+            result: c.lastResult!,
+            state: afterCommit(c, c.spec, c.lastResult!),
+            spec: c.spec,
+            fingerprint: c.fingerprint,
+            side: c.side!,
+          }),
           onDone: {
             target: 'committed',
             actions: assign(({ context: c, event }) => ({
-              ...afterCommit(c, c.spec, c.lastResult!), checkpointRef: event.output.checkpointRef, peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes),
+              ...afterCommit(c, c.spec, c.lastResult!),
+              checkpointRef: event.output.checkpointRef,
+              peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes),
               faults: c.faults.map((f) => (f.recoveredAt === null && !c.recoveryDue ? { ...f, recoveredAt: event.output.committedAt } : f)),
             })),
           },
@@ -218,7 +292,7 @@ function stepLoop(phase: Phase) {
         always: [
           { guard: 'runComplete', target: '#run.finishing' },
           { guard: 'recoveryDue', target: '#run.training.recovering' },
-          ...(pipeline ? [{ guard: 'pipelineEpochDone', target: '#run.training.redistributing' }] as const : []),
+          ...(pipeline ? ([{ guard: 'pipelineEpochDone', target: '#run.training.redistributing' }] as const) : []),
           { target: 'step' },
         ],
       },
@@ -261,7 +335,15 @@ export const runMachine = run.createMachine({
         DEVICE_JOINED: [{ guard: 'allGathered', target: 'profiling', actions: 'addDevice' }, { actions: 'addDevice' }],
         DEVICE_LOST: { actions: 'dropDevice' },
       },
-      after: { gatherTimeout: { target: 'failed', actions: assign({ error: ({ context }) => `gathering timed out: waiting for ${context.input.expectedDevices.filter((d) => !context.devices.includes(d)).join(', ')}` }) } },
+      after: {
+        gatherTimeout: {
+          target: 'failed',
+          actions: assign({
+            error: ({ context }) =>
+              `gathering timed out: waiting for ${context.input.expectedDevices.filter((d) => !context.devices.includes(d)).join(', ')}`,
+          }),
+        },
+      },
     },
     profiling: {
       on: { DEVICE_LOST: { target: 'failed', actions: 'noteDeviceLost' } },
@@ -276,7 +358,15 @@ export const runMachine = run.createMachine({
       invoke: {
         src: 'planRun',
         input: ({ context }) => ({ devices: context.devices, profile: context.profile!, spec: context.spec }),
-        onDone: { target: 'training', actions: assign(({ event }) => ({ plan: event.output.plan, layout: event.output.layout, spec: event.output.spec, simulatedStepMs: event.output.simulatedStepMs })) },
+        onDone: {
+          target: 'training',
+          actions: assign(({ event }) => ({
+            plan: event.output.plan,
+            layout: event.output.layout,
+            spec: event.output.spec,
+            simulatedStepMs: event.output.simulatedStepMs,
+          })),
+        },
         onError: failRun,
       },
     },
@@ -289,9 +379,21 @@ export const runMachine = run.createMachine({
           invoke: {
             src: 'deployPlan',
             // The devices start numbering at the step after the last committed one.
-            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, generation: c.generation, side: c.side, checkpointRef: c.checkpointRef, epoch: c.epoch, firstStep: c.step + 1 }),
+            input: ({ context: c }) => ({
+              spec: c.spec,
+              layout: c.layout,
+              generation: c.generation,
+              side: c.side,
+              checkpointRef: c.checkpointRef,
+              epoch: c.epoch,
+              firstStep: c.step + 1,
+            }),
             onDone: [
-              { guard: 'pipelineEpochDone', target: 'redistributing', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
+              {
+                guard: 'pipelineEpochDone',
+                target: 'redistributing',
+                actions: { type: 'applyDeployment', params: ({ event }) => event.output },
+              },
               { target: 'pipelineEpoch', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
             ],
             onError: failOrStall,
@@ -302,11 +404,20 @@ export const runMachine = run.createMachine({
           on: { DEVICE_LOST: onLoss('redistribution') },
           invoke: {
             src: 'redistribute',
-            input: ({ context: c }) => ({ spec: c.spec, layout: c.layout, devices: c.devices, generation: c.generation, fingerprint: c.fingerprint, side: c.side!, firstStep: c.step + 1 }),
+            input: ({ context: c }) => ({
+              spec: c.spec,
+              layout: c.layout,
+              devices: c.devices,
+              generation: c.generation,
+              fingerprint: c.fingerprint,
+              side: c.side!,
+              firstStep: c.step + 1,
+            }),
             onDone: {
               target: 'cachedEpochs',
               actions: assign(({ context: c, event }) => ({
-                cached: event.output.cached, redistribution: event.output.redistribution,
+                cached: event.output.cached,
+                redistribution: event.output.redistribution,
                 bytes: { ...c.bytes, redistribution: c.bytes.redistribution + event.output.bytes },
               })),
             },
@@ -338,7 +449,13 @@ export const runMachine = run.createMachine({
                 // The topology's micro-batch count, or the planner's choice for the survivors.
                 input: ({ context: c }) => ({ devices: c.devices, profile: survivorsProfile(c.profile!, c.devices), spec: c.input.spec }),
                 onDone: { target: '#run.training.deploying', actions: { type: 'adoptReplan', params: ({ event }) => event.output } },
-                onError: { target: '#run.failed', actions: assign({ error: ({ context, event }) => `re-planning over ${context.devices.join(', ')} after losing ${context.lost.join(', ')}: ${message(event.error)}` }) },
+                onError: {
+                  target: '#run.failed',
+                  actions: assign({
+                    error: ({ context, event }) =>
+                      `re-planning over ${context.devices.join(', ')} after losing ${context.lost.join(', ')}: ${message(event.error)}`,
+                  }),
+                },
               },
             },
           },
@@ -349,9 +466,20 @@ export const runMachine = run.createMachine({
       invoke: {
         src: 'finishRun',
         input: ({ context: c }) => ({
-          runId: c.input.runId, state: persistedRun(c), spec: c.spec, plan: c.plan!, layout: c.layout, simulatedStepMs: c.simulatedStepMs,
-          heldWeights: c.heldWeights, peakBytes: c.peakBytes, bytes: c.bytes, redistribution: c.redistribution, resumedFromStep: c.input.resume?.step ?? null,
-          faults: c.faults, replans: c.replans, joinedLate: c.pendingJoins,
+          runId: c.input.runId,
+          state: persistedRun(c),
+          spec: c.spec,
+          plan: c.plan!,
+          layout: c.layout,
+          simulatedStepMs: c.simulatedStepMs,
+          heldWeights: c.heldWeights,
+          peakBytes: c.peakBytes,
+          bytes: c.bytes,
+          redistribution: c.redistribution,
+          resumedFromStep: c.input.resume?.step ?? null,
+          faults: c.faults,
+          replans: c.replans,
+          joinedLate: c.pendingJoins,
         }),
         onDone: { target: 'done', actions: assign({ summary: ({ event }) => event.output }) },
         onError: failRun,
@@ -360,5 +488,6 @@ export const runMachine = run.createMachine({
     done: { type: 'final' },
     failed: { type: 'final' },
   },
-  output: ({ context }): RunOutput => (context.summary ? { status: 'done', summary: context.summary } : { status: 'failed', error: context.error ?? 'run failed' }),
+  output: ({ context }): RunOutput =>
+    context.summary ? { status: 'done', summary: context.summary } : { status: 'failed', error: context.error ?? 'run failed' },
 });

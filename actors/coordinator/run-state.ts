@@ -25,7 +25,12 @@ export interface PersistedRun {
 }
 
 /** Running totals of the committed steps of an epoch in progress. */
-export interface EpochTotals { steps: number; seconds: number; lossSum: number; bytes: number }
+export interface EpochTotals {
+  steps: number;
+  seconds: number;
+  lossSum: number;
+  bytes: number;
+}
 
 /** Per-epoch figures for summary.json. */
 export interface EpochRecord {
@@ -66,7 +71,15 @@ export function startState(samples: number, resume?: PersistedRun): RunState {
 
 /** The persisted fields of `run` alone (a context carries more). */
 export function persistedRun(run: RunState): PersistedRun {
-  return { epoch: run.epoch, stepInEpoch: run.stepInEpoch, step: run.step, ledger: run.ledger, checkpointRef: run.checkpointRef, epochs: run.epochs, current: run.current };
+  return {
+    epoch: run.epoch,
+    stepInEpoch: run.stepInEpoch,
+    step: run.step,
+    ledger: run.ledger,
+    checkpointRef: run.checkpointRef,
+    epochs: run.epochs,
+    current: run.current,
+  };
 }
 
 /** The sample ids of the next step: its mini-batch is fixed by (seed, epoch). */
@@ -80,7 +93,8 @@ export function afterCommit(run: RunState, spec: RunSpec, result: StepResult): R
   ledger.commit(run.epoch, run.step + 1);
   const lastOfEpoch = run.stepInEpoch + 1 >= epochSteps(spec, run.epoch).length;
   if (lastOfEpoch) ledger.finish(run.epoch);
-  const c = run.current, r = result;
+  const c = run.current,
+    r = result;
   const totals = { steps: c.steps + 1, seconds: c.seconds + r.seconds, lossSum: c.lossSum + r.loss, bytes: c.bytes + r.bytes };
   return {
     epoch: lastOfEpoch ? run.epoch + 1 : run.epoch,
@@ -88,7 +102,19 @@ export function afterCommit(run: RunState, spec: RunSpec, result: StepResult): R
     step: run.step + 1,
     ledger: ledger.toJSON(),
     checkpointRef: run.checkpointRef,
-    epochs: lastOfEpoch ? [...run.epochs, { epoch: run.epoch, phase: run.epoch === 1 ? 'pipeline' : 'cached', steps: totals.steps, seconds: totals.seconds, loss: totals.lossSum / totals.steps, bytes: totals.bytes }] : run.epochs,
+    epochs: lastOfEpoch
+      ? [
+          ...run.epochs,
+          {
+            epoch: run.epoch,
+            phase: run.epoch === 1 ? 'pipeline' : 'cached',
+            steps: totals.steps,
+            seconds: totals.seconds,
+            loss: totals.lossSum / totals.steps,
+            bytes: totals.bytes,
+          },
+        ]
+      : run.epochs,
     current: lastOfEpoch ? noTotals() : totals,
   };
 }

@@ -11,7 +11,13 @@ import type { BytesPerPhase, FinishInput, Redistribution } from './run-machine.t
 import type { EpochRecord } from './run-state.ts';
 import type { FaultRecord, ReplanRecord } from './run-faults.ts';
 
-export interface MeasuredDevice { name: string; matmulGflops: number; memoryMb: number; slowdown: number; bandwidthMbps: number | null }
+export interface MeasuredDevice {
+  name: string;
+  matmulGflops: number;
+  memoryMb: number;
+  slowdown: number;
+  bandwidthMbps: number | null;
+}
 
 /** What summary.json holds. */
 export interface RunSummary {
@@ -22,7 +28,15 @@ export interface RunSummary {
   /** Backbone tensors each device loaded for its stage of the last pipeline deployed (only its own layers). */
   heldWeights: Record<string, string[]>;
   /** The last plan (after re-plans: the survivors'; `replans` has every change). */
-  plan: { stages: StageLayout[]; unusedDevices: string[]; microBatches: number; ordering: string; predictedStepMs: number; simulatedStepMs: number; bytesPerStep: StagePlan['bytesPerStep'] };
+  plan: {
+    stages: StageLayout[];
+    unusedDevices: string[];
+    microBatches: number;
+    ordering: string;
+    predictedStepMs: number;
+    simulatedStepMs: number;
+    bytesPerStep: StagePlan['bytesPerStep'];
+  };
   epochs: (EpochRecord & { meanStepSeconds: number })[];
   stepsPerEpoch: number;
   measuredPipelineStepMs: number;
@@ -45,7 +59,12 @@ export interface RunSummary {
 }
 
 /** Where the run lives and what the coordinator measured, beside the machine's data. */
-export interface SummaryFacts { runDir: string; checkpoint: string; devices: MeasuredDevice[]; seconds: number }
+export interface SummaryFacts {
+  runDir: string;
+  checkpoint: string;
+  devices: MeasuredDevice[];
+  seconds: number;
+}
 
 export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
   const s = f.state;
@@ -53,16 +72,34 @@ export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
   const problems = s.epochs.flatMap((e) => ledger.check(e.epoch).map((p) => `epoch ${e.epoch}: ${p}`));
   const pipe = s.epochs.find((e) => e.phase === 'pipeline');
   return {
-    run: f.runId, runDir: facts.runDir, spec: f.spec, devices: facts.devices, heldWeights: f.heldWeights,
-    plan: { stages: f.layout, unusedDevices: f.plan.unusedDevices, microBatches: f.plan.microBatches, ordering: f.plan.ordering, predictedStepMs: f.plan.predicted.stepMs, simulatedStepMs: f.simulatedStepMs, bytesPerStep: f.plan.bytesPerStep },
+    run: f.runId,
+    runDir: facts.runDir,
+    spec: f.spec,
+    devices: facts.devices,
+    heldWeights: f.heldWeights,
+    plan: {
+      stages: f.layout,
+      unusedDevices: f.plan.unusedDevices,
+      microBatches: f.plan.microBatches,
+      ordering: f.plan.ordering,
+      predictedStepMs: f.plan.predicted.stepMs,
+      simulatedStepMs: f.simulatedStepMs,
+      bytesPerStep: f.plan.bytesPerStep,
+    },
     epochs: s.epochs.map((e) => ({ ...e, meanStepSeconds: e.seconds / e.steps })),
     stepsPerEpoch: Math.ceil(f.spec.samples / f.spec.batch),
     measuredPipelineStepMs: pipe ? (pipe.seconds / pipe.steps) * 1000 : 0,
     bytesPerPhase: { ...f.bytes },
     pipelineBytesPerStep: { measured: pipe ? pipe.bytes / pipe.steps : 0, planned: f.plan.bytesPerStep.total },
-    redistribution: f.redistribution, peakBytesPerDevice: f.peakBytes,
-    ledger: { epochs: s.epochs.length, problems }, resumedFromStep: f.resumedFromStep,
-    faults: f.faults, replans: f.replans, joinedLate: f.joinedLate,
-    checkpoint: facts.checkpoint, finalLoss: s.epochs.at(-1)?.loss ?? NaN, seconds: facts.seconds,
+    redistribution: f.redistribution,
+    peakBytesPerDevice: f.peakBytes,
+    ledger: { epochs: s.epochs.length, problems },
+    resumedFromStep: f.resumedFromStep,
+    faults: f.faults,
+    replans: f.replans,
+    joinedLate: f.joinedLate,
+    checkpoint: facts.checkpoint,
+    finalLoss: s.epochs.at(-1)?.loss ?? NaN,
+    seconds: facts.seconds,
   };
 }

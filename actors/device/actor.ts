@@ -83,11 +83,19 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   let inbox: Inbox | undefined;
   let stopBeats: (() => void) | undefined;
   let requests = 0;
-  const need = () => { if (!bus) throw new Error('bus not connected'); return bus; };
+  const need = () => {
+    if (!bus) throw new Error('bus not connected');
+    return bus;
+  };
 
   const hello = (): JoinRequest => ({
-    device: opts.name, backend: compute.backend, memoryMb: opts.memoryMb, pid: process.pid, host: hostname(),
-    slowdown: opts.slowdown ?? 1, bandwidthMbps: opts.bandwidthMbps ?? null,
+    device: opts.name,
+    backend: compute.backend,
+    memoryMb: opts.memoryMb,
+    pid: process.pid,
+    host: hostname(),
+    slowdown: opts.slowdown ?? 1,
+    bandwidthMbps: opts.bandwidthMbps ?? null,
   });
 
   /** A training request as a machine event; the machine's `reply` for its id is the answer. */
@@ -95,12 +103,17 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
     const request = { id: ++requests, kind, args };
     const d = describeRequest(kind, args);
     const role = TRAINING_KINDS[kind];
-    const event: DeviceEvent = role === 'load' ? { type: 'LOAD', request, role: d.role ?? kind }
-      : role === 'work' ? { type: 'WORK', request, step: d.step ?? bound.actor.getSnapshot().context.step, phase: d.phase ?? kind }
-        : { type: 'UNLOAD', request };
+    const event: DeviceEvent =
+      role === 'load'
+        ? { type: 'LOAD', request, role: d.role ?? kind }
+        : role === 'work'
+          ? { type: 'WORK', request, step: d.step ?? bound.actor.getSnapshot().context.step, phase: d.phase ?? kind }
+          : { type: 'UNLOAD', request };
     // The coordinator may act on this device's profile before the device itself has taken the
     // profile's acknowledgement (or a reconnect's registration): wait out such passing states.
-    const settled = await waitFor(bound.actor, (x) => x.can(event) || !PASSING.has(deviceStateName(x)) || x.status !== 'active', { timeout: timeoutMs }).catch(() => bound.actor.getSnapshot());
+    const settled = await waitFor(bound.actor, (x) => x.can(event) || !PASSING.has(deviceStateName(x)) || x.status !== 'active', {
+      timeout: timeoutMs,
+    }).catch(() => bound.actor.getSnapshot());
     if (!settled.can(event)) throw new WrongState(deviceStateName(settled), kind);
     bound.actor.send(event);
     const s = await waitFor(bound.actor, (x) => x.context.reply?.id === request.id || x.status !== 'active', { timeout: Infinity });
@@ -111,9 +124,16 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   };
 
   const serveCtl = async (kind: string, args: unknown): Promise<unknown> => {
-    if (kind === 'ping') { const c = bound.actor.getSnapshot().context; return { state: handle.state(), step: c.step, role: c.role, phase: c.phase }; }
-    if (kind === 'drain') { handle.drain(typeof args === 'string' ? args : 'ctl drain'); return { draining: true }; }
-    if (!isTrainingKind(kind)) throw new Error(`unknown ctl kind '${kind}' (known: ping, drain, ${Object.keys(TRAINING_KINDS).join(', ')})`);
+    if (kind === 'ping') {
+      const c = bound.actor.getSnapshot().context;
+      return { state: handle.state(), step: c.step, role: c.role, phase: c.phase };
+    }
+    if (kind === 'drain') {
+      handle.drain(typeof args === 'string' ? args : 'ctl drain');
+      return { draining: true };
+    }
+    if (!isTrainingKind(kind))
+      throw new Error(`unknown ctl kind '${kind}' (known: ping, drain, ${Object.keys(TRAINING_KINDS).join(', ')})`);
     const role = TRAINING_KINDS[kind];
     if (role === 'query') return compute.run(kind, args);
     if (role === 'signal') {
@@ -152,7 +172,14 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
         const raw = await compute.measureMatmulGflops();
         const matmulGflops = raw / (opts.slowdown ?? 1);
         log(`measured ${matmulGflops.toFixed(1)} GFLOP/s (${compute.backendDetail})`);
-        const reply = await ask(b, b.subjects.coordJoin(), 'profile', { device: opts.name, matmulGflops, backendDetail: compute.backendDetail }, okReply, timeoutMs);
+        const reply = await ask(
+          b,
+          b.subjects.coordJoin(),
+          'profile',
+          { device: opts.name, matmulGflops, backendDetail: compute.backendDetail },
+          okReply,
+          timeoutMs,
+        );
         if (!reply.ok) throw new Error(reply.reason ?? 'profile refused');
       }),
       load: fromPromise(({ input }) => compute.run(input.kind, input.args)),
@@ -173,16 +200,24 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
       startHeartbeats: () => {
         stopBeats?.();
         const b = need();
-        stopBeats = startHeartbeats({
-          device: opts.name,
-          sample: () => {
-            const c = bound.actor.getSnapshot().context;
-            return { state: handle.state(), step: c.step, role: c.role, phase: c.phase, memoryBytes: compute.memoryBytes() };
+        stopBeats = startHeartbeats(
+          {
+            device: opts.name,
+            sample: () => {
+              const c = bound.actor.getSnapshot().context;
+              return { state: handle.state(), step: c.step, role: c.role, phase: c.phase, memoryBytes: compute.memoryBytes() };
+            },
+            publish: (hb) => {
+              if (!b.isClosed) b.publish(b.subjects.devHb(opts.name), 'hb', hb);
+            },
           },
-          publish: (hb) => { if (!b.isClosed) b.publish(b.subjects.devHb(opts.name), 'hb', hb); },
-        }, clock);
+          clock,
+        );
       },
-      stopHeartbeats: () => { stopBeats?.(); stopBeats = undefined; },
+      stopHeartbeats: () => {
+        stopBeats?.();
+        stopBeats = undefined;
+      },
       reportError: (_, p) => {
         log(`${p.what}: ${p.error}`);
         events?.emit('DEVICE_ERROR', { device: opts.name, what: p.what, error: p.error });
@@ -194,7 +229,11 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
     input: { device: opts.name, policy: opts.policy ?? { ...defaultBackoff, maxRestarts: 20, maxMs: 2000, initialMs: 100 } },
     clock,
     bus: () => bus,
-    busEvents: { disconnect: { type: 'DISCONNECTED' }, reconnect: { type: 'RECONNECTED' }, closed: (error) => ({ type: 'CLOSED' as const, error }) },
+    busEvents: {
+      disconnect: { type: 'DISCONNECTED' },
+      reconnect: { type: 'RECONNECTED' },
+      closed: (error) => ({ type: 'CLOSED' as const, error }),
+    },
   });
   const handle: DeviceHandle = {
     name: opts.name,

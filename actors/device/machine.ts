@@ -25,7 +25,11 @@ import { toWire, type WireError } from '../../src/runtime/errors.ts';
 import type { JoinReply } from '../../src/runtime/messages.ts';
 
 /** A control request the machine is serving: what to run and with which arguments. */
-export interface DeviceRequest { id: number; kind: string; args: unknown }
+export interface DeviceRequest {
+  id: number;
+  kind: string;
+  args: unknown;
+}
 
 /** The answer to request `id`. */
 export type DeviceReply = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
@@ -91,7 +95,13 @@ export const deviceMachine = setup({
     reportError: (_, _params: { what: string; error: string }) => {},
     answer: assign({ reply: ({ context }, p: Output) => ({ id: context.request?.id ?? 0, ok: true as const, result: p.output }) }),
     refuse: assign({ reply: ({ context }, p: Failure) => ({ id: context.request?.id ?? 0, ok: false as const, error: toWire(p.error) }) }),
-    rememberDrain: assign({ drainRequested: true, drainReason: ({ event }) => { assertEvent(event, 'DRAIN'); return event.reason; } }),
+    rememberDrain: assign({
+      drainRequested: true,
+      drainReason: ({ event }) => {
+        assertEvent(event, 'DRAIN');
+        return event.reason;
+      },
+    }),
   },
   guards: {
     accepted: (_, reply: JoinReply) => reply.ok,
@@ -105,8 +115,16 @@ export const deviceMachine = setup({
 }).createMachine({
   id: 'device',
   context: ({ input }) => ({
-    device: input.device, policy: input.policy, registerFailures: 0, role: null, step: -1, phase: null,
-    request: null, reply: null, drainRequested: false, drainReason: '',
+    device: input.device,
+    policy: input.policy,
+    registerFailures: 0,
+    role: null,
+    step: -1,
+    phase: null,
+    request: null,
+    reply: null,
+    drainRequested: false,
+    drainReason: '',
   }),
   initial: 'connecting',
   on: {
@@ -167,7 +185,14 @@ export const deviceMachine = setup({
         idle: {
           on: {
             LOAD: { target: 'loading', actions: assign({ request: ({ event }) => event.request, role: ({ event }) => event.role }) },
-            WORK: { target: 'working', actions: assign({ request: ({ event }) => event.request, step: ({ event }) => event.step, phase: ({ event }) => event.phase }) },
+            WORK: {
+              target: 'working',
+              actions: assign({
+                request: ({ event }) => event.request,
+                step: ({ event }) => event.step,
+                phase: ({ event }) => event.phase,
+              }),
+            },
             UNLOAD: { target: 'unloading', actions: assign({ request: ({ event }) => event.request }) },
           },
         },
@@ -177,15 +202,24 @@ export const deviceMachine = setup({
             src: 'load',
             input: ({ context }) => context.request!,
             onDone: [
-              { guard: 'drainRequested', target: '#device.draining', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+              {
+                guard: 'drainRequested',
+                target: '#device.draining',
+                actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) },
+              },
               { target: 'ready', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
             ],
             onError: [
-              { guard: 'drainRequested', target: '#device.draining', actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })] },
+              {
+                guard: 'drainRequested',
+                target: '#device.draining',
+                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })],
+              },
               {
                 target: 'idle',
                 actions: [
-                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null }),
+                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
+                  assign({ role: null }),
                   { type: 'reportError', params: ({ event }) => ({ what: 'load', error: text(event.error) }) },
                 ],
               },
@@ -194,7 +228,14 @@ export const deviceMachine = setup({
         },
         ready: {
           on: {
-            WORK: { target: 'working', actions: assign({ request: ({ event }) => event.request, step: ({ event }) => event.step, phase: ({ event }) => event.phase }) },
+            WORK: {
+              target: 'working',
+              actions: assign({
+                request: ({ event }) => event.request,
+                step: ({ event }) => event.step,
+                phase: ({ event }) => event.phase,
+              }),
+            },
             UNLOAD: { target: 'unloading', actions: assign({ request: ({ event }) => event.request }) },
           },
         },
@@ -204,20 +245,34 @@ export const deviceMachine = setup({
             src: 'work',
             input: ({ context }) => context.request!,
             onDone: [
-              { guard: 'drainRequested', target: '#device.draining', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+              {
+                guard: 'drainRequested',
+                target: '#device.draining',
+                actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) },
+              },
               { guard: 'holdsRole', target: 'ready', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
               { target: 'idle', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
             ],
             onError: [
-              { guard: 'drainRequested', target: '#device.draining', actions: { type: 'refuse', params: ({ event }) => ({ error: event.error }) } },
+              {
+                guard: 'drainRequested',
+                target: '#device.draining',
+                actions: { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
+              },
               {
                 guard: 'holdsRole',
                 target: 'ready',
-                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) }],
+                actions: [
+                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
+                  { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) },
+                ],
               },
               {
                 target: 'idle',
-                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) }],
+                actions: [
+                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
+                  { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) },
+                ],
               },
             ],
           },
@@ -228,11 +283,19 @@ export const deviceMachine = setup({
             src: 'unload',
             input: ({ context }) => context.request!,
             onDone: [
-              { guard: 'drainRequested', target: '#device.draining', actions: [{ type: 'answer', params: ({ event }) => ({ output: event.output }) }, assign({ role: null })] },
+              {
+                guard: 'drainRequested',
+                target: '#device.draining',
+                actions: [{ type: 'answer', params: ({ event }) => ({ output: event.output }) }, assign({ role: null })],
+              },
               { target: 'idle', actions: [{ type: 'answer', params: ({ event }) => ({ output: event.output }) }, assign({ role: null })] },
             ],
             onError: [
-              { guard: 'drainRequested', target: '#device.draining', actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })] },
+              {
+                guard: 'drainRequested',
+                target: '#device.draining',
+                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })],
+              },
               { target: 'idle', actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })] },
             ],
           },
@@ -255,7 +318,10 @@ export const deviceMachine = setup({
         src: 'drain',
         input: ({ context }) => ({ reason: context.drainReason }),
         onDone: 'stopped',
-        onError: { target: 'stopped', actions: { type: 'reportError', params: ({ event }) => ({ what: 'drain', error: text(event.error) }) } },
+        onError: {
+          target: 'stopped',
+          actions: { type: 'reportError', params: ({ event }) => ({ what: 'drain', error: text(event.error) }) },
+        },
       },
     },
     stopped: { type: 'final', entry: 'stopHeartbeats' },

@@ -31,27 +31,67 @@ import type { AdamW } from '../../src/train/optim.ts';
 import type { Bus } from '../../src/bus/index.ts';
 import type { DeviceCache, DeviceCacheOptions } from '../../src/cache/device-cache.ts';
 import {
-  abortArgs, assignArgs, cachedLoadArgs, cacheReportArgs, fillArgs, redistributeArgs, stepArgs,
-  type AssignArgs, type CtlDevice, type CtlHandler, type StepReply,
+  abortArgs,
+  assignArgs,
+  cachedLoadArgs,
+  cacheReportArgs,
+  fillArgs,
+  redistributeArgs,
+  stepArgs,
+  type AssignArgs,
+  type CtlDevice,
+  type CtlHandler,
+  type StepReply,
 } from '../../src/runtime/ctl.ts';
 import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
 import {
-  BusRing, BusStageLinks, cachedStep, openStageCompute, packGrads, packState, rowSource, StageRunner, tensorBytes, unpackState,
-  type OpenStage, type PackedGrads, type PackedState, type Pace, type RankOutcome, type StageCompute, type StageLayout,
+  BusRing,
+  BusStageLinks,
+  cachedStep,
+  openStageCompute,
+  packGrads,
+  packState,
+  rowSource,
+  StageRunner,
+  tensorBytes,
+  unpackState,
+  type OpenStage,
+  type PackedGrads,
+  type PackedState,
+  type Pace,
+  type RankOutcome,
+  type StageCompute,
+  type StageLayout,
 } from '../../src/engine/index.ts';
 import { stageMachine } from './machine.ts';
 import { StepAborted, WrongState } from '../../src/runtime/errors.ts';
 import { resetPeakTensorBytes, sampleTensorBytes, stepMemory } from '../../src/model/memory.ts';
 
-interface Stage extends OpenStage { links: BusStageLinks; runner: StageRunner; rank: number }
+interface Stage extends OpenStage {
+  links: BusStageLinks;
+  runner: StageRunner;
+  rank: number;
+}
 
-interface CachedWorker extends OpenStage { ring: BusRing; rank: number; size: number; shard: Set<number> }
+interface CachedWorker extends OpenStage {
+  ring: BusRing;
+  rank: number;
+  size: number;
+  shard: Set<number>;
+}
 
 /** The engine's stage settings of a run (distributed runs start the side network at random). */
-const stageSpec = (s: RunSpec) => ({ seed: s.seed, reduction: s.reduction, sideInit: 'random' as const, seqLen: s.seqLen, optimizer: s.optimizer });
+const stageSpec = (s: RunSpec) => ({
+  seed: s.seed,
+  reduction: s.reduction,
+  sideInit: 'random' as const,
+  seqLen: s.seqLen,
+  optimizer: s.optimizer,
+});
 
 /** Whether two specs are the same run: a re-plan may change the micro-batch count, nothing else. */
-const sameRun = (a: RunSpec, b: RunSpec) => JSON.stringify({ ...a, microBatches: undefined }) === JSON.stringify({ ...b, microBatches: undefined });
+const sameRun = (a: RunSpec, b: RunSpec) =>
+  JSON.stringify({ ...a, microBatches: undefined }) === JSON.stringify({ ...b, microBatches: undefined });
 
 export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
@@ -80,12 +120,18 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   const pace: Pace = async (op) => {
     if (stepSignal?.aborted) throw new StepAborted(machine.getSnapshot().context.step);
     const t0 = performance.now();
-    const out = await device!.sim.compute(() => { const r = op(); sampleTensorBytes(); return r; });
+    const out = await device!.sim.compute(() => {
+      const r = op();
+      sampleTensorBytes();
+      return r;
+    });
     computeMs += performance.now() - t0;
     await new Promise((r) => setImmediate(r));
     return out;
   };
-  const throttle = (bytes: number, send: () => void) => { void device!.sim.send(bytes, send); };
+  const throttle = (bytes: number, send: () => void) => {
+    void device!.sim.send(bytes, send);
+  };
 
   /**
    * Runs `work` so that `abort` ends it at once: the reply does not wait for a receive that waits
@@ -96,7 +142,9 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     const controller = new AbortController();
     abortable = { step, controller };
     stepSignal = controller.signal;
-    const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(new StepAborted(step, `aborted (${what})`)), { once: true }));
+    const aborted = new Promise<never>((_, reject) =>
+      controller.signal.addEventListener('abort', () => reject(new StepAborted(step, `aborted (${what})`)), { once: true }),
+    );
     try {
       return await Promise.race([work(), aborted]);
     } finally {
@@ -114,31 +162,58 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     rows ??= rowSource(loadRunData(s), s.seqLen);
     const config = loadConfig(s.model);
     cache ??= opts.openCache(device!, {
-      fingerprint: `${modelFingerprint}-t${s.seqLen}`, layers: config.nLayers, width: s.seqLen * config.dModel,
-      memoryBytes: s.cache.budgetMb * 2 ** 20, dtype: s.cache.dtype, dir: opts.cacheDir,
+      fingerprint: `${modelFingerprint}-t${s.seqLen}`,
+      layers: config.nLayers,
+      width: s.seqLen * config.dModel,
+      memoryBytes: s.cache.budgetMb * 2 ** 20,
+      dtype: s.cache.dtype,
+      dir: opts.cacheDir,
     });
     return cache;
   };
 
   const loadStage = async (a: AssignArgs): Promise<void> => {
-    const st = a.stages[a.stage]!, S = a.stages.length, s = a.spec;
+    const st = a.stages[a.stage]!,
+      S = a.stages.length,
+      s = a.spec;
     const open = await openStageCompute({
-      model: s.model, part: { from: st.from, to: st.to, first: a.stage === 0, last: a.stage === S - 1 }, spec: stageSpec(s),
+      model: s.model,
+      part: { from: st.from, to: st.to, first: a.stage === 0, last: a.stage === S - 1 },
+      spec: stageSpec(s),
       ...(a.state ? { state: unpackState(a.state as PackedState) } : {}),
     });
     const { backbone, side, compute, optimizer } = open;
-    const T = s.seqLen, d = backbone.config.dModel;
+    const T = s.seqLen,
+      d = backbone.config.dModel;
     const fill = ensureCache(s, backbone.fingerprint);
     const links = new BusStageLinks(bus(), {
-      stage: a.stage, rank: a.rank, group: `s${a.stage}`, groupSize: st.devices.length, prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
-      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0, widths: { b: T * d, a: T * side.shape.width }, generation: a.generation, firstStep: a.firstStep, throttle,
+      stage: a.stage,
+      rank: a.rank,
+      group: `s${a.stage}`,
+      groupSize: st.devices.length,
+      prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
+      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0,
+      widths: { b: T * d, a: T * side.shape.width },
+      generation: a.generation,
+      firstStep: a.firstStep,
+      throttle,
     });
     const runner = new StageRunner({
-      stages: a.stages as StageLayout[], stage: a.stage, rank: a.rank, microBatches: plannedMicroBatches(s), compute, optimizer, links, data: rows!, pace,
+      stages: a.stages as StageLayout[],
+      stage: a.stage,
+      rank: a.rank,
+      microBatches: plannedMicroBatches(s),
+      compute,
+      optimizer,
+      links,
+      data: rows!,
+      pace,
       onComputed: (ids, computed) => fill.fill(ids, computed),
     });
     stage = { ...open, links, runner, rank: a.rank };
-    log(`stage ${a.stage} rank ${a.rank}: layers ${st.from}..${st.to}${a.stage === 0 ? ' + embedding' : ''}${a.stage === S - 1 ? ' + head' : ''}, ${backbone.weights().size} backbone tensors`);
+    log(
+      `stage ${a.stage} rank ${a.rank}: layers ${st.from}..${st.to}${a.stage === 0 ? ' + embedding' : ''}${a.stage === S - 1 ? ' + head' : ''}, ${backbone.weights().size} backbone tensors`,
+    );
   };
 
   const unloadStage = () => {
@@ -154,29 +229,51 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       machine.send({ type: 'UNLOAD' });
       await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
     }
-    if (worker) { worker.ring.close(); worker.dispose(); worker = null; }
+    if (worker) {
+      worker.ring.close();
+      worker.dispose();
+      worker = null;
+    }
   };
 
-  const machine = createActor(stageMachine.provide({
-    actors: {
-      loadStage: fromPromise<void, AssignArgs>(async ({ input }) => loadStage(input)),
-      runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(async ({ input, signal }) => {
-        stepSignal = signal;
-        try {
-          return await stage!.runner.runStep(input.step, input.sampleIds);
-        } finally {
-          stepSignal = null;
-        }
-      }),
-      abortStep: fromPromise(async () => { stage?.compute.clear(); }),
-      unloadStage: fromPromise(async () => unloadStage()),
-    },
-  })).start();
+  const machine = createActor(
+    stageMachine.provide({
+      actors: {
+        loadStage: fromPromise<void, AssignArgs>(async ({ input }) => loadStage(input)),
+        runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(async ({ input, signal }) => {
+          stepSignal = signal;
+          try {
+            return await stage!.runner.runStep(input.step, input.sampleIds);
+          } finally {
+            stepSignal = null;
+          }
+        }),
+        abortStep: fromPromise(async () => {
+          stage?.compute.clear();
+        }),
+        unloadStage: fromPromise(async () => unloadStage()),
+      },
+    }),
+  ).start();
 
-  const begin = (d: CtlDevice) => { device = d; computeMs = 0; resetPeakTensorBytes(); };
+  const begin = (d: CtlDevice) => {
+    device = d;
+    computeMs = 0;
+    resetPeakTensorBytes();
+  };
   /** Rank 0 adds the full state when asked, else the reduced gradient it applied. */
-  const reply = ({ reduced, ...o }: RankOutcome, ids: number[], rank: number, withState: boolean, c: StageCompute, opt: AdamW): StepReply & { grads?: PackedGrads } => ({
-    ...o, tokens: rows!.tokens(ids), computeSeconds: computeMs / 1000, peakBytes: stepMemory(opt, cache?.memory().bytes ?? 0).bytes,
+  const reply = (
+    { reduced, ...o }: RankOutcome,
+    ids: number[],
+    rank: number,
+    withState: boolean,
+    c: StageCompute,
+    opt: AdamW,
+  ): StepReply & { grads?: PackedGrads } => ({
+    ...o,
+    tokens: rows!.tokens(ids),
+    computeSeconds: computeMs / 1000,
+    peakBytes: stepMemory(opt, cache?.memory().bytes ?? 0).bytes,
     ...(rank !== 0 ? {} : withState ? { state: packState(c, opt) } : { grads: packGrads(c, reduced) }),
   });
 
@@ -188,11 +285,16 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       machine.send({ type: 'LOAD', assignment: a });
       const s = await waitFor(machine, (x) => x.value !== 'loading', { timeout: Infinity });
       if (s.value !== 'ready') throw new Error(`assign: ${s.context.error}`);
-      return { fingerprint: stage!.backbone.fingerprint, weights: [...stage!.backbone.weights().keys()], sideParameters: [...stage!.side.parameters().keys()] };
+      return {
+        fingerprint: stage!.backbone.fingerprint,
+        weights: [...stage!.backbone.weights().keys()],
+        sideParameters: [...stage!.side.parameters().keys()],
+      };
     },
     step: async (raw, d) => {
       const a = stepArgs.parse(raw);
-      if (machine.getSnapshot().value !== 'ready') throw new WrongState(`stage ${String(machine.getSnapshot().value)}`, `run step ${a.step}`);
+      if (machine.getSnapshot().value !== 'ready')
+        throw new WrongState(`stage ${String(machine.getSnapshot().value)}`, `run step ${a.step}`);
       begin(d);
       machine.send({ type: 'RUN_STEP', step: a.step, sampleIds: a.sampleIds });
       const s = await waitFor(machine, (x) => x.value === 'ready', { timeout: Infinity });
@@ -236,19 +338,43 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       const a = cachedLoadArgs.parse(raw);
       if (!spec) throw new Error('cached-load: no run spec (this device was never assigned)');
       if (stage || worker) throw new Error(`cached-load: release the ${stage ? 'pipeline stage' : 'cached-phase worker'} first`);
-      const open = await openStageCompute({ model: spec.model, part: 'cached', spec: stageSpec(spec), state: unpackState(a.state as PackedState) });
-      worker = { ...open, ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, generation: a.generation, firstStep: a.firstStep, throttle }), rank: a.rank, size: a.size, shard: new Set(a.shard) };
+      const open = await openStageCompute({
+        model: spec.model,
+        part: 'cached',
+        spec: stageSpec(spec),
+        state: unpackState(a.state as PackedState),
+      });
+      worker = {
+        ...open,
+        ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, generation: a.generation, firstStep: a.firstStep, throttle }),
+        rank: a.rank,
+        size: a.size,
+        shard: new Set(a.shard),
+      };
       return { tensorBytes: tensorBytes() };
     },
     'cached-step': async (raw, d) => {
       const a = stepArgs.parse(raw);
       if (!worker || !cache) throw new Error(`cached step ${a.step}: no cached-phase worker loaded`);
       begin(d);
-      const w = worker, c = cache;
-      const o = await untilAborted(a.step, 'cached step', () => cachedStep({
-        step: a.step, sampleIds: a.sampleIds, shard: w.shard, rank: w.rank, size: w.size, microBatches: plannedMicroBatches(spec!),
-        compute: w.compute, optimizer: w.optimizer, ring: w.ring.ring(a.step), data: rows!, activations: (ids) => c.activations(ids), pace,
-      }));
+      const w = worker,
+        c = cache;
+      const o = await untilAborted(a.step, 'cached step', () =>
+        cachedStep({
+          step: a.step,
+          sampleIds: a.sampleIds,
+          shard: w.shard,
+          rank: w.rank,
+          size: w.size,
+          microBatches: plannedMicroBatches(spec!),
+          compute: w.compute,
+          optimizer: w.optimizer,
+          ring: w.ring.ring(a.step),
+          data: rows!,
+          activations: (ids) => c.activations(ids),
+          pace,
+        }),
+      );
       return reply(o, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);
     },
     finish: async () => {

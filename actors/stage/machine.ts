@@ -24,7 +24,10 @@ export interface StageContext {
   error: string | null;
 }
 
-const notProvided = <Out, In>(name: string) => fromPromise<Out, In>(async () => { throw new Error(`stage machine: effect '${name}' was not provided`); });
+const notProvided = <Out, In>(name: string) =>
+  fromPromise<Out, In>(async () => {
+    throw new Error(`stage machine: effect '${name}' was not provided`);
+  });
 
 export const stageMachine = setup({
   types: { context: {} as StageContext, events: {} as StageEvent },
@@ -45,7 +48,10 @@ export const stageMachine = setup({
         src: 'loadStage',
         input: ({ context }) => context.assignment!,
         onDone: 'ready',
-        onError: { target: 'unloaded', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error), assignment: null }) },
+        onError: {
+          target: 'unloaded',
+          actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error), assignment: null }),
+        },
       },
     },
     ready: {
@@ -61,11 +67,19 @@ export const stageMachine = setup({
         onDone: { target: 'ready', actions: assign({ committed: ({ context }) => context.step, outcome: ({ event }) => event.output }) },
         onError: { target: 'aborting', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },
-      on: { ABORT: { guard: ({ context, event }) => (event.step ?? context.step) === context.step, target: 'aborting', actions: assign({ error: ({ context }) => `step ${context.step} aborted` }) } },
+      on: {
+        ABORT: {
+          guard: ({ context, event }) => (event.step ?? context.step) === context.step,
+          target: 'aborting',
+          actions: assign({ error: ({ context }) => `step ${context.step} aborted` }),
+        },
+      },
     },
     aborting: {
       invoke: { src: 'abortStep', input: ({ context }) => ({ step: context.step }), onDone: 'ready', onError: 'ready' },
     },
-    unloading: { invoke: { src: 'unloadStage', onDone: { target: 'unloaded', actions: assign({ assignment: null }) }, onError: 'unloaded' } },
+    unloading: {
+      invoke: { src: 'unloadStage', onDone: { target: 'unloaded', actions: assign({ assignment: null }) }, onError: 'unloaded' },
+    },
   },
 });

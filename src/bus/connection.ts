@@ -6,7 +6,22 @@
  * subject; it never reaches a handler and never throws into one.
  */
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
-import { decodeEnvelope, encodeEnvelopeMessage, formatChunkHeader, parseChunkHeader, splitSegments, type EncodedMessage, MAX_MESSAGE_BYTES, MAX_NAME_CHARS, PROTOCOL_VERSION, Reassembler, REJECT_REASONS, MessageRejected, type Envelope, type RejectReason } from '../tensor/index.ts';
+import {
+  decodeEnvelope,
+  encodeEnvelopeMessage,
+  formatChunkHeader,
+  parseChunkHeader,
+  splitSegments,
+  type EncodedMessage,
+  MAX_MESSAGE_BYTES,
+  MAX_NAME_CHARS,
+  PROTOCOL_VERSION,
+  Reassembler,
+  REJECT_REASONS,
+  MessageRejected,
+  type Envelope,
+  type RejectReason,
+} from '../tensor/index.ts';
 import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
 import { subjects, type Subjects } from './subjects.ts';
 
@@ -25,10 +40,18 @@ export interface BusOptions {
   reassembly?: { maxBytes?: number; timeoutMs?: number; maxMessageBytes?: number };
 }
 
-export interface Meta { gen?: number; step?: number; mb?: number }
+export interface Meta {
+  gen?: number;
+  step?: number;
+  mb?: number;
+}
 
 /** A received message, as handlers see it. */
-export interface BusMsg { subject: string; reply?: string; bytes: number }
+export interface BusMsg {
+  subject: string;
+  reply?: string;
+  bytes: number;
+}
 
 export type Handler<B> = (env: Envelope<B>, msg: BusMsg) => void | Promise<void>;
 
@@ -48,7 +71,11 @@ export interface BusSubscription {
   unsubscribe(): void;
 }
 
-export interface RejectedReport { subject: string; reason: RejectReason; message: string }
+export interface RejectedReport {
+  subject: string;
+  reason: RejectReason;
+  message: string;
+}
 
 export interface BusEvents {
   disconnect: { server: string };
@@ -61,7 +88,14 @@ export interface BusEvents {
 
 type Listener<K extends keyof BusEvents> = (detail: BusEvents[K]) => void;
 
-interface Pending { resolve(env: Envelope): void; reject(err: Error): void; timer: NodeJS.Timeout; subject: string; kinds?: readonly string[]; detach?: () => void }
+interface Pending {
+  resolve(env: Envelope): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+  subject: string;
+  kinds?: readonly string[];
+  detach?: () => void;
+}
 
 export class Bus {
   readonly subjects: Subjects;
@@ -76,11 +110,20 @@ export class Bus {
   private readonly pending = new Map<string, Pending>();
   private connected = true;
 
-  private constructor(private readonly nc: NatsConnection, readonly name: string, readonly run: string, opts: BusOptions) {
+  private constructor(
+    private readonly nc: NatsConnection,
+    readonly name: string,
+    readonly run: string,
+    opts: BusOptions,
+  ) {
     this.subjects = subjects(run);
     this.maxMessageBytes = opts.reassembly?.maxMessageBytes ?? MAX_MESSAGE_BYTES;
     const timeoutMs = opts.reassembly?.timeoutMs ?? 30_000;
-    this.reassembler = new Reassembler({ maxBytes: opts.reassembly?.maxBytes ?? 512 * 1024 * 1024, timeoutMs, maxMessageBytes: this.maxMessageBytes });
+    this.reassembler = new Reassembler({
+      maxBytes: opts.reassembly?.maxBytes ?? 512 * 1024 * 1024,
+      timeoutMs,
+      maxMessageBytes: this.maxMessageBytes,
+    });
     this.sweeper = setInterval(() => this.reassembler.sweep(), Math.max(100, timeoutMs / 2));
     this.sweeper.unref();
     void this.watchStatus();
@@ -105,8 +148,11 @@ export class Bus {
     let nc: NatsConnection;
     try {
       nc = await connect({
-        servers, name: opts.name, timeout: opts.timeoutMs ?? 5000,
-        maxReconnectAttempts: opts.maxReconnectAttempts ?? -1, reconnectTimeWait: opts.reconnectWaitMs ?? 250,
+        servers,
+        name: opts.name,
+        timeout: opts.timeoutMs ?? 5000,
+        maxReconnectAttempts: opts.maxReconnectAttempts ?? -1,
+        reconnectTimeWait: opts.reconnectWaitMs ?? 250,
       });
     } catch (err) {
       throw new ConnectFailed(servers.join(','), { cause: err });
@@ -115,16 +161,28 @@ export class Bus {
   }
 
   /** The server's max_payload in bytes; larger messages are chunked. */
-  get maxPayload(): number { return this.nc.info?.max_payload ?? 1024 * 1024; }
+  get maxPayload(): number {
+    return this.nc.info?.max_payload ?? 1024 * 1024;
+  }
   /** Rejected received messages, per reason (a copy). */
-  get rejected(): Record<RejectReason, number> { return { ...this.counts }; }
+  get rejected(): Record<RejectReason, number> {
+    return { ...this.counts };
+  }
   /** Partial chunked transfers held now, and those dropped (timeout / memory cap). */
   get reassembly() {
-    return { pendingBytes: this.reassembler.pendingBytes, pendingTransfers: this.reassembler.pendingTransfers, dropped: { ...this.reassembler.dropped } };
+    return {
+      pendingBytes: this.reassembler.pendingBytes,
+      pendingTransfers: this.reassembler.pendingTransfers,
+      dropped: { ...this.reassembler.dropped },
+    };
   }
-  get isClosed(): boolean { return this.nc.isClosed(); }
+  get isClosed(): boolean {
+    return this.nc.isClosed();
+  }
   /** URL of the server this connection uses. */
-  get server(): string { return this.nc.getServer(); }
+  get server(): string {
+    return this.nc.getServer();
+  }
 
   /** Adds a listener; returns its remover. */
   on<K extends keyof BusEvents>(event: K, listener: Listener<K>): () => void {
@@ -154,7 +212,12 @@ export class Bus {
    * @throws BusTimeout (retryable) after `timeoutMs`; NoResponders (retryable) when nobody listens;
    * MessageRejected when the reply fails validation; ConnectionClosed; `signal`'s reason once it aborts.
    */
-  request<B, R = unknown>(subject: string, kind: string, body: B, opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[]; signal?: AbortSignal }): Promise<Envelope<R>> {
+  request<B, R = unknown>(
+    subject: string,
+    kind: string,
+    body: B,
+    opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[]; signal?: AbortSignal },
+  ): Promise<Envelope<R>> {
     const { signal } = opts;
     if (signal?.aborted) return Promise.reject(signal.reason);
     const bytes = this.encode(kind, body, opts.meta ?? {});
@@ -191,12 +254,19 @@ export class Bus {
       const info: BusMsg = { subject: m.subject, reply: m.reply || undefined, bytes: m.data.length };
       try {
         const r = handler(env as Envelope<B>, info);
-        if (r && typeof (r as Promise<void>).catch === 'function') (r as Promise<void>).catch((error: unknown) => this.emit('error', { subject: m.subject, error }));
+        if (r && typeof (r as Promise<void>).catch === 'function')
+          (r as Promise<void>).catch((error: unknown) => this.emit('error', { subject: m.subject, error }));
       } catch (error) {
         this.emit('error', { subject: m.subject, error });
       }
     });
-    return { subject, get delivered() { return delivered; }, unsubscribe: () => sub.unsubscribe() };
+    return {
+      subject,
+      get delivered() {
+        return delivered;
+      },
+      unsubscribe: () => sub.unsubscribe(),
+    };
   }
 
   /** Raw bytes, no envelope (benchmarks' baseline and fault injection only). Not chunked. */
@@ -212,8 +282,17 @@ export class Bus {
   /** Raw bytes as received (benchmarks' baseline only): no decoding, no validation. */
   subscribeBytes(subject: string, handler: (bytes: Uint8Array) => void): BusSubscription {
     let delivered = 0;
-    const sub = this.natsSubscribe(subject, undefined, (m) => { delivered++; handler(m.data); });
-    return { subject, get delivered() { return delivered; }, unsubscribe: () => sub.unsubscribe() };
+    const sub = this.natsSubscribe(subject, undefined, (m) => {
+      delivered++;
+      handler(m.data);
+    });
+    return {
+      subject,
+      get delivered() {
+        return delivered;
+      },
+      unsubscribe: () => sub.unsubscribe(),
+    };
   }
 
   /** Resolves once the server has processed everything sent so far. */
@@ -237,7 +316,17 @@ export class Bus {
   }
 
   private encode<B>(kind: string, body: B, meta: Meta): EncodedMessage {
-    const env: Envelope<B> = { v: PROTOCOL_VERSION, run: this.run, from: this.name, gen: meta.gen ?? 0, step: meta.step ?? 0, mb: meta.mb ?? 0, id: `${this.name}-${(this.msgCounter++).toString(36)}`, kind, body };
+    const env: Envelope<B> = {
+      v: PROTOCOL_VERSION,
+      run: this.run,
+      from: this.name,
+      gen: meta.gen ?? 0,
+      step: meta.step ?? 0,
+      mb: meta.mb ?? 0,
+      id: `${this.name}-${(this.msgCounter++).toString(36)}`,
+      kind,
+      body,
+    };
     return encodeEnvelopeMessage(env);
   }
 
@@ -267,7 +356,8 @@ export class Bus {
       }
       return decodeEnvelope(bytes, { run: this.run, kinds, maxBytes: this.maxMessageBytes });
     } catch (err) {
-      const rejected = err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
+      const rejected =
+        err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
       this.reject(m.subject, rejected);
       return null;
     }
@@ -284,7 +374,11 @@ export class Bus {
     this.emit('rejected', report);
     const events = this.subjects.events();
     if (subject !== events && !this.nc.isClosed()) {
-      try { this.publish(events, 'rejected', report); } catch { /* the count and the local event remain */ }
+      try {
+        this.publish(events, 'rejected', report);
+      } catch {
+        /* the count and the local event remain */
+      }
     }
   }
 
@@ -311,7 +405,8 @@ export class Bus {
         const env = decodeEnvelope(bytes, { run: this.run, kinds: p.kinds, maxBytes: this.maxMessageBytes });
         this.settle(token, p).resolve(env);
       } catch (err) {
-        const rejected = err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
+        const rejected =
+          err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
         this.reject(m.subject, rejected);
         this.settle(token, p).reject(rejected);
       }
@@ -350,7 +445,8 @@ export class Bus {
 
   private translate(err: unknown, subject: string, bytes: number): Error {
     const code = (err as { code?: string }).code;
-    if (code === 'CONNECTION_CLOSED' || code === 'CONNECTION_DRAINING' || this.nc.isClosed()) return new ConnectionClosed(undefined, { cause: err });
+    if (code === 'CONNECTION_CLOSED' || code === 'CONNECTION_DRAINING' || this.nc.isClosed())
+      return new ConnectionClosed(undefined, { cause: err });
     if (code === 'MAX_PAYLOAD_EXCEEDED') return new PayloadTooLarge(subject, bytes, this.maxPayload);
     return new BusFailure(`${subject}: ${(err as Error).message}`, false, { cause: err });
   }
@@ -366,7 +462,11 @@ export class Bus {
 
   private emit<K extends keyof BusEvents>(event: K, detail: BusEvents[K]): void {
     for (const l of this.listeners.get(event) ?? []) {
-      try { (l as Listener<K>)(detail); } catch { /* a listener's failure is its own */ }
+      try {
+        (l as Listener<K>)(detail);
+      } catch {
+        /* a listener's failure is its own */
+      }
     }
   }
 }

@@ -12,7 +12,11 @@ export abstract class BusError extends Error {
 export class BusTimeout extends BusError {
   override name = 'BusTimeout';
   readonly retryable = true;
-  constructor(readonly subject: string, readonly timeoutMs: number, options?: { cause?: unknown }) {
+  constructor(
+    readonly subject: string,
+    readonly timeoutMs: number,
+    options?: { cause?: unknown },
+  ) {
     super(`no reply on ${subject} within ${timeoutMs} ms`, options);
   }
 }
@@ -21,7 +25,10 @@ export class BusTimeout extends BusError {
 export class NoResponders extends BusError {
   override name = 'NoResponders';
   readonly retryable = true;
-  constructor(readonly subject: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly subject: string,
+    options?: { cause?: unknown },
+  ) {
     super(`no responders on ${subject}`, options);
   }
 }
@@ -30,7 +37,11 @@ export class NoResponders extends BusError {
 export class PayloadTooLarge extends BusError {
   override name = 'PayloadTooLarge';
   readonly retryable = false;
-  constructor(readonly subject: string, readonly bytes: number, readonly limit: number) {
+  constructor(
+    readonly subject: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
     super(`message of ${bytes} bytes on ${subject} exceeds ${limit}`);
   }
 }
@@ -48,7 +59,10 @@ export class ConnectionClosed extends BusError {
 export class ConnectFailed extends BusError {
   override name = 'ConnectFailed';
   readonly retryable = true;
-  constructor(readonly servers: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly servers: string,
+    options?: { cause?: unknown },
+  ) {
     super(`cannot connect to NATS at ${servers}${options?.cause instanceof Error ? `: ${options.cause.message}` : ''}`, options);
   }
 }
@@ -56,7 +70,11 @@ export class ConnectFailed extends BusError {
 /** Any other failure reported by the NATS client or server. */
 export class BusFailure extends BusError {
   override name = 'BusFailure';
-  constructor(message: string, readonly retryable: boolean, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }

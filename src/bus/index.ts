@@ -1,5 +1,33 @@
 /** The bus: NATS connection, subjects, typed errors, nats-server launcher. The only module importing nats. */
-export { Bus, CHUNK_HEADER, type BusOptions, type Meta, type BusMsg, type Handler, type SubscribeOptions, type BusSubscription, type BusEvents, type RejectedReport } from './connection.ts';
+export {
+  Bus,
+  CHUNK_HEADER,
+  type BusOptions,
+  type Meta,
+  type BusMsg,
+  type Handler,
+  type SubscribeOptions,
+  type BusSubscription,
+  type BusEvents,
+  type RejectedReport,
+} from './connection.ts';
 export { subjects, checkToken, InvalidSubjectToken, type Subjects } from './subjects.ts';
-export { BusError, BusTimeout, NoResponders, PayloadTooLarge, ConnectionClosed, ConnectFailed, BusFailure, MessageRejected } from './errors.ts';
-export { startNatsServer, findNatsServer, freePort, NatsServerError, NATS_SERVER_MISSING, type NatsServer, type NatsServerOptions } from './server.ts';
+export {
+  BusError,
+  BusTimeout,
+  NoResponders,
+  PayloadTooLarge,
+  ConnectionClosed,
+  ConnectFailed,
+  BusFailure,
+  MessageRejected,
+} from './errors.ts';
+export {
+  startNatsServer,
+  findNatsServer,
+  freePort,
+  NatsServerError,
+  NATS_SERVER_MISSING,
+  type NatsServer,
+  type NatsServerOptions,
+} from './server.ts';

@@ -9,7 +9,8 @@ import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'n
 import { createServer, connect as tcpConnect } from 'node:net';
 import { delimiter, join, resolve } from 'node:path';
 
-export const NATS_SERVER_MISSING = "nats-server not found on PATH; install the Debian/Ubuntu package 'nats-server' (apt-get install nats-server)";
+export const NATS_SERVER_MISSING =
+  "nats-server not found on PATH; install the Debian/Ubuntu package 'nats-server' (apt-get install nats-server)";
 
 export interface NatsServerOptions {
   /** run directory; the server's config, pid file, log and JetStream store go in <runDir>/nats */
@@ -43,7 +44,9 @@ export function findNatsServer(path = process.env.PATH ?? ''): string {
     try {
       accessSync(p, constants.X_OK);
       return p;
-    } catch { /* not in this directory */ }
+    } catch {
+      /* not in this directory */
+    }
   }
   throw new NatsServerError(NATS_SERVER_MISSING);
 }
@@ -79,7 +82,7 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
 async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServer> {
   const dir = resolve(opts.runDir, 'nats');
   mkdirSync(dir, { recursive: true });
-  const port = opts.port ?? await freePort();
+  const port = opts.port ?? (await freePort());
   const httpPort = opts.monitoring ? await freePort() : undefined;
   const confPath = join(dir, 'nats-server.conf');
   const pidPath = join(dir, `nats-server-${port}.pid`);
@@ -96,11 +99,18 @@ async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServ
   const guard = 'trap \'kill $s 2>/dev/null\' TERM INT; "$0" -c "$1" & s=$!; read _ ; kill $s 2>/dev/null; wait $s';
   const child = spawn('sh', ['-c', guard, bin, confPath], { stdio: ['pipe', 'ignore', 'pipe'], detached: false });
   let log = '';
-  child.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
+  child.stderr!.on('data', (d: Buffer) => {
+    log = (log + d.toString()).slice(-4000);
+  });
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
   let serverPid = 0;
   const onParentExit = () => {
-    if (serverPid) try { process.kill(serverPid, 'SIGKILL'); } catch { /* already gone */ }
+    if (serverPid)
+      try {
+        process.kill(serverPid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
     child.kill('SIGKILL');
   };
   process.on('exit', onParentExit);
@@ -136,10 +146,18 @@ async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServ
 }
 
 /** Resolves when the server at `port` sends its INFO line; rejects if it exits or the deadline passes. */
-async function waitForGreeting(port: number, child: ChildProcess, exited: Promise<void>, log: () => string, timeoutMs: number): Promise<void> {
+async function waitForGreeting(
+  port: number,
+  child: ChildProcess,
+  exited: Promise<void>,
+  log: () => string,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let dead = false;
-  void exited.then(() => { dead = true; });
+  void exited.then(() => {
+    dead = true;
+  });
   while (Date.now() < deadline) {
     if (dead) throw new NatsServerError(`nats-server exited during start (code ${child.exitCode}): ${lastLine(log())}`);
     if (await greets(port)) return;
@@ -151,7 +169,10 @@ async function waitForGreeting(port: number, child: ChildProcess, exited: Promis
 function greets(port: number): Promise<boolean> {
   return new Promise((res) => {
     const s = tcpConnect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => { s.destroy(); res(ok); };
+    const done = (ok: boolean) => {
+      s.destroy();
+      res(ok);
+    };
     s.setTimeout(500, () => done(false));
     s.once('error', () => done(false));
     s.once('data', (d) => done(d.toString().startsWith('INFO ')));
@@ -162,7 +183,11 @@ async function waitGone(pid: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (alive(pid)) {
     if (Date.now() > deadline) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone meanwhile */
+      }
       return;
     }
     await new Promise((r) => setTimeout(r, 10));

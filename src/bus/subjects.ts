@@ -8,7 +8,11 @@
 export class InvalidSubjectToken extends Error {
   override name = 'InvalidSubjectToken';
   readonly retryable = false;
-  constructor(readonly what: string, readonly token: string, reason: string) {
+  constructor(
+    readonly what: string,
+    readonly token: string,
+    reason: string,
+  ) {
     super(`invalid ${what} '${token}': ${reason}`);
   }
 }
@@ -71,7 +75,8 @@ export function subjects(run: string): Subjects {
     devCtl: (d) => `${prefix}dev.${dev(d)}.ctl`,
     stageFwd: (s, r) => `${prefix}stage.${checkIndex('stage', s)}.${checkIndex('rank', r)}.fwd`,
     stageBwd: (s, r) => `${prefix}stage.${checkIndex('stage', s)}.${checkIndex('rank', r)}.bwd`,
-    grad: (g, step) => `${prefix}grad.${typeof g === 'number' ? checkIndex('group', g) : checkToken('group', g)}.${checkIndex('step', step)}`,
+    grad: (g, step) =>
+      `${prefix}grad.${typeof g === 'number' ? checkIndex('group', g) : checkToken('group', g)}.${checkIndex('step', step)}`,
     cacheGet: (d) => `${prefix}cache.${dev(d)}.get`,
     cachePut: (d) => `${prefix}cache.${dev(d)}.put`,
     events: () => `${prefix}events`,

@@ -61,7 +61,9 @@ export class ActivationCache {
       this.memory = new LRUCache<string, StoredArray>({
         maxSize: options.memoryBytes,
         sizeCalculation: (v) => Math.max(1, v.byteLength),
-        dispose: (value, key, reason) => { if (reason === 'evict') this.spill(key, value); },
+        dispose: (value, key, reason) => {
+          if (reason === 'evict') this.spill(key, value);
+        },
       });
     }
   }
@@ -92,7 +94,7 @@ export class ActivationCache {
     }
     if (this.disk && this.onDisk.has(k)) {
       const r = this.disk.read(k);
-      if (r.status === 'hit' && (r.data instanceof Uint16Array) === (this.dtype === 'f16')) {
+      if (r.status === 'hit' && r.data instanceof Uint16Array === (this.dtype === 'f16')) {
         this.counts.diskHits++;
         return this.decode(r.data);
       }

@@ -21,7 +21,13 @@ export interface DeviceCacheOptions {
 }
 
 /** What redistribution moved on this device. */
-export interface RedistributionReport { bytesIn: number; bytesOut: number; entriesIn: number; entriesOut: number; seconds: number }
+export interface RedistributionReport {
+  bytesIn: number;
+  bytesOut: number;
+  entriesIn: number;
+  entriesOut: number;
+  seconds: number;
+}
 
 export interface DeviceCache {
   /** Stores what this device's stage computed for `sampleIds` (layer -> rows * width, rows in id order). */

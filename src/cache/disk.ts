@@ -49,9 +49,17 @@ export class DiskTier {
 
   read(key: string): DiskRead {
     let buf: Buffer;
-    try { buf = readFileSync(this.path(key)); } catch { return { status: 'missing' }; }
-    if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || buf.readUInt8(4) !== VERSION) return { status: 'corrupt', reason: 'bad header' };
-    const dtype = buf.readUInt8(5), keyLen = buf.readUInt16LE(6), count = buf.readUInt32LE(8), crc = buf.readUInt32LE(12);
+    try {
+      buf = readFileSync(this.path(key));
+    } catch {
+      return { status: 'missing' };
+    }
+    if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || buf.readUInt8(4) !== VERSION)
+      return { status: 'corrupt', reason: 'bad header' };
+    const dtype = buf.readUInt8(5),
+      keyLen = buf.readUInt16LE(6),
+      count = buf.readUInt32LE(8),
+      crc = buf.readUInt32LE(12);
     const width = dtype === 1 ? 2 : dtype === 0 ? 4 : 0;
     if (!width || buf.length !== HEADER + keyLen + count * width) return { status: 'corrupt', reason: 'bad size' };
     const keyBytes = buf.subarray(HEADER, HEADER + keyLen);
@@ -65,7 +73,11 @@ export class DiskTier {
   }
 
   remove(key: string): void {
-    try { unlinkSync(this.path(key)); } catch { /* already gone: nothing to remove */ }
+    try {
+      unlinkSync(this.path(key));
+    } catch {
+      /* already gone: nothing to remove */
+    }
   }
 
   /** Deletes the whole tier directory. */

@@ -28,7 +28,8 @@ export interface RingTransport {
 
 /** Bounds [start, end) of chunk c when `length` elements are split into `parts` near-equal chunks. */
 export function chunkBounds(length: number, parts: number, c: number): [number, number] {
-  const base = Math.floor(length / parts), extra = length % parts;
+  const base = Math.floor(length / parts),
+    extra = length % parts;
   const start = c * base + Math.min(c, extra);
   return [start, start + base + (c < extra ? 1 : 0)];
 }
@@ -44,28 +45,33 @@ export async function ringAllReduce(data: Float32Array, rank: number, size: numb
   if (!Number.isInteger(rank) || rank < 0 || rank >= size) throw new Error(`ringAllReduce: rank ${rank} outside 0..${size - 1}`);
   const out = Float32Array.from(data);
   if (size === 1) return out;
-  const next = mod(rank + 1, size), prev = mod(rank - 1, size);
+  const next = mod(rank + 1, size),
+    prev = mod(rank - 1, size);
   const view = (c: number): Float32Array => {
     const [s, e] = chunkBounds(out.length, size, c);
     return out.subarray(s, e);
   };
   // Reduce-scatter: after round t, the chunk this rank just received holds the sum of t+2 ranks.
   for (let round = 0; round < size - 1; round++) {
-    const sendChunk = mod(rank - round, size), recvChunk = mod(rank - round - 1, size);
+    const sendChunk = mod(rank - round, size),
+      recvChunk = mod(rank - round - 1, size);
     await transport.send(next, { phase: 'reduce', round, chunk: sendChunk }, view(sendChunk).slice());
     const incoming = await transport.receive(prev, { phase: 'reduce', round, chunk: recvChunk });
     const target = view(recvChunk);
-    if (incoming.length !== target.length) throw new Error(`ringAllReduce: chunk ${recvChunk} from rank ${prev} has ${incoming.length} elements, expected ${target.length}`);
+    if (incoming.length !== target.length)
+      throw new Error(`ringAllReduce: chunk ${recvChunk} from rank ${prev} has ${incoming.length} elements, expected ${target.length}`);
     // incoming already holds ranks recvChunk..prev in ring order; this rank comes last.
     for (let i = 0; i < target.length; i++) target[i] = incoming[i]! + target[i]!;
   }
   // All-gather: circulate the fully reduced chunks (rank r owns chunk r+1 at this point).
   for (let round = 0; round < size - 1; round++) {
-    const sendChunk = mod(rank + 1 - round, size), recvChunk = mod(rank - round, size);
+    const sendChunk = mod(rank + 1 - round, size),
+      recvChunk = mod(rank - round, size);
     await transport.send(next, { phase: 'gather', round, chunk: sendChunk }, view(sendChunk).slice());
     const incoming = await transport.receive(prev, { phase: 'gather', round, chunk: recvChunk });
     const target = view(recvChunk);
-    if (incoming.length !== target.length) throw new Error(`ringAllReduce: chunk ${recvChunk} from rank ${prev} has ${incoming.length} elements, expected ${target.length}`);
+    if (incoming.length !== target.length)
+      throw new Error(`ringAllReduce: chunk ${recvChunk} from rank ${prev} has ${incoming.length} elements, expected ${target.length}`);
     target.set(incoming);
   }
   return out;
@@ -81,13 +87,20 @@ export class Mailbox<T> {
 
   put(key: string, value: T): void {
     const w = this.waiting.get(key);
-    if (w) { this.waiting.delete(key); w.resolve(value); return; }
+    if (w) {
+      this.waiting.delete(key);
+      w.resolve(value);
+      return;
+    }
     this.ready.set(key, value);
   }
 
   take(key: string): Promise<T> {
     const v = this.ready.get(key);
-    if (v !== undefined) { this.ready.delete(key); return Promise.resolve(v); }
+    if (v !== undefined) {
+      this.ready.delete(key);
+      return Promise.resolve(v);
+    }
     if (this.waiting.has(key)) return Promise.reject(new Error(`mailbox: key '${key}' is already awaited`));
     return new Promise((resolve, reject) => this.waiting.set(key, { resolve, reject }));
   }
@@ -99,7 +112,9 @@ export class Mailbox<T> {
     this.ready.clear();
   }
 
-  get pending(): number { return this.waiting.size + this.ready.size; }
+  get pending(): number {
+    return this.waiting.size + this.ready.size;
+  }
 }
 
 /** Key of a ring message at its receiver. */
@@ -111,7 +126,11 @@ export function ringKey(from: number, tag: RingTag): string {
 export function memoryRing(size: number): RingTransport[] {
   const boxes = Array.from({ length: size }, () => new Mailbox<Float32Array>());
   return boxes.map((_, rank) => ({
-    send(to: number, tag: RingTag, data: Float32Array) { boxes[to]!.put(ringKey(rank, tag), data); },
-    receive(from: number, tag: RingTag) { return boxes[rank]!.take(ringKey(from, tag)); },
+    send(to: number, tag: RingTag, data: Float32Array) {
+      boxes[to]!.put(ringKey(rank, tag), data);
+    },
+    receive(from: number, tag: RingTag) {
+      return boxes[rank]!.take(ringKey(from, tag));
+    },
   }));
 }

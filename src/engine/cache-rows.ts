@@ -15,7 +15,10 @@ export interface CacheRowsOptions {
 }
 
 export class CacheRows {
-  constructor(readonly cache: ActivationCache, readonly o: CacheRowsOptions) {}
+  constructor(
+    readonly cache: ActivationCache,
+    readonly o: CacheRowsOptions,
+  ) {}
 
   /** One entry, or undefined when it is missing or corrupt. */
   get(sample: number, layer: number): Float32Array | undefined {
@@ -29,7 +32,9 @@ export class CacheRows {
   /** Stores computed activations of `sampleIds` (layer -> rows * width, rows in id order). */
   fill(sampleIds: readonly number[], computed: Map<number, Float32Array>): void {
     const w = this.o.width;
-    sampleIds.forEach((id, j) => { for (const [layer, v] of computed) this.put(id, layer, v.subarray(j * w, (j + 1) * w)); });
+    sampleIds.forEach((id, j) => {
+      for (const [layer, v] of computed) this.put(id, layer, v.subarray(j * w, (j + 1) * w));
+    });
   }
 
   /**
@@ -43,7 +48,10 @@ export class CacheRows {
     sampleIds.forEach((id, j) => {
       for (let l = 0; l <= this.o.layers; l++) {
         const v = this.get(id, l);
-        if (!v) { missing.push(j); return; }
+        if (!v) {
+          missing.push(j);
+          return;
+        }
         acts[l]!.set(v, j * w);
       }
     });
@@ -53,7 +61,10 @@ export class CacheRows {
   /** Every layer of `sampleIds`. @throws Error naming the first missing entry. */
   activations(sampleIds: readonly number[]): Float32Array[] {
     const { acts, missing } = this.read(sampleIds);
-    if (missing.length) throw new Error(`activation cache: sample ${sampleIds[missing[0]!]} lacks a layer (evicted without a disk tier, or its file is corrupt)`);
+    if (missing.length)
+      throw new Error(
+        `activation cache: sample ${sampleIds[missing[0]!]} lacks a layer (evicted without a disk tier, or its file is corrupt)`,
+      );
     return acts;
   }
 }

@@ -42,18 +42,38 @@ export class MemoryHub {
   /** Rank `rank`'s view of ring `group` at `step`. */
   ring(group: string, rank: number, step: number): RingTransport {
     return {
-      send: (to: number, tag: RingTag, data: Float32Array) => this.box(this.grad, `${group}.${to}`).put(`${step}/${ringKey(rank, tag)}`, data),
+      send: (to: number, tag: RingTag, data: Float32Array) =>
+        this.box(this.grad, `${group}.${to}`).put(`${step}/${ringKey(rank, tag)}`, data),
       receive: (from: number, tag: RingTag) => this.box(this.grad, `${group}.${rank}`).take(`${step}/${ringKey(from, tag)}`),
     };
   }
 }
 
-interface FwdBody { rank: number; ids: number[]; b: WireTensor<'float32'>; a: WireTensor<'float32'> }
-interface BwdBody { rank: number; ids: number[]; g: WireTensor<'float32'> }
-interface GradBody { from: number; to: number; phase: RingTag['phase']; round: number; chunk: number; data: WireTensor<'float32'> }
+interface FwdBody {
+  rank: number;
+  ids: number[];
+  b: WireTensor<'float32'>;
+  a: WireTensor<'float32'>;
+}
+interface BwdBody {
+  rank: number;
+  ids: number[];
+  g: WireTensor<'float32'>;
+}
+interface GradBody {
+  from: number;
+  to: number;
+  phase: RingTag['phase'];
+  round: number;
+  chunk: number;
+  data: WireTensor<'float32'>;
+}
 
 /** Widths a receiver checks rows against: values per row of b (T*d) and of a or g (T*r). */
-export interface RowWidths { b: number; a: number }
+export interface RowWidths {
+  b: number;
+  a: number;
+}
 
 /** Sends `bytes` through a device's simulated link (bandwidth knob); default: at once. */
 export type Throttle = (bytes: number, send: () => void) => void;
@@ -62,7 +82,13 @@ const immediate: Throttle = (_bytes, send) => send();
 /** Whether `env` belongs to plan generation `gen`; if not, the bus counts and reports it as rejected. */
 function sameGeneration(bus: Bus, msg: BusMsg, env: Envelope<unknown>, gen: number): boolean {
   if (env.gen === gen) return true;
-  bus.reject(msg.subject, new MessageRejected('generation', `${env.kind} of generation ${env.gen} from ${env.from} (step ${env.step}), expected generation ${gen}`));
+  bus.reject(
+    msg.subject,
+    new MessageRejected(
+      'generation',
+      `${env.kind} of generation ${env.gen} from ${env.from} (step ${env.step}), expected generation ${gen}`,
+    ),
+  );
   return false;
 }
 
@@ -76,31 +102,66 @@ export class BusRing {
   private readonly subs = new Map<number, BusSubscription>();
   bytesSent = 0;
 
-  constructor(private readonly bus: Bus, private readonly o: { group: string; rank: number; size: number; generation: number; firstStep: number; throttle?: Throttle; onDrop?(reason: string): void }) {
+  constructor(
+    private readonly bus: Bus,
+    private readonly o: {
+      group: string;
+      rank: number;
+      size: number;
+      generation: number;
+      firstStep: number;
+      throttle?: Throttle;
+      onDrop?(reason: string): void;
+    },
+  ) {
     this.arm(o.firstStep);
   }
 
   private arm(step: number): void {
     if (this.o.size < 2 || this.subs.has(step)) return;
-    this.subs.set(step, this.bus.subscribe<GradBody>(this.bus.subjects.grad(this.o.group, step), (env, msg) => {
-      const b = env.body;
-      if (b?.to !== this.o.rank) return;
-      if (!sameGeneration(this.bus, msg, env, this.o.generation)) { this.o.onDrop?.('generation'); return; }
-      if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) { this.o.onDrop?.('grad'); return; }
-      this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
-    }, { kinds: ['grad'] }));
+    this.subs.set(
+      step,
+      this.bus.subscribe<GradBody>(
+        this.bus.subjects.grad(this.o.group, step),
+        (env, msg) => {
+          const b = env.body;
+          if (b?.to !== this.o.rank) return;
+          if (!sameGeneration(this.bus, msg, env, this.o.generation)) {
+            this.o.onDrop?.('generation');
+            return;
+          }
+          if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) {
+            this.o.onDrop?.('grad');
+            return;
+          }
+          this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
+        },
+        { kinds: ['grad'] },
+      ),
+    );
   }
 
   /** The ring of `step`. */
   ring(step: number): RingTransport {
     this.arm(step);
     this.arm(step + 1);
-    for (const [s, sub] of this.subs) if (s < step) { sub.unsubscribe(); this.subs.delete(s); }
+    for (const [s, sub] of this.subs)
+      if (s < step) {
+        sub.unsubscribe();
+        this.subs.delete(s);
+      }
     const subject = this.bus.subjects.grad(this.o.group, step);
     const throttle = this.o.throttle ?? immediate;
     return {
       send: (to, tag, data) => {
-        const body: GradBody = { from: this.o.rank, to, phase: tag.phase, round: tag.round, chunk: tag.chunk, data: new WireTensor('float32', [data.length], data) };
+        const body: GradBody = {
+          from: this.o.rank,
+          to,
+          phase: tag.phase,
+          round: tag.round,
+          chunk: tag.chunk,
+          data: new WireTensor('float32', [data.length], data),
+        };
         this.bytesSent += data.byteLength;
         throttle(data.byteLength, () => this.bus.publish(subject, 'grad', body, { gen: this.o.generation, step, mb: 0 }));
       },
@@ -129,25 +190,73 @@ export class BusStageLinks implements StageLinks {
   readonly dropped = new Map<string, number>();
   private sentRows = 0;
 
-  constructor(private readonly bus: Bus, private readonly o: { stage: number; rank: number; group: string; groupSize: number; prevSize: number; nextSize: number; widths: RowWidths; generation: number; firstStep: number; throttle?: Throttle }) {
+  constructor(
+    private readonly bus: Bus,
+    private readonly o: {
+      stage: number;
+      rank: number;
+      group: string;
+      groupSize: number;
+      prevSize: number;
+      nextSize: number;
+      widths: RowWidths;
+      generation: number;
+      firstStep: number;
+      throttle?: Throttle;
+    },
+  ) {
     const s = bus.subjects;
-    this.subs.push(bus.subscribe<FwdBody>(s.stageFwd(o.stage, o.rank), (env, msg) => {
-      const b = env.body;
-      if (!sameGeneration(bus, msg, env, o.generation)) { this.drop('generation'); return; }
-      if (!this.rowsOk(b?.ids, b?.rank, o.prevSize, [[b?.b, o.widths.b], [b?.a, o.widths.a]])) return;
-      this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
-    }, { kinds: ['fwd'] }));
-    this.subs.push(bus.subscribe<BwdBody>(s.stageBwd(o.stage, o.rank), (env, msg) => {
-      const b = env.body;
-      if (!sameGeneration(bus, msg, env, o.generation)) { this.drop('generation'); return; }
-      if (!this.rowsOk(b?.ids, b?.rank, o.nextSize, [[b?.g, o.widths.a]])) return;
-      this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
-    }, { kinds: ['bwd'] }));
-    this.rings = new BusRing(bus, { group: o.group, rank: o.rank, size: o.groupSize, generation: o.generation, firstStep: o.firstStep, throttle: o.throttle, onDrop: (r) => this.drop(r) });
+    this.subs.push(
+      bus.subscribe<FwdBody>(
+        s.stageFwd(o.stage, o.rank),
+        (env, msg) => {
+          const b = env.body;
+          if (!sameGeneration(bus, msg, env, o.generation)) {
+            this.drop('generation');
+            return;
+          }
+          if (
+            !this.rowsOk(b?.ids, b?.rank, o.prevSize, [
+              [b?.b, o.widths.b],
+              [b?.a, o.widths.a],
+            ])
+          )
+            return;
+          this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
+        },
+        { kinds: ['fwd'] },
+      ),
+    );
+    this.subs.push(
+      bus.subscribe<BwdBody>(
+        s.stageBwd(o.stage, o.rank),
+        (env, msg) => {
+          const b = env.body;
+          if (!sameGeneration(bus, msg, env, o.generation)) {
+            this.drop('generation');
+            return;
+          }
+          if (!this.rowsOk(b?.ids, b?.rank, o.nextSize, [[b?.g, o.widths.a]])) return;
+          this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
+        },
+        { kinds: ['bwd'] },
+      ),
+    );
+    this.rings = new BusRing(bus, {
+      group: o.group,
+      rank: o.rank,
+      size: o.groupSize,
+      generation: o.generation,
+      firstStep: o.firstStep,
+      throttle: o.throttle,
+      onDrop: (r) => this.drop(r),
+    });
   }
 
   /** Bytes of activations, gradients and all-reduce chunks sent so far. */
-  get bytesSent(): number { return this.sentRows + this.rings.bytesSent; }
+  get bytesSent(): number {
+    return this.sentRows + this.rings.bytesSent;
+  }
 
   private drop(reason: string): false {
     this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
@@ -169,25 +278,37 @@ export class BusStageLinks implements StageLinks {
   }
 
   sendFwd(step: number, mb: number, to: number, msg: FwdMsg): void {
-    const body: FwdBody = { rank: this.o.rank, ids: msg.ids, b: new WireTensor('float32', [msg.b.length], msg.b), a: new WireTensor('float32', [msg.a.length], msg.a) };
+    const body: FwdBody = {
+      rank: this.o.rank,
+      ids: msg.ids,
+      b: new WireTensor('float32', [msg.b.length], msg.b),
+      a: new WireTensor('float32', [msg.a.length], msg.a),
+    };
     this.send(this.bus.subjects.stageFwd(this.o.stage + 1, to), 'fwd', body, step, mb, msg.b.byteLength + msg.a.byteLength);
   }
 
-  recvFwd(step: number, mb: number, from: number): Promise<FwdMsg> { return this.fwd.take(key(step, mb, from)); }
+  recvFwd(step: number, mb: number, from: number): Promise<FwdMsg> {
+    return this.fwd.take(key(step, mb, from));
+  }
 
   sendBwd(step: number, mb: number, to: number, msg: BwdMsg): void {
     const body: BwdBody = { rank: this.o.rank, ids: msg.ids, g: new WireTensor('float32', [msg.g.length], msg.g) };
     this.send(this.bus.subjects.stageBwd(this.o.stage - 1, to), 'bwd', body, step, mb, msg.g.byteLength);
   }
 
-  recvBwd(step: number, mb: number, from: number): Promise<BwdMsg> { return this.bwd.take(key(step, mb, from)); }
+  recvBwd(step: number, mb: number, from: number): Promise<BwdMsg> {
+    return this.bwd.take(key(step, mb, from));
+  }
 
-  ring(step: number): RingTransport { return this.rings.ring(step); }
+  ring(step: number): RingTransport {
+    return this.rings.ring(step);
+  }
 
   close(): void {
     for (const s of this.subs) s.unsubscribe();
     this.rings.close();
     const closed = new Error('stage links closed');
-    this.fwd.close(closed); this.bwd.close(closed);
+    this.fwd.close(closed);
+    this.bwd.close(closed);
   }
 }

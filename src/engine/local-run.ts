@@ -50,37 +50,70 @@ export interface LocalRunResult {
 /** Token rows and target counts of a data set. */
 export function rowSource(data: Dataset, seqLen: number): RowSource {
   return {
-    rows: (ids) => { const b = makeBatch(ids.map((i) => data.samples[i]!), seqLen); return { ids: b.ids, mask: b.mask }; },
-    tokens: (ids) => { const b = makeBatch(ids.map((i) => data.samples[i]!), seqLen); return nextTokenTargets(b.ids, b.mask, b.batch, seqLen).count; },
+    rows: (ids) => {
+      const b = makeBatch(
+        ids.map((i) => data.samples[i]!),
+        seqLen,
+      );
+      return { ids: b.ids, mask: b.mask };
+    },
+    tokens: (ids) => {
+      const b = makeBatch(
+        ids.map((i) => data.samples[i]!),
+        seqLen,
+      );
+      return nextTokenTargets(b.ids, b.mask, b.batch, seqLen).count;
+    },
   };
 }
 
 export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
-  const config = loadConfig(o.model), L = config.nLayers;
+  const config = loadConfig(o.model),
+    L = config.nLayers;
   const S = o.stages.length;
   const hub = new MemoryHub();
   const data = rowSource(o.data, o.seqLen);
   const input = { samples: o.data.samples.length, seed: o.seed, batch: o.batch };
   const spec: StageSpec = {
-    seed: o.seed, reduction: o.reduction, sideInit: o.sideInit ?? 'random', seqLen: o.seqLen,
+    seed: o.seed,
+    reduction: o.reduction,
+    sideInit: o.sideInit ?? 'random',
+    seqLen: o.seqLen,
     optimizer: forRun(o.optimizer, epochSteps(input, 1).length, o.epochs),
   };
   const devices = [...new Set(o.stages.flatMap((s) => s.devices))];
-  const opened = await Promise.all(o.stages.flatMap((st, s) => st.devices.map(async (device, rank) => ({
-    s, rank, device, open: await openStageCompute({ model: o.model, part: { from: st.from, to: st.to, first: s === 0, last: s === S - 1 }, spec }),
-  }))));
+  const opened = await Promise.all(
+    o.stages.flatMap((st, s) =>
+      st.devices.map(async (device, rank) => ({
+        s,
+        rank,
+        device,
+        open: await openStageCompute({ model: o.model, part: { from: st.from, to: st.to, first: s === 0, last: s === S - 1 }, spec }),
+      })),
+    ),
+  );
   const keys = { fingerprint: `${opened[0]!.open.backbone.fingerprint}-t${o.seqLen}`, layers: L, width: o.seqLen * config.dModel };
   const caches = new Map(devices.map((d) => [d, new CacheRows(new ActivationCache({ memoryBytes: 1 << 30 }), keys)]));
   const heldWeights = new Map(opened.map((r) => [`${r.s}.${r.rank}`, [...r.open.backbone.weights().keys()]]));
   const ranks = opened.map(({ s, rank, device, open }) => ({
-    rank, open,
+    rank,
+    open,
     runner: new StageRunner({
-      stages: o.stages, stage: s, rank, microBatches: o.microBatches, compute: open.compute, optimizer: open.optimizer, links: hub.links(s, rank, `s${s}`), data,
+      stages: o.stages,
+      stage: s,
+      rank,
+      microBatches: o.microBatches,
+      compute: open.compute,
+      optimizer: open.optimizer,
+      links: hub.links(s, rank, `s${s}`),
+      data,
       onComputed: (ids, computed) => caches.get(device)!.fill(ids, computed),
     }),
   }));
 
-  const epochLoss: number[] = [], stepLoss: number[] = [], layerCalls: number[] = [];
+  const epochLoss: number[] = [],
+    stepLoss: number[] = [],
+    layerCalls: number[] = [];
   // Epoch 1: hybrid pipeline + data parallelism.
   const steps1 = epochSteps(input, 1);
   for (const [k, ids] of steps1.entries()) {
@@ -102,36 +135,66 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
   if (o.epochs === 1) return { params, epochLoss, stepLoss, layerCalls, redistributedBytes: 0, heldWeights };
 
   // Redistribution: every device gets every layer of its shard.
-  const holdings = new Map(o.data.samples.map((_, j) => [j, devices.map((d) => {
-    let bytes = 0;
-    for (let l = 0; l <= L; l++) bytes += caches.get(d)!.get(j, l)?.byteLength ?? 0;
-    return { device: d, bytes };
-  }).filter((h) => h.bytes > 0)]));
-  const shards = planCachedPhase(devices.map((d) => ({ name: d, msPerSample: 1 })), [...holdings.keys()], holdings).shards.map((s) => s.samples);
+  const holdings = new Map(
+    o.data.samples.map((_, j) => [
+      j,
+      devices
+        .map((d) => {
+          let bytes = 0;
+          for (let l = 0; l <= L; l++) bytes += caches.get(d)!.get(j, l)?.byteLength ?? 0;
+          return { device: d, bytes };
+        })
+        .filter((h) => h.bytes > 0),
+    ]),
+  );
+  const shards = planCachedPhase(
+    devices.map((d) => ({ name: d, msPerSample: 1 })),
+    [...holdings.keys()],
+    holdings,
+  ).shards.map((s) => s.samples);
   let redistributedBytes = 0;
   shards.forEach((shard, d) => {
     const dest = caches.get(devices[d]!)!;
-    for (const j of shard) for (let l = 0; l <= L; l++) {
-      if (dest.get(j, l)) continue;
-      const src = devices.map((x) => caches.get(x)!.get(j, l)).find((x) => x);
-      if (!src) throw new Error(`redistribution: no device holds layer ${l} of sample ${j}`);
-      dest.put(j, l, src);
-      redistributedBytes += src.byteLength;
-    }
+    for (const j of shard)
+      for (let l = 0; l <= L; l++) {
+        if (dest.get(j, l)) continue;
+        const src = devices.map((x) => caches.get(x)!.get(j, l)).find((x) => x);
+        if (!src) throw new Error(`redistribution: no device holds layer ${l} of sample ${j}`);
+        dest.put(j, l, src);
+        redistributedBytes += src.byteLength;
+      }
   });
 
   // Cached epochs: pure data parallelism over every device, no backbone layer.
-  const workers = await Promise.all(devices.map(async (device, rank) => {
-    const open = await openStageCompute({ model: o.model, part: 'cached', spec, state: { params, optimizer } });
-    const cache = caches.get(device)!;
-    return { rank, open, shard: new Set(shards[rank]), activations: (ids: readonly number[]) => cache.activations(ids) };
-  }));
+  const workers = await Promise.all(
+    devices.map(async (device, rank) => {
+      const open = await openStageCompute({ model: o.model, part: 'cached', spec, state: { params, optimizer } });
+      const cache = caches.get(device)!;
+      return { rank, open, shard: new Set(shards[rank]), activations: (ids: readonly number[]) => cache.activations(ids) };
+    }),
+  );
   for (let e = 2; e <= o.epochs; e++) {
     const steps = epochSteps(input, e);
     const losses: number[] = [];
     for (const [k, ids] of steps.entries()) {
       const step = steps1.length + (e - 2) * steps.length + k + 1;
-      const out = await Promise.all(workers.map((w) => cachedStep({ step, sampleIds: ids, shard: w.shard, rank: w.rank, size: workers.length, microBatches: o.microBatches, compute: w.open.compute, optimizer: w.open.optimizer, ring: hub.ring('all', w.rank, step), data, activations: w.activations })));
+      const out = await Promise.all(
+        workers.map((w) =>
+          cachedStep({
+            step,
+            sampleIds: ids,
+            shard: w.shard,
+            rank: w.rank,
+            size: workers.length,
+            microBatches: o.microBatches,
+            compute: w.open.compute,
+            optimizer: w.open.optimizer,
+            ring: hub.ring('all', w.rank, step),
+            data,
+            activations: w.activations,
+          }),
+        ),
+      );
       losses.push(out.reduce((a, x) => a + x.loss, 0));
     }
     stepLoss.push(...losses);

@@ -38,7 +38,9 @@ export function splitRows(n: number, shares: number[]): number[] {
 
 /** Cuts a step's sample ids into `count` contiguous micro-batches of near-equal size (earlier ones larger). */
 export function microBatches(stepIds: readonly number[], count: number): number[][] {
-  const n = stepIds.length, base = Math.floor(n / count), extra = n % count;
+  const n = stepIds.length,
+    base = Math.floor(n / count),
+    extra = n % count;
   const out: number[][] = [];
   let at = 0;
   for (let m = 0; m < count; m++) {
@@ -52,7 +54,8 @@ export function microBatches(stepIds: readonly number[], count: number): number[
 /** The rows (sample ids, in micro-batch order) that `rank` of a group with `shares` computes. */
 export function rankRows(mbIds: readonly number[], shares: number[], rank: number): number[] {
   // A rank past the group would otherwise get an empty slice and silently compute nothing.
-  if (!Number.isInteger(rank) || rank < 0 || rank >= shares.length) throw new Error(`rankRows: rank ${rank} is not in a group of ${shares.length}`);
+  if (!Number.isInteger(rank) || rank < 0 || rank >= shares.length)
+    throw new Error(`rankRows: rank ${rank} is not in a group of ${shares.length}`);
   const counts = splitRows(mbIds.length, shares);
   let at = 0;
   for (let r = 0; r < rank; r++) at += counts[r]!;
@@ -84,13 +87,18 @@ export function expectedSenders(mbIds: readonly number[], fromShares: number[], 
  * Assembles the rows sent by several ranks into the receiver's row order. Each part carries its
  * sample ids and a flat array of `width` values per row; the result is one flat array.
  */
-export function assembleRows(want: readonly number[], parts: { ids: readonly number[]; data: Float32Array }[], width: number): Float32Array {
+export function assembleRows(
+  want: readonly number[],
+  parts: { ids: readonly number[]; data: Float32Array }[],
+  width: number,
+): Float32Array {
   const out = new Float32Array(want.length * width);
   const at = new Map<number, number>();
   want.forEach((id, i) => at.set(id, i));
   let filled = 0;
   for (const p of parts) {
-    if (p.data.length !== p.ids.length * width) throw new Error(`assembleRows: part of ${p.ids.length} rows has ${p.data.length} values, expected ${p.ids.length * width}`);
+    if (p.data.length !== p.ids.length * width)
+      throw new Error(`assembleRows: part of ${p.ids.length} rows has ${p.data.length} values, expected ${p.ids.length * width}`);
     p.ids.forEach((id, j) => {
       const i = at.get(id);
       if (i === undefined) throw new Error(`assembleRows: sample ${id} is not a row of this rank`);

@@ -11,9 +11,16 @@ import type { StageCompute, StageForwardOutput, StageInput } from './stage-compu
 import type { AdamW } from '../train/optim.ts';
 
 /** Forward message: rows (by sample id) of b_to and a_to. */
-export interface FwdMsg { ids: number[]; b: Float32Array; a: Float32Array }
+export interface FwdMsg {
+  ids: number[];
+  b: Float32Array;
+  a: Float32Array;
+}
 /** Backward message: rows (by sample id) of dL/da at the receiver's output boundary. */
-export interface BwdMsg { ids: number[]; g: Float32Array }
+export interface BwdMsg {
+  ids: number[];
+  g: Float32Array;
+}
 
 /** What a stage rank needs from the network for one step. */
 export interface StageLinks {
@@ -61,20 +68,27 @@ export class StageRunner {
   constructor(private readonly o: StageRunnerOptions) {
     const me = o.stages[o.stage];
     if (!me) throw new Error(`stage runner: stage ${o.stage} is not one of the plan's ${o.stages.length} stages`);
-    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= me.devices.length) throw new Error(`stage runner: rank ${o.rank} is not in stage ${o.stage}'s group of ${me.devices.length}`);
+    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= me.devices.length)
+      throw new Error(`stage runner: rank ${o.rank} is not in stage ${o.stage}'s group of ${me.devices.length}`);
     o.stages.forEach((st, s) => {
-      if (st.shares.length !== st.devices.length) throw new Error(`stage runner: stage ${s} has ${st.shares.length} shares for ${st.devices.length} devices`);
+      if (st.shares.length !== st.devices.length)
+        throw new Error(`stage runner: stage ${s} has ${st.shares.length} shares for ${st.devices.length} devices`);
     });
   }
 
   async runStep(step: number, sampleIds: number[]): Promise<RankOutcome> {
     const { stages, stage, rank, compute, links, data } = this.o;
     const pace = this.o.pace ?? direct;
-    const me = stages[stage]!, prev = stages[stage - 1], next = stages[stage + 1];
-    const T = compute.seqLen, { d, r } = compute.width;
+    const me = stages[stage]!,
+      prev = stages[stage - 1],
+      next = stages[stage + 1];
+    const T = compute.seqLen,
+      { d, r } = compute.width;
     const mbs = microBatches(sampleIds, this.o.microBatches);
     const stepTokens = data.tokens(sampleIds);
-    let loss = 0, rows = 0, bytesSent = 0;
+    let loss = 0,
+      rows = 0,
+      bytesSent = 0;
     for (const { op, mb } of oneFOneB(stage, stages.length, mbs.length)) {
       const mine = rankRows(mbs[mb]!, me.shares, rank);
       if (mine.length === 0) continue;
@@ -85,8 +99,16 @@ export class StageRunner {
         } else {
           const from = expectedSenders(mbs[mb]!, prev.shares, me.shares, rank);
           const parts = await Promise.all(from.map((f) => links.recvFwd(step, mb, f)));
-          const b = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d);
-          const a = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r);
+          const b = assembleRows(
+            mine,
+            parts.map((p) => ({ ids: p.ids, data: p.b })),
+            T * d,
+          );
+          const a = assembleRows(
+            mine,
+            parts.map((p) => ({ ids: p.ids, data: p.a })),
+            T * r,
+          );
           out = await pace(() => compute.forward(mb, mine.length, { kind: 'hidden', b, a }));
         }
         rows += mine.length;
@@ -108,7 +130,11 @@ export class StageRunner {
         } else {
           const from = expectedSenders(mbs[mb]!, next.shares, me.shares, rank);
           const parts = await Promise.all(from.map((f) => links.recvBwd(step, mb, f)));
-          const g = assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.g })), T * r);
+          const g = assembleRows(
+            mine,
+            parts.map((p) => ({ ids: p.ids, data: p.g })),
+            T * r,
+          );
           gradIn = await pace(() => compute.backwardFrom(mb, g));
         }
         if (prev && gradIn) {
@@ -135,18 +161,34 @@ export class StageRunner {
   async fill(sampleIds: number[], batch: number): Promise<{ rows: number; bytesSent: number }> {
     const { stages, stage, rank, compute, links, data } = this.o;
     const pace = this.o.pace ?? direct;
-    const me = stages[stage]!, prev = stages[stage - 1], next = stages[stage + 1];
-    const T = compute.seqLen, { d, r } = compute.width;
+    const me = stages[stage]!,
+      prev = stages[stage - 1],
+      next = stages[stage + 1];
+    const T = compute.seqLen,
+      { d, r } = compute.width;
     const rowsPerMb = Math.ceil(batch / this.o.microBatches);
     const mbs = microBatches(sampleIds, Math.ceil(sampleIds.length / rowsPerMb));
-    let rows = 0, bytesSent = 0;
+    let rows = 0,
+      bytesSent = 0;
     try {
       for (const [mb, ids] of mbs.entries()) {
         const mine = rankRows(ids, me.shares, rank);
         if (mine.length === 0) continue;
         const parts = prev ? await Promise.all(expectedSenders(ids, prev.shares, me.shares, rank).map((f) => links.recvFwd(0, mb, f))) : [];
         const input: StageInput = prev
-          ? { kind: 'hidden', b: assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.b })), T * d), a: assembleRows(mine, parts.map((p) => ({ ids: p.ids, data: p.a })), T * r) }
+          ? {
+              kind: 'hidden',
+              b: assembleRows(
+                mine,
+                parts.map((p) => ({ ids: p.ids, data: p.b })),
+                T * d,
+              ),
+              a: assembleRows(
+                mine,
+                parts.map((p) => ({ ids: p.ids, data: p.a })),
+                T * r,
+              ),
+            }
           : { kind: 'ids', ids: data.rows(mine).ids };
         const out = await pace(() => compute.forward(mb, mine.length, input));
         rows += mine.length;
@@ -167,7 +209,6 @@ export class StageRunner {
   }
 }
 
-
 /** A rank's step outcome plus the reduced gradient it applied (rank 0 ships it to the coordinator). */
 /** What one rank's step produced. */
 export interface StepOutcome {
@@ -187,8 +228,16 @@ export type RankOutcome = StepOutcome & { reduced: Float32Array };
  * every device and the same AdamW update everywhere. No backbone layer runs.
  */
 export async function cachedStep(o: {
-  step: number; sampleIds: number[]; shard: ReadonlySet<number>; rank: number; size: number; microBatches: number;
-  compute: StageCompute; optimizer: AdamW; ring: RingTransport; data: RowSource;
+  step: number;
+  sampleIds: number[];
+  shard: ReadonlySet<number>;
+  rank: number;
+  size: number;
+  microBatches: number;
+  compute: StageCompute;
+  optimizer: AdamW;
+  ring: RingTransport;
+  data: RowSource;
   activations(sampleIds: readonly number[]): Float32Array[];
   pace?: Pace;
 }): Promise<RankOutcome> {
@@ -205,5 +254,11 @@ export async function cachedStep(o: {
   const grads = o.compute.flatGradients();
   const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);
   const report = await pace(() => o.compute.apply(reduced, o.optimizer));
-  return { loss, rows: mineAll.length, bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0, gradNorm: report.gradNorm, reduced };
+  return {
+    loss,
+    rows: mineAll.length,
+    bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0,
+    gradNorm: report.gradNorm,
+    reduced,
+  };
 }

@@ -25,7 +25,8 @@ export interface SideState {
 /** The state of `compute`'s side parameters and `optimizer`. */
 export function packState(compute: StageCompute, optimizer: AdamW): PackedState {
   const shapes = new Map([...compute.side.parameters()].map(([n, p]) => [n, p.shape]));
-  const wire = (m: Map<string, Float32Array>) => Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', shapes.get(n) ?? [x.length], x)]));
+  const wire = (m: Map<string, Float32Array>) =>
+    Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', shapes.get(n) ?? [x.length], x)]));
   const opt = optimizer.state();
   return { step: opt.step, params: wire(compute.snapshot()), m: wire(opt.m), v: wire(opt.v) };
 }
@@ -49,9 +50,14 @@ export function unpackState(p: PackedState): SideState {
 
 /** Merges the states of every stage (disjoint parameter names) into one. */
 export function mergeStates(parts: SideState[]): SideState {
-  const out: SideState = { params: new Map(), shapes: new Map(), optimizer: { step: parts[0]?.optimizer.step ?? 0, m: new Map(), v: new Map() } };
+  const out: SideState = {
+    params: new Map(),
+    shapes: new Map(),
+    optimizer: { step: parts[0]?.optimizer.step ?? 0, m: new Map(), v: new Map() },
+  };
   for (const s of parts) {
-    if (s.optimizer.step !== out.optimizer.step) throw new Error(`side state: stages disagree on the optimiser step (${s.optimizer.step} vs ${out.optimizer.step})`);
+    if (s.optimizer.step !== out.optimizer.step)
+      throw new Error(`side state: stages disagree on the optimiser step (${s.optimizer.step} vs ${out.optimizer.step})`);
     for (const [n, x] of s.params) out.params.set(n, x);
     for (const [n, x] of s.shapes) out.shapes.set(n, x);
     for (const [n, x] of s.optimizer.m) out.optimizer.m.set(n, x);
@@ -62,7 +68,8 @@ export function mergeStates(parts: SideState[]): SideState {
 
 /** The inverse of unpackState (what the coordinator sends to assign / cached-load). */
 export function repackState(s: SideState): PackedState {
-  const wire = (m: Map<string, Float32Array>) => Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', s.shapes.get(n) ?? [x.length], x)]));
+  const wire = (m: Map<string, Float32Array>) =>
+    Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', s.shapes.get(n) ?? [x.length], x)]));
   return { step: s.optimizer.step, params: wire(s.params), m: wire(s.optimizer.m), v: wire(s.optimizer.v) };
 }
 
@@ -94,17 +101,26 @@ export function replayStep(state: SideState, options: AdamWOptions, groups: Pack
   // Every gradient is checked before anything changes: a bad reply leaves the state as it was.
   const checked = groups.map((g) => {
     const names = Object.keys(g).sort();
-    return { names, gs: names.map((n) => {
-      const t = g[n];
-      const x = state.params.get(n);
-      if (!(t instanceof WireTensor) || t.dtype !== 'float32') throw new Error(`side state: gradient ${n} is not a float32 tensor`);
-      if (!x || x.length !== t.data.length) throw new Error(`side state: gradient ${n} matches no parameter of the same size`);
-      return t.data as Float32Array;
-    }) };
+    return {
+      names,
+      gs: names.map((n) => {
+        const t = g[n];
+        const x = state.params.get(n);
+        if (!(t instanceof WireTensor) || t.dtype !== 'float32') throw new Error(`side state: gradient ${n} is not a float32 tensor`);
+        if (!x || x.length !== t.data.length) throw new Error(`side state: gradient ${n} matches no parameter of the same size`);
+        return t.data as Float32Array;
+      }),
+    };
   });
   for (const { names, gs } of checked) {
     const opt: AdamWState = { step: base, m: state.optimizer.m, v: state.optimizer.v };
-    const { outs } = adamwStep(options, opt, names, names.map((n) => ({ data: state.params.get(n)!, rank: state.shapes.get(n)?.length ?? 1 })), gs);
+    const { outs } = adamwStep(
+      options,
+      opt,
+      names,
+      names.map((n) => ({ data: state.params.get(n)!, rank: state.shapes.get(n)?.length ?? 1 })),
+      gs,
+    );
     names.forEach((n, j) => state.params.set(n, outs[j]!));
   }
   state.optimizer.step = base + 1;

@@ -38,7 +38,11 @@ export interface StageForwardOutput {
 }
 
 /** What a micro-batch's backward needs: the b_i its side blocks read and a_{from-1} (null on a first stage). */
-interface Kept { acts: Map<number, tf.Tensor2D>; aIn: tf.Tensor2D | null; rows: number }
+interface Kept {
+  acts: Map<number, tf.Tensor2D>;
+  aIn: tf.Tensor2D | null;
+  rows: number;
+}
 
 export class StageCompute {
   readonly first: boolean;
@@ -50,7 +54,11 @@ export class StageCompute {
   layerCalls = 0;
 
   /** `backbone` holds the stage's range (only the head range in the cached epochs); `side` the same span. */
-  constructor(readonly backbone: Backbone, readonly side: SideNetwork, readonly seqLen: number) {
+  constructor(
+    readonly backbone: Backbone,
+    readonly side: SideNetwork,
+    readonly seqLen: number,
+  ) {
     this.first = side.span.hasDown0;
     this.last = side.span.hasUp;
     this.width = { d: backbone.config.dModel, r: side.shape.width };
@@ -62,7 +70,8 @@ export class StageCompute {
    */
   forward(mb: number, rows: number, input: StageInput): StageForwardOutput {
     const { from, to } = this.side.span;
-    const T = this.seqLen, { d, r } = this.width;
+    const T = this.seqLen,
+      { d, r } = this.width;
     const acts = new Map<number, tf.Tensor2D>();
     const computed = new Map<number, Float32Array>();
     let aIn: tf.Tensor2D | null = null;
@@ -111,7 +120,8 @@ export class StageCompute {
     const head = this.backbone.frozenHead();
     if (!head) throw new Error('stage compute: the backbone head must be frozen');
     const k = this.take(mb);
-    const T = this.seqLen, bL = k.acts.get(this.backbone.config.nLayers)!;
+    const T = this.seqLen,
+      bL = k.acts.get(this.backbone.config.nLayers)!;
     const { targets, weights, count } = nextTokenTargets(ids, mask, k.rows, T);
     // frozenHeadCrossEntropy is the mean over the micro-batch's predicted tokens; scaled to its share of the mini-batch mean.
     const scale = count / Math.max(1, stepTokens);
@@ -126,7 +136,8 @@ export class StageCompute {
     const k = this.take(mb);
     const g = tf.tensor2d(gradOut, [k.rows * this.seqLen, this.width.r]);
     try {
-      return this.backward(k, () => tf.sum(tf.mul(this.side.stageForward(Object.fromEntries(k.acts), k.aIn, this.seqLen), g)) as tf.Scalar).gradIn;
+      return this.backward(k, () => tf.sum(tf.mul(this.side.stageForward(Object.fromEntries(k.acts), k.aIn, this.seqLen), g)) as tf.Scalar)
+        .gradIn;
     } finally {
       g.dispose();
     }
@@ -142,7 +153,10 @@ export class StageCompute {
   private backward(k: Kept, f: () => tf.Scalar): { loss: number; gradIn: Float32Array | null } {
     const params = this.side.parameters();
     const aVar = k.aIn ? tf.variable(k.aIn, true, `stage-a-in-${Math.random().toString(36).slice(2)}`) : null;
-    if (aVar) { k.aIn!.dispose(); k.aIn = aVar; }
+    if (aVar) {
+      k.aIn!.dispose();
+      k.aIn = aVar;
+    }
     try {
       const { value, grads } = leanVariableGrads(f, [...params.values(), ...(aVar ? [aVar] : [])]);
       const loss = value.dataSync()[0]!;
@@ -154,7 +168,7 @@ export class StageCompute {
         this.grads.set(name, prev ? tf.tidy(() => tf.add(prev, g)) : tf.clone(g));
         prev?.dispose();
       }
-      const gradIn = aVar ? grads[aVar.name]!.dataSync() as Float32Array : null;
+      const gradIn = aVar ? (grads[aVar.name]!.dataSync() as Float32Array) : null;
       for (const g of Object.values(grads)) g.dispose();
       return { loss, gradIn };
     } finally {
@@ -165,7 +179,9 @@ export class StageCompute {
   }
 
   /** Parameter names in the fixed order of the flat gradient vector (sorted). */
-  names(): string[] { return [...this.side.parameters().keys()].sort(); }
+  names(): string[] {
+    return [...this.side.parameters().keys()].sort();
+  }
 
   /** The gradients accumulated since the last `apply`, flattened in `names()` order (zeros if none). */
   flatGradients(): Float32Array {
@@ -202,7 +218,10 @@ export class StageCompute {
   clear(): void {
     for (const g of this.grads.values()) g.dispose();
     this.grads.clear();
-    for (const k of this.kept.values()) { for (const t of k.acts.values()) t.dispose(); k.aIn?.dispose(); }
+    for (const k of this.kept.values()) {
+      for (const t of k.acts.values()) t.dispose();
+      k.aIn?.dispose();
+    }
     this.kept.clear();
   }
 

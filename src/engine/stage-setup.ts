@@ -51,11 +51,15 @@ export interface OpenStage {
 
 export async function openStageCompute(o: StageSetup): Promise<OpenStage> {
   const { spec, part } = o;
-  const backbone = part === 'cached'
-    ? await loadBackbone(o.model, { from: 1, to: 0, embed: false, head: true })
-    : await loadBackbone(o.model, { from: part.from, to: part.to, embed: part.first, head: part.last });
+  const backbone =
+    part === 'cached'
+      ? await loadBackbone(o.model, { from: 1, to: 0, embed: false, head: true })
+      : await loadBackbone(o.model, { from: part.from, to: part.to, embed: part.first, head: part.last });
   const L = backbone.config.nLayers;
-  const span = part === 'cached' ? { from: 1, to: L, hasDown0: true, hasUp: true } : { from: part.from, to: part.to, hasDown0: part.first, hasUp: part.last };
+  const span =
+    part === 'cached'
+      ? { from: 1, to: L, hasDown0: true, hasUp: true }
+      : { from: part.from, to: part.to, hasDown0: part.first, hasUp: part.last };
   // A saved state overwrites every value, so pruning (a pass over the layer weights) would be wasted.
   const sideInit = o.state ? 'random' : spec.sideInit;
   const side = new SideNetwork(backbone.config, span, { seed: spec.seed, reduction: spec.reduction, sideInit, backbone });
@@ -68,7 +72,15 @@ export async function openStageCompute(o: StageSetup): Promise<OpenStage> {
     optimizer.load({ step: o.state.optimizer.step, m: mine(o.state.optimizer.m), v: mine(o.state.optimizer.v) }, params);
   }
   return {
-    backbone, side, compute, optimizer,
-    dispose: () => { compute.clear(); optimizer.dispose(); side.dispose(); backbone.dispose(); },
+    backbone,
+    side,
+    compute,
+    optimizer,
+    dispose: () => {
+      compute.clear();
+      optimizer.dispose();
+      side.dispose();
+      backbone.dispose();
+    },
   };
 }

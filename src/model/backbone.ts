@@ -61,7 +61,10 @@ export class TransformerBackbone implements Backbone {
   private w(name: string): tf.Tensor {
     if (this.released.has(name)) this.restoreLayers();
     const t = this.held.get(name);
-    if (!t) throw new Error(`backbone: weight ${name} is not held by this process (range layers ${this.range.from}..${this.range.to}, embed ${this.range.embed}, head ${this.range.head})`);
+    if (!t)
+      throw new Error(
+        `backbone: weight ${name} is not held by this process (range layers ${this.range.from}..${this.range.to}, embed ${this.range.embed}, head ${this.range.head})`,
+      );
     return t;
   }
 
@@ -85,7 +88,8 @@ export class TransformerBackbone implements Backbone {
   embed(ids: tf.Tensor2D): tf.Tensor2D {
     const [B, T] = ids.shape;
     const d = this.config.dModel;
-    if (T > this.config.maxPositions) throw new Error(`backbone: sequence length ${T} exceeds the model's context ${this.config.maxPositions}`);
+    if (T > this.config.maxPositions)
+      throw new Error(`backbone: sequence length ${T} exceeds the model's context ${this.config.maxPositions}`);
     return tf.tidy(() => {
       const tok = tf.gather(this.w('embed.tokens'), tf.reshape(ids, [B * T])) as tf.Tensor2D; // (B*T, d)
       if (this.config.family !== 'gpt2') return tok;
@@ -100,7 +104,8 @@ export class TransformerBackbone implements Backbone {
    * gets a gradient).
    */
   layer(i: number, h: tf.Tensor2D, seqLen: number, hooks?: LayerHooks): tf.Tensor2D {
-    if (i < this.range.from || i > this.range.to) throw new Error(`backbone: layer ${i} is outside the held range ${this.range.from}..${this.range.to}`);
+    if (i < this.range.from || i > this.range.to)
+      throw new Error(`backbone: layer ${i} is outside the held range ${this.range.from}..${this.range.to}`);
     const c = this.config;
     const p = `layers.${i}`;
     return tf.tidy(() => {
@@ -121,9 +126,10 @@ export class TransformerBackbone implements Backbone {
       if (hooks?.sublayer) o = hooks.sublayer(i, 'attn', o);
       const h1 = tf.add(h, o) as tf.Tensor2D; // (N, d)
       const m = this.norm(h1, `${p}.mlp_norm`);
-      const u = c.family === 'gpt2'
-        ? geluNew(proj('mlp_up', m)) // (N, dFF)
-        : (tf.mul(silu(proj('mlp_gate', m)), proj('mlp_up', m)) as tf.Tensor2D);
+      const u =
+        c.family === 'gpt2'
+          ? geluNew(proj('mlp_up', m)) // (N, dFF)
+          : (tf.mul(silu(proj('mlp_gate', m)), proj('mlp_up', m)) as tf.Tensor2D);
       let down = proj('mlp_down', u); // (N, d)
       if (hooks?.sublayer) down = hooks.sublayer(i, 'mlp', down);
       return tf.add(h1, down) as tf.Tensor2D;

@@ -138,7 +138,8 @@ function sliceInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const total = size.reduce((p, q) => p * q, 1);
   if (total === 0) return out;
   // Views are taken after makeOutput: a malloc may grow (and so detach) the heap.
-  const xs = b.typedArrayFromHeap(x), os = b.typedArrayFromHeap(out);
+  const xs = b.typedArrayFromHeap(x),
+    os = b.typedArrayFromHeap(out);
   // Copy runs as long as the layout allows: trailing axes taken whole extend one contiguous run
   // (a block of rows is a single copy).
   const strides = [...tf.util.computeStrides(x.shape), 1];
@@ -188,13 +189,16 @@ function gatherInPlace({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
   const axis = tf.util.parseAxisParam(a.axis, x.shape)[0]!;
   const ids = b.readSync(indices.dataId);
   const dim = x.shape[axis]!;
-  for (let i = 0; i < ids.length; i++) if (!(ids[i]! >= 0 && ids[i]! < dim)) throw new Error(`GatherV2: the index value ${ids[i]} is not in [0, ${dim - 1}]`);
+  for (let i = 0; i < ids.length; i++)
+    if (!(ids[i]! >= 0 && ids[i]! < dim)) throw new Error(`GatherV2: the index value ${ids[i]} is not in [0, ${dim - 1}]`);
   const info = tf.backend_util.segment_util.collectGatherOpShapeInfo(x as tf.Tensor, indices as tf.Tensor, axis, a.batchDims);
   const out = b.makeOutput(info.outputShape, x.dtype);
   if (tf.util.sizeFromShape(info.outputShape) === 0) return out;
   // x is (batch, outer, dim, slice) and out (batch, outer, indices per batch, slice), row-major.
-  const xs = b.typedArrayFromHeap(x), os = b.typedArrayFromHeap(out);
-  const per = ids.length / info.batchSize, S = info.sliceSize;
+  const xs = b.typedArrayFromHeap(x),
+    os = b.typedArrayFromHeap(out);
+  const per = ids.length / info.batchSize,
+    S = info.sliceSize;
   let o = 0;
   for (let bi = 0; bi < info.batchSize; bi++) {
     for (let outer = 0; outer < info.outerSize; outer++) {
@@ -222,7 +226,8 @@ function unsortedSegmentSum({ inputs, backend, attrs }: KernelArgs): tf.TensorIn
   for (let r = 0; r < ids.length; r++) {
     const s = ids[r]!;
     if (s < 0 || s >= numSegments) continue; // TF drops out-of-range segment ids
-    const src = r * inner, dst = s * inner;
+    const src = r * inner,
+      dst = s * inner;
     for (let j = 0; j < inner; j++) o[dst + j]! += xs[src + j]!;
   }
   return out;

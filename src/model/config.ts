@@ -11,18 +11,23 @@ type Json = Record<string, unknown>;
 export const supportedModelTypes = { gpt2: ['gpt2'], llama: ['llama', 'mistral', 'qwen2'] } as const;
 
 class Fields {
-  constructor(private readonly raw: Json, private readonly file: string) {}
+  constructor(
+    private readonly raw: Json,
+    private readonly file: string,
+  ) {}
 
   int(name: string, fallback?: number): number {
     const v = this.raw[name] ?? fallback;
     if (v === undefined || v === null) throw new ModelLoadError(this.file, 'missing required field', name);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new ModelLoadError(this.file, `must be a positive integer, got ${JSON.stringify(v)}`, name);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+      throw new ModelLoadError(this.file, `must be a positive integer, got ${JSON.stringify(v)}`, name);
     return v;
   }
 
   num(name: string, fallback: number): number {
     const v = this.raw[name] ?? fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ModelLoadError(this.file, `must be a positive number, got ${JSON.stringify(v)}`, name);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      throw new ModelLoadError(this.file, `must be a positive number, got ${JSON.stringify(v)}`, name);
     return v;
   }
 
@@ -37,7 +42,8 @@ class Fields {
     const v = this.raw[name];
     const id = Array.isArray(v) ? v[0] : v;
     if (id === undefined || id === null) return undefined;
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) throw new ModelLoadError(this.file, `must be a token id, got ${JSON.stringify(v)}`, name);
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0)
+      throw new ModelLoadError(this.file, `must be a token id, got ${JSON.stringify(v)}`, name);
     return id;
   }
 
@@ -53,7 +59,8 @@ function gpt2(f: Fields, file: string): ModelConfig {
   const nHeads = f.int('n_head');
   if (dModel % nHeads !== 0) throw new ModelLoadError(file, `n_embd ${dModel} is not divisible by n_head ${nHeads}`, 'n_head');
   const act = f.string('activation_function', 'gelu_new');
-  if (act !== 'gelu_new') throw new ModelLoadError(file, `unsupported activation ${JSON.stringify(act)} (supported: gelu_new)`, 'activation_function');
+  if (act !== 'gelu_new')
+    throw new ModelLoadError(file, `unsupported activation ${JSON.stringify(act)} (supported: gelu_new)`, 'activation_function');
   return {
     family: 'gpt2',
     vocabSize: f.int('vocab_size'),
@@ -77,18 +84,29 @@ function llama(f: Fields, raw: Json, file: string, modelType: string): ModelConf
   const dModel = f.int('hidden_size');
   const nHeads = f.int('num_attention_heads');
   const nKvHeads = f.int('num_key_value_heads', nHeads);
-  if (nHeads % nKvHeads !== 0) throw new ModelLoadError(file, `num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`, 'num_key_value_heads');
-  if (raw.head_dim === undefined && dModel % nHeads !== 0) throw new ModelLoadError(file, `hidden_size ${dModel} is not divisible by num_attention_heads ${nHeads}`, 'num_attention_heads');
+  if (nHeads % nKvHeads !== 0)
+    throw new ModelLoadError(
+      file,
+      `num_attention_heads ${nHeads} is not a multiple of num_key_value_heads ${nKvHeads}`,
+      'num_key_value_heads',
+    );
+  if (raw.head_dim === undefined && dModel % nHeads !== 0)
+    throw new ModelLoadError(file, `hidden_size ${dModel} is not divisible by num_attention_heads ${nHeads}`, 'num_attention_heads');
   const headDim = f.int('head_dim', dModel / nHeads);
   if (headDim % 2 !== 0) throw new ModelLoadError(file, `rotary embeddings need an even head dimension, got ${headDim}`, 'head_dim');
   const act = f.string('hidden_act', 'silu');
   if (act !== 'silu') throw new ModelLoadError(file, `unsupported activation ${JSON.stringify(act)} (supported: silu)`, 'hidden_act');
-  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null) throw new ModelLoadError(file, 'rope scaling is not supported (only plain rotary embeddings)', 'rope_scaling');
+  if (raw.rope_scaling !== undefined && raw.rope_scaling !== null)
+    throw new ModelLoadError(file, 'rope scaling is not supported (only plain rotary embeddings)', 'rope_scaling');
   const maxPositions = f.int('max_position_embeddings');
   const sliding = raw.sliding_window;
   const slidingOn = modelType === 'mistral' ? sliding !== null && sliding !== undefined : raw.use_sliding_window === true;
   if (slidingOn && typeof sliding === 'number' && sliding < maxPositions) {
-    throw new ModelLoadError(file, `sliding-window attention (${sliding} < max_position_embeddings ${maxPositions}) is not supported`, 'sliding_window');
+    throw new ModelLoadError(
+      file,
+      `sliding-window attention (${sliding} < max_position_embeddings ${maxPositions}) is not supported`,
+      'sliding_window',
+    );
   }
   return {
     family: 'llama',
@@ -130,15 +148,36 @@ export function configFromHf(raw: unknown, file = 'config.json'): ModelConfig {
 export function configToHf(c: ModelConfig): Json {
   if (c.family === 'gpt2') {
     return {
-      model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], vocab_size: c.vocabSize, n_embd: c.dModel, n_layer: c.nLayers,
-      n_head: c.nHeads, n_inner: c.dFF, n_positions: c.maxPositions, n_ctx: c.maxPositions, layer_norm_epsilon: c.normEps,
-      activation_function: 'gelu_new', tie_word_embeddings: c.tiedHead, ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId, bos_token_id: c.eosTokenId } : {}),
+      model_type: 'gpt2',
+      architectures: ['GPT2LMHeadModel'],
+      vocab_size: c.vocabSize,
+      n_embd: c.dModel,
+      n_layer: c.nLayers,
+      n_head: c.nHeads,
+      n_inner: c.dFF,
+      n_positions: c.maxPositions,
+      n_ctx: c.maxPositions,
+      layer_norm_epsilon: c.normEps,
+      activation_function: 'gelu_new',
+      tie_word_embeddings: c.tiedHead,
+      ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId, bos_token_id: c.eosTokenId } : {}),
     };
   }
   return {
-    model_type: c.qkvBias ? 'qwen2' : 'llama', architectures: [c.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'], vocab_size: c.vocabSize,
-    hidden_size: c.dModel, num_hidden_layers: c.nLayers, num_attention_heads: c.nHeads, num_key_value_heads: c.nKvHeads,
-    head_dim: c.headDim, intermediate_size: c.dFF, max_position_embeddings: c.maxPositions, rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta, hidden_act: 'silu', tie_word_embeddings: c.tiedHead, ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId } : {}),
+    model_type: c.qkvBias ? 'qwen2' : 'llama',
+    architectures: [c.qkvBias ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    vocab_size: c.vocabSize,
+    hidden_size: c.dModel,
+    num_hidden_layers: c.nLayers,
+    num_attention_heads: c.nHeads,
+    num_key_value_heads: c.nKvHeads,
+    head_dim: c.headDim,
+    intermediate_size: c.dFF,
+    max_position_embeddings: c.maxPositions,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    hidden_act: 'silu',
+    tie_word_embeddings: c.tiedHead,
+    ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId } : {}),
   };
 }

@@ -8,7 +8,10 @@ import type { Backbone, ModelConfig } from './types.ts';
 
 /** Matmul FLOPs of one backbone layer's forward over `batch` sequences of `seqLen` tokens. */
 export function layerForwardFlops(c: ModelConfig, batch: number, seqLen: number): number {
-  const N = batch * seqLen, d = c.dModel, q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const N = batch * seqLen,
+    d = c.dModel,
+    q = c.nHeads * c.headDim,
+    kv = c.nKvHeads * c.headDim;
   const mlpMats = c.family === 'llama' ? 3 : 2;
   const projections = 2 * N * (d * q + 2 * d * kv + q * d + mlpMats * d * c.dFF);
   const attention = 2 * 2 * batch * c.nHeads * seqLen * seqLen * c.headDim; // scores and probs @ v
@@ -19,7 +22,12 @@ export function layerForwardFlops(c: ModelConfig, batch: number, seqLen: number)
  * Measures the forward pass of every held layer (frozen, no gradient) over random activations:
  * GFLOP/s by layerForwardFlops, best of `reps` after a warm-up pass.
  */
-export function measureForwardGflops(bb: Backbone, batch: number, seqLen: number, reps = 3): { gflops: number; seconds: number; flops: number } {
+export function measureForwardGflops(
+  bb: Backbone,
+  batch: number,
+  seqLen: number,
+  reps = 3,
+): { gflops: number; seconds: number; flops: number } {
   const layers = Math.max(0, bb.range.to - bb.range.from + 1);
   if (layers === 0) throw new Error('measureForwardGflops: the backbone holds no layer');
   const flops = layers * layerForwardFlops(bb.config, batch, seqLen);

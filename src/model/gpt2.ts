@@ -8,7 +8,8 @@ import { columns, concatColumns, readChecked, transpose2d, type FamilyMapping, t
 export const gpt2Mapping: FamilyMapping = {
   read(c, range, src, file) {
     const prefix = src.names.some((n) => n.startsWith('transformer.')) ? 'transformer.' : '';
-    const d = c.dModel, V = c.vocabSize;
+    const d = c.dModel,
+      V = c.vocabSize;
     const out = new Map<string, WeightData>();
     const get = (name: string, shape: number[]) => readChecked(src, file, prefix + name, shape);
     const put = (name: string, data: Float32Array, shape: number[]) => out.set(name, { data, shape });
@@ -17,7 +18,8 @@ export const gpt2Mapping: FamilyMapping = {
       put('embed.positions', get('wpe.weight', [c.maxPositions, d]), [c.maxPositions, d]);
     }
     for (let i = range.from; i <= range.to; i++) {
-      const h = `h.${i - 1}`, p = `layers.${i}`;
+      const h = `h.${i - 1}`,
+        p = `layers.${i}`;
       put(`${p}.attn_norm.weight`, get(`${h}.ln_1.weight`, [d]), [d]);
       put(`${p}.attn_norm.bias`, get(`${h}.ln_1.bias`, [d]), [d]);
       const qkv = get(`${h}.attn.c_attn.weight`, [d, 3 * d]); // (d, 3d): [q | k | v]
@@ -58,10 +60,14 @@ export const gpt2Mapping: FamilyMapping = {
     put('wte.weight', get('embed.tokens'), [c.vocabSize, d]);
     put('wpe.weight', get('embed.positions'), [c.maxPositions, d]);
     for (let i = 1; i <= c.nLayers; i++) {
-      const h = `h.${i - 1}`, p = `layers.${i}`;
+      const h = `h.${i - 1}`,
+        p = `layers.${i}`;
       put(`${h}.ln_1.weight`, get(`${p}.attn_norm.weight`), [d]);
       put(`${h}.ln_1.bias`, get(`${p}.attn_norm.bias`), [d]);
-      put(`${h}.attn.c_attn.weight`, concatColumns([get(`${p}.query.weight`), get(`${p}.key.weight`), get(`${p}.value.weight`)], d), [d, 3 * d]);
+      put(`${h}.attn.c_attn.weight`, concatColumns([get(`${p}.query.weight`), get(`${p}.key.weight`), get(`${p}.value.weight`)], d), [
+        d,
+        3 * d,
+      ]);
       const bias = new Float32Array(3 * d);
       ['query', 'key', 'value'].forEach((n, k) => bias.set(get(`${p}.${n}.bias`), k * d));
       put(`${h}.attn.c_attn.bias`, bias, [3 * d]);

@@ -18,7 +18,9 @@ const projections = [
 type Projection = (typeof projections)[number][0];
 
 function projShapes(c: ModelConfig): Record<Projection, [number, number]> {
-  const d = c.dModel, q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const d = c.dModel,
+    q = c.nHeads * c.headDim,
+    kv = c.nKvHeads * c.headDim;
   // (din, dout) per canonical projection.
   return { query: [d, q], key: [d, kv], value: [d, kv], attn_out: [q, d], mlp_gate: [d, c.dFF], mlp_up: [d, c.dFF], mlp_down: [c.dFF, d] };
 }
@@ -27,14 +29,16 @@ const hasBias = (name: string, qkvBias: boolean) => qkvBias && (name === 'query'
 
 export const llamaMapping: FamilyMapping = {
   read(c, range, src, file) {
-    const d = c.dModel, V = c.vocabSize;
+    const d = c.dModel,
+      V = c.vocabSize;
     const shapes = projShapes(c);
     const out = new Map<string, WeightData>();
     const get = (name: string, shape: number[]) => readChecked(src, file, name, shape);
     const put = (name: string, data: Float32Array, shape: number[]) => out.set(name, { data, shape });
     if (range.embed) put('embed.tokens', get('model.embed_tokens.weight', [V, d]), [V, d]);
     for (let i = range.from; i <= range.to; i++) {
-      const h = `model.layers.${i - 1}`, p = `layers.${i}`;
+      const h = `model.layers.${i - 1}`,
+        p = `layers.${i}`;
       put(`${p}.attn_norm.weight`, get(`${h}.input_layernorm.weight`, [d]), [d]);
       put(`${p}.mlp_norm.weight`, get(`${h}.post_attention_layernorm.weight`, [d]), [d]);
       for (const [name, hf] of projections) {
@@ -62,7 +66,8 @@ export const llamaMapping: FamilyMapping = {
     };
     out.set('model.embed_tokens.weight', { data: get('embed.tokens'), shape: [c.vocabSize, d] });
     for (let i = 1; i <= c.nLayers; i++) {
-      const h = `model.layers.${i - 1}`, p = `layers.${i}`;
+      const h = `model.layers.${i - 1}`,
+        p = `layers.${i}`;
       out.set(`${h}.input_layernorm.weight`, { data: get(`${p}.attn_norm.weight`), shape: [d] });
       out.set(`${h}.post_attention_layernorm.weight`, { data: get(`${p}.mlp_norm.weight`), shape: [d] });
       for (const [name, hf] of projections) {

@@ -21,13 +21,15 @@ export type ModelSource = { dir: string } | { preset: PresetName; seed?: number 
 
 function checkDir(dir: string): void {
   if (!existsSync(dir)) throw new ModelLoadError(dir, 'model directory not found');
-  if (!statSync(dir).isDirectory()) throw new ModelLoadError(dir, 'not a directory (expected a Hugging Face model directory with config.json)');
+  if (!statSync(dir).isDirectory())
+    throw new ModelLoadError(dir, 'not a directory (expected a Hugging Face model directory with config.json)');
 }
 
 /** Reads and maps `config.json` of a directory, or returns a preset's config. */
 export function loadConfig(source: ModelSource): ModelConfig {
   if ('preset' in source) {
-    if (!isPresetName(source.preset)) throw new ModelLoadError(String(source.preset), `unknown preset (known: ${Object.keys(presets).join(', ')})`);
+    if (!isPresetName(source.preset))
+      throw new ModelLoadError(String(source.preset), `unknown preset (known: ${Object.keys(presets).join(', ')})`);
     return { ...presets[source.preset] };
   }
   checkDir(source.dir);
@@ -93,15 +95,28 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
   if ('preset' in source) {
     const seed = source.seed ?? 0;
     const weights = () => presetWeights(config, r, seed);
-    return new TransformerBackbone(config, r, await readByParts(r, (part) => presetWeights(config, part, seed)), sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`), weights);
+    return new TransformerBackbone(
+      config,
+      r,
+      await readByParts(r, (part) => presetWeights(config, part, seed)),
+      sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`),
+      weights,
+    );
   }
   const { src, file } = openWeights(source.dir);
   const mapping = config.family === 'gpt2' ? gpt2Mapping : llamaMapping;
   const signature = src.signature;
   const weights = () => {
     const again = openWeights(source.dir);
-    if (again.src.signature !== signature) throw new Error(`model ${source.dir}: weight files changed since they were loaded; cannot reload released layers`);
+    if (again.src.signature !== signature)
+      throw new Error(`model ${source.dir}: weight files changed since they were loaded; cannot reload released layers`);
     return mapping.read(config, r, again.src, again.file);
   };
-  return new TransformerBackbone(config, r, await readByParts(r, (part) => mapping.read(config, part, src, file)), sha(`${JSON.stringify(config)}\n${signature}`), weights);
+  return new TransformerBackbone(
+    config,
+    r,
+    await readByParts(r, (part) => mapping.read(config, part, src, file)),
+    sha(`${JSON.stringify(config)}\n${signature}`),
+    weights,
+  );
 }

@@ -28,7 +28,8 @@ function entryBytes(e: WasmDataEntry | undefined): number {
 export function countWasmBuffers(backend: tf.KernelBackend): void {
   if (exact === backend) return;
   const map = wasmInternals(backend).dataIdMap;
-  const set = map.set.bind(map), del = map.delete.bind(map);
+  const set = map.set.bind(map),
+    del = map.delete.bind(map);
   // DataStorage.get moves data of an unknown id between backends: look only at ids it has.
   const current = (id: object) => (map.has(id) ? map.get(id) : undefined);
   map.set = (id, v) => {

@@ -209,7 +209,8 @@ export function rotaryTables(T: number, headDim: number, theta: number): [tf.Ten
   let t = ropeCache.get(key);
   if (!t) {
     const half = headDim / 2;
-    const cos = new Float32Array(T * headDim), sin = new Float32Array(T * headDim);
+    const cos = new Float32Array(T * headDim),
+      sin = new Float32Array(T * headDim);
     for (let p = 0; p < T; p++) {
       for (let i = 0; i < half; i++) {
         const invFreq = 1 / theta ** ((2 * i) / headDim);
@@ -284,7 +285,15 @@ const attentions = new Map<string, Attention>();
  * q: (B*T, H*hd); k, v: (B*T, Hkv*hd); query head h reads key/value head floor(h / (H/Hkv)).
  * Returns (B*T, H*hd).
  */
-export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, seqLen: number, nHeads: number, nKvHeads: number, headDim: number): tf.Tensor2D {
+export function causalAttention(
+  q: tf.Tensor2D,
+  k: tf.Tensor2D,
+  v: tf.Tensor2D,
+  seqLen: number,
+  nHeads: number,
+  nKvHeads: number,
+  headDim: number,
+): tf.Tensor2D {
   const key = `${seqLen}/${nHeads}/${nKvHeads}/${headDim}`;
   let f = attentions.get(key);
   if (!f) {
@@ -295,15 +304,30 @@ export function causalAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, 
 }
 
 function attentionOp(T: number, H: number, Hkv: number, hd: number): Attention {
-  const group = H / Hkv, c = 1 / Math.sqrt(hd);
+  const group = H / Hkv,
+    c = 1 / Math.sqrt(hd);
   return tf.customGrad(((q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, save: tf.GradSaveFunc) => {
     const B = q.shape[0] / T;
     const kv = (i: number) => Math.floor(i / H) * Hkv + Math.floor((i % H) / group); // key/value piece of query piece i
     const { out, p } = tf.tidy(() => {
-      const qs = headsRows(q, B, T, H, hd), kts = headsCols(k, B, T, Hkv, hd), vs = headsRows(v, B, T, Hkv, hd);
-      const scores = tf.concat(qs.map((qi, i) => tf.matMul(qi, kts[kv(i)]!)), 0); // (B*H*T, T)
-      const probs = tf.reshape(tf.softmax(tf.add(tf.reshape(tf.mul(scores, c), [B * H, T, T]), causalMask(T))), [B * H * T, T]) as tf.Tensor2D;
-      const o = mergeHeads(rowBlocks(probs, T).map((pi, i) => tf.matMul(pi, vs[kv(i)]!)), B, T, H, hd); // (B*T, H*hd)
+      const qs = headsRows(q, B, T, H, hd),
+        kts = headsCols(k, B, T, Hkv, hd),
+        vs = headsRows(v, B, T, Hkv, hd);
+      const scores = tf.concat(
+        qs.map((qi, i) => tf.matMul(qi, kts[kv(i)]!)),
+        0,
+      ); // (B*H*T, T)
+      const probs = tf.reshape(tf.softmax(tf.add(tf.reshape(tf.mul(scores, c), [B * H, T, T]), causalMask(T))), [
+        B * H * T,
+        T,
+      ]) as tf.Tensor2D;
+      const o = mergeHeads(
+        rowBlocks(probs, T).map((pi, i) => tf.matMul(pi, vs[kv(i)]!)),
+        B,
+        T,
+        H,
+        hd,
+      ); // (B*T, H*hd)
       return { out: o, p: probs };
     });
     save([q, k, v, p]);
@@ -311,21 +335,47 @@ function attentionOp(T: number, H: number, Hkv: number, hd: number): Attention {
       value: out,
       gradFunc: tidied((dy, saved) => {
         const [sq, sk, sv, sp] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D, tf.Tensor2D];
-        const dos = headsRows(dy, B, T, H, hd), vts = headsCols(sv, B, T, Hkv, hd);
-        const dp = tf.concat(dos.map((d, i) => tf.matMul(d, vts[kv(i)]!)), 0); // (B*H*T, T)
+        const dos = headsRows(dy, B, T, H, hd),
+          vts = headsCols(sv, B, T, Hkv, hd);
+        const dp = tf.concat(
+          dos.map((d, i) => tf.matMul(d, vts[kv(i)]!)),
+          0,
+        ); // (B*H*T, T)
         // Softmax gradient, scaled by c: dS = c P (dP - rowsum(dP P)).
         const ds = tf.mul(sp, tf.mul(tf.sub(dp, tf.sum(tf.mul(dp, sp), 1, true)), c)) as tf.Tensor2D; // (B*H*T, T)
-        const qs = headsRows(sq, B, T, H, hd), ks = headsRows(sk, B, T, Hkv, hd);
-        const dq = mergeHeads(rowBlocks(ds, T).map((d, i) => tf.matMul(d, ks[kv(i)]!)), B, T, H, hd);
-        const dsT = transposedBlocks(ds, T), pT = transposedBlocks(sp, T);
+        const qs = headsRows(sq, B, T, H, hd),
+          ks = headsRows(sk, B, T, Hkv, hd);
+        const dq = mergeHeads(
+          rowBlocks(ds, T).map((d, i) => tf.matMul(d, ks[kv(i)]!)),
+          B,
+          T,
+          H,
+          hd,
+        );
+        const dsT = transposedBlocks(ds, T),
+          pT = transposedBlocks(sp, T);
         // A key/value head sums the contributions of the query heads in its group.
-        const perKv = (term: (i: number) => tf.Tensor2D) => Array.from({ length: B * Hkv }, (_, j) => {
-          const b = Math.floor(j / Hkv), first = b * H + (j % Hkv) * group;
-          const parts = Array.from({ length: group }, (_, g) => term(first + g));
-          return parts.length === 1 ? parts[0]! : tf.addN(parts);
-        });
-        const dk = mergeHeads(perKv((i) => tf.matMul(dsT[i]!, qs[i]!)), B, T, Hkv, hd);
-        const dv = mergeHeads(perKv((i) => tf.matMul(pT[i]!, dos[i]!)), B, T, Hkv, hd);
+        const perKv = (term: (i: number) => tf.Tensor2D) =>
+          Array.from({ length: B * Hkv }, (_, j) => {
+            const b = Math.floor(j / Hkv),
+              first = b * H + (j % Hkv) * group;
+            const parts = Array.from({ length: group }, (_, g) => term(first + g));
+            return parts.length === 1 ? parts[0]! : tf.addN(parts);
+          });
+        const dk = mergeHeads(
+          perKv((i) => tf.matMul(dsT[i]!, qs[i]!)),
+          B,
+          T,
+          Hkv,
+          hd,
+        );
+        const dv = mergeHeads(
+          perKv((i) => tf.matMul(pT[i]!, dos[i]!)),
+          B,
+          T,
+          Hkv,
+          hd,
+        );
         return [dq, dk, dv];
       }),
     };

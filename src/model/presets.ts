@@ -16,8 +16,20 @@ export const presets: Record<PresetName, ModelConfig> = {
   tiny: { ...gpt2Base, vocabSize: 256, dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 4, headDim: 16, dFF: 256, maxPositions: 32 },
   /** Fast tests of the Llama path: GQA (4 query heads over 2 key/value heads), untied head. */
   'tiny-llama': {
-    family: 'llama', qkvBias: false, ropeTheta: 10000, activation: 'silu', normEps: 1e-6, tiedHead: false,
-    vocabSize: 256, dModel: 64, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 16, dFF: 176, maxPositions: 32,
+    family: 'llama',
+    qkvBias: false,
+    ropeTheta: 10000,
+    activation: 'silu',
+    normEps: 1e-6,
+    tiedHead: false,
+    vocabSize: 256,
+    dModel: 64,
+    nLayers: 2,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 16,
+    dFF: 176,
+    maxPositions: 32,
   },
   /** W1, the reference workload: GPT-2 architecture, 8 layers, width 512, vocab 8192, context 128. */
   w1: { ...gpt2Base, vocabSize: 8192, dModel: 512, nLayers: 8, nHeads: 8, nKvHeads: 8, headDim: 64, dFF: 2048, maxPositions: 128 },
@@ -54,7 +66,8 @@ export function seededNormal(seed: number, name: string, n: number, std: number)
   const u = seededUniform(hash32(`${seed}:${name}`));
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(1 - u())) * std, th = 2 * Math.PI * u();
+    const r = Math.sqrt(-2 * Math.log(1 - u())) * std,
+      th = 2 * Math.PI * u();
     out[i] = r * Math.cos(th);
     if (i + 1 < n) out[i + 1] = r * Math.sin(th);
   }

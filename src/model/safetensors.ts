@@ -39,7 +39,9 @@ export interface TensorSource {
 const halfTable = (() => {
   const t = new Float32Array(65536);
   for (let h = 0; h < 65536; h++) {
-    const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    const s = h & 0x8000 ? -1 : 1,
+      e = (h >> 10) & 0x1f,
+      m = h & 0x3ff;
     t[h] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
   }
   return t;
@@ -60,7 +62,8 @@ export function f32ToF16Bits(v: number): number {
     mant |= 0x800000;
     const shift = 14 - e;
     let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1), halfway = 1 << (shift - 1);
+    const rem = mant & ((1 << shift) - 1),
+      halfway = 1 << (shift - 1);
     if (rem > halfway || (rem === halfway && h & 1)) h++;
     return sign | h;
   }
@@ -101,7 +104,8 @@ function readHeader(file: string): { entries: TensorEntry[]; metadata: Record<st
     const lenBuf = Buffer.alloc(8);
     readSync(fd, lenBuf, 0, 8, 0);
     const headerLen = Number(lenBuf.readBigUInt64LE(0));
-    if (headerLen <= 0 || 8 + headerLen > size) throw new ModelLoadError(file, `corrupt safetensors header: header length ${headerLen} does not fit a ${size}-byte file`);
+    if (headerLen <= 0 || 8 + headerLen > size)
+      throw new ModelLoadError(file, `corrupt safetensors header: header length ${headerLen} does not fit a ${size}-byte file`);
     const hb = Buffer.alloc(headerLen);
     readSync(fd, hb, 0, headerLen, 8);
     const headerText = hb.toString('utf8');
@@ -111,8 +115,10 @@ function readHeader(file: string): { entries: TensorEntry[]; metadata: Record<st
     } catch (e) {
       throw new ModelLoadError(file, `corrupt safetensors header: not valid JSON (${(e as Error).message})`);
     }
-    if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new ModelLoadError(file, 'corrupt safetensors header: not a JSON object');
-    const dataStart = 8 + headerLen, dataLen = size - dataStart;
+    if (typeof header !== 'object' || header === null || Array.isArray(header))
+      throw new ModelLoadError(file, 'corrupt safetensors header: not a JSON object');
+    const dataStart = 8 + headerLen,
+      dataLen = size - dataStart;
     const entries: TensorEntry[] = [];
     let metadata: Record<string, string> = {};
     for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
@@ -122,15 +128,32 @@ function readHeader(file: string): { entries: TensorEntry[]; metadata: Record<st
       }
       const r = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
       if (typeof r !== 'object' || r === null) throw new ModelLoadError(file, 'corrupt safetensors header: entry is not an object', name);
-      if (r.dtype !== 'F32' && r.dtype !== 'F16' && r.dtype !== 'BF16') throw new ModelLoadError(file, `unsupported dtype ${JSON.stringify(r.dtype)} (supported: F32, F16, BF16)`, name);
-      if (!Array.isArray(r.shape) || !r.shape.every((d) => Number.isInteger(d) && d >= 0)) throw new ModelLoadError(file, `corrupt safetensors header: bad shape ${JSON.stringify(r.shape)}`, name);
+      if (r.dtype !== 'F32' && r.dtype !== 'F16' && r.dtype !== 'BF16')
+        throw new ModelLoadError(file, `unsupported dtype ${JSON.stringify(r.dtype)} (supported: F32, F16, BF16)`, name);
+      if (!Array.isArray(r.shape) || !r.shape.every((d) => Number.isInteger(d) && d >= 0))
+        throw new ModelLoadError(file, `corrupt safetensors header: bad shape ${JSON.stringify(r.shape)}`, name);
       const off = r.data_offsets;
-      if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isInteger(o) && o >= 0) || off[1] < off[0] || off[1] > dataLen) {
-        throw new ModelLoadError(file, `corrupt safetensors header: data_offsets ${JSON.stringify(off)} outside the ${dataLen}-byte data section`, name);
+      if (
+        !Array.isArray(off) ||
+        off.length !== 2 ||
+        !off.every((o) => Number.isInteger(o) && o >= 0) ||
+        off[1] < off[0] ||
+        off[1] > dataLen
+      ) {
+        throw new ModelLoadError(
+          file,
+          `corrupt safetensors header: data_offsets ${JSON.stringify(off)} outside the ${dataLen}-byte data section`,
+          name,
+        );
       }
       const count = (r.shape as number[]).reduce((a, b) => a * b, 1);
       const byteLength = off[1] - off[0];
-      if (byteLength !== count * bytesPer[r.dtype]) throw new ModelLoadError(file, `corrupt safetensors header: shape [${r.shape}] of ${r.dtype} needs ${count * bytesPer[r.dtype]} bytes, data_offsets give ${byteLength}`, name);
+      if (byteLength !== count * bytesPer[r.dtype])
+        throw new ModelLoadError(
+          file,
+          `corrupt safetensors header: shape [${r.shape}] of ${r.dtype} needs ${count * bytesPer[r.dtype]} bytes, data_offsets give ${byteLength}`,
+          name,
+        );
       entries.push({ name, dtype: r.dtype, shape: r.shape as number[], offset: dataStart + off[0], byteLength, file });
     }
     return { entries, metadata, size, headerText };
@@ -215,7 +238,11 @@ export interface TensorToWrite {
  * written in the order given; the file is written at once (a partial file is never left behind
  * by this function itself).
  */
-export function writeSafetensors(file: string, tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>, options: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {}): void {
+export function writeSafetensors(
+  file: string,
+  tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>,
+  options: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {},
+): void {
   const dtype = options.dtype ?? 'F32';
   const list = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
   const header: Record<string, unknown> = {};
@@ -223,7 +250,8 @@ export function writeSafetensors(file: string, tensors: Map<string, TensorToWrit
   let offset = 0;
   for (const [name, t] of list) {
     const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) throw new Error(`writeSafetensors ${file}: tensor ${name} has ${t.data.length} values for shape [${t.shape}]`);
+    if (count !== t.data.length)
+      throw new Error(`writeSafetensors ${file}: tensor ${name} has ${t.data.length} values for shape [${t.shape}]`);
     const bytes = count * bytesPer[dtype];
     header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;

@@ -112,9 +112,15 @@ const ENGINE: Check[] = [
   ['tape node .gradient (a function)', (v) => !Array.isArray(v.tape) || isFn(v.tapeNode, 'gradient')],
   ['tape node .saved (an array)', (v) => !Array.isArray(v.tape) || Array.isArray(at(v.tapeNode, 'saved'))],
   ['engine.state.kernelDepth > 0 turning the tape off', (v) => v.tapeOffInKernel !== false],
-  ...['getKernel', 'registerKernel', 'unregisterKernel', 'slice_util.parseSliceParams', 'backend_util.segment_util.collectGatherOpShapeInfo', 'util.computeStrides', 'util.parseAxisParam'].map(
-    (path): Check => [`tf.${path}`, (v) => isFn(v.tf, path)],
-  ),
+  ...[
+    'getKernel',
+    'registerKernel',
+    'unregisterKernel',
+    'slice_util.parseSliceParams',
+    'backend_util.segment_util.collectGatherOpShapeInfo',
+    'util.computeStrides',
+    'util.parseAxisParam',
+  ].map((path): Check => [`tf.${path}`, (v) => isFn(v.tf, path)]),
 ];
 
 const WASM: Check[] = [
@@ -123,7 +129,11 @@ const WASM: Check[] = [
   ),
   [
     'wasm backend.dataIdMap entries { memoryOffset, shape, dtype }',
-    (v) => !isFn(v.wasmBackend, 'dataIdMap.get') || (typeof at(v.wasmEntry, 'memoryOffset') === 'number' && Array.isArray(at(v.wasmEntry, 'shape')) && typeof at(v.wasmEntry, 'dtype') === 'string'),
+    (v) =>
+      !isFn(v.wasmBackend, 'dataIdMap.get') ||
+      (typeof at(v.wasmEntry, 'memoryOffset') === 'number' &&
+        Array.isArray(at(v.wasmEntry, 'shape')) &&
+        typeof at(v.wasmEntry, 'dtype') === 'string'),
   ],
 ];
 

@@ -29,7 +29,10 @@ export function loadTokenizer(dir?: string): TextTokenizer {
   const file = dir ? join(dir, 'tokenizer.json') : undefined;
   if (!file || !existsSync(file)) {
     const missing = () => {
-      throw new ModelLoadError(file ?? 'preset', file ? 'missing: text needs a tokenizer (pass token ids instead)' : 'presets have no tokenizer (pass token ids instead)');
+      throw new ModelLoadError(
+        file ?? 'preset',
+        file ? 'missing: text needs a tokenizer (pass token ids instead)' : 'presets have no tokenizer (pass token ids instead)',
+      );
     };
     return { available: false, encode: missing, decode: missing };
   }

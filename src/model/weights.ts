@@ -35,7 +35,9 @@ export interface WeightSpec {
 
 /** The canonical weights a process holding `range` has, in a fixed order. */
 export function weightSpecs(c: ModelConfig, range: BackboneRange): WeightSpec[] {
-  const d = c.dModel, q = c.nHeads * c.headDim, kv = c.nKvHeads * c.headDim;
+  const d = c.dModel,
+    q = c.nHeads * c.headDim,
+    kv = c.nKvHeads * c.headDim;
   const gpt2 = c.family === 'gpt2';
   const out: WeightSpec[] = [];
   const norm = (name: string) => {

@@ -65,9 +65,45 @@ const GiB = 2 ** 30;
 
 /** Model shapes of the paper's evaluation (Hugging Face configs of t5-base, facebook/bart-large, t5-large). */
 export const modelPresets: Record<string, ModelShape> = {
-  't5-base': { name: 't5-base', encoderLayers: 12, decoderLayers: 12, dModel: 768, dFF: 3072, heads: 12, vocab: 32128, seqLen: 128, headTokens: 128, sideReduction: 8, bytesPerValue: 4 },
-  'bart-large': { name: 'bart-large', encoderLayers: 12, decoderLayers: 12, dModel: 1024, dFF: 4096, heads: 16, vocab: 50265, seqLen: 128, headTokens: 128, sideReduction: 8, bytesPerValue: 4 },
-  't5-large': { name: 't5-large', encoderLayers: 24, decoderLayers: 24, dModel: 1024, dFF: 4096, heads: 16, vocab: 32128, seqLen: 128, headTokens: 128, sideReduction: 8, bytesPerValue: 4 },
+  't5-base': {
+    name: 't5-base',
+    encoderLayers: 12,
+    decoderLayers: 12,
+    dModel: 768,
+    dFF: 3072,
+    heads: 12,
+    vocab: 32128,
+    seqLen: 128,
+    headTokens: 128,
+    sideReduction: 8,
+    bytesPerValue: 4,
+  },
+  'bart-large': {
+    name: 'bart-large',
+    encoderLayers: 12,
+    decoderLayers: 12,
+    dModel: 1024,
+    dFF: 4096,
+    heads: 16,
+    vocab: 50265,
+    seqLen: 128,
+    headTokens: 128,
+    sideReduction: 8,
+    bytesPerValue: 4,
+  },
+  't5-large': {
+    name: 't5-large',
+    encoderLayers: 24,
+    decoderLayers: 24,
+    dModel: 1024,
+    dFF: 4096,
+    heads: 16,
+    vocab: 32128,
+    seqLen: 128,
+    headTokens: 128,
+    sideReduction: 8,
+    bytesPerValue: 4,
+  },
 };
 
 /**
@@ -77,10 +113,23 @@ export const modelPresets: Record<string, ModelShape> = {
  * launch overhead per block and pass. These are assumptions, stated so they can be changed.
  */
 export const devicePresets: Record<string, DeviceSpec> = {
-  'jetson-nano': { name: 'nano', tflops: 0.47, memoryBytes: 4 * GiB, reserveBytes: 1 * GiB, mbps: 1000, latencyMs: 0.5, efficiency: 0.4, sideEfficiency: 0.1, fixedMsPerBlock: 0.2 },
+  'jetson-nano': {
+    name: 'nano',
+    tflops: 0.47,
+    memoryBytes: 4 * GiB,
+    reserveBytes: 1 * GiB,
+    mbps: 1000,
+    latencyMs: 0.5,
+    efficiency: 0.4,
+    sideEfficiency: 0.1,
+    fixedMsPerBlock: 0.2,
+  },
 };
 
-interface Flops { fwd: number; bwd: number }
+interface Flops {
+  fwd: number;
+  bwd: number;
+}
 
 /** wide: FLOPs of backbone-width matmuls; narrow: FLOPs of side-width matmuls. */
 function blockCost(spec: DeviceSpec, wide: Flops, narrow: Flops, bytes: Omit<BlockCost, 'fwd' | 'bwd'>): BlockCost {
@@ -104,37 +153,78 @@ function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean): Block
   const down = 2 * T * d * r;
   const backboneParams = x * 4 * d * d + 2 * d * f;
   const sideParams = x * 4 * r * r + 2 * r * fs + d * r;
-  return blockCost(spec, { fwd: backbone, bwd: 0 }, { fwd: sideBlock + down, bwd: 2 * sideBlock + down }, {
-    backboneBytes: backboneParams * bv,
-    sideBytes: sideParams * 4 * bv,
-    sideGradBytes: sideParams * bv,
-    activationBytesPerSample: (T * (d + x * 8 * r + 2 * fs) + x * hs * T * T) * bv,
-    workBytesPerSample: (T * (f + 3 * d) + h * T * T) * bv,
-  });
+  return blockCost(
+    spec,
+    { fwd: backbone, bwd: 0 },
+    { fwd: sideBlock + down, bwd: 2 * sideBlock + down },
+    {
+      backboneBytes: backboneParams * bv,
+      sideBytes: sideParams * 4 * bv,
+      sideGradBytes: sideParams * bv,
+      activationBytesPerSample: (T * (d + x * 8 * r + 2 * fs) + x * hs * T * T) * bv,
+      workBytesPerSample: (T * (f + 3 * d) + h * T * T) * bv,
+    },
+  );
 }
 
 /**
  * A profile for `count` identical devices named `<spec.name>-0..count-1` running `model`, with
  * per-layer costs derived as documented above. `training` fills the profile's batch and epoch size.
  */
-export function analyticProfile(model: ModelShape, spec: DeviceSpec, count: number, training?: { batchSize: number; samples: number }): Profile {
+export function analyticProfile(
+  model: ModelShape,
+  spec: DeviceSpec,
+  count: number,
+  training?: { batchSize: number; samples: number },
+): Profile {
   const { seqLen: T, dModel: d, vocab: V, headTokens: ht, bytesPerValue: bv } = model;
   const r = d / model.sideReduction;
   if (!Number.isInteger(r)) throw new RangeError(`dModel ${d} is not divisible by sideReduction ${model.sideReduction}`);
   const layers: BlockCost[] = [];
-  for (let i = 0; i < model.encoderLayers + model.decoderLayers; i++) layers.push(layerCost(model, spec, i >= model.encoderLayers && model.encoderLayers > 0));
-  const embed = blockCost(spec, { fwd: 0, bwd: 0 }, { fwd: 2 * T * d * r, bwd: 2 * T * d * r }, {
-    backboneBytes: V * d * bv, sideBytes: d * r * 4 * bv, sideGradBytes: d * r * bv,
-    activationBytesPerSample: T * d * bv, workBytesPerSample: T * d * bv,
-  });
-  const head = blockCost(spec, { fwd: 2 * ht * d * V, bwd: 2 * ht * d * V }, { fwd: 2 * T * r * d, bwd: 4 * T * r * d }, {
-    backboneBytes: V * d * bv, sideBytes: r * d * 4 * bv, sideGradBytes: r * d * bv,
-    activationBytesPerSample: ht * V * bv, workBytesPerSample: ht * V * bv,
-  });
-  const devices = Array.from({ length: count }, (_, i) => ({ name: `${spec.name}-${i}`, memoryBytes: spec.memoryBytes - spec.reserveBytes, embed, head, layers }));
+  for (let i = 0; i < model.encoderLayers + model.decoderLayers; i++)
+    layers.push(layerCost(model, spec, i >= model.encoderLayers && model.encoderLayers > 0));
+  const embed = blockCost(
+    spec,
+    { fwd: 0, bwd: 0 },
+    { fwd: 2 * T * d * r, bwd: 2 * T * d * r },
+    {
+      backboneBytes: V * d * bv,
+      sideBytes: d * r * 4 * bv,
+      sideGradBytes: d * r * bv,
+      activationBytesPerSample: T * d * bv,
+      workBytesPerSample: T * d * bv,
+    },
+  );
+  const head = blockCost(
+    spec,
+    { fwd: 2 * ht * d * V, bwd: 2 * ht * d * V },
+    { fwd: 2 * T * r * d, bwd: 4 * T * r * d },
+    {
+      backboneBytes: V * d * bv,
+      sideBytes: r * d * 4 * bv,
+      sideGradBytes: r * d * bv,
+      activationBytesPerSample: ht * V * bv,
+      workBytesPerSample: ht * V * bv,
+    },
+  );
+  const devices = Array.from({ length: count }, (_, i) => ({
+    name: `${spec.name}-${i}`,
+    memoryBytes: spec.memoryBytes - spec.reserveBytes,
+    embed,
+    head,
+    layers,
+  }));
   return {
     version: 1,
-    model: { name: model.name, layers: layers.length, encoderLayers: model.encoderLayers, dModel: d, sideWidth: r, seqLen: T, bytesPerActivation: bv },
+    model: {
+      name: model.name,
+      layers: layers.length,
+      encoderLayers: model.encoderLayers,
+      dModel: d,
+      sideWidth: r,
+      seqLen: T,
+      bytesPerActivation: bv,
+    },
     ...(training ? { training } : {}),
     devices,
     links: { defaultMbps: spec.mbps, latencyMs: spec.latencyMs, pairs: [] },

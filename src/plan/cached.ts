@@ -12,7 +12,10 @@ export interface CachedDevice {
 }
 
 /** Cache bytes of one sample that a device holds after epoch 1 (the layers it computed). */
-export interface CacheHolding { device: string; bytes: number }
+export interface CacheHolding {
+  device: string;
+  bytes: number;
+}
 
 export interface CachedPhasePlan {
   /** One shard per device, in the order given; sample ids ascending. */
@@ -43,7 +46,11 @@ export function shardSizes(devices: readonly CachedDevice[], total: number): num
  * cycle remains the assignment is optimal (the transportation problem's optimality condition).
  * A sample absent from `currentHolders` has no cached bytes: it is recomputed wherever it goes.
  */
-export function planCachedPhase(devices: readonly CachedDevice[], samples: readonly number[], currentHolders: ReadonlyMap<number, readonly CacheHolding[]>): CachedPhasePlan {
+export function planCachedPhase(
+  devices: readonly CachedDevice[],
+  samples: readonly number[],
+  currentHolders: ReadonlyMap<number, readonly CacheHolding[]>,
+): CachedPhasePlan {
   const D = devices.length;
   if (D === 0) throw new RangeError('planCachedPhase needs at least one device');
   for (const d of devices) if (!(d.msPerSample > 0)) throw new RangeError(`device '${d.name}': msPerSample must be positive`);
@@ -65,7 +72,11 @@ export function planCachedPhase(devices: readonly CachedDevice[], samples: reado
   for (let j = 0; j < n; j++) for (let i = 0; i < D; i++) if (held[j * D + i]! > 0) triples.push({ j, i, b: held[j * D + i]! });
   triples.sort((a, b) => b.b - a.b || a.j - b.j || a.i - b.i);
   const left = [...quota];
-  for (const t of triples) if (owner[t.j] === -1 && left[t.i]! > 0) { owner[t.j] = t.i; left[t.i]! -= 1; }
+  for (const t of triples)
+    if (owner[t.j] === -1 && left[t.i]! > 0) {
+      owner[t.j] = t.i;
+      left[t.i]! -= 1;
+    }
   for (let j = 0, i = 0; j < n; j++) {
     if (owner[j] !== -1) continue;
     while (left[i] === 0) i++;
@@ -106,7 +117,10 @@ function cancelCycles(owner: Int32Array, held: Float64Array, D: number): void {
       for (let b = 0; b < D; b++) {
         if (b === a) continue;
         const g = held[j * D + b]! - held[j * D + a]!;
-        if (g > gain[a * D + b]!) { gain[a * D + b] = g; pick[a * D + b] = j; }
+        if (g > gain[a * D + b]!) {
+          gain[a * D + b] = g;
+          pick[a * D + b] = j;
+        }
       }
     }
     // Longest paths (most gain); a relaxation in round D means a positive cycle.
@@ -115,18 +129,26 @@ function cancelCycles(owner: Int32Array, held: Float64Array, D: number): void {
     let touched = -1;
     for (let round = 0; round < D; round++) {
       touched = -1;
-      for (let a = 0; a < D; a++) for (let b = 0; b < D; b++) {
-        const g = gain[a * D + b]!;
-        if (g === -Infinity || a === b) continue;
-        if (dist[a]! + g > dist[b]! + eps) { dist[b] = dist[a]! + g; pred[b] = a; touched = b; }
-      }
+      for (let a = 0; a < D; a++)
+        for (let b = 0; b < D; b++) {
+          const g = gain[a * D + b]!;
+          if (g === -Infinity || a === b) continue;
+          if (dist[a]! + g > dist[b]! + eps) {
+            dist[b] = dist[a]! + g;
+            pred[b] = a;
+            touched = b;
+          }
+        }
       if (touched === -1) return;
     }
     // Walk back D steps to land on the cycle, then collect it.
     let v = touched;
     for (let k = 0; k < D; k++) v = pred[v]!;
     const cycle: number[] = [];
-    for (let u = v; ; u = pred[u]!) { cycle.push(u); if (cycle.length > 1 && u === v) break; }
+    for (let u = v; ; u = pred[u]!) {
+      cycle.push(u);
+      if (cycle.length > 1 && u === v) break;
+    }
     let total = 0;
     for (let k = cycle.length - 1; k > 0; k--) total += gain[cycle[k]! * D + cycle[k - 1]!]!;
     if (total <= eps) return;

@@ -6,7 +6,10 @@
 import { boundaryBytesPerSample, linkCost, type DeviceProfile, type Profile } from './profile.ts';
 
 /** A linear cost per device: `fixed + rows * perRow`. */
-export interface LinearCost { fixed: number; perRow: number }
+export interface LinearCost {
+  fixed: number;
+  perRow: number;
+}
 
 /**
  * Splits `total` rows over devices to minimise the largest `fixed + rows * perRow`, every device
@@ -32,7 +35,10 @@ export function splitRows(total: number, costs: readonly LinearCost[], caps?: re
     for (let i = 0; i < m; i++) {
       if (caps && rows[i]! >= caps[i]!) continue;
       const end = costs[i]!.fixed + (rows[i]! + 1) * costs[i]!.perRow;
-      if (end < bestEnd) { bestEnd = end; best = i; }
+      if (end < bestEnd) {
+        bestEnd = end;
+        best = i;
+      }
     }
     rows[best]! += 1;
   }
@@ -45,14 +51,22 @@ export function splitMicroBatch<T>(sampleIds: readonly T[], rows: readonly numbe
   if (sum !== sampleIds.length) throw new RangeError(`rows sum to ${sum}, micro-batch has ${sampleIds.length} samples`);
   const out: T[][] = [];
   let at = 0;
-  for (const r of rows) { out.push(sampleIds.slice(at, at + r)); at += r; }
+  for (const r of rows) {
+    out.push(sampleIds.slice(at, at + r));
+    at += r;
+  }
   return out;
 }
 
 /** Prefix sums of one device's per-layer costs, so any layer range costs O(1). Index l = layers 1..l. */
 interface DevicePrefix {
-  fwdFixed: Float64Array; fwdPer: Float64Array; bwdFixed: Float64Array; bwdPer: Float64Array;
-  staticBytes: Float64Array; gradBytes: Float64Array; keptBytes: Float64Array;
+  fwdFixed: Float64Array;
+  fwdPer: Float64Array;
+  bwdFixed: Float64Array;
+  bwdPer: Float64Array;
+  staticBytes: Float64Array;
+  gradBytes: Float64Array;
+  keptBytes: Float64Array;
   /** workMax[x * (L + 1) + y]: largest transient forward bytes per sample over layers x..y. */
   workMax: Float64Array;
 }
@@ -97,7 +111,11 @@ export interface StageCost {
 }
 
 /** Why a stage cannot be placed: the member short of memory and by how much. */
-export interface MemoryShortfall { device: string; needBytes: number; haveBytes: number }
+export interface MemoryShortfall {
+  device: string;
+  needBytes: number;
+  haveBytes: number;
+}
 
 /** A stage's timings without its members: what the planner's search needs. */
 export interface StageQuote {
@@ -125,9 +143,13 @@ export class CostModel {
   private readonly egressMs: Float64Array;
   private readonly egressLat: Float64Array;
   // Scratch, one slot per group member.
-  private readonly fFix: Float64Array; private readonly fPer: Float64Array;
-  private readonly bFix: Float64Array; private readonly bPer: Float64Array;
-  private readonly held: Float64Array; private readonly kept: Float64Array; private readonly work: Float64Array;
+  private readonly fFix: Float64Array;
+  private readonly fPer: Float64Array;
+  private readonly bFix: Float64Array;
+  private readonly bPer: Float64Array;
+  private readonly held: Float64Array;
+  private readonly kept: Float64Array;
+  private readonly work: Float64Array;
   private readonly rows: Int32Array;
   private gradBytes = 0;
   /** Bytes per sample sent across a boundary after layer l, forward and backward. */
@@ -163,20 +185,27 @@ export class CostModel {
       this.sendBwd[l] = b.bwd;
     }
     const mk = () => new Float64Array(N);
-    this.fFix = mk(); this.fPer = mk(); this.bFix = mk(); this.bPer = mk();
-    this.held = mk(); this.kept = mk(); this.work = mk();
+    this.fFix = mk();
+    this.fPer = mk();
+    this.bFix = mk();
+    this.bPer = mk();
+    this.held = mk();
+    this.kept = mk();
+    this.work = mk();
     this.rows = new Int32Array(N);
   }
 
   /** Slowest link (ms per byte, latency) among devices[start .. start+m); used for the ring all-reduce. */
   groupLink(devices: readonly number[], start = 0, m = devices.length): { msPerByte: number; latencyMs: number } {
-    let msPerByte = 0, latencyMs = 0;
-    for (let i = start; i < start + m; i++) for (let j = start; j < start + m; j++) {
-      if (i === j) continue;
-      const k = devices[i]! * this.n + devices[j]!;
-      msPerByte = Math.max(msPerByte, this.linkMs[k]!);
-      latencyMs = Math.max(latencyMs, this.linkLat[k]!);
-    }
+    let msPerByte = 0,
+      latencyMs = 0;
+    for (let i = start; i < start + m; i++)
+      for (let j = start; j < start + m; j++) {
+        if (i === j) continue;
+        const k = devices[i]! * this.n + devices[j]!;
+        msPerByte = Math.max(msPerByte, this.linkMs[k]!);
+        latencyMs = Math.max(latencyMs, this.linkLat[k]!);
+      }
     return { msPerByte, latencyMs };
   }
 
@@ -191,15 +220,21 @@ export class CostModel {
       const di = devices[start + i]!;
       const dev = this.profile.devices[di]!;
       const p = this.prefix[di]!;
-      const e = dev.embed, h = dev.head;
+      const e = dev.embed,
+        h = dev.head;
       this.fFix[i] = p.fwdFixed[to]! - p.fwdFixed[from - 1]! + (first ? e.fwd.fixedMs : 0) + (last ? h.fwd.fixedMs : this.egressLat[di]!);
-      this.fPer[i] = p.fwdPer[to]! - p.fwdPer[from - 1]! + (first ? e.fwd.perSampleMs : 0) + (last ? h.fwd.perSampleMs : out * this.egressMs[di]!);
+      this.fPer[i] =
+        p.fwdPer[to]! - p.fwdPer[from - 1]! + (first ? e.fwd.perSampleMs : 0) + (last ? h.fwd.perSampleMs : out * this.egressMs[di]!);
       this.bFix[i] = p.bwdFixed[to]! - p.bwdFixed[from - 1]! + (last ? h.bwd.fixedMs : 0) + (first ? e.bwd.fixedMs : this.egressLat[di]!);
-      this.bPer[i] = p.bwdPer[to]! - p.bwdPer[from - 1]! + (last ? h.bwd.perSampleMs : 0) + (first ? e.bwd.perSampleMs : back * this.egressMs[di]!);
-      this.held[i] = p.staticBytes[to]! - p.staticBytes[from - 1]!
-        + (first ? e.backboneBytes + e.sideBytes : 0) + (last ? h.backboneBytes + h.sideBytes : 0);
-      this.kept[i] = p.keptBytes[to]! - p.keptBytes[from - 1]!
-        + (first ? e.activationBytesPerSample : 0) + (last ? h.activationBytesPerSample : 0);
+      this.bPer[i] =
+        p.bwdPer[to]! - p.bwdPer[from - 1]! + (last ? h.bwd.perSampleMs : 0) + (first ? e.bwd.perSampleMs : back * this.egressMs[di]!);
+      this.held[i] =
+        p.staticBytes[to]! -
+        p.staticBytes[from - 1]! +
+        (first ? e.backboneBytes + e.sideBytes : 0) +
+        (last ? h.backboneBytes + h.sideBytes : 0);
+      this.kept[i] =
+        p.keptBytes[to]! - p.keptBytes[from - 1]! + (first ? e.activationBytesPerSample : 0) + (last ? h.activationBytesPerSample : 0);
       this.work[i] = Math.max(p.workMax[from * (L + 1) + to]!, first ? e.workBytesPerSample : 0, last ? h.workBytesPerSample : 0);
       // Every member holds the same side blocks; should profiles disagree on their gradient bytes,
       // the ring moves the largest, whatever the rank order.
@@ -233,7 +268,10 @@ export class CostModel {
         const r = this.rows[i]! + 1;
         if (inFlight !== null && r > this.cap(i, this.profile.devices[devices[start + i]!]!.memoryBytes, inFlight)) continue;
         const end = this.fFix[i]! + this.bFix[i]! + r * (this.fPer[i]! + this.bPer[i]!);
-        if (end < bestEnd) { bestEnd = end; best = i; }
+        if (end < bestEnd) {
+          bestEnd = end;
+          best = i;
+        }
       }
       this.rows[best]! += 1;
     }
@@ -246,16 +284,29 @@ export class CostModel {
    * (1F1B: stage s of S holds S - s; null ignores memory). Null when the group has more devices
    * than rows or the members cannot fit their share in memory. Allocates only the result.
    */
-  quote(from: number, to: number, devices: readonly number[], start: number, m: number, rows: number, inFlight: number | null): StageQuote | null {
+  quote(
+    from: number,
+    to: number,
+    devices: readonly number[],
+    start: number,
+    m: number,
+    rows: number,
+    inFlight: number | null,
+  ): StageQuote | null {
     if (m > rows) return null;
     this.fill(from, to, devices, start, m);
     if (!this.split(devices, start, m, rows, inFlight)) return null;
-    let fwdMs = 0, bwdMs = 0, cycleMs = 0, maxK = Infinity;
+    let fwdMs = 0,
+      bwdMs = 0,
+      cycleMs = 0,
+      maxK = Infinity;
     for (let i = 0; i < m; i++) {
       const r = this.rows[i]!;
       const fm = this.fFix[i]! + r * this.fPer[i]!;
       const bm = this.bFix[i]! + r * this.bPer[i]!;
-      fwdMs = Math.max(fwdMs, fm); bwdMs = Math.max(bwdMs, bm); cycleMs = Math.max(cycleMs, fm + bm);
+      fwdMs = Math.max(fwdMs, fm);
+      bwdMs = Math.max(bwdMs, bm);
+      cycleMs = Math.max(cycleMs, fm + bm);
       const room = this.profile.devices[devices[start + i]!]!.memoryBytes - this.held[i]! - r * this.work[i]!;
       const per = r * this.kept[i]!;
       maxK = room < 0 ? 0 : per > 0 ? Math.min(maxK, Math.floor(room / per)) : maxK;
@@ -269,7 +320,13 @@ export class CostModel {
    * member that lacks memory most (rows split to fit memory as well as possible) and by how much.
    * Null when the group has more devices than rows.
    */
-  stage(from: number, to: number, devices: readonly number[], rows: number, inFlight: number | null): StageCost | { shortfall: MemoryShortfall } | null {
+  stage(
+    from: number,
+    to: number,
+    devices: readonly number[],
+    rows: number,
+    inFlight: number | null,
+  ): StageCost | { shortfall: MemoryShortfall } | null {
     const m = devices.length;
     if (m > rows) return null;
     this.fill(from, to, devices, 0, m);
@@ -281,16 +338,35 @@ export class CostModel {
       let worst = 0;
       const over = (i: number) => mem[i]!.fixed + tight[i]! * mem[i]!.perRow;
       for (let i = 1; i < m; i++) if (over(i) > over(worst)) worst = i;
-      return { shortfall: { device: this.profile.devices[devices[worst]!]!.name, haveBytes: budget(worst), needBytes: budget(worst) + over(worst) } };
+      return {
+        shortfall: {
+          device: this.profile.devices[devices[worst]!]!.name,
+          haveBytes: budget(worst),
+          needBytes: budget(worst) + over(worst),
+        },
+      };
     }
     const members: MemberCost[] = [];
-    let fwdMs = 0, bwdMs = 0, cycleMs = 0;
+    let fwdMs = 0,
+      bwdMs = 0,
+      cycleMs = 0;
     for (let i = 0; i < m; i++) {
       const r = this.rows[i]!;
       const fm = this.fFix[i]! + r * this.fPer[i]!;
       const bm = this.bFix[i]! + r * this.bPer[i]!;
-      members.push({ device: this.profile.devices[devices[i]!]!.name, rows: r, fwdMs: fm, bwdMs: bm, budgetBytes: budget(i), staticBytes: this.held[i]!, keptBytesPerSample: this.kept[i]!, workBytesPerSample: this.work[i]! });
-      fwdMs = Math.max(fwdMs, fm); bwdMs = Math.max(bwdMs, bm); cycleMs = Math.max(cycleMs, fm + bm);
+      members.push({
+        device: this.profile.devices[devices[i]!]!.name,
+        rows: r,
+        fwdMs: fm,
+        bwdMs: bm,
+        budgetBytes: budget(i),
+        staticBytes: this.held[i]!,
+        keptBytesPerSample: this.kept[i]!,
+        workBytesPerSample: this.work[i]!,
+      });
+      fwdMs = Math.max(fwdMs, fm);
+      bwdMs = Math.max(bwdMs, bm);
+      cycleMs = Math.max(cycleMs, fm + bm);
     }
     const gradBytes = this.gradBytes;
     return { from, to, members, fwdMs, bwdMs, cycleMs, gradBytes, allReduceMs: ringAllReduceMs(gradBytes, m, this.groupLink(devices)) };
@@ -305,7 +381,16 @@ export function ringAllReduceMs(bytes: number, m: number, link: { msPerByte: num
 
 function buildPrefix(d: DeviceProfile, L: number): DevicePrefix {
   const mk = () => new Float64Array(L + 1);
-  const p: DevicePrefix = { fwdFixed: mk(), fwdPer: mk(), bwdFixed: mk(), bwdPer: mk(), staticBytes: mk(), gradBytes: mk(), keptBytes: mk(), workMax: new Float64Array((L + 1) * (L + 1)) };
+  const p: DevicePrefix = {
+    fwdFixed: mk(),
+    fwdPer: mk(),
+    bwdFixed: mk(),
+    bwdPer: mk(),
+    staticBytes: mk(),
+    gradBytes: mk(),
+    keptBytes: mk(),
+    workMax: new Float64Array((L + 1) * (L + 1)),
+  };
   for (let l = 1; l <= L; l++) {
     const c = d.layers[l - 1]!;
     p.fwdFixed[l] = p.fwdFixed[l - 1]! + c.fwd.fixedMs;
@@ -318,13 +403,22 @@ function buildPrefix(d: DeviceProfile, L: number): DevicePrefix {
   }
   for (let x = 1; x <= L; x++) {
     let w = 0;
-    for (let y = x; y <= L; y++) { w = Math.max(w, d.layers[y - 1]!.workBytesPerSample); p.workMax[x * (L + 1) + y] = w; }
+    for (let y = x; y <= L; y++) {
+      w = Math.max(w, d.layers[y - 1]!.workBytesPerSample);
+      p.workMax[x * (L + 1) + y] = w;
+    }
   }
   return p;
 }
 
 /** The 1F1B estimate of one step for a pipeline of priced stages (see `stepMakespan`). */
-export interface Makespan { stepMs: number; warmupMs: number; steadyMs: number; drainMs: number; allReduceTailMs: number }
+export interface Makespan {
+  stepMs: number;
+  warmupMs: number;
+  steadyMs: number;
+  drainMs: number;
+  allReduceTailMs: number;
+}
 
 /**
  * 1F1B step time of stages 0..S-1 with M micro-batches:
@@ -342,13 +436,25 @@ export interface Makespan { stepMs: number; warmupMs: number; steadyMs: number; 
  * takes the steady state from the last stage only and adds that stage's backward both to the
  * steady state and to the drain.
  */
-export function stepMakespan(stages: ReadonlyArray<Pick<StageCost, 'fwdMs' | 'bwdMs' | 'cycleMs' | 'allReduceMs'>>, microBatches: number): Makespan {
-  let warmupMs = 0, drainMs = 0, slowest = 0;
-  for (const s of stages) { warmupMs += s.fwdMs; drainMs += s.bwdMs; slowest = Math.max(slowest, s.cycleMs); }
+export function stepMakespan(
+  stages: ReadonlyArray<Pick<StageCost, 'fwdMs' | 'bwdMs' | 'cycleMs' | 'allReduceMs'>>,
+  microBatches: number,
+): Makespan {
+  let warmupMs = 0,
+    drainMs = 0,
+    slowest = 0;
+  for (const s of stages) {
+    warmupMs += s.fwdMs;
+    drainMs += s.bwdMs;
+    slowest = Math.max(slowest, s.cycleMs);
+  }
   const steadyMs = (microBatches - 1) * slowest;
   const t = warmupMs + steadyMs + drainMs;
   let stepMs = t;
   let before = 0;
-  for (const s of stages) { stepMs = Math.max(stepMs, t - before + s.allReduceMs); before += s.bwdMs; }
+  for (const s of stages) {
+    stepMs = Math.max(stepMs, t - before + s.allReduceMs);
+    before += s.bwdMs;
+  }
   return { stepMs, warmupMs, steadyMs, drainMs, allReduceTailMs: stepMs - t };
 }

@@ -21,29 +21,96 @@ export interface MeasuredDevice {
   bandwidthMbps: number | null;
 }
 
-export interface ProfileAssumptions { efficiency: number; sideEfficiency: number; fixedMsPerBlock: number; defaultMbps: number; latencyMs: number }
+export interface ProfileAssumptions {
+  efficiency: number;
+  sideEfficiency: number;
+  fixedMsPerBlock: number;
+  defaultMbps: number;
+  latencyMs: number;
+}
 
 /** Fitted to what the wasm backend measures: a GPT-2 forward runs near its large-matmul rate, the side network's narrow blocks far below it. */
-export const wasmAssumptions: ProfileAssumptions = { efficiency: 0.65, sideEfficiency: 0.15, fixedMsPerBlock: 0.4, defaultMbps: 4000, latencyMs: 0.3 };
+export const wasmAssumptions: ProfileAssumptions = {
+  efficiency: 0.65,
+  sideEfficiency: 0.15,
+  fixedMsPerBlock: 0.4,
+  defaultMbps: 4000,
+  latencyMs: 0.3,
+};
 
 /** The shape the analytic cost model needs, for a decoder-only backbone with side reduction k. */
 export function modelShape(config: ModelConfig, seqLen: number, reduction: number, name = 'model'): ModelShape {
-  return { name, encoderLayers: 0, decoderLayers: config.nLayers, dModel: config.dModel, dFF: config.dFF, heads: config.nHeads, vocab: config.vocabSize, seqLen, headTokens: seqLen, sideReduction: reduction, bytesPerValue: 4 };
+  return {
+    name,
+    encoderLayers: 0,
+    decoderLayers: config.nLayers,
+    dModel: config.dModel,
+    dFF: config.dFF,
+    heads: config.nHeads,
+    vocab: config.vocabSize,
+    seqLen,
+    headTokens: seqLen,
+    sideReduction: reduction,
+    bytesPerValue: 4,
+  };
 }
 
 /** A validated profile of `devices` (in topology order) for `shape`. */
-export function measuredProfile(shape: ModelShape, devices: MeasuredDevice[], training: { batchSize: number; samples: number }, a: ProfileAssumptions = wasmAssumptions): Profile {
+export function measuredProfile(
+  shape: ModelShape,
+  devices: MeasuredDevice[],
+  training: { batchSize: number; samples: number },
+  a: ProfileAssumptions = wasmAssumptions,
+): Profile {
   if (devices.length === 0) throw new Error('profile: no devices');
   const per = devices.map((d) => {
     if (!(d.matmulGflops > 0)) throw new Error(`profile: device ${d.name} reported no matmul rate`);
-    const p = analyticProfile(shape, {
-      name: d.name, tflops: d.matmulGflops / 1000, memoryBytes: d.memoryBytes, reserveBytes: 0, mbps: a.defaultMbps, latencyMs: a.latencyMs,
-      efficiency: a.efficiency, sideEfficiency: a.sideEfficiency, fixedMsPerBlock: a.fixedMsPerBlock,
-    }, 1, training);
+    const p = analyticProfile(
+      shape,
+      {
+        name: d.name,
+        tflops: d.matmulGflops / 1000,
+        memoryBytes: d.memoryBytes,
+        reserveBytes: 0,
+        mbps: a.defaultMbps,
+        latencyMs: a.latencyMs,
+        efficiency: a.efficiency,
+        sideEfficiency: a.sideEfficiency,
+        fixedMsPerBlock: a.fixedMsPerBlock,
+      },
+      1,
+      training,
+    );
     return { ...p.devices[0]!, name: d.name };
   });
-  const base = analyticProfile(shape, { name: 'x', tflops: 1, memoryBytes: 1, reserveBytes: 0, mbps: a.defaultMbps, latencyMs: a.latencyMs, efficiency: 1, sideEfficiency: 1, fixedMsPerBlock: 0 }, 1, training);
-  const pairs = devices.flatMap((d) => (d.bandwidthMbps === null ? [] : devices.filter((o) => o.name !== d.name).map((o) => ({ from: d.name, to: o.name, mbps: Math.min(d.bandwidthMbps!, o.bandwidthMbps ?? Infinity) }))));
-  const unique = pairs.filter((p, i) => pairs.findIndex((q) => (q.from === p.to && q.to === p.from) || (q.from === p.from && q.to === p.to)) === i);
-  return parseProfile({ ...base, devices: per, links: { defaultMbps: a.defaultMbps, latencyMs: a.latencyMs, pairs: unique } }, 'measured profile');
+  const base = analyticProfile(
+    shape,
+    {
+      name: 'x',
+      tflops: 1,
+      memoryBytes: 1,
+      reserveBytes: 0,
+      mbps: a.defaultMbps,
+      latencyMs: a.latencyMs,
+      efficiency: 1,
+      sideEfficiency: 1,
+      fixedMsPerBlock: 0,
+    },
+    1,
+    training,
+  );
+  const pairs = devices.flatMap((d) =>
+    d.bandwidthMbps === null
+      ? []
+      : devices
+          .filter((o) => o.name !== d.name)
+          .map((o) => ({ from: d.name, to: o.name, mbps: Math.min(d.bandwidthMbps!, o.bandwidthMbps ?? Infinity) })),
+  );
+  const unique = pairs.filter(
+    (p, i) => pairs.findIndex((q) => (q.from === p.to && q.to === p.from) || (q.from === p.from && q.to === p.to)) === i,
+  );
+  return parseProfile(
+    { ...base, devices: per, links: { defaultMbps: a.defaultMbps, latencyMs: a.latencyMs, pairs: unique } },
+    'measured profile',
+  );
 }

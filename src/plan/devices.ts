@@ -16,7 +16,10 @@ export function usableDevices(cm: CostModel): number[] {
   cm.profile.devices.forEach((_, d) => {
     for (let l = 1; l <= cm.layers; l++) {
       const s = cm.stage(l, l, [d], 1, 1);
-      if (s && 'members' in s) { out.push(d); return; }
+      if (s && 'members' in s) {
+        out.push(d);
+        return;
+      }
     }
   });
   return out;
@@ -30,10 +33,12 @@ export function usableDevices(cm: CostModel): number[] {
  */
 export function deviceClasses(profile: Profile, devices: readonly number[]): number[][] {
   const n = profile.devices.length;
-  const link = profile.devices.map((a) => profile.devices.map((b) => {
-    const c = linkCost(profile, a.name, b.name);
-    return `${c.msPerByte}/${c.latencyMs}`;
-  }));
+  const link = profile.devices.map((a) =>
+    profile.devices.map((b) => {
+      const c = linkCost(profile, a.name, b.name);
+      return `${c.msPerByte}/${c.latencyMs}`;
+    }),
+  );
   const body = profile.devices.map((d) => JSON.stringify([d.memoryBytes, d.embed, d.head, d.layers]));
   const same = (i: number, j: number) => {
     if (body[i] !== body[j]) return false;
@@ -52,14 +57,19 @@ export function deviceClasses(profile: Profile, devices: readonly number[]): num
 export type OrderingName = 'topology' | 'fastest-first' | 'slowest-first';
 
 /** The paper's device orders (the options may restrict the planner to them), as profile indices, without duplicates. */
-export function deviceOrderings(profile: Profile, names: readonly OrderingName[] = ['topology', 'fastest-first', 'slowest-first']): { name: OrderingName; order: number[] }[] {
+export function deviceOrderings(
+  profile: Profile,
+  names: readonly OrderingName[] = ['topology', 'fastest-first', 'slowest-first'],
+): { name: OrderingName; order: number[] }[] {
   // Speed: per-sample forward + backward of every layer.
   const time = profile.devices.map((d) => d.layers.reduce((s, l) => s + l.fwd.perSampleMs + l.bwd.perSampleMs, 0));
   const topo = profile.devices.map((_, i) => i);
   const out: { name: OrderingName; order: number[] }[] = [];
   for (const name of names) {
-    const order = name === 'topology' ? topo
-      : [...topo].sort((a, b) => (name === 'fastest-first' ? time[a]! - time[b]! : time[b]! - time[a]!) || a - b);
+    const order =
+      name === 'topology'
+        ? topo
+        : [...topo].sort((a, b) => (name === 'fastest-first' ? time[a]! - time[b]! : time[b]! - time[a]!) || a - b);
     if (!out.some((o) => o.order.every((v, i) => v === order[i]))) out.push({ name, order });
   }
   return out;

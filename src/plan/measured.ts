@@ -7,7 +7,10 @@
 import { parseProfile, type BlockCost, type LinkProfile, type ModelInfo, type Profile, type TimeCost } from './profile.ts';
 
 /** Times of one block (layer, embedding or head) measured at one micro-batch size. */
-export interface BlockTiming { fwdMs: number; bwdMs: number }
+export interface BlockTiming {
+  fwdMs: number;
+  bwdMs: number;
+}
 
 /** What a device measured: per micro-batch size, one timing per layer, plus embedding and head. */
 export interface DeviceMeasurements {
@@ -30,7 +33,10 @@ export function fitLinear(points: readonly { rows: number; ms: number }[]): Time
   const mx = points.reduce((s, p) => s + p.rows, 0) / n;
   const my = points.reduce((s, p) => s + p.ms, 0) / n;
   const sxx = points.reduce((s, p) => s + (p.rows - mx) ** 2, 0);
-  const through0 = () => ({ fixedMs: 0, perSampleMs: Math.max(0, points.reduce((s, p) => s + p.rows * p.ms, 0) / points.reduce((s, p) => s + p.rows * p.rows, 0)) });
+  const through0 = () => ({
+    fixedMs: 0,
+    perSampleMs: Math.max(0, points.reduce((s, p) => s + p.rows * p.ms, 0) / points.reduce((s, p) => s + p.rows * p.rows, 0)),
+  });
   if (sxx === 0) return through0();
   const slope = points.reduce((s, p) => s + (p.rows - mx) * (p.ms - my), 0) / sxx;
   const intercept = my - slope * mx;

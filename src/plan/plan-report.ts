@@ -8,7 +8,13 @@ import type { PlannedStage, StagePlan } from './planner.ts';
 import { boundaryBytesPerSample } from './profile.ts';
 import { Space, type ChosenStage } from './search.ts';
 
-export function buildPlan(cm: CostModel, chosen: { stages: ChosenStage[]; m: number; ordering: OrderingName | 'searched' }, batchSize: number, samples: number | null, search: StagePlan['search']): StagePlan {
+export function buildPlan(
+  cm: CostModel,
+  chosen: { stages: ChosenStage[]; m: number; ordering: OrderingName | 'searched' },
+  batchSize: number,
+  samples: number | null,
+  search: StagePlan['search'],
+): StagePlan {
   const profile = cm.profile;
   const M = chosen.m;
   const costs: StageCost[] = chosen.stages.map(({ from, to, members, inFlight }) => {
@@ -25,7 +31,16 @@ export function buildPlan(cm: CostModel, chosen: { stages: ChosenStage[]; m: num
       peakBytesPerDevice[mb.device] = peakBytes;
       return { name: mb.device, rows: mb.rows, fwdMs: mb.fwdMs, bwdMs: mb.bwdMs, peakBytes };
     });
-    return { index, layers: { from: c.from, to: c.to }, devices, inFlight, fwdMs: c.fwdMs, bwdMs: c.bwdMs, cycleMs: c.cycleMs, allReduceMs: c.allReduceMs };
+    return {
+      index,
+      layers: { from: c.from, to: c.to },
+      devices,
+      inFlight,
+      fwdMs: c.fwdMs,
+      bwdMs: c.bwdMs,
+      cycleMs: c.cycleMs,
+      allReduceMs: c.allReduceMs,
+    };
   });
   let activations = 0;
   for (let s = 0; s + 1 < S; s++) {
@@ -50,7 +65,11 @@ export function buildPlan(cm: CostModel, chosen: { stages: ChosenStage[]; m: num
 }
 
 type Priced = { from: number; to: number; shortfall: MemoryShortfall | null; over: number };
-interface Node { worst: number; stage: Priced; next: Node | null }
+interface Node {
+  worst: number;
+  stage: Priced;
+  next: Node | null;
+}
 
 /** Moves times layers up to which the explanation searches every device subset and order, not just the three orders. */
 const EXPLAIN_MOVES = 20_000;
@@ -65,24 +84,34 @@ export function explainInfeasible(cm: CostModel, mOptions: number[], batchSize: 
   const profile = cm.profile;
   const all = profile.devices.map((_, i) => i);
   const classes = deviceClasses(profile, all);
-  const whole = new Space(classes.map((devices) => ({ devices, uniform: true })), 'searched');
-  const spaces = whole.moves * cm.layers <= EXPLAIN_MOVES ? [whole] : deviceOrderings(profile).map((o) => new Space([chainOf(o.order, classes)], o.name));
+  const whole = new Space(
+    classes.map((devices) => ({ devices, uniform: true })),
+    'searched',
+  );
+  const spaces =
+    whole.moves * cm.layers <= EXPLAIN_MOVES
+      ? [whole]
+      : deviceOrderings(profile).map((o) => new Space([chainOf(o.order, classes)], o.name));
   let best: Node | null = null;
   // Small micro-batches need the least memory per member: a tight bound early prunes the rest.
   const byRows = [...mOptions].sort((a, b) => b - a);
   for (const space of spaces) for (const M of byRows) best = tightest(cm, space, batchSize / M, M, best);
   const L = cm.layers;
   const total = profile.devices.length;
-  const lines = [proven
-    ? `no placement of ${L} layers on ${total} device${total === 1 ? '' : 's'} fits in memory`
-    : `found no placement of ${L} layers on ${total} devices that fits in memory (too many distinct devices to try every subset and order)`];
+  const lines = [
+    proven
+      ? `no placement of ${L} layers on ${total} device${total === 1 ? '' : 's'} fits in memory`
+      : `found no placement of ${L} layers on ${total} devices that fits in memory (too many distinct devices to try every subset and order)`,
+  ];
   let s = 0;
   for (let node: Node | null = best; node; node = node.next, s++) {
     const st = node.stage;
     if (st.shortfall) {
       const f = st.shortfall;
       const [need, have, short] = mebibytes(f.needBytes, f.haveBytes);
-      lines.push(`in the tightest placement, stage ${s} (layers ${st.from}-${st.to}) on ${f.device} needs ${need} but has ${have} (short ${short})`);
+      lines.push(
+        `in the tightest placement, stage ${s} (layers ${st.from}-${st.to}) on ${f.device} needs ${need} but has ${have} (short ${short})`,
+      );
     }
   }
   return lines;
@@ -117,14 +146,22 @@ function tightest(cm: CostModel, space: Space, rows: number, M: number, best: No
       const u = Math.floor(slot / W);
       const kc = slot - u * W;
       let free = 0;
-      for (let c = 0; c < K; c++) { used[c] = Math.floor(u / strides[c]!) % (sizes[c]! + 1); take[c] = 0; free += sizes[c]! - used[c]!; }
+      for (let c = 0; c < K; c++) {
+        used[c] = Math.floor(u / strides[c]!) % (sizes[c]! + 1);
+        take[c] = 0;
+        free += sizes[c]! - used[c]!;
+      }
       for (;;) {
         let c = 0;
         while (c < K && take[c] === sizes[c]! - used[c]!) take[c++] = 0;
         if (c === K) break;
         take[c] = take[c]! + 1;
-        let m = 0, target = u;
-        for (let i = 0; i < K; i++) { m += take[i]!; target += take[i]! * strides[i]!; }
+        let m = 0,
+          target = u;
+        for (let i = 0; i < K; i++) {
+          m += take[i]!;
+          target += take[i]! * strides[i]!;
+        }
         if (m > rows) continue;
         const members: number[] = [];
         space.chains.forEach((chain, i) => {
@@ -135,14 +172,23 @@ function tightest(cm: CostModel, space: Space, rows: number, M: number, best: No
         for (let x1 = free === m ? 1 : x - 1; x1 >= 1; x1--) {
           const key = `${members.join(',')} ${x1} ${x - 1} ${Math.min(kc + 1, M)}`;
           let stage = priced.get(key);
-          if (stage === undefined) { stage = price(cm, x1, x - 1, members, rows, Math.min(kc + 1, M)); priced.set(key, stage); }
+          if (stage === undefined) {
+            stage = price(cm, x1, x - 1, members, rows, Math.min(kc + 1, M));
+            priced.set(key, stage);
+          }
           if (!stage) break;
           // More layers only need more memory.
           if (best && stage.over >= best.worst) break;
           const node: Node = { worst: Math.max(stage.over, worstSoFar), stage, next: rest };
-          if (x1 === 1) { if (!best || node.worst < best.worst) best = node; continue; }
+          if (x1 === 1) {
+            if (!best || node.worst < best.worst) best = node;
+            continue;
+          }
           let into = levels[x1];
-          if (!into) { into = new Map(); levels[x1] = into; }
+          if (!into) {
+            into = new Map();
+            levels[x1] = into;
+          }
           const o = into.get(targetSlot);
           if (o === undefined || (o && node.worst < o.worst)) into.set(targetSlot, node);
         }

@@ -87,7 +87,9 @@ export interface StagePlan {
 /** No placement fits in memory; `lines` say which device of which stage lacks how much in the tightest placement. */
 export class InfeasiblePlanError extends Error {
   override name = 'InfeasiblePlanError';
-  constructor(readonly lines: string[]) { super(lines.join('; ')); }
+  constructor(readonly lines: string[]) {
+    super(lines.join('; '));
+  }
 }
 
 /** What a run's settings ask of the planner: `charon plan TOPOLOGY` and `charon launch` both plan with this. */
@@ -115,7 +117,13 @@ const EXACT_BUDGET = 2_000_000;
 /** Work units (layer ranges priced, labels made) the local search may spend. */
 const REFINE_BUDGET = 1_000_000;
 
-interface Found { label: Label; chains: readonly Chain[] | null; name: string; m: number; value: number }
+interface Found {
+  label: Label;
+  chains: readonly Chain[] | null;
+  name: string;
+  m: number;
+  value: number;
+}
 
 /**
  * Plans epoch 1 for `profile`: the feasible placement (device subset and order, stage count,
@@ -125,7 +133,8 @@ interface Found { label: Label; chains: readonly Chain[] | null; name: string; m
 export function planPipeline(profile: Profile, options: PlanOptions = {}): StagePlan {
   const started = performance.now();
   const batchSize = options.batchSize ?? profile.training?.batchSize;
-  if (!batchSize || !Number.isInteger(batchSize) || batchSize < 1) throw new RangeError('batch size unknown: give options.batchSize or profile.training.batchSize');
+  if (!batchSize || !Number.isInteger(batchSize) || batchSize < 1)
+    throw new RangeError('batch size unknown: give options.batchSize or profile.training.batchSize');
   const samples = options.samples ?? profile.training?.samples ?? null;
   const mOptions = (options.microBatchOptions ?? microBatchOptions(batchSize)).filter((m) => batchSize % m === 0);
   if (mOptions.length === 0) throw new RangeError(`no micro-batch count divides the batch size ${batchSize}`);
@@ -135,7 +144,9 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
   const bounds = new Bounds(cm, usable);
   const prices = new Map(mOptions.map((m) => [m, new Prices(cm, batchSize / m, bounds)]));
   // No plan beats the batch's compute done at every usable device's best rate at once.
-  const lowest = (batchSize * bounds.prefixWork[cm.layers + 1]!) / usable.reduce((s, d) => s + bounds.prefixRate[d * (cm.layers + 2) + cm.layers + 1]!, 0);
+  const lowest =
+    (batchSize * bounds.prefixWork[cm.layers + 1]!) /
+    usable.reduce((s, d) => s + bounds.prefixRate[d * (cm.layers + 2) + cm.layers + 1]!, 0);
   let labels = 0;
   // The paper's orders: quick, and a bound to prune with.
   const orders = deviceOrderings(profile, options.orderings)
@@ -148,12 +159,17 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
   let exact = false;
   let searched = orders.length;
   if (!options.orderings && usable.length > 0) {
-    const whole = new Space(classes.map((devices) => ({ devices, uniform: true })), 'searched');
+    const whole = new Space(
+      classes.map((devices) => ({ devices, uniform: true })),
+      'searched',
+    );
     const size = whole.moves * cm.layers;
     if (size > SMALL_MOVES) {
       // With no plan from the orders, start from every device a stage of its own, roomiest first.
       const start = found ? stagesOf(found.label, found.chains) : spreadOut(profile, usable, cm.layers);
-      const r = refine(start, found?.m ?? Math.max(...mOptions), found?.value ?? Infinity, usable, prices, mOptions, { left: REFINE_BUDGET });
+      const r = refine(start, found?.m ?? Math.max(...mOptions), found?.value ?? Infinity, usable, prices, mOptions, {
+        left: REFINE_BUDGET,
+      });
       labels += r.labels;
       if (r.found) found = { ...r.found, chains: null, name: 'searched' };
     }
@@ -161,13 +177,23 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
       const r = solve([whole], prices, mOptions, lowest, { left: EXACT_BUDGET }, found?.value);
       labels += r.labels;
       searched++;
-      if (!r.aborted) { exact = true; if (r.found) found = r.found; }
+      if (!r.aborted) {
+        exact = true;
+        if (r.found) found = r.found;
+      }
     }
   }
-  if (!found) throw new InfeasiblePlanError(explainInfeasible(cm, mOptions, batchSize, exact || options.orderings !== undefined || usable.length === 0));
-  const ordering = options.orderings ? found.name as OrderingName : 'searched';
+  if (!found)
+    throw new InfeasiblePlanError(
+      explainInfeasible(cm, mOptions, batchSize, exact || options.orderings !== undefined || usable.length === 0),
+    );
+  const ordering = options.orderings ? (found.name as OrderingName) : 'searched';
   return buildPlan(cm, { stages: stagesOf(found.label, found.chains), m: found.m, ordering }, batchSize, samples, {
-    orderings: searched, microBatchOptions: mOptions, labels, ms: performance.now() - started, exact,
+    orderings: searched,
+    microBatchOptions: mOptions,
+    labels,
+    ms: performance.now() - started,
+    exact,
   });
 }
 
@@ -175,7 +201,14 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
  * The best plan over `spaces` and micro-batch counts below `upper`, else found by asking for one
  * below a rising guess (see the file comment); null when none fits.
  */
-function solve(spaces: Space[], prices: Map<number, Prices>, mOptions: number[], lower: number, budget: Budget, upper = Infinity): { found: Found | null; labels: number; aborted: boolean } {
+function solve(
+  spaces: Space[],
+  prices: Map<number, Prices>,
+  mOptions: number[],
+  lower: number,
+  budget: Budget,
+  upper = Infinity,
+): { found: Found | null; labels: number; aborted: boolean } {
   let labels = 0;
   let found: Found | null = null;
   const first = upper < Infinity ? upper : lower > 0 ? lower * 1.25 : Infinity;
@@ -187,7 +220,8 @@ function solve(spaces: Space[], prices: Map<number, Prices>, mOptions: number[],
         labels += r.labels;
         bounded ||= r.bounded;
         if (r.aborted) return { found: null, labels, aborted: true };
-        if (r.best && (!found || r.value < found.value)) found = { label: r.best, chains: space.chains, name: space.name, m, value: r.value };
+        if (r.best && (!found || r.value < found.value))
+          found = { label: r.best, chains: space.chains, name: space.name, m, value: r.value };
       }
     }
     if (found || !bounded || guess === Infinity || upper < Infinity) return { found, labels, aborted: false };

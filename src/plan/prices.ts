@@ -11,7 +11,10 @@ export class GroupPrices {
   /** base[x][FIELDS * y + i]: fwd, bwd, cycle, all-reduce, most micro-batches in flight; NaN = not priced. */
   readonly base: (Float64Array | undefined)[] = [];
   readonly capped = new Map<number, Float64Array | null>();
-  constructor(readonly members: number[], readonly memoryBytes: number) {}
+  constructor(
+    readonly members: number[],
+    readonly memoryBytes: number,
+  ) {}
 }
 
 /**
@@ -34,7 +37,9 @@ export class Bounds {
     const devices = cm.profile.devices;
     this.perSample = new Float64Array(devices.length * (L + 1));
     devices.forEach((d, i) => {
-      for (let l = 1; l <= L; l++) this.perSample[i * (L + 1) + l] = this.perSample[i * (L + 1) + l - 1]! + d.layers[l - 1]!.fwd.perSampleMs + d.layers[l - 1]!.bwd.perSampleMs;
+      for (let l = 1; l <= L; l++)
+        this.perSample[i * (L + 1) + l] =
+          this.perSample[i * (L + 1) + l - 1]! + d.layers[l - 1]!.fwd.perSampleMs + d.layers[l - 1]!.bwd.perSampleMs;
     });
     const work = (d: number, l: number) => this.perSample[d * (L + 1) + l]! - this.perSample[d * (L + 1) + l - 1]!;
     const least = (f: (d: number) => number) => usable.reduce((m, d) => Math.min(m, f(d)), Infinity);
@@ -49,7 +54,8 @@ export class Bounds {
         this.prefixRate[d * (L + 2) + x] = Math.max(this.prefixRate[d * (L + 2) + x - 1]!, rate);
       }
       const held = (b: { backboneBytes: number; sideBytes: number }) => b.backboneBytes + b.sideBytes;
-      this.prefixBytes[x] = (x === 2 ? least((d) => held(devices[d]!.embed)) : this.prefixBytes[x - 1]!) + least((d) => held(devices[d]!.layers[x - 2]!));
+      this.prefixBytes[x] =
+        (x === 2 ? least((d) => held(devices[d]!.embed)) : this.prefixBytes[x - 1]!) + least((d) => held(devices[d]!.layers[x - 2]!));
     }
   }
 }
@@ -65,9 +71,16 @@ export class Prices {
   readonly prefixWork: Float64Array;
   readonly prefixRate: Float64Array;
   readonly prefixBytes: Float64Array;
-  f = 0; b = 0; c = 0; ar = 0;
+  f = 0;
+  b = 0;
+  c = 0;
+  ar = 0;
 
-  constructor(readonly cm: CostModel, readonly rows: number, bounds: Bounds) {
+  constructor(
+    readonly cm: CostModel,
+    readonly rows: number,
+    bounds: Bounds,
+  ) {
     this.stride = cm.layers + 1;
     ({ perSample: this.perSample, prefixWork: this.prefixWork, prefixRate: this.prefixRate, prefixBytes: this.prefixBytes } = bounds);
   }
@@ -83,7 +96,10 @@ export class Prices {
     const key = members.join(',');
     let g = this.groups.get(key);
     if (!g) {
-      g = new GroupPrices(members, members.reduce((s, d) => s + this.cm.profile.devices[d]!.memoryBytes, 0));
+      g = new GroupPrices(
+        members,
+        members.reduce((s, d) => s + this.cm.profile.devices[d]!.memoryBytes, 0),
+      );
       this.groups.set(key, g);
     }
     return g;
@@ -99,18 +115,25 @@ export class Prices {
   /** Prices layers x..y on g keeping `inFlight` micro-batches; false if the members cannot fit their rows in memory. */
   fit(g: GroupPrices, x: number, y: number, inFlight: number): boolean {
     let row = g.base[x];
-    if (!row) { row = new Float64Array(FIELDS * this.stride).fill(NaN); g.base[x] = row; }
+    if (!row) {
+      row = new Float64Array(FIELDS * this.stride).fill(NaN);
+      g.base[x] = row;
+    }
     let o = FIELDS * y;
     if (Number.isNaN(row[o]!)) {
       const q = this.cm.quote(x, y, g.members, 0, g.members.length, this.rows, null);
       if (!q) throw new RangeError(`planner: a group of ${g.members.length} was priced for ${this.rows} rows`);
-      row[o] = q.fwdMs; row[o + 1] = q.bwdMs; row[o + 2] = q.cycleMs; row[o + 3] = q.allReduceMs; row[o + 4] = q.maxInFlight;
+      row[o] = q.fwdMs;
+      row[o + 1] = q.bwdMs;
+      row[o + 2] = q.cycleMs;
+      row[o + 3] = q.allReduceMs;
+      row[o + 4] = q.maxInFlight;
     }
     if (inFlight > row[o + 4]!) {
       const key = x * this.stride + y + inFlight * this.stride * this.stride;
       let capped = g.capped.get(key);
       if (capped === undefined) {
-          const q = this.cm.quote(x, y, g.members, 0, g.members.length, this.rows, inFlight);
+        const q = this.cm.quote(x, y, g.members, 0, g.members.length, this.rows, inFlight);
         capped = q && Float64Array.of(q.fwdMs, q.bwdMs, q.cycleMs, q.allReduceMs);
         g.capped.set(key, capped);
       }
@@ -118,7 +141,10 @@ export class Prices {
       row = capped;
       o = 0;
     }
-    this.f = row[o]!; this.b = row[o + 1]!; this.c = row[o + 2]!; this.ar = row[o + 3]!;
+    this.f = row[o]!;
+    this.b = row[o + 1]!;
+    this.c = row[o + 2]!;
+    this.ar = row[o + 3]!;
     return true;
   }
 }

@@ -39,43 +39,51 @@ const positive = z.number().finite().positive();
 
 const timeSchema = z.object({ fixedMs: nonNeg, perSampleMs: nonNeg }).strict();
 
-export const blockCostSchema = z.object({
-  fwd: timeSchema,
-  bwd: timeSchema,
-  backboneBytes: nonNeg,
-  sideBytes: nonNeg,
-  sideGradBytes: nonNeg,
-  activationBytesPerSample: nonNeg,
-  workBytesPerSample: nonNeg,
-}).strict();
+export const blockCostSchema = z
+  .object({
+    fwd: timeSchema,
+    bwd: timeSchema,
+    backboneBytes: nonNeg,
+    sideBytes: nonNeg,
+    sideGradBytes: nonNeg,
+    activationBytesPerSample: nonNeg,
+    workBytesPerSample: nonNeg,
+  })
+  .strict();
 
-export const modelInfoSchema = z.object({
-  name: z.string().min(1).optional(),
-  layers: z.number().int().positive(),
-  encoderLayers: z.number().int().nonnegative().default(0),
-  dModel: z.number().int().positive(),
-  sideWidth: z.number().int().positive(),
-  seqLen: z.number().int().positive(),
-  bytesPerActivation: positive,
-}).strict();
+export const modelInfoSchema = z
+  .object({
+    name: z.string().min(1).optional(),
+    layers: z.number().int().positive(),
+    encoderLayers: z.number().int().nonnegative().default(0),
+    dModel: z.number().int().positive(),
+    sideWidth: z.number().int().positive(),
+    seqLen: z.number().int().positive(),
+    bytesPerActivation: positive,
+  })
+  .strict();
 
-const deviceSchema = z.object({
-  name: z.string().min(1),
-  memoryBytes: positive,
-  embed: blockCostSchema,
-  head: blockCostSchema,
-  layers: z.array(blockCostSchema).min(1),
-}).strict();
+const deviceSchema = z
+  .object({
+    name: z.string().min(1),
+    memoryBytes: positive,
+    embed: blockCostSchema,
+    head: blockCostSchema,
+    layers: z.array(blockCostSchema).min(1),
+  })
+  .strict();
 
 const linkSchema = z.object({ from: z.string().min(1), to: z.string().min(1), mbps: positive, latencyMs: nonNeg.optional() }).strict();
 
-export const profileSchema = z.object({
-  version: z.literal(1),
-  model: modelInfoSchema,
-  training: z.object({ batchSize: z.number().int().positive(), samples: z.number().int().positive() }).strict().optional(),
-  devices: z.array(deviceSchema).min(1),
-  links: z.object({ defaultMbps: positive, latencyMs: nonNeg.default(0), pairs: z.array(linkSchema).default([]) }).strict(),
-}).strict();
+export const profileSchema = z
+  .object({
+    version: z.literal(1),
+    model: modelInfoSchema,
+    training: z.object({ batchSize: z.number().int().positive(), samples: z.number().int().positive() }).strict().optional(),
+    devices: z.array(deviceSchema).min(1),
+    links: z.object({ defaultMbps: positive, latencyMs: nonNeg.default(0), pairs: z.array(linkSchema).default([]) }).strict(),
+  })
+  .strict();
 
 export type TimeCost = z.infer<typeof timeSchema>;
 export type BlockCost = z.infer<typeof blockCostSchema>;
@@ -87,7 +95,11 @@ export type Profile = z.infer<typeof profileSchema>;
 /** Bad profile: `source` names the file (or origin), `field` the JSON path, e.g. `devices[2].layers[5].fwd.perSampleMs`. */
 export class ProfileError extends Error {
   override name = 'ProfileError';
-  constructor(readonly source: string, readonly field: string, readonly reason: string) {
+  constructor(
+    readonly source: string,
+    readonly field: string,
+    readonly reason: string,
+  ) {
     super(`${source}: ${field || '(root)'}: ${reason}`);
   }
 }
@@ -152,12 +164,14 @@ export function selectDevices(profile: Profile, pick: { names?: readonly string[
   if (pick.names) {
     devices = pick.names.map((n) => {
       const d = profile.devices.find((x) => x.name === n);
-      if (!d) throw new ProfileError(source, 'devices', `has no device named '${n}' (known: ${profile.devices.map((x) => x.name).join(', ')})`);
+      if (!d)
+        throw new ProfileError(source, 'devices', `has no device named '${n}' (known: ${profile.devices.map((x) => x.name).join(', ')})`);
       return d;
     });
   }
   if (pick.count !== undefined) {
-    if (pick.count < 1 || pick.count > devices.length) throw new ProfileError(source, 'devices', `cannot take ${pick.count} of ${devices.length} devices`);
+    if (pick.count < 1 || pick.count > devices.length)
+      throw new ProfileError(source, 'devices', `cannot take ${pick.count} of ${devices.length} devices`);
     devices = devices.slice(0, pick.count);
   }
   const keep = new Set(devices.map((d) => d.name));

@@ -19,8 +19,10 @@ export function sequenceSearch(groups: GroupPrices[], prices: Prices, M: number,
   const rows = prices.rows;
   const S = groups.length;
   let best: Label | null = null;
-  let labels = 0, work = 0;
-  if (S > L || groups.some((g) => g.members.length > rows) || !underCycle(groups, prices, M, cut / M)) return { best, value: cut, labels, aborted: false, bounded: true };
+  let labels = 0,
+    work = 0;
+  if (S > L || groups.some((g) => g.members.length > rows) || !underCycle(groups, prices, M, cut / M))
+    return { best, value: cut, labels, aborted: false, bounded: true };
   // Rates of the groups before stage j for the prefix before layer x: what the layers before a stage can get.
   const before = new Float64Array(S * (L + 2)).fill(NaN);
   const rateBefore = (j: number, x: number): number => {
@@ -39,8 +41,14 @@ export function sequenceSearch(groups: GroupPrices[], prices: Prices, M: number,
     const g = groups[j]!;
     const pick = { prices: g, counts: NO_CHAINS };
     for (const [x, list] of level) {
-      let minZ = Infinity, minA = Infinity, minMaxc = Infinity;
-      for (const lb of list) { minZ = Math.min(minZ, lb.z); minA = Math.min(minA, lb.a); minMaxc = Math.min(minMaxc, lb.maxc); }
+      let minZ = Infinity,
+        minA = Infinity,
+        minMaxc = Infinity;
+      for (const lb of list) {
+        minZ = Math.min(minZ, lb.z);
+        minA = Math.min(minA, lb.a);
+        minMaxc = Math.min(minMaxc, lb.maxc);
+      }
       for (let x1 = j === 0 ? 1 : x - 1; x1 >= j + 1; x1--) {
         const floor = prices.floor(g, x1, x - 1);
         if (Math.max(minZ, minA + floor) + (M - 1) * Math.max(floor, minMaxc) >= cut) break;
@@ -56,13 +64,23 @@ export function sequenceSearch(groups: GroupPrices[], prices: Prices, M: number,
           const z = Math.max(a + ar, nl.z + f);
           if (j === 0) {
             const v = z + (M - 1) * maxc;
-            if (v < cut) { cut = v; best = { maxc, a, z, x: x1, y: x - 1, pick, inFlight, next: nl }; }
+            if (v < cut) {
+              cut = v;
+              best = { maxc, a, z, x: x1, y: x - 1, pick, inFlight, next: nl };
+            }
             continue;
           }
           if (Math.max(z, a + pre) + (M - 1) * Math.max(maxc, pre) >= cut) continue;
           let states = next.get(x1);
-          if (!states) { states = []; next.set(x1, states); }
-          if (addLabel(states, maxc, a, z)) { states.push({ maxc, a, z, x: x1, y: x - 1, pick, inFlight, next: nl }); labels++; work++; }
+          if (!states) {
+            states = [];
+            next.set(x1, states);
+          }
+          if (addLabel(states, maxc, a, z)) {
+            states.push({ maxc, a, z, x: x1, y: x - 1, pick, inFlight, next: nl });
+            labels++;
+            work++;
+          }
         }
       }
     }
@@ -94,15 +112,30 @@ function underCycle(groups: GroupPrices[], prices: Prices, M: number, cycle: num
   return true;
 }
 
-interface Sequence { groups: number[][]; unused: number[] }
+interface Sequence {
+  groups: number[][];
+  unused: number[];
+}
 
-export interface Refined { label: Label; m: number; value: number }
+export interface Refined {
+  label: Label;
+  m: number;
+  value: number;
+}
 
 /**
  * Improves `start` (a plan at `m` micro-batches worth `value`, Infinity if it does not fit) by
  * local search; found is null when no neighbour beats it. `usable` are the devices a plan may use.
  */
-export function refine(start: ChosenStage[], m: number, value: number, usable: readonly number[], prices: Map<number, Prices>, mOptions: readonly number[], budget: Budget): { found: Refined | null; labels: number } {
+export function refine(
+  start: ChosenStage[],
+  m: number,
+  value: number,
+  usable: readonly number[],
+  prices: Map<number, Prices>,
+  mOptions: readonly number[],
+  budget: Budget,
+): { found: Refined | null; labels: number } {
   const inPlan = new Set(start.flatMap((s) => s.members));
   let cur: Sequence = { groups: start.map((s) => [...s.members].sort((a, b) => a - b)), unused: usable.filter((d) => !inPlan.has(d)) };
   const out: { found: Refined | null; labels: number } = { found: null, labels: 0 };
@@ -112,21 +145,37 @@ export function refine(start: ChosenStage[], m: number, value: number, usable: r
     if (seen.has(key)) return false;
     seen.add(key);
     const p = prices.get(M)!;
-    const r = sequenceSearch(seq.groups.map((g) => p.group(g)), p, M, value * (1 - 1e-12), budget);
+    const r = sequenceSearch(
+      seq.groups.map((g) => p.group(g)),
+      p,
+      M,
+      value * (1 - 1e-12),
+      budget,
+    );
     out.labels += r.labels;
     if (!r.best) return false;
-    cur = seq; m = M; value = r.value;
+    cur = seq;
+    m = M;
+    value = r.value;
     out.found = { label: r.best, m, value };
     return true;
   };
   if (value === Infinity) tryOne(cur, m);
-  for (let improved = true; improved && budget.left > 0;) {
+  for (let improved = true; improved && budget.left > 0; ) {
     improved = false;
     for (const seq of neighbours(cur)) {
       if (budget.left <= 0) break;
-      if (tryOne(seq, m)) { improved = true; break; }
+      if (tryOne(seq, m)) {
+        improved = true;
+        break;
+      }
     }
-    if (!improved) for (const M of mOptions) if (M !== m && tryOne(cur, M)) { improved = true; break; }
+    if (!improved)
+      for (const M of mOptions)
+        if (M !== m && tryOne(cur, M)) {
+          improved = true;
+          break;
+        }
   }
   return out;
 }
@@ -137,18 +186,22 @@ function* neighbours(s: Sequence): Generator<Sequence> {
   const S = groups.length;
   const sorted = (g: number[]) => [...g].sort((a, b) => a - b);
   const without = (g: number[], d: number) => g.filter((x) => x !== d);
-  for (let i = 0; i < S; i++) for (let j = i + 1; j < S; j++) {
-    const gs = [...groups];
-    gs[i] = groups[j]!; gs[j] = groups[i]!;
-    yield { groups: gs, unused };
-  }
-  for (let i = 0; i < S; i++) for (let j = 0; j < S; j++) {
-    if (j === i || j === i + 1 || j === i - 1) continue;
-    const gs = groups.filter((_, k) => k !== i);
-    gs.splice(j, 0, groups[i]!);
-    yield { groups: gs, unused };
-  }
-  for (let i = 0; i + 1 < S; i++) yield { groups: [...groups.slice(0, i), sorted([...groups[i]!, ...groups[i + 1]!]), ...groups.slice(i + 2)], unused };
+  for (let i = 0; i < S; i++)
+    for (let j = i + 1; j < S; j++) {
+      const gs = [...groups];
+      gs[i] = groups[j]!;
+      gs[j] = groups[i]!;
+      yield { groups: gs, unused };
+    }
+  for (let i = 0; i < S; i++)
+    for (let j = 0; j < S; j++) {
+      if (j === i || j === i + 1 || j === i - 1) continue;
+      const gs = groups.filter((_, k) => k !== i);
+      gs.splice(j, 0, groups[i]!);
+      yield { groups: gs, unused };
+    }
+  for (let i = 0; i + 1 < S; i++)
+    yield { groups: [...groups.slice(0, i), sorted([...groups[i]!, ...groups[i + 1]!]), ...groups.slice(i + 2)], unused };
   // Every device, from its group or from the unused, to anywhere else.
   const homes = [...groups.map((g, i) => ({ i, g })), { i: -1, g: unused }];
   for (const { i, g } of homes) {
@@ -161,11 +214,17 @@ function* neighbours(s: Sequence): Generator<Sequence> {
       if (i !== -1) yield { groups: keep(rest), unused: sorted([...unused, d]) };
     }
   }
-  for (let a = 0; a < homes.length; a++) for (let b = a + 1; b < homes.length; b++) {
-    const A = homes[a]!, B = homes[b]!;
-    for (const d of A.g) for (const e of B.g) {
-      const swap = (h: number[]) => sorted(h.map((x) => (x === d ? e : x === e ? d : x)));
-      yield { groups: groups.map((h, k) => (k === A.i || k === B.i ? swap(h) : h)), unused: A.i === -1 || B.i === -1 ? swap(unused) : unused };
+  for (let a = 0; a < homes.length; a++)
+    for (let b = a + 1; b < homes.length; b++) {
+      const A = homes[a]!,
+        B = homes[b]!;
+      for (const d of A.g)
+        for (const e of B.g) {
+          const swap = (h: number[]) => sorted(h.map((x) => (x === d ? e : x === e ? d : x)));
+          yield {
+            groups: groups.map((h, k) => (k === A.i || k === B.i ? swap(h) : h)),
+            unused: A.i === -1 || B.i === -1 ? swap(unused) : unused,
+          };
+        }
     }
-  }
 }

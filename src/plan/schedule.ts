@@ -4,7 +4,10 @@
  */
 
 /** One operation of a stage: forward or backward of micro-batch `mb` (0-based). */
-export interface PipelineOp { op: 'F' | 'B'; mb: number }
+export interface PipelineOp {
+  op: 'F' | 'B';
+  mb: number;
+}
 
 /**
  * The order in which stage `stage` (0-based) of `numStages` runs the forward and backward passes
@@ -18,8 +21,10 @@ export interface PipelineOp { op: 'F' | 'B'; mb: number }
  */
 export function oneFOneB(stage: number, numStages: number, numMicroBatches: number): PipelineOp[] {
   if (!Number.isInteger(numStages) || numStages < 1) throw new RangeError(`numStages must be a positive integer, got ${numStages}`);
-  if (!Number.isInteger(stage) || stage < 0 || stage >= numStages) throw new RangeError(`stage must be in 0..${numStages - 1}, got ${stage}`);
-  if (!Number.isInteger(numMicroBatches) || numMicroBatches < 1) throw new RangeError(`numMicroBatches must be a positive integer, got ${numMicroBatches}`);
+  if (!Number.isInteger(stage) || stage < 0 || stage >= numStages)
+    throw new RangeError(`stage must be in 0..${numStages - 1}, got ${stage}`);
+  if (!Number.isInteger(numMicroBatches) || numMicroBatches < 1)
+    throw new RangeError(`numMicroBatches must be a positive integer, got ${numMicroBatches}`);
   const warmup = Math.min(numStages - stage - 1, numMicroBatches);
   const ops: PipelineOp[] = [];
   let nextF = 0;

@@ -33,7 +33,10 @@ export interface Chain {
 }
 
 /** A group as a move: its prices and how many devices it takes from each chain. */
-export interface Pick { prices: GroupPrices; counts: Int32Array }
+export interface Pick {
+  prices: GroupPrices;
+  counts: Int32Array;
+}
 
 /** A suffix of stages: its first stage and the rest, with the three numbers its makespan needs. */
 export interface Label {
@@ -43,7 +46,10 @@ export interface Label {
   a: number;
   /** a plus the all-reduce tail: max over its stages s of (AR_s - sum of b before s). */
   z: number;
-  x: number; y: number; pick: Pick | null; inFlight: number;
+  x: number;
+  y: number;
+  pick: Pick | null;
+  inFlight: number;
   next: Label | null;
 }
 
@@ -58,11 +64,15 @@ export class Space {
   readonly moves: number;
   private readonly picks = new Map<Prices, Map<number, Pick>>();
 
-  constructor(readonly chains: readonly Chain[], readonly name: string) {
+  constructor(
+    readonly chains: readonly Chain[],
+    readonly name: string,
+  ) {
     this.k = chains.length;
     this.sizes = Int32Array.from(chains, (c) => c.devices.length);
     this.strides = new Int32Array(this.k);
-    let states = 1, moves = 1;
+    let states = 1,
+      moves = 1;
     for (let c = 0; c < this.k; c++) {
       this.strides[c] = states;
       states *= this.sizes[c]! + 1;
@@ -76,7 +86,10 @@ export class Space {
   /** The group a state `used` (counts per chain) gets when it takes `take` more from each chain. */
   pick(prices: Prices, used: Int32Array, take: Int32Array): Pick {
     let cache = this.picks.get(prices);
-    if (!cache) { cache = new Map(); this.picks.set(prices, cache); }
+    if (!cache) {
+      cache = new Map();
+      this.picks.set(prices, cache);
+    }
     let code = 0;
     for (let c = 0; c < this.k; c++) {
       const n = this.sizes[c]!;
@@ -108,7 +121,9 @@ export interface SearchResult {
 }
 
 /** Work units (stage prices looked up plus labels made) searches may still spend. */
-export interface Budget { left: number }
+export interface Budget {
+  left: number;
+}
 
 /**
  * The least-makespan plan of `M` micro-batches over `space` whose makespan is below `cut`, or
@@ -160,17 +175,29 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
     if (!level) continue;
     levels[x] = undefined;
     for (const [slot, list] of level) {
-      if (work > budget.left) { budget.left -= work; return { best, value: cut, labels, aborted: true, bounded }; }
+      if (work > budget.left) {
+        budget.left -= work;
+        return { best, value: cut, labels, aborted: true, bounded };
+      }
       const u = Math.floor(slot / W);
       const kc = slot - u * W;
       const free = decode(u);
       const inFlight = Math.min(kc + 1, M);
       const nextSlotK = Math.min(kc + 1, W - 1);
-      let minZ = Infinity, minA = Infinity, minMaxc = Infinity;
-      for (const lb of list) { minZ = Math.min(minZ, lb.z); minA = Math.min(minA, lb.a); minMaxc = Math.min(minMaxc, lb.maxc); }
+      let minZ = Infinity,
+        minA = Infinity,
+        minMaxc = Infinity;
+      for (const lb of list) {
+        minZ = Math.min(minZ, lb.z);
+        minA = Math.min(minA, lb.a);
+        minMaxc = Math.min(minMaxc, lb.maxc);
+      }
       freeRate.fill(NaN);
       const preAll = x > 1 ? (rows * prices.prefixWork[x]!) / freeRateAt(x) : 0;
-      if (Math.max(minZ, minA + preAll) + (M - 1) * Math.max(minMaxc, preAll) >= cut) { bounded = true; continue; }
+      if (Math.max(minZ, minA + preAll) + (M - 1) * Math.max(minMaxc, preAll) >= cut) {
+        bounded = true;
+        continue;
+      }
       if (prices.prefixBytes[x]! > freeBytes) continue;
       // Every non-empty group of free devices, as counts per chain (an odometer over take).
       for (;;) {
@@ -178,8 +205,12 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
         while (c < K && take[c] === sizes[c]! - used[c]!) take[c++] = 0;
         if (c === K) break;
         take[c] = take[c]! + 1;
-        let m = 0, target = u;
-        for (let i = 0; i < K; i++) { m += take[i]!; target += take[i]! * strides[i]!; }
+        let m = 0,
+          target = u;
+        for (let i = 0; i < K; i++) {
+          m += take[i]!;
+          target += take[i]! * strides[i]!;
+        }
         if (m > rows) continue;
         work++;
         const rest = free - m;
@@ -191,7 +222,8 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
         let top = 1;
         if (rest > 0) {
           const perWork = rows / (freeRateAt(L + 1) - prices.rate(g, L + 1));
-          let lo = 1, hi = x;
+          let lo = 1,
+            hi = x;
           while (hi - lo > 1) {
             const mid = (lo + hi) >> 1;
             const pre = perWork * prices.prefixWork[mid]!;
@@ -205,29 +237,50 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
           work++;
           const floor = prices.floor(g, x1, x - 1);
           const head = Math.max(minZ, minA + floor);
-          if (head + (M - 1) * Math.max(floor, minMaxc) >= cut) { bounded = true; break; }
+          if (head + (M - 1) * Math.max(floor, minMaxc) >= cut) {
+            bounded = true;
+            break;
+          }
           if (prices.prefixBytes[x1]! > freeBytes - g.memoryBytes) continue;
           const pre = x1 > 1 ? (rows * prices.prefixWork[x1]!) / (freeRateAt(x1) - prices.rate(g, x1)) : 0;
-          if (Math.max(minZ, minA + floor + pre) + (M - 1) * Math.max(floor, minMaxc, pre) >= cut) { bounded = true; continue; }
+          if (Math.max(minZ, minA + floor + pre) + (M - 1) * Math.max(floor, minMaxc, pre) >= cut) {
+            bounded = true;
+            continue;
+          }
           // More layers need more memory.
           if (!prices.fit(g, x1, x - 1, inFlight)) break;
           const { f, b, c: cyc, ar } = prices;
           // The cycle grows with the layers too (the split is the least-cycle one), and f + b >= cycle.
-          if (Math.max(minZ, minA + cyc) + (M - 1) * Math.max(cyc, minMaxc) >= cut) { bounded = true; break; }
+          if (Math.max(minZ, minA + cyc) + (M - 1) * Math.max(cyc, minMaxc) >= cut) {
+            bounded = true;
+            break;
+          }
           for (const nl of list) {
             const a = nl.a + f + b;
             const maxc = Math.max(cyc, nl.maxc);
             const z = Math.max(a + ar, nl.z + f);
             if (x1 === 1) {
               const v = z + (M - 1) * maxc;
-              if (v < cut) { cut = v; best = { maxc, a, z, x: x1, y: x - 1, pick, inFlight, next: nl }; } else bounded = true;
+              if (v < cut) {
+                cut = v;
+                best = { maxc, a, z, x: x1, y: x - 1, pick, inFlight, next: nl };
+              } else bounded = true;
               continue;
             }
-            if (Math.max(z, a + pre) + (M - 1) * Math.max(maxc, pre) >= cut) { bounded = true; continue; }
+            if (Math.max(z, a + pre) + (M - 1) * Math.max(maxc, pre) >= cut) {
+              bounded = true;
+              continue;
+            }
             let into = levels[x1];
-            if (!into) { into = new Map(); levels[x1] = into; }
+            if (!into) {
+              into = new Map();
+              levels[x1] = into;
+            }
             let states = into.get(targetSlot);
-            if (!states) { states = []; into.set(targetSlot, states); }
+            if (!states) {
+              states = [];
+              into.set(targetSlot, states);
+            }
             if (addLabel(states, maxc, a, z)) {
               states.push({ maxc, a, z, x: x1, y: x - 1, pick, inFlight, next: nl });
               labels++;
@@ -252,7 +305,12 @@ export function addLabel(list: Label[], maxc: number, a: number, z: number): boo
 }
 
 /** A found plan's stages as layer ranges on devices (profile indices in rank order). */
-export interface ChosenStage { from: number; to: number; members: number[]; inFlight: number }
+export interface ChosenStage {
+  from: number;
+  to: number;
+  members: number[];
+  inFlight: number;
+}
 
 /**
  * The stages of a plan found over `chains` (null: its groups name their devices): each chain gives

@@ -57,7 +57,7 @@ class EventQueue {
   push(e: Unscheduled): void {
     const h = this.heap;
     h.push({ ...e, seq: this.seq++ } as SimEvent);
-    for (let i = h.length - 1; i > 0;) {
+    for (let i = h.length - 1; i > 0; ) {
       const p = (i - 1) >> 1;
       if (!before(h[i]!, h[p]!)) break;
       [h[i], h[p]] = [h[p]!, h[i]!];
@@ -70,8 +70,9 @@ class EventQueue {
     const last = h.pop();
     if (h.length > 0 && last) {
       h[0] = last;
-      for (let i = 0; ;) {
-        const l = 2 * i + 1, r = l + 1;
+      for (let i = 0; ; ) {
+        const l = 2 * i + 1,
+          r = l + 1;
         let m = i;
         if (l < h.length && before(h[l]!, h[m]!)) m = l;
         if (r < h.length && before(h[r]!, h[m]!)) m = r;
@@ -84,7 +85,9 @@ class EventQueue {
   }
 }
 
-function before(a: SimEvent, b: SimEvent): boolean { return a.t < b.t || (a.t === b.t && a.seq < b.seq); }
+function before(a: SimEvent, b: SimEvent): boolean {
+  return a.t < b.t || (a.t === b.t && a.seq < b.seq);
+}
 
 /** Compute time of `rows` rows through layers from..to (with embed / head at the ends) on one device. */
 function passMs(blocks: BlockCost[], pass: 'fwd' | 'bwd', rows: number): number {
@@ -116,14 +119,24 @@ export function simulatePlan(plan: StagePlan, profile: Profile): SimulationResul
       else stageGrad[stageGrad.length - 1] = Math.max(stageGrad.at(-1)!, grad);
       members.push(devices.length);
       devices.push({
-        name: pd.name, stage: st.index, rowStart, rows: pd.rows, ops: oneFOneB(st.index, S, M), next: 0, busy: false,
-        fwdMs: passMs(blocks, 'fwd', pd.rows), bwdMs: passMs(blocks, 'bwd', pd.rows), busyMs: 0, doneMs: 0,
+        name: pd.name,
+        stage: st.index,
+        rowStart,
+        rows: pd.rows,
+        ops: oneFOneB(st.index, S, M),
+        next: 0,
+        busy: false,
+        fwdMs: passMs(blocks, 'fwd', pd.rows),
+        bwdMs: passMs(blocks, 'bwd', pd.rows),
+        busyMs: 0,
+        doneMs: 0,
       });
       rowStart += pd.rows;
     });
     stageMembers.push(members);
   }
-  const overlap = (a: SimDevice, b: SimDevice) => Math.max(0, Math.min(a.rowStart + a.rows, b.rowStart + b.rows) - Math.max(a.rowStart, b.rowStart));
+  const overlap = (a: SimDevice, b: SimDevice) =>
+    Math.max(0, Math.min(a.rowStart + a.rows, b.rowStart + b.rows) - Math.max(a.rowStart, b.rowStart));
   // Messages a device waits for before an op: key `${dir}:${mb}:${device}`.
   const expected = new Map<string, number>();
   const received = new Map<string, number>();
@@ -166,11 +179,15 @@ export function simulatePlan(plan: StagePlan, profile: Profile): SimulationResul
       const s = d.stage;
       const toward = e.op.op === 'F' ? s + 1 : s - 1;
       if (toward >= 0 && toward < S) {
-        const boundary = boundaryBytesPerSample(profile.model, e.op.op === 'F' ? plan.stages[s]!.layers.to : plan.stages[s]!.layers.from - 1);
+        const boundary = boundaryBytesPerSample(
+          profile.model,
+          e.op.op === 'F' ? plan.stages[s]!.layers.to : plan.stages[s]!.layers.from - 1,
+        );
         const perRow = e.op.op === 'F' ? boundary.fwd : boundary.bwd;
         for (const j of stageMembers[toward]!) {
           const rows = overlap(d, devices[j]!);
-          if (rows > 0) queue.push({ t: e.t, kind: 'send', from: e.device, to: j, bytes: rows * perRow, key: `${e.op.op}:${e.op.mb}:${j}` });
+          if (rows > 0)
+            queue.push({ t: e.t, kind: 'send', from: e.device, to: j, bytes: rows * perRow, key: `${e.op.op}:${e.op.mb}:${j}` });
         }
       }
       if (d.next === d.ops.length) {
@@ -193,19 +210,28 @@ export function simulatePlan(plan: StagePlan, profile: Profile): SimulationResul
     }
   }
   const stuck = devices.find((d) => d.next < d.ops.length);
-  if (stuck) throw new Error(`simulation deadlocked: ${stuck.name} stopped before ${stuck.ops[stuck.next]!.op}${stuck.ops[stuck.next]!.mb}`);
+  if (stuck)
+    throw new Error(`simulation deadlocked: ${stuck.name} stopped before ${stuck.ops[stuck.next]!.op}${stuck.ops[stuck.next]!.mb}`);
   const stages = plan.stages.map((st, s) => {
     const members = stageMembers[s]!;
     let worst = { msPerByte: 0, latencyMs: 0 };
-    for (const a of members) for (const b of members) {
-      if (a === b) continue;
-      const c = linkCost(profile, devices[a]!.name, devices[b]!.name);
-      worst = { msPerByte: Math.max(worst.msPerByte, c.msPerByte), latencyMs: Math.max(worst.latencyMs, c.latencyMs) };
-    }
+    for (const a of members)
+      for (const b of members) {
+        if (a === b) continue;
+        const c = linkCost(profile, devices[a]!.name, devices[b]!.name);
+        worst = { msPerByte: Math.max(worst.msPerByte, c.msPerByte), latencyMs: Math.max(worst.latencyMs, c.latencyMs) };
+      }
     return { index: st.index, lastBackwardMs: stageLast[s]!, allReduceMs: ringAllReduceMs(stageGrad[s]!, members.length, worst) };
   });
   const stepMs = Math.max(...stages.map((s) => s.lastBackwardMs + s.allReduceMs));
   const busyMsPerDevice: Record<string, number> = {};
   for (const d of devices) busyMsPerDevice[d.name] = d.busyMs;
-  return { stepMs, stepsPerEpoch: plan.predicted.stepsPerEpoch, epochMs: plan.predicted.stepsPerEpoch === null ? null : plan.predicted.stepsPerEpoch * stepMs, stages, busyMsPerDevice, activationBytes };
+  return {
+    stepMs,
+    stepsPerEpoch: plan.predicted.stepsPerEpoch,
+    epochMs: plan.predicted.stepsPerEpoch === null ? null : plan.predicted.stepsPerEpoch * stepMs,
+    stages,
+    busyMsPerDevice,
+    activationBytes,
+  };
 }

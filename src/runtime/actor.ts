@@ -31,7 +31,9 @@ export function startActor<M extends AnyStateMachine>(
   const actor = createActor(logic, { input: opts.input, clock: opts.clock ?? systemClock }) as Actor<M>;
   const removers: (() => void)[] = [];
   let busBound = false;
-  const unbind = () => { for (const r of removers.splice(0)) r(); };
+  const unbind = () => {
+    for (const r of removers.splice(0)) r();
+  };
   const bindBus = () => {
     const bus = opts.bus?.();
     if (busBound || !bus || !opts.busEvents) return;
@@ -39,16 +41,30 @@ export function startActor<M extends AnyStateMachine>(
     const ev = opts.busEvents;
     if (ev.disconnect) removers.push(bus.on('disconnect', () => actor.send(ev.disconnect!)));
     if (ev.reconnect) removers.push(bus.on('reconnect', () => actor.send(ev.reconnect!)));
-    if (ev.closed) removers.push(bus.on('closed', ({ error }) => { if ((actor.getSnapshot() as { status: string }).status === 'active') actor.send(ev.closed!(error?.message ?? 'closed')); }));
+    if (ev.closed)
+      removers.push(
+        bus.on('closed', ({ error }) => {
+          if ((actor.getSnapshot() as { status: string }).status === 'active') actor.send(ev.closed!(error?.message ?? 'closed'));
+        }),
+      );
   };
   const done = new Promise<SnapshotFrom<M>>((resolve) => {
     actor.subscribe({
       next: (s: SnapshotFrom<M>) => {
         bindBus();
-        if ((s as unknown as { status: string }).status !== 'active') { unbind(); resolve(s); }
+        if ((s as unknown as { status: string }).status !== 'active') {
+          unbind();
+          resolve(s);
+        }
       },
-      error: () => { unbind(); resolve(actor.getSnapshot() as SnapshotFrom<M>); },
-      complete: () => { unbind(); resolve(actor.getSnapshot() as SnapshotFrom<M>); },
+      error: () => {
+        unbind();
+        resolve(actor.getSnapshot() as SnapshotFrom<M>);
+      },
+      complete: () => {
+        unbind();
+        resolve(actor.getSnapshot() as SnapshotFrom<M>);
+      },
     });
   });
   actor.start();

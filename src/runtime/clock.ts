@@ -19,7 +19,9 @@ export const systemClock: Clock = {
 
 /** Resolves after `ms` on `clock` (on a simulated clock: once the test advances it that far). */
 export function sleep(clock: Clock, ms: number): Promise<void> {
-  return new Promise((resolve) => { clock.setTimeout(resolve, ms); });
+  return new Promise((resolve) => {
+    clock.setTimeout(resolve, ms);
+  });
 }
 
 /**

@@ -25,7 +25,10 @@ export class ComputeWorker<Info = unknown> {
   private exitError: Error | null = null;
   private readonly exitListeners: ((err: Error) => void)[] = [];
 
-  private constructor(private readonly worker: Worker, readonly info: Info) {
+  private constructor(
+    private readonly worker: Worker,
+    readonly info: Info,
+  ) {
     worker.on('message', (m: Answer) => {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -36,7 +39,8 @@ export class ComputeWorker<Info = unknown> {
     const onEnd = (err: Error) => {
       if (this.exitError) return;
       this.exitError = err;
-      for (const p of this.pending.values()) p.reject(new WorkerExited(`compute worker ended during '${p.kind}': ${err.message}`, { cause: err }));
+      for (const p of this.pending.values())
+        p.reject(new WorkerExited(`compute worker ended during '${p.kind}': ${err.message}`, { cause: err }));
       this.pending.clear();
       for (const l of this.exitListeners) l(err);
     };
@@ -51,11 +55,17 @@ export class ComputeWorker<Info = unknown> {
   static start<Info>(entry: URL, data: unknown): Promise<ComputeWorker<Info>> {
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { entry: entry.href, options: data } });
     return new Promise((resolve, reject) => {
-      const fail = (err: Error) => { worker.off('message', onBoot); reject(err); };
+      const fail = (err: Error) => {
+        worker.off('message', onBoot);
+        reject(err);
+      };
       const onBoot = (m: Boot) => {
         worker.off('message', onBoot);
         worker.off('error', fail);
-        if ('failed' in m) { void worker.terminate(); reject(fromWire(m.failed)); } else resolve(new ComputeWorker<Info>(worker, m.ready as Info));
+        if ('failed' in m) {
+          void worker.terminate();
+          reject(fromWire(m.failed));
+        } else resolve(new ComputeWorker<Info>(worker, m.ready as Info));
       };
       worker.on('message', onBoot);
       worker.once('error', fail);
@@ -79,11 +89,17 @@ export class ComputeWorker<Info = unknown> {
   }
 
   /** Calls made and not yet answered. */
-  get busy(): number { return this.pending.size; }
+  get busy(): number {
+    return this.pending.size;
+  }
 
-  get exited(): boolean { return this.exitError !== null; }
+  get exited(): boolean {
+    return this.exitError !== null;
+  }
 
-  onExit(listener: (err: Error) => void): void { this.exitListeners.push(listener); }
+  onExit(listener: (err: Error) => void): void {
+    this.exitListeners.push(listener);
+  }
 
   /** Stops the thread now, whatever it is computing; pending calls reject with WorkerExited. */
   async terminate(): Promise<void> {

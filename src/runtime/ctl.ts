@@ -32,19 +32,35 @@ const generation = z.number().int().nonnegative();
 
 /** `assign`: load stage `stage`, rank `rank` of the plan `stages`; `state` is a PackedState when resuming or recovering. */
 const assignSpec = z.custom<RunSpec>((v) => typeof v === 'object' && v !== null && 'model' in v && 'data' in v);
-export const assignArgs = z.strictObject({
-  spec: assignSpec,
-  stages: z.array(z.strictObject({ from: z.number().int(), to: z.number().int(), devices: z.array(z.string()).min(1), shares: z.array(z.number().positive()).min(1) })).min(1),
-  stage: z.number().int().nonnegative(),
-  rank: z.number().int().nonnegative(),
-  generation,
-  firstStep: z.number().int().positive(),
-  state: z.unknown().optional(),
-}).superRefine((a, ctx) => {
-  const st = a.stages[a.stage];
-  if (!st) ctx.addIssue({ code: 'custom', path: ['stage'], message: `stage ${a.stage} is not in a plan of ${a.stages.length} stages` });
-  else if (a.rank >= st.devices.length) ctx.addIssue({ code: 'custom', path: ['rank'], message: `rank ${a.rank} is not in stage ${a.stage}'s group of ${st.devices.length}` });
-});
+export const assignArgs = z
+  .strictObject({
+    spec: assignSpec,
+    stages: z
+      .array(
+        z.strictObject({
+          from: z.number().int(),
+          to: z.number().int(),
+          devices: z.array(z.string()).min(1),
+          shares: z.array(z.number().positive()).min(1),
+        }),
+      )
+      .min(1),
+    stage: z.number().int().nonnegative(),
+    rank: z.number().int().nonnegative(),
+    generation,
+    firstStep: z.number().int().positive(),
+    state: z.unknown().optional(),
+  })
+  .superRefine((a, ctx) => {
+    const st = a.stages[a.stage];
+    if (!st) ctx.addIssue({ code: 'custom', path: ['stage'], message: `stage ${a.stage} is not in a plan of ${a.stages.length} stages` });
+    else if (a.rank >= st.devices.length)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['rank'],
+        message: `rank ${a.rank} is not in stage ${a.stage}'s group of ${st.devices.length}`,
+      });
+  });
 
 export type AssignArgs = z.output<typeof assignArgs>;
 /** `step` and `cached-step`: rank 0 adds its side state to the reply when `withState`. */
@@ -66,7 +82,14 @@ export const cacheReportArgs = z.strictObject({ spec: assignSpec, fingerprint: z
 export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), devices: z.array(z.string()).min(1) });
 
 /** `cached-load`: the whole side network + head from `state` (a PackedState) for the cached epochs. */
-export const cachedLoadArgs = z.strictObject({ rank: z.number().int().nonnegative(), size: z.number().int().positive(), shard: sampleIds, generation, firstStep: z.number().int().positive(), state: z.unknown() });
+export const cachedLoadArgs = z.strictObject({
+  rank: z.number().int().nonnegative(),
+  size: z.number().int().positive(),
+  shard: sampleIds,
+  generation,
+  firstStep: z.number().int().positive(),
+  state: z.unknown(),
+});
 
 /** The reply of `step` and `cached-step`: what a step reports to the coordinator. */
 export interface StepReply extends StepOutcome {
@@ -105,12 +128,19 @@ export function describeRequest(kind: TrainingKind, args: unknown): { role?: str
   const a = (typeof args === 'object' && args !== null ? args : {}) as Record<string, unknown>;
   const int = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) ? v : undefined);
   switch (kind) {
-    case 'assign': return { role: `stage ${int(a.stage) ?? '?'} rank ${int(a.rank) ?? '?'}` };
-    case 'cached-load': return { role: `cached rank ${int(a.rank) ?? '?'}` };
-    case 'step': return { step: int(a.step), phase: 'pipeline' };
-    case 'cached-step': return { step: int(a.step), phase: 'cached' };
-    case 'fill': return { phase: 'fill' };
-    case 'redistribute': return { phase: 'redistribute' };
-    default: return {};
+    case 'assign':
+      return { role: `stage ${int(a.stage) ?? '?'} rank ${int(a.rank) ?? '?'}` };
+    case 'cached-load':
+      return { role: `cached rank ${int(a.rank) ?? '?'}` };
+    case 'step':
+      return { step: int(a.step), phase: 'pipeline' };
+    case 'cached-step':
+      return { step: int(a.step), phase: 'cached' };
+    case 'fill':
+      return { phase: 'fill' };
+    case 'redistribute':
+      return { phase: 'redistribute' };
+    default:
+      return {};
   }
 }

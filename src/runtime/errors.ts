@@ -25,7 +25,10 @@ export type WireError = z.infer<typeof wireError>;
 export class StepAborted extends Error {
   override name = 'StepAborted';
   readonly retryable = true;
-  constructor(readonly step: number, reason = 'aborted') {
+  constructor(
+    readonly step: number,
+    reason = 'aborted',
+  ) {
     super(`step ${step} ${reason}`);
   }
 }
@@ -43,14 +46,22 @@ export class WorkerExited extends Error {
 export class WrongState extends Error {
   override name = 'WrongState';
   readonly retryable = false;
-  constructor(readonly state: string, readonly request: string) {
+  constructor(
+    readonly state: string,
+    readonly request: string,
+  ) {
     super(`cannot ${request} while ${state}`);
   }
 }
 
 /** A failure whose class this side does not know: code, message and retryable still arrive intact. */
 export class RemoteError extends Error {
-  constructor(readonly code: string, message: string, readonly retryable: boolean, readonly detail: Record<string, unknown> = {}) {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly retryable: boolean,
+    readonly detail: Record<string, unknown> = {},
+  ) {
     super(message);
     this.name = code;
   }
@@ -65,10 +76,24 @@ export function registerWireError(code: string, cls: ErrorClass): void {
 }
 
 for (const [code, cls] of Object.entries({
-  BusTimeout, NoResponders, PayloadTooLarge, ConnectionClosed, ConnectFailed, BusFailure, MessageRejected,
-  BackendError, ModelLoadError, ProfileError, InfeasiblePlanError, CheckpointError, DataError,
-  StepAborted, WorkerExited, WrongState,
-} satisfies Record<string, ErrorClass>)) registerWireError(code, cls);
+  BusTimeout,
+  NoResponders,
+  PayloadTooLarge,
+  ConnectionClosed,
+  ConnectFailed,
+  BusFailure,
+  MessageRejected,
+  BackendError,
+  ModelLoadError,
+  ProfileError,
+  InfeasiblePlanError,
+  CheckpointError,
+  DataError,
+  StepAborted,
+  WorkerExited,
+  WrongState,
+} satisfies Record<string, ErrorClass>))
+  registerWireError(code, cls);
 
 const RESERVED = new Set(['name', 'message', 'stack', 'cause', 'retryable']);
 
@@ -111,6 +136,7 @@ function isPlain(v: unknown, depth = 0): boolean {
   if (v === null || ['string', 'number', 'boolean'].includes(typeof v)) return true;
   if (depth > 3) return false;
   if (Array.isArray(v)) return v.length <= 1024 && v.every((x) => isPlain(x, depth + 1));
-  if (typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) return Object.values(v as object).every((x) => isPlain(x, depth + 1));
+  if (typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype)
+    return Object.values(v as object).every((x) => isPlain(x, depth + 1));
   return false;
 }

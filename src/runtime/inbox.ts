@@ -32,10 +32,16 @@ export class Inbox {
 
   /** Messages of `kind` on `subject` whose body matches `schema` reach `handler`. */
   on<S extends z.ZodType>(subject: string, kind: string, schema: S, handler: BodyHandler<z.output<S>>): void {
-    this.subs.push(this.bus.subscribe(subject, (env, msg) => {
-      const body = this.check(schema, env, msg);
-      if (body.ok) return handler(body.value, env, msg);
-    }, { kinds: [kind] }));
+    this.subs.push(
+      this.bus.subscribe(
+        subject,
+        (env, msg) => {
+          const body = this.check(schema, env, msg);
+          if (body.ok) return handler(body.value, env, msg);
+        },
+        { kinds: [kind] },
+      ),
+    );
   }
 
   /**
@@ -43,21 +49,27 @@ export class Inbox {
    * the reply (kind 'reply'). A handler that throws replies `{ ok: false, reason }`.
    */
   serve(subject: string, routes: Record<string, RequestRoute>): void {
-    this.subs.push(this.bus.subscribe(subject, async (env, msg) => {
-      const route = routes[env.kind]!;
-      const body = this.check(route.body, env, msg);
-      if (!body.ok) {
-        if (msg.reply) this.bus.reply(msg, REPLY_KIND, { ok: false, reason: `invalid ${env.kind} body: ${body.reason}` });
-        return;
-      }
-      let reply: unknown;
-      try {
-        reply = await route.handle(body.value, env);
-      } catch (err) {
-        reply = { ok: false, reason: err instanceof Error ? err.message : String(err) };
-      }
-      if (msg.reply && !this.bus.isClosed) this.bus.reply(msg, REPLY_KIND, reply);
-    }, { kinds: Object.keys(routes) }));
+    this.subs.push(
+      this.bus.subscribe(
+        subject,
+        async (env, msg) => {
+          const route = routes[env.kind]!;
+          const body = this.check(route.body, env, msg);
+          if (!body.ok) {
+            if (msg.reply) this.bus.reply(msg, REPLY_KIND, { ok: false, reason: `invalid ${env.kind} body: ${body.reason}` });
+            return;
+          }
+          let reply: unknown;
+          try {
+            reply = await route.handle(body.value, env);
+          } catch (err) {
+            reply = { ok: false, reason: err instanceof Error ? err.message : String(err) };
+          }
+          if (msg.reply && !this.bus.isClosed) this.bus.reply(msg, REPLY_KIND, reply);
+        },
+        { kinds: Object.keys(routes) },
+      ),
+    );
   }
 
   /** Messages rejected so far, per reason (the bus counts envelope and body rejections alike). */
@@ -70,7 +82,11 @@ export class Inbox {
     for (const s of this.subs.splice(0)) s.unsubscribe();
   }
 
-  private check<S extends z.ZodType>(schema: S, env: Envelope<unknown>, msg: BusMsg): { ok: true; value: z.output<S> } | { ok: false; reason: string } {
+  private check<S extends z.ZodType>(
+    schema: S,
+    env: Envelope<unknown>,
+    msg: BusMsg,
+  ): { ok: true; value: z.output<S> } | { ok: false; reason: string } {
     const parsed = schema.safeParse(env.body);
     if (parsed.success) return { ok: true, value: parsed.data };
     const issue = parsed.error.issues[0]!;
@@ -84,7 +100,15 @@ export class Inbox {
  * Sends a request and validates the reply body; `signal` ends the wait early.
  * @throws the bus's errors (BusTimeout, NoResponders: retryable; the signal's reason), or Error when the reply body is invalid.
  */
-export async function ask<S extends z.ZodType>(bus: Bus, subject: string, kind: string, body: unknown, reply: S, timeoutMs: number, signal?: AbortSignal): Promise<z.output<S>> {
+export async function ask<S extends z.ZodType>(
+  bus: Bus,
+  subject: string,
+  kind: string,
+  body: unknown,
+  reply: S,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<z.output<S>> {
   const env = await bus.request(subject, kind, body, { timeoutMs, kinds: [REPLY_KIND], signal });
   const parsed = reply.safeParse(env.body);
   if (!parsed.success) throw new Error(`invalid reply to ${kind} on ${subject}: ${parsed.error.issues[0]!.message}`);

@@ -14,7 +14,6 @@ import { wireError } from './errors.ts';
 const name = z.string().regex(SUBJECT_SAFE).max(64);
 const count = z.number().int().nonnegative();
 
-
 /** A device introduces itself (state `registering`). Re-sent after a reconnect; idempotent per (device, pid, host). */
 export const joinRequest = z.strictObject({
   device: name,
@@ -28,7 +27,12 @@ export const joinRequest = z.strictObject({
 export type JoinRequest = z.infer<typeof joinRequest>;
 
 export const joinReply = z.discriminatedUnion('ok', [
-  z.strictObject({ ok: z.literal(true), role: z.literal('worker'), heartbeatMs: z.number().positive(), lostAfterMs: z.number().positive() }),
+  z.strictObject({
+    ok: z.literal(true),
+    role: z.literal('worker'),
+    heartbeatMs: z.number().positive(),
+    lostAfterMs: z.number().positive(),
+  }),
   z.strictObject({ ok: z.literal(false), reason: z.string() }),
 ]);
 export type JoinReply = z.infer<typeof joinReply>;
@@ -107,7 +111,13 @@ export const heartbeat = z.strictObject({
 export type Heartbeat = z.infer<typeof heartbeat>;
 
 /** Control request to a device; `kind` picks the handler, `args` is the handler's to validate. */
-export const ctlRequest = z.strictObject({ kind: z.string().regex(/^[a-z][a-z-]*$/).max(64), args: z.unknown().optional() });
+export const ctlRequest = z.strictObject({
+  kind: z
+    .string()
+    .regex(/^[a-z][a-z-]*$/)
+    .max(64),
+  args: z.unknown().optional(),
+});
 export type CtlRequest = z.infer<typeof ctlRequest>;
 
 /** A control reply: the handler's result, or its failure as a WireError (rebuilt as its class by the caller). */
@@ -118,4 +128,9 @@ export const ctlReply = z.discriminatedUnion('ok', [
 export type CtlReply = z.infer<typeof ctlReply>;
 
 /** A run event (**contract** for `--json` output, dashboards and chaos checkers). */
-export interface RunEvent { type: string; at: number; source: string; [field: string]: unknown }
+export interface RunEvent {
+  type: string;
+  at: number;
+  source: string;
+  [field: string]: unknown;
+}

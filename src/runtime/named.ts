@@ -10,5 +10,7 @@ function missing(name: string): Error {
 
 /** A promise actor named `name`, to be provided by the binding. */
 export function namedPromise<TOutput, TInput = void>(name: string) {
-  return fromPromise<TOutput, TInput>(async () => { throw missing(name); });
+  return fromPromise<TOutput, TInput>(async () => {
+    throw missing(name);
+  });
 }

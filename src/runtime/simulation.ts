@@ -16,9 +16,13 @@ export class SimulatedDevice {
   /** Clock time at which the simulated outgoing link is next free. */
   private linkFreeAt = 0;
 
-  constructor(readonly knobs: SimulationKnobs, private readonly clock: Clock) {
+  constructor(
+    readonly knobs: SimulationKnobs,
+    private readonly clock: Clock,
+  ) {
     if (!(knobs.slowdown >= 1)) throw new RangeError(`slowdown must be >= 1, got ${knobs.slowdown}`);
-    if (knobs.bandwidthMbps !== null && !(knobs.bandwidthMbps > 0)) throw new RangeError(`bandwidthMbps must be > 0, got ${knobs.bandwidthMbps}`);
+    if (knobs.bandwidthMbps !== null && !(knobs.bandwidthMbps > 0))
+      throw new RangeError(`bandwidthMbps must be > 0, got ${knobs.bandwidthMbps}`);
   }
 
   /** Runs `fn`, then sleeps (slowdown - 1) x its duration. */
@@ -32,7 +36,7 @@ export class SimulatedDevice {
 
   /** Time `bytes` occupy the simulated link, ms (0 when unlimited). */
   transferMs(bytes: number): number {
-    return this.knobs.bandwidthMbps === null ? 0 : (bytes * 8) / (this.knobs.bandwidthMbps * 1e6) * 1000;
+    return this.knobs.bandwidthMbps === null ? 0 : ((bytes * 8) / (this.knobs.bandwidthMbps * 1e6)) * 1000;
   }
 
   /** Waits until `bytes` have crossed the simulated link (sends queue behind each other), then calls `send`. */

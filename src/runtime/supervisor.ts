@@ -38,7 +38,9 @@ export interface SupervisorContext {
 }
 
 /** Input of the `child` actor: which start this is (0 = first). */
-export interface ChildInput { start: number }
+export interface ChildInput {
+  start: number;
+}
 
 export const supervisorMachine = setup({
   types: {
@@ -78,7 +80,14 @@ export const supervisorMachine = setup({
             target: 'backoff',
             actions: [
               assign({ restarts: ({ context }) => context.restarts + 1, lastError: ({ event }) => errorText(event.error) }),
-              { type: 'reportRestart', params: ({ context }) => ({ error: context.lastError ?? '', restart: context.restarts, delayMs: backoffDelay(context.policy, context.restarts) }) },
+              {
+                type: 'reportRestart',
+                params: ({ context }) => ({
+                  error: context.lastError ?? '',
+                  restart: context.restarts,
+                  delayMs: backoffDelay(context.policy, context.restarts),
+                }),
+              },
             ],
           },
           {

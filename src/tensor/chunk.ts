@@ -16,7 +16,10 @@ export interface ChunkHeader {
   /** crc32 of this chunk's bytes */ crc: number;
 }
 
-export interface Chunk { header: ChunkHeader; bytes: Uint8Array }
+export interface Chunk {
+  header: ChunkHeader;
+  bytes: Uint8Array;
+}
 
 const TABLE = (() => {
   const t = new Uint32Array(256);
@@ -59,11 +62,15 @@ export function splitSegments(segments: readonly Uint8Array[], chunkBytes: numbe
   const parts: { offset: number; bytes: Uint8Array }[] = [];
   let total = 0;
   for (const seg of segments) {
-    for (let at = 0; at < seg.length; at += chunkBytes) parts.push({ offset: total + at, bytes: seg.subarray(at, Math.min(seg.length, at + chunkBytes)) });
+    for (let at = 0; at < seg.length; at += chunkBytes)
+      parts.push({ offset: total + at, bytes: seg.subarray(at, Math.min(seg.length, at + chunkBytes)) });
     total += seg.length;
   }
   if (parts.length === 0) parts.push({ offset: 0, bytes: new Uint8Array(0) });
-  return parts.map((p, index) => ({ header: { transfer, index, count: parts.length, total, offset: p.offset, crc: crc32(p.bytes) }, bytes: p.bytes }));
+  return parts.map((p, index) => ({
+    header: { transfer, index, count: parts.length, total, offset: p.offset, crc: crc32(p.bytes) },
+    bytes: p.bytes,
+  }));
 }
 
 /** One-line text form, used as a message header value: "transfer index count total offset crc". */

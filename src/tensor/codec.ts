@@ -34,7 +34,11 @@ const VIEW_MIN_BYTES = 64 * 1024;
 /** After a message this large, msgpackr gets a fresh small buffer so later small messages do not each allocate a huge one. */
 const SHRINK_AFTER_BYTES = 1024 * 1024;
 
-interface Hole { target: Uint8Array; at: number; bytes: Uint8Array }
+interface Hole {
+  target: Uint8Array;
+  at: number;
+  bytes: Uint8Array;
+}
 /** Non-null only during encodeMessage: where large tensors' bytes belong. */
 let holes: Hole[] | null = null;
 
@@ -52,15 +56,25 @@ addExtension({
     const { target, position } = allocateForWrite(6 + extLen);
     let p = position;
     target[p++] = 0xc9;
-    target[p++] = extLen >>> 24; target[p++] = (extLen >>> 16) & 0xff; target[p++] = (extLen >>> 8) & 0xff; target[p++] = extLen & 0xff;
+    target[p++] = extLen >>> 24;
+    target[p++] = (extLen >>> 16) & 0xff;
+    target[p++] = (extLen >>> 8) & 0xff;
+    target[p++] = extLen & 0xff;
     target[p++] = TENSOR_EXT;
     const dimsAt = p + FIXED;
     const dataAt0 = dimsAt + 4 * rank;
     const pad = (8 - ((target.byteOffset + dataAt0) % 8)) % 8;
-    target[p] = LAYOUT; target[p + 1] = dtypeCode(t.dtype); target[p + 2] = rank; target[p + 3] = pad;
+    target[p] = LAYOUT;
+    target[p + 1] = dtypeCode(t.dtype);
+    target[p + 2] = rank;
+    target[p + 3] = pad;
     for (let i = 0; i < rank; i++) {
-      const d = t.shape[i]!, q = dimsAt + 4 * i;
-      target[q] = d & 0xff; target[q + 1] = (d >>> 8) & 0xff; target[q + 2] = (d >>> 16) & 0xff; target[q + 3] = d >>> 24;
+      const d = t.shape[i]!,
+        q = dimsAt + 4 * i;
+      target[q] = d & 0xff;
+      target[q + 1] = (d >>> 8) & 0xff;
+      target[q + 2] = (d >>> 16) & 0xff;
+      target[q + 3] = d >>> 24;
     }
     target.fill(0, dataAt0, dataAt0 + pad);
     if (holes && nbytes >= HOLE_MIN_BYTES) holes.push({ target, at: dataAt0 + pad, bytes: t.bytes() });
@@ -73,7 +87,8 @@ addExtension({
 } as unknown as Parameters<typeof addExtension>[0]);
 
 function readTensor(payload: Uint8Array): WireTensor {
-  if (payload.length < FIXED + SLACK) throw new MessageRejected('malformed', `tensor extension of ${payload.length} bytes is shorter than its header`);
+  if (payload.length < FIXED + SLACK)
+    throw new MessageRejected('malformed', `tensor extension of ${payload.length} bytes is shorter than its header`);
   const [layout, code, rank, pad] = [payload[0]!, payload[1]!, payload[2]!, payload[3]!];
   if (layout !== LAYOUT) throw new MessageRejected('malformed', `tensor layout ${layout} is not ${LAYOUT}`);
   const dtype = dtypeFromCode(code);
@@ -134,9 +149,14 @@ export function packValue(value: unknown): Uint8Array {
  */
 export class EncodedMessage {
   private filled = false;
-  constructor(private readonly buf: Uint8Array, private readonly holes: ReadonlyArray<{ offset: number; bytes: Uint8Array }>) {}
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly holes: ReadonlyArray<{ offset: number; bytes: Uint8Array }>,
+  ) {}
 
-  get length(): number { return this.buf.length; }
+  get length(): number {
+    return this.buf.length;
+  }
 
   bytes(): Uint8Array {
     if (!this.filled) for (const h of this.holes) this.buf.set(h.bytes, h.offset);
@@ -175,11 +195,14 @@ export function encodeMessage(value: unknown): EncodedMessage {
     const offset = h.target.byteOffset + h.at - out.byteOffset;
     // msgpackr moves its buffer when it grows; a hole written before a move is not where we
     // recorded it, so such a (rare) message is packed again the ordinary way.
-    if (h.target.buffer !== out.buffer || offset < 0 || offset + h.bytes.length > out.length) return new EncodedMessage(packValue(value), []);
+    if (h.target.buffer !== out.buffer || offset < 0 || offset + h.bytes.length > out.length)
+      return new EncodedMessage(packValue(value), []);
     placed.push({ offset, bytes: h.bytes });
   }
   return new EncodedMessage(out, placed);
 }
 
 /** Decodes msgpack bytes; tensors become WireTensors viewing `bytes` when aligned. Throws msgpackr errors as-is. */
-export function unpackValue(bytes: Uint8Array): unknown { return unpackr.unpack(bytes); }
+export function unpackValue(bytes: Uint8Array): unknown {
+  return unpackr.unpack(bytes);
+}

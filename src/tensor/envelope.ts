@@ -43,7 +43,17 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
 export function encodeEnvelopeMessage(env: Envelope): EncodedMessage {
   const problem = checkFields(env as unknown as Record<string, unknown>);
   if (problem) throw new TypeError(`invalid envelope: ${problem}`);
-  return encodeMessage({ v: env.v, run: env.run, from: env.from, gen: env.gen, step: env.step, mb: env.mb, id: env.id, kind: env.kind, body: env.body });
+  return encodeMessage({
+    v: env.v,
+    run: env.run,
+    from: env.from,
+    gen: env.gen,
+    step: env.step,
+    mb: env.mb,
+    id: env.id,
+    kind: env.kind,
+    body: env.body,
+  });
 }
 
 /**
@@ -83,7 +93,8 @@ function checkFields(rec: Record<string, unknown>): string | null {
   if (!Number.isSafeInteger(rec.v)) return `field 'v' must be an integer`;
   for (const k of ['run', 'from', 'id', 'kind']) {
     const s = rec[k];
-    if (typeof s !== 'string' || s.length === 0 || s.length > MAX_NAME_CHARS) return `field '${k}' must be a string of 1..${MAX_NAME_CHARS} chars`;
+    if (typeof s !== 'string' || s.length === 0 || s.length > MAX_NAME_CHARS)
+      return `field '${k}' must be a string of 1..${MAX_NAME_CHARS} chars`;
   }
   for (const k of ['gen', 'step', 'mb']) {
     const n = rec[k];

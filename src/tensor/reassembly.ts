@@ -18,7 +18,14 @@ export interface ReassemblyOptions {
 /** How many refused transfer keys are remembered (oldest forgotten first). */
 const REFUSED_MEMORY = 4096;
 
-interface Partial { buf: Uint8Array; count: number; seen: Uint8Array; received: number; bytes: number; started: number }
+interface Partial {
+  buf: Uint8Array;
+  count: number;
+  seen: Uint8Array;
+  received: number;
+  bytes: number;
+  started: number;
+}
 
 export class Reassembler {
   /** Partial transfers dropped, by cause. */
@@ -33,8 +40,12 @@ export class Reassembler {
   }
 
   /** Bytes currently held by partial transfers. */
-  get pendingBytes(): number { return this.held; }
-  get pendingTransfers(): number { return this.partials.size; }
+  get pendingBytes(): number {
+    return this.held;
+  }
+  get pendingTransfers(): number {
+    return this.partials.size;
+  }
 
   /**
    * Adds one chunk of transfer `key`; returns the whole message when this chunk completes it,
@@ -45,20 +56,25 @@ export class Reassembler {
     if (this.refused.has(key)) return null;
     let p = this.partials.get(key);
     try {
-      if (h.total > this.opts.maxMessageBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds ${this.opts.maxMessageBytes}`);
-      if (h.total > this.opts.maxBytes) throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds the reassembly budget ${this.opts.maxBytes}`);
-      if (h.offset + bytes.length > h.total) throw new MessageRejected('chunk', `chunk ${h.index} ends at ${h.offset + bytes.length}, beyond total ${h.total}`);
+      if (h.total > this.opts.maxMessageBytes)
+        throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds ${this.opts.maxMessageBytes}`);
+      if (h.total > this.opts.maxBytes)
+        throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds the reassembly budget ${this.opts.maxBytes}`);
+      if (h.offset + bytes.length > h.total)
+        throw new MessageRejected('chunk', `chunk ${h.index} ends at ${h.offset + bytes.length}, beyond total ${h.total}`);
       if (!p) {
         while (this.held + h.total > this.opts.maxBytes && this.partials.size) this.dropOldest();
         p = { buf: new Uint8Array(h.total), count: h.count, seen: new Uint8Array(h.count), received: 0, bytes: 0, started: this.now() };
         this.partials.set(key, p);
         this.held += h.total;
       }
-      if (p.count !== h.count || p.buf.length !== h.total) throw new MessageRejected('chunk', `chunk ${h.index} disagrees with its transfer's count or total`);
+      if (p.count !== h.count || p.buf.length !== h.total)
+        throw new MessageRejected('chunk', `chunk ${h.index} disagrees with its transfer's count or total`);
       if (p.seen[h.index]) return null; // a duplicate delivery changes nothing
       // Checked after the copy, from the destination while it is still in cache: one pass less over cold memory.
       p.buf.set(bytes, h.offset);
-      if (crc32(p.buf.subarray(h.offset, h.offset + bytes.length)) !== h.crc) throw new MessageRejected('checksum', `chunk ${h.index} of transfer ${h.transfer} fails its crc32`);
+      if (crc32(p.buf.subarray(h.offset, h.offset + bytes.length)) !== h.crc)
+        throw new MessageRejected('checksum', `chunk ${h.index} of transfer ${h.transfer} fails its crc32`);
       p.seen[h.index] = 1;
       p.received++;
       p.bytes += bytes.length;

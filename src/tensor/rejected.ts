@@ -4,14 +4,30 @@
  * of another plan generation than the receiver's (a late message of an aborted attempt).
  */
 
-export const REJECT_REASONS = ['version', 'run', 'kind', 'malformed', 'truncated', 'oversized', 'shape', 'chunk', 'checksum', 'body', 'generation'] as const;
+export const REJECT_REASONS = [
+  'version',
+  'run',
+  'kind',
+  'malformed',
+  'truncated',
+  'oversized',
+  'shape',
+  'chunk',
+  'checksum',
+  'body',
+  'generation',
+] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** A message failed validation. Never retryable: the same bytes fail the same way. */
 export class MessageRejected extends Error {
   override name = 'MessageRejected';
   readonly retryable = false;
-  constructor(readonly reason: RejectReason, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly reason: RejectReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${reason}: ${message}`, options);
   }
 }

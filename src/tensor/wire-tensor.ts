@@ -15,7 +15,11 @@ export class WireTensor<D extends DType = DType> {
    * @throws TypeError when the dtype is unknown, a dim is not a non-negative integer, the rank
    * exceeds MAX_RANK, `data` is not the typed array of `dtype`, or its length is not the shape's size.
    */
-  constructor(readonly dtype: D, readonly shape: readonly number[], readonly data: TypedArrayOf[D]) {
+  constructor(
+    readonly dtype: D,
+    readonly shape: readonly number[],
+    readonly data: TypedArrayOf[D],
+  ) {
     if (!isDType(dtype)) throw new TypeError(`unknown dtype '${String(dtype)}'`);
     this.size = shapeSize(shape);
     if (!matchesDType(dtype, data)) throw new TypeError(`dtype ${dtype} cannot hold a ${data.constructor.name}`);
@@ -27,7 +31,9 @@ export class WireTensor<D extends DType = DType> {
     return new Uint8Array(this.data.buffer, this.data.byteOffset, this.data.byteLength);
   }
 
-  get byteLength(): number { return this.size * bytesPerElement(this.dtype); }
+  get byteLength(): number {
+    return this.size * bytesPerElement(this.dtype);
+  }
 }
 
 /** Product of dims; validates each dim (non-negative safe integer) and the rank. */

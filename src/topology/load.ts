@@ -19,7 +19,10 @@ export interface TopologyIssue {
 /** A topology file that cannot be used; `message` is the first issue, `issues` all of them. */
 export class TopologyError extends Error {
   override name = 'TopologyError';
-  constructor(readonly file: string, readonly issues: TopologyIssue[]) {
+  constructor(
+    readonly file: string,
+    readonly issues: TopologyIssue[],
+  ) {
     super(issues.map((i) => formatIssue(file, i)).join('\n'));
   }
   /** The first issue as one line, for CLIs that print one clear line. */
@@ -39,7 +42,9 @@ export function loadTopology(file: string): Topology {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new TopologyError(file, [{ line: 0, field: '(file)', reason: code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? (err as Error).message})` }]);
+    throw new TopologyError(file, [
+      { line: 0, field: '(file)', reason: code === 'ENOENT' ? 'no such file' : `cannot read (${code ?? (err as Error).message})` },
+    ]);
   }
   const topology = parseTopology(text, file);
   const base = dirname(resolve(file));
@@ -57,18 +62,25 @@ export function parseTopology(text: string, file: string): Topology {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length > 0) {
-    throw new TopologyError(file, doc.errors.map((e) => ({
-      line: e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line,
-      field: '(yaml)',
-      reason: e.message.split('\n')[0]!,
-    })));
+    throw new TopologyError(
+      file,
+      doc.errors.map((e) => ({
+        line: e.linePos?.[0]?.line ?? lines.linePos(e.pos[0]).line,
+        field: '(yaml)',
+        reason: e.message.split('\n')[0]!,
+      })),
+    );
   }
   if (!isMap(doc.contents)) {
-    throw new TopologyError(file, [{ line: 1, field: '(root)', reason: 'must be a mapping of run, model, method, data, training, bus, devices' }]);
+    throw new TopologyError(file, [
+      { line: 1, field: '(root)', reason: 'must be a mapping of run, model, method, data, training, bus, devices' },
+    ]);
   }
   const result = topologySchema.safeParse(doc.toJS());
   if (result.success) return result.data;
-  const issues = result.error.issues.map((issue) => describe(doc, lines, issue)).sort((a, b) => a.line - b.line || unknownFirst(a) - unknownFirst(b));
+  const issues = result.error.issues
+    .map((issue) => describe(doc, lines, issue))
+    .sort((a, b) => a.line - b.line || unknownFirst(a) - unknownFirst(b));
   throw new TopologyError(file, issues);
 }
 
@@ -81,7 +93,11 @@ function describe(doc: Document, lines: LineCounter, issue: z.core.$ZodIssue): T
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
   if (issue.code === 'unrecognized_keys') {
     const key = issue.keys[0]!;
-    return { line: lineOf(keyNode(doc, path, key) ?? deepestNode(doc, path), lines), field: fieldName([...path, key]), reason: 'unknown field' };
+    return {
+      line: lineOf(keyNode(doc, path, key) ?? deepestNode(doc, path), lines),
+      field: fieldName([...path, key]),
+      reason: 'unknown field',
+    };
   }
   const exists = doc.hasIn(path);
   const value = exists ? doc.getIn(path) : undefined;
@@ -100,7 +116,14 @@ function describe(doc: Document, lines: LineCounter, issue: z.core.$ZodIssue): T
       }
       return { line, field, reason: `${issue.message}${got}` };
     case 'too_small':
-      return { line, field, reason: issue.origin === 'array' ? `needs at least ${issue.minimum} item(s)` : `must be ${issue.inclusive ? '>=' : '>'} ${issue.minimum}${got}` };
+      return {
+        line,
+        field,
+        reason:
+          issue.origin === 'array'
+            ? `needs at least ${issue.minimum} item(s)`
+            : `must be ${issue.inclusive ? '>=' : '>'} ${issue.minimum}${got}`,
+      };
     case 'too_big':
       return { line, field, reason: `must be ${issue.inclusive ? '<=' : '<'} ${issue.maximum}${got}` };
     case 'custom':

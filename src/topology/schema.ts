@@ -28,7 +28,10 @@ const method = z.discriminatedUnion('kind', [
     kind: z.literal('lora'),
     rank: positiveInt.default(8),
     alpha: z.number().positive().default(16),
-    targets: z.array(z.enum(['query', 'key', 'value', 'attn_out', 'mlp_up', 'mlp_gate', 'mlp_down'])).min(1).default(['query', 'value']),
+    targets: z
+      .array(z.enum(['query', 'key', 'value', 'attn_out', 'mlp_up', 'mlp_gate', 'mlp_down']))
+      .min(1)
+      .default(['query', 'value']),
   }),
   z.strictObject({ kind: z.literal('serial'), bottleneck: positiveInt.default(64) }),
   z.strictObject({ kind: z.literal('full') }),
@@ -52,8 +55,14 @@ const data = z
 const cache = z.strictObject({
   budgetMb: z.number().nonnegative().default(256),
   /** Folder inside the run directory where each local device's cache spills (one subfolder per device). */
-  dir: z.string().min(1).default('cache')
-    .refine((d) => !isAbsolute(d) && !d.split(/[\\/]/).includes('..'), 'must be a folder inside the run directory (a relative path without "..")'),
+  dir: z
+    .string()
+    .min(1)
+    .default('cache')
+    .refine(
+      (d) => !isAbsolute(d) && !d.split(/[\\/]/).includes('..'),
+      'must be a folder inside the run directory (a relative path without "..")',
+    ),
   dtype: z.enum(['f32', 'f16']).default('f32'),
 });
 
@@ -67,7 +76,10 @@ const training = z
     seed: z.number().int().nonnegative().default(1),
     cache: cache.default({ budgetMb: 256, dir: 'cache', dtype: 'f32' }),
   })
-  .refine((t) => t.microBatches === undefined || t.microBatches <= t.batch, { message: 'must be <= training.batch', path: ['microBatches'] });
+  .refine((t) => t.microBatches === undefined || t.microBatches <= t.batch, {
+    message: 'must be <= training.batch',
+    path: ['microBatches'],
+  });
 
 const auth = z.strictObject({
   token: z.string().min(1).optional(),
@@ -81,12 +93,18 @@ const bus = z
     /** Launch starts a private nats-server on loopback. */
     embedded: z.literal(true).optional(),
     /** An existing NATS server or cluster. */
-    url: z.string().regex(/^(nats|tls|ws|wss):\/\/\S+$/, 'must be a NATS URL such as nats://host:4222').optional(),
+    url: z
+      .string()
+      .regex(/^(nats|tls|ws|wss):\/\/\S+$/, 'must be a NATS URL such as nats://host:4222')
+      .optional(),
     /** Credentials for an authenticated bus: refused until launch can honour them. */
     auth: auth.optional(),
   })
   .refine((b) => (b.embedded === undefined) !== (b.url === undefined), 'give exactly one of "embedded: true" or "url"')
-  .refine((b) => b.auth === undefined, { path: ['auth'], message: 'authenticated buses are not supported yet: remove it (the bus is unauthenticated; run it on a network you trust)' });
+  .refine((b) => b.auth === undefined, {
+    path: ['auth'],
+    message: 'authenticated buses are not supported yet: remove it (the bus is unauthenticated; run it on a network you trust)',
+  });
 
 const device = z.strictObject({
   name: subjectSafeName,

@@ -14,7 +14,10 @@ export interface CacheableMethod {
 }
 
 export function isCacheable(m: object): m is CacheableMethod {
-  return typeof (m as Partial<CacheableMethod>).backboneActivations === 'function' && typeof (m as Partial<CacheableMethod>).hiddenFromActivations === 'function';
+  return (
+    typeof (m as Partial<CacheableMethod>).backboneActivations === 'function' &&
+    typeof (m as Partial<CacheableMethod>).hiddenFromActivations === 'function'
+  );
 }
 
 export interface CachedBatchReport {
@@ -26,9 +29,14 @@ export interface CachedBatchReport {
  * b_0..b_L (each (B*T, d)) for `batch`, read from `rows`, computing and storing what is missing.
  * The caller owns (and disposes) the returned tensors.
  */
-export function cachedActivations(method: CacheableMethod, rows: CacheRows, batch: Batch): { acts: tf.Tensor2D[]; report: CachedBatchReport } {
+export function cachedActivations(
+  method: CacheableMethod,
+  rows: CacheRows,
+  batch: Batch,
+): { acts: tf.Tensor2D[]; report: CachedBatchReport } {
   const { batch: B, seqLen: T } = batch;
-  const w = rows.o.width, d = w / T;
+  const w = rows.o.width,
+    d = w / T;
   const { acts: layers, missing } = rows.read(batch.sampleIds);
   if (missing.length === B) {
     // Nothing cached (epoch 1): one batched backbone pass, then store every sample's blocks.

@@ -44,14 +44,25 @@ export class CheckpointError extends Error {
 }
 
 /** The run identity resume checks: model, method and its options, data size and training config (epochs excluded, so a run can be extended). */
-export function configFingerprint(modelFingerprint: string, method: MethodName, options: MethodOptions, config: TrainConfig, samples: number): string {
+export function configFingerprint(
+  modelFingerprint: string,
+  method: MethodName,
+  options: MethodOptions,
+  config: TrainConfig,
+  samples: number,
+): string {
   const { epochs: _epochs, ...rest } = config;
   const canonical = JSON.stringify({ modelFingerprint, method, options: sortKeys(options), config: sortKeys(rest), samples });
   return createHash('sha256').update(canonical).digest('hex').slice(0, 32);
 }
 
 function sortKeys(o: object): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) ? sortKeys(v) : v]));
+  return Object.fromEntries(
+    Object.entries(o)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) ? sortKeys(v) : v]),
+  );
 }
 
 export interface SaveInput {
@@ -115,7 +126,9 @@ export function readCheckpointMeta(dir: string): CheckpointMeta {
   const file = join(dir, 'checkpoint.json');
   if (!existsSync(file)) throw new CheckpointError(`${dir}: not a checkpoint (no checkpoint.json)`);
   let meta: CheckpointMeta;
-  try { meta = JSON.parse(readFileSync(file, 'utf8')); } catch (err) {
+  try {
+    meta = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
     throw new CheckpointError(`${file}: not valid JSON (${(err as Error).message})`);
   }
   if (meta.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: format '${meta.format}' is not ${CHECKPOINT_FORMAT}`);
@@ -128,7 +141,8 @@ export function loadCheckpoint(dir: string): { meta: CheckpointMeta; state: Trai
   const meta = readCheckpointMeta(dir);
   const src = openSafetensors(join(dir, 'weights.safetensors'));
   const parameters = new Map<string, { data: Float32Array; shape: number[] }>();
-  const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
+  const m = new Map<string, Float32Array>(),
+    v = new Map<string, Float32Array>();
   for (const name of meta.parameterNames) {
     if (!src.has(name)) throw new CheckpointError(`${dir}: weights.safetensors lacks parameter '${name}'`);
     parameters.set(name, { data: src.read(name), shape: src.entry(name).shape });
@@ -138,17 +152,33 @@ export function loadCheckpoint(dir: string): { meta: CheckpointMeta; state: Trai
     }
   }
   const state: TrainerState = {
-    epoch: meta.epoch, stepInEpoch: meta.stepInEpoch, globalStep: meta.globalStep, stepLosses: meta.stepLosses,
-    epochs: meta.epochs, ledger: meta.ledger, parameters, optimizer: { step: meta.optimizerStep, m, v },
+    epoch: meta.epoch,
+    stepInEpoch: meta.stepInEpoch,
+    globalStep: meta.globalStep,
+    stepLosses: meta.stepLosses,
+    epochs: meta.epochs,
+    ledger: meta.ledger,
+    parameters,
+    optimizer: { step: meta.optimizerStep, m, v },
   };
   return { meta, state };
 }
 
 /** Checks that a checkpoint belongs to this run; throws one line naming what differs. */
-export function checkResumable(meta: CheckpointMeta, expected: { modelFingerprint: string; method: MethodName; options: MethodOptions; config: TrainConfig; samples: number }): void {
+export function checkResumable(
+  meta: CheckpointMeta,
+  expected: { modelFingerprint: string; method: MethodName; options: MethodOptions; config: TrainConfig; samples: number },
+): void {
   if (meta.method !== expected.method) throw new CheckpointError(`checkpoint is for method ${meta.method}, not ${expected.method}`);
-  if (meta.modelFingerprint !== expected.modelFingerprint) throw new CheckpointError(`checkpoint was trained on another model (fingerprint ${meta.modelFingerprint.slice(0, 12)}, this model ${expected.modelFingerprint.slice(0, 12)})`);
-  if (meta.samples !== expected.samples) throw new CheckpointError(`checkpoint was trained on ${meta.samples} samples, the data has ${expected.samples}`);
+  if (meta.modelFingerprint !== expected.modelFingerprint)
+    throw new CheckpointError(
+      `checkpoint was trained on another model (fingerprint ${meta.modelFingerprint.slice(0, 12)}, this model ${expected.modelFingerprint.slice(0, 12)})`,
+    );
+  if (meta.samples !== expected.samples)
+    throw new CheckpointError(`checkpoint was trained on ${meta.samples} samples, the data has ${expected.samples}`);
   const fp = configFingerprint(expected.modelFingerprint, expected.method, expected.options, expected.config, expected.samples);
-  if (fp !== meta.configFingerprint) throw new CheckpointError(`checkpoint's method options or training settings differ from this run's (batch, lr, seed, sequence length, ...): resume needs the same ones`);
+  if (fp !== meta.configFingerprint)
+    throw new CheckpointError(
+      `checkpoint's method options or training settings differ from this run's (batch, lr, seed, sequence length, ...): resume needs the same ones`,
+    );
 }

@@ -39,7 +39,9 @@ export interface LoadOptions {
  */
 export function loadJsonl(file: string, opts: LoadOptions): Dataset {
   let text: string;
-  try { text = readFileSync(file, 'utf8'); } catch (err) {
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
     throw new DataError(`${file}: cannot read data file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   const raw: { ids: Int32Array; label?: string }[] = [];
@@ -49,15 +51,21 @@ export function loadJsonl(file: string, opts: LoadOptions): Dataset {
     if (line === '') continue;
     const where = `${file}:${i + 1}`;
     let obj: unknown;
-    try { obj = JSON.parse(line); } catch (err) { throw new DataError(`${where}: malformed JSON (${(err as Error).message})`); }
-    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new DataError(`${where}: expected a JSON object with "text" or "ids"`);
+    try {
+      obj = JSON.parse(line);
+    } catch (err) {
+      throw new DataError(`${where}: malformed JSON (${(err as Error).message})`);
+    }
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj))
+      throw new DataError(`${where}: expected a JSON object with "text" or "ids"`);
     const o = obj as Record<string, unknown>;
     const ids = sampleIds(o, where, opts);
     const label = o.label;
     if (label !== undefined && typeof label !== 'string' && !(typeof label === 'number' && Number.isInteger(label) && label >= 0)) {
       throw new DataError(`${where}: "label" must be a string or a non-negative integer`);
     }
-    if (raw.length > 0 && (label === undefined) !== (raw[0]!.label === undefined)) throw new DataError(`${where}: "label" must be on every line or on none`);
+    if (raw.length > 0 && (label === undefined) !== (raw[0]!.label === undefined))
+      throw new DataError(`${where}: "label" must be on every line or on none`);
     raw.push({ ids, label: label === undefined ? undefined : String(label) });
   }
   if (raw.length === 0) throw new DataError(`${file}: no samples (the file has no data lines)`);
@@ -84,19 +92,26 @@ function sampleIds(o: Record<string, unknown>, where: string, opts: LoadOptions)
   }
   if (ids.length === 0) throw new DataError(`${where}: empty sequence`);
   for (let k = 0; k < ids.length; k++) {
-    if (ids[k]! < 0 || ids[k]! >= opts.vocabSize) throw new DataError(`${where}: token id ${ids[k]} at position ${k} is outside the vocabulary [0, ${opts.vocabSize})`);
+    if (ids[k]! < 0 || ids[k]! >= opts.vocabSize)
+      throw new DataError(`${where}: token id ${ids[k]} at position ${k} is outside the vocabulary [0, ${opts.vocabSize})`);
   }
   return Int32Array.from(ids);
 }
 
 /** Integer-looking labels sort numerically, the rest lexically. */
 function labelOrder(a: string, b: string): number {
-  const na = Number(a), nb = Number(b);
+  const na = Number(a),
+    nb = Number(b);
   if (Number.isInteger(na) && Number.isInteger(nb)) return na - nb;
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export interface MarkovOptions { vocab: number; sequences: number; length: number; seed: number }
+export interface MarkovOptions {
+  vocab: number;
+  sequences: number;
+  length: number;
+  seed: number;
+}
 
 /**
  * The synthetic language of the W1 workload: each token has exactly 4 distinct possible
@@ -124,9 +139,11 @@ export function markovDataset(o: MarkovOptions): Dataset & { successors: Int32Ar
 
 /** Writes samples as `{"ids": [...]}` lines (plus "label" when present) atomically. */
 export function writeJsonl(file: string, data: Dataset): void {
-  const lines = data.samples.map((s) => JSON.stringify(s.label === undefined
-    ? { ids: Array.from(s.ids) }
-    : { ids: Array.from(s.ids), label: data.labelNames?.[s.label] ?? s.label }));
+  const lines = data.samples.map((s) =>
+    JSON.stringify(
+      s.label === undefined ? { ids: Array.from(s.ids) } : { ids: Array.from(s.ids), label: data.labelNames?.[s.label] ?? s.label },
+    ),
+  );
   mkdirSync(dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, lines.join('\n') + '\n');
@@ -163,14 +180,22 @@ export interface Batch {
 /** Truncates or pads each sample to `seqLen` tokens. */
 export function makeBatch(samples: Sample[], seqLen: number, padId = 0): Batch {
   const B = samples.length;
-  const ids = new Int32Array(B * seqLen).fill(padId), mask = new Float32Array(B * seqLen);
+  const ids = new Int32Array(B * seqLen).fill(padId),
+    mask = new Float32Array(B * seqLen);
   samples.forEach((s, b) => {
     const n = Math.min(seqLen, s.ids.length);
     ids.set(s.ids.subarray(0, n), b * seqLen);
     mask.fill(1, b * seqLen, b * seqLen + n);
   });
   const labelled = samples.every((s) => s.label !== undefined);
-  return { sampleIds: samples.map((s) => s.id), batch: B, seqLen, ids, mask, labels: labelled ? Int32Array.from(samples.map((s) => s.label!)) : undefined };
+  return {
+    sampleIds: samples.map((s) => s.id),
+    batch: B,
+    seqLen,
+    ids,
+    mask,
+    labels: labelled ? Int32Array.from(samples.map((s) => s.label!)) : undefined,
+  };
 }
 
 /** The sequence length a data set needs: its longest sample, capped by the model's context. */

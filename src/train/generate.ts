@@ -56,7 +56,10 @@ export function sample(logits: Float32Array, temperature: number, topP: number, 
   for (const x of logits) max = Math.max(max, x);
   const p = new Float64Array(logits.length);
   let z = 0;
-  for (let i = 0; i < logits.length; i++) { p[i] = Math.exp((logits[i]! - max) / temperature); z += p[i]!; }
+  for (let i = 0; i < logits.length; i++) {
+    p[i] = Math.exp((logits[i]! - max) / temperature);
+    z += p[i]!;
+  }
   const order = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
   const kept: number[] = [];
   let mass = 0;

@@ -17,7 +17,10 @@ export interface LedgerEpoch {
 }
 
 /** JSON form of a ledger. */
-export interface LedgerJson { samples: number; epochs: LedgerEpoch[] }
+export interface LedgerJson {
+  samples: number;
+  epochs: LedgerEpoch[];
+}
 
 export class Ledger {
   private readonly epochs = new Map<number, LedgerEpoch>();
@@ -27,13 +30,17 @@ export class Ledger {
 
   static fromJSON(json: LedgerJson): Ledger {
     const l = new Ledger(json.samples);
-    for (const e of json.epochs) l.epochs.set(e.epoch, { epoch: e.epoch, finished: e.finished, steps: e.steps.map((s) => ({ ...s, sampleIds: [...s.sampleIds] })) });
+    for (const e of json.epochs)
+      l.epochs.set(e.epoch, { epoch: e.epoch, finished: e.finished, steps: e.steps.map((s) => ({ ...s, sampleIds: [...s.sampleIds] })) });
     return l;
   }
 
   private epochOf(epoch: number): LedgerEpoch {
     let e = this.epochs.get(epoch);
-    if (!e) { e = { epoch, steps: [], finished: false }; this.epochs.set(epoch, e); }
+    if (!e) {
+      e = { epoch, steps: [], finished: false };
+      this.epochs.set(epoch, e);
+    }
     return e;
   }
 
@@ -93,7 +100,9 @@ export class Ledger {
     return (this.epochs.get(epoch)?.steps ?? []).filter((s) => s.committed);
   }
 
-  isFinished(epoch: number): boolean { return this.epochs.get(epoch)?.finished ?? false; }
+  isFinished(epoch: number): boolean {
+    return this.epochs.get(epoch)?.finished ?? false;
+  }
 
   toJSON(): LedgerJson {
     return { samples: this.samples, epochs: [...this.epochs.values()].sort((a, b) => a.epoch - b.epoch) };

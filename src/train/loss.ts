@@ -14,7 +14,8 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights:
   const [, classes] = logits.shape;
   const count = Math.max(1, tf.tidy(() => tf.sum(weights)).dataSync()[0]!);
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const z = args[0] as tf.Tensor2D, save = args[1] as tf.GradSaveFunc;
+    const z = args[0] as tf.Tensor2D,
+      save = args[1] as tf.GradSaveFunc;
     const lse = tf.logSumExp(z, 1, true); // (N, 1)
     // int32 then cast: the wasm OneHot kernel writes integer bits into a float32 output.
     const oneHot = tf.cast(tf.oneHot(targets, classes), 'float32'); // (N, C)
@@ -48,34 +49,47 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights:
  * normal range (the target logit ~87 below the row's largest) has lost its precision, and that
  * row's loss is computed exactly as logsumexp(z_i) - z_i[t_i] instead.
  */
-export function frozenHeadCrossEntropy(hidden: tf.Tensor2D, head: { w: tf.Tensor2D; wT: tf.Tensor2D }, targets: Int32Array, weights: Float32Array, chunkRows = 512): tf.Scalar {
+export function frozenHeadCrossEntropy(
+  hidden: tf.Tensor2D,
+  head: { w: tf.Tensor2D; wT: tf.Tensor2D },
+  targets: Int32Array,
+  weights: Float32Array,
+  chunkRows = 512,
+): tf.Scalar {
   const [n, d] = hidden.shape;
   const vocab = head.w.shape[1];
   let count = 0;
   for (let i = 0; i < n; i++) count += weights[i]!;
   count = Math.max(1, count);
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const h = args[0] as tf.Tensor2D, save = args[1] as tf.GradSaveFunc;
+    const h = args[0] as tf.Tensor2D,
+      save = args[1] as tf.GradSaveFunc;
     let lossSum = 0;
     const dh = tf.tidy(() => {
       const grads: tf.Tensor[] = [];
       for (let r = 0; r < n; r += chunkRows) {
         const rows = Math.min(chunkRows, n - r);
         // One tidy per chunk: only its gradient rows outlive it.
-        grads.push(tf.tidy(() => {
-          const tIds = targets.subarray(r, r + rows), w = weights.subarray(r, r + rows);
-          const flat = Int32Array.from(tIds, (id, i) => i * vocab + id); // row-major index of each target logit
-          const z = tf.matMul(tf.slice(h, [r, 0], [rows, d]), head.w) as tf.Tensor2D; // (rows, V)
-          const p = tf.softmax(z); // (rows, V)
-          const picked = tf.gather(tf.reshape(p, [-1]), tf.tensor1d(flat, 'int32')).dataSync(); // (rows)
-          for (let i = 0; i < rows; i++) {
-            if (!w[i]) continue;
-            const pt = picked[i]!;
-            lossSum += w[i]! * (pt >= 1.1754944e-38 ? -Math.log(pt) : exactRowLoss(z, i, tIds[i]!));
-          }
-          const scale = tf.tensor2d(w.map((x) => x / count), [rows, 1]); // (rows, 1)
-          return tf.mul(tf.sub(tf.matMul(p, head.wT), tf.gather(head.wT, tf.tensor1d(tIds, 'int32'))), scale); // (rows, d)
-        }));
+        grads.push(
+          tf.tidy(() => {
+            const tIds = targets.subarray(r, r + rows),
+              w = weights.subarray(r, r + rows);
+            const flat = Int32Array.from(tIds, (id, i) => i * vocab + id); // row-major index of each target logit
+            const z = tf.matMul(tf.slice(h, [r, 0], [rows, d]), head.w) as tf.Tensor2D; // (rows, V)
+            const p = tf.softmax(z); // (rows, V)
+            const picked = tf.gather(tf.reshape(p, [-1]), tf.tensor1d(flat, 'int32')).dataSync(); // (rows)
+            for (let i = 0; i < rows; i++) {
+              if (!w[i]) continue;
+              const pt = picked[i]!;
+              lossSum += w[i]! * (pt >= 1.1754944e-38 ? -Math.log(pt) : exactRowLoss(z, i, tIds[i]!));
+            }
+            const scale = tf.tensor2d(
+              w.map((x) => x / count),
+              [rows, 1],
+            ); // (rows, 1)
+            return tf.mul(tf.sub(tf.matMul(p, head.wT), tf.gather(head.wT, tf.tensor1d(tIds, 'int32'))), scale); // (rows, d)
+          }),
+        );
       }
       return (grads.length === 1 ? grads[0]! : tf.concat(grads, 0)) as tf.Tensor2D;
     });
@@ -98,14 +112,24 @@ function exactRowLoss(z: tf.Tensor2D, row: number, target: number): number {
  * predicts ids[t+1], so the last position of each row and every position whose successor is
  * padding gets weight 0. Returns plain arrays of length B*T, aligned with the (B*T, V) logits.
  */
-export function nextTokenTargets(ids: Int32Array, mask: Float32Array, batch: number, seqLen: number): { targets: Int32Array; weights: Float32Array; count: number } {
+export function nextTokenTargets(
+  ids: Int32Array,
+  mask: Float32Array,
+  batch: number,
+  seqLen: number,
+): { targets: Int32Array; weights: Float32Array; count: number } {
   const n = batch * seqLen;
-  const targets = new Int32Array(n), weights = new Float32Array(n);
+  const targets = new Int32Array(n),
+    weights = new Float32Array(n);
   let count = 0;
   for (let b = 0; b < batch; b++) {
     for (let t = 0; t < seqLen - 1; t++) {
       const i = b * seqLen + t;
-      if (mask[i] && mask[i + 1]) { targets[i] = ids[i + 1]!; weights[i] = 1; count++; }
+      if (mask[i] && mask[i + 1]) {
+        targets[i] = ids[i + 1]!;
+        weights[i] = 1;
+        count++;
+      }
     }
   }
   return { targets, weights, count };

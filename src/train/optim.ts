@@ -29,7 +29,10 @@ export interface AdamWState {
 }
 
 /** What one `apply` did: the learning rate used and the gradient norm before clipping. */
-export interface StepReport { lr: number; gradNorm: number }
+export interface StepReport {
+  lr: number;
+  gradNorm: number;
+}
 
 /**
  * The options of a run of `epochs` epochs of `stepsPerEpoch` steps: a cosine schedule without
@@ -63,7 +66,9 @@ export class AdamW {
 
   constructor(readonly options: AdamWOptions) {}
 
-  get step(): number { return this.stepCount; }
+  get step(): number {
+    return this.stepCount;
+  }
 
   /** Bytes of optimiser state (both moments), held outside the tensor heap. */
   stateBytes(): number {
@@ -93,7 +98,8 @@ export class AdamW {
 
   /** A copy of the state as typed arrays (for checkpoints). */
   state(): AdamWState {
-    const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
+    const m = new Map<string, Float32Array>(),
+      v = new Map<string, Float32Array>();
     for (const [n, a] of this.m) m.set(n, a.slice());
     for (const [n, a] of this.v) v.set(n, a.slice());
     return { step: this.stepCount, m, v };
@@ -107,7 +113,8 @@ export class AdamW {
       const p = params.get(name);
       if (!p) throw new Error(`optimiser state names parameter '${name}' that the method does not have`);
       const vd = state.v.get(name);
-      if (!vd || data.length !== p.size || vd.length !== p.size) throw new Error(`optimiser state for '${name}' does not match its shape [${p.shape}]`);
+      if (!vd || data.length !== p.size || vd.length !== p.size)
+        throw new Error(`optimiser state for '${name}' does not match its shape [${p.shape}]`);
       this.m.set(name, data.slice());
       this.v.set(name, vd.slice());
     }
@@ -126,17 +133,28 @@ export class AdamW {
  * (its rank decides weight decay), `gs[j]` its gradient. Advances `state.step`, updates the
  * moments in place (creating zero moments for a parameter seen first) and returns new values.
  */
-export function adamwStep(o: AdamWOptions, state: AdamWState, names: string[], xs: { data: Float32Array; rank: number }[], gs: Float32Array[]): { outs: Float32Array[]; report: StepReport } {
-  const b1 = o.beta1 ?? 0.9, b2 = o.beta2 ?? 0.999, eps = o.eps ?? 1e-8, wd = o.weightDecay ?? 0;
+export function adamwStep(
+  o: AdamWOptions,
+  state: AdamWState,
+  names: string[],
+  xs: { data: Float32Array; rank: number }[],
+  gs: Float32Array[],
+): { outs: Float32Array[]; report: StepReport } {
+  const b1 = o.beta1 ?? 0.9,
+    b2 = o.beta2 ?? 0.999,
+    eps = o.eps ?? 1e-8,
+    wd = o.weightDecay ?? 0;
   state.step += 1;
   const t = state.step;
   const lr = learningRate(o, t);
   const gradNorm = globalNorm(gs);
   const clip = o.maxGradNorm && o.maxGradNorm > 0 && gradNorm > o.maxGradNorm ? o.maxGradNorm / (gradNorm + 1e-6) : 1;
-  const c1 = 1 - b1 ** t, c2 = 1 - b2 ** t;
+  const c1 = 1 - b1 ** t,
+    c2 = 1 - b2 ** t;
   const outs = names.map((name, j) => {
     const x = xs[j]!;
-    let m = state.m.get(name), v = state.v.get(name);
+    let m = state.m.get(name),
+      v = state.v.get(name);
     if (!m || !v) {
       m = new Float32Array(x.data.length);
       v = new Float32Array(x.data.length);
@@ -151,12 +169,24 @@ export function adamwStep(o: AdamWOptions, state: AdamWState, names: string[], x
   return { outs, report: { lr, gradNorm } };
 }
 
-interface UpdateScalars { clip: number; b1: number; b2: number; eps: number; c1: number; c2: number; lr: number; decay: number }
+interface UpdateScalars {
+  clip: number;
+  b1: number;
+  b2: number;
+  eps: number;
+  c1: number;
+  c2: number;
+  lr: number;
+  decay: number;
+}
 
 /** out = x decay - lr m-hat / (sqrt(v-hat) + eps), updating the moments m, v in place from gradient g. */
 function adamwUpdate(out: Float32Array, x: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, s: UpdateScalars): void {
   const { clip, b1, b2, eps, decay } = s;
-  const a1 = (1 - b1) * clip, a2 = (1 - b2) * clip * clip, step = s.lr / s.c1, ic2 = 1 / s.c2;
+  const a1 = (1 - b1) * clip,
+    a2 = (1 - b2) * clip * clip,
+    step = s.lr / s.c1,
+    ic2 = 1 / s.c2;
   for (let i = 0; i < out.length; i++) {
     const gi = g[i]!;
     const mi = (m[i] = b1 * m[i]! + a1 * gi);

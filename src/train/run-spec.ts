@@ -37,13 +37,28 @@ export interface RunSpec {
 
 /** The spec of a topology. @throws Error when the method is not `parallel` (PAC is what runs distributed). */
 export function specFromTopology(t: Topology): RunSpec {
-  if (t.method.kind !== 'parallel') throw new Error(`topology ${t.run}: method.kind '${t.method.kind}' cannot run distributed; only 'parallel' (PAC) can`);
+  if (t.method.kind !== 'parallel')
+    throw new Error(`topology ${t.run}: method.kind '${t.method.kind}' cannot run distributed; only 'parallel' (PAC) can`);
   const model: ModelSource = t.model.preset ? { preset: t.model.preset } : { dir: t.model.dir! };
   const tr = t.training;
-  const base = { model, epochs: tr.epochs, batch: tr.batch, ...(tr.microBatches !== undefined ? { microBatches: tr.microBatches } : {}), seed: tr.seed, optimizer: { lr: tr.lr }, reduction: t.method.k, cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype } };
+  const base = {
+    model,
+    epochs: tr.epochs,
+    batch: tr.batch,
+    ...(tr.microBatches !== undefined ? { microBatches: tr.microBatches } : {}),
+    seed: tr.seed,
+    optimizer: { lr: tr.lr },
+    reduction: t.method.k,
+    cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype },
+  };
   if (t.data.markov) {
     const m = t.data.markov;
-    return { ...base, data: { markov: { sequences: m.sequences, seqLen: m.seqLen, seed: m.seed } }, seqLen: m.seqLen, samples: m.sequences };
+    return {
+      ...base,
+      data: { markov: { sequences: m.sequences, seqLen: m.seqLen, seed: m.seed } },
+      seqLen: m.seqLen,
+      samples: m.sequences,
+    };
   }
   const spec: RunSpec = { ...base, data: { file: t.data.file! }, seqLen: 0, samples: 0 };
   const data = loadRunData(spec);
@@ -58,15 +73,21 @@ export function loadRunData(spec: RunSpec): Dataset {
     return markovDataset({ vocab: config.vocabSize, sequences: m.sequences, length: m.seqLen, seed: m.seed });
   }
   const tokenizer = loadTokenizer('dir' in spec.model ? spec.model.dir : undefined);
-  const data = loadJsonl(spec.data.file, { vocabSize: config.vocabSize, ...(tokenizer.available ? { encode: (t: string) => tokenizer.encode(t) } : {}) });
+  const data = loadJsonl(spec.data.file, {
+    vocabSize: config.vocabSize,
+    ...(tokenizer.available ? { encode: (t: string) => tokenizer.encode(t) } : {}),
+  });
   if (data.labelNames) {
-    throw new DataError(`${spec.data.file}: labelled data ("label") trains a classification head, which distributed runs do not train yet; use charon train, or drop the labels to fine-tune the language model`);
+    throw new DataError(
+      `${spec.data.file}: labelled data ("label") trains a classification head, which distributed runs do not train yet; use charon train, or drop the labels to fine-tune the language model`,
+    );
   }
   return data;
 }
 
 /** The micro-batch count of a deployed spec. @throws Error when nobody planned it (a coordinator bug). */
 export function plannedMicroBatches(spec: RunSpec): number {
-  if (spec.microBatches === undefined) throw new Error('run spec has no micro-batch count: the coordinator fills it in from the plan before deploying');
+  if (spec.microBatches === undefined)
+    throw new Error('run spec has no micro-batch count: the coordinator fills it in from the plan before deploying');
   return spec.microBatches;
 }

@@ -24,7 +24,8 @@ export async function openModel(source: ModelSource): Promise<OpenedModel> {
 }
 
 export function parseMethodName(name: string): MethodName {
-  if (!(methodNames as readonly string[]).includes(name)) throw new Error(`unknown method '${name}' (expected one of ${methodNames.join(', ')})`);
+  if (!(methodNames as readonly string[]).includes(name))
+    throw new Error(`unknown method '${name}' (expected one of ${methodNames.join(', ')})`);
   return name as MethodName;
 }
 
@@ -42,7 +43,10 @@ export interface AdaptedModel {
 export function adaptedModel(backbone: Backbone, adapterDir?: string): AdaptedModel {
   if (!adapterDir) return { method: createMethod('lora', backbone, {}, 0) };
   const { meta, state } = loadCheckpoint(adapterDir);
-  if (meta.modelFingerprint !== backbone.fingerprint) throw new CheckpointError(`${adapterDir}: adapter was trained on another model (fingerprint ${meta.modelFingerprint.slice(0, 12)}, this model ${backbone.fingerprint.slice(0, 12)})`);
+  if (meta.modelFingerprint !== backbone.fingerprint)
+    throw new CheckpointError(
+      `${adapterDir}: adapter was trained on another model (fingerprint ${meta.modelFingerprint.slice(0, 12)}, this model ${backbone.fingerprint.slice(0, 12)})`,
+    );
   const method = createMethod(meta.method, backbone, meta.options, meta.seed);
   const head = meta.labelNames ? new ClassificationHead(backbone.config.dModel, meta.labelNames.length, meta.seed) : undefined;
   const params = new Map([...method.parameters(), ...(head?.parameters() ?? [])]);

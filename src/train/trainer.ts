@@ -31,8 +31,28 @@ export interface TrainConfig {
   optimizer: AdamWOptions;
 }
 
-export interface StepMetrics { epoch: number; step: number; globalStep: number; loss: number; tokens: number; seconds: number; lr: number; gradNorm: number; backboneSamples: number }
-export interface EpochMetrics { epoch: number; loss: number; tokens: number; seconds: number; steps: number; peakTensorBytes: number; peakCacheBytes: number; peakBytes: number; backboneSamples: number }
+export interface StepMetrics {
+  epoch: number;
+  step: number;
+  globalStep: number;
+  loss: number;
+  tokens: number;
+  seconds: number;
+  lr: number;
+  gradNorm: number;
+  backboneSamples: number;
+}
+export interface EpochMetrics {
+  epoch: number;
+  loss: number;
+  tokens: number;
+  seconds: number;
+  steps: number;
+  peakTensorBytes: number;
+  peakCacheBytes: number;
+  peakBytes: number;
+  backboneSamples: number;
+}
 
 /** Everything needed to continue a run (parameters and optimiser moments travel as arrays). */
 export interface TrainerState {
@@ -59,9 +79,18 @@ export interface TrainerInit {
 }
 
 /** Targets of a batch: class or next-token ids, row weights in {0, 1}, and how many rows count. */
-interface Target { t: Int32Array; w: Float32Array; count: number }
+interface Target {
+  t: Int32Array;
+  w: Float32Array;
+  count: number;
+}
 
-export interface EvalResult { loss: number; tokens: number; accuracy?: number; samples: number }
+export interface EvalResult {
+  loss: number;
+  tokens: number;
+  accuracy?: number;
+  samples: number;
+}
 
 export class Trainer {
   readonly optimizer: AdamW;
@@ -92,15 +121,32 @@ export class Trainer {
     for (const [name, v] of this.params) this.varNames.set(v.name, name);
     this.optimizer = new AdamW(forRun(config.optimizer, this.stepsPerEpoch(), config.epochs));
     this.ledger = new Ledger(data.samples.length);
-    if (init.cache) this.rows = new CacheRows(init.cache, { fingerprint: `${backbone.fingerprint}-t${config.seqLen}`, layers: backbone.config.nLayers, width: config.seqLen * backbone.config.dModel });
+    if (init.cache)
+      this.rows = new CacheRows(init.cache, {
+        fingerprint: `${backbone.fingerprint}-t${config.seqLen}`,
+        layers: backbone.config.nLayers,
+        width: config.seqLen * backbone.config.dModel,
+      });
   }
 
-  stepsPerEpoch(): number { return Math.ceil(this.init.data.samples.length / this.init.config.batch); }
-  get currentEpoch(): number { return this.epoch; }
-  get finished(): boolean { return this.epoch >= this.init.config.epochs; }
-  parameters(): Map<string, tf.Variable> { return this.params; }
-  losses(): number[] { return [...this.stepLosses]; }
-  epochMetrics(): EpochMetrics[] { return [...this.epochs]; }
+  stepsPerEpoch(): number {
+    return Math.ceil(this.init.data.samples.length / this.init.config.batch);
+  }
+  get currentEpoch(): number {
+    return this.epoch;
+  }
+  get finished(): boolean {
+    return this.epoch >= this.init.config.epochs;
+  }
+  parameters(): Map<string, tf.Variable> {
+    return this.params;
+  }
+  losses(): number[] {
+    return [...this.stepLosses];
+  }
+  epochMetrics(): EpochMetrics[] {
+    return [...this.epochs];
+  }
 
   /** Trains the remaining epochs (or up to `untilEpoch`, exclusive) and returns all epoch metrics. */
   run(untilEpoch = this.init.config.epochs): EpochMetrics[] {
@@ -116,11 +162,26 @@ export class Trainer {
     // the layers, which then stay for the rest of the epoch).
     if (cache && this.epoch > 0 && isCacheable(this.init.method)) this.init.backbone.releaseLayers();
     const partial = this.epochs.length > this.epoch ? this.epochs.pop()! : undefined;
-    const m: EpochMetrics = partial ?? { epoch: this.epoch, loss: 0, tokens: 0, seconds: 0, steps: 0, peakTensorBytes: 0, peakCacheBytes: 0, peakBytes: 0, backboneSamples: 0 };
+    const m: EpochMetrics = partial ?? {
+      epoch: this.epoch,
+      loss: 0,
+      tokens: 0,
+      seconds: 0,
+      steps: 0,
+      peakTensorBytes: 0,
+      peakCacheBytes: 0,
+      peakBytes: 0,
+      backboneSamples: 0,
+    };
     let lossSum = m.loss * m.steps;
     for (; this.stepInEpoch < batches.length; this.stepInEpoch++) {
       const ids = batches[this.stepInEpoch]!;
-      const s = this.step(makeBatch(ids.map((i) => data.samples[i]!), config.seqLen));
+      const s = this.step(
+        makeBatch(
+          ids.map((i) => data.samples[i]!),
+          config.seqLen,
+        ),
+      );
       lossSum += s.loss;
       m.steps += 1;
       m.loss = lossSum / m.steps;
@@ -173,7 +234,17 @@ export class Trainer {
     this.globalStep += 1;
     this.stepLosses.push(loss);
     this.peakRssBytes = Math.max(this.peakRssBytes, process.memoryUsage.rss());
-    const m: StepMetrics = { epoch: this.epoch, step, globalStep: this.globalStep, loss, tokens, seconds: (performance.now() - started) / 1000, lr, gradNorm, backboneSamples };
+    const m: StepMetrics = {
+      epoch: this.epoch,
+      step,
+      globalStep: this.globalStep,
+      loss,
+      tokens,
+      seconds: (performance.now() - started) / 1000,
+      lr,
+      gradNorm,
+      backboneSamples,
+    };
     this.init.onStep?.(m);
     return m;
   }
@@ -187,7 +258,8 @@ export class Trainer {
   }
 
   private targets(batch: Batch): Target {
-    if (this.init.config.task === 'classification') return { t: new Int32Array(batch.labels!), w: new Float32Array(batch.batch).fill(1), count: batch.batch };
+    if (this.init.config.task === 'classification')
+      return { t: new Int32Array(batch.labels!), w: new Float32Array(batch.batch).fill(1), count: batch.batch };
     const { targets, weights, count } = nextTokenTargets(batch.ids, batch.mask, batch.batch, batch.seqLen);
     return { t: targets, w: weights, count };
   }
@@ -195,10 +267,12 @@ export class Trainer {
   /** Final hidden (B*T, d) -> head -> loss; a frozen LM head is fused with the loss (see frozenHeadCrossEntropy). */
   private loss(batch: Batch, acts: tf.Tensor2D[] | undefined, target: Target): tf.Scalar {
     const { method, backbone } = this.init;
-    const hidden = acts && isCacheable(method)
-      ? method.hiddenFromActivations(acts, batch.seqLen)
-      : method.hidden(tf.tensor2d(batch.ids, [batch.batch, batch.seqLen], 'int32')); // (B*T, d)
-    if (this.head) return crossEntropy(this.head.logits(hidden, batch.seqLen, lengths(batch)), tf.tensor1d(target.t, 'int32'), tf.tensor1d(target.w)); // (B, C)
+    const hidden =
+      acts && isCacheable(method)
+        ? method.hiddenFromActivations(acts, batch.seqLen)
+        : method.hidden(tf.tensor2d(batch.ids, [batch.batch, batch.seqLen], 'int32')); // (B*T, d)
+    if (this.head)
+      return crossEntropy(this.head.logits(hidden, batch.seqLen, lengths(batch)), tf.tensor1d(target.t, 'int32'), tf.tensor1d(target.w)); // (B, C)
     const frozen = backbone.frozenHead();
     if (frozen) return frozenHeadCrossEntropy(hidden, frozen, target.t, target.w);
     return crossEntropy(backbone.head(hidden), tf.tensor1d(target.t, 'int32'), tf.tensor1d(target.w)); // (B*T, V)
@@ -215,7 +289,16 @@ export class Trainer {
       const v = this.params.get(name)!;
       parameters.set(name, { data: v.dataSync() as Float32Array, shape: [...v.shape] });
     }
-    return { epoch: this.epoch, stepInEpoch: this.stepInEpoch, globalStep: this.globalStep, stepLosses: [...this.stepLosses], epochs: this.epochMetrics(), ledger: this.ledger.toJSON(), parameters, optimizer: this.optimizer.state() };
+    return {
+      epoch: this.epoch,
+      stepInEpoch: this.stepInEpoch,
+      globalStep: this.globalStep,
+      stepLosses: [...this.stepLosses],
+      epochs: this.epochMetrics(),
+      ledger: this.ledger.toJSON(),
+      parameters,
+      optimizer: this.optimizer.state(),
+    };
   }
 
   /** Restores a state from `state()` of a trainer with the same method, options, data and config. */
@@ -223,10 +306,12 @@ export class Trainer {
     for (const [name, v] of this.params) {
       const p = s.parameters.get(name);
       if (!p) throw new Error(`checkpoint lacks parameter '${name}'`);
-      if (p.data.length !== v.size) throw new Error(`checkpoint parameter '${name}' has ${p.data.length} values, expected shape [${v.shape}]`);
+      if (p.data.length !== v.size)
+        throw new Error(`checkpoint parameter '${name}' has ${p.data.length} values, expected shape [${v.shape}]`);
       v.assign(tf.tensor(p.data, v.shape));
     }
-    for (const name of s.parameters.keys()) if (!this.params.has(name)) throw new Error(`checkpoint parameter '${name}' does not belong to method ${this.init.method.name}`);
+    for (const name of s.parameters.keys())
+      if (!this.params.has(name)) throw new Error(`checkpoint parameter '${name}' does not belong to method ${this.init.method.name}`);
     this.optimizer.load(s.optimizer, this.params);
     this.epoch = s.epoch;
     this.stepInEpoch = s.stepInEpoch;
@@ -256,8 +341,17 @@ function lengths(batch: Batch): number[] {
  * Evaluation without updates: LM data -> mean next-token cross-entropy over every predicted token;
  * labelled data with a head -> mean classification loss and accuracy. Samples in file order.
  */
-export function evaluate(backbone: Backbone, method: FineTuneMethod, data: Dataset, seqLen: number, batchSize: number, head?: ClassificationHead): EvalResult {
-  let lossSum = 0, tokens = 0, correct = 0;
+export function evaluate(
+  backbone: Backbone,
+  method: FineTuneMethod,
+  data: Dataset,
+  seqLen: number,
+  batchSize: number,
+  head?: ClassificationHead,
+): EvalResult {
+  let lossSum = 0,
+    tokens = 0,
+    correct = 0;
   for (let i = 0; i < data.samples.length; i += batchSize) {
     const batch = makeBatch(data.samples.slice(i, i + batchSize), seqLen);
     tf.tidy(() => {

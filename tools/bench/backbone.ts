@@ -36,8 +36,12 @@ function linearBackward(n: number, din: number, dout: number): { fastMs: number;
   const x = tf.randomNormal([n, din], 0, 1, 'float32', 1) as tf.Tensor2D;
   const w = tf.randomNormal([din, dout], 0, 0.02, 'float32', 2) as tf.Tensor2D;
   const b = tf.zeros([dout]) as tf.Tensor1D;
-  const fast = tf.grads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => tf.sum(linear(xi as tf.Tensor2D, wi as tf.Tensor2D, bi as tf.Tensor1D)));
-  const slow = tf.grads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) => tf.sum(tf.add(tf.matMul(xi as tf.Tensor2D, wi as tf.Tensor2D), bi)));
+  const fast = tf.grads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) =>
+    tf.sum(linear(xi as tf.Tensor2D, wi as tf.Tensor2D, bi as tf.Tensor1D)),
+  );
+  const slow = tf.grads((xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) =>
+    tf.sum(tf.add(tf.matMul(xi as tf.Tensor2D, wi as tf.Tensor2D), bi)),
+  );
   const fastMs = timeBest(2, () => fast([x, w, b]));
   const defaultMs = timeBest(2, () => slow([x, w, b]));
   tf.dispose([x, w, b]);
@@ -45,12 +49,23 @@ function linearBackward(n: number, din: number, dout: number): { fastMs: number;
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, { preset: { type: 'string', default: 'w1' }, batch: { type: 'string' }, seq: { type: 'string' }, backend: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      preset: { type: 'string', default: 'w1' },
+      batch: { type: 'string' },
+      seq: { type: 'string' },
+      backend: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const preset = str(args, 'preset')!;
   if (!isPresetName(preset)) throw new CliError(`--preset: unknown preset '${preset}'`);
   const backendArg = str(args, 'backend');
-  if (backendArg !== undefined && !['wasm', 'tensorflow', 'cpu'].includes(backendArg)) throw new CliError(`--backend must be wasm, tensorflow or cpu, got '${backendArg}'`);
+  if (backendArg !== undefined && !['wasm', 'tensorflow', 'cpu'].includes(backendArg))
+    throw new CliError(`--backend must be wasm, tensorflow or cpu, got '${backendArg}'`);
   const backend = await initBackend(backendArg as BackendChoice | undefined);
   const bb = await loadBackbone({ preset });
   const batch = num(args, 'batch', 8, { integer: true, min: 1 });
@@ -67,17 +82,26 @@ export async function run(argv: string[]): Promise<number> {
   const d = bb.config.dModel;
   const backward = linearBackward(batch * seq, d, bb.config.dFF);
   const result = {
-    bench: 'backbone', backend: backend.detail, preset, batch, seq,
+    bench: 'backbone',
+    backend: backend.detail,
+    preset,
+    batch,
+    seq,
     matmulGflops,
-    forwardGflops: forward.gflops, forwardSeconds: forward.seconds,
+    forwardGflops: forward.gflops,
+    forwardSeconds: forward.seconds,
     forwardVsMatmul: forward.gflops / matmulGflops,
     linearBackward: { shape: [batch * seq, d, bb.config.dFF], ...backward },
   };
   bb.dispose();
   if (flag(args, 'json')) process.stdout.write(JSON.stringify(result) + '\n');
   else {
-    process.stdout.write(`backend ${result.backend}\nmatmul ${result.matmulGflops.toFixed(1)} GFLOP/s; ${preset} forward (${batch}x${seq}) ${forward.gflops.toFixed(1)} GFLOP/s = ${(100 * result.forwardVsMatmul).toFixed(0)}% of matmul (${(forward.seconds * 1000).toFixed(0)} ms)\n`);
-    process.stdout.write(`linear backward ${result.linearBackward.shape.join('x')}: fast ${backward.fastMs.toFixed(0)} ms vs tfjs default ${backward.defaultMs.toFixed(0)} ms (${backward.speedup.toFixed(1)}x)\n`);
+    process.stdout.write(
+      `backend ${result.backend}\nmatmul ${result.matmulGflops.toFixed(1)} GFLOP/s; ${preset} forward (${batch}x${seq}) ${forward.gflops.toFixed(1)} GFLOP/s = ${(100 * result.forwardVsMatmul).toFixed(0)}% of matmul (${(forward.seconds * 1000).toFixed(0)} ms)\n`,
+    );
+    process.stdout.write(
+      `linear backward ${result.linearBackward.shape.join('x')}: fast ${backward.fastMs.toFixed(0)} ms vs tfjs default ${backward.defaultMs.toFixed(0)} ms (${backward.speedup.toFixed(1)}x)\n`,
+    );
   }
   return 0;
 }

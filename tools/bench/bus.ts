@@ -30,10 +30,27 @@ Targets: tensor >= 80% of raw for payloads >= 1 MB; chunked 32 MB >= 70% of raw 
 const MB = 1024 * 1024;
 const WINDOW_BYTES = 32 * MB; // bytes in flight: at least 2 messages so sends pipeline; under nats-server's 64 MB pending limit at 32 MB
 
-interface Row { bytes: number; chunked: boolean; rawReferenceBytes: number; tensorMBps: number; rawMBps: number; ratio: number }
+interface Row {
+  bytes: number;
+  chunked: boolean;
+  rawReferenceBytes: number;
+  tensorMBps: number;
+  rawMBps: number;
+  ratio: number;
+}
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, { sizes: { type: 'string' }, rounds: { type: 'string' }, 'mb-per-run': { type: 'string' }, json: { type: 'boolean' }, 'serve-receiver': { type: 'string' } }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      sizes: { type: 'string' },
+      rounds: { type: 'string' },
+      'mb-per-run': { type: 'string' },
+      json: { type: 'boolean' },
+      'serve-receiver': { type: 'string' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const receiverOf = str(args, 'serve-receiver');
   if (receiverOf) return serveReceiver(receiverOf);
@@ -62,9 +79,18 @@ export async function run(argv: string[]): Promise<number> {
         if (i % 2 === 1) raw.push(await measureRaw(tx, rawBytes, perRun));
       }
       const ratio = median(tensor.map((t, i) => t / raw[i]!));
-      const row: Row = { bytes, chunked, rawReferenceBytes: rawBytes, tensorMBps: round(median(tensor)), rawMBps: round(median(raw)), ratio: Math.round(ratio * 1000) / 1000 };
+      const row: Row = {
+        bytes,
+        chunked,
+        rawReferenceBytes: rawBytes,
+        tensorMBps: round(median(tensor)),
+        rawMBps: round(median(raw)),
+        ratio: Math.round(ratio * 1000) / 1000,
+      };
       rows.push(row);
-      log(`${fmtSize(bytes).padStart(6)}${chunked ? ' (chunked)' : '          '}  tensor ${row.tensorMBps.toFixed(0).padStart(6)} MB/s  raw${chunked ? ` @${fmtSize(rawBytes)}` : ''} ${row.rawMBps.toFixed(0).padStart(6)} MB/s  ratio ${row.ratio.toFixed(2)}`);
+      log(
+        `${fmtSize(bytes).padStart(6)}${chunked ? ' (chunked)' : '          '}  tensor ${row.tensorMBps.toFixed(0).padStart(6)} MB/s  raw${chunked ? ` @${fmtSize(rawBytes)}` : ''} ${row.rawMBps.toFixed(0).padStart(6)} MB/s  ratio ${row.ratio.toFixed(2)}`,
+      );
     }
     const large = rows.filter((r) => r.bytes >= MB && !r.chunked);
     const big = rows.find((r) => r.bytes === 32 * MB);
@@ -81,7 +107,10 @@ export async function run(argv: string[]): Promise<number> {
       },
     };
     if (json) process.stdout.write(JSON.stringify(result) + '\n');
-    else log(`targets: tensor/raw >= 1 MB min ${result.targets.tensorVsRawAtLeast1MB.min} (>= 0.8); chunked 32 MB ${result.targets.chunked32MB.ratio} (>= 0.7)`);
+    else
+      log(
+        `targets: tensor/raw >= 1 MB min ${result.targets.tensorVsRawAtLeast1MB.min} (>= 0.8); chunked 32 MB ${result.targets.chunked32MB.ratio} (>= 0.7)`,
+      );
     return 0;
   } finally {
     receiver.kill('SIGTERM');
@@ -102,10 +131,14 @@ async function serveReceiver(url: string): Promise<number> {
   const rx = await Bus.connect({ servers: url, name: 'bench-rx', run: 'bench' });
   const ack = (n: number) => rx.publishBytes(ACK, new TextEncoder().encode(String(n)));
   rx.subscribeBytes('charon.bench.raw.*', (b) => ack(b.length));
-  rx.subscribe<{ t: WireTensor<'float32'> }>('charon.bench.tensor.*', (env) => {
-    const t = env.body.t;
-    ack(t.size === 0 || t.data[t.size - 1] === 1.5 ? t.byteLength : -1);
-  }, { kinds: ['t'] });
+  rx.subscribe<{ t: WireTensor<'float32'> }>(
+    'charon.bench.tensor.*',
+    (env) => {
+      const t = env.body.t;
+      ack(t.size === 0 || t.data[t.size - 1] === 1.5 ? t.byteLength : -1);
+    },
+    { kinds: ['t'] },
+  );
   await rx.flush();
   process.stdout.write('ready\n');
   await new Promise<void>((res) => process.once('SIGTERM', () => res()));
@@ -116,7 +149,9 @@ async function serveReceiver(url: string): Promise<number> {
 
 function startReceiver(url: string): Promise<ChildProcess> {
   const cli = fileURLToPath(new URL('../cli.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'bench', 'bus', '--serve-receiver', url], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', cli, 'bench', 'bus', '--serve-receiver', url], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return new Promise((res, rej) => {
     child.stdout!.once('data', () => res(child));
     child.once('exit', (code) => rej(new Error(`bench receiver exited (${code}) before it was ready`)));
@@ -153,10 +188,16 @@ async function pump(tx: Bus, send: () => void, bytes: number, perRun: number): P
   await tx.flush();
   const t0 = process.hrtime.bigint();
   for (let sent = 0; sent < count; sent++) {
-    while (sent - received >= window) await new Promise<void>((r) => { wake = r; });
+    while (sent - received >= window)
+      await new Promise<void>((r) => {
+        wake = r;
+      });
     send();
   }
-  while (received < count) await new Promise<void>((r) => { wake = r; });
+  while (received < count)
+    await new Promise<void>((r) => {
+      wake = r;
+    });
   if (failure) throw failure;
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   sub.unsubscribe();

@@ -36,48 +36,87 @@ const usage = `usage: charon bench methods [--preset w1] [--epochs 3] [--sequenc
   --json               one JSON document on stdout`;
 
 interface MethodResult {
-  name: BenchMethod; epochSeconds: number[]; totalSeconds: number; peakBytes: { epoch1: number; cached: number };
-  rssBytes: number; trainableParams: number; firstLoss: number; lastEpochLoss: number; epochLosses: number[]; backboneForwardGflops: number;
+  name: BenchMethod;
+  epochSeconds: number[];
+  totalSeconds: number;
+  peakBytes: { epoch1: number; cached: number };
+  rssBytes: number;
+  trainableParams: number;
+  firstLoss: number;
+  lastEpochLoss: number;
+  epochLosses: number[];
+  backboneForwardGflops: number;
   cache?: unknown;
 }
 
 function settings(name: BenchMethod): { method: MethodName; options: MethodOptions; lr: number; cache?: 'f32' | 'f16' } {
   switch (name) {
-    case 'full': return { method: 'full', options: {}, lr: 1e-4 };
-    case 'lora': return { method: 'lora', options: { rank: 8, alpha: 16, targets: ['query', 'value'] }, lr: 1e-3 };
-    case 'serial': return { method: 'serial', options: { bottleneck: 64 }, lr: 1e-3 };
-    case 'parallel': return { method: 'parallel', options: { reduction: 8 }, lr: 1e-3 };
-    case 'parallel+cache': return { method: 'parallel', options: { reduction: 8 }, lr: 1e-3, cache: 'f32' };
-    case 'parallel+cache-f16': return { method: 'parallel', options: { reduction: 8 }, lr: 1e-3, cache: 'f16' };
+    case 'full':
+      return { method: 'full', options: {}, lr: 1e-4 };
+    case 'lora':
+      return { method: 'lora', options: { rank: 8, alpha: 16, targets: ['query', 'value'] }, lr: 1e-3 };
+    case 'serial':
+      return { method: 'serial', options: { bottleneck: 64 }, lr: 1e-3 };
+    case 'parallel':
+      return { method: 'parallel', options: { reduction: 8 }, lr: 1e-3 };
+    case 'parallel+cache':
+      return { method: 'parallel', options: { reduction: 8 }, lr: 1e-3, cache: 'f32' };
+    case 'parallel+cache-f16':
+      return { method: 'parallel', options: { reduction: 8 }, lr: 1e-3, cache: 'f16' };
   }
 }
 
 /** GFLOP/s of the frozen backbone's forward pass (embedding + L layers + final norm) on one batch. */
 function backboneForwardGflops(backbone: Backbone, ids: Int32Array, batch: number, seqLen: number): number {
   const c = backbone.config;
-  const perToken = 2 * (c.dModel * (c.nHeads + 2 * c.nKvHeads) * c.headDim + c.nHeads * c.headDim * c.dModel + (c.activation === 'silu' ? 3 : 2) * c.dModel * c.dFF);
+  const perToken =
+    2 *
+    (c.dModel * (c.nHeads + 2 * c.nKvHeads) * c.headDim +
+      c.nHeads * c.headDim * c.dModel +
+      (c.activation === 'silu' ? 3 : 2) * c.dModel * c.dFF);
   const flops = c.nLayers * (batch * seqLen * perToken + batch * 4 * seqLen * seqLen * c.nHeads * c.headDim);
   const once = () => {
     const t0 = performance.now();
-    withoutTape(() => tf.tidy(() => { backboneHidden(backbone, tf.tensor2d(ids, [batch, seqLen], 'int32')).dataSync(); }));
+    withoutTape(() =>
+      tf.tidy(() => {
+        backboneHidden(backbone, tf.tensor2d(ids, [batch, seqLen], 'int32')).dataSync();
+      }),
+    );
     return (performance.now() - t0) / 1000;
   };
   once();
   return flops / Math.min(once(), once()) / 1e9;
 }
 
-async function child(name: BenchMethod, preset: PresetName, dataFile: string, epochs: number, cacheMemoryMb: number): Promise<MethodResult> {
+async function child(
+  name: BenchMethod,
+  preset: PresetName,
+  dataFile: string,
+  epochs: number,
+  cacheMemoryMb: number,
+): Promise<MethodResult> {
   await initBackend();
   const s = settings(name);
   const backbone = await loadBackbone({ preset });
   const data = loadJsonl(dataFile, { vocabSize: backbone.config.vocabSize });
-  const seqLen = backbone.config.maxPositions, batch = 8;
-  const gflops = backboneForwardGflops(backbone, Int32Array.from(data.samples.slice(0, batch).flatMap((x) => Array.from(x.ids))), batch, seqLen);
+  const seqLen = backbone.config.maxPositions,
+    batch = 8;
+  const gflops = backboneForwardGflops(
+    backbone,
+    Int32Array.from(data.samples.slice(0, batch).flatMap((x) => Array.from(x.ids))),
+    batch,
+    seqLen,
+  );
   const method = createMethod(s.method, backbone, s.options, 0);
   const cacheDir = s.cache ? mkdtempSync(join(tmpdir(), 'charon-bench-cache-')) : undefined;
-  const cache = cacheDir ? new ActivationCache({ memoryBytes: Math.floor(cacheMemoryMb * 2 ** 20), dir: cacheDir, dtype: s.cache }) : undefined;
+  const cache = cacheDir
+    ? new ActivationCache({ memoryBytes: Math.floor(cacheMemoryMb * 2 ** 20), dir: cacheDir, dtype: s.cache })
+    : undefined;
   const trainer = new Trainer({
-    backbone, method, data, cache,
+    backbone,
+    method,
+    data,
+    cache,
     config: { epochs, batch, seed: 0, seqLen, task: 'lm', optimizer: { lr: s.lr, maxGradNorm: 1 } },
     onEpoch: (m) => process.stderr.write(`${name}: epoch ${m.epoch + 1} loss ${m.loss.toFixed(4)} ${m.seconds.toFixed(1)} s\n`),
   });
@@ -105,7 +144,9 @@ function runChild(args: string[]): Promise<MethodResult> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [cli, 'bench', 'methods', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
-    p.stdout.on('data', (d) => { out += d; });
+    p.stdout.on('data', (d) => {
+      out += d;
+    });
     p.on('close', (code) => {
       if (code !== 0) reject(new Error(`bench child ${args.join(' ')} exited with ${code}`));
       else resolve(JSON.parse(out) as MethodResult);
@@ -114,10 +155,20 @@ function runChild(args: string[]): Promise<MethodResult> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, {
-    preset: { type: 'string' }, epochs: { type: 'string' }, sequences: { type: 'string' }, methods: { type: 'string' },
-    'cache-memory-mb': { type: 'string' }, json: { type: 'boolean' }, child: { type: 'string' }, data: { type: 'string' },
-  }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      preset: { type: 'string' },
+      epochs: { type: 'string' },
+      sequences: { type: 'string' },
+      methods: { type: 'string' },
+      'cache-memory-mb': { type: 'string' },
+      json: { type: 'boolean' },
+      child: { type: 'string' },
+      data: { type: 'string' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const preset = str(args, 'preset') ?? 'w1';
   if (!isPresetName(preset)) throw new CliError(`unknown preset '${preset}' (known: ${Object.keys(presets).join(', ')})`);
@@ -126,11 +177,15 @@ export async function run(argv: string[]): Promise<number> {
   const childName = str(args, 'child');
   if (childName) {
     if (!(allMethods as readonly string[]).includes(childName)) throw new CliError(`unknown bench method '${childName}'`);
-    process.stdout.write(JSON.stringify(await child(childName as BenchMethod, preset, requireStr(args, 'data'), epochs, cacheMemoryMb)) + '\n');
+    process.stdout.write(
+      JSON.stringify(await child(childName as BenchMethod, preset, requireStr(args, 'data'), epochs, cacheMemoryMb)) + '\n',
+    );
     return 0;
   }
   const methods = (str(args, 'methods')?.split(',') ?? defaultMethods) as BenchMethod[];
-  for (const m of methods) if (!(allMethods as readonly string[]).includes(m)) throw new CliError(`--methods: unknown method '${m}' (known: ${allMethods.join(', ')})`);
+  for (const m of methods)
+    if (!(allMethods as readonly string[]).includes(m))
+      throw new CliError(`--methods: unknown method '${m}' (known: ${allMethods.join(', ')})`);
   const sequences = num(args, 'sequences', 256, { integer: true, min: 1 });
   const backend = await initBackend();
   const matmulGflops = measureMatmulGflops();
@@ -140,16 +195,45 @@ export async function run(argv: string[]): Promise<number> {
   writeJsonl(dataFile, markovDataset({ vocab: c.vocabSize, sequences, length: c.maxPositions, seed: 0 }));
   const results: MethodResult[] = [];
   try {
-    for (const m of methods) results.push(await runChild(['--child', m, '--preset', preset, '--data', dataFile, '--epochs', String(epochs), '--cache-memory-mb', String(cacheMemoryMb)]));
+    for (const m of methods)
+      results.push(
+        await runChild([
+          '--child',
+          m,
+          '--preset',
+          preset,
+          '--data',
+          dataFile,
+          '--epochs',
+          String(epochs),
+          '--cache-memory-mb',
+          String(cacheMemoryMb),
+        ]),
+      );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
   const by = (n: BenchMethod) => results.find((r) => r.name === n);
-  const pc = by('parallel+cache'), f16 = by('parallel+cache-f16');
+  const pc = by('parallel+cache'),
+    f16 = by('parallel+cache-f16');
   const ratio = (a?: number, b?: number) => (a !== undefined && b ? a / b : undefined);
-  const cachedEpochs = pc && pc.epochSeconds.length > 1 ? pc.epochSeconds.slice(1).reduce((a, b) => a + b, 0) / (pc.epochSeconds.length - 1) : undefined;
+  const cachedEpochs =
+    pc && pc.epochSeconds.length > 1 ? pc.epochSeconds.slice(1).reduce((a, b) => a + b, 0) / (pc.epochSeconds.length - 1) : undefined;
   const report = {
-    workload: { preset, model: c, sequences, seqLen: c.maxPositions, batch: 8, epochs, data: 'markov seed 0 (4 successors per token)', lr: { full: 1e-4, others: 1e-3 }, lora: 'r8 a16 q,v', serial: 'bottleneck 64', parallel: 'side width d/8', cacheMemoryMb },
+    workload: {
+      preset,
+      model: c,
+      sequences,
+      seqLen: c.maxPositions,
+      batch: 8,
+      epochs,
+      data: 'markov seed 0 (4 successors per token)',
+      lr: { full: 1e-4, others: 1e-3 },
+      lora: 'r8 a16 q,v',
+      serial: 'bottleneck 64',
+      parallel: 'side width d/8',
+      cacheMemoryMb,
+    },
     backend: backend.detail,
     matmulGflops,
     methods: results,
@@ -157,7 +241,10 @@ export async function run(argv: string[]): Promise<number> {
       cachedEpochOverEpoch1: ratio(cachedEpochs, pc?.epochSeconds[0]),
       parallelCacheTotalOverLora: ratio(pc?.totalSeconds, by('lora')?.totalSeconds),
       parallelCacheTotalOverSerial: ratio(pc?.totalSeconds, by('serial')?.totalSeconds),
-      cachedPeakOverFullPeak: ratio(pc?.peakBytes.cached, by('full') ? Math.max(by('full')!.peakBytes.epoch1, by('full')!.peakBytes.cached) : undefined),
+      cachedPeakOverFullPeak: ratio(
+        pc?.peakBytes.cached,
+        by('full') ? Math.max(by('full')!.peakBytes.epoch1, by('full')!.peakBytes.cached) : undefined,
+      ),
       backboneForwardOverMatmul: ratio(by('parallel')?.backboneForwardGflops ?? results[0]?.backboneForwardGflops, matmulGflops),
       f16MinusF32LastEpochLoss: pc && f16 ? f16.lastEpochLoss - pc.lastEpochLoss : undefined,
     },

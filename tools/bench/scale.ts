@@ -44,12 +44,25 @@ interface RunFigures {
   peakBytesPerDevice: Record<string, number>;
 }
 
-function topology(preset: string, devices: number, o: { sequences: number; epochs: number; batch: number; micro: number | undefined }): Record<string, unknown> {
+function topology(
+  preset: string,
+  devices: number,
+  o: { sequences: number; epochs: number; batch: number; micro: number | undefined },
+): Record<string, unknown> {
   const seqLen = presets[preset as keyof typeof presets].maxPositions;
   return {
-    run: `scale-${devices}`, model: { preset }, method: { kind: 'parallel', k: 8 },
+    run: `scale-${devices}`,
+    model: { preset },
+    method: { kind: 'parallel', k: 8 },
     data: { markov: { sequences: o.sequences, seqLen, seed: 1 } },
-    training: { epochs: o.epochs, batch: o.batch, ...(o.micro !== undefined ? { microBatches: o.micro } : {}), lr: 1e-3, seed: 1, cache: { budgetMb: 4096, dir: 'cache', dtype: 'f32' } },
+    training: {
+      epochs: o.epochs,
+      batch: o.batch,
+      ...(o.micro !== undefined ? { microBatches: o.micro } : {}),
+      lr: 1e-3,
+      seed: 1,
+      cache: { budgetMb: 4096, dir: 'cache', dtype: 'f32' },
+    },
     devices: Array.from({ length: devices }, (_, i) => ({ name: `dev${i}`, memoryMb: 4096 })),
   };
 }
@@ -58,46 +71,85 @@ const probe = fileURLToPath(new URL('./children/matmul-probe.ts', import.meta.ur
 
 /** Mean matmul GFLOP/s of each of `n` processes running at the same time. */
 async function concurrentGflops(n: number, seconds: number): Promise<number[]> {
-  return Promise.all(Array.from({ length: n }, () => new Promise<number>((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', probe, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.once('close', (code) => (code === 0 ? resolve((JSON.parse(out) as { gflops: number }).gflops) : reject(new Error(`matmul probe exited with ${code}`))));
-  })));
+  return Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<number>((resolve, reject) => {
+          const child = spawn(process.execPath, ['--import', 'tsx', probe, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+          let out = '';
+          child.stdout.on('data', (d) => {
+            out += d;
+          });
+          child.once('close', (code) =>
+            code === 0 ? resolve((JSON.parse(out) as { gflops: number }).gflops) : reject(new Error(`matmul probe exited with ${code}`)),
+          );
+        }),
+    ),
+  );
 }
 
-async function runOnce(dir: string, devices: number, o: Parameters<typeof topology>[2] & { preset: string }, log: (l: string) => void): Promise<RunFigures> {
+async function runOnce(
+  dir: string,
+  devices: number,
+  o: Parameters<typeof topology>[2] & { preset: string },
+  log: (l: string) => void,
+): Promise<RunFigures> {
   const file = join(dir, `scale-${devices}.yaml`);
   writeFileSync(file, stringify(topology(o.preset, devices, o)));
   const topo = loadTopology(file);
   const runDir = join(dir, `run-${devices}`);
   const onEvent = (e: Record<string, unknown>) => {
-    if (e.type === 'EPOCH_DONE' || e.type === 'RUN_PLANNED' || e.type === 'REDISTRIBUTED' || e.type === 'DEVICE_LOST') log(`${devices} device(s): ${JSON.stringify(e)}`);
+    if (e.type === 'EPOCH_DONE' || e.type === 'RUN_PLANNED' || e.type === 'REDISTRIBUTED' || e.type === 'DEVICE_LOST')
+      log(`${devices} device(s): ${JSON.stringify(e)}`);
   };
   const s = await launchRun(topo, { runDir, onEvent }, async (ctx) => {
     await ctx.coordinator.whenAssembled();
-    const out = await Promise.race([runTraining({ topology: topo, bus: ctx.bus, coordinator: ctx.coordinator, runDir }), ctx.failure, ctx.interrupted.then((sig) => { throw new Error(`interrupted (${sig})`); })]);
+    const out = await Promise.race([
+      runTraining({ topology: topo, bus: ctx.bus, coordinator: ctx.coordinator, runDir }),
+      ctx.failure,
+      ctx.interrupted.then((sig) => {
+        throw new Error(`interrupted (${sig})`);
+      }),
+    ]);
     return out.summary;
   });
   const pipe = s.epochs.find((e) => e.phase === 'pipeline')!;
   const cached = s.epochs.filter((e) => e.phase === 'cached');
   const pipelineStepMs = (pipe.seconds / pipe.steps) * 1000;
   return {
-    devices, plan: s.plan, epochSeconds: s.epochs.map((e) => e.seconds),
+    devices,
+    plan: s.plan,
+    epochSeconds: s.epochs.map((e) => e.seconds),
     pipelineStepMs,
     cachedStepMs: cached.length ? (cached.reduce((a, e) => a + e.seconds, 0) / cached.reduce((a, e) => a + e.steps, 0)) * 1000 : null,
-    predictedStepMs: s.plan.predictedStepMs, simulatedStepMs: s.plan.simulatedStepMs,
+    predictedStepMs: s.plan.predictedStepMs,
+    simulatedStepMs: s.plan.simulatedStepMs,
     simulatorError: (s.plan.simulatedStepMs - pipelineStepMs) / pipelineStepMs,
-    pipelineBytesPerStep: { ...s.pipelineBytesPerStep, ratio: s.pipelineBytesPerStep.planned > 0 ? s.pipelineBytesPerStep.measured / s.pipelineBytesPerStep.planned : null },
-    redistribution: s.redistribution, losses: s.epochs.map((e) => e.loss), peakBytesPerDevice: s.peakBytesPerDevice,
+    pipelineBytesPerStep: {
+      ...s.pipelineBytesPerStep,
+      ratio: s.pipelineBytesPerStep.planned > 0 ? s.pipelineBytesPerStep.measured / s.pipelineBytesPerStep.planned : null,
+    },
+    redistribution: s.redistribution,
+    losses: s.epochs.map((e) => e.loss),
+    peakBytesPerDevice: s.peakBytesPerDevice,
   };
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, {
-    preset: { type: 'string' }, sequences: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-    'micro-batches': { type: 'string' }, keep: { type: 'string' }, json: { type: 'boolean' },
-  }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      preset: { type: 'string' },
+      sequences: { type: 'string' },
+      epochs: { type: 'string' },
+      batch: { type: 'string' },
+      'micro-batches': { type: 'string' },
+      keep: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const preset = str(args, 'preset') ?? 'w1';
   if (!isPresetName(preset)) throw new CliError(`--preset: unknown preset '${preset}'`);
@@ -118,7 +170,9 @@ export async function run(argv: string[]): Promise<number> {
     const alone = (await concurrentGflops(1, 4))[0]!;
     const pair = await concurrentGflops(2, 4);
     const machine = { matmulGflopsAlone: alone, matmulGflopsConcurrent: pair, parallelCeiling: (pair[0]! + pair[1]!) / alone };
-    log(`machine: ${alone.toFixed(1)} GFLOP/s alone, ${pair.map((g) => g.toFixed(1)).join(' + ')} concurrently (ceiling ${machine.parallelCeiling.toFixed(2)}x)`);
+    log(
+      `machine: ${alone.toFixed(1)} GFLOP/s alone, ${pair.map((g) => g.toFixed(1)).join(' + ')} concurrently (ceiling ${machine.parallelCeiling.toFixed(2)}x)`,
+    );
     const one = await runOnce(dir, 1, o, log);
     const two = await runOnce(dir, 2, o, log);
     const report = {
@@ -134,10 +188,14 @@ export async function run(argv: string[]): Promise<number> {
     if (flag(args, 'json')) process.stdout.write(JSON.stringify(report) + '\n');
     else {
       for (const r of report.runs) {
-        process.stdout.write(`${r.devices} device(s): epochs ${r.epochSeconds.map((s) => s.toFixed(1)).join(' / ')} s, pipeline step ${r.pipelineStepMs.toFixed(0)} ms (simulated ${r.simulatedStepMs.toFixed(0)} ms), cached step ${r.cachedStepMs?.toFixed(0)} ms, bytes/step ${r.pipelineBytesPerStep.measured} vs plan ${r.pipelineBytesPerStep.planned}\n`);
+        process.stdout.write(
+          `${r.devices} device(s): epochs ${r.epochSeconds.map((s) => s.toFixed(1)).join(' / ')} s, pipeline step ${r.pipelineStepMs.toFixed(0)} ms (simulated ${r.simulatedStepMs.toFixed(0)} ms), cached step ${r.cachedStepMs?.toFixed(0)} ms, bytes/step ${r.pipelineBytesPerStep.measured} vs plan ${r.pipelineBytesPerStep.planned}\n`,
+        );
       }
       process.stdout.write(`machine: 2 concurrent processes get ${machine.parallelCeiling.toFixed(2)}x one process's matmul rate\n`);
-      process.stdout.write(`speedup: epoch 1 ${report.speedup.epoch1.toFixed(2)}x (target 1.6), cached ${report.speedup.cached?.toFixed(2)}x (target 1.7)\n`);
+      process.stdout.write(
+        `speedup: epoch 1 ${report.speedup.epoch1.toFixed(2)}x (target 1.6), cached ${report.speedup.cached?.toFixed(2)}x (target 1.7)\n`,
+      );
     }
     return 0;
   } finally {

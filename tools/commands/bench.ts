@@ -13,7 +13,10 @@ export const summary = 'measure speed and memory (charon bench --help lists the 
 const benchDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'bench');
 
 export async function run(argv: string[]): Promise<number> {
-  const names = readdirSync(benchDir).filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3)).sort();
+  const names = readdirSync(benchDir)
+    .filter((f) => f.endsWith('.ts'))
+    .map((f) => f.slice(0, -3))
+    .sort();
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h') {
     const lines = ['usage: charon bench <name> [options]   (charon bench <name> --help)', '', 'benches:'];

@@ -23,7 +23,18 @@ export async function run(argv: string[]): Promise<number> {
     return kind ? 0 : 2;
   }
   if (kind !== 'markov') throw new CliError(`unknown data set '${kind}' (known: markov)`);
-  const args = parseCommandArgs(rest, { out: { type: 'string' }, vocab: { type: 'string' }, sequences: { type: 'string' }, length: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const args = parseCommandArgs(
+    rest,
+    {
+      out: { type: 'string' },
+      vocab: { type: 'string' },
+      sequences: { type: 'string' },
+      length: { type: 'string' },
+      seed: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const out = requireStr(args, 'out');
   const o = {

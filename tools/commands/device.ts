@@ -32,10 +32,21 @@ SIGTERM drains the device (finishes the work in progress, leaves the run) and ex
 abandons the work in progress at once, then leaves.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, {
-    nats: { type: 'string' }, run: { type: 'string' }, name: { type: 'string' }, backend: { type: 'string' },
-    'memory-mb': { type: 'string' }, slowdown: { type: 'string' }, 'bandwidth-mbps': { type: 'string' }, 'cache-dir': { type: 'string' }, json: { type: 'boolean' },
-  }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      nats: { type: 'string' },
+      run: { type: 'string' },
+      name: { type: 'string' },
+      backend: { type: 'string' },
+      'memory-mb': { type: 'string' },
+      slowdown: { type: 'string' },
+      'bandwidth-mbps': { type: 'string' },
+      'cache-dir': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const nats = requireStr(args, 'nats');
   const runName = requireStr(args, 'run');
@@ -47,7 +58,8 @@ export async function run(argv: string[]): Promise<number> {
     throw new CliError((err as Error).message);
   }
   const backend = str(args, 'backend');
-  if (backend !== undefined && !['wasm', 'cpu', 'tensorflow'].includes(backend)) throw new CliError(`--backend must be wasm, cpu or tensorflow, got '${backend}'`);
+  if (backend !== undefined && !['wasm', 'cpu', 'tensorflow'].includes(backend))
+    throw new CliError(`--backend must be wasm, cpu or tensorflow, got '${backend}'`);
   const memoryMb = num(args, 'memory-mb', 2048, { min: 1 });
   const slowdown = num(args, 'slowdown', 1, { min: 1 });
   const bw = str(args, 'bandwidth-mbps');
@@ -64,7 +76,13 @@ export async function run(argv: string[]): Promise<number> {
   let worker: ComputeWorker<DeviceWorkerInfo>;
   try {
     worker = await ComputeWorker.start<DeviceWorkerInfo>(new URL('../device-worker.ts', import.meta.url), {
-      nats, run: runName, name, slowdown, bandwidthMbps, cacheDir, ...(backend ? { backend: backend as BackendChoice } : {}),
+      nats,
+      run: runName,
+      name,
+      slowdown,
+      bandwidthMbps,
+      cacheDir,
+      ...(backend ? { backend: backend as BackendChoice } : {}),
     } satisfies DeviceWorkerOptions);
   } catch (err) {
     log(`compute worker failed to start: ${(err as Error).message}`);
@@ -92,7 +110,11 @@ export async function run(argv: string[]): Promise<number> {
     device.drain(`compute worker ended: ${err.message}`);
   });
   /** Stop now: abandon the work in progress (the worker is terminated mid-kernel), then leave. */
-  const stopNow = (reason: string) => { stopping = true; void worker.terminate(); device.drain(reason); };
+  const stopNow = (reason: string) => {
+    stopping = true;
+    void worker.terminate();
+    device.drain(reason);
+  };
   process.on('SIGINT', () => stopNow('SIGINT'));
   process.on('SIGTERM', () => device.drain('SIGTERM'));
   // Spawned by `charon launch` with a pipe on stdin: the launcher's death closes it.
@@ -105,7 +127,10 @@ export async function run(argv: string[]): Promise<number> {
   process.stdin.pause();
   const error = final.context.error;
   if (error) log(`failed: ${error}`);
-  if (flag(args, 'json')) process.stdout.write(JSON.stringify({ device: name, state: String(final.value), ...(error ? { error } : {}), rejected: device.rejected() }) + '\n');
+  if (flag(args, 'json'))
+    process.stdout.write(
+      JSON.stringify({ device: name, state: String(final.value), ...(error ? { error } : {}), rejected: device.rejected() }) + '\n',
+    );
   process.removeAllListeners('SIGTERM');
   process.removeAllListeners('SIGINT');
   return final.value === 'stopped' && !workerLost ? 0 : 1;

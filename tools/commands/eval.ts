@@ -20,7 +20,18 @@ ${modelUsage}
   --json               print {"loss", "tokens", "accuracy"?, "backend"} on stdout`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, { ...modelOptions, adapter: { type: 'string' }, data: { type: 'string' }, batch: { type: 'string' }, 'seq-len': { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      ...modelOptions,
+      adapter: { type: 'string' },
+      data: { type: 'string' },
+      batch: { type: 'string' },
+      'seq-len': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const source = modelSource(args);
   const dataFile = requireStr(args, 'data');
@@ -29,7 +40,10 @@ export async function run(argv: string[]): Promise<number> {
   log(`backend: ${backend.detail}`);
   const { backbone, tokenizer } = await openModel(source);
   const { method, head, meta } = adaptedModel(backbone, str(args, 'adapter'));
-  const data = loadJsonl(dataFile, { vocabSize: backbone.config.vocabSize, encode: tokenizer.available ? (t) => tokenizer.encode(t) : undefined });
+  const data = loadJsonl(dataFile, {
+    vocabSize: backbone.config.vocabSize,
+    encode: tokenizer.available ? (t) => tokenizer.encode(t) : undefined,
+  });
   if (head && meta?.labelNames && data.labelNames) {
     // Labels are indexed by the training run's class names, whatever subset this file holds.
     const index = new Map(meta.labelNames.map((n, i) => [n, i]));
@@ -48,6 +62,9 @@ export async function run(argv: string[]): Promise<number> {
   out.backend = backend.detail;
   if (meta) out.adapter = { method: meta.method, epoch: meta.epoch };
   if (flag(args, 'json')) process.stdout.write(JSON.stringify(out) + '\n');
-  else process.stdout.write(`loss ${r.loss.toFixed(4)} over ${r.tokens} ${head && data.labelNames ? 'samples' : 'tokens'}${r.accuracy !== undefined ? `, accuracy ${(r.accuracy * 100).toFixed(1)}%` : ''} (${backend.name})\n`);
+  else
+    process.stdout.write(
+      `loss ${r.loss.toFixed(4)} over ${r.tokens} ${head && data.labelNames ? 'samples' : 'tokens'}${r.accuracy !== undefined ? `, accuracy ${(r.accuracy * 100).toFixed(1)}%` : ''} (${backend.name})\n`,
+    );
   return 0;
 }

@@ -23,14 +23,26 @@ ${modelUsage}
   --json               print {"tokenIds": [generated ids], "text": "...", "backend"} on stdout`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, {
-    ...modelOptions, adapter: { type: 'string' }, prompt: { type: 'string' }, 'token-ids': { type: 'string' },
-    'max-new-tokens': { type: 'string' }, greedy: { type: 'boolean' }, temperature: { type: 'string' }, 'top-p': { type: 'string' },
-    seed: { type: 'string' }, json: { type: 'boolean' },
-  }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      ...modelOptions,
+      adapter: { type: 'string' },
+      prompt: { type: 'string' },
+      'token-ids': { type: 'string' },
+      'max-new-tokens': { type: 'string' },
+      greedy: { type: 'boolean' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      seed: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const source = modelSource(args);
-  const prompt = str(args, 'prompt'), idsText = str(args, 'token-ids');
+  const prompt = str(args, 'prompt'),
+    idsText = str(args, 'token-ids');
   if ((prompt === undefined) === (idsText === undefined)) throw new CliError('give exactly one of --prompt TEXT or --token-ids 1,2,3');
   const maxNew = num(args, 'max-new-tokens', 32, { integer: true, min: 0 });
   const sampling = str(args, 'temperature') !== undefined || str(args, 'top-p') !== undefined;
@@ -43,7 +55,8 @@ export async function run(argv: string[]): Promise<number> {
   if (idsText !== undefined) {
     ids = idsText.split(',').map((s, i) => {
       const n = Number(s.trim());
-      if (s.trim() === '' || !Number.isInteger(n) || n < 0) throw new CliError(`--token-ids: item ${i + 1} '${s}' is not a non-negative integer`);
+      if (s.trim() === '' || !Number.isInteger(n) || n < 0)
+        throw new CliError(`--token-ids: item ${i + 1} '${s}' is not a non-negative integer`);
       return n;
     });
   }
@@ -53,8 +66,17 @@ export async function run(argv: string[]): Promise<number> {
   const { method } = adaptedModel(backbone, str(args, 'adapter'));
   const promptIds = ids ?? tokenizer.encode(prompt!);
   const V = backbone.config.vocabSize;
-  promptIds.forEach((id, i) => { if (id >= V) throw new CliError(`--token-ids: id ${id} at position ${i + 1} is outside the vocabulary [0, ${V})`); });
-  const out = generate(backbone, method, promptIds, { maxNewTokens: maxNew, greedy: !sampling, temperature, topP, seed, eosTokenId: backbone.config.eosTokenId });
+  promptIds.forEach((id, i) => {
+    if (id >= V) throw new CliError(`--token-ids: id ${id} at position ${i + 1} is outside the vocabulary [0, ${V})`);
+  });
+  const out = generate(backbone, method, promptIds, {
+    maxNewTokens: maxNew,
+    greedy: !sampling,
+    temperature,
+    topP,
+    seed,
+    eosTokenId: backbone.config.eosTokenId,
+  });
   const text = tokenizer.available ? tokenizer.decode(out) : '';
   if (flag(args, 'json')) process.stdout.write(JSON.stringify({ tokenIds: out, text, backend: backend.detail }) + '\n');
   else process.stdout.write((tokenizer.available ? text : out.join(',')) + '\n');

@@ -39,35 +39,65 @@ Ctrl-C stops the run and leaves nothing behind. Remote devices join with
 function describeEvent(e: Record<string, unknown>): string {
   const d = e.device as string | undefined;
   switch (e.type) {
-    case 'LAUNCHED': return `run ${e.run}: nats ${e.nats}, run dir ${e.runDir}`;
-    case 'DEVICE_SPAWNED': return `${d}: process ${e.pid} started`;
-    case 'DEVICE_JOINED': return `${d}: ${e.rejoin ? 'rejoined' : 'joined'} (${e.backend}, ${e.memoryMb} MB, pid ${e.pid} on ${e.host})`;
-    case 'DEVICE_PROFILED': return `${d}: ${(e.matmulGflops as number).toFixed(1)} GFLOP/s`;
-    case 'DEVICE_LOST': return `${d}: LOST (silent ${e.silentMs} ms)`;
-    case 'DEVICE_LEFT': return `${d}: left (${e.reason})`;
-    case 'DEVICE_RESTARTING': return `${d}: restarting in ${e.delayMs} ms (${e.error})`;
-    case 'ASSEMBLED': return `all devices up: ${(e.devices as string[]).join(', ')}`;
-    case 'RUN_PLANNED': return `plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}, ${e.microBatches} micro-batches, predicted step ${(e.predictedStepMs as number).toFixed(0)} ms`;
-    case 'STEP_DONE': return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
-    case 'EPOCH_DONE': return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
-    case 'REDISTRIBUTED': return `cache redistributed: ${e.bytes} bytes in ${(e.seconds as number).toFixed(2)} s, shards ${JSON.stringify(e.shards)}`;
-    case 'RECOVERING': return `recovering: lost ${(e.lost as string[]).join(', ')}; aborting the step in flight and re-planning over ${(e.devices as string[]).join(', ')}`;
-    case 'RUN_RESUMED': return `resumed after step ${e.step} (epoch ${e.epoch}, step ${(e.stepInEpoch as number) + 1} of it next)`;
-    case 'CACHE_REFILLED': return `cache refilled: ${e.samples} samples recomputed through the backbone in ${(e.seconds as number).toFixed(2)} s`;
-    case 'RUN_FINISHED': return `run finished: ${e.runDir}`;
-    case 'RUN_FAILED': return `run FAILED: ${e.error}`;
-    default: return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
+    case 'LAUNCHED':
+      return `run ${e.run}: nats ${e.nats}, run dir ${e.runDir}`;
+    case 'DEVICE_SPAWNED':
+      return `${d}: process ${e.pid} started`;
+    case 'DEVICE_JOINED':
+      return `${d}: ${e.rejoin ? 'rejoined' : 'joined'} (${e.backend}, ${e.memoryMb} MB, pid ${e.pid} on ${e.host})`;
+    case 'DEVICE_PROFILED':
+      return `${d}: ${(e.matmulGflops as number).toFixed(1)} GFLOP/s`;
+    case 'DEVICE_LOST':
+      return `${d}: LOST (silent ${e.silentMs} ms)`;
+    case 'DEVICE_LEFT':
+      return `${d}: left (${e.reason})`;
+    case 'DEVICE_RESTARTING':
+      return `${d}: restarting in ${e.delayMs} ms (${e.error})`;
+    case 'ASSEMBLED':
+      return `all devices up: ${(e.devices as string[]).join(', ')}`;
+    case 'RUN_PLANNED':
+      return `plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}, ${e.microBatches} micro-batches, predicted step ${(e.predictedStepMs as number).toFixed(0)} ms`;
+    case 'STEP_DONE':
+      return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
+    case 'EPOCH_DONE':
+      return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
+    case 'REDISTRIBUTED':
+      return `cache redistributed: ${e.bytes} bytes in ${(e.seconds as number).toFixed(2)} s, shards ${JSON.stringify(e.shards)}`;
+    case 'RECOVERING':
+      return `recovering: lost ${(e.lost as string[]).join(', ')}; aborting the step in flight and re-planning over ${(e.devices as string[]).join(', ')}`;
+    case 'RUN_RESUMED':
+      return `resumed after step ${e.step} (epoch ${e.epoch}, step ${(e.stepInEpoch as number) + 1} of it next)`;
+    case 'CACHE_REFILLED':
+      return `cache refilled: ${e.samples} samples recomputed through the backbone in ${(e.seconds as number).toFixed(2)} s`;
+    case 'RUN_FINISHED':
+      return `run finished: ${e.runDir}`;
+    case 'RUN_FAILED':
+      return `run FAILED: ${e.error}`;
+    default:
+      return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
   }
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, { nats: { type: 'string' }, 'run-dir': { type: 'string' }, resume: { type: 'string' }, profile: { type: 'string' }, until: { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      nats: { type: 'string' },
+      'run-dir': { type: 'string' },
+      resume: { type: 'string' },
+      profile: { type: 'string' },
+      until: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const [file, ...extra] = args.positionals;
   if (!file) throw new CliError('missing TOPOLOGY (see --help)');
   if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
   const until = str(args, 'until');
-  if (until !== undefined && until !== 'registered' && until !== 'interrupted') throw new CliError(`--until must be 'registered' or 'interrupted', got '${until}'`);
+  if (until !== undefined && until !== 'registered' && until !== 'interrupted')
+    throw new CliError(`--until must be 'registered' or 'interrupted', got '${until}'`);
   let topology: Topology;
   try {
     topology = loadTopology(file);
@@ -77,14 +107,20 @@ export async function run(argv: string[]): Promise<number> {
   }
   let spec: RunSpec | undefined;
   if (until === undefined) {
-    try { spec = specFromTopology(topology); } catch (err) { throw new CliError((err as Error).message); }
+    try {
+      spec = specFromTopology(topology);
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
   }
   const resumeDir = str(args, 'resume');
   let resume: PersistedRun | undefined;
   if (resumeDir !== undefined) {
     if (until !== undefined) throw new CliError('--resume continues training; it cannot be combined with --until');
     if (str(args, 'run-dir') !== undefined) throw new CliError('--resume RUN_DIR is the run directory; do not give --run-dir too');
-    try { resume = readResumeState(resolve(resumeDir), spec!); } catch (err) {
+    try {
+      resume = readResumeState(resolve(resumeDir), spec!);
+    } catch (err) {
       if (err instanceof ResumeError) throw new CliError(err.message);
       throw err;
     }
@@ -98,7 +134,14 @@ export async function run(argv: string[]): Promise<number> {
       if (err instanceof ProfileError) throw new CliError(err.message);
       throw err;
     }
-    const want = topology.devices.map((d) => d.name).sort().join(', '), have = profile.devices.map((d) => d.name).sort().join(', ');
+    const want = topology.devices
+        .map((d) => d.name)
+        .sort()
+        .join(', '),
+      have = profile.devices
+        .map((d) => d.name)
+        .sort()
+        .join(', ');
     if (want !== have) throw new CliError(`${profileFile}: devices [${have}] are not the topology's [${want}]`);
   }
   const json = flag(args, 'json');
@@ -113,9 +156,17 @@ export async function run(argv: string[]): Promise<number> {
   try {
     outcome = await launchRun(topology, { nats: str(args, 'nats') ?? topology.bus.url, runDir, onEvent: print }, async (ctx) => {
       const stop = new AbortController();
-      const goal = until === 'registered' ? ctx.coordinator.whenAssembled().then(() => 'registered')
-        : until === 'interrupted' ? new Promise<string>(() => {})
-          : ctx.coordinator.whenAssembled().then(() => runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, resume, signal: stop.signal })).then(() => 'trained');
+      const goal =
+        until === 'registered'
+          ? ctx.coordinator.whenAssembled().then(() => 'registered')
+          : until === 'interrupted'
+            ? new Promise<string>(() => {})
+            : ctx.coordinator
+                .whenAssembled()
+                .then(() =>
+                  runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, resume, signal: stop.signal }),
+                )
+                .then(() => 'trained');
       try {
         const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
         return { code: 0, reason };
@@ -134,7 +185,14 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     outcome = { code: 1, reason: 'error', error: (err as Error).message };
   }
-  print({ type: 'STOPPED', at: Date.now(), source: 'launch', reason: outcome.reason, runDir, ...(outcome.error ? { error: outcome.error } : {}) });
+  print({
+    type: 'STOPPED',
+    at: Date.now(),
+    source: 'launch',
+    reason: outcome.reason,
+    runDir,
+    ...(outcome.error ? { error: outcome.error } : {}),
+  });
   if (outcome.error) process.stderr.write(`charon launch: ${outcome.error}\n`);
   else if (outcome.reason === 'trained' && !json) process.stdout.write(`${runDir}\n`);
   return outcome.code;

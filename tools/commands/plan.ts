@@ -46,9 +46,17 @@ and epoch time, peak memory per device and bytes sent per step.
                     --device-spec ${Object.keys(devicePresets).join(' | ')}, --count devices`;
 
 const options = {
-  profile: { type: 'string' }, devices: { type: 'string' }, batch: { type: 'string' }, samples: { type: 'string' },
-  'micro-batches': { type: 'string' }, simulate: { type: 'boolean' }, json: { type: 'boolean' },
-  derive: { type: 'string' }, 'device-spec': { type: 'string' }, count: { type: 'string' }, write: { type: 'string' },
+  profile: { type: 'string' },
+  devices: { type: 'string' },
+  batch: { type: 'string' },
+  samples: { type: 'string' },
+  'micro-batches': { type: 'string' },
+  simulate: { type: 'boolean' },
+  json: { type: 'boolean' },
+  derive: { type: 'string' },
+  'device-spec': { type: 'string' },
+  count: { type: 'string' },
+  write: { type: 'string' },
   'write-profile': { type: 'string' },
 } as const;
 
@@ -69,7 +77,8 @@ export async function run(argv: string[]): Promise<number> {
     topology = topologyFile ? loadTopology(topologyFile) : undefined;
     if (profileFile) ({ profile, source } = { profile: loadProfile(profileFile), source: `from --profile ${profileFile}` });
     else ({ profile, source } = profileFromTopology(topology!, topologyFile!));
-    if (topology && profileFile) profile = applyTopology(selectDevices(profile, { names: topology.devices.map((d) => d.name) }, profileFile), topology);
+    if (topology && profileFile)
+      profile = applyTopology(selectDevices(profile, { names: topology.devices.map((d) => d.name) }, profileFile), topology);
     const count = str(args, 'devices') === undefined ? undefined : num(args, 'devices', 0, { integer: true, min: 1 });
     if (count !== undefined) profile = selectDevices(profile, { count }, profileFile ?? topologyFile!);
   } catch (err) {
@@ -85,17 +94,25 @@ export async function run(argv: string[]): Promise<number> {
       throw new CliError(`${topologyFile}: ${(err as Error).message}`);
     }
   }
-  const batchSize = str(args, 'batch') !== undefined ? num(args, 'batch', 0, { integer: true, min: 1 }) : run.batchSize ?? profile.training?.batchSize;
+  const batchSize =
+    str(args, 'batch') !== undefined ? num(args, 'batch', 0, { integer: true, min: 1 }) : (run.batchSize ?? profile.training?.batchSize);
   if (batchSize === undefined) throw new CliError('batch size unknown: give --batch (the profile has no training.batchSize)');
-  const samples = str(args, 'samples') !== undefined ? num(args, 'samples', 0, { integer: true, min: 1 }) : run.samples ?? profile.training?.samples;
+  const samples =
+    str(args, 'samples') !== undefined ? num(args, 'samples', 0, { integer: true, min: 1 }) : (run.samples ?? profile.training?.samples);
   const mb = str(args, 'micro-batches');
   const microBatchOptions = mb === undefined ? run.microBatchOptions : [num(args, 'micro-batches', 0, { integer: true, min: 1 })];
   if (microBatchOptions && batchSize % microBatchOptions[0]! !== 0) {
-    throw new CliError(`${mb === undefined ? `${topologyFile}: training.microBatches` : '--micro-batches'} ${microBatchOptions[0]} does not divide the batch size ${batchSize}${mb === undefined ? ' (give --micro-batches)' : ''}`);
+    throw new CliError(
+      `${mb === undefined ? `${topologyFile}: training.microBatches` : '--micro-batches'} ${microBatchOptions[0]} does not divide the batch size ${batchSize}${mb === undefined ? ' (give --micro-batches)' : ''}`,
+    );
   }
   let plan: StagePlan;
   try {
-    plan = planPipeline(profile, { batchSize, ...(samples !== undefined ? { samples } : {}), ...(microBatchOptions ? { microBatchOptions } : {}) });
+    plan = planPipeline(profile, {
+      batchSize,
+      ...(samples !== undefined ? { samples } : {}),
+      ...(microBatchOptions ? { microBatchOptions } : {}),
+    });
   } catch (err) {
     if (err instanceof InfeasiblePlanError) throw new CliError(`infeasible: ${err.lines.join('; ')}`, 1);
     throw err;
@@ -103,7 +120,8 @@ export async function run(argv: string[]): Promise<number> {
   const writeProfile = str(args, 'write-profile');
   if (writeProfile) writeFileSync(writeProfile, JSON.stringify(profile, null, 2) + '\n');
   const simulation = flag(args, 'simulate') ? simulatePlan(plan, profile) : undefined;
-  if (flag(args, 'json')) process.stdout.write(JSON.stringify({ plan, ...(simulation ? { simulation } : {}), profileSource: source }) + '\n');
+  if (flag(args, 'json'))
+    process.stdout.write(JSON.stringify({ plan, ...(simulation ? { simulation } : {}), profileSource: source }) + '\n');
   else process.stdout.write(render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!, source));
   return 0;
 }
@@ -113,13 +131,14 @@ function applyTopology(profile: Profile, topology: Topology): Profile {
   const spec = new Map(topology.devices.map((d) => [d.name, d]));
   const devices = profile.devices.map((d) => ({ ...d, memoryBytes: Math.min(d.memoryBytes, spec.get(d.name)!.memoryMb * MiB) }));
   const pairs = [...profile.links.pairs];
-  for (const a of topology.devices) for (const b of topology.devices) {
-    const cap = Math.min(a.bandwidthMbps ?? Infinity, b.bandwidthMbps ?? Infinity);
-    if (a.name >= b.name || !Number.isFinite(cap)) continue;
-    const existing = pairs.find((l) => (l.from === a.name && l.to === b.name) || (l.from === b.name && l.to === a.name));
-    if (existing) existing.mbps = Math.min(existing.mbps, cap);
-    else if (cap < profile.links.defaultMbps) pairs.push({ from: a.name, to: b.name, mbps: cap });
-  }
+  for (const a of topology.devices)
+    for (const b of topology.devices) {
+      const cap = Math.min(a.bandwidthMbps ?? Infinity, b.bandwidthMbps ?? Infinity);
+      if (a.name >= b.name || !Number.isFinite(cap)) continue;
+      const existing = pairs.find((l) => (l.from === a.name && l.to === b.name) || (l.from === b.name && l.to === a.name));
+      if (existing) existing.mbps = Math.min(existing.mbps, cap);
+      else if (cap < profile.links.defaultMbps) pairs.push({ from: a.name, to: b.name, mbps: cap });
+    }
   return { ...profile, devices, links: { ...profile.links, pairs } };
 }
 
@@ -131,25 +150,55 @@ function profileFromTopology(topology: Topology, file: string): { profile: Profi
   if (remote) throw new CliError(`${file}: device '${remote.name}' is not local, so its speed is unknown here: give --profile FILE`);
   const preset = topology.model.preset;
   if (!preset || !isPresetName(preset)) throw new CliError(`${file}: model.dir has no analytic shape here: give --profile FILE`);
-  if (topology.method.kind !== 'parallel') throw new CliError(`${file}: method.kind is '${topology.method.kind}'; the planner plans parallel adapters only`);
+  if (topology.method.kind !== 'parallel')
+    throw new CliError(`${file}: method.kind is '${topology.method.kind}'; the planner plans parallel adapters only`);
   const c = presets[preset];
   const seqLen = topology.data.markov?.seqLen ?? c.maxPositions;
-  const shape: ModelShape = { name: preset, encoderLayers: 0, decoderLayers: c.nLayers, dModel: c.dModel, dFF: c.dFF, heads: c.nHeads, vocab: c.vocabSize, seqLen, headTokens: seqLen, sideReduction: topology.method.k, bytesPerValue: 4 };
+  const shape: ModelShape = {
+    name: preset,
+    encoderLayers: 0,
+    decoderLayers: c.nLayers,
+    dModel: c.dModel,
+    dFF: c.dFF,
+    heads: c.nHeads,
+    vocab: c.vocabSize,
+    seqLen,
+    headTokens: seqLen,
+    sideReduction: topology.method.k,
+    bytesPerValue: 4,
+  };
   const devices = topology.devices.map((d) => {
     const gflops = backendGflops[d.backend];
-    if (gflops === undefined) throw new CliError(`${file}: device '${d.name}': backend '${d.backend}' has no known speed: give --profile FILE`);
-    const spec: DeviceSpec = { name: d.name, tflops: gflops / 1e3 / d.slowdown, memoryBytes: d.memoryMb * MiB, reserveBytes: 0, mbps: d.bandwidthMbps ?? 10000, latencyMs: 0.2, efficiency: 1, sideEfficiency: 0.3, fixedMsPerBlock: 0.1 };
+    if (gflops === undefined)
+      throw new CliError(`${file}: device '${d.name}': backend '${d.backend}' has no known speed: give --profile FILE`);
+    const spec: DeviceSpec = {
+      name: d.name,
+      tflops: gflops / 1e3 / d.slowdown,
+      memoryBytes: d.memoryMb * MiB,
+      reserveBytes: 0,
+      mbps: d.bandwidthMbps ?? 10000,
+      latencyMs: 0.2,
+      efficiency: 1,
+      sideEfficiency: 0.3,
+      fixedMsPerBlock: 0.1,
+    };
     return { spec, device: { ...analyticProfile(shape, spec, 1).devices[0]!, name: d.name } };
   });
   const base = analyticProfile(shape, devices[0]!.spec, 1);
   const pairs = [];
-  for (const a of devices) for (const b of devices) {
-    if (a.spec.name < b.spec.name) pairs.push({ from: a.spec.name, to: b.spec.name, mbps: Math.min(a.spec.mbps, b.spec.mbps) });
-  }
+  for (const a of devices)
+    for (const b of devices) {
+      if (a.spec.name < b.spec.name) pairs.push({ from: a.spec.name, to: b.spec.name, mbps: Math.min(a.spec.mbps, b.spec.mbps) });
+    }
   const speeds = new Map<number, string[]>();
   for (const { spec } of devices) speeds.set(spec.tflops * 1e3, [...(speeds.get(spec.tflops * 1e3) ?? []), spec.name]);
-  const at = [...speeds].map(([gflops, names]) => `${Number(gflops.toPrecision(3))} GFLOP/s${speeds.size > 1 ? ` (${names.join(', ')})` : ''}`);
-  const profile = parseProfile({ ...base, devices: devices.map((d) => d.device), links: { defaultMbps: 10000, latencyMs: 0.2, pairs } }, file);
+  const at = [...speeds].map(
+    ([gflops, names]) => `${Number(gflops.toPrecision(3))} GFLOP/s${speeds.size > 1 ? ` (${names.join(', ')})` : ''}`,
+  );
+  const profile = parseProfile(
+    { ...base, devices: devices.map((d) => d.device), links: { defaultMbps: 10000, latencyMs: 0.2, pairs } },
+    file,
+  );
   return { profile, source: `analytic estimate at ${at.join(', ')} (charon launch measures the devices)` };
 }
 
@@ -173,24 +222,46 @@ function derive(args: NonNullable<ReturnType<typeof parseCommandArgs>>): number 
 
 const ms = (v: number) => (v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${v.toFixed(1)} ms`);
 const bytes = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${(b / MiB).toFixed(1)} MiB`);
-const duration = (v: number) => (v >= 3_600_000 ? `${(v / 3_600_000).toFixed(2)} h` : v >= 60_000 ? `${(v / 60_000).toFixed(1)} min` : ms(v));
+const duration = (v: number) =>
+  v >= 3_600_000 ? `${(v / 3_600_000).toFixed(2)} h` : v >= 60_000 ? `${(v / 60_000).toFixed(1)} min` : ms(v);
 
 function render(plan: StagePlan, sim: SimulationResult | undefined, title: string, source: string): string {
   const lines: string[] = [];
   const groups = plan.stages.map((s) => s.devices.length).join('-');
-  lines.push(`plan for ${title}: ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'} [${groups}], ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'} of ${plan.microBatchSize} (batch ${plan.batchSize})`);
+  lines.push(
+    `plan for ${title}: ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'} [${groups}], ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'} of ${plan.microBatchSize} (batch ${plan.batchSize})`,
+  );
   lines.push(`  profile: ${source}`);
   for (const s of plan.stages) {
-    lines.push(`  stage ${s.index}  layers ${s.layers.from}-${s.layers.to}  cycle ${ms(s.cycleMs)}  all-reduce ${ms(s.allReduceMs)}  in flight ${s.inFlight}`);
-    for (const d of s.devices) lines.push(`    ${d.name.padEnd(14)} rows ${String(d.rows).padStart(3)}  fwd ${ms(d.fwdMs).padStart(10)}  bwd ${ms(d.bwdMs).padStart(10)}  peak ${bytes(d.peakBytes)}`);
+    lines.push(
+      `  stage ${s.index}  layers ${s.layers.from}-${s.layers.to}  cycle ${ms(s.cycleMs)}  all-reduce ${ms(s.allReduceMs)}  in flight ${s.inFlight}`,
+    );
+    for (const d of s.devices)
+      lines.push(
+        `    ${d.name.padEnd(14)} rows ${String(d.rows).padStart(3)}  fwd ${ms(d.fwdMs).padStart(10)}  bwd ${ms(d.bwdMs).padStart(10)}  peak ${bytes(d.peakBytes)}`,
+      );
   }
   if (plan.unusedDevices.length) lines.push(`  unused: ${plan.unusedDevices.join(', ')} (using them does not pay, or they fit nowhere)`);
   const p = plan.predicted;
-  lines.push(`predicted step ${ms(p.stepMs)} (warm-up ${ms(p.parts.warmupMs)}, steady ${ms(p.parts.steadyMs)}, drain ${ms(p.parts.drainMs)}, all-reduce tail ${ms(p.parts.allReduceTailMs)})`);
+  lines.push(
+    `predicted step ${ms(p.stepMs)} (warm-up ${ms(p.parts.warmupMs)}, steady ${ms(p.parts.steadyMs)}, drain ${ms(p.parts.drainMs)}, all-reduce tail ${ms(p.parts.allReduceTailMs)})`,
+  );
   if (p.epochMs !== null) lines.push(`predicted epoch 1: ${p.stepsPerEpoch} steps, ${duration(p.epochMs)}`);
-  if (sim) lines.push(`simulated step ${ms(sim.stepMs)}${sim.epochMs !== null ? `, epoch 1 ${duration(sim.epochMs)}` : ''} (planner estimate ${ms(p.stepMs)}, ${(((sim.stepMs - p.stepMs) / p.stepMs) * 100).toFixed(1)}%)`);
-  lines.push(`bytes per step: activations ${bytes(plan.bytesPerStep.activations)}, all-reduce ${bytes(plan.bytesPerStep.allReduce)}, total ${bytes(plan.bytesPerStep.total)}`);
-  const how = plan.ordering !== 'searched' ? `the ${plan.ordering} device order` : plan.search.exact ? 'the best over every device subset and order' : 'a local search over device subsets and orders (too many distinct devices to search them all)';
-  lines.push(`planned in ${plan.search.ms.toFixed(0)} ms: ${how}; ${plan.search.labels} labels, micro-batch counts ${plan.search.microBatchOptions.join(',')}`);
+  if (sim)
+    lines.push(
+      `simulated step ${ms(sim.stepMs)}${sim.epochMs !== null ? `, epoch 1 ${duration(sim.epochMs)}` : ''} (planner estimate ${ms(p.stepMs)}, ${(((sim.stepMs - p.stepMs) / p.stepMs) * 100).toFixed(1)}%)`,
+    );
+  lines.push(
+    `bytes per step: activations ${bytes(plan.bytesPerStep.activations)}, all-reduce ${bytes(plan.bytesPerStep.allReduce)}, total ${bytes(plan.bytesPerStep.total)}`,
+  );
+  const how =
+    plan.ordering !== 'searched'
+      ? `the ${plan.ordering} device order`
+      : plan.search.exact
+        ? 'the best over every device subset and order'
+        : 'a local search over device subsets and orders (too many distinct devices to search them all)';
+  lines.push(
+    `planned in ${plan.search.ms.toFixed(0)} ms: ${how}; ${plan.search.labels} labels, micro-batch counts ${plan.search.microBatchOptions.join(',')}`,
+  );
   return lines.join('\n') + '\n';
 }

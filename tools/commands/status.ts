@@ -16,7 +16,11 @@ const usage = `usage: charon status --nats URL --run RUN [--timeout-ms N] [--jso
   --json            print the coordinator's status document`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, { nats: { type: 'string' }, run: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } }, usage);
+  const args = parseCommandArgs(
+    argv,
+    { nats: { type: 'string' }, run: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } },
+    usage,
+  );
   if (!args) return 0;
   const nats = requireStr(args, 'nats');
   const runName = requireStr(args, 'run');
@@ -41,12 +45,32 @@ export async function run(argv: string[]): Promise<number> {
   }
   const rows = [['device', 'state', 'role', 'step', 'phase', 'alive', 'heartbeat', 'memory', 'budget', 'GFLOP/s', 'backend', 'pid@host']];
   for (const d of status.devices) {
-    rows.push([d.name, d.state, d.role ?? '-', d.step < 0 ? '-' : String(d.step), d.phase ?? '-', d.alive ? 'yes' : 'no', `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`, `${(d.memoryBytes / 2 ** 20).toFixed(0)} MB`,
-      `${d.memoryMb} MB`, d.matmulGflops === null ? '-' : d.matmulGflops.toFixed(1), d.backend, `${d.pid}@${d.host}`]);
+    rows.push([
+      d.name,
+      d.state,
+      d.role ?? '-',
+      d.step < 0 ? '-' : String(d.step),
+      d.phase ?? '-',
+      d.alive ? 'yes' : 'no',
+      `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`,
+      `${(d.memoryBytes / 2 ** 20).toFixed(0)} MB`,
+      `${d.memoryMb} MB`,
+      d.matmulGflops === null ? '-' : d.matmulGflops.toFixed(1),
+      d.backend,
+      `${d.pid}@${d.host}`,
+    ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  process.stdout.write(`run ${status.run}: ${status.state}${status.runPhase ? ` (training: ${status.runPhase})` : ''}, ${status.devices.filter((d) => d.alive).length}/${status.devices.length} devices alive\n`);
-  for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
+  process.stdout.write(
+    `run ${status.run}: ${status.state}${status.runPhase ? ` (training: ${status.runPhase})` : ''}, ${status.devices.filter((d) => d.alive).length}/${status.devices.length} devices alive\n`,
+  );
+  for (const r of rows)
+    process.stdout.write(
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd() + '\n',
+    );
   const rejected = Object.entries(status.rejected).filter(([, n]) => n > 0);
   if (rejected.length) process.stdout.write(`rejected messages: ${rejected.map(([r, n]) => `${r} ${n}`).join(', ')}\n`);
   return 0;

@@ -38,16 +38,36 @@ ${modelUsage}
   --json               one JSON document on stdout (progress goes to stderr)`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseCommandArgs(argv, {
-    ...modelOptions,
-    method: { type: 'string' }, data: { type: 'string' }, epochs: { type: 'string' }, batch: { type: 'string' },
-    lr: { type: 'string' }, seed: { type: 'string' }, 'seq-len': { type: 'string' }, 'weight-decay': { type: 'string' },
-    warmup: { type: 'string' }, schedule: { type: 'string' }, 'max-grad-norm': { type: 'string' },
-    'lora-rank': { type: 'string' }, 'lora-alpha': { type: 'string' }, 'lora-targets': { type: 'string' },
-    bottleneck: { type: 'string' }, 'side-k': { type: 'string' }, 'side-init': { type: 'string' },
-    'cache-dir': { type: 'string' }, 'cache-dtype': { type: 'string' }, 'cache-memory-mb': { type: 'string' },
-    out: { type: 'string' }, resume: { type: 'string' }, json: { type: 'boolean' },
-  }, usage);
+  const args = parseCommandArgs(
+    argv,
+    {
+      ...modelOptions,
+      method: { type: 'string' },
+      data: { type: 'string' },
+      epochs: { type: 'string' },
+      batch: { type: 'string' },
+      lr: { type: 'string' },
+      seed: { type: 'string' },
+      'seq-len': { type: 'string' },
+      'weight-decay': { type: 'string' },
+      warmup: { type: 'string' },
+      schedule: { type: 'string' },
+      'max-grad-norm': { type: 'string' },
+      'lora-rank': { type: 'string' },
+      'lora-alpha': { type: 'string' },
+      'lora-targets': { type: 'string' },
+      bottleneck: { type: 'string' },
+      'side-k': { type: 'string' },
+      'side-init': { type: 'string' },
+      'cache-dir': { type: 'string' },
+      'cache-dtype': { type: 'string' },
+      'cache-memory-mb': { type: 'string' },
+      out: { type: 'string' },
+      resume: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!args) return 0;
   const json = flag(args, 'json');
   const source = modelSource(args);
@@ -58,7 +78,10 @@ export async function run(argv: string[]): Promise<number> {
   const cacheDtype = str(args, 'cache-dtype') ?? 'f32';
   if (cacheDtype !== 'f32' && cacheDtype !== 'f16') throw new CliError(`--cache-dtype must be f32 or f16, got '${cacheDtype}'`);
   const cacheDir = str(args, 'cache-dir');
-  if (cacheDir && methodName !== 'parallel') throw new CliError(`--cache-dir works with --method parallel only (the backbone of ${methodName} is not frozen in front of the trained part)`);
+  if (cacheDir && methodName !== 'parallel')
+    throw new CliError(
+      `--cache-dir works with --method parallel only (the backbone of ${methodName} is not frozen in front of the trained part)`,
+    );
   const sideInit = str(args, 'side-init') ?? 'prune';
   if (sideInit !== 'prune' && sideInit !== 'random') throw new CliError(`--side-init must be prune or random, got '${sideInit}'`);
   const options: MethodOptions = {};
@@ -68,7 +91,10 @@ export async function run(argv: string[]): Promise<number> {
     options.targets = (str(args, 'lora-targets') ?? 'query,value').split(',') as ProjectionName[];
   }
   if (methodName === 'serial') options.bottleneck = num(args, 'bottleneck', 64, { integer: true, min: 1 });
-  if (methodName === 'parallel') { options.reduction = num(args, 'side-k', 8, { integer: true, min: 1 }); options.sideInit = sideInit; }
+  if (methodName === 'parallel') {
+    options.reduction = num(args, 'side-k', 8, { integer: true, min: 1 });
+    options.sideInit = sideInit;
+  }
   const epochs = num(args, 'epochs', 3, { integer: true, min: 1 });
   const batch = num(args, 'batch', 8, { integer: true, min: 1 });
   const seed = num(args, 'seed', 0, { integer: true, min: 0 });
@@ -86,26 +112,43 @@ export async function run(argv: string[]): Promise<number> {
   const backend = await backendFrom(args);
   log(`backend: ${backend.detail}`);
   const { backbone, tokenizer } = await openModel(source);
-  const data = loadJsonl(dataFile, { vocabSize: backbone.config.vocabSize, encode: tokenizer.available ? (t) => tokenizer.encode(t) : undefined });
+  const data = loadJsonl(dataFile, {
+    vocabSize: backbone.config.vocabSize,
+    encode: tokenizer.available ? (t) => tokenizer.encode(t) : undefined,
+  });
   const seqLen = num(args, 'seq-len', sequenceLength(data, backbone.config.maxPositions), { integer: true, min: 2 });
-  if (seqLen > backbone.config.maxPositions) throw new CliError(`--seq-len ${seqLen} exceeds the model's context of ${backbone.config.maxPositions}`);
+  if (seqLen > backbone.config.maxPositions)
+    throw new CliError(`--seq-len ${seqLen} exceeds the model's context of ${backbone.config.maxPositions}`);
   const config: TrainConfig = { epochs, batch, seed, seqLen, task: data.labelNames ? 'classification' : 'lm', optimizer };
   const method = createMethod(methodName, backbone, options, seed);
   const checkpointDir = str(args, 'out') ?? join('checkpoints', methodName);
   const run = { method: methodName, options, modelFingerprint: backbone.fingerprint, config, samples: data.samples.length };
   if (resumeMeta) checkResumable(resumeMeta, run);
-  const cache = cacheDir ? new ActivationCache({ memoryBytes: Math.floor(cacheMemoryMb * 2 ** 20), dir: cacheDir, dtype: cacheDtype as CacheDtype }) : undefined;
+  const cache = cacheDir
+    ? new ActivationCache({ memoryBytes: Math.floor(cacheMemoryMb * 2 ** 20), dir: cacheDir, dtype: cacheDtype as CacheDtype })
+    : undefined;
   const trainer = new Trainer({
-    backbone, method, data, config, cache,
-    onStep: (m) => { if (!json) log(`epoch ${m.epoch + 1} step ${m.step + 1}: loss ${m.loss.toFixed(4)} (${m.seconds.toFixed(2)} s)`); },
-    onEpoch: (m) => log(`epoch ${m.epoch + 1}/${epochs}: loss ${m.loss.toFixed(4)}, ${m.seconds.toFixed(1)} s, peak ${(m.peakBytes / 2 ** 20).toFixed(1)} MiB${m.backboneSamples ? '' : ' (from cache)'}`),
+    backbone,
+    method,
+    data,
+    config,
+    cache,
+    onStep: (m) => {
+      if (!json) log(`epoch ${m.epoch + 1} step ${m.step + 1}: loss ${m.loss.toFixed(4)} (${m.seconds.toFixed(2)} s)`);
+    },
+    onEpoch: (m) =>
+      log(
+        `epoch ${m.epoch + 1}/${epochs}: loss ${m.loss.toFixed(4)}, ${m.seconds.toFixed(1)} s, peak ${(m.peakBytes / 2 ** 20).toFixed(1)} MiB${m.backboneSamples ? '' : ' (from cache)'}`,
+      ),
   });
   if (resume) {
     trainer.load(loadCheckpoint(resume).state);
     log(`resumed from ${resume} at epoch ${trainer.currentEpoch + 1}`);
   }
   const trainableParams = [...trainer.parameters().values()].reduce((a, v) => a + v.size, 0);
-  log(`method ${methodName}: ${trainableParams} trainable parameters, ${data.samples.length} samples of ${seqLen} tokens, ${trainer.stepsPerEpoch()} steps per epoch`);
+  log(
+    `method ${methodName}: ${trainableParams} trainable parameters, ${data.samples.length} samples of ${seqLen} tokens, ${trainer.stepsPerEpoch()} steps per epoch`,
+  );
   while (!trainer.finished) {
     trainer.trainEpoch();
     saveCheckpoint(checkpointDir, { ...run, labelNames: data.labelNames, state: trainer.state() });

@@ -16,7 +16,8 @@ export class FullMethod implements FineTuneMethod {
     for (const [name, w] of backbone.weights()) {
       if (w instanceof tf.Variable && trainable.has(w)) this.params.set(name, w);
     }
-    if (this.params.size !== trainable.size) throw new Error(`method full: ${trainable.size} trainable variables but ${this.params.size} named weights`);
+    if (this.params.size !== trainable.size)
+      throw new Error(`method full: ${trainable.size} trainable variables but ${this.params.size} named weights`);
   }
 
   parameters(): Map<string, tf.Variable> {

@@ -22,9 +22,17 @@ export type Pooling = 'mean' | 'last';
 export class ClassificationHead {
   private readonly params = new Map<string, tf.Variable>();
 
-  constructor(readonly dModel: number, readonly nLabels: number, seed: number, readonly pooling: Pooling = 'mean') {
+  constructor(
+    readonly dModel: number,
+    readonly nLabels: number,
+    seed: number,
+    readonly pooling: Pooling = 'mean',
+  ) {
     if (!Number.isInteger(nLabels) || nLabels < 2) throw new Error(`classification head: nLabels must be an integer >= 2, got ${nLabels}`);
-    this.params.set('head.classifier.weight', initVariable(seed, 'head.classifier.weight', [dModel, nLabels], { kind: 'kaiming', fanIn: dModel }));
+    this.params.set(
+      'head.classifier.weight',
+      initVariable(seed, 'head.classifier.weight', [dModel, nLabels], { kind: 'kaiming', fanIn: dModel }),
+    );
     this.params.set('head.classifier.bias', initVariable(seed, 'head.classifier.bias', [nLabels], { kind: 'zeros' }));
   }
 
@@ -44,7 +52,8 @@ export class ClassificationHead {
     const p = new Float32Array(batch * seqLen * batch);
     for (let b = 0; b < batch; b++) {
       const n = lengths?.[b] ?? seqLen;
-      if (!Number.isInteger(n) || n < 1 || n > seqLen) throw new Error(`classification head: length ${n} of sequence ${b} outside 1..${seqLen}`);
+      if (!Number.isInteger(n) || n < 1 || n > seqLen)
+        throw new Error(`classification head: length ${n} of sequence ${b} outside 1..${seqLen}`);
       if (this.pooling === 'mean') for (let t = 0; t < n; t++) p[(b * seqLen + t) * batch + b] = 1 / n;
       else p[(b * seqLen + n - 1) * batch + b] = 1;
     }

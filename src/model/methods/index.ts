@@ -23,10 +23,15 @@ export const methodNames: readonly MethodName[] = ['full', 'lora', 'serial', 'pa
 /** Builds method `name` on a whole backbone; parameters are seeded by (seed, parameter name). */
 export function createMethod(name: MethodName, backbone: Backbone, options: MethodOptions = {}, seed = 0): FineTuneMethod {
   switch (name) {
-    case 'full': return new FullMethod(backbone);
-    case 'lora': return new LoraMethod(backbone, options, seed);
-    case 'serial': return new SerialMethod(backbone, options, seed);
-    case 'parallel': return new ParallelMethod(backbone, options, seed);
-    default: throw new Error(`unknown method '${name as string}' (expected one of ${methodNames.join(', ')})`);
+    case 'full':
+      return new FullMethod(backbone);
+    case 'lora':
+      return new LoraMethod(backbone, options, seed);
+    case 'serial':
+      return new SerialMethod(backbone, options, seed);
+    case 'parallel':
+      return new ParallelMethod(backbone, options, seed);
+    default:
+      throw new Error(`unknown method '${name as string}' (expected one of ${methodNames.join(', ')})`);
   }
 }

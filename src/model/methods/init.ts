@@ -68,12 +68,21 @@ export function initVariable(seed: number, name: string, shape: number[], init: 
   const n = shape.reduce((a, b) => a * b, 1);
   let values: Float32Array;
   switch (init.kind) {
-    case 'zeros': values = new Float32Array(n); break;
-    case 'ones': values = new Float32Array(n).fill(1); break;
-    case 'kaiming': values = uniformValues(parameterSeed(seed, name), n, 1 / Math.sqrt(init.fanIn)); break;
-    case 'normal': values = normalValues(parameterSeed(seed, name), n, init.std); break;
+    case 'zeros':
+      values = new Float32Array(n);
+      break;
+    case 'ones':
+      values = new Float32Array(n).fill(1);
+      break;
+    case 'kaiming':
+      values = uniformValues(parameterSeed(seed, name), n, 1 / Math.sqrt(init.fanIn));
+      break;
+    case 'normal':
+      values = normalValues(parameterSeed(seed, name), n, init.std);
+      break;
     case 'values':
-      if (init.values.length !== n) throw new Error(`initVariable: '${name}' expects ${n} values for shape [${shape}], got ${init.values.length}`);
+      if (init.values.length !== n)
+        throw new Error(`initVariable: '${name}' expects ${n} values for shape [${shape}], got ${init.values.length}`);
       values = init.values;
       break;
   }

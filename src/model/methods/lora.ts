@@ -14,13 +14,18 @@ export function projectionShape(config: ModelConfig, name: ProjectionName): [num
   const q = config.nHeads * config.headDim;
   const kv = config.nKvHeads * config.headDim;
   switch (name) {
-    case 'query': return [config.dModel, q];
+    case 'query':
+      return [config.dModel, q];
     case 'key':
-    case 'value': return [config.dModel, kv];
-    case 'attn_out': return [q, config.dModel];
+    case 'value':
+      return [config.dModel, kv];
+    case 'attn_out':
+      return [q, config.dModel];
     case 'mlp_up':
-    case 'mlp_gate': return [config.dModel, config.dFF];
-    case 'mlp_down': return [config.dFF, config.dModel];
+    case 'mlp_gate':
+      return [config.dModel, config.dFF];
+    case 'mlp_down':
+      return [config.dFF, config.dModel];
   }
 }
 
@@ -32,7 +37,8 @@ export class LoraMethod extends HookedMethod {
   constructor(backbone: Backbone, options: MethodOptions, seed: number) {
     super(backbone, 'lora');
     const { rank, alpha, targets } = withDefaults(options);
-    if (targets.includes('mlp_gate') && backbone.config.family !== 'llama') throw new Error(`method lora: target mlp_gate exists only in the llama family, not ${backbone.config.family}`);
+    if (targets.includes('mlp_gate') && backbone.config.family !== 'llama')
+      throw new Error(`method lora: target mlp_gate exists only in the llama family, not ${backbone.config.family}`);
     this.scale = alpha / rank;
     for (let i = 1; i <= backbone.config.nLayers; i++) {
       for (const t of targets) {

@@ -57,7 +57,9 @@ export function withDefaults(o: MethodOptions = {}): Required<MethodOptions> {
 export function requireWholeBackbone(backbone: Backbone, method: MethodName): void {
   const { range, config } = backbone;
   if (!range.embed || !range.head || range.from !== 1 || range.to !== config.nLayers) {
-    throw new Error(`method ${method}: needs the whole backbone (layers 1..${config.nLayers}, embedding, head), got layers ${range.from}..${range.to}, embed ${range.embed}, head ${range.head}`);
+    throw new Error(
+      `method ${method}: needs the whole backbone (layers 1..${config.nLayers}, embedding, head), got layers ${range.from}..${range.to}, embed ${range.embed}, head ${range.head}`,
+    );
   }
 }
 
@@ -78,7 +80,10 @@ export abstract class HookedMethod implements FineTuneMethod {
   protected readonly params = new Map<string, tf.Variable>();
   protected abstract readonly hooks: LayerHooks;
 
-  constructor(protected readonly backbone: Backbone, method: MethodName) {
+  constructor(
+    protected readonly backbone: Backbone,
+    method: MethodName,
+  ) {
     requireWholeBackbone(backbone, method);
   }
 

@@ -18,11 +18,19 @@ export class ParallelMethod implements FineTuneMethod {
   readonly side: SideNetwork;
   private layerCalls = 0;
 
-  constructor(private readonly backbone: Backbone, options: MethodOptions, seed: number) {
+  constructor(
+    private readonly backbone: Backbone,
+    options: MethodOptions,
+    seed: number,
+  ) {
     requireWholeBackbone(backbone, 'parallel');
     const o = withDefaults(options);
     const L = backbone.config.nLayers;
-    this.side = new SideNetwork(backbone.config, { from: 1, to: L, hasDown0: true, hasUp: true }, { seed, reduction: o.reduction, sideInit: o.sideInit, backbone });
+    this.side = new SideNetwork(
+      backbone.config,
+      { from: 1, to: L, hasDown0: true, hasUp: true },
+      { seed, reduction: o.reduction, sideInit: o.sideInit, backbone },
+    );
   }
 
   /** Backbone layer calls so far (L per backboneActivations); the cache uses it to prove it skipped the backbone. */

@@ -45,7 +45,11 @@ export function topIndices(scores: ArrayLike<number>, n: number): number[] {
 
 function sliceMatrix(m: Matrix, rows: number[], cols: number[]): Float32Array {
   const out = new Float32Array(rows.length * cols.length);
-  rows.forEach((r, i) => cols.forEach((c, j) => { out[i * cols.length + j] = m.data[r * m.cols + c]!; }));
+  rows.forEach((r, i) =>
+    cols.forEach((c, j) => {
+      out[i * cols.length + j] = m.data[r * m.cols + c]!;
+    }),
+  );
   return out;
 }
 
@@ -58,9 +62,19 @@ function keptAttentionColumns(w: LayerWeights, s: SideShape): { q: number[]; kv:
   const { nHeads, nKvHeads, headDim: hd } = w;
   const group = nHeads / nKvHeads;
   const colScores = (cols: (c: number) => number[]) => {
-    const q = new Float64Array(nHeads * hd), k = new Float64Array(nKvHeads * hd), v = new Float64Array(nKvHeads * hd), o = new Float64Array(nHeads * hd);
-    colEnergy(w.query, q); colEnergy(w.key, k); colEnergy(w.value, v); rowEnergy(w.attnOut, o);
-    return (h: number, c: number) => cols(c).reduce((acc, cc) => acc + q[h * hd + cc]! + o[h * hd + cc]! + k[Math.floor(h / group) * hd + cc]! + v[Math.floor(h / group) * hd + cc]!, 0);
+    const q = new Float64Array(nHeads * hd),
+      k = new Float64Array(nKvHeads * hd),
+      v = new Float64Array(nKvHeads * hd),
+      o = new Float64Array(nHeads * hd);
+    colEnergy(w.query, q);
+    colEnergy(w.key, k);
+    colEnergy(w.value, v);
+    rowEnergy(w.attnOut, o);
+    return (h: number, c: number) =>
+      cols(c).reduce(
+        (acc, cc) => acc + q[h * hd + cc]! + o[h * hd + cc]! + k[Math.floor(h / group) * hd + cc]! + v[Math.floor(h / group) * hd + cc]!,
+        0,
+      );
   };
   const score = colScores((c) => [c]);
   const headScore = Array.from({ length: nHeads }, (_, h) => Array.from({ length: hd }, (_, c) => score(h, c)).reduce((a, b) => a + b, 0));
@@ -71,8 +85,13 @@ function keptAttentionColumns(w: LayerWeights, s: SideShape): { q: number[]; kv:
     return { q, kv };
   }
   // One narrow head (sideShape's only other case): the best rotary pairs of the best head.
-  const h = heads[0]!, half = hd / 2, keepPairs = Math.floor(s.headDim / 2);
-  const pairs = topIndices(Array.from({ length: half }, (_, i) => score(h, i) + score(h, i + half)), keepPairs);
+  const h = heads[0]!,
+    half = hd / 2,
+    keepPairs = Math.floor(s.headDim / 2);
+  const pairs = topIndices(
+    Array.from({ length: half }, (_, i) => score(h, i) + score(h, i + half)),
+    keepPairs,
+  );
   const within = [...pairs, ...pairs.map((i) => i + half)];
   return { q: within.map((c) => h * hd + c), kv: within.map((c) => Math.floor(h / group) * hd + c) };
 }
@@ -81,7 +100,8 @@ function keptAttentionColumns(w: LayerWeights, s: SideShape): { q: number[]; kv:
 export function prunedBlock(backbone: Backbone, layer: number, s: SideShape): PrunedBlock {
   const w = layerWeights(backbone, layer);
   const d = backbone.config.dModel;
-  if (s.nHeads * s.headDim > w.nHeads * w.headDim) throw new Error(`prune: side attention ${s.nHeads}x${s.headDim} is wider than layer ${layer}'s`);
+  if (s.nHeads * s.headDim > w.nHeads * w.headDim)
+    throw new Error(`prune: side attention ${s.nHeads}x${s.headDim} is wider than layer ${layer}'s`);
 
   const residualScore = new Float64Array(d);
   for (const m of [w.query, w.key, w.value, w.mlpUp, ...(w.mlpGate ? [w.mlpGate] : [])]) rowEnergy(m, residualScore);
@@ -98,7 +118,9 @@ export function prunedBlock(backbone: Backbone, layer: number, s: SideShape): Pr
   const units = topIndices(unitScore, s.dFF);
 
   const values = new Map<string, Float32Array>();
-  const put = (suffix: string, v: Float32Array | undefined) => { if (v) values.set(suffix, v); };
+  const put = (suffix: string, v: Float32Array | undefined) => {
+    if (v) values.set(suffix, v);
+  };
   put('ln1.weight', sliceVector(w.ln1Weight, residual));
   put('ln1.bias', w.ln1Bias && sliceVector(w.ln1Bias, residual));
   put('attn.query.weight', sliceMatrix(w.query, residual, q));

@@ -18,7 +18,8 @@ export class SerialMethod extends HookedMethod {
     super(backbone, 'serial');
     const { bottleneck: m } = withDefaults(options);
     const d = backbone.config.dModel;
-    const add = (name: string, shape: number[], init: Parameters<typeof initVariable>[3]) => this.params.set(name, initVariable(seed, name, shape, init));
+    const add = (name: string, shape: number[], init: Parameters<typeof initVariable>[3]) =>
+      this.params.set(name, initVariable(seed, name, shape, init));
     for (let i = 1; i <= backbone.config.nLayers; i++) {
       for (const which of ['attn', 'mlp']) {
         const p = `serial.${i}.${which}`;

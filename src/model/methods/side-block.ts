@@ -55,9 +55,14 @@ export interface BlockParameter {
 
 /** The parameters of a side block, weights laid (din, dout) for plain matmuls. */
 export function sideBlockParameters(s: SideShape): BlockParameter[] {
-  const r = s.width, a = s.nHeads * s.headDim;
+  const r = s.width,
+    a = s.nHeads * s.headDim;
   const gpt2 = s.family === 'gpt2';
-  const weight = (suffix: string, din: number, dout: number): BlockParameter => ({ suffix, shape: [din, dout], init: { kind: 'kaiming', fanIn: din } });
+  const weight = (suffix: string, din: number, dout: number): BlockParameter => ({
+    suffix,
+    shape: [din, dout],
+    init: { kind: 'kaiming', fanIn: din },
+  });
   const vector = (suffix: string, n: number, init: Init): BlockParameter => ({ suffix, shape: [n], init });
   const out: BlockParameter[] = [vector('ln1.weight', r, { kind: 'ones' })];
   if (gpt2) out.push(vector('ln1.bias', r, { kind: 'zeros' }));
@@ -93,7 +98,9 @@ export function sideBlockForward(s: SideShape, w: BlockWeights, x: tf.Tensor2D, 
   const w2 = (suffix: string) => get(suffix) as tf.Tensor2D;
   const w1 = (suffix: string) => w(suffix) as tf.Tensor1D | undefined;
   const norm = (h: tf.Tensor2D, n: 'ln1' | 'ln2') =>
-    s.family === 'gpt2' ? layerNorm(h, get(`${n}.weight`) as tf.Tensor1D, get(`${n}.bias`) as tf.Tensor1D, s.normEps) : rmsNorm(h, get(`${n}.weight`) as tf.Tensor1D, s.normEps);
+    s.family === 'gpt2'
+      ? layerNorm(h, get(`${n}.weight`) as tf.Tensor1D, get(`${n}.bias`) as tf.Tensor1D, s.normEps)
+      : rmsNorm(h, get(`${n}.weight`) as tf.Tensor1D, s.normEps);
 
   const hn = norm(x, 'ln1'); // (N, r)
   let q = linear(hn, w2('attn.query.weight'), w1('attn.query.bias')); // (N, H*hd)
@@ -107,8 +114,9 @@ export function sideBlockForward(s: SideShape, w: BlockWeights, x: tf.Tensor2D, 
   const h = x.add(linear(att, w2('attn.out.weight'), w1('attn.out.bias'))) as tf.Tensor2D; // (N, r)
 
   const mn = norm(h, 'ln2'); // (N, r)
-  const z = s.family === 'gpt2'
-    ? geluNew(linear(mn, w2('mlp.up.weight'), w1('mlp.up.bias'))) // (N, f)
-    : silu(linear(mn, w2('mlp.gate.weight'))).mul(linear(mn, w2('mlp.up.weight'))) as tf.Tensor2D; // (N, f)
+  const z =
+    s.family === 'gpt2'
+      ? geluNew(linear(mn, w2('mlp.up.weight'), w1('mlp.up.bias'))) // (N, f)
+      : (silu(linear(mn, w2('mlp.gate.weight'))).mul(linear(mn, w2('mlp.up.weight'))) as tf.Tensor2D); // (N, f)
   return h.add(linear(z, w2('mlp.down.weight'), w1('mlp.down.bias'))) as tf.Tensor2D; // (N, r)
 }

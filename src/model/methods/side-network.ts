@@ -51,10 +51,15 @@ export class SideNetwork {
   readonly shape: SideShape;
   private readonly params = new Map<string, tf.Variable>();
 
-  constructor(readonly config: ModelConfig, readonly span: SideSpan, init: SideInit) {
+  constructor(
+    readonly config: ModelConfig,
+    readonly span: SideSpan,
+    init: SideInit,
+  ) {
     const { from, to, hasDown0, hasUp } = span;
     const L = config.nLayers;
-    if (!Number.isInteger(from) || !Number.isInteger(to) || from < 1 || to > L || from > to) throw new Error(`side network: span ${from}..${to} must lie within layers 1..${L}`);
+    if (!Number.isInteger(from) || !Number.isInteger(to) || from < 1 || to > L || from > to)
+      throw new Error(`side network: span ${from}..${to} must lie within layers 1..${L}`);
     if (hasDown0 && from !== 1) throw new Error(`side network: down_0 belongs to the stage starting at layer 1, not ${from}`);
     if (hasUp && to !== L) throw new Error(`side network: up belongs to the stage ending at layer ${L}, not ${to}`);
     const sideInit = init.sideInit ?? 'random';
@@ -63,17 +68,21 @@ export class SideNetwork {
       if (!r || r.from > from || r.to < to) throw new Error(`side network: sideInit 'prune' needs the backbone layers ${from}..${to}`);
     }
     this.shape = sideShape(config, init.reduction ?? 8);
-    const d = config.dModel, r = this.shape.width;
+    const d = config.dModel,
+      r = this.shape.width;
     const add = (name: string, shape: number[], how: Init) => this.params.set(name, initVariable(init.seed, name, shape, how));
     const selection = (kept: number[]) => {
       const v = new Float32Array(d * r);
-      kept.forEach((dim, j) => { v[dim * r + j] = 1; });
+      kept.forEach((dim, j) => {
+        v[dim * r + j] = 1;
+      });
       return v;
     };
 
     for (let i = from; i <= to; i++) {
       const pruned = sideInit === 'prune' ? prunedBlock(init.backbone!, i, this.shape) : undefined;
-      if (i === 1 && hasDown0) add('side.down.0.weight', [d, r], pruned ? { kind: 'values', values: selection(pruned.residual) } : { kind: 'kaiming', fanIn: d });
+      if (i === 1 && hasDown0)
+        add('side.down.0.weight', [d, r], pruned ? { kind: 'values', values: selection(pruned.residual) } : { kind: 'kaiming', fanIn: d });
       add(`side.down.${i}.weight`, [d, r], pruned ? { kind: 'values', values: selection(pruned.residual) } : { kind: 'kaiming', fanIn: d });
       for (const p of sideBlockParameters(this.shape)) {
         const values = pruned?.values.get(p.suffix);
@@ -108,7 +117,8 @@ export class SideNetwork {
     let a: tf.Tensor2D;
     // b_i are backbone activations (frozen, often cached): the down projections train their
     // weights only, and no gradient is computed for b_i.
-    if (this.span.hasDown0) a = inputFrozenLinear(b(0), this.weight('side.down.0.weight')); // (N, r)
+    if (this.span.hasDown0)
+      a = inputFrozenLinear(b(0), this.weight('side.down.0.weight')); // (N, r)
     else if (aIn) a = aIn;
     else throw new Error(`side network: span ${this.span.from}..${this.span.to} needs a_${this.span.from - 1} from the previous stage`);
     for (let i = this.span.from; i <= this.span.to; i++) {
