@@ -5,26 +5,19 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parse, stringify } from 'yaml';
-import { initBackend } from '../src/model/backend.ts';
-import { loadConfig } from '../src/model/load.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
-import { loadTopology } from '../src/topology/load.ts';
-import { runLocal } from '../src/engine/index.ts';
-import { loadRunData, plannedMicroBatches, specFromTopology } from '../src/train/run-spec.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-launch-'));
-
-type Ev = Record<string, unknown> & { type: string };
 
 /** A CI-sized copy of a ready topology: tiny preset, 16 sequences of 16 tokens, 2 epochs of 4 steps. */
 function ciTopology(name: string, sequences = 16): string {
@@ -55,26 +48,8 @@ function pipelineProfile(file: string): string {
 }
 
 /** Starts `charon launch FILE --json [...extra]`; `onEvent` sees each event as it arrives. */
-function start(file: string, runDir: string, onEvent: (e: Ev) => void = () => {}, extra: string[] = []) {
-  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, '--run-dir', runDir, '--json', ...extra], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const events: Ev[] = [];
-  let stderr = '';
-  child.stderr!.on('data', (d) => {
-    stderr += d;
-  });
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    const e = JSON.parse(line) as Ev;
-    events.push(e);
-    onEvent(e);
-  });
-  const done = new Promise<{ code: number; events: Ev[]; stderr: string }>((res) =>
-    child.once('close', (code) => res({ code: code ?? -1, events, stderr })),
-  );
-  return { child, done };
-}
+const start = (file: string, runDir: string, onEvent: (e: Ev) => void = () => {}, extra: string[] = []) =>
+  startLaunch([file, '--run-dir', runDir, ...extra], onEvent);
 
 /** Runs `charon launch FILE --json` to the end; returns its exit code and events. */
 const launch = (file: string, runDir: string, extra: string[] = []) => start(file, runDir, undefined, extra).done;
@@ -163,21 +138,7 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   }
 
   // The final side network equals a 1-device in-process run of the same spec.
-  const spec = specFromTopology(loadTopology(file));
-  const L = loadConfig(spec.model).nLayers;
-  await initBackend('wasm');
-  const local = await runLocal({
-    model: spec.model,
-    data: loadRunData(spec),
-    seqLen: spec.seqLen,
-    stages: [{ from: 1, to: L, devices: ['one'], shares: [1] }],
-    epochs: spec.epochs,
-    batch: spec.batch,
-    microBatches: plannedMicroBatches(spec),
-    seed: spec.seed,
-    optimizer: spec.optimizer,
-    reduction: spec.reduction,
-  });
+  const local = await referenceRun(file);
   const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
   const params = new Map([...ck.parameters].map(([n, p]) => [n, p.data]));
   const diff = relDiff(local.params, params);

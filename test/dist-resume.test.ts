@@ -5,25 +5,18 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parse, stringify } from 'yaml';
-import { initBackend } from '../src/model/backend.ts';
-import { loadConfig } from '../src/model/load.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
-import { loadTopology } from '../src/topology/load.ts';
-import { runLocal, type LocalRunResult } from '../src/engine/index.ts';
-import { loadRunData, plannedMicroBatches, specFromTopology } from '../src/train/run-spec.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-resume-'));
-type Ev = Record<string, unknown> & { type: string };
 
 /** local-2, CI-sized: 16 sequences of 16 tokens, 3 epochs of 4 steps (1 pipeline, 2 cached). */
 const file = join(tmp, 'local-2.yaml');
@@ -34,49 +27,15 @@ const file = join(tmp, 'local-2.yaml');
   writeFileSync(file, stringify(t));
 }
 
-/** `charon launch ...args --json`; SIGINT once `interruptWhen` matches an event. */
+/** `charon launch FILE ...args --json`; SIGINT once `interruptWhen` matches an event. */
 function launch(args: string[], interruptWhen?: (e: Ev) => boolean) {
-  const child = spawn(process.execPath, [join(root, 'tools/charon.js'), 'launch', file, ...args, '--json'], {
-    cwd: root,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const events: Ev[] = [];
-  let stderr = '',
-    sent = false;
-  child.stderr!.on('data', (d) => {
-    stderr += d;
-  });
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    const e = JSON.parse(line) as Ev;
-    events.push(e);
+  let sent = false;
+  return startLaunch([file, ...args], (e, child) => {
     if (!sent && interruptWhen?.(e)) {
       sent = true;
       child.kill('SIGINT');
     }
-  });
-  return new Promise<{ code: number; events: Ev[]; stderr: string }>((res) =>
-    child.once('close', (code) => res({ code: code ?? -1, events, stderr })),
-  );
-}
-
-let uninterrupted: LocalRunResult | null = null;
-async function reference(): Promise<LocalRunResult> {
-  if (uninterrupted) return uninterrupted;
-  const spec = specFromTopology(loadTopology(file));
-  await initBackend('wasm');
-  uninterrupted = await runLocal({
-    model: spec.model,
-    data: loadRunData(spec),
-    seqLen: spec.seqLen,
-    stages: [{ from: 1, to: loadConfig(spec.model).nLayers, devices: ['one'], shares: [1] }],
-    epochs: spec.epochs,
-    batch: spec.batch,
-    microBatches: plannedMicroBatches(spec),
-    seed: spec.seed,
-    optimizer: spec.optimizer,
-    reduction: spec.reduction,
-  });
-  return uninterrupted;
+  }).done;
 }
 
 /** Interrupts after step `k` is done, resumes, and checks the result against an uninterrupted run. */
@@ -129,7 +88,7 @@ async function interruptAndResume(name: string, k: number): Promise<void> {
   );
   assert.equal(summary.ledger.problems, []);
 
-  const ref = await reference();
+  const ref = await referenceRun(file);
   const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
   const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
   // Measured ~4e-8 (summation order only); the claim is 1e-4.

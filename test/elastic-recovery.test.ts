@@ -6,24 +6,18 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parse, stringify } from 'yaml';
-import { initBackend } from '../src/model/backend.ts';
-import { loadConfig } from '../src/model/load.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
-import { loadTopology } from '../src/topology/load.ts';
-import { runLocal, type LocalRunResult } from '../src/engine/index.ts';
-import { loadRunData, plannedMicroBatches, specFromTopology } from '../src/train/run-spec.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-elastic-'));
-type Ev = Record<string, unknown> & { type: string };
 const SAMPLES = 24,
   EPOCHS = 3,
   STEPS = SAMPLES / 4;
@@ -57,46 +51,7 @@ const profile = join(tmp, 'local-3.profile.json');
 }
 
 /** `charon launch --json`; `onEvent` sees each event as it arrives (with the child, to kill a device). */
-function launch(runDir: string, onEvent: (e: Ev) => void) {
-  const child = spawn(
-    process.execPath,
-    [join(root, 'tools/charon.js'), 'launch', file, '--run-dir', runDir, '--profile', profile, '--json'],
-    { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const events: Ev[] = [];
-  let stderr = '';
-  child.stderr!.on('data', (d) => {
-    stderr += d;
-  });
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    const e = JSON.parse(line) as Ev;
-    events.push(e);
-    onEvent(e);
-  });
-  return new Promise<{ code: number; events: Ev[]; stderr: string }>((res) =>
-    child.once('close', (code) => res({ code: code ?? -1, events, stderr })),
-  );
-}
-
-let uninterrupted: LocalRunResult | null = null;
-async function reference(): Promise<LocalRunResult> {
-  if (uninterrupted) return uninterrupted;
-  const spec = specFromTopology(loadTopology(file));
-  await initBackend('wasm');
-  uninterrupted = await runLocal({
-    model: spec.model,
-    data: loadRunData(spec),
-    seqLen: spec.seqLen,
-    stages: [{ from: 1, to: loadConfig(spec.model).nLayers, devices: ['one'], shares: [1] }],
-    epochs: spec.epochs,
-    batch: spec.batch,
-    microBatches: plannedMicroBatches(spec),
-    seed: spec.seed,
-    optimizer: spec.optimizer,
-    reduction: spec.reduction,
-  });
-  return uninterrupted;
-}
+const launch = (runDir: string, onEvent: (e: Ev) => void) => startLaunch([file, '--run-dir', runDir, '--profile', profile], onEvent).done;
 
 /** Kills `device`'s process with SIGKILL at the first event `when` matches; checks the run against an uninterrupted one. */
 async function killAndRecover(name: string, device: string, when: (e: Ev) => boolean): Promise<void> {
@@ -149,7 +104,7 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   const lost = run.events.find((e) => e.type === 'DEVICE_LOST' && e.device === device)!;
   const next = run.events.find((e) => e.type === 'STEP_DONE' && (e.at as number) > (lost.at as number))!;
   assert.ok(run.events.some((e) => e.type === 'RECOVERING'));
-  const ref = await reference();
+  const ref = await referenceRun(file);
   const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
   const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
   // Recovery time for the report: kill -> loss reported -> next step done -> committed.

@@ -63,9 +63,6 @@ export type DeviceEvent =
   | { type: 'WORK'; request: DeviceRequest; step: number; phase: string }
   | { type: 'UNLOAD'; request: DeviceRequest };
 
-type Output = { output: unknown };
-type Failure = { error: unknown };
-
 export const deviceMachine = setup({
   types: {
     context: {} as DeviceContext,
@@ -93,8 +90,39 @@ export const deviceMachine = setup({
     stopHeartbeats: () => {},
     /** Something went wrong that the device survives; the binding reports it on `events`. */
     reportError: (_, _params: { what: string; error: string }) => {},
-    answer: assign({ reply: ({ context }, p: Output) => ({ id: context.request?.id ?? 0, ok: true as const, result: p.output }) }),
-    refuse: assign({ reply: ({ context }, p: Failure) => ({ id: context.request?.id ?? 0, ok: false as const, error: toWire(p.error) }) }),
+    /** The effect's output is the answer to the request being served. */
+    answer: assign({
+      reply: ({ context, event }) => ({
+        id: context.request?.id ?? 0,
+        ok: true as const,
+        result: (event as unknown as { output: unknown }).output,
+      }),
+    }),
+    /** The effect's error, as a wire error, is the answer to the request being served. */
+    refuse: assign({
+      reply: ({ context, event }) => ({
+        id: context.request?.id ?? 0,
+        ok: false as const,
+        error: toWire((event as unknown as { error: unknown }).error),
+      }),
+    }),
+    takeRequest: assign({
+      request: ({ event }) => {
+        assertEvent(event, ['LOAD', 'WORK', 'UNLOAD']);
+        return event.request;
+      },
+    }),
+    takeRole: assign({
+      role: ({ event }) => {
+        assertEvent(event, 'LOAD');
+        return event.role;
+      },
+    }),
+    takeWork: assign(({ event }) => {
+      assertEvent(event, 'WORK');
+      return { step: event.step, phase: event.phase };
+    }),
+    dropRole: assign({ role: null }),
     rememberDrain: assign({
       drainRequested: true,
       drainReason: ({ event }) => {
@@ -184,16 +212,9 @@ export const deviceMachine = setup({
         },
         idle: {
           on: {
-            LOAD: { target: 'loading', actions: assign({ request: ({ event }) => event.request, role: ({ event }) => event.role }) },
-            WORK: {
-              target: 'working',
-              actions: assign({
-                request: ({ event }) => event.request,
-                step: ({ event }) => event.step,
-                phase: ({ event }) => event.phase,
-              }),
-            },
-            UNLOAD: { target: 'unloading', actions: assign({ request: ({ event }) => event.request }) },
+            LOAD: { target: 'loading', actions: ['takeRequest', 'takeRole'] },
+            WORK: { target: 'working', actions: ['takeRequest', 'takeWork'] },
+            UNLOAD: { target: 'unloading', actions: ['takeRequest'] },
           },
         },
         loading: {
@@ -202,24 +223,16 @@ export const deviceMachine = setup({
             src: 'load',
             input: ({ context }) => context.request!,
             onDone: [
-              {
-                guard: 'drainRequested',
-                target: '#device.draining',
-                actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) },
-              },
-              { target: 'ready', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+              { guard: 'drainRequested', target: '#device.draining', actions: 'answer' },
+              { target: 'ready', actions: 'answer' },
             ],
             onError: [
-              {
-                guard: 'drainRequested',
-                target: '#device.draining',
-                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })],
-              },
+              { guard: 'drainRequested', target: '#device.draining', actions: ['refuse', 'dropRole'] },
               {
                 target: 'idle',
                 actions: [
-                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
-                  assign({ role: null }),
+                  'refuse',
+                  'dropRole',
                   { type: 'reportError', params: ({ event }) => ({ what: 'load', error: text(event.error) }) },
                 ],
               },
@@ -228,15 +241,8 @@ export const deviceMachine = setup({
         },
         ready: {
           on: {
-            WORK: {
-              target: 'working',
-              actions: assign({
-                request: ({ event }) => event.request,
-                step: ({ event }) => event.step,
-                phase: ({ event }) => event.phase,
-              }),
-            },
-            UNLOAD: { target: 'unloading', actions: assign({ request: ({ event }) => event.request }) },
+            WORK: { target: 'working', actions: ['takeRequest', 'takeWork'] },
+            UNLOAD: { target: 'unloading', actions: ['takeRequest'] },
           },
         },
         working: {
@@ -245,34 +251,20 @@ export const deviceMachine = setup({
             src: 'work',
             input: ({ context }) => context.request!,
             onDone: [
-              {
-                guard: 'drainRequested',
-                target: '#device.draining',
-                actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) },
-              },
-              { guard: 'holdsRole', target: 'ready', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
-              { target: 'idle', actions: { type: 'answer', params: ({ event }) => ({ output: event.output }) } },
+              { guard: 'drainRequested', target: '#device.draining', actions: 'answer' },
+              { guard: 'holdsRole', target: 'ready', actions: 'answer' },
+              { target: 'idle', actions: 'answer' },
             ],
             onError: [
-              {
-                guard: 'drainRequested',
-                target: '#device.draining',
-                actions: { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
-              },
+              { guard: 'drainRequested', target: '#device.draining', actions: 'refuse' },
               {
                 guard: 'holdsRole',
                 target: 'ready',
-                actions: [
-                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
-                  { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) },
-                ],
+                actions: ['refuse', { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) }],
               },
               {
                 target: 'idle',
-                actions: [
-                  { type: 'refuse', params: ({ event }) => ({ error: event.error }) },
-                  { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) },
-                ],
+                actions: ['refuse', { type: 'reportError', params: ({ event }) => ({ what: 'work', error: text(event.error) }) }],
               },
             ],
           },
@@ -283,28 +275,17 @@ export const deviceMachine = setup({
             src: 'unload',
             input: ({ context }) => context.request!,
             onDone: [
-              {
-                guard: 'drainRequested',
-                target: '#device.draining',
-                actions: [{ type: 'answer', params: ({ event }) => ({ output: event.output }) }, assign({ role: null })],
-              },
-              { target: 'idle', actions: [{ type: 'answer', params: ({ event }) => ({ output: event.output }) }, assign({ role: null })] },
+              { guard: 'drainRequested', target: '#device.draining', actions: ['answer', 'dropRole'] },
+              { target: 'idle', actions: ['answer', 'dropRole'] },
             ],
             onError: [
-              {
-                guard: 'drainRequested',
-                target: '#device.draining',
-                actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })],
-              },
-              { target: 'idle', actions: [{ type: 'refuse', params: ({ event }) => ({ error: event.error }) }, assign({ role: null })] },
+              { guard: 'drainRequested', target: '#device.draining', actions: ['refuse', 'dropRole'] },
+              { target: 'idle', actions: ['refuse', 'dropRole'] },
             ],
           },
         },
       },
     },
-    // Without a connection the leave cannot reach the coordinator: waiting for its acknowledgement
-    // would hold the process for the whole request timeout (a Ctrl-C takes the server down with
-    // the devices), and a drain remembered during work would be forgotten here.
     reconnecting: {
       always: { guard: 'drainRequested', target: 'stopped' },
       on: {
