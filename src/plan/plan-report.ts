@@ -6,7 +6,7 @@ import { type CostModel, memberPeakBytes, stepMakespan, type MemoryShortfall, ty
 import { chainOf, deviceClasses, deviceOrderings, type OrderingName } from './devices.ts';
 import type { PlannedStage, StagePlan } from './planner.ts';
 import { boundaryBytesPerSample } from './profile.ts';
-import { Space, type ChosenStage } from './search.ts';
+import { nextGroup, Space, type ChosenStage } from './search.ts';
 
 export function buildPlan(
   cm: CostModel,
@@ -151,17 +151,8 @@ function tightest(cm: CostModel, space: Space, rows: number, M: number, best: No
         take[c] = 0;
         free += sizes[c]! - used[c]!;
       }
-      for (;;) {
-        let c = 0;
-        while (c < K && take[c] === sizes[c]! - used[c]!) take[c++] = 0;
-        if (c === K) break;
-        take[c] = take[c]! + 1;
-        let m = 0,
-          target = u;
-        for (let i = 0; i < K; i++) {
-          m += take[i]!;
-          target += take[i]! * strides[i]!;
-        }
+      for (let group = nextGroup(take, used, sizes, strides, u); group; group = nextGroup(take, used, sizes, strides, u)) {
+        const { m, target } = group;
         if (m > rows) continue;
         const members: number[] = [];
         space.chains.forEach((chain, i) => {

@@ -200,17 +200,8 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
       }
       if (prices.prefixBytes[x]! > freeBytes) continue;
       // Every non-empty group of free devices, as counts per chain (an odometer over take).
-      for (;;) {
-        let c = 0;
-        while (c < K && take[c] === sizes[c]! - used[c]!) take[c++] = 0;
-        if (c === K) break;
-        take[c] = take[c]! + 1;
-        let m = 0,
-          target = u;
-        for (let i = 0; i < K; i++) {
-          m += take[i]!;
-          target += take[i]! * strides[i]!;
-        }
+      for (let group = nextGroup(take, used, sizes, strides, u); group; group = nextGroup(take, used, sizes, strides, u)) {
+        const { m, target } = group;
         if (m > rows) continue;
         work++;
         const rest = free - m;
@@ -336,4 +327,30 @@ export function stagesOf(label: Label, chains: readonly Chain[] | null): ChosenS
     stages.unshift({ from: x, to: y, members, inFlight });
   }
   return stages;
+}
+
+/**
+ * Steps `take` (devices per chain in a group, all zero to start) to the next non-empty group of
+ * the free devices (at most sizes[c] - used[c] from chain c): an odometer over every such group.
+ * Returns the group's size and the used-set code it leads to from `u`, or null once all are seen.
+ */
+export function nextGroup(
+  take: Int32Array,
+  used: Int32Array,
+  sizes: ArrayLike<number>,
+  strides: ArrayLike<number>,
+  u: number,
+): { m: number; target: number } | null {
+  const K = take.length;
+  let c = 0;
+  while (c < K && take[c] === sizes[c]! - used[c]!) take[c++] = 0;
+  if (c === K) return null;
+  take[c] = take[c]! + 1;
+  let m = 0,
+    target = u;
+  for (let i = 0; i < K; i++) {
+    m += take[i]!;
+    target += take[i]! * strides[i]!;
+  }
+  return { m, target };
 }
