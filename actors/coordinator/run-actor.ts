@@ -359,7 +359,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     joined: (device) => actor.send({ type: 'DEVICE_JOINED', device }),
     lost: (device, reason) => actor.send({ type: 'DEVICE_LOST', device, reason, at: Date.now() }),
   });
-  actor.subscribe((snap) => coordinator.setRunPhase(leafState(snap.value)));
+  actor.subscribe((snap) => coordinator.setRunPhase(statePath(snap.value)));
   const onAbort = () => actor.stop();
   o.signal?.addEventListener('abort', onAbort);
   actor.start();
@@ -402,8 +402,15 @@ function saveSide(dir: string, { state: p, side, spec, fingerprint }: CommitInpu
   });
 }
 
-/** The innermost state name of a (possibly nested) state value, e.g. 'pipelineEpoch'. */
-function leafState(value: unknown): string {
-  while (value && typeof value === 'object') value = Object.values(value)[0];
-  return String(value);
+/** A (possibly nested) state value as a dotted path, e.g. 'training.pipelineEpoch.step'. */
+function statePath(value: unknown): string {
+  const parts: string[] = [];
+  while (value && typeof value === 'object') {
+    const [key, inner] = Object.entries(value)[0] ?? [];
+    if (key === undefined) break;
+    parts.push(key);
+    value = inner;
+  }
+  if (typeof value === 'string') parts.push(value);
+  return parts.join('.');
 }
