@@ -164,7 +164,7 @@ test('run machine: gathering times out on the simulated clock, naming the missin
   assert.match(actor.getSnapshot().context.error!, /waiting for b/);
 });
 
-test('run machine: a join during training is kept (never used by the run); losing every device fails the run naming them', async () => {
+test('run machine: a join during training is queued for the next step boundary; losing every device fails the run naming them', async () => {
   const log: string[] = [];
   let release: () => void = () => {};
   const gate = new Promise<void>((r) => {
@@ -183,7 +183,10 @@ test('run machine: a join during training is kept (never used by the run); losin
   actor.send({ type: 'DEVICE_JOINED', device: 'b' });
   await waitFor(actor, (s) => s.matches({ training: 'pipelineEpoch' }));
   actor.send({ type: 'DEVICE_JOINED', device: 'c' });
-  assert.equal(actor.getSnapshot().context.pendingJoins, ['c']);
+  assert.equal(
+    actor.getSnapshot().context.joining.map((j) => j.device),
+    ['c'],
+  );
   actor.send({ type: 'DEVICE_LOST', device: 'b', reason: 'heartbeat timeout' });
   actor.send({ type: 'DEVICE_LOST', device: 'a', reason: 'heartbeat timeout' });
   const snap = actor.getSnapshot();

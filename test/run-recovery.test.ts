@@ -6,7 +6,16 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createActor, fromPromise, SimulatedClock, toPromise, waitFor } from 'xstate';
-import type { AbortInput, CommitInput, Committed, RunInput, RunOutput, StepInput } from '../actors/coordinator/run-machine.ts';
+import type {
+  AbortInput,
+  CommitInput,
+  Committed,
+  ProfileInput,
+  RunInput,
+  RunOutput,
+  StepInput,
+} from '../actors/coordinator/run-machine.ts';
+import type { Profile } from '../src/plan/profile.ts';
 import { survivorsProfile } from '../actors/coordinator/run-faults.ts';
 import { NoResponders } from '../src/bus/errors.ts';
 import { epochSteps } from '../src/train/data.ts';
@@ -109,6 +118,8 @@ test('run recovery: a device lost in a pipeline step: abort on the survivors, re
     {
       generation: 1,
       lost: ['d2'],
+      joined: [],
+      left: [],
       devices: ['d0', 'd1'],
       at: 1000,
       from: { stages: full.layout, microBatches: full.plan.microBatches, cachedRanks: null },
@@ -298,20 +309,75 @@ test('run recovery: with no device left, or none the model fits on, the run fail
   assert.is(tooSmall.calls.commit.length, 1);
 });
 
-test('run recovery: a device that comes back is recorded, not used; its process lost again changes nothing', async () => {
+test('run recovery: a device that comes back joins at the next step boundary as a new device, without a replay; lost again, the run recovers again', async () => {
   const { machine, calls } = fakeRun({ profileOf: profile3, beforeStep: hangFirst(2) });
   const actor = start(machine);
   await inStep(actor, calls, 'pipelineEpoch', 2);
-  actor.send({ type: 'DEVICE_LOST', device: 'd2', reason: 'silent' });
-  actor.send({ type: 'DEVICE_JOINED', device: 'd2' });
-  actor.send({ type: 'DEVICE_JOINED', device: 'd2' });
-  await waitFor(actor, (s) => s.matches({ training: 'cachedEpochs' }));
+  actor.send({ type: 'DEVICE_LOST', device: 'd2', reason: 'silent', at: 1500 });
+  await inStep(actor, calls, 'pipelineEpoch', 3);
+  actor.send({ type: 'DEVICE_JOINED', device: 'd2', at: 1800 });
+  actor.send({ type: 'DEVICE_JOINED', device: 'd2', at: 1801 });
+  assert.equal(
+    actor.getSnapshot().context.joining.map((j) => j.device),
+    ['d2'],
+  );
+  await waitFor(actor, (s) => s.matches({ training: 'cachedEpochs' }) && calls.step.at(-1)?.step === 6);
   actor.send({ type: 'DEVICE_LOST', device: 'd2', reason: 'silent' });
   const summary = done(await toPromise(actor));
-  assert.equal(summary.joinedLate, ['d2']);
-  assert.is(summary.faults.length, 1);
-  assert.is(summary.replans.length, 1);
-  assert.ok(calls.step.slice(2).every((s) => !s.groups.flat().includes('d2')));
+  // Step 3 ran once on the survivors; the joiner was released, profiled, planned in and given its shard.
+  assert.equal(
+    calls.step.map((s) => s.step),
+    [1, 2, 2, 3, 4, 5, 6, 6, 7, 8, 9],
+  );
+  assert.equal(calls.abort[1], { devices: ['d0', 'd1', 'd2'], lost: [] });
+  assert.equal(calls.profile[1]!.devices, ['d0', 'd1', 'd2']);
+  assert.equal(calls.redistribute[0]!.devices, ['d0', 'd1', 'd2']);
+  assert.equal(calls.step[4]!.groups, [['d0', 'd1', 'd2']]);
+  assert.equal(summary.joins, [
+    { device: 'd2', at: 1800, plannedAt: 1000, generation: 2, phase: 'cached', epoch: 2, step: 4, rejoin: true },
+  ]);
+  assert.equal(
+    summary.replans.map((r) => [r.generation, r.lost, r.joined, r.devices]),
+    [
+      [1, ['d2'], [], ['d0', 'd1']],
+      [2, [], ['d2'], ['d0', 'd1', 'd2']],
+      [3, ['d2'], [], ['d0', 'd1']],
+    ],
+  );
+  assert.is(summary.faults.length, 2);
+  assert.equal(summary.joinedLate, []);
+  assert.equal(summary.ledger.problems, []);
+});
+
+test('run recovery: a loss and joins arriving within the debounce window make one re-plan', async () => {
+  const { machine: fake, calls } = fakeRun({ profileOf: profile3, beforeStep: hangFirst(2) });
+  // Profiles only the devices it is asked about, as the real effect does.
+  const machine = fake.provide({
+    actors: {
+      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: p }) => {
+        calls.order.push('profile');
+        calls.profile.push(p);
+        return survivorsProfile(profile3, p.devices);
+      }),
+    },
+  });
+  const actor = start(machine, { ...three, expectedDevices: ['d0', 'd1'] });
+  await inStep(actor, calls, 'pipelineEpoch', 2);
+  actor.send({ type: 'DEVICE_LOST', device: 'd1', reason: 'silent' });
+  await new Promise((r) => setTimeout(r, 50));
+  actor.send({ type: 'DEVICE_JOINED', device: 'd2' });
+  const summary = done(await toPromise(actor));
+  assert.equal(
+    summary.replans.map((r) => [r.lost, r.joined, r.devices]),
+    [[['d1'], ['d2'], ['d0', 'd2']]],
+  );
+  assert.equal(calls.abort, [{ devices: ['d0', 'd2'], lost: ['d1'] }]);
+  assert.ok(calls.step.slice(0, 2).every((s) => !s.groups.flat().includes('d2')));
+  assert.ok(calls.step.slice(2).every((s) => s.groups.flat().includes('d2')));
+  assert.equal(
+    calls.step.map((s) => s.step),
+    [1, 2, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
 });
 
 test.run();

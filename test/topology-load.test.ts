@@ -45,7 +45,8 @@ test('topology: defaults fill in and relative paths resolve against the file', (
   assert.equal(t.method, { kind: 'lora', rank: 4, alpha: 16, targets: ['query', 'value'] });
   assert.equal(t.bus, { embedded: true });
   assert.equal(t.training.cache.dtype, 'f32');
-  assert.equal(t.devices[0], { name: 'a', memoryMb: 1024, local: true, backend: 'wasm', slowdown: 1 });
+  assert.equal(t.devices[0], { name: 'a', memoryMb: 1024, local: true, backend: 'wasm', slowdown: 1, optional: false });
+  assert.equal(t.elastic, { allowUnlisted: false });
 });
 
 test('topology: errors name file, line, field and reason', () => {
@@ -67,6 +68,17 @@ test('topology: errors name file, line, field and reason', () => {
     't.yaml:2: model: give exactly one of "preset" or "dir"',
   );
   assert.equal(errorOf('run: r\n  x: [\n').issues[0]!.field, '(yaml)');
+  assert.equal(
+    errorOf(good.replace('local: false,', 'local: false, optional: maybe,')).firstLine,
+    't.yaml:7: devices[1].optional: expected boolean, got "maybe"',
+  );
+  assert.equal(errorOf(`${good}elastic: { allowUnlisted: 1 }\n`).firstLine, 't.yaml:8: elastic.allowUnlisted: expected boolean, got 1');
+  assert.equal(errorOf(`${good}elastic: { allowUnlited: true }\n`).firstLine, 't.yaml:8: elastic.allowUnlited: unknown field');
+  assert.equal(
+    errorOf(good.replace('memoryMb: 1024 }', 'memoryMb: 1024, optional: true }').replace('local: false,', 'local: false, optional: true,'))
+      .firstLine,
+    't.yaml:6: devices: at least one device must not be optional (the run starts with those)',
+  );
 });
 
 test('topology: launch prints one clear error line and exits non-zero', async () => {

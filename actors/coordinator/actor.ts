@@ -1,5 +1,7 @@
 /**
- * The minimal coordinator's binding: serves `coord.join` (kinds join, profile, leave, status),
+ * The minimal coordinator's binding: serves `coord.join` (kinds join, profile, leaving, leave,
+ * status; a join the admission policy refuses is answered with its reason and emitted as
+ * JOIN_REFUSED),
  * listens to every device heartbeat, keeps the DeviceRegistry, publishes DEVICE_JOINED /
  * DEVICE_PROFILED / DEVICE_LOST / DEVICE_LEFT / ASSEMBLED on `events`, and drives the coordinator
  * machine. Runs inside `charon launch` on the launcher's bus connection.
@@ -14,6 +16,8 @@ import {
   leaveRequest,
   profileReport,
   statusRequest,
+  type JoinReply,
+  type JoinRequest,
   type OkReply,
   type StatusReply,
 } from '../../src/runtime/messages.ts';
@@ -27,7 +31,15 @@ export interface CoordinatorOptions {
   expected: string[];
   clock?: Clock;
   lostAfterMs?: number;
+  /** Why a device may not join this run (null: it may); a refusal is answered and emitted as JOIN_REFUSED. */
+  admit?: (hello: JoinRequest) => string | null;
 }
+
+/**
+ * Told that a device asks to leave (SIGTERM, Ctrl-C): true when the run hands its work over first
+ * and then sends it `drain`, false when it may go at once.
+ */
+export type LeavingHandler = (device: string, reason: string) => boolean;
 
 export interface Coordinator {
   readonly registry: DeviceRegistry;
@@ -40,6 +52,10 @@ export interface Coordinator {
   status(): StatusReply;
   /** The training run's current phase for status replies (null: no run in progress). */
   setRunPhase(phase: string | null): void;
+  /** Devices joining or leaving the run now, for status replies. */
+  setElastic(elastic: { joining: string[]; leaving: string[] } | null): void;
+  /** Who decides about leaving devices (null: none, they go at once). */
+  onLeaving(handler: LeavingHandler | null): void;
   /**
    * The run is over: devices leaving from now on are the shutdown, not an incomplete run. The
    * registry and status requests keep working until stop().
@@ -86,7 +102,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
         events.emit(e.type, { device: d.name, matmulGflops: d.matmulGflops, backendDetail: d.backendDetail });
         break;
       case 'DEVICE_LOST':
-        events.emit(e.type, { device: d.name, silentMs: e.silentMs });
+        events.emit(e.type, { device: d.name, silentMs: e.silentMs, ...(e.reason ? { reason: e.reason } : {}) });
         machine.actor.send({ type: 'DEVICE_LOST', name: d.name });
         break;
       case 'DEVICE_LEFT':
@@ -97,19 +113,32 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
   });
 
   let runPhase: string | null = null;
+  let elastic: { joining: string[]; leaving: string[] } | null = null;
+  let leaving: LeavingHandler | null = null;
   const status = (): StatusReply => ({
     run: bus.run,
     state: String(machine.actor.getSnapshot().value),
     runPhase,
+    ...(elastic ? { elastic } : {}),
     devices: registry.status(),
     rejected: inbox.rejected(),
   });
+  const join = (hello: JoinRequest): JoinReply => {
+    const refused = opts.admit?.(hello) ?? null;
+    if (refused === null) return registry.join(hello);
+    events.emit('JOIN_REFUSED', { device: hello.device, reason: refused, pid: hello.pid, host: hello.host });
+    return { ok: false, reason: refused };
+  };
 
   const ok = (value: boolean, reason: string): OkReply => (value ? { ok: true } : { ok: false, reason });
   inbox.serve(bus.subjects.coordJoin(), {
-    join: route(joinRequest, (hello) => registry.join(hello)),
+    join: route(joinRequest, join),
     profile: route(profileReport, (p) => ok(registry.profile(p), `device '${p.device}' has not joined`)),
     leave: route(leaveRequest, (l) => ok(registry.leave(l.device, l.reason), `device '${l.device}' is not alive`)),
+    // ok: the run hands the device's work over and then sends it `drain`; otherwise it goes now.
+    leaving: route(leaveRequest, (l) =>
+      ok(registry.get(l.device)?.alive === true && (leaving?.(l.device, l.reason) ?? false), 'no hand-off: leave now'),
+    ),
     status: route(statusRequest, () => status()),
   });
   inbox.on(bus.subjects.devHbAll(), 'hb', heartbeat, (hb, env) => {
@@ -125,6 +154,12 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
     status,
     setRunPhase: (phase) => {
       runPhase = phase;
+    },
+    setElastic: (e) => {
+      elastic = e;
+    },
+    onLeaving: (handler) => {
+      leaving = handler;
     },
     whenAssembled: () =>
       new Promise<void>((resolve) => {

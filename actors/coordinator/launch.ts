@@ -78,18 +78,31 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
     bus = await Bus.connect({ servers: natsUrl, name: 'coordinator', run: topology.run });
     bus.subscribe(bus.subjects.events(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
     const events = new RunEvents(bus, 'launch');
-    coordinator = startCoordinator({ bus, expected: topology.devices.map((d) => d.name) });
+    coordinator = startCoordinator({
+      bus,
+      expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
+      admit: admission(topology),
+    });
     events.emit('LAUNCHED', {
       run: topology.run,
       nats: natsUrl,
       runDir: opts.runDir,
       pid: process.pid,
       ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
-      devices: topology.devices.map((d) => ({ name: d.name, local: d.local })),
+      devices: topology.devices.map((d) => ({ name: d.name, local: d.local, ...(d.optional ? { optional: true } : {}) })),
     });
     for (const spec of topology.devices.filter((d) => d.local)) {
       supervisors.push(
-        superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail, stopSignal: () => stopDevicesWith }),
+        superviseDevice(spec, {
+          natsUrl,
+          topology,
+          runDir: opts.runDir,
+          children,
+          events,
+          fail,
+          stopSignal: () => stopDevicesWith,
+          exited: (pid, reason) => coordinator?.registry.exited(spec.name, pid, reason),
+        }),
       );
     }
     return await body({ topology, bus, natsUrl, coordinator, events, failure, interrupted });
@@ -113,6 +126,18 @@ interface DeviceDeps {
   events: RunEvents;
   fail: (err: Error) => void;
   stopSignal: () => NodeJS.Signals;
+  /** The device's process `pid` ended (not by a clean exit): the run needs no heartbeat deadline to know. */
+  exited: (pid: number, reason: string) => void;
+}
+
+/** Who may join: the topology's devices, and anyone else only when `elastic.allowUnlisted`. */
+export function admission(topology: Topology): (hello: { device: string }) => string | null {
+  const listed = new Set(topology.devices.map((d) => d.name));
+  return ({ device }) =>
+    listed.has(device) || topology.elastic.allowUnlisted
+      ? null
+      : `device '${device}' is not listed in the topology of run '${topology.run}' (listed: ${[...listed].join(', ')}; ` +
+        'a topology with "elastic: { allowUnlisted: true }" lets unlisted devices join)';
 }
 
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
@@ -151,6 +176,8 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
             deps.events.emit('DEVICE_SPAWNED', { device: spec.name, pid: child.pid, start: input.start });
             child.once('exit', (code, sig) => {
               deps.children.delete(child);
+              if (code !== 0 && child.pid !== undefined)
+                deps.exited(child.pid, `process ${child.pid} exited with ${sig ?? `code ${code}`}`);
               if (code === 0) resolveChild();
               else
                 rejectChild(

@@ -40,7 +40,7 @@ export function watchRunDevices(o: RunLivenessOptions): RunLiveness {
     const d = e.device.name;
     if (e.type === 'DEVICE_PROFILED' || e.type === 'DEVICE_JOINED') check(d);
     else if (e.type === 'DEVICE_LEFT') lose(d, `left: ${e.reason}`);
-    else lose(d, `silent for ${e.silentMs} ms`);
+    else lose(d, e.reason ?? `silent for ${e.silentMs} ms`);
   });
   return { check, stop: unsubscribe };
 }

@@ -5,8 +5,10 @@
  * entries where they are (src/plan/cached.ts, balanced per step), moves the rest cache-to-cache
  * and loads the whole side network + head on every device under the plan's generation.
  *
- * Only the run's devices take part (the survivors after a loss), and every entry a device must
- * receive is held by one of them once the refill is done, so no cache waits on a lost device.
+ * Only the run's devices take part (the survivors after a loss, joiners with an empty cache), and
+ * every entry a device must receive is held by one of them once the refill is done, so no cache
+ * waits on a lost device. Leaving devices (`sources`) take no shard: they only send what they hold
+ * to its new owners, so that their entries need no recompute.
  */
 import { fromPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
@@ -36,12 +38,13 @@ export const stageDevices = (layout: StageLayout[]): string[] => layout.flatMap(
 export function redistributeEffect(deps: RedistributeDeps) {
   const { bus, config, gflops, emit } = deps;
   return fromPromise<Redistributed, RedistributeInput>(async ({ input, signal }) => {
-    const { spec, fingerprint, devices } = input;
+    const { spec, fingerprint, devices, sources } = input;
     const t0 = performance.now();
     const refilled = await refillCaches(deps, input, signal);
     await broadcast(bus, stageDevices(input.layout), 'release', () => ({}), { signal });
     // Every cache exists (and listens for puts) before any device starts sending.
     const reports = await broadcast<CacheReport>(bus, devices, 'cache-report', () => ({ spec, fingerprint }), { signal });
+    const senders = [...devices, ...sources];
     const entryBytes = spec.seqLen * config.dModel * 4;
     const holdings = new Map(
       Array.from({ length: spec.samples }, (_, j) => [
@@ -63,7 +66,8 @@ export function redistributeEffect(deps: RedistributeDeps) {
             cachedSteps,
             (k, j) => (holdings.get(j) ?? []).some((h) => h.device === devices[k]),
           );
-    const moved = await broadcast<{ bytesOut: number }>(bus, devices, 'redistribute', () => ({ shards, devices }), {
+    const all = { shards: [...shards, ...sources.map(() => [])], devices: senders };
+    const moved = await broadcast<{ bytesOut: number }>(bus, senders, 'redistribute', () => all, {
       timeoutMs: 30 * CTL_TIMEOUT_MS,
       signal,
     });
@@ -101,15 +105,17 @@ export function redistributeEffect(deps: RedistributeDeps) {
  */
 async function refillCaches(
   { bus, config, emit }: RedistributeDeps,
-  { spec, layout, devices, fingerprint }: RedistributeInput,
+  { spec, layout, devices, sources, fingerprint }: RedistributeInput,
   signal: AbortSignal,
 ): Promise<number> {
   const t0 = performance.now();
-  const reports = await broadcast<CacheReport>(bus, devices, 'cache-report', () => ({ spec, fingerprint }), { signal });
+  // What a leaving device holds is handed over, not recomputed.
+  const holders = [...devices, ...sources];
+  const reports = await broadcast<CacheReport>(bus, holders, 'cache-report', () => ({ spec, fingerprint }), { signal });
   const layers = config.nLayers + 1;
   // A union, not a count: after a re-plan two devices may hold the same layer of a sample.
   const missing = Array.from({ length: spec.samples }, (_, j) => j).filter(
-    (j) => new Set(devices.flatMap((d) => reports.get(d)!.holdings[j] ?? [])).size < layers,
+    (j) => new Set(holders.flatMap((d) => reports.get(d)!.holdings[j] ?? [])).size < layers,
   );
   if (missing.length === 0) return 0;
   const filled = await broadcast<{ bytesSent: number }>(bus, stageDevices(layout), 'fill', () => ({ sampleIds: missing }), {

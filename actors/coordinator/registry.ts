@@ -32,7 +32,7 @@ export interface DeviceRecord {
 export type RegistryEvent =
   | { type: 'DEVICE_JOINED'; device: DeviceRecord; rejoin: boolean }
   | { type: 'DEVICE_PROFILED'; device: DeviceRecord }
-  | { type: 'DEVICE_LOST'; device: DeviceRecord; silentMs: number }
+  | { type: 'DEVICE_LOST'; device: DeviceRecord; silentMs: number; reason?: string }
   | { type: 'DEVICE_LEFT'; device: DeviceRecord; reason: string };
 
 export type RegistryListener = (event: RegistryEvent) => void;
@@ -121,6 +121,20 @@ export class DeviceRegistry {
     rec.alive = false;
     rec.state = 'left';
     this.emit({ type: 'DEVICE_LEFT', device: rec, reason });
+    return true;
+  }
+
+  /**
+   * The process behind `name` is known to have ended (its supervisor saw it exit): lost at once,
+   * without waiting out the heartbeat deadline, so that its restart may register under the name.
+   * A record of another process (already replaced) is left alone.
+   */
+  exited(name: string, pid: number, reason: string): boolean {
+    const rec = this.records.get(name);
+    if (!rec?.alive || rec.hello.pid !== pid) return false;
+    this.disarm(name);
+    rec.alive = false;
+    this.emit({ type: 'DEVICE_LOST', device: rec, silentMs: this.clock.now() - rec.lastSeen, reason });
     return true;
   }
 

@@ -2,7 +2,8 @@
  * The run machine's binding: the real effects of one distributed PAC run, driven from the
  * coordinator's process over the bus.
  *
- * - profileDevices: a planner profile from what each device measured at registration.
+ * - profileDevices: a planner profile from what each device measured and reported at registration
+ *   (the `--profile` file's entries for the devices it lists), for the devices it is given.
  * - planRun: the planner (1F1B makespan over orders, groups, micro-batch counts) over the
  *   profile it is given (after a loss: the survivors'); a model that fits nowhere fails the run
  *   with the planner's explanation.
@@ -17,6 +18,8 @@
  * - redistribute: redistribute.ts.
  * - abortWork: `abort` then `release` on the survivors of a loss.
  * - finishRun: summary.json, then `finish` on every device.
+ * - dismiss: `drain` to leavers whose work is handed over; a device asking to leave (coord.join
+ *   `leaving`) is queued for the next step boundary when it is one of the run's devices.
  *
  * Every effect passes its AbortSignal to its control requests, so a machine that leaves a state
  * (a device lost mid-step) stops waiting for that state's answers at once.
@@ -45,6 +48,7 @@ import {
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
 import { measuredProfile, modelShape } from '../../src/plan/device-profile.ts';
+import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
 import { redistributeEffect } from './redistribute.ts';
@@ -149,39 +153,63 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const checkpointDir = join(runDir, 'checkpoints', 'latest');
   const names = topology.devices.map((d) => d.name);
   const specOf = new Map(topology.devices.map((d) => [d.name, d]));
+  /** Every device that took part: the topology's and those that joined unlisted. */
+  const everyone = () => [...new Set([...names, ...coordinator.registry.devices().map((d) => d.name)])];
 
   const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
   // What a device reported of itself (its --memory-mb, its knobs) wins over the topology's
   // defaults: a remote device knows its own budget; local ones were started with the topology's.
-  const measured = (): MeasuredDevice[] =>
-    names.map((n) => {
+  const measured = (devices: string[]): MeasuredDevice[] =>
+    devices.flatMap((n) => {
       const hello = coordinator.registry.get(n)?.hello,
-        t = specOf.get(n)!;
-      return {
-        name: n,
-        matmulGflops: gflops(n),
-        memoryMb: hello?.memoryMb ?? t.memoryMb,
-        slowdown: hello?.slowdown ?? t.slowdown,
-        bandwidthMbps: hello ? hello.bandwidthMbps : (t.bandwidthMbps ?? null),
-      };
+        t = specOf.get(n);
+      if (!hello && !t) return [];
+      return [
+        {
+          name: n,
+          matmulGflops: gflops(n),
+          memoryMb: hello?.memoryMb ?? t!.memoryMb,
+          slowdown: hello?.slowdown ?? t!.slowdown,
+          bandwidthMbps: hello ? hello.bandwidthMbps : (t!.bandwidthMbps ?? null),
+        },
+      ];
     });
+  const measuredFor = (devices: string[], spec: RunSpec): Profile =>
+    measuredProfile(
+      modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
+      measured(devices).map((d) => ({
+        name: d.name,
+        matmulGflops: d.matmulGflops,
+        memoryBytes: d.memoryMb * 2 ** 20,
+        bandwidthMbps: d.bandwidthMbps,
+      })),
+      { batchSize: spec.batch, samples: spec.samples },
+    );
+  /** The `--profile` file's entries for the devices it lists, measured ones for the others (a device that joined unlisted). */
+  const profileOf = (devices: string[], spec: RunSpec): Profile => {
+    if (!o.profile) return measuredFor(devices, spec);
+    const known = new Set(o.profile.devices.map((d) => d.name));
+    const listed = survivorsProfile(o.profile, devices);
+    const others = devices.filter((d) => !known.has(d));
+    if (others.length === 0) return listed;
+    const extra = measuredFor(others, spec);
+    return {
+      ...listed,
+      devices: [...listed.devices, ...extra.devices],
+      links: { ...listed.links, pairs: [...listed.links.pairs, ...extra.links.pairs] },
+    };
+  };
 
+  const dismiss = (devices: string[]) => {
+    for (const d of devices) {
+      emit('DEVICE_DISMISSED', { device: d });
+      void control(bus, d, 'drain', 'handed over').catch(() => {});
+    }
+  };
   const logic = runMachine.provide({
+    actions: { dismiss: (_, p) => dismiss(p.devices) },
     actors: {
-      profileDevices: fromPromise<Profile, ProfileInput>(
-        async ({ input: { spec } }) =>
-          o.profile ??
-          measuredProfile(
-            modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
-            measured().map((d) => ({
-              name: d.name,
-              matmulGflops: d.matmulGflops,
-              memoryBytes: d.memoryMb * 2 ** 20,
-              bandwidthMbps: d.bandwidthMbps,
-            })),
-            { batchSize: spec.batch, samples: spec.samples },
-          ),
-      ),
+      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: { devices, spec } }) => profileOf(devices, spec)),
       planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { devices, profile, spec } }) => {
         let plan: StagePlan;
         try {
@@ -331,11 +359,12 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const summary = buildSummary(input, {
           runDir,
           checkpoint: checkpointDir,
-          devices: measured(),
+          devices: measured(everyone()),
           seconds: (performance.now() - started) / 1000,
         });
         writeJsonAtomic(join(runDir, 'summary.json'), summary);
-        await Promise.allSettled(names.map((d) => control(bus, d, 'finish', {})));
+        await Promise.allSettled(everyone().map((d) => control(bus, d, 'finish', {})));
+        dismiss(input.leaving);
         emit('RUN_FINISHED', {
           runDir,
           epochs: summary.epochs.map((e) => ({ epoch: e.epoch, phase: e.phase, loss: e.loss, seconds: e.seconds })),
@@ -349,22 +378,34 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     input: {
       runId: topology.run,
       spec: topologySpec,
-      expectedDevices: names,
+      expectedDevices: topology.devices.filter((d) => !d.optional).map((d) => d.name),
       gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
       ...(o.resume ? { resume: o.resume } : {}),
     },
   });
   const liveness = watchRunDevices({
     registry: coordinator.registry,
-    joined: (device) => actor.send({ type: 'DEVICE_JOINED', device }),
+    joined: (device) => actor.send({ type: 'DEVICE_JOINED', device, at: Date.now() }),
     lost: (device, reason) => actor.send({ type: 'DEVICE_LOST', device, reason, at: Date.now() }),
   });
-  actor.subscribe((snap) => coordinator.setRunPhase(statePath(snap.value)));
+  actor.subscribe((snap) => {
+    coordinator.setRunPhase(statePath(snap.value));
+    const c = snap.context;
+    coordinator.setElastic({ joining: c.joining.map((j) => j.device), leaving: [...c.leaving.map((l) => l.device), ...c.departing] });
+  });
+  // A device of the run that asks to leave is let go once its work is handed over at a step boundary.
+  coordinator.onLeaving((device, reason) => {
+    const snap = actor.getSnapshot();
+    if (snap.status !== 'active' || !snap.matches('training') || !snap.context.devices.includes(device)) return false;
+    emit('DEVICE_LEAVING', { device, reason });
+    actor.send({ type: 'DEVICE_LEAVING', device, reason, at: Date.now() });
+    return true;
+  });
   const onAbort = () => actor.stop();
   o.signal?.addEventListener('abort', onAbort);
   actor.start();
   if (o.resume) emit('RUN_RESUMED', { step: o.resume.step, epoch: o.resume.epoch, stepInEpoch: o.resume.stepInEpoch });
-  for (const d of names) liveness.check(d);
+  for (const d of everyone()) liveness.check(d);
   try {
     // A stopped actor (aborted) completes without output.
     const out = await toPromise(actor).catch((err) => {
@@ -378,7 +419,9 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     return { runDir, summary: out.summary };
   } finally {
     liveness.stop();
+    coordinator.onLeaving(null);
     coordinator.setRunPhase(null);
+    coordinator.setElastic(null);
     o.signal?.removeEventListener('abort', onAbort);
     if (actor.getSnapshot().status === 'active') actor.stop();
   }

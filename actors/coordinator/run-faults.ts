@@ -30,12 +30,16 @@ export interface PlanBrief {
   cachedRanks: string[] | null;
 }
 
-/** One re-plan over the surviving devices. */
+/** One re-plan over the devices there are: survivors of a loss, joiners, not the leavers. */
 export interface ReplanRecord {
   /** The plan generation it starts (messages of older generations are dropped). */
   generation: number;
   /** The lost devices it answers. */
   lost: string[];
+  /** Devices it puts to work mid-run. */
+  joined: string[];
+  /** Devices it lets go (they asked to leave). */
+  left: string[];
   /** The devices it plans over. */
   devices: string[];
   /** When the new plan was made (ms since the epoch). */

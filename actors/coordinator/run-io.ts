@@ -10,6 +10,7 @@ import type { SideState, StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
 import type { Phase, PersistedRun, RunState, StepResult } from './run-state.ts';
 import type { FaultRecord, ReplanRecord } from './run-faults.ts';
+import type { ElasticState, JoinRecord, LeaveRecord } from './run-elastic.ts';
 
 export interface RunInput {
   runId: string;
@@ -20,6 +21,8 @@ export interface RunInput {
   gatherTimeoutMs: number;
   /** How long a retryable failure waits for liveness to report a lost device (default 10 s). */
   stallTimeoutMs?: number;
+  /** How long a re-plan waits for more joins, leaves and losses arriving with the first (default ELASTIC_DEBOUNCE_MS). */
+  debounceMs?: number;
   resume?: PersistedRun;
 }
 
@@ -94,6 +97,8 @@ export interface RedistributeInput {
   spec: RunSpec;
   layout: StageLayout[];
   devices: string[];
+  /** Devices leaving the run: they take no shard, and hand over the cache entries they hold. */
+  sources: string[];
   generation: number;
   fingerprint: string;
   side: SideState;
@@ -148,23 +153,27 @@ export interface FinishInput {
   resumedFromStep: number | null;
   faults: FaultRecord[];
   replans: ReplanRecord[];
-  /** Devices that (re)joined during training; this run did not use them. */
+  joins: JoinRecord[];
+  leaves: LeaveRecord[];
+  /** Devices that (re)joined too late to be put to work. */
   joinedLate: string[];
+  /** Devices still waiting to leave (the run ended first): told to drain. */
+  leaving: string[];
 }
 
 export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'failed'; error: string };
 
 export type RunEvent =
-  | { type: 'DEVICE_JOINED'; device: string }
+  | { type: 'DEVICE_JOINED'; device: string /** ms since the epoch */; at?: number }
+  | { type: 'DEVICE_LEAVING'; device: string; reason: string /** ms since the epoch */; at?: number }
   | { type: 'DEVICE_LOST'; device: string; reason?: string /** ms since the epoch */; at?: number };
 
 /**
  * The persisted run (always with the totals of the epoch in progress) plus what lives only in
  * memory. Fields filled by an effect hold their empty value until it has run.
  */
-export interface RunContext extends RunState {
+export interface RunContext extends RunState, ElasticState {
   input: RunInput;
-  devices: string[];
   /** The input spec until planning fills in the micro-batch count. */
   spec: RunSpec;
   profile: Profile | null;
@@ -180,12 +189,11 @@ export interface RunContext extends RunState {
   peakBytes: Record<string, number>;
   bytes: BytesPerPhase;
   redistribution: Redistribution | null;
-  pendingJoins: string[];
   /** Plan generation of the current deployment: grows at every re-plan. */
   generation: number;
-  /** Devices lost so far (gone from `devices` for good). */
-  lost: string[];
   faults: FaultRecord[];
+  /** Faults a re-plan has answered (the first ones of `faults`). */
+  answeredFaults: number;
   replans: ReplanRecord[];
   /** A device was lost while a step committed: recover once it has. */
   recoveryDue: boolean;

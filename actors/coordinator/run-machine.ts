@@ -28,8 +28,15 @@
  * the survivors) before the step is replayed. A loss while a step commits waits for the commit.
  * An effect that fails with a retryable error (a device that stopped answering) waits in
  * `stalled` for liveness to report the loss; if none comes, the run fails with that error.
- * DEVICE_JOINED inside `training` is recorded in `pendingJoins` (a restarted device comes back
- * as a new one) and not used by this run.
+ *
+ * Joins and leaves (run-elastic.ts): a device that becomes ready mid-run (DEVICE_JOINED: an
+ * optional or unlisted device, a restarted process, a stalled device that came back) or asks to
+ * leave (DEVICE_LEAVING) is queued; at the next step boundary the run goes through `recovering`
+ * without a step to replay: every device's work is released, the devices are profiled again
+ * (joiners with what they reported), the plan is made over the run's devices plus the joiners
+ * minus the leavers, and deployed; in the cached epochs `redistributing` gives a joiner its shard
+ * and takes the leavers' entries from them before they are dismissed. Recovery waits
+ * `debounceMs` first, so that losses, joins and leaves arriving together make one re-plan.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
 import { isRetryable } from '../../src/runtime/errors.ts';
@@ -40,6 +47,17 @@ import type { StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
 import { afterCommit, nextSampleIds, persistedRun, startState, type Phase } from './run-state.ts';
 import { survivorsProfile, type FaultRecord, type PlanBrief, type ReplanRecord } from './run-faults.ts';
+import {
+  adoptMembership,
+  ELASTIC_DEBOUNCE_MS,
+  forget,
+  noElastic,
+  plannedDevices,
+  queueJoin,
+  queueLeave,
+  rebalanceDue,
+  resetDevices,
+} from './run-elastic.ts';
 import type {
   AbortInput,
   CommitInput,
@@ -63,6 +81,7 @@ import type {
 export type * from './run-io.ts';
 export type { EpochRecord, EpochTotals, PersistedRun, Phase, StepResult } from './run-state.ts';
 export type { FaultRecord, PlanBrief, ReplanRecord } from './run-faults.ts';
+export type { JoinRecord, LeaveRecord } from './run-elastic.ts';
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 const notProvided = <Out, In>(name: string) =>
@@ -106,6 +125,7 @@ const run = setup({
   delays: {
     gatherTimeout: ({ context }) => context.input.gatherTimeoutMs,
     stallTimeout: ({ context }) => context.input.stallTimeoutMs ?? 10_000,
+    debounce: ({ context }) => context.input.debounceMs ?? ELASTIC_DEBOUNCE_MS,
   },
   guards: {
     allGathered: ({ context, event }) => {
@@ -117,6 +137,13 @@ const run = setup({
     pipelineEpochDone: ({ context }) => context.epoch > 1,
     retryable: ({ event }) => isRetryable((event as { error?: unknown }).error),
     recoveryDue: ({ context }) => context.recoveryDue,
+    rebalanceDue: ({ context }) => rebalanceDue(context),
+    joinersQueued: ({ context }) => context.joining.length > 0,
+    /** A leaver handing its cache over went away: the hand-off must be planned without it. */
+    departingLost: ({ context, event }) => {
+      assertEvent(event, 'DEVICE_LOST');
+      return context.departing.includes(event.device);
+    },
     /** A device this run no longer counts on (lost before, or a restarted process under its name). */
     notInRun: ({ context, event }) => {
       assertEvent(event, 'DEVICE_LOST');
@@ -148,7 +175,7 @@ const run = setup({
     noteDeviceLost: assign({
       error: ({ event }) => {
         assertEvent(event, 'DEVICE_LOST');
-        return `device ${event.device} lost while profiling${event.reason ? ` (${event.reason})` : ''}`;
+        return `device ${event.device} lost before training${event.reason ? ` (${event.reason})` : ''}: no device is left`;
       },
     }),
     /** The device is gone for this run; what it was doing is recorded for the summary. */
@@ -176,12 +203,21 @@ const run = setup({
         return `device ${event.device} lost${event.reason ? ` (${event.reason})` : ''}: no device is left to train on (lost: ${context.lost.join(', ')})`;
       },
     }),
-    notePendingJoin: assign({
-      pendingJoins: ({ context, event }) => {
-        assertEvent(event, 'DEVICE_JOINED');
-        return context.pendingJoins.includes(event.device) ? context.pendingJoins : [...context.pendingJoins, event.device];
-      },
+    queueJoin: assign(({ context, event }) => {
+      assertEvent(event, 'DEVICE_JOINED');
+      return queueJoin(context, event.device, event.at ?? null);
     }),
+    queueLeave: assign(({ context, event }) => {
+      assertEvent(event, 'DEVICE_LEAVING');
+      return queueLeave(context, event.device, event.reason, event.at ?? null);
+    }),
+    forget: assign(({ context, event }) => {
+      assertEvent(event, 'DEVICE_LOST');
+      return forget(context, event.device);
+    }),
+    /** The leavers' work is handed over: they may go (the binding tells them to drain). */
+    dismiss: (_, _params: { devices: string[] }) => {},
+    dismissed: assign({ departing: [] }),
     beginStep: assign({
       ledger: ({ context: c }) => {
         const ledger = Ledger.fromJSON(c.ledger);
@@ -190,20 +226,24 @@ const run = setup({
       },
     }),
     applyDeployment: assign((_, d: Deployment) => ({ fingerprint: d.fingerprint, heldWeights: d.heldWeights, side: d.side })),
-    /** The survivors' plan becomes the run's, under the next generation. */
+    /** The plan over the survivors and joiners, without the leavers, becomes the run's, under the next generation. */
     adoptReplan: assign(({ context: c }, p: PlannedRun) => {
       const generation = c.generation + 1;
       const cached = c.epoch > 1;
-      const lost = c.lost.filter((d) => !c.replans.some((r) => r.lost.includes(d)));
+      const { joined, left, ...membership } = adoptMembership(c, { plannedAt: p.plannedAt, generation });
       const record: ReplanRecord = {
         generation,
-        lost,
-        devices: c.devices,
+        lost: c.faults.slice(c.answeredFaults).map((f) => f.device),
+        joined,
+        left,
+        devices: membership.devices,
         at: p.plannedAt,
         from: brief(c.layout, c.spec, c.cached?.ranks ?? null),
-        to: brief(p.layout, p.spec, cached ? c.devices : null),
+        to: brief(p.layout, p.spec, cached ? membership.devices : null),
       };
       return {
+        ...membership,
+        answeredFaults: c.faults.length,
         generation,
         plan: p.plan,
         layout: p.layout,
@@ -225,10 +265,20 @@ const run = setup({
 function onLoss(during: string, o: { pipeline?: boolean; defer?: boolean } = {}) {
   const note = (recover: boolean) => ({ type: 'noteFault', params: { during, recover } }) as const;
   return [
-    { guard: 'notInRun' },
+    ...(o.defer ? [] : ([{ guard: 'departingLost', target: '#run.training.recovering', reenter: true, actions: 'forget' }] as const)),
+    { guard: 'notInRun', actions: 'forget' },
     { guard: 'lastDevice', target: '#run.failed', actions: [note(false), 'noteNoSurvivor'] },
     ...(o.pipeline ? ([{ guard: 'outsidePlan', actions: note(false) }] as const) : []),
     o.defer ? { actions: note(true) } : { target: '#run.training.recovering', reenter: true, actions: note(true) },
+  ] as const;
+}
+
+/** A loss before training starts: profile and plan again over who is left (nothing is deployed yet). */
+function beforeTraining(during: string) {
+  return [
+    { guard: 'notInRun', actions: 'forget' },
+    { guard: 'lastDevice', target: '#run.failed', actions: 'noteDeviceLost' },
+    { target: '#run.profiling', reenter: true, actions: { type: 'noteFault', params: { during, recover: false } } },
   ] as const;
 }
 
@@ -292,6 +342,7 @@ function stepLoop(phase: Phase) {
         always: [
           { guard: 'runComplete', target: '#run.finishing' },
           { guard: 'recoveryDue', target: '#run.training.recovering' },
+          { guard: 'rebalanceDue', target: '#run.training.recovering' },
           ...(pipeline ? ([{ guard: 'pipelineEpochDone', target: '#run.training.redistributing' }] as const) : []),
           { target: 'step' },
         ],
@@ -319,16 +370,18 @@ export const runMachine = run.createMachine({
     peakBytes: {},
     bytes: { pipeline: 0, redistribution: 0, cached: 0 },
     redistribution: null,
-    pendingJoins: [],
+    ...noElastic,
     generation: 0,
     lost: [],
     faults: [],
+    answeredFaults: 0,
     replans: [],
     recoveryDue: false,
     error: null,
     summary: null,
   }),
   initial: 'gathering',
+  on: { DEVICE_JOINED: { actions: 'queueJoin' }, DEVICE_LEAVING: { actions: 'queueLeave' } },
   states: {
     gathering: {
       on: {
@@ -346,7 +399,7 @@ export const runMachine = run.createMachine({
       },
     },
     profiling: {
-      on: { DEVICE_LOST: { target: 'failed', actions: 'noteDeviceLost' } },
+      on: { DEVICE_LOST: beforeTraining('profiling') },
       invoke: {
         src: 'profileDevices',
         input: ({ context }) => ({ devices: context.devices, spec: context.spec }),
@@ -355,12 +408,14 @@ export const runMachine = run.createMachine({
       },
     },
     planning: {
+      on: { DEVICE_LOST: beforeTraining('planning') },
       invoke: {
         src: 'planRun',
         input: ({ context }) => ({ devices: context.devices, profile: context.profile!, spec: context.spec }),
         onDone: {
           target: 'training',
-          actions: assign(({ event }) => ({
+          actions: assign(({ context, event }) => ({
+            answeredFaults: context.faults.length,
             plan: event.output.plan,
             layout: event.output.layout,
             spec: event.output.spec,
@@ -371,7 +426,6 @@ export const runMachine = run.createMachine({
       },
     },
     training: {
-      on: { DEVICE_JOINED: { actions: 'notePendingJoin' } },
       initial: 'deploying',
       states: {
         deploying: {
@@ -394,7 +448,15 @@ export const runMachine = run.createMachine({
                 target: 'redistributing',
                 actions: { type: 'applyDeployment', params: ({ event }) => event.output },
               },
-              { target: 'pipelineEpoch', actions: { type: 'applyDeployment', params: ({ event }) => event.output } },
+              {
+                target: 'pipelineEpoch',
+                // Epoch 1's caches are refilled at its end: nothing of the leavers' is waited for.
+                actions: [
+                  { type: 'applyDeployment', params: ({ event }) => event.output },
+                  { type: 'dismiss', params: ({ context }) => ({ devices: context.departing }) },
+                  'dismissed',
+                ],
+              },
             ],
             onError: failOrStall,
           },
@@ -408,6 +470,7 @@ export const runMachine = run.createMachine({
               spec: c.spec,
               layout: c.layout,
               devices: c.devices,
+              sources: c.departing,
               generation: c.generation,
               fingerprint: c.fingerprint,
               side: c.side!,
@@ -415,11 +478,15 @@ export const runMachine = run.createMachine({
             }),
             onDone: {
               target: 'cachedEpochs',
-              actions: assign(({ context: c, event }) => ({
-                cached: event.output.cached,
-                redistribution: event.output.redistribution,
-                bytes: { ...c.bytes, redistribution: c.bytes.redistribution + event.output.bytes },
-              })),
+              actions: [
+                assign(({ context: c, event }) => ({
+                  cached: event.output.cached,
+                  redistribution: event.output.redistribution,
+                  bytes: { ...c.bytes, redistribution: c.bytes.redistribution + event.output.bytes },
+                })),
+                { type: 'dismiss', params: ({ context }) => ({ devices: context.departing }) },
+                'dismissed',
+              ],
             },
             onError: failOrStall,
           },
@@ -433,27 +500,42 @@ export const runMachine = run.createMachine({
         recovering: {
           entry: assign({ recoveryDue: false, error: null }),
           on: { DEVICE_LOST: onLoss('recovery') },
-          initial: 'aborting',
+          initial: 'settling',
           states: {
+            /** Losses, joins and leaves arriving together make one re-plan (a loss re-enters `recovering`). */
+            settling: { after: { debounce: 'aborting' } },
             aborting: {
               invoke: {
                 src: 'abortWork',
-                input: ({ context: c }) => ({ devices: c.devices, lost: c.lost }),
-                onDone: 'replanning',
+                input: ({ context: c }) => ({ devices: resetDevices(c), lost: c.faults.slice(c.answeredFaults).map((f) => f.device) }),
+                // Joiners are profiled with what they reported; the others keep the profile they had.
+                onDone: [{ guard: 'joinersQueued', target: 'profiling' }, { target: 'replanning' }],
                 onError: failOrStall,
+              },
+            },
+            profiling: {
+              invoke: {
+                src: 'profileDevices',
+                input: ({ context: c }) => ({ devices: plannedDevices(c), spec: c.spec }),
+                onDone: { target: 'replanning', actions: assign({ profile: ({ event }) => event.output }) },
+                onError: failRun,
               },
             },
             replanning: {
               invoke: {
                 src: 'planRun',
-                // The topology's micro-batch count, or the planner's choice for the survivors.
-                input: ({ context: c }) => ({ devices: c.devices, profile: survivorsProfile(c.profile!, c.devices), spec: c.input.spec }),
+                // The topology's micro-batch count, or the planner's choice for these devices.
+                input: ({ context: c }) => ({
+                  devices: plannedDevices(c),
+                  profile: survivorsProfile(c.profile!, plannedDevices(c)),
+                  spec: c.input.spec,
+                }),
                 onDone: { target: '#run.training.deploying', actions: { type: 'adoptReplan', params: ({ event }) => event.output } },
                 onError: {
                   target: '#run.failed',
                   actions: assign({
                     error: ({ context, event }) =>
-                      `re-planning over ${context.devices.join(', ')} after losing ${context.lost.join(', ')}: ${message(event.error)}`,
+                      `re-planning over ${plannedDevices(context).join(', ')} after losing ${context.lost.join(', ')}: ${message(event.error)}`,
                   }),
                 },
               },
@@ -479,7 +561,10 @@ export const runMachine = run.createMachine({
           resumedFromStep: c.input.resume?.step ?? null,
           faults: c.faults,
           replans: c.replans,
-          joinedLate: c.pendingJoins,
+          joins: c.joins,
+          leaves: c.leaves,
+          joinedLate: c.joining.map((j) => j.device),
+          leaving: [...c.departing, ...c.leaving.map((l) => l.device)],
         }),
         onDone: { target: 'done', actions: assign({ summary: ({ event }) => event.output }) },
         onError: failRun,

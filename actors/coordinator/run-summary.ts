@@ -10,6 +10,7 @@ import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { BytesPerPhase, FinishInput, Redistribution } from './run-machine.ts';
 import type { EpochRecord } from './run-state.ts';
 import type { FaultRecord, ReplanRecord } from './run-faults.ts';
+import type { JoinRecord, LeaveRecord } from './run-elastic.ts';
 
 export interface MeasuredDevice {
   name: string;
@@ -51,7 +52,11 @@ export interface RunSummary {
   /** Devices lost during training, and when training went on without them. */
   faults: FaultRecord[];
   replans: ReplanRecord[];
-  /** Devices that (re)joined during training; this run did not use them. */
+  /** Devices put to work mid-run (optional, unlisted, restarted, or back from a stall). */
+  joins: JoinRecord[];
+  /** Devices that left on purpose (no fault, no step replayed). */
+  leaves: LeaveRecord[];
+  /** Devices that (re)joined too late in the run to be put to work. */
   joinedLate: string[];
   checkpoint: string;
   finalLoss: number;
@@ -97,6 +102,8 @@ export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
     resumedFromStep: f.resumedFromStep,
     faults: f.faults,
     replans: f.replans,
+    joins: f.joins,
+    leaves: f.leaves,
     joinedLate: f.joinedLate,
     checkpoint: facts.checkpoint,
     finalLoss: s.epochs.at(-1)?.loss ?? NaN,

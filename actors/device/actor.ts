@@ -6,6 +6,9 @@
  * in the device's compute (a worker thread in `charon device`), 'ping' and 'drain' are built in.
  * Failures cross back to the coordinator as typed wire errors. A drain (ctl, SIGTERM via
  * `drain()`) finishes the work in progress, leaves the run politely and closes the connection.
+ * A leave (`leave()`, SIGTERM) first asks the coordinator (`leaving`): when the run takes the
+ * device's work over at its next step boundary, the device keeps serving (finishing its share of
+ * the step in flight, handing its cache entries over) until the coordinator sends `drain`.
  */
 import { hostname } from 'node:os';
 import { fromPromise, waitFor } from 'xstate';
@@ -49,6 +52,8 @@ export interface DeviceOptions {
   clock?: Clock;
   policy?: BackoffPolicy;
   requestTimeoutMs?: number;
+  /** How long a leaving device waits for the run to take its work over before it drains anyway (default 60 s). */
+  handoffTimeoutMs?: number;
   log?: (line: string) => void;
 }
 
@@ -59,6 +64,12 @@ export interface DeviceHandle {
   snapshot(): DeviceSnapshot;
   /** Asks the device to drain (finish in-flight work, leave, disconnect). */
   drain(reason: string): void;
+  /**
+   * Asks the run to let the device go: it drains when the coordinator says so (its work handed
+   * over), at once when the coordinator has no hand-off for it, or after `handoffTimeoutMs`.
+   * Asked again, it drains at once.
+   */
+  leave(reason: string): void;
   /** Resolves with the final snapshot ('stopped' or 'failed'). */
   done: Promise<DeviceSnapshot>;
   /** Rejected messages so far, per reason. */
@@ -235,12 +246,32 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
       closed: (error) => ({ type: 'CLOSED' as const, error }),
     },
   });
+  let leaving = false;
+  let handoffTimer: unknown;
+  const leave = async (reason: string): Promise<void> => {
+    const drain = (why: string) => bound.actor.send({ type: 'DRAIN', reason: why });
+    const b = bus;
+    const serving = bound.actor.getSnapshot().matches('online') && !PASSING.has(handle.state());
+    if (leaving || !b || b.isClosed || !serving) return drain(reason);
+    leaving = true;
+    try {
+      const r = await ask(b, b.subjects.coordJoin(), 'leaving', { device: opts.name, reason }, okReply, Math.min(timeoutMs, 2000));
+      if (!r.ok) return drain(reason);
+    } catch {
+      return drain(reason);
+    }
+    log(`leaving (${reason}): the run takes this device's work over at its next step boundary`);
+    const ms = opts.handoffTimeoutMs ?? 60_000;
+    handoffTimer = clock.setTimeout(() => drain(`${reason}; no hand-off within ${ms} ms`), ms);
+  };
   const handle: DeviceHandle = {
     name: opts.name,
     state: () => deviceStateName(bound.actor.getSnapshot()),
     snapshot: () => bound.actor.getSnapshot(),
     drain: (reason) => bound.actor.send({ type: 'DRAIN', reason }),
+    leave: (reason) => void leave(reason),
     done: bound.done.then(async (snapshot) => {
+      if (handoffTimer !== undefined) clock.clearTimeout(handoffTimer);
       stopBeats?.();
       inbox?.close();
       await bus?.close();

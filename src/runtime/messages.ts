@@ -83,6 +83,8 @@ export const statusReply = z.strictObject({
   state: z.string(),
   /** The training run's phase (its run machine's state, e.g. 'pipelineEpoch'), null when none runs. */
   runPhase: z.string().nullable(),
+  /** Devices waiting to be put to work at the next step boundary, and devices handing their work over to leave. */
+  elastic: z.strictObject({ joining: z.array(z.string()), leaving: z.array(z.string()) }).optional(),
   devices: z.array(deviceStatus),
   /** Messages the coordinator dropped because they failed validation, per reason. */
   rejected: z.record(z.string(), count),

@@ -117,6 +117,14 @@ const device = z.strictObject({
   slowdown: z.number().min(1).default(1),
   /** Simulation knob: outgoing traffic is delayed to at most this many megabits per second. */
   bandwidthMbps: z.number().positive().optional(),
+  /** The run starts without it; it joins (and is put to work at a step boundary) whenever it registers. */
+  optional: z.boolean().default(false),
+});
+
+/** Who may join a run mid-way beside the listed devices. */
+const elastic = z.strictObject({
+  /** A device whose name the topology does not list may join (profiled from what it reports). */
+  allowUnlisted: z.boolean().default(false),
 });
 
 export const topologySchema = z
@@ -128,8 +136,11 @@ export const topologySchema = z
     training: training.default({ epochs: 3, batch: 8, lr: 1e-3, seed: 1, cache: { budgetMb: 256, dir: 'cache', dtype: 'f32' } }),
     bus: bus.default({ embedded: true }),
     devices: z.array(device).min(1, 'at least one device is required'),
+    elastic: elastic.default({ allowUnlisted: false }),
   })
   .superRefine((t, ctx) => {
+    if (t.devices.every((d) => d.optional))
+      ctx.addIssue({ code: 'custom', path: ['devices'], message: 'at least one device must not be optional (the run starts with those)' });
     const seen = new Set<string>();
     t.devices.forEach((d, i) => {
       if (seen.has(d.name)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'name'], message: `duplicate device name "${d.name}"` });

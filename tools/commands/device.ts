@@ -1,7 +1,9 @@
 /**
  * `charon device`: one device process. Joins the run on the given NATS server, registers,
  * profiles, heartbeats, serves control requests; tensor work runs in a worker thread
- * (tools/device-worker.ts). SIGTERM drains it gracefully, SIGINT stops the work at once.
+ * (tools/device-worker.ts). SIGTERM (and Ctrl-C at a terminal) leaves the run gracefully: the run
+ * takes the device's work over at its next step boundary, then the device drains; a second signal
+ * drains at once. A launcher-spawned device stops its work at once on SIGINT.
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,8 +30,10 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--backend 
   --cache-dir DIR      where this device's activation cache spills to disk (default: a private
                        folder in the OS temp directory); emptied at start, removed at exit
   --json               on exit print {"device","state","error"?,"rejected"} on stdout
-SIGTERM drains the device (finishes the work in progress, leaves the run) and exits 0; SIGINT
-abandons the work in progress at once, then leaves.`;
+SIGTERM or Ctrl-C leaves the run gracefully: the device finishes its share of the step in
+progress, hands its cache entries over, and exits 0 once the run has re-planned without it
+(a second SIGTERM or Ctrl-C: drain at once). A device started by \`charon launch\` abandons the
+work in progress at once on SIGINT.`;
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseCommandArgs(
@@ -115,10 +119,12 @@ export async function run(argv: string[]): Promise<number> {
     void worker.terminate();
     device.drain(reason);
   };
-  process.on('SIGINT', () => stopNow('SIGINT'));
-  process.on('SIGTERM', () => device.drain('SIGTERM'));
-  // Spawned by `charon launch` with a pipe on stdin: the launcher's death closes it.
-  if (process.env.CHARON_EXIT_WITH_PARENT === '1') {
+  // Spawned by `charon launch` with a pipe on stdin: the launcher's death closes it, and its
+  // SIGINT means the whole run stops now.
+  const launched = process.env.CHARON_EXIT_WITH_PARENT === '1';
+  process.on('SIGINT', () => (launched ? stopNow('SIGINT') : device.leave('SIGINT')));
+  process.on('SIGTERM', () => device.leave('SIGTERM'));
+  if (launched) {
     process.stdin.on('end', () => stopNow('launcher gone'));
     process.stdin.resume();
   }
