@@ -6,7 +6,7 @@ import { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { statusReply, type StatusReply } from '../../src/runtime/messages.ts';
 
-export const summary = "show a run's phase and its devices: state, role, step, phase, heartbeat age, memory, speed";
+export const summary = "show a run's phase and its devices: state (joining, leaving), role, step, phase, heartbeat age, memory, speed";
 
 const usage = `usage: charon status --nats URL --run RUN [--timeout-ms N] [--json]
 
@@ -44,10 +44,12 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const rows = [['device', 'state', 'role', 'step', 'phase', 'alive', 'heartbeat', 'memory', 'budget', 'GFLOP/s', 'backend', 'pid@host']];
+  const joining = new Set(status.elastic?.joining ?? []),
+    leaving = new Set(status.elastic?.leaving ?? []);
   for (const d of status.devices) {
     rows.push([
       d.name,
-      d.state,
+      joining.has(d.name) ? `${d.state} (joining)` : leaving.has(d.name) ? `${d.state} (leaving)` : d.state,
       d.role ?? '-',
       d.step < 0 ? '-' : String(d.step),
       d.phase ?? '-',
@@ -71,6 +73,8 @@ export async function run(argv: string[]): Promise<number> {
         .join('  ')
         .trimEnd() + '\n',
     );
+  if (joining.size) process.stdout.write(`joining at the next step boundary: ${[...joining].join(', ')}\n`);
+  if (leaving.size) process.stdout.write(`leaving once their work is handed over: ${[...leaving].join(', ')}\n`);
   const rejected = Object.entries(status.rejected).filter(([, n]) => n > 0);
   if (rejected.length) process.stdout.write(`rejected messages: ${rejected.map(([r, n]) => `${r} ${n}`).join(', ')}\n`);
   return 0;
