@@ -29,36 +29,33 @@ export interface QueuedLeave {
   at: number | null;
 }
 
-/** A device put to work mid-run (summary.json `joins`). */
-export interface JoinRecord {
-  device: string;
-  /** When it was ready to join (registered and profiled; ms since the epoch). */
-  at: number | null;
-  /** When the plan that uses it was made. */
+/** The re-plan that took a device in or let it go: when it was made and where the run was. */
+export interface MembershipChange {
+  /** When the plan was made (ms since the epoch). */
   plannedAt: number;
-  /** The plan generation it joined under. */
+  /** The first plan generation with the joiner, or without the leaver. */
   generation: number;
   phase: Phase;
   epoch: number;
-  /** The first step it takes part in. */
+  /** The first step with the joiner, or without the leaver. */
   step: number;
+}
+
+/** A device put to work mid-run (summary.json `joins`). */
+export interface JoinRecord extends MembershipChange {
+  device: string;
+  /** When it was ready to join (registered and profiled; ms since the epoch). */
+  at: number | null;
   /** A name the run had lost before (a restarted process, a stalled device that came back). */
   rejoin: boolean;
 }
 
 /** A device that left on purpose (summary.json `leaves`): no fault, no step replayed. */
-export interface LeaveRecord {
+export interface LeaveRecord extends MembershipChange {
   device: string;
   reason: string;
   /** When it asked to leave. */
   at: number | null;
-  plannedAt: number;
-  /** The first plan generation without it. */
-  generation: number;
-  phase: Phase;
-  epoch: number;
-  /** The first step without it. */
-  step: number;
 }
 
 export interface ElasticState {
