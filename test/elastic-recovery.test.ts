@@ -79,7 +79,13 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   const fault = summary.faults[0]!;
   assert.is(fault.device, device);
   assert.ok(fault.lostAt! >= killedAt && fault.recoveredAt! > fault.lostAt!, JSON.stringify(fault));
-  assert.is(summary.replans.length, 1);
+  // The supervisor restarts the killed process; on a fast machine it joins again before the run
+  // ends (elastic-rejoin.test.ts checks that path): any later re-plan only takes it back in.
+  const rejoined = summary.joins.some((j) => j.device === device);
+  assert.equal(
+    summary.replans.slice(1).map((r) => [r.lost, r.joined]),
+    rejoined ? [[[], [device]]] : [],
+  );
   const replan = summary.replans[0]!;
   assert.equal(
     [replan.generation, replan.lost, [...replan.devices].sort()],
@@ -93,7 +99,10 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
     replan.to.stages.some((s) => s.devices.includes(device)),
     'the new plan does not',
   );
-  assert.ok(!summary.redistribution || !(device in summary.redistribution.shardSizes), 'the cached phase runs on the survivors');
+  assert.ok(
+    rejoined || !summary.redistribution || !(device in summary.redistribution.shardSizes),
+    'the cached phase runs on the survivors',
+  );
 
   // The step in flight was replayed (a step done before the kill was not run again).
   const done = run.events.filter((e) => e.type === 'STEP_DONE').map((e) => e.step as number);
