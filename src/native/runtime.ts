@@ -7,6 +7,7 @@
  * points it uses, naming any that is missing.
  */
 import { createRequire } from 'node:module';
+import { encodeModel } from './onnx.ts';
 
 /** onnxruntime-node pinned in package.json; the binding below is an internal of this version. */
 export const ORT_PINNED = '1.30.0';
@@ -127,5 +128,50 @@ export class NativeSession {
     this.session.dispose();
     this.session = undefined;
     heldBytes -= this.weightBytes;
+  }
+}
+
+/**
+ * The native engine's large plain f32 matmul rate, GFLOP/s: (n x n) @ (n x n), best of `reps`
+ * after a warm-up, with both operands fed per run, or (`weightAsInitializer`) with the right one
+ * a constant of the graph, prepacked once as the backbone's weights are.
+ */
+export function measureNativeMatmulGflops(n = 1024, reps = 3, weightAsInitializer = false, threads = nativeThreads()): number {
+  const rand = (seed: number) => {
+    const a = new Float32Array(n * n);
+    let s = seed;
+    for (let i = 0; i < a.length; i++) {
+      s = (s * 1103515245 + 12345) >>> 0;
+      a[i] = s / 2 ** 32 - 0.5;
+    }
+    return a;
+  };
+  const a = rand(1),
+    b = rand(2);
+  const model = encodeModel({
+    name: 'matmul',
+    nodes: [{ op: 'MatMul', inputs: ['a', 'b'], outputs: ['c'] }],
+    initializers: weightAsInitializer ? [{ name: 'b', dims: [n, n], data: b }] : [],
+    inputs: [
+      { name: 'a', type: 'float', dims: [n, n] },
+      ...(weightAsInitializer ? [] : [{ name: 'b', type: 'float' as const, dims: [n, n] }]),
+    ],
+    outputs: [{ name: 'c', type: 'float', dims: [n, n] }],
+    opset: 18,
+  });
+  const s = new NativeSession(model, 0, threads);
+  try {
+    const feeds: Record<string, { data: Float32Array; dims: number[] }> = { a: { data: a, dims: [n, n] } };
+    if (!weightAsInitializer) feeds.b = { data: b, dims: [n, n] };
+    s.run(feeds, ['c']);
+    let best = Infinity;
+    for (let r = 0; r < reps; r++) {
+      const t0 = performance.now();
+      s.run(feeds, ['c']);
+      best = Math.min(best, (performance.now() - t0) / 1000);
+    }
+    return (2 * n * n * n) / best / 1e9;
+  } finally {
+    s.dispose();
   }
 }
