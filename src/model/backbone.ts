@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyRotary, causalAttention, frozenLinear, geluNew, layerNorm, linear, rmsNorm, silu } from './ops.ts';
-import type { Backbone, BackboneRange, LayerHooks, ModelConfig, ProjectionName, WeightMap } from './types.ts';
+import type { Backbone, BackboneRange, FrozenHead, LayerHooks, ModelConfig, NativeHeadEngine, ProjectionName, WeightMap } from './types.ts';
 import type { WeightData } from './weights.ts';
 import { engineInternals } from './tfjs-internals.ts';
 
@@ -61,6 +61,7 @@ export class TransformerBackbone implements Backbone {
     readonly fingerprint: string,
     private readonly reload?: () => Map<string, WeightData>,
     private readonly nativeFactory?: FrozenLayerEngineFactory,
+    private readonly nativeHeadFactory?: (w: WeightData) => NativeHeadEngine,
   ) {
     if (nativeFactory && range.from <= range.to) this.native = nativeFactory(layerWeights(weights));
     for (const [name, w] of weights) {
@@ -226,12 +227,21 @@ export class TransformerBackbone implements Backbone {
   }
 
   private headT: tf.Tensor2D | undefined;
+  private nativeHead: NativeHeadEngine | undefined;
 
-  frozenHead(): { w: tf.Tensor2D; wT: tf.Tensor2D } | undefined {
+  frozenHead(): FrozenHead | undefined {
     if (this.trainable) return undefined;
     const w = this.w('head.weight') as tf.Tensor2D; // (d, V)
-    this.headT ??= tf.keep(tf.transpose(w)) as tf.Tensor2D; // (V, d)
-    return { w, wT: this.headT };
+    if (this.nativeHeadFactory) this.nativeHead ??= this.nativeHeadFactory({ data: w.dataSync() as Float32Array, shape: w.shape });
+    // The transposed copy is made only for a loss that reads it (the tfjs path), then kept.
+    const transposed = () => (this.headT ??= tf.keep(tf.transpose(w)) as tf.Tensor2D); // (V, d)
+    return {
+      w,
+      get wT() {
+        return transposed();
+      },
+      ...(this.nativeHead ? { native: this.nativeHead } : {}),
+    };
   }
 
   /**
@@ -260,6 +270,8 @@ export class TransformerBackbone implements Backbone {
     this.native = undefined;
     this.headT?.dispose();
     this.headT = undefined;
+    this.nativeHead?.dispose();
+    this.nativeHead = undefined;
     if (this.config.tiedHead && this.range.embed && this.range.head) {
       this.held.get('head.weight')?.dispose();
       this.held.delete('head.weight');
@@ -285,6 +297,8 @@ export class TransformerBackbone implements Backbone {
     this.native = undefined;
     this.headT?.dispose();
     this.headT = undefined;
+    this.nativeHead?.dispose();
+    this.nativeHead = undefined;
   }
 }
 

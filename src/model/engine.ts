@@ -10,8 +10,9 @@
  */
 import type { FrozenLayerEngineFactory } from './backbone.ts';
 import { BackendError } from './errors.ts';
-import type { BackboneRange, ModelConfig } from './types.ts';
-import { NativeLayers, nativeFamilySupported } from '../native/layers.ts';
+import type { BackboneRange, ModelConfig, NativeHeadEngine } from './types.ts';
+import type { WeightData } from './weights.ts';
+import { NativeHead, NativeLayers, nativeFamilySupported } from '../native/layers.ts';
 import { loadNativeRuntime } from '../native/runtime.ts';
 
 export type EngineChoice = 'native' | 'tfjs';
@@ -62,9 +63,15 @@ export function frozenLayerFactory(config: ModelConfig, range: BackboneRange, ba
   return (weights) => new NativeLayers(config, range, weights);
 }
 
+/** The native head factory (any family: the head is one matmul), or undefined on tfjs. */
+export function frozenHeadFactory(backend: string): ((w: WeightData) => NativeHeadEngine) | undefined {
+  if (resolveEngine(backend).engine !== 'native') return undefined;
+  return (w) => new NativeHead(w);
+}
+
 /** One line for results: which engine runs frozen forwards, for which families. */
 export function engineDetail(backend: string): string {
   const { engine, why } = resolveEngine(backend);
   if (engine === 'tfjs') return `frozen forward: tfjs (${why})`;
-  return `frozen forward: native onnxruntime-node for GPT-2 (Llama family on tfjs)`;
+  return `frozen forward: native onnxruntime-node (GPT-2 layers, any family's LM head; Llama layers on tfjs)`;
 }

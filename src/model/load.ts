@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { TransformerBackbone, fullRange } from './backbone.ts';
 import { backendName } from './backend.ts';
 import { configFromHf } from './config.ts';
-import { frozenLayerFactory } from './engine.ts';
+import { frozenHeadFactory, frozenLayerFactory } from './engine.ts';
 import { ModelLoadError } from './errors.ts';
 import { gpt2Mapping } from './gpt2.ts';
 import { llamaMapping } from './llama.ts';
@@ -104,6 +104,7 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
       sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`),
       weights,
       frozenLayerFactory(config, r, backendName()),
+      frozenHeadFactory(backendName()),
     );
   }
   const { src, file } = openWeights(source.dir);
@@ -122,5 +123,6 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
     sha(`${JSON.stringify(config)}\n${signature}`),
     weights,
     frozenLayerFactory(config, r, backendName()),
+    frozenHeadFactory(backendName()),
   );
 }

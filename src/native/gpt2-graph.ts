@@ -83,3 +83,36 @@ export function gpt2LayerWeightBytes(c: ModelConfig): number {
   const d = c.dModel;
   return 4 * (4 * d * d + 2 * d * c.dFF + 3 * d + d + c.dFF + d + 4 * d);
 }
+
+/**
+ * The frozen LM head fused with its cross-entropy gradient, for rows of final hidden states:
+ * inputs h (rows, d), targets t int64 (rows), scale (rows, 1); outputs nll (rows, 1) =
+ * -log softmax(h W)[t] and dh (rows, d) = scale (softmax(h W) W^T - W^T[t]). W (d, V) is the only
+ * weight: W^T[t] is a gather of W's columns, so no transposed copy of the head is kept.
+ */
+export function headLossModel(w: WeightData): Uint8Array {
+  const [d, V] = w.shape as [number, number];
+  const g = new GraphBuilder();
+  const W = g.init('head.weight', [d, V], w.data);
+  const z = g.op('MatMul', ['h', W]); // (rows, V)
+  const t2 = g.op('Unsqueeze', ['t', g.i64([1])]); // (rows, 1)
+  g.nodes.push({ op: 'Neg', inputs: [g.op('GatherElements', [g.op('LogSoftmax', [z], { axis: 1 }), t2], { axis: 1 })], outputs: ['nll'] });
+  const pw = g.op('Gemm', [g.op('Softmax', [z], { axis: 1 }), W], { transB: 1 }); // (rows, d)
+  const wt = g.op('Transpose', [g.op('Gather', [W, 't'], { axis: 1 })], { perm: [1, 0] }); // (rows, d)
+  g.nodes.push({ op: 'Mul', inputs: [g.op('Sub', [pw, wt]), 'scale'], outputs: ['dh'] });
+  return encodeModel({
+    name: 'head_loss',
+    nodes: g.nodes,
+    initializers: g.initializers,
+    inputs: [
+      { name: 'h', type: 'float', dims: ['rows', d] },
+      { name: 't', type: 'int64', dims: ['rows'] },
+      { name: 'scale', type: 'float', dims: ['rows', 1] },
+    ],
+    outputs: [
+      { name: 'nll', type: 'float', dims: ['rows', 1] },
+      { name: 'dh', type: 'float', dims: ['rows', d] },
+    ],
+    opset: 18,
+  });
+}

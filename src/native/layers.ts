@@ -6,7 +6,7 @@
 import type { FrozenLayerEngine } from '../model/backbone.ts';
 import type { BackboneRange, ModelConfig } from '../model/types.ts';
 import type { WeightData } from '../model/weights.ts';
-import { gpt2LayerModel, gpt2LayerWeightBytes } from './gpt2-graph.ts';
+import { gpt2LayerModel, gpt2LayerWeightBytes, headLossModel } from './gpt2-graph.ts';
 import { loadNativeRuntime, NativeSession, nativeRuntimeVersion, nativeThreads } from './runtime.ts';
 
 /** Families whose layers have a native graph; the others run on tfjs. */
@@ -66,5 +66,36 @@ export class NativeLayers implements FrozenLayerEngine {
   dispose(): void {
     for (const s of this.sessions.values()) s.dispose();
     this.sessions.clear();
+  }
+}
+
+/**
+ * The frozen head's loss and gradient on the native engine (see headLossModel): per row, the
+ * negative log-likelihood of its target and dL/dh scaled by the row's weight.
+ */
+export class NativeHead {
+  private readonly session: NativeSession;
+
+  constructor(w: WeightData, threads = nativeThreads()) {
+    // Both products prepack the head (h W and p W^T), so it is held twice.
+    this.session = new NativeSession(headLossModel(w), 2 * w.data.byteLength, threads);
+  }
+
+  /** h (rows, d) row-major, targets (rows), scale (rows) -> nll (rows) and dh (rows, d). */
+  lossGrad(h: Float32Array, rows: number, targets: Int32Array, scale: Float32Array): { nll: Float32Array; dh: Float32Array } {
+    const d = h.length / rows;
+    const out = this.session.run(
+      {
+        h: { data: h, dims: [rows, d] },
+        t: { data: BigInt64Array.from(targets, (x) => BigInt(x)), dims: [rows] },
+        scale: { data: scale, dims: [rows, 1] },
+      },
+      ['nll', 'dh'],
+    );
+    return { nll: out.nll!, dh: out.dh! };
+  }
+
+  dispose(): void {
+    this.session.dispose();
   }
 }

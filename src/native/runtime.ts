@@ -26,7 +26,7 @@ interface BindingSession {
 
 interface Runtime {
   Session: new () => BindingSession;
-  Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => OrtTensor;
+  Tensor: new (type: 'float32' | 'int64', data: Float32Array | BigInt64Array, dims: readonly number[]) => OrtTensor;
   version: string;
 }
 
@@ -111,10 +111,11 @@ export class NativeSession {
     heldBytes += weightBytes;
   }
 
-  run(feeds: Record<string, { data: Float32Array; dims: number[] }>, outputs: string[]): Record<string, Float32Array> {
+  run(feeds: Record<string, { data: Float32Array | BigInt64Array; dims: number[] }>, outputs: string[]): Record<string, Float32Array> {
     if (!this.session) throw new Error('native engine: session used after dispose');
     const tensors: Record<string, OrtTensor> = {};
-    for (const [name, f] of Object.entries(feeds)) tensors[name] = new runtime!.Tensor('float32', f.data, f.dims);
+    for (const [name, f] of Object.entries(feeds))
+      tensors[name] = new runtime!.Tensor(f.data instanceof Float32Array ? 'float32' : 'int64', f.data, f.dims);
     const fetches: Record<string, null> = {};
     for (const o of outputs) fetches[o] = null;
     const res = this.session.run(tensors, fetches, {});
