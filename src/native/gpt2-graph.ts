@@ -87,8 +87,9 @@ export function gpt2LayerWeightBytes(c: ModelConfig): number {
 /**
  * The frozen LM head fused with its cross-entropy gradient, for rows of final hidden states:
  * inputs h (rows, d), targets t int64 (rows), scale (rows, 1); outputs nll (rows, 1) =
- * -log softmax(h W)[t] and dh (rows, d) = scale (softmax(h W) W^T - W^T[t]). W (d, V) is the only
- * weight: W^T[t] is a gather of W's columns, so no transposed copy of the head is kept.
+ * -log softmax(h W)[t] and dh (rows, d) = scale (softmax(h W) - onehot(t)) W^T. W (d, V) is the
+ * only weight, read by the two products alone (each prepacks it; nothing else keeps it unpacked),
+ * and no transposed copy of it is made.
  */
 export function headLossModel(w: WeightData): Uint8Array {
   const [d, V] = w.shape as [number, number];
@@ -97,9 +98,11 @@ export function headLossModel(w: WeightData): Uint8Array {
   const z = g.op('MatMul', ['h', W]); // (rows, V)
   const t2 = g.op('Unsqueeze', ['t', g.i64([1])]); // (rows, 1)
   g.nodes.push({ op: 'Neg', inputs: [g.op('GatherElements', [g.op('LogSoftmax', [z], { axis: 1 }), t2], { axis: 1 })], outputs: ['nll'] });
-  const pw = g.op('Gemm', [g.op('Softmax', [z], { axis: 1 }), W], { transB: 1 }); // (rows, d)
-  const wt = g.op('Transpose', [g.op('Gather', [W, 't'], { axis: 1 })], { perm: [1, 0] }); // (rows, d)
-  g.nodes.push({ op: 'Mul', inputs: [g.op('Sub', [pw, wt]), 'scale'], outputs: ['dh'] });
+  const p = g.op('Softmax', [z], { axis: 1 }); // (rows, V)
+  // p - onehot(t): the target column of each row lowered by one in place.
+  const pt = g.op('Sub', [g.op('GatherElements', [p, t2], { axis: 1 }), g.f32(1)]); // (rows, 1)
+  const grad = g.op('ScatterElements', [p, t2, pt], { axis: 1 }); // (rows, V)
+  g.nodes.push({ op: 'Mul', inputs: [g.op('Gemm', [grad, W], { transB: 1 }), 'scale'], outputs: ['dh'] });
   return encodeModel({
     name: 'head_loss',
     nodes: g.nodes,
