@@ -8,13 +8,17 @@ import { fixedBatch, maxAbsDiff, methodLoss, tinyBackbone } from './methods-fixt
 const backbone = await tinyBackbone();
 const batch = fixedBatch(backbone);
 const baseLogits = tf.keep(tf.tidy(() => backbone.head(backboneHidden(backbone, batch.tensor))));
+// The base forward runs on the backbone's engine; lora and serial hook every layer and so run on
+// tfjs. On tfjs both are the same kernels (exactly equal); a native engine matches within 1e-5.
+const tolerance = backbone.engine === 'tfjs' ? 0 : 1e-5 * tf.tidy(() => tf.max(tf.abs(baseLogits)).dataSync()[0]!);
 
 for (const name of ['lora', 'serial', 'parallel'] as const) {
   for (const sideInit of name === 'parallel' ? (['prune', 'random'] as const) : [undefined]) {
     test(`methods: ${name}${sideInit ? ` (${sideInit})` : ''} at step 0 gives the base model's logits exactly`, () => {
       const method = createMethod(name, backbone, { sideInit }, 3);
       const logits = tf.tidy(() => backbone.head(method.hidden(batch.tensor)));
-      assert.is(maxAbsDiff(logits, baseLogits), 0);
+      const diff = maxAbsDiff(logits, baseLogits);
+      assert.ok(diff <= tolerance, `max difference ${diff} (allowed ${tolerance} on engine ${backbone.engine})`);
       // The equality comes from the zero-initialised factor, not from an adapter that does nothing:
       // perturbing every parameter changes the logits.
       for (const v of method.parameters().values()) v.assign(tf.tidy(() => v.add(tf.randomNormal(v.shape, 0, 0.05, 'float32', 11))));

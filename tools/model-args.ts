@@ -6,18 +6,23 @@ import { CliError, num, str, type OptionSpec, type ParsedArgs } from './args.ts'
 import type { ModelSource } from '../src/model/load.ts';
 import { isPresetName, presets } from '../src/model/presets.ts';
 import { initBackend, type BackendChoice, type BackendInfo } from '../src/model/backend.ts';
+import { parseEngine, setEngine } from '../src/model/engine.ts';
 
 export const modelOptions: Record<string, OptionSpec> = {
   model: { type: 'string' },
   preset: { type: 'string' },
   'model-seed': { type: 'string' },
   backend: { type: 'string' },
+  engine: { type: 'string' },
 };
+
+export const engineOptionUsage = `  --engine E           frozen backbone forward: native (onnxruntime-node) | tfjs (default: CHARON_ENGINE, else native when it loads)`;
 
 export const modelUsage = `  --model DIR          Hugging Face model directory (config.json, model.safetensors, tokenizer.json)
   --preset NAME        built-in model with seeded weights: ${Object.keys(presets).join(', ')}
   --model-seed N       seed of the preset's weights (default 0)
-  --backend B          tensorflow | wasm | cpu (default: best available)`;
+  --backend B          tensorflow | wasm | cpu (default: best available)
+${engineOptionUsage}`;
 
 export function modelSource(args: ParsedArgs): ModelSource {
   const dir = str(args, 'model'),
@@ -29,7 +34,19 @@ export function modelSource(args: ParsedArgs): ModelSource {
   return { preset, seed: num(args, 'model-seed', 0, { integer: true, min: 0 }) };
 }
 
+/** Applies --engine (before the backend is initialised, which resolves the engine). */
+export function engineFrom(args: ParsedArgs): void {
+  const e = str(args, 'engine');
+  if (e === undefined) return;
+  try {
+    setEngine(parseEngine(e, '--engine'));
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+}
+
 export async function backendFrom(args: ParsedArgs): Promise<BackendInfo> {
+  engineFrom(args);
   const b = str(args, 'backend');
   if (b !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(b))
     throw new CliError(`--backend must be tensorflow, wasm or cpu, got '${b}'`);

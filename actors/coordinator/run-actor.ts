@@ -171,6 +171,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           memoryMb: hello?.memoryMb ?? t!.memoryMb,
           slowdown: hello?.slowdown ?? t!.slowdown,
           bandwidthMbps: hello ? hello.bandwidthMbps : (t!.bandwidthMbps ?? null),
+          backend: coordinator.registry.get(n)?.backendDetail ?? null,
         },
       ];
     });

@@ -18,6 +18,8 @@ export interface MeasuredDevice {
   memoryMb: number;
   slowdown: number;
   bandwidthMbps: number | null;
+  /** The device's compute as it reported it: tfjs backend and the engine of frozen forwards. */
+  backend: string | null;
 }
 
 /** What summary.json holds. */

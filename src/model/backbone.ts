@@ -6,8 +6,32 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { applyRotary, causalAttention, frozenLinear, geluNew, layerNorm, linear, rmsNorm, silu } from './ops.ts';
-import type { Backbone, BackboneRange, LayerHooks, ModelConfig, ProjectionName, WeightMap } from './types.ts';
+import type { Backbone, BackboneRange, FrozenHead, LayerHooks, ModelConfig, NativeHeadEngine, ProjectionName, WeightMap } from './types.ts';
 import type { WeightData } from './weights.ts';
+import { engineInternals } from './tfjs-internals.ts';
+
+/**
+ * A native forward of frozen layers (src/native): in inference mode it takes over layer() from
+ * tfjs. It holds its own copy of the layer weights, so the tfjs copy is not made while it runs.
+ */
+export interface FrozenLayerEngine {
+  /** What results report, e.g. `native (onnxruntime-node 1.30.0, 1 thread)`. */
+  readonly detail: string;
+  /** b_i from b_{i-1}: x (rows*T, d) row-major -> (rows*T, d). */
+  layer(i: number, x: Float32Array, rows: number, seqLen: number): Float32Array;
+  dispose(): void;
+}
+
+/** Builds the native engine of a range's layers from their weights (only `layers.*` are passed). */
+export type FrozenLayerEngineFactory = (weights: Map<string, WeightData>) => FrozenLayerEngine;
+
+const isLayerWeight = (name: string) => name.startsWith('layers.');
+
+/** True while a gradient tape records ops (inside tf.grads/variableGrads and not under withoutTape). */
+function tapeRecording(): boolean {
+  const s = engineInternals();
+  return s.activeTape != null && s.kernelDepth === 0;
+}
 
 export class TransformerBackbone implements Backbone {
   private held = new Map<string, tf.Tensor>();
@@ -17,6 +41,13 @@ export class TransformerBackbone implements Backbone {
 
   /** Names freed by releaseLayers, reloaded on first use. */
   private released = new Set<string>();
+
+  /** The native forward of the held layers, while one is attached and the layers are held. */
+  private native: FrozenLayerEngine | undefined;
+  /** Layer weights whose tfjs copy was never made (the native engine holds them); made on first tfjs use. */
+  private nativeOnly = new Set<string>();
+  /** Set once a layer ran on tfjs (hooks or a tape): its layer weights then stay in tfjs. */
+  private tfjsLayerRan = false;
 
   /**
    * `reload` returns the same weights again (from the model directory or the preset's seed); it
@@ -29,8 +60,22 @@ export class TransformerBackbone implements Backbone {
     weights: Map<string, WeightData>,
     readonly fingerprint: string,
     private readonly reload?: () => Map<string, WeightData>,
+    private readonly nativeFactory?: FrozenLayerEngineFactory,
+    private readonly nativeHeadFactory?: (w: WeightData) => NativeHeadEngine,
   ) {
-    for (const [name, w] of weights) this.held.set(name, tf.keep(tf.tensor(w.data, w.shape, 'float32')));
+    if (nativeFactory && range.from <= range.to) this.native = nativeFactory(layerWeights(weights));
+    for (const [name, w] of weights) {
+      // Without a way to reload them, the tfjs copy is made now: a later hooked or taped call needs it.
+      if (this.native && reload && isLayerWeight(name)) this.nativeOnly.add(name);
+      else this.held.set(name, tf.keep(tf.tensor(w.data, w.shape, 'float32')));
+    }
+  }
+
+  /** Which engine runs the frozen layers' inference forward: the native one's detail, or `tfjs`. */
+  get engine(): string {
+    return this.nativeFactory && this.range.from <= this.range.to && !this.trainable
+      ? (this.native?.detail ?? 'native (layers released)')
+      : 'tfjs';
   }
 
   get layersHeld(): boolean {
@@ -40,6 +85,10 @@ export class TransformerBackbone implements Backbone {
   releaseLayers(): void {
     if (this.trainable) throw new Error('backbone: releaseLayers on a trainable backbone (full fine-tuning) would lose trained weights');
     if (!this.reload) return;
+    this.native?.dispose();
+    this.native = undefined;
+    for (const name of this.nativeOnly) this.released.add(name);
+    this.nativeOnly.clear();
     for (const [name, t] of this.held) {
       if (name.startsWith('final_norm.') || name.startsWith('head.')) continue;
       t.dispose();
@@ -48,18 +97,26 @@ export class TransformerBackbone implements Backbone {
     }
   }
 
-  private restoreLayers(): void {
+  /**
+   * Makes the tfjs copies of `names` again from the model's source. With a native engine attached,
+   * a tfjs call that needs no layer weight (embed, the head) reloads only the others: the layers
+   * stay native-only.
+   */
+  private restoreLayers(names: Set<string>, needed: string): void {
     const weights = this.reload!();
-    for (const name of this.released) {
+    const keepNative = this.nativeFactory !== undefined && !this.trainable && !isLayerWeight(needed);
+    for (const name of [...names]) {
+      if (keepNative && isLayerWeight(name)) continue;
       const w = weights.get(name);
       if (!w) throw new Error(`backbone: reloading released weight ${name} failed: the model source no longer has it`);
       this.held.set(name, tf.keep(tf.tensor(w.data, w.shape, 'float32')));
+      names.delete(name);
     }
-    this.released.clear();
   }
 
   private w(name: string): tf.Tensor {
-    if (this.released.has(name)) this.restoreLayers();
+    if (this.released.has(name)) this.restoreLayers(this.released, name);
+    if (this.nativeOnly.has(name)) this.restoreLayers(this.nativeOnly, name);
     const t = this.held.get(name);
     if (!t)
       throw new Error(
@@ -106,6 +163,8 @@ export class TransformerBackbone implements Backbone {
   layer(i: number, h: tf.Tensor2D, seqLen: number, hooks?: LayerHooks): tf.Tensor2D {
     if (i < this.range.from || i > this.range.to)
       throw new Error(`backbone: layer ${i} is outside the held range ${this.range.from}..${this.range.to}`);
+    if (this.nativeFactory && !hooks && !this.trainable && !tapeRecording()) return this.nativeLayer(i, h, seqLen);
+    this.tfjsLayerRan = true;
     const c = this.config;
     const p = `layers.${i}`;
     return tf.tidy(() => {
@@ -136,6 +195,27 @@ export class TransformerBackbone implements Backbone {
     });
   }
 
+  /** Inference-mode layer on the native engine (rebuilt from the model's source after releaseLayers). */
+  private nativeLayer(i: number, h: tf.Tensor2D, seqLen: number): tf.Tensor2D {
+    if (!this.native) {
+      this.native = this.nativeFactory!(layerWeights(this.reload!()));
+      // The tfjs copies of released layers stay released: only a tfjs call needing them reloads them.
+      for (const name of this.released) if (isLayerWeight(name)) this.nativeOnly.add(name);
+      for (const name of this.nativeOnly) this.released.delete(name);
+    }
+    // Layer weights read through weights() (the side network's pruned init reads them once) are
+    // dropped again while no layer has run on tfjs: the native engine holds them.
+    if (this.reload && !this.tfjsLayerRan)
+      for (const [name, t] of this.held)
+        if (isLayerWeight(name)) {
+          t.dispose();
+          this.held.delete(name);
+          this.nativeOnly.add(name);
+        }
+    const [n, d] = h.shape;
+    return tf.tensor2d(this.native.layer(i, h.dataSync() as Float32Array, n / seqLen, seqLen), [n, d]);
+  }
+
   finalNorm(h: tf.Tensor2D): tf.Tensor2D {
     return this.norm(h, 'final_norm');
   }
@@ -147,19 +227,32 @@ export class TransformerBackbone implements Backbone {
   }
 
   private headT: tf.Tensor2D | undefined;
+  private nativeHead: NativeHeadEngine | undefined;
 
-  frozenHead(): { w: tf.Tensor2D; wT: tf.Tensor2D } | undefined {
+  frozenHead(): FrozenHead | undefined {
     if (this.trainable) return undefined;
     const w = this.w('head.weight') as tf.Tensor2D; // (d, V)
-    this.headT ??= tf.keep(tf.transpose(w)) as tf.Tensor2D; // (V, d)
-    return { w, wT: this.headT };
+    if (this.nativeHeadFactory) this.nativeHead ??= this.nativeHeadFactory({ data: w.dataSync() as Float32Array, shape: w.shape });
+    // The transposed copy is made only for a loss that reads it (the tfjs path), then kept.
+    const transposed = () => (this.headT ??= tf.keep(tf.transpose(w)) as tf.Tensor2D); // (V, d)
+    return {
+      w,
+      get wT() {
+        return transposed();
+      },
+      ...(this.nativeHead ? { native: this.nativeHead } : {}),
+    };
   }
 
   /**
    * Canonical name -> tensor of every held weight (variables after makeTrainable). A trainable
-   * tied head has no `head.weight` entry: it is `embed.tokens`.
+   * tied head has no `head.weight` entry: it is `embed.tokens`. With a native engine, the layer
+   * weights are made in tfjs for this call and dropped again at the next native layer call
+   * unless a layer has run on tfjs by then: read them at once, do not keep them.
    */
   weights(): WeightMap {
+    const first = [...this.nativeOnly][0];
+    if (first !== undefined) this.restoreLayers(this.nativeOnly, first);
     return new Map(this.held);
   }
 
@@ -170,8 +263,15 @@ export class TransformerBackbone implements Backbone {
    */
   makeTrainable(): tf.Variable[] {
     if (this.trainable) return this.trainable;
+    // Trained weights leave the frozen native copy behind: the tfjs copies take over for good.
+    const first = [...this.nativeOnly][0];
+    if (first !== undefined) this.restoreLayers(this.nativeOnly, first);
+    this.native?.dispose();
+    this.native = undefined;
     this.headT?.dispose();
     this.headT = undefined;
+    this.nativeHead?.dispose();
+    this.nativeHead = undefined;
     if (this.config.tiedHead && this.range.embed && this.range.head) {
       this.held.get('head.weight')?.dispose();
       this.held.delete('head.weight');
@@ -192,9 +292,18 @@ export class TransformerBackbone implements Backbone {
     for (const t of this.held.values()) t.dispose();
     this.held.clear();
     this.released.clear();
+    this.nativeOnly.clear();
+    this.native?.dispose();
+    this.native = undefined;
     this.headT?.dispose();
     this.headT = undefined;
+    this.nativeHead?.dispose();
+    this.nativeHead = undefined;
   }
+}
+
+function layerWeights(weights: Map<string, WeightData>): Map<string, WeightData> {
+  return new Map([...weights].filter(([name]) => isLayerWeight(name)));
 }
 
 /** Full forward: ids int32 (B, T) -> logits (B*T, V). Needs a backbone holding everything. */

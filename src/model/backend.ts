@@ -17,6 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { countWasmBuffers } from './memory.ts';
 import { BackendError } from './errors.ts';
+import { engineDetail, resolveEngine, type EngineChoice } from './engine.ts';
 import { checkTfjsInternals, inspectTfjsInternals, TfjsInternalsError, TFJS_PINNED, wasmInternals } from './tfjs-internals.ts';
 
 export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
@@ -25,6 +26,8 @@ export type BackendChoice = 'tensorflow' | 'wasm' | 'cpu';
 export interface BackendInfo {
   name: string;
   detail: string;
+  /** The engine of frozen forwards (./engine.ts); `detail` names it too. */
+  engine: EngineChoice;
 }
 
 /** Raised when a backend was asked for explicitly and cannot be used. Names the missing package. */
@@ -55,7 +58,7 @@ async function tryNative(pkg: string): Promise<string | undefined> {
   }
 }
 
-async function useWasm(): Promise<BackendInfo> {
+async function useWasm(): Promise<Omit<BackendInfo, 'engine'>> {
   registerWasmKernels();
   if (!(await tf.setBackend('wasm'))) throw new BackendError('backend wasm: @tensorflow/tfjs-backend-wasm failed to initialise');
   await tf.ready();
@@ -66,14 +69,14 @@ async function useWasm(): Promise<BackendInfo> {
   return { name: 'wasm', detail: `wasm (@tensorflow/tfjs-backend-wasm ${tf.version_core}, ${simd}, ${threads})` };
 }
 
-async function useCpu(detail: string): Promise<BackendInfo> {
+async function useCpu(detail: string): Promise<Omit<BackendInfo, 'engine'>> {
   await tf.setBackend('cpu');
   await tf.ready();
   checkTfjsInternals(inspectTfjsInternals());
   return { name: 'cpu', detail };
 }
 
-async function useTensorflow(pkg: string): Promise<BackendInfo> {
+async function useTensorflow(pkg: string): Promise<Omit<BackendInfo, 'engine'>> {
   if (!(await tf.setBackend('tensorflow'))) throw new BackendError(`backend tensorflow: ${pkg} is installed but failed to initialise`);
   await tf.ready();
   checkTfjsInternals(inspectTfjsInternals());
@@ -83,30 +86,37 @@ async function useTensorflow(pkg: string): Promise<BackendInfo> {
 /**
  * Chooses and initialises the backend for this process; later calls return the first choice.
  * Without `preferred`: tensorflow if a native package is installed, else wasm, else cpu.
- * With `preferred`: that backend or a BackendError naming what is missing.
+ * With `preferred`: that backend or a BackendError naming what is missing. The engine of frozen
+ * forwards is resolved here too (./engine.ts) and named in `detail`.
  */
 export async function initBackend(preferred?: BackendChoice): Promise<BackendInfo> {
   if (chosen) {
     if (preferred && preferred !== chosen.name) throw new BackendError(`backend ${preferred}: this process already runs on ${chosen.name}`);
     return chosen;
   }
+  const info = await chooseBackend(preferred);
+  chosen = { ...info, engine: resolveEngine(info.name).engine, detail: `${info.detail}; ${engineDetail(info.name)}` };
+  return chosen;
+}
+
+async function chooseBackend(preferred?: BackendChoice): Promise<Omit<BackendInfo, 'engine'>> {
   if (preferred === 'tensorflow') {
     const reasons: string[] = [];
     for (const pkg of nativePackages) {
       const why = await tryNative(pkg);
-      if (why === undefined) return (chosen = await useTensorflow(pkg));
+      if (why === undefined) return await useTensorflow(pkg);
       reasons.push(why);
     }
     throw new BackendError(`backend tensorflow: ${reasons.join('; ')} (npm install @tensorflow/tfjs-node@${TFJS_PINNED})`);
   }
-  if (preferred === 'wasm') return (chosen = await useWasm());
-  if (preferred === 'cpu') return (chosen = await useCpu('cpu (pure JS, slow)'));
-  for (const pkg of nativePackages) if ((await tryNative(pkg)) === undefined) return (chosen = await useTensorflow(pkg));
+  if (preferred === 'wasm') return await useWasm();
+  if (preferred === 'cpu') return await useCpu('cpu (pure JS, slow)');
+  for (const pkg of nativePackages) if ((await tryNative(pkg)) === undefined) return await useTensorflow(pkg);
   try {
-    return (chosen = await useWasm());
+    return await useWasm();
   } catch (e) {
     if (e instanceof TfjsInternalsError) throw e; // cpu runs on the same engine: falling back would hide the cause
-    return (chosen = await useCpu('cpu (pure JS, slow; wasm failed to initialise)'));
+    return await useCpu('cpu (pure JS, slow; wasm failed to initialise)');
   }
 }
 

@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { TransformerBackbone, fullRange } from './backbone.ts';
+import { backendName } from './backend.ts';
 import { configFromHf } from './config.ts';
+import { frozenHeadFactory, frozenLayerFactory } from './engine.ts';
 import { ModelLoadError } from './errors.ts';
 import { gpt2Mapping } from './gpt2.ts';
 import { llamaMapping } from './llama.ts';
@@ -101,6 +103,8 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
       await readByParts(r, (part) => presetWeights(config, part, seed)),
       sha(`preset:${source.preset}:${seed}:${JSON.stringify(config)}`),
       weights,
+      frozenLayerFactory(config, r, backendName()),
+      frozenHeadFactory(backendName()),
     );
   }
   const { src, file } = openWeights(source.dir);
@@ -118,5 +122,7 @@ export async function loadBackbone(source: ModelSource, range?: Partial<Backbone
     await readByParts(r, (part) => mapping.read(config, part, src, file)),
     sha(`${JSON.stringify(config)}\n${signature}`),
     weights,
+    frozenLayerFactory(config, r, backendName()),
+    frozenHeadFactory(backendName()),
   );
 }

@@ -7,9 +7,12 @@
  * it appears and removed when it is freed, and the peak moves with each allocation. Elsewhere the
  * count falls back to tf.memory().numBytes and the peak to the samples taken by `sampleTensorBytes`.
  * Not counted on wasm: XNNPACK's packed copies of matmul weights and malloc fragmentation.
+ * The native engine's weights (src/native) count as live bytes while its sessions hold them;
+ * its transient buffers inside a session run do not.
  * The wasm backend's data map is an internal, checked at start-up by ./tfjs-internals.ts.
  */
 import * as tf from '@tensorflow/tfjs';
+import { nativeWeightBytes } from '../native/runtime.ts';
 import { wasmInternals, type WasmDataEntry } from './tfjs-internals.ts';
 
 let exact: object | undefined;
@@ -36,7 +39,7 @@ export function countWasmBuffers(backend: tf.KernelBackend): void {
     const before = entryBytes(current(id));
     set(id, v);
     live += entryBytes(v) - before;
-    if (live > peak) peak = live;
+    if (live + nativeWeightBytes() > peak) peak = live + nativeWeightBytes();
   };
   map.delete = (id) => {
     live -= entryBytes(current(id));
@@ -44,16 +47,16 @@ export function countWasmBuffers(backend: tf.KernelBackend): void {
   };
   exact = backend;
   live = tf.memory().numBytes;
-  peak = live;
+  peak = live + nativeWeightBytes();
 }
 
 function counting(): boolean {
   return exact !== undefined && exact === tf.backend();
 }
 
-/** Bytes of tensor buffers alive now. */
+/** Bytes of tensor buffers alive now, the native engine's weights included. */
 export function liveTensorBytes(): number {
-  return counting() ? live : tf.memory().numBytes;
+  return (counting() ? live : tf.memory().numBytes) + nativeWeightBytes();
 }
 
 /** Folds the current count into the peak (needed only where counting is not exact; harmless elsewhere). */

@@ -60,6 +60,24 @@ export interface LayerHooks {
   sublayer?(layer: number, which: 'attn' | 'mlp', h: tf.Tensor2D): tf.Tensor2D;
 }
 
+/**
+ * The frozen LM head as losses use it: w (d, V), its transpose wT (V, d), made on first read and
+ * kept, and, where the native engine holds the head, its fused loss and gradient (then wT is
+ * never made).
+ */
+export interface FrozenHead {
+  readonly w: tf.Tensor2D;
+  readonly wT: tf.Tensor2D;
+  readonly native?: NativeHeadEngine;
+}
+
+/** The head's cross-entropy and its gradient for `rows` rows of final hidden states, natively. */
+export interface NativeHeadEngine {
+  /** h (rows, d) row-major, targets (rows), scale (rows) -> nll (rows) = -log p(target), dh (rows, d) = scale (p W^T - W^T[target]). */
+  lossGrad(h: Float32Array, rows: number, targets: Int32Array, scale: Float32Array): { nll: Float32Array; dh: Float32Array };
+  dispose(): void;
+}
+
 /** A named weight of the backbone, as loaded (f32). */
 export type WeightMap = Map<string, tf.Tensor>;
 
@@ -68,6 +86,11 @@ export interface Backbone {
   readonly range: BackboneRange;
   /** Stable hash of the architecture and weights; part of every activation-cache key. */
   readonly fingerprint: string;
+  /**
+   * The engine of this backbone's inference-mode layer forwards: `tfjs`, or the native engine's
+   * description (src/native). Taped or hooked forwards always run on tfjs.
+   */
+  readonly engine: string;
   /** b_0 = embedding of ids. ids: int32 (B, T) -> (B*T, d). */
   embed(ids: tf.Tensor2D): tf.Tensor2D;
   /** b_i = layer_i(b_{i-1}). h: (B*T, d) with T = seqLen -> (B*T, d). */
@@ -81,7 +104,7 @@ export interface Backbone {
    * made once and kept while the head is held, for losses that fuse the head with its gradient
    * (plain matmuls both ways). Undefined once the head is trainable (makeTrainable).
    */
-  frozenHead(): { w: tf.Tensor2D; wT: tf.Tensor2D } | undefined;
+  frozenHead(): FrozenHead | undefined;
   /** The weights this process holds, by their canonical names (see weight naming in backbone docs). */
   weights(): WeightMap;
   /** Turns every held weight into a trainable tf.Variable (full fine-tuning). */

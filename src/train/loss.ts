@@ -4,6 +4,7 @@
  * which avoids `gather` (no gradient kernel on wasm) and a second pass through log-softmax.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { FrozenHead, NativeHeadEngine } from '../model/types.ts';
 
 /**
  * Weighted mean cross-entropy. logits (N, C), targets int32 (N), weights f32 (N) in {0, 1}
@@ -51,11 +52,12 @@ export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights:
  */
 export function frozenHeadCrossEntropy(
   hidden: tf.Tensor2D,
-  head: { w: tf.Tensor2D; wT: tf.Tensor2D },
+  head: FrozenHead | { w: tf.Tensor2D; wT: tf.Tensor2D },
   targets: Int32Array,
   weights: Float32Array,
   chunkRows = 512,
 ): tf.Scalar {
+  if ('native' in head && head.native) return nativeHeadCrossEntropy(hidden, head.native, targets, weights, chunkRows);
   const [n, d] = hidden.shape;
   const vocab = head.w.shape[1];
   let count = 0;
@@ -93,6 +95,46 @@ export function frozenHeadCrossEntropy(
       }
       return (grads.length === 1 ? grads[0]! : tf.concat(grads, 0)) as tf.Tensor2D;
     });
+    save([dh]);
+    return { value: tf.scalar(lossSum / count), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(saved[0]!, dy) };
+  });
+  return f(hidden) as tf.Scalar;
+}
+
+/**
+ * frozenHeadCrossEntropy on the native engine: the same value and gradient, with each chunk's
+ * logits, softmax, loss and dL/dh made by one native call (the loss read as -log_softmax, exact
+ * even where the probability underflows).
+ */
+function nativeHeadCrossEntropy(
+  hidden: tf.Tensor2D,
+  head: NativeHeadEngine,
+  targets: Int32Array,
+  weights: Float32Array,
+  chunkRows: number,
+): tf.Scalar {
+  const [n, d] = hidden.shape;
+  let count = 0;
+  for (let i = 0; i < n; i++) count += weights[i]!;
+  count = Math.max(1, count);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const h = (args[0] as tf.Tensor2D).dataSync() as Float32Array,
+      save = args[1] as tf.GradSaveFunc;
+    const grad = new Float32Array(n * d);
+    let lossSum = 0;
+    for (let r = 0; r < n; r += chunkRows) {
+      const rows = Math.min(chunkRows, n - r);
+      const w = weights.subarray(r, r + rows);
+      const { nll, dh } = head.lossGrad(
+        h.subarray(r * d, (r + rows) * d),
+        rows,
+        targets.subarray(r, r + rows),
+        w.map((x) => x / count),
+      );
+      for (let i = 0; i < rows; i++) if (w[i]) lossSum += w[i]! * nll[i]!;
+      grad.set(dh, r * d);
+    }
+    const dh = tf.tensor2d(grad, [n, d]);
     save([dh]);
     return { value: tf.scalar(lossSum / count), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(saved[0]!, dy) };
   });

@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { initBackend, measureMatmulGflops } from '../../src/model/backend.ts';
+import { parseEngine, setEngine, type EngineChoice } from '../../src/model/engine.ts';
+import { measureNativeMatmulGflops } from '../../src/native/runtime.ts';
 import { loadBackbone } from '../../src/model/load.ts';
 import { isPresetName, presets, type PresetName } from '../../src/model/presets.ts';
 import { createMethod, withoutTape, type MethodName, type MethodOptions } from '../../src/model/methods/index.ts';
@@ -26,17 +28,24 @@ const allMethods = ['full', 'lora', 'serial', 'parallel', 'parallel+cache', 'par
 type BenchMethod = (typeof allMethods)[number];
 const defaultMethods: BenchMethod[] = ['full', 'lora', 'serial', 'parallel', 'parallel+cache'];
 
-const usage = `usage: charon bench methods [--preset w1] [--epochs 3] [--sequences 256] [--methods a,b] [--json]
+const usage = `usage: charon bench methods [--preset w1] [--epochs 3] [--sequences 256] [--methods a,b] [--engines native,tfjs] [--json]
 
   --preset NAME        model preset (default w1: GPT-2, 8 layers, d 512, 8 heads, vocab 8192, ctx 128)
   --epochs N           (default 3)
   --sequences N        Markov sequences of context length (default 256); batch 8
   --methods LIST       of ${allMethods.join(', ')} (default: all but parallel+cache-f16)
   --cache-memory-mb N  memory tier of the activation cache; the rest spills to disk (default 16)
+  --engines LIST       engines of the frozen forward to run each method on, back to back
+                       (native, tfjs; default: this process's engine). \`methods\` and \`ratios\`
+                       are the first engine's; \`byEngine\` and \`nativeVsTfjs\` compare them
   --json               one JSON document on stdout`;
 
 interface MethodResult {
   name: BenchMethod;
+  /** The engine of the frozen forward (the backbone's own description) and its matmul rate. */
+  engine: string;
+  engineMatmulGflops: number;
+  backboneForwardOverEngineMatmul: number;
   epochSeconds: number[];
   totalSeconds: number;
   peakBytes: { epoch1: number; cached: number };
@@ -95,9 +104,11 @@ async function child(
   epochs: number,
   cacheMemoryMb: number,
 ): Promise<MethodResult> {
-  await initBackend();
+  const info = await initBackend();
   const s = settings(name);
   const backbone = await loadBackbone({ preset });
+  const engine = backbone.engine; // read now: the cached epochs release the layers
+  const engineMatmulGflops = info.engine === 'native' ? measureNativeMatmulGflops(1024, 3, true) : measureMatmulGflops();
   const data = loadJsonl(dataFile, { vocabSize: backbone.config.vocabSize });
   const seqLen = backbone.config.maxPositions,
     batch = 8;
@@ -124,6 +135,9 @@ async function child(
   const later = e.slice(1);
   const result: MethodResult = {
     name,
+    engine,
+    engineMatmulGflops,
+    backboneForwardOverEngineMatmul: gflops / engineMatmulGflops,
     epochSeconds: e.map((x) => x.seconds),
     totalSeconds: e.reduce((a, x) => a + x.seconds, 0),
     peakBytes: { epoch1: e[0]!.peakBytes, cached: later.length ? Math.max(...later.map((x) => x.peakBytes)) : 0 },
@@ -166,6 +180,8 @@ export async function run(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       child: { type: 'string' },
       data: { type: 'string' },
+      engine: { type: 'string' },
+      engines: { type: 'string' },
     },
     usage,
   );
@@ -175,6 +191,12 @@ export async function run(argv: string[]): Promise<number> {
   const epochs = num(args, 'epochs', 3, { integer: true, min: 1 });
   const cacheMemoryMb = num(args, 'cache-memory-mb', 16, { min: 0 });
   const childName = str(args, 'child');
+  const engineArg = str(args, 'engine');
+  try {
+    if (engineArg !== undefined) setEngine(parseEngine(engineArg, '--engine'));
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
   if (childName) {
     if (!(allMethods as readonly string[]).includes(childName)) throw new CliError(`unknown bench method '${childName}'`);
     process.stdout.write(
@@ -188,32 +210,69 @@ export async function run(argv: string[]): Promise<number> {
       throw new CliError(`--methods: unknown method '${m}' (known: ${allMethods.join(', ')})`);
   const sequences = num(args, 'sequences', 256, { integer: true, min: 1 });
   const backend = await initBackend();
+  let engines: EngineChoice[];
+  try {
+    engines = (str(args, 'engines')?.split(',') ?? [backend.engine]).map((e) => parseEngine(e, '--engines'));
+  } catch (e) {
+    throw new CliError((e as Error).message);
+  }
   const matmulGflops = measureMatmulGflops();
   const c = presets[preset];
   const dir = mkdtempSync(join(tmpdir(), 'charon-bench-'));
   const dataFile = join(dir, 'markov.jsonl');
   writeJsonl(dataFile, markovDataset({ vocab: c.vocabSize, sequences, length: c.maxPositions, seed: 0 }));
-  const results: MethodResult[] = [];
+  const byEngine = new Map<EngineChoice, MethodResult[]>(engines.map((e) => [e, []]));
   try {
+    // Each method on every engine back to back, so a change in the machine's load hits both.
     for (const m of methods)
-      results.push(
-        await runChild([
-          '--child',
-          m,
-          '--preset',
-          preset,
-          '--data',
-          dataFile,
-          '--epochs',
-          String(epochs),
-          '--cache-memory-mb',
-          String(cacheMemoryMb),
-        ]),
-      );
+      for (const e of engines)
+        byEngine
+          .get(e)!
+          .push(
+            await runChild([
+              '--engine',
+              e,
+              '--child',
+              m,
+              '--preset',
+              preset,
+              '--data',
+              dataFile,
+              '--epochs',
+              String(epochs),
+              '--cache-memory-mb',
+              String(cacheMemoryMb),
+            ]),
+          );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+  const results = byEngine.get(engines[0]!)!;
   const by = (n: BenchMethod) => results.find((r) => r.name === n);
+  const native = byEngine.get('native'),
+    tfjs = byEngine.get('tfjs');
+  const cachedMean = (r: MethodResult) =>
+    r.epochSeconds.length > 1 ? r.epochSeconds.slice(1).reduce((a, b) => a + b, 0) / (r.epochSeconds.length - 1) : undefined;
+  const nativeVsTfjs =
+    native && tfjs
+      ? Object.fromEntries(
+          native.map((n, i) => {
+            const t = tfjs[i]!,
+              nc = cachedMean(n),
+              tc = cachedMean(t);
+            return [
+              n.name,
+              {
+                epoch1Speedup: t.epochSeconds[0]! / n.epochSeconds[0]!,
+                laterEpochSpeedup: nc && tc ? tc / nc : undefined,
+                totalSpeedup: t.totalSeconds / n.totalSeconds,
+                nativeCachedOverEpoch1: nc ? nc / n.epochSeconds[0]! : undefined,
+                tfjsCachedOverEpoch1: tc ? tc / t.epochSeconds[0]! : undefined,
+              },
+            ];
+          }),
+        )
+      : undefined;
   const pc = by('parallel+cache'),
     f16 = by('parallel+cache-f16');
   const ratio = (a?: number, b?: number) => (a !== undefined && b ? a / b : undefined);
@@ -236,7 +295,10 @@ export async function run(argv: string[]): Promise<number> {
     },
     backend: backend.detail,
     matmulGflops,
+    engines,
     methods: results,
+    byEngine: Object.fromEntries(byEngine),
+    nativeVsTfjs,
     ratios: {
       cachedEpochOverEpoch1: ratio(cachedEpochs, pc?.epochSeconds[0]),
       parallelCacheTotalOverLora: ratio(pc?.totalSeconds, by('lora')?.totalSeconds),

@@ -112,6 +112,7 @@ export async function run(argv: string[]): Promise<number> {
   const backend = await backendFrom(args);
   log(`backend: ${backend.detail}`);
   const { backbone, tokenizer } = await openModel(source);
+  log(`engine: ${backbone.engine}`);
   const data = loadJsonl(dataFile, {
     vocabSize: backbone.config.vocabSize,
     encode: tokenizer.available ? (t) => tokenizer.encode(t) : undefined,
@@ -156,6 +157,7 @@ export async function run(argv: string[]): Promise<number> {
   const epochsOut = trainer.epochMetrics();
   const result = {
     backend: backend.detail,
+    engine: backbone.engine,
     model: backbone.fingerprint,
     method: methodName,
     options,
