@@ -48,6 +48,7 @@ import { measuredProfile, modelShape } from '../../src/plan/device-profile.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
 import { redistributeEffect } from './redistribute.ts';
+import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
   type AbortInput,
@@ -351,6 +352,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       spec: topologySpec,
       expectedDevices: names,
       gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
+      stepDeadlineMs: topology.training.stepDeadlineMs,
       ...(o.resume ? { resume: o.resume } : {}),
     },
   });
@@ -360,6 +362,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     lost: (device, reason) => actor.send({ type: 'DEVICE_LOST', device, reason, at: Date.now() }),
   });
   actor.subscribe((snap) => coordinator.setRunPhase(statePath(snap.value)));
+  const stopStepWatch = watchStepAttempts(bus, actor, emit);
   const onAbort = () => actor.stop();
   o.signal?.addEventListener('abort', onAbort);
   actor.start();
@@ -378,6 +381,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     return { runDir, summary: out.summary };
   } finally {
     liveness.stop();
+    stopStepWatch();
     coordinator.setRunPhase(null);
     o.signal?.removeEventListener('abort', onAbort);
     if (actor.getSnapshot().status === 'active') actor.stop();

@@ -20,6 +20,8 @@ export interface RunInput {
   gatherTimeoutMs: number;
   /** How long a retryable failure waits for liveness to report a lost device (default 10 s). */
   stallTimeoutMs?: number;
+  /** Deadline of a step's first attempt (default: derived from the plan, step-deadline.ts). */
+  stepDeadlineMs?: number;
   resume?: PersistedRun;
 }
 
@@ -156,7 +158,9 @@ export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'fai
 
 export type RunEvent =
   | { type: 'DEVICE_JOINED'; device: string }
-  | { type: 'DEVICE_LOST'; device: string; reason?: string /** ms since the epoch */; at?: number };
+  | { type: 'DEVICE_LOST'; device: string; reason?: string /** ms since the epoch */; at?: number }
+  /** The coordinator's bus connection came back: messages of the step in flight may be lost. */
+  | { type: 'BUS_RECONNECTED' };
 
 /**
  * The persisted run (always with the totals of the epoch in progress) plus what lives only in
@@ -189,6 +193,8 @@ export interface RunContext extends RunState {
   replans: ReplanRecord[];
   /** A device was lost while a step committed: recover once it has. */
   recoveryDue: boolean;
+  /** Attempts of the step in flight given up (deadline, bus reconnect); 0 again once it commits. */
+  stepAttempt: number;
   error: string | null;
   summary: RunSummary | null;
 }

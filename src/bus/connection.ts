@@ -3,7 +3,9 @@
  * request/reply carry `Envelope`s; messages above the server's max_payload travel in chunks
  * (NATS header `Charon-Chunk`) and are reassembled before decoding. A received message that fails
  * validation is dropped, counted per reason (`bus.rejected`) and reported on the run's `events`
- * subject; it never reaches a handler and never throws into one.
+ * subject; it never reaches a handler and never throws into one. A subscription delivers an
+ * envelope id at most once: a repeated one is rejected as 'duplicate'. In chaos mode only
+ * (faults.ts), received messages first pass the fault layer.
  */
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import {
@@ -24,6 +26,8 @@ import {
 } from '../tensor/index.ts';
 import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
 import { subjects, type Subjects } from './subjects.ts';
+import { CHAOS_ENV, FaultLayer, parseFaultRule, type FaultReport } from './faults.ts';
+import { RecentIds } from './recent.ts';
 
 export const CHUNK_HEADER = 'Charon-Chunk';
 /** Room left in a chunk message for its NATS header block. */
@@ -38,6 +42,8 @@ export interface BusOptions {
   reconnectWaitMs?: number;
   /** budget and timeout for partial chunked transfers; largest whole message accepted */
   reassembly?: { maxBytes?: number; timeoutMs?: number; maxMessageBytes?: number };
+  /** Install the fault layer steered over the run's chaos subject; default: `CHARON_CHAOS=1` in the environment. */
+  chaos?: boolean;
 }
 
 export interface Meta {
@@ -109,6 +115,7 @@ export class Bus {
   private inbox?: { prefix: string; sub: Subscription };
   private readonly pending = new Map<string, Pending>();
   private connected = true;
+  private readonly faults?: FaultLayer;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -126,6 +133,7 @@ export class Bus {
     });
     this.sweeper = setInterval(() => this.reassembler.sweep(), Math.max(100, timeoutMs / 2));
     this.sweeper.unref();
+    if (opts.chaos ?? process.env[CHAOS_ENV] === '1') this.faults = this.listenForFaults();
     void this.watchStatus();
     void nc.closed().then((err) => {
       clearInterval(this.sweeper);
@@ -247,9 +255,17 @@ export class Bus {
   subscribe<B = unknown>(subject: string, handler: Handler<B>, opts: SubscribeOptions = {}): BusSubscription {
     const key = `s${this.subCounter++}`;
     let delivered = 0;
+    const seen = new RecentIds();
     const sub = this.natsSubscribe(subject, opts.queue, (m) => {
       const env = this.ingest(key, m, opts.kinds);
       if (!env) return;
+      if (!seen.add(env.id)) {
+        this.reject(
+          m.subject,
+          new MessageRejected('duplicate', `${env.kind} ${env.id} from ${env.from} (step ${env.step}) delivered before`),
+        );
+        return;
+      }
       delivered++;
       const info: BusMsg = { subject: m.subject, reply: m.reply || undefined, bytes: m.data.length };
       try {
@@ -310,6 +326,7 @@ export class Bus {
    */
   async close(): Promise<void> {
     clearInterval(this.sweeper);
+    this.faults?.close();
     if (this.nc.isClosed()) return;
     if (this.connected) await this.nc.drain().catch(() => {});
     if (!this.nc.isClosed()) await this.nc.close();
@@ -430,12 +447,19 @@ export class Bus {
     }
   }
 
-  private natsSubscribe(subject: string, queue: string | undefined, callback: (m: Msg) => void): Subscription {
+  private natsSubscribe(
+    subject: string,
+    queue: string | undefined,
+    callback: (m: Msg) => void,
+    faults: FaultLayer | null = this.faults ?? null,
+  ): Subscription {
     try {
       return this.nc.subscribe(subject, {
         queue,
         callback: (err, m) => {
-          if (!err) callback(m);
+          if (err) return;
+          if (faults) faults.deliver(m.subject, () => callback(m));
+          else callback(m);
         },
       });
     } catch (err) {
@@ -449,6 +473,29 @@ export class Bus {
       return new ConnectionClosed(undefined, { cause: err });
     if (code === 'MAX_PAYLOAD_EXCEEDED') return new PayloadTooLarge(subject, bytes, this.maxPayload);
     return new BusFailure(`${subject}: ${(err as Error).message}`, false, { cause: err });
+  }
+
+  /** The fault layer of a chaos-mode process: rules arrive on the chaos subject, reports leave on it. */
+  private listenForFaults(): FaultLayer {
+    const subject = this.subjects.chaos();
+    const layer = new FaultLayer(this.name, this.subjects.prefix, (r: FaultReport) => {
+      if (!this.nc.isClosed()) this.publish(subject, 'chaos-report', r);
+    });
+    const key = `s${this.subCounter++}`;
+    // Past the layer itself: a rule on '>' must not drop the rules that follow it.
+    this.natsSubscribe(
+      subject,
+      undefined,
+      (m) => {
+        const env = this.ingest(key, m, ['chaos-rule']);
+        if (!env) return;
+        const rule = parseFaultRule(env.body);
+        if (typeof rule === 'string') this.reject(m.subject, new MessageRejected('body', `chaos-rule from ${env.from}: ${rule}`));
+        else layer.arm(rule);
+      },
+      null,
+    );
+    return layer;
   }
 
   private async watchStatus(): Promise<void> {
