@@ -477,9 +477,9 @@ export class Bus {
 
   /** The fault layer of a chaos-mode process: rules arrive on the chaos subject, reports leave on it. */
   private listenForFaults(): FaultLayer {
-    const subject = this.subjects.chaos();
+    const subject = this.subjects.chaos('rule');
     const layer = new FaultLayer(this.name, this.subjects.prefix, (r: FaultReport) => {
-      if (!this.nc.isClosed()) this.publish(subject, 'chaos-report', r);
+      if (!this.nc.isClosed()) this.publish(this.subjects.chaos('report'), 'chaos-report', r);
     });
     const key = `s${this.subCounter++}`;
     // Past the layer itself: a rule on '>' must not drop the rules that follow it.

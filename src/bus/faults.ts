@@ -136,9 +136,9 @@ export class FaultLayer {
     deliver();
   }
 
-  /** Forgets every rule and every held message (the connection is closing). */
+  /** Reports and forgets every rule, drops every held message (the connection is closing). */
   close(): void {
-    for (const id of [...this.armed.keys()]) this.disarm(id, false);
+    for (const id of [...this.armed.keys()]) this.disarm(id, true);
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
   }

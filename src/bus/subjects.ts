@@ -60,8 +60,8 @@ export interface Subjects {
   cachePut(device: string): string;
   /** run events for observers */
   events(): string;
-  /** chaos runner <-> fault layers of a chaos run (src/bus/faults.ts) */
-  chaos(): string;
+  /** chaos runner -> fault layers of a chaos run ('rule'), and back ('report') (src/bus/faults.ts) */
+  chaos(part: 'rule' | 'report'): string;
 }
 
 /** Builds the subjects of run `run`. @throws InvalidSubjectToken when `run` is not a valid token. */
@@ -82,6 +82,6 @@ export function subjects(run: string): Subjects {
     cacheGet: (d) => `${prefix}cache.${dev(d)}.get`,
     cachePut: (d) => `${prefix}cache.${dev(d)}.put`,
     events: () => `${prefix}events`,
-    chaos: () => `${prefix}chaos`,
+    chaos: (part) => `${prefix}chaos.${part === 'rule' ? 'rule' : 'report'}`,
   };
 }

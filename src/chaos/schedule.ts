@@ -4,7 +4,7 @@
  * and turned into triggers the runner fires. Every problem reads `file:line: field: reason`.
  */
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { lineAt, parseYamlWith, TopologyError, type TopologyIssue } from '../topology/load.ts';
 import type { Topology } from '../topology/schema.ts';
 import { epochSteps } from '../train/data.ts';
