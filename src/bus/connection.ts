@@ -165,7 +165,10 @@ export class Bus {
     } catch (err) {
       throw new ConnectFailed(servers.join(','), { cause: err });
     }
-    return new Bus(nc, opts.name, opts.run, opts);
+    const bus = new Bus(nc, opts.name, opts.run, opts);
+    // The fault layer listens before connect resolves: rules sent from then on reach it.
+    if (bus.faults) await nc.flush();
+    return bus;
   }
 
   /** The server's max_payload in bytes; larger messages are chunked. */

@@ -112,7 +112,7 @@ export class FaultLayer {
     return this.armed.size;
   }
 
-  /** Hands a received message on (`deliver()`), or drops, holds or repeats it as an armed rule says. */
+  /** Hands a received message on (`deliver()`), or drops, holds or repeats it as the first armed rule that hits it says. */
   deliver(subject: string, deliver: () => void): void {
     const now = Date.now();
     for (const a of this.armed.values()) {
