@@ -111,6 +111,11 @@ export class Bus {
   private readonly maxMessageBytes: number;
   private readonly sweeper: NodeJS.Timeout;
   private msgCounter = 0;
+  /**
+   * Makes envelope ids unique across connections of the same name: a restarted device process
+   * numbers its messages from 0 again, and those must not be taken for repeats of the old ones.
+   */
+  private readonly idPrefix: string;
   private subCounter = 0;
   private inbox?: { prefix: string; sub: Subscription };
   private readonly pending = new Map<string, Pending>();
@@ -124,6 +129,7 @@ export class Bus {
     opts: BusOptions,
   ) {
     this.subjects = subjects(run);
+    this.idPrefix = `${name.slice(0, 200)}-${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 4).toString(36)}`;
     this.maxMessageBytes = opts.reassembly?.maxMessageBytes ?? MAX_MESSAGE_BYTES;
     const timeoutMs = opts.reassembly?.timeoutMs ?? 30_000;
     this.reassembler = new Reassembler({
@@ -343,7 +349,7 @@ export class Bus {
       gen: meta.gen ?? 0,
       step: meta.step ?? 0,
       mb: meta.mb ?? 0,
-      id: `${this.name}-${(this.msgCounter++).toString(36)}`,
+      id: `${this.idPrefix}-${(this.msgCounter++).toString(36)}`,
       kind,
       body,
     };
