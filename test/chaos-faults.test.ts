@@ -1,13 +1,12 @@
 /**
- * Message faults on a real run (real nats-server, real device processes): a dropped activation is
- * recovered by the step deadline (the step is given up and replayed under a new generation); a
- * duplicated activation, gradient or control request is refused and counted, never applied twice.
- * Both runs end where the fault-free run ends (1e-5).
+ * A message fault on a real run (real nats-server, real device processes): a dropped activation
+ * is recovered by the step deadline (the step is given up and replayed under a new generation),
+ * and the run ends where the fault-free run ends (1e-5).
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { rmSync } from 'node:fs';
-import { chaosJob, eventsOf, rejections, runFaulty } from './fixtures/chaos.ts';
+import { chaosJob, eventsOf, runFaulty } from './fixtures/chaos.ts';
 
 const job = chaosJob('chaos-faults');
 
@@ -20,24 +19,6 @@ test('chaos faults: activations dropped for a while -> the step deadline replays
   const done3 = eventsOf(run, 'STEP_DONE').filter((e) => e.step === 3);
   assert.is(done3.length, 1, 'step 3 done once, by its replay');
   assert.ok((done3[0]!.at as number) > (expired[0]!.at as number));
-});
-
-test('chaos faults: duplicated activations, gradients and control requests are refused and counted', async () => {
-  const run = await runFaulty(
-    job,
-    'duplicate',
-    `- { at: { step: 2 }, kind: duplicate, subject: "stage.>", durationMs: 1500 }
-- { at: { epoch: 2, step: 2 }, kind: duplicate, subject: "grad.>", durationMs: 1500 }
-- { at: { step: 5 }, kind: duplicate, subject: "dev.*.ctl", durationMs: 1500 }
-`,
-  );
-  const hits = run.fired.map((f) => f.reports.reduce((a, r) => a + r.hit, 0));
-  assert.ok(
-    hits.every((h) => h > 0),
-    `messages duplicated per fault: ${hits}`,
-  );
-  // Rejection reports travel on the bus too; every duplicate delivered was refused.
-  assert.ok(rejections(run, 'duplicate') > 0, 'duplicates reported as rejected');
 });
 
 test.after(() => rmSync(job.dir, { recursive: true, force: true }));
