@@ -132,9 +132,11 @@ export function faultFigures(fired: FiredFault[], events: RunEventLine[]): Fault
   const after = (t: number, pred: (e: RunEventLine) => boolean) => events.find((e) => (e.at ?? 0) >= t && pred(e))?.at ?? null;
   const secs = (from: number, to: number | null) => (to === null ? null : Math.round(to - from) / 1000);
   const times = fired.flatMap((f) => (f.firedAt === null ? [] : [f.firedAt])).sort((a, b) => a - b);
+  // Devices leave when the run is over: that is no sign of a fault.
+  const end = events.find((e) => e.type === 'RUN_FINISHED' || e.type === 'RUN_FAILED')?.at ?? Infinity;
   return fired.map(({ fault: f, firedAt, reports }) => {
     // A sign of trouble is this fault's only until the next fault fires.
-    const next = firedAt === null ? Infinity : (times.find((t) => t > firedAt) ?? Infinity);
+    const next = firedAt === null ? Infinity : Math.min(end, times.find((t) => t > firedAt) ?? Infinity);
     const noticed =
       firedAt === null
         ? null
