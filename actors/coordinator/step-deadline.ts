@@ -17,7 +17,7 @@
 import type { Bus } from '../../src/bus/index.ts';
 
 export const STEP_DEADLINE_FACTOR = 10;
-export const STEP_DEADLINE_FLOOR_MS = 3000;
+export const STEP_DEADLINE_FLOOR_MS = 10_000;
 export const MAX_STEP_ATTEMPTS = 5;
 
 /** Milliseconds the attempt `attempt` (0 for the first) of a step may take. */
