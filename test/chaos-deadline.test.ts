@@ -12,6 +12,15 @@ import { MAX_STEP_ATTEMPTS, STEP_DEADLINE_FLOOR_MS, stepDeadlineMs } from '../ac
 import { fakeRun, input } from './fixtures/run-effects.ts';
 
 const never = () => new Promise<void>(() => {});
+/** A `beforeStep` hook: the first attempt of step `step` never returns, every other attempt goes on. */
+function hangFirst(step: number) {
+  let tried = false;
+  return (s: StepInput): Promise<void> => {
+    if (s.step !== step || tried) return Promise.resolve();
+    tried = true;
+    return never();
+  };
+}
 const withDeadline: RunInput = { ...input, stepDeadlineMs: 1000 };
 
 function start(machine: ReturnType<typeof fakeRun>['machine'], clock: SimulatedClock) {
@@ -33,10 +42,7 @@ test('step deadline: from the plan, with a floor, doubling per attempt, or fixed
 });
 
 test('step deadline: a step that does not return is given up, the same devices redeploy under generation 1 and replay it', async () => {
-  let tried = false;
-  const { machine, calls } = fakeRun({
-    beforeStep: (s: StepInput) => (s.step === 2 && !tried ? ((tried = true), never()) : Promise.resolve()),
-  });
+  const { machine, calls } = fakeRun({ beforeStep: hangFirst(2) });
   const clock = new SimulatedClock();
   const actor = start(machine, clock);
   await waitFor(actor, () => calls.step.some((s) => s.step === 2));
@@ -59,10 +65,7 @@ test('step deadline: a step that does not return is given up, the same devices r
 });
 
 test('step deadline: the coordinator reconnecting to the bus gives up the step in flight at once', async () => {
-  let tried = false;
-  const { machine, calls } = fakeRun({
-    beforeStep: (s: StepInput) => (s.step === 3 && !tried ? ((tried = true), never()) : Promise.resolve()),
-  });
+  const { machine, calls } = fakeRun({ beforeStep: hangFirst(3) });
   const clock = new SimulatedClock();
   const actor = start(machine, clock);
   await waitFor(actor, () => calls.step.some((s) => s.step === 3));
