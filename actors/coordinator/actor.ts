@@ -141,6 +141,8 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
     ),
     status: route(statusRequest, () => status()),
   });
+  // Devices are judged on time the coordinator itself could hear them (a restarting nats-server).
+  const offBus = [bus.on('disconnect', () => registry.suspendLiveness()), bus.on('reconnect', () => registry.resumeLiveness())];
   inbox.on(bus.subjects.devHbAll(), 'hb', heartbeat, (hb, env) => {
     // A heartbeat speaks for its sender only; one naming another device is ignored.
     if (env.from === hb.device) registry.heartbeat(hb);
@@ -176,6 +178,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
       machine.actor.send({ type: 'STOP' });
     },
     stop: () => {
+      for (const off of offBus) off();
       inbox.close();
       stopRegistry();
       registry.close();

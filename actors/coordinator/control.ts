@@ -4,12 +4,17 @@
  * that asked (a device was lost mid-step), the requests stop waiting at once instead of running
  * into their deadline.
  */
-import type { Bus } from '../../src/bus/index.ts';
+import { NoResponders, type Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { ctlReply } from '../../src/runtime/messages.ts';
 import { fromWire } from '../../src/runtime/errors.ts';
 
 export const CTL_TIMEOUT_MS = 60_000;
+/**
+ * After the bus reconnects (a restarted nats-server) a device's subscriptions come back moments
+ * after the coordinator's: "no responders" is asked again for this long before it counts.
+ */
+export const NO_RESPONDERS_GRACE_MS = 3000;
 
 export interface ControlOptions {
   timeoutMs?: number;
@@ -22,7 +27,17 @@ export interface ControlOptions {
  * bus's errors (NoResponders when the device is gone; the signal's reason once it aborts).
  */
 export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, o: ControlOptions = {}): Promise<T> {
-  const r = await ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, o.timeoutMs ?? CTL_TIMEOUT_MS, o.signal);
+  const until = Date.now() + NO_RESPONDERS_GRACE_MS;
+  const once = () => ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, o.timeoutMs ?? CTL_TIMEOUT_MS, o.signal);
+  let r: Awaited<ReturnType<typeof once>> | undefined;
+  while (!r) {
+    try {
+      r = await once();
+    } catch (err) {
+      if (!(err instanceof NoResponders) || Date.now() > until || o.signal?.aborted) throw err;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  }
   if (!r.ok) throw fromWire(r.error, `device ${device}: ${kind}`);
   return r.result as T;
 }

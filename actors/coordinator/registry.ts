@@ -41,6 +41,7 @@ export class DeviceRegistry {
   private readonly records = new Map<string, DeviceRecord>();
   private readonly timers = new Map<string, unknown>();
   private readonly listeners = new Set<RegistryListener>();
+  private suspended = false;
 
   constructor(
     private readonly clock: Clock,
@@ -183,6 +184,21 @@ export class DeviceRegistry {
     };
   }
 
+  /**
+   * The coordinator lost the bus: silence now says nothing about the devices, so no device is
+   * judged until `resumeLiveness()`. Heartbeats that still arrive are recorded.
+   */
+  suspendLiveness(): void {
+    this.suspended = true;
+    for (const name of [...this.timers.keys()]) this.disarm(name);
+  }
+
+  /** The bus is back: every live device gets a whole deadline from now to be heard again. */
+  resumeLiveness(): void {
+    this.suspended = false;
+    for (const rec of this.records.values()) if (rec.alive) this.touch(rec);
+  }
+
   /** Stops every liveness timer and forgets the listeners. */
   close(): void {
     for (const name of [...this.timers.keys()]) this.disarm(name);
@@ -196,6 +212,7 @@ export class DeviceRegistry {
 
   private arm(name: string): void {
     this.disarm(name);
+    if (this.suspended) return;
     this.timers.set(
       name,
       this.clock.setTimeout(() => this.expire(name), this.lostAfterMs),

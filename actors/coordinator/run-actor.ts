@@ -52,6 +52,7 @@ import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
 import { redistributeEffect } from './redistribute.ts';
+import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
   type AbortInput,
@@ -381,6 +382,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       spec: topologySpec,
       expectedDevices: topology.devices.filter((d) => !d.optional).map((d) => d.name),
       gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
+      stepDeadlineMs: topology.training.stepDeadlineMs,
       ...(o.resume ? { resume: o.resume } : {}),
     },
   });
@@ -402,6 +404,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     actor.send({ type: 'DEVICE_LEAVING', device, reason, at: Date.now() });
     return true;
   });
+  const stopStepWatch = watchStepAttempts(bus, actor, emit);
   const onAbort = () => actor.stop();
   o.signal?.addEventListener('abort', onAbort);
   actor.start();
@@ -421,6 +424,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   } finally {
     liveness.stop();
     coordinator.onLeaving(null);
+    stopStepWatch();
     coordinator.setRunPhase(null);
     coordinator.setElastic(null);
     o.signal?.removeEventListener('abort', onAbort);

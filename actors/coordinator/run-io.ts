@@ -23,6 +23,8 @@ export interface RunInput {
   stallTimeoutMs?: number;
   /** How long a re-plan waits for more joins, leaves and losses arriving with the first (default ELASTIC_DEBOUNCE_MS). */
   debounceMs?: number;
+  /** Deadline of a step's first attempt (default: derived from the plan, step-deadline.ts). */
+  stepDeadlineMs?: number;
   resume?: PersistedRun;
 }
 
@@ -166,7 +168,9 @@ export type RunOutput = { status: 'done'; summary: RunSummary } | { status: 'fai
 export type RunEvent =
   | { type: 'DEVICE_JOINED'; device: string /** ms since the epoch */; at?: number }
   | { type: 'DEVICE_LEAVING'; device: string; reason: string /** ms since the epoch */; at?: number }
-  | { type: 'DEVICE_LOST'; device: string; reason?: string /** ms since the epoch */; at?: number };
+  | { type: 'DEVICE_LOST'; device: string; reason?: string /** ms since the epoch */; at?: number }
+  /** The coordinator's bus connection came back: messages of the step in flight may be lost. */
+  | { type: 'BUS_RECONNECTED' };
 
 /**
  * The persisted run (always with the totals of the epoch in progress) plus what lives only in
@@ -197,6 +201,8 @@ export interface RunContext extends RunState, ElasticState {
   replans: ReplanRecord[];
   /** A device was lost while a step committed: recover once it has. */
   recoveryDue: boolean;
+  /** Attempts of the step in flight given up (deadline, bus reconnect); 0 again once it commits. */
+  stepAttempt: number;
   error: string | null;
   summary: RunSummary | null;
 }

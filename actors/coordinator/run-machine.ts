@@ -37,6 +37,10 @@
  * minus the leavers, and deployed; in the cached epochs `redistributing` gives a joiner its shard
  * and takes the leavers' entries from them before they are dismissed. Recovery waits
  * `debounceMs` first, so that losses, joins and leaves arriving together make one re-plan.
+ *
+ * Step deadline (step-deadline.ts): a step that does not return in time, or that was in flight
+ * when the coordinator's bus reconnected, goes through `recovering` with no device lost: the
+ * same devices, a new generation, the step replayed.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
 import { isRetryable } from '../../src/runtime/errors.ts';
@@ -45,6 +49,7 @@ import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
+import { MAX_STEP_ATTEMPTS, stepDeadlineMs } from './step-deadline.ts';
 import { afterCommit, nextSampleIds, persistedRun, startState, type Phase } from './run-state.ts';
 import { survivorsProfile, type FaultRecord, type PlanBrief, type ReplanRecord } from './run-faults.ts';
 import {
@@ -126,6 +131,8 @@ const run = setup({
     gatherTimeout: ({ context }) => context.input.gatherTimeoutMs,
     stallTimeout: ({ context }) => context.input.stallTimeoutMs ?? 10_000,
     debounce: ({ context }) => context.input.debounceMs ?? ELASTIC_DEBOUNCE_MS,
+    stepDeadline: ({ context: c }) =>
+      stepDeadlineMs({ simulatedStepMs: c.simulatedStepMs, attempt: c.stepAttempt, fixedMs: c.input.stepDeadlineMs }),
   },
   guards: {
     allGathered: ({ context, event }) => {
@@ -144,6 +151,7 @@ const run = setup({
       assertEvent(event, 'DEVICE_LOST');
       return context.departing.includes(event.device);
     },
+    stepAttemptsLeft: ({ context }) => context.stepAttempt + 1 < MAX_STEP_ATTEMPTS,
     /** A device this run no longer counts on (lost before, or a restarted process under its name). */
     notInRun: ({ context, event }) => {
       assertEvent(event, 'DEVICE_LOST');
@@ -253,6 +261,10 @@ const run = setup({
       };
     }),
     recordError: assign((_, p: { error: unknown }) => ({ error: message(p.error) })),
+    noteStepExpired: assign({ stepAttempt: ({ context }) => context.stepAttempt + 1 }),
+    noteStepGivenUp: assign({
+      error: ({ context: c }) => `step ${c.step + 1} (epoch ${c.epoch}) did not complete in ${MAX_STEP_ATTEMPTS} attempts`,
+    }),
   },
 });
 
@@ -282,6 +294,12 @@ function beforeTraining(during: string) {
   ] as const;
 }
 
+/** The step in flight is given up and replayed on the same devices, or the run fails after too many attempts. */
+const replayStep = [
+  { guard: 'stepAttemptsLeft', target: '#run.training.recovering', reenter: true, actions: 'noteStepExpired' },
+  { target: '#run.failed', actions: 'noteStepGivenUp' },
+] as const;
+
 /** Steps of one phase until the run or (pipeline) its only epoch is over. */
 function stepLoop(phase: Phase) {
   const pipeline = phase === 'pipeline';
@@ -290,7 +308,8 @@ function stepLoop(phase: Phase) {
     states: {
       step: {
         entry: 'beginStep',
-        on: { DEVICE_LOST: onLoss(`${phase} step`, { pipeline }) },
+        on: { DEVICE_LOST: onLoss(`${phase} step`, { pipeline }), BUS_RECONNECTED: replayStep },
+        after: { stepDeadline: replayStep },
         invoke: {
           src: 'trainStep',
           input: ({ context: c }) => ({
@@ -331,6 +350,7 @@ function stepLoop(phase: Phase) {
             actions: assign(({ context: c, event }) => ({
               ...afterCommit(c, c.spec, c.lastResult!),
               checkpointRef: event.output.checkpointRef,
+              stepAttempt: 0,
               peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes),
               faults: c.faults.map((f) => (f.recoveredAt === null && !c.recoveryDue ? { ...f, recoveredAt: event.output.committedAt } : f)),
             })),
@@ -377,6 +397,7 @@ export const runMachine = run.createMachine({
     answeredFaults: 0,
     replans: [],
     recoveryDue: false,
+    stepAttempt: 0,
     error: null,
     summary: null,
   }),

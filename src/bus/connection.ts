@@ -3,7 +3,9 @@
  * request/reply carry `Envelope`s; messages above the server's max_payload travel in chunks
  * (NATS header `Charon-Chunk`) and are reassembled before decoding. A received message that fails
  * validation is dropped, counted per reason (`bus.rejected`) and reported on the run's `events`
- * subject; it never reaches a handler and never throws into one.
+ * subject; it never reaches a handler and never throws into one. A subscription delivers an
+ * envelope id at most once: a repeated one is rejected as 'duplicate'. In chaos mode only
+ * (faults.ts), received messages first pass the fault layer.
  */
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import {
@@ -24,6 +26,8 @@ import {
 } from '../tensor/index.ts';
 import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
 import { subjects, type Subjects } from './subjects.ts';
+import { CHAOS_ENV, FaultLayer, parseFaultRule, type FaultReport } from './faults.ts';
+import { RecentIds } from './recent.ts';
 
 export const CHUNK_HEADER = 'Charon-Chunk';
 /** Room left in a chunk message for its NATS header block. */
@@ -38,6 +42,8 @@ export interface BusOptions {
   reconnectWaitMs?: number;
   /** budget and timeout for partial chunked transfers; largest whole message accepted */
   reassembly?: { maxBytes?: number; timeoutMs?: number; maxMessageBytes?: number };
+  /** Install the fault layer steered over the run's chaos subject; default: `CHARON_CHAOS=1` in the environment. */
+  chaos?: boolean;
 }
 
 export interface Meta {
@@ -105,10 +111,16 @@ export class Bus {
   private readonly maxMessageBytes: number;
   private readonly sweeper: NodeJS.Timeout;
   private msgCounter = 0;
+  /**
+   * Makes envelope ids unique across connections of the same name: a restarted device process
+   * numbers its messages from 0 again, and those must not be taken for repeats of the old ones.
+   */
+  private readonly idPrefix: string;
   private subCounter = 0;
   private inbox?: { prefix: string; sub: Subscription };
   private readonly pending = new Map<string, Pending>();
   private connected = true;
+  private readonly faults?: FaultLayer;
 
   private constructor(
     private readonly nc: NatsConnection,
@@ -117,6 +129,7 @@ export class Bus {
     opts: BusOptions,
   ) {
     this.subjects = subjects(run);
+    this.idPrefix = `${name.slice(0, 200)}-${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 4).toString(36)}`;
     this.maxMessageBytes = opts.reassembly?.maxMessageBytes ?? MAX_MESSAGE_BYTES;
     const timeoutMs = opts.reassembly?.timeoutMs ?? 30_000;
     this.reassembler = new Reassembler({
@@ -126,6 +139,7 @@ export class Bus {
     });
     this.sweeper = setInterval(() => this.reassembler.sweep(), Math.max(100, timeoutMs / 2));
     this.sweeper.unref();
+    if (opts.chaos ?? process.env[CHAOS_ENV] === '1') this.faults = this.listenForFaults();
     void this.watchStatus();
     void nc.closed().then((err) => {
       clearInterval(this.sweeper);
@@ -157,7 +171,10 @@ export class Bus {
     } catch (err) {
       throw new ConnectFailed(servers.join(','), { cause: err });
     }
-    return new Bus(nc, opts.name, opts.run, opts);
+    const bus = new Bus(nc, opts.name, opts.run, opts);
+    // The fault layer listens before connect resolves: rules sent from then on reach it.
+    if (bus.faults) await nc.flush();
+    return bus;
   }
 
   /** The server's max_payload in bytes; larger messages are chunked. */
@@ -247,9 +264,17 @@ export class Bus {
   subscribe<B = unknown>(subject: string, handler: Handler<B>, opts: SubscribeOptions = {}): BusSubscription {
     const key = `s${this.subCounter++}`;
     let delivered = 0;
+    const seen = new RecentIds();
     const sub = this.natsSubscribe(subject, opts.queue, (m) => {
       const env = this.ingest(key, m, opts.kinds);
       if (!env) return;
+      if (!seen.add(env.id)) {
+        this.reject(
+          m.subject,
+          new MessageRejected('duplicate', `${env.kind} ${env.id} from ${env.from} (step ${env.step}) delivered before`),
+        );
+        return;
+      }
       delivered++;
       const info: BusMsg = { subject: m.subject, reply: m.reply || undefined, bytes: m.data.length };
       try {
@@ -310,6 +335,7 @@ export class Bus {
    */
   async close(): Promise<void> {
     clearInterval(this.sweeper);
+    this.faults?.close();
     if (this.nc.isClosed()) return;
     if (this.connected) await this.nc.drain().catch(() => {});
     if (!this.nc.isClosed()) await this.nc.close();
@@ -323,7 +349,7 @@ export class Bus {
       gen: meta.gen ?? 0,
       step: meta.step ?? 0,
       mb: meta.mb ?? 0,
-      id: `${this.name}-${(this.msgCounter++).toString(36)}`,
+      id: `${this.idPrefix}-${(this.msgCounter++).toString(36)}`,
       kind,
       body,
     };
@@ -430,12 +456,19 @@ export class Bus {
     }
   }
 
-  private natsSubscribe(subject: string, queue: string | undefined, callback: (m: Msg) => void): Subscription {
+  private natsSubscribe(
+    subject: string,
+    queue: string | undefined,
+    callback: (m: Msg) => void,
+    faults: FaultLayer | null = this.faults ?? null,
+  ): Subscription {
     try {
       return this.nc.subscribe(subject, {
         queue,
         callback: (err, m) => {
-          if (!err) callback(m);
+          if (err) return;
+          if (faults) faults.deliver(m.subject, () => callback(m));
+          else callback(m);
         },
       });
     } catch (err) {
@@ -449,6 +482,29 @@ export class Bus {
       return new ConnectionClosed(undefined, { cause: err });
     if (code === 'MAX_PAYLOAD_EXCEEDED') return new PayloadTooLarge(subject, bytes, this.maxPayload);
     return new BusFailure(`${subject}: ${(err as Error).message}`, false, { cause: err });
+  }
+
+  /** The fault layer of a chaos-mode process: rules arrive on the chaos subject, reports leave on it. */
+  private listenForFaults(): FaultLayer {
+    const subject = this.subjects.chaos('rule');
+    const layer = new FaultLayer(this.name, this.subjects.prefix, (r: FaultReport) => {
+      if (!this.nc.isClosed()) this.publish(this.subjects.chaos('report'), 'chaos-report', r);
+    });
+    const key = `s${this.subCounter++}`;
+    // Past the layer itself: a rule on '>' must not drop the rules that follow it.
+    this.natsSubscribe(
+      subject,
+      undefined,
+      (m) => {
+        const env = this.ingest(key, m, ['chaos-rule']);
+        if (!env) return;
+        const rule = parseFaultRule(env.body);
+        if (typeof rule === 'string') this.reject(m.subject, new MessageRejected('body', `chaos-rule from ${env.from}: ${rule}`));
+        else layer.arm(rule);
+      },
+      null,
+    );
+    return layer;
   }
 
   private async watchStatus(): Promise<void> {

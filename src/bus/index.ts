@@ -11,6 +11,16 @@ export {
   type BusEvents,
   type RejectedReport,
 } from './connection.ts';
+export {
+  CHAOS_ENV,
+  MESSAGE_FAULTS,
+  FaultLayer,
+  subjectMatches,
+  parseFaultRule,
+  type FaultRule,
+  type FaultReport,
+  type MessageFault,
+} from './faults.ts';
 export { subjects, checkToken, InvalidSubjectToken, type Subjects } from './subjects.ts';
 export {
   BusError,

@@ -60,6 +60,8 @@ export interface Subjects {
   cachePut(device: string): string;
   /** run events for observers */
   events(): string;
+  /** chaos runner -> fault layers of a chaos run ('rule'), and back ('report') (src/bus/faults.ts) */
+  chaos(part: 'rule' | 'report'): string;
 }
 
 /** Builds the subjects of run `run`. @throws InvalidSubjectToken when `run` is not a valid token. */
@@ -80,5 +82,6 @@ export function subjects(run: string): Subjects {
     cacheGet: (d) => `${prefix}cache.${dev(d)}.get`,
     cachePut: (d) => `${prefix}cache.${dev(d)}.put`,
     events: () => `${prefix}events`,
+    chaos: (part) => `${prefix}chaos.${part === 'rule' ? 'rule' : 'report'}`,
   };
 }

@@ -1,7 +1,8 @@
 /**
  * Why a received message was refused. Receivers drop, count (per reason) and report rejected
  * messages; nothing that fails validation reaches a handler. 'generation': a step-scoped message
- * of another plan generation than the receiver's (a late message of an aborted attempt).
+ * of another plan generation than the receiver's (a late message of an aborted attempt). 'duplicate': an envelope id a subscription has already
+ * delivered (the same message twice).
  */
 
 export const REJECT_REASONS = [
@@ -16,6 +17,7 @@ export const REJECT_REASONS = [
   'checksum',
   'body',
   'generation',
+  'duplicate',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { LineCounter, parseDocument, isMap, isPair, isScalar, type Document, type Node as YamlNode } from 'yaml';
+import { LineCounter, parseDocument, isMap, isPair, isScalar, isSeq, type Document, type Node as YamlNode } from 'yaml';
 import type { z } from 'zod';
 import { topologySchema, type Topology } from './schema.ts';
 
@@ -59,6 +59,22 @@ export function loadTopology(file: string): Topology {
  * training.cache.dir is relative to the run directory.
  */
 export function parseTopology(text: string, file: string): Topology {
+  return parseYamlWith(topologySchema, text, file, {
+    root: 'map',
+    reason: 'must be a mapping of run, model, method, data, training, bus, devices',
+  });
+}
+
+/**
+ * Parses YAML `text` and validates it against `schema`; every problem becomes a TopologyIssue
+ * with its line (the error class names `file`). `root` is the shape the document must have.
+ */
+export function parseYamlWith<S extends z.ZodType>(
+  schema: S,
+  text: string,
+  file: string,
+  root: { root: 'map' | 'list'; reason: string },
+): z.output<S> {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length > 0) {
@@ -71,12 +87,10 @@ export function parseTopology(text: string, file: string): Topology {
       })),
     );
   }
-  if (!isMap(doc.contents)) {
-    throw new TopologyError(file, [
-      { line: 1, field: '(root)', reason: 'must be a mapping of run, model, method, data, training, bus, devices' },
-    ]);
+  if (root.root === 'map' ? !isMap(doc.contents) : !isSeq(doc.contents)) {
+    throw new TopologyError(file, [{ line: 1, field: '(root)', reason: root.reason }]);
   }
-  const result = topologySchema.safeParse(doc.toJS());
+  const result = schema.safeParse(doc.toJS());
   if (result.success) return result.data;
   const issues = result.error.issues
     .map((issue) => describe(doc, lines, issue))
@@ -160,4 +174,11 @@ function keyNode(doc: Document, path: Path, key: string): YamlNode | undefined {
 function lineOf(node: YamlNode | undefined, lines: LineCounter): number {
   const start = node?.range?.[0];
   return start === undefined ? 1 : Math.max(1, lines.linePos(start).line);
+}
+
+/** The line of the value at `path` in YAML `text` (or of its nearest ancestor that exists). */
+export function lineAt(text: string, path: Path): number {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  return lineOf(deepestNode(doc, path), lines);
 }

@@ -5,6 +5,7 @@
  */
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
+import { checkFaultDevices, faultListSchema } from '../chaos/fault-schema.ts';
 
 /** Names that end up inside NATS subjects: no dots, wildcards or whitespace. */
 export const SUBJECT_SAFE = /^[A-Za-z0-9_-]+$/;
@@ -75,6 +76,8 @@ const training = z
     lr: z.number().positive().default(1e-3),
     seed: z.number().int().nonnegative().default(1),
     cache: cache.default({ budgetMb: 256, dir: 'cache', dtype: 'f32' }),
+    /** A step not done within this many ms is given up and replayed (default: from the plan's predicted step time). */
+    stepDeadlineMs: positiveInt.optional(),
   })
   .refine((t) => t.microBatches === undefined || t.microBatches <= t.batch, {
     message: 'must be <= training.batch',
@@ -137,6 +140,8 @@ export const topologySchema = z
     bus: bus.default({ embedded: true }),
     devices: z.array(device).min(1, 'at least one device is required'),
     elastic: elastic.default({ allowUnlisted: false }),
+    /** The fault schedule `charon chaos` injects (src/chaos/fault-schema.ts); `launch` runs the job without it. */
+    chaos: faultListSchema.optional(),
   })
   .superRefine((t, ctx) => {
     if (t.devices.every((d) => d.optional))
@@ -146,6 +151,11 @@ export const topologySchema = z
       if (seen.has(d.name)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'name'], message: `duplicate device name "${d.name}"` });
       seen.add(d.name);
     });
+    checkFaultDevices(
+      t.chaos ?? [],
+      t.devices.map((d) => d.name),
+      (i, field, message) => ctx.addIssue({ code: 'custom', path: ['chaos', i, field], message }),
+    );
   });
 
 /** A validated topology; model.dir and data.file are absolute after loading, training.cache.dir is relative to the run directory. */
