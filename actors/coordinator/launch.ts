@@ -13,7 +13,8 @@ import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActor, fromPromise } from 'xstate';
-import { Bus, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
+import { Bus, COORDINATOR, DEFAULT_MAX_PAYLOAD, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
+import { credsDir, ensureRunCredentials, readSeed, seedPath } from '../../src/security/credentials.ts';
 import type { DeviceSpec, Topology } from '../../src/topology/schema.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
@@ -73,10 +74,28 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
   try {
-    server = opts.nats ? undefined : await startNatsServer({ runDir: opts.runDir, monitoring: true });
+    // The private server is authenticated: every identity gets its own key, and may publish only
+    // under its own subjects. An external server (--nats, bus.url) is the user's to secure.
+    const authorization = opts.nats
+      ? undefined
+      : ensureRunCredentials(
+          opts.runDir,
+          topology.run,
+          topology.devices.map((d) => d.name),
+          DEFAULT_MAX_PAYLOAD,
+        );
+    const seedOf = (name: string) => (authorization ? readSeed(seedPath(opts.runDir, name)) : undefined);
+    server = opts.nats
+      ? undefined
+      : await startNatsServer({
+          runDir: opts.runDir,
+          monitoring: true,
+          authorization,
+          ...(topology.bus.listen ? listenOn(topology.bus.listen) : {}),
+        });
     const natsUrl = opts.nats ?? server!.url;
-    bus = await Bus.connect({ servers: natsUrl, name: 'coordinator', run: topology.run });
-    bus.subscribe(bus.subjects.events(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
+    bus = await Bus.connect({ servers: natsUrl, name: COORDINATOR, run: topology.run, seed: seedOf(COORDINATOR) });
+    bus.subscribe(bus.subjects.eventsAll(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
     const events = new RunEvents(bus, 'launch');
     coordinator = startCoordinator({ bus, expected: topology.devices.map((d) => d.name) });
     events.emit('LAUNCHED', {
@@ -84,12 +103,22 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       nats: natsUrl,
       runDir: opts.runDir,
       pid: process.pid,
+      ...(authorization ? { creds: credsDir(opts.runDir) } : {}),
       ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
       devices: topology.devices.map((d) => ({ name: d.name, local: d.local })),
     });
     for (const spec of topology.devices.filter((d) => d.local)) {
       supervisors.push(
-        superviseDevice(spec, { natsUrl, topology, runDir: opts.runDir, children, events, fail, stopSignal: () => stopDevicesWith }),
+        superviseDevice(spec, {
+          natsUrl,
+          creds: authorization ? seedPath(opts.runDir, spec.name) : undefined,
+          topology,
+          runDir: opts.runDir,
+          children,
+          events,
+          fail,
+          stopSignal: () => stopDevicesWith,
+        }),
       );
     }
     return await body({ topology, bus, natsUrl, coordinator, events, failure, interrupted });
@@ -107,12 +136,20 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
 
 interface DeviceDeps {
   natsUrl: string;
+  /** the device's seed file, when the bus is authenticated */
+  creds?: string;
   topology: Topology;
   runDir: string;
   children: Set<ChildProcess>;
   events: RunEvents;
   fail: (err: Error) => void;
   stopSignal: () => NodeJS.Signals;
+}
+
+/** `host:port` of a topology's `bus.listen` as server options. */
+function listenOn(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
 }
 
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
@@ -126,6 +163,7 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
     deps.topology.run,
     '--name',
     spec.name,
+    ...(deps.creds ? ['--creds', deps.creds] : []),
     '--backend',
     spec.backend,
     '--memory-mb',

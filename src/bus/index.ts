@@ -11,7 +11,7 @@ export {
   type BusEvents,
   type RejectedReport,
 } from './connection.ts';
-export { subjects, checkToken, InvalidSubjectToken, type Subjects } from './subjects.ts';
+export { subjects, checkToken, checkDevice, COORDINATOR, InvalidSubjectToken, type Subjects } from './subjects.ts';
 export {
   BusError,
   BusTimeout,
@@ -27,7 +27,10 @@ export {
   findNatsServer,
   freePort,
   NatsServerError,
+  reloadAuthorization,
+  DEFAULT_MAX_PAYLOAD,
   NATS_SERVER_MISSING,
   type NatsServer,
   type NatsServerOptions,
 } from './server.ts';
+export { newUserKey, publicKeyOf, seedAuthenticator } from './keys.ts';

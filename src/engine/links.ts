@@ -1,6 +1,6 @@
 /**
- * How a stage rank reaches the other stages and its group: over the bus (stage.<s>.<rank>.fwd /
- * .bwd, grad.<group>.<step>) or through in-process mailboxes (tests, single-process runs).
+ * How a stage rank reaches the other stages and its group: over the bus (fwd / bwd / grad subjects
+ * addressed to the peer device, subjects.ts) or through in-process mailboxes (tests, single-process runs).
  *
  * Every message carries run, plan generation, step and micro-batch in its envelope and is
  * validated on arrival (kind, generation, sender rank, row count x width = values); what fails is
@@ -75,6 +75,20 @@ export interface RowWidths {
   a: number;
 }
 
+/**
+ * Whether `msg` was sent by `device`, the one the plan expects for the rank the body claims (the
+ * subject names the sender, and the server's permissions prove it); if not, the bus counts and
+ * reports it as rejected.
+ */
+function expectedPeer(bus: Bus, msg: BusMsg, env: Envelope<unknown>, device: string | undefined, role: string): boolean {
+  if (device !== undefined && msg.sender === device) return true;
+  bus.reject(
+    msg.subject,
+    new MessageRejected('peer', `${env.kind} from '${msg.sender ?? '?'}' claims ${role}, which the plan gives to '${device ?? 'nobody'}'`),
+  );
+  return false;
+}
+
 /** Sends `bytes` through a device's simulated link (bandwidth knob); default: at once. */
 export type Throttle = (bytes: number, send: () => void) => void;
 const immediate: Throttle = (_bytes, send) => send();
@@ -107,7 +121,8 @@ export class BusRing {
     private readonly o: {
       group: string;
       rank: number;
-      size: number;
+      /** the device of each rank of the ring: where chunks go, and the only senders accepted */
+      members: readonly string[];
       generation: number;
       firstStep: number;
       throttle?: Throttle;
@@ -118,11 +133,11 @@ export class BusRing {
   }
 
   private arm(step: number): void {
-    if (this.o.size < 2 || this.subs.has(step)) return;
+    if (this.o.members.length < 2 || this.subs.has(step)) return;
     this.subs.set(
       step,
       this.bus.subscribe<GradBody>(
-        this.bus.subjects.grad(this.o.group, step),
+        this.bus.subjects.gradIn(this.o.group, step),
         (env, msg) => {
           const b = env.body;
           if (b?.to !== this.o.rank) return;
@@ -132,6 +147,10 @@ export class BusRing {
           }
           if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) {
             this.o.onDrop?.('grad');
+            return;
+          }
+          if (!expectedPeer(this.bus, msg, env, this.o.members[b.from], `rank ${b.from} of ring ${this.o.group}`)) {
+            this.o.onDrop?.('peer');
             return;
           }
           this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
@@ -150,7 +169,7 @@ export class BusRing {
         sub.unsubscribe();
         this.subs.delete(s);
       }
-    const subject = this.bus.subjects.grad(this.o.group, step);
+    const subject = (to: number) => this.bus.subjects.grad(this.o.members[to]!, this.o.group, step);
     const throttle = this.o.throttle ?? immediate;
     return {
       send: (to, tag, data) => {
@@ -163,7 +182,7 @@ export class BusRing {
           data: new WireTensor('float32', [data.length], data),
         };
         this.bytesSent += data.byteLength;
-        throttle(data.byteLength, () => this.bus.publish(subject, 'grad', body, { gen: this.o.generation, step, mb: 0 }));
+        throttle(data.byteLength, () => this.bus.publish(subject(to), 'grad', body, { gen: this.o.generation, step, mb: 0 }));
       },
       receive: (from, tag) => this.grad.take(`${step}/${ringKey(from, tag)}`),
     };
@@ -196,9 +215,8 @@ export class BusStageLinks implements StageLinks {
       stage: number;
       rank: number;
       group: string;
-      groupSize: number;
-      prevSize: number;
-      nextSize: number;
+      /** the devices of each rank: of this stage (the all-reduce ring), of the stages before and after */
+      peers: { group: readonly string[]; prev: readonly string[]; next: readonly string[] };
       widths: RowWidths;
       generation: number;
       firstStep: number;
@@ -208,7 +226,7 @@ export class BusStageLinks implements StageLinks {
     const s = bus.subjects;
     this.subs.push(
       bus.subscribe<FwdBody>(
-        s.stageFwd(o.stage, o.rank),
+        s.stageFwdIn(o.stage, o.rank),
         (env, msg) => {
           const b = env.body;
           if (!sameGeneration(bus, msg, env, o.generation)) {
@@ -216,10 +234,11 @@ export class BusStageLinks implements StageLinks {
             return;
           }
           if (
-            !this.rowsOk(b?.ids, b?.rank, o.prevSize, [
+            !this.rowsOk(b?.ids, b?.rank, o.peers.prev.length, [
               [b?.b, o.widths.b],
               [b?.a, o.widths.a],
-            ])
+            ]) ||
+            !this.fromPeer(msg, env, o.peers.prev, o.stage - 1, b.rank)
           )
             return;
           this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
@@ -229,14 +248,18 @@ export class BusStageLinks implements StageLinks {
     );
     this.subs.push(
       bus.subscribe<BwdBody>(
-        s.stageBwd(o.stage, o.rank),
+        s.stageBwdIn(o.stage, o.rank),
         (env, msg) => {
           const b = env.body;
           if (!sameGeneration(bus, msg, env, o.generation)) {
             this.drop('generation');
             return;
           }
-          if (!this.rowsOk(b?.ids, b?.rank, o.nextSize, [[b?.g, o.widths.a]])) return;
+          if (
+            !this.rowsOk(b?.ids, b?.rank, o.peers.next.length, [[b?.g, o.widths.a]]) ||
+            !this.fromPeer(msg, env, o.peers.next, o.stage + 1, b.rank)
+          )
+            return;
           this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
         },
         { kinds: ['bwd'] },
@@ -245,7 +268,7 @@ export class BusStageLinks implements StageLinks {
     this.rings = new BusRing(bus, {
       group: o.group,
       rank: o.rank,
-      size: o.groupSize,
+      members: o.peers.group,
       generation: o.generation,
       firstStep: o.firstStep,
       throttle: o.throttle,
@@ -261,6 +284,10 @@ export class BusStageLinks implements StageLinks {
   private drop(reason: string): false {
     this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
     return false;
+  }
+
+  private fromPeer(msg: BusMsg, env: Envelope<unknown>, devices: readonly string[], stage: number, rank: number): boolean {
+    return expectedPeer(this.bus, msg, env, devices[rank], `stage ${stage} rank ${rank}`) || this.drop('peer');
   }
 
   private rowsOk(ids: unknown, rank: unknown, senders: number, tensors: [unknown, number][]): boolean {
@@ -284,7 +311,14 @@ export class BusStageLinks implements StageLinks {
       b: new WireTensor('float32', [msg.b.length], msg.b),
       a: new WireTensor('float32', [msg.a.length], msg.a),
     };
-    this.send(this.bus.subjects.stageFwd(this.o.stage + 1, to), 'fwd', body, step, mb, msg.b.byteLength + msg.a.byteLength);
+    this.send(
+      this.bus.subjects.stageFwd(this.o.peers.next[to]!, this.o.stage + 1, to),
+      'fwd',
+      body,
+      step,
+      mb,
+      msg.b.byteLength + msg.a.byteLength,
+    );
   }
 
   recvFwd(step: number, mb: number, from: number): Promise<FwdMsg> {
@@ -293,7 +327,7 @@ export class BusStageLinks implements StageLinks {
 
   sendBwd(step: number, mb: number, to: number, msg: BwdMsg): void {
     const body: BwdBody = { rank: this.o.rank, ids: msg.ids, g: new WireTensor('float32', [msg.g.length], msg.g) };
-    this.send(this.bus.subjects.stageBwd(this.o.stage - 1, to), 'bwd', body, step, mb, msg.g.byteLength);
+    this.send(this.bus.subjects.stageBwd(this.o.peers.prev[to]!, this.o.stage - 1, to), 'bwd', body, step, mb, msg.g.byteLength);
   }
 
   recvBwd(step: number, mb: number, from: number): Promise<BwdMsg> {

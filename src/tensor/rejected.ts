@@ -1,7 +1,9 @@
 /**
  * Why a received message was refused. Receivers drop, count (per reason) and report rejected
  * messages; nothing that fails validation reaches a handler. 'generation': a step-scoped message
- * of another plan generation than the receiver's (a late message of an aborted attempt).
+ * of another plan generation than the receiver's (a late message of an aborted attempt). 'peer':
+ * sent by another device than the one the plan expects in that role. 'nonfinite': a gradient or
+ * activation holding NaN or Infinity. 'stale': a step already committed or not yet started.
  */
 
 export const REJECT_REASONS = [
@@ -16,6 +18,9 @@ export const REJECT_REASONS = [
   'checksum',
   'body',
   'generation',
+  'peer',
+  'nonfinite',
+  'stale',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

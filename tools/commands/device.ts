@@ -7,7 +7,8 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
-import { checkToken } from '../../src/bus/index.ts';
+import { checkDevice, checkToken } from '../../src/bus/index.ts';
+import { readSeed } from '../../src/security/credentials.ts';
 import { startDevice, type DeviceCompute } from '../../actors/device/actor.ts';
 import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
 import type { DeviceWorkerInfo, DeviceWorkerOptions } from '../device-worker.ts';
@@ -15,12 +16,14 @@ import type { BackendChoice } from '../../src/model/backend.ts';
 
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
-const usage = `usage: charon device --nats URL --run RUN --name NAME [--backend wasm|cpu|tensorflow] [--memory-mb N]
-                     [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
+const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--backend wasm|cpu|tensorflow]
+                     [--memory-mb N] [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
 
   --nats URL           NATS server of the run (e.g. nats://host:4222)
   --run RUN            run name (the topology's "run")
   --name NAME          this device's name, unique in the run (letters, digits, '-', '_')
+  --creds FILE         this device's credentials (a NATS user seed, mode 0600) for an authenticated
+                       bus: <run-dir>/creds/NAME.nk, or from \`charon creds add\` on the launching host
   --backend B          compute backend (default: best available: tensorflow, wasm, cpu)
   --memory-mb N        memory budget offered to the planner (default 2048)
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
@@ -38,6 +41,7 @@ export async function run(argv: string[]): Promise<number> {
       nats: { type: 'string' },
       run: { type: 'string' },
       name: { type: 'string' },
+      creds: { type: 'string' },
       backend: { type: 'string' },
       'memory-mb': { type: 'string' },
       slowdown: { type: 'string' },
@@ -53,7 +57,14 @@ export async function run(argv: string[]): Promise<number> {
   const name = requireStr(args, 'name');
   try {
     checkToken('run', runName);
-    checkToken('device', name);
+    checkDevice(name);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  const credsFile = str(args, 'creds');
+  let seed: string | undefined;
+  try {
+    seed = credsFile === undefined ? undefined : readSeed(resolve(credsFile));
   } catch (err) {
     throw new CliError((err as Error).message);
   }
@@ -79,6 +90,7 @@ export async function run(argv: string[]): Promise<number> {
       nats,
       run: runName,
       name,
+      seed,
       slowdown,
       bandwidthMbps,
       cacheDir,
@@ -103,7 +115,7 @@ export async function run(argv: string[]): Promise<number> {
       await worker.terminate();
     },
   };
-  const device = startDevice({ nats, run: runName, name, memoryMb, slowdown, bandwidthMbps, log, requestTimeoutMs: 10_000, compute });
+  const device = startDevice({ nats, run: runName, name, seed, memoryMb, slowdown, bandwidthMbps, log, requestTimeoutMs: 10_000, compute });
   worker.onExit((err) => {
     if (stopping || device.snapshot().status !== 'active') return;
     workerLost = err.message;
