@@ -9,7 +9,8 @@
  * everything is up (training, or just waiting).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { openSync, closeSync, rmSync } from 'node:fs';
+import { inside, privateDir } from '../../src/security/files.ts';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActor, fromPromise } from 'xstate';
@@ -28,6 +29,8 @@ export const deviceRestartPolicy: BackoffPolicy = { initialMs: 250, factor: 2, m
 export interface LaunchOptions {
   nats?: string;
   runDir: string;
+  /** keep the local devices' activation caches after the run (default: deleted) */
+  keepCache?: boolean;
   /** Receives every run event (and launch's own). */
   onEvent: (event: Record<string, unknown>) => void;
 }
@@ -47,7 +50,13 @@ export interface LaunchContext {
 
 /** Starts the run, runs `body`, then tears everything down, also when `body` or setup throws. */
 export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body: (ctx: LaunchContext) => Promise<T>): Promise<T> {
-  mkdirSync(join(opts.runDir, 'logs'), { recursive: true });
+  // What a run writes derives from private data or grants access to the bus: nobody else may read
+  // it. The mask is inherited by the device processes, so their files are private too.
+  process.umask(0o077);
+  privateDir(join(privateDir(opts.runDir), 'logs'));
+  // Activation caches left by a run that crashed are of no use (their index lived in memory).
+  const caches = inside(opts.runDir, topology.training.cache.dir, 'training.cache.dir');
+  rmSync(caches, { recursive: true, force: true });
   const children = new Set<ChildProcess>();
   const supervisors: { stop(): void }[] = [];
   let server: NatsServer | undefined;
@@ -112,6 +121,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
         superviseDevice(spec, {
           natsUrl,
           creds: authorization ? seedPath(opts.runDir, spec.name) : undefined,
+          keepCache: opts.keepCache,
           topology,
           runDir: opts.runDir,
           children,
@@ -131,6 +141,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
     coordinator?.stop();
     await bus?.close();
     await server?.stop();
+    if (!opts.keepCache) rmSync(caches, { recursive: true, force: true });
   }
 }
 
@@ -138,6 +149,7 @@ interface DeviceDeps {
   natsUrl: string;
   /** the device's seed file, when the bus is authenticated */
   creds?: string;
+  keepCache?: boolean;
   topology: Topology;
   runDir: string;
   children: Set<ChildProcess>;
@@ -173,13 +185,14 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
     ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : []),
     '--cache-dir',
     join(deps.runDir, deps.topology.training.cache.dir, spec.name),
+    ...(deps.keepCache ? ['--keep-cache'] : []),
   ];
   const logic = supervisorMachine.provide({
     actors: {
       child: fromPromise<void, ChildInput>(
         ({ input, signal }) =>
           new Promise<void>((resolveChild, rejectChild) => {
-            const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a');
+            const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a', 0o600);
             const child = spawn(process.execPath, args, {
               stdio: ['pipe', 'ignore', logFd],
               env: { ...process.env, CHARON_EXIT_WITH_PARENT: '1' },

@@ -5,7 +5,14 @@
 import { resolve } from 'node:path';
 import { CliError, parseCommandArgs, requireStr, str } from '../args.ts';
 import { DEFAULT_MAX_PAYLOAD, reloadAuthorization } from '../../src/bus/index.ts';
-import { authorizationConfig, issueCredentials, maxReplyMessages, readIdentities, ROLES, type Role } from '../../src/security/credentials.ts';
+import {
+  authorizationConfig,
+  issueCredentials,
+  maxReplyMessages,
+  readIdentities,
+  ROLES,
+  type Role,
+} from '../../src/security/credentials.ts';
 
 export const summary = 'issue bus credentials for a device joining a run from another host';
 

@@ -3,7 +3,8 @@
  * profiles, heartbeats, serves control requests; tensor work runs in a worker thread
  * (tools/device-worker.ts). SIGTERM drains it gracefully, SIGINT stops the work at once.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
+import { privateDir } from '../../src/security/files.ts';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
@@ -30,6 +31,7 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FI
   --bandwidth-mbps R   simulation: cap outgoing traffic at R Mbit/s
   --cache-dir DIR      where this device's activation cache spills to disk (default: a private
                        folder in the OS temp directory); emptied at start, removed at exit
+  --keep-cache         leave the cache folder in place at exit
   --json               on exit print {"device","state","error"?,"rejected"} on stdout
 SIGTERM drains the device (finishes the work in progress, leaves the run) and exits 0; SIGINT
 abandons the work in progress at once, then leaves.`;
@@ -47,6 +49,7 @@ export async function run(argv: string[]): Promise<number> {
       slowdown: { type: 'string' },
       'bandwidth-mbps': { type: 'string' },
       'cache-dir': { type: 'string' },
+      'keep-cache': { type: 'boolean' },
       json: { type: 'boolean' },
     },
     usage,
@@ -78,9 +81,11 @@ export async function run(argv: string[]): Promise<number> {
   const log = (line: string) => process.stderr.write(`[${name}] ${line}\n`);
   // Activations derive from private data: the cache folder is the device's alone, and what a
   // crashed process left in it is of no use to a new one (its index lived in memory).
+  process.umask(0o077);
   const cacheDir = resolve(str(args, 'cache-dir') ?? join(tmpdir(), `charon-cache-${runName}-${name}-${process.pid}`));
+  removeOrphanCaches(runName, name);
   rmSync(cacheDir, { recursive: true, force: true });
-  mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+  privateDir(cacheDir);
 
   // Tensor work runs in a worker thread with its own data-plane connection, so this thread's
   // heartbeats and control requests never wait for a kernel.
@@ -135,7 +140,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdin.resume();
   }
   const final = await device.done;
-  rmSync(cacheDir, { recursive: true, force: true });
+  if (!flag(args, 'keep-cache')) rmSync(cacheDir, { recursive: true, force: true });
   process.stdin.pause();
   const error = final.context.error;
   if (error) log(`failed: ${error}`);
@@ -146,4 +151,23 @@ export async function run(argv: string[]): Promise<number> {
   process.removeAllListeners('SIGTERM');
   process.removeAllListeners('SIGINT');
   return final.value === 'stopped' && !workerLost ? 0 : 1;
+}
+
+/** Removes default cache folders of this device name and run left by processes that died (SIGKILL, power loss). */
+function removeOrphanCaches(runName: string, name: string): void {
+  const prefix = `charon-cache-${runName}-${name}-`;
+  for (const entry of readdirSync(tmpdir())) {
+    const pid = Number(entry.slice(prefix.length));
+    if (!entry.startsWith(prefix) || !Number.isInteger(pid) || pid <= 0 || pidAlive(pid)) continue;
+    rmSync(join(tmpdir(), entry), { recursive: true, force: true });
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

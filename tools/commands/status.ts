@@ -21,7 +21,13 @@ const usage = `usage: charon status --nats URL --run RUN [--creds FILE] [--timeo
 export async function run(argv: string[]): Promise<number> {
   const args = parseCommandArgs(
     argv,
-    { nats: { type: 'string' }, run: { type: 'string' }, creds: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } },
+    {
+      nats: { type: 'string' },
+      run: { type: 'string' },
+      creds: { type: 'string' },
+      'timeout-ms': { type: 'string' },
+      json: { type: 'boolean' },
+    },
     usage,
   );
   if (!args) return 0;
