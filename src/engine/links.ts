@@ -89,6 +89,20 @@ function expectedPeer(bus: Bus, msg: BusMsg, env: Envelope<unknown>, device: str
   return false;
 }
 
+/** Whether `tensors` hold only finite values; if not, the bus counts and reports the message as rejected. */
+function allFinite(bus: Bus, msg: BusMsg, env: Envelope<unknown>, tensors: Float32Array[]): boolean {
+  for (const t of tensors)
+    for (let i = 0; i < t.length; i++)
+      if (!Number.isFinite(t[i]!)) {
+        bus.reject(
+          msg.subject,
+          new MessageRejected('nonfinite', `${env.kind} from '${msg.sender ?? env.from}' (step ${env.step}) holds ${t[i]} at value ${i}`),
+        );
+        return false;
+      }
+  return true;
+}
+
 /** Sends `bytes` through a device's simulated link (bandwidth knob); default: at once. */
 export type Throttle = (bytes: number, send: () => void) => void;
 const immediate: Throttle = (_bytes, send) => send();
@@ -153,6 +167,10 @@ export class BusRing {
             this.o.onDrop?.('peer');
             return;
           }
+          if (!allFinite(this.bus, msg, env, [b.data.data as Float32Array])) {
+            this.o.onDrop?.('nonfinite');
+            return;
+          }
           this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
         },
         { kinds: ['grad'] },
@@ -208,6 +226,8 @@ export class BusStageLinks implements StageLinks {
   /** Messages dropped by validation, by reason. */
   readonly dropped = new Map<string, number>();
   private sentRows = 0;
+  /** the latest step this rank has asked a message for (its steps run in order) */
+  private working: number;
 
   constructor(
     private readonly bus: Bus,
@@ -223,6 +243,7 @@ export class BusStageLinks implements StageLinks {
       throttle?: Throttle;
     },
   ) {
+    this.working = o.firstStep;
     const s = bus.subjects;
     this.subs.push(
       bus.subscribe<FwdBody>(
@@ -233,12 +254,14 @@ export class BusStageLinks implements StageLinks {
             this.drop('generation');
             return;
           }
+          if (!this.current(msg, env)) return;
           if (
             !this.rowsOk(b?.ids, b?.rank, o.peers.prev.length, [
               [b?.b, o.widths.b],
               [b?.a, o.widths.a],
             ]) ||
-            !this.fromPeer(msg, env, o.peers.prev, o.stage - 1, b.rank)
+            !this.fromPeer(msg, env, o.peers.prev, o.stage - 1, b.rank) ||
+            !this.finite(msg, env, [b.b.data, b.a.data])
           )
             return;
           this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
@@ -255,9 +278,11 @@ export class BusStageLinks implements StageLinks {
             this.drop('generation');
             return;
           }
+          if (!this.current(msg, env)) return;
           if (
             !this.rowsOk(b?.ids, b?.rank, o.peers.next.length, [[b?.g, o.widths.a]]) ||
-            !this.fromPeer(msg, env, o.peers.next, o.stage + 1, b.rank)
+            !this.fromPeer(msg, env, o.peers.next, o.stage + 1, b.rank) ||
+            !this.finite(msg, env, [b.g.data])
           )
             return;
           this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
@@ -286,6 +311,24 @@ export class BusStageLinks implements StageLinks {
     return false;
   }
 
+  /**
+   * Whether `env` is for the step this rank works on or a later one. A rank takes its steps in
+   * order, so a message for an earlier step (a replay of an old message, a late duplicate) can
+   * never be asked for: it is refused and counted instead of waiting in a mailbox for ever.
+   * Step 0 is a cache fill, which may come between training steps.
+   */
+  private current(msg: BusMsg, env: Envelope<unknown>): boolean {
+    if (env.step === 0 || env.step >= this.working) return true;
+    this.bus.reject(
+      msg.subject,
+      new MessageRejected(
+        'stale',
+        `${env.kind} for step ${env.step} from '${msg.sender ?? env.from}', this rank is at step ${this.working}`,
+      ),
+    );
+    return this.drop('stale');
+  }
+
   private fromPeer(msg: BusMsg, env: Envelope<unknown>, devices: readonly string[], stage: number, rank: number): boolean {
     return expectedPeer(this.bus, msg, env, devices[rank], `stage ${stage} rank ${rank}`) || this.drop('peer');
   }
@@ -297,6 +340,11 @@ export class BusStageLinks implements StageLinks {
       if (!(t instanceof WireTensor) || t.dtype !== 'float32' || t.size !== ids.length * width) return this.drop('shape');
     }
     return true;
+  }
+
+  /** Whether every value of the message's tensors is finite; if not, it is refused by name, never applied. */
+  private finite(msg: BusMsg, env: Envelope<unknown>, tensors: Float32Array[]): boolean {
+    return allFinite(this.bus, msg, env, tensors) || this.drop('nonfinite');
   }
 
   private send(subject: string, kind: string, body: unknown, step: number, mb: number, bytes: number): void {
@@ -322,6 +370,7 @@ export class BusStageLinks implements StageLinks {
   }
 
   recvFwd(step: number, mb: number, from: number): Promise<FwdMsg> {
+    this.working = Math.max(this.working, step);
     return this.fwd.take(key(step, mb, from));
   }
 
@@ -331,6 +380,7 @@ export class BusStageLinks implements StageLinks {
   }
 
   recvBwd(step: number, mb: number, from: number): Promise<BwdMsg> {
+    this.working = Math.max(this.working, step);
     return this.bwd.take(key(step, mb, from));
   }
 
