@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { BusStageLinks } from '../src/engine/index.ts';
-import { PROTOCOL_VERSION, WireTensor, encodeEnvelope } from '../src/tensor/index.ts';
+import { PROTOCOL_VERSION, encodeEnvelope } from '../src/tensor/index.ts';
 
 let server: NatsServer, dir: string;
 const buses: Bus[] = [];
