@@ -250,20 +250,11 @@ export class BusStageLinks implements StageLinks {
         s.stageFwdIn(o.stage, o.rank),
         (env, msg) => {
           const b = env.body;
-          if (!sameGeneration(bus, msg, env, o.generation)) {
-            this.drop('generation');
-            return;
-          }
-          if (!this.current(msg, env)) return;
-          if (
-            !this.rowsOk(b?.ids, b?.rank, o.peers.prev.length, [
-              [b?.b, o.widths.b],
-              [b?.a, o.widths.a],
-            ]) ||
-            !this.fromPeer(msg, env, o.peers.prev, o.stage - 1, b.rank) ||
-            !this.finite(msg, env, [b.b.data, b.a.data])
-          )
-            return;
+          const rows: [unknown, number][] = [
+            [b?.b, o.widths.b],
+            [b?.a, o.widths.a],
+          ];
+          if (!this.admit(msg, env, b?.rank, b?.ids, o.peers.prev, o.stage - 1, rows)) return;
           this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
         },
         { kinds: ['fwd'] },
@@ -274,17 +265,7 @@ export class BusStageLinks implements StageLinks {
         s.stageBwdIn(o.stage, o.rank),
         (env, msg) => {
           const b = env.body;
-          if (!sameGeneration(bus, msg, env, o.generation)) {
-            this.drop('generation');
-            return;
-          }
-          if (!this.current(msg, env)) return;
-          if (
-            !this.rowsOk(b?.ids, b?.rank, o.peers.next.length, [[b?.g, o.widths.a]]) ||
-            !this.fromPeer(msg, env, o.peers.next, o.stage + 1, b.rank) ||
-            !this.finite(msg, env, [b.g.data])
-          )
-            return;
+          if (!this.admit(msg, env, b?.rank, b?.ids, o.peers.next, o.stage + 1, [[b?.g, o.widths.a]])) return;
           this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
         },
         { kinds: ['bwd'] },
@@ -329,10 +310,6 @@ export class BusStageLinks implements StageLinks {
     return this.drop('stale');
   }
 
-  private fromPeer(msg: BusMsg, env: Envelope<unknown>, devices: readonly string[], stage: number, rank: number): boolean {
-    return expectedPeer(this.bus, msg, env, devices[rank], `stage ${stage} rank ${rank}`) || this.drop('peer');
-  }
-
   private rowsOk(ids: unknown, rank: unknown, senders: number, tensors: [unknown, number][]): boolean {
     if (!Array.isArray(ids) || !ids.every((i) => Number.isSafeInteger(i) && i >= 0)) return this.drop('ids');
     if (!Number.isInteger(rank) || (rank as number) < 0 || (rank as number) >= senders) return this.drop('rank');
@@ -342,9 +319,25 @@ export class BusStageLinks implements StageLinks {
     return true;
   }
 
-  /** Whether every value of the message's tensors is finite; if not, it is refused by name, never applied. */
-  private finite(msg: BusMsg, env: Envelope<unknown>, tensors: Float32Array[]): boolean {
-    return allFinite(this.bus, msg, env, tensors) || this.drop('nonfinite');
+  /**
+   * Whether a row message passes every check, in order: plan generation, step, ids and rank,
+   * tensor shapes, sender (the device the plan puts at that rank of stage `peerStage`), finite
+   * values. What fails is dropped and counted by reason, never applied.
+   */
+  private admit(
+    msg: BusMsg,
+    env: Envelope<unknown>,
+    rank: unknown,
+    ids: unknown,
+    senders: readonly string[],
+    peerStage: number,
+    tensors: [unknown, number][],
+  ): boolean {
+    if (!sameGeneration(this.bus, msg, env, this.o.generation)) return this.drop('generation');
+    if (!this.current(msg, env) || !this.rowsOk(ids, rank, senders.length, tensors)) return false;
+    if (!expectedPeer(this.bus, msg, env, senders[rank as number], `stage ${peerStage} rank ${rank}`)) return this.drop('peer');
+    const values = tensors.map(([t]) => (t as WireTensor<'float32'>).data);
+    return allFinite(this.bus, msg, env, values) || this.drop('nonfinite');
   }
 
   private send(subject: string, kind: string, body: unknown, step: number, mb: number, bytes: number): void {
