@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -151,6 +152,28 @@ test('security: a device answers the requests it gets, also in chunks over max_p
   const refused = deniedOn(obs, join);
   obs.publish(join, 'join', {});
   await refused;
+});
+
+test('security: charon creds add issues a key the running server accepts at once; a name is issued once', async () => {
+  const cli = join(new URL('..', import.meta.url).pathname, 'tools/charon.js');
+  const creds = (name: string) =>
+    new Promise<{ code: number; out: string; err: string }>((res) =>
+      execFile(process.execPath, [cli, 'creds', 'add', '--run-dir', dir, '--name', name], (e, out, err) =>
+        res({ code: e ? ((e as { code?: number }).code ?? 1) : 0, out: String(out), err: String(err) }),
+      ),
+    );
+  const added = await creds('jetson-9');
+  assert.is(added.code, 0, added.err);
+  assert.is(added.out.trim(), seedPath(dir, 'jetson-9'));
+  assert.match(added.err, /accepted by the running server/);
+  assert.is(statSync(seedPath(dir, 'jetson-9')).mode & 0o777, 0o600);
+  const late = await as('jetson-9');
+  const refused = deniedOn(late, 'charon.sec.from.d0.hb');
+  late.publish('charon.sec.from.d0.hb', 'hb', {});
+  await refused;
+  const again = await creds('jetson-9');
+  assert.is(again.code, 1);
+  assert.match(again.err, /'jetson-9' already has credentials/);
 });
 
 test.run();
