@@ -91,7 +91,7 @@ test('bus: tensors of every dtype and shape round-trip bit-exactly, including on
     randomTensor('uint8', [MAX_PAYLOAD * 2 + 3]),
     randomTensor('float64', [MAX_PAYLOAD / 8 - 2]),
   );
-  const subject = a.subjects.stageFwd(1, 0);
+  const subject = a.subjects.stageFwd('dev-b', 1, 0);
   const got = collector<Envelope<{ t: WireTensor; i: number }>>(sent.length);
   const sub = b.subscribe<{ t: WireTensor; i: number }>(subject, (env) => got.push(env), { kinds: ['fwd'] });
   await b.flush();
@@ -118,7 +118,7 @@ test('bus: malformed, truncated, oversized, wrong-version, wrong-run and corrupt
   const rejected: BusEvents['rejected'][] = [];
   const off = b.on('rejected', (r) => rejected.push(r));
   const reports = collector<Envelope>(9);
-  const eventsSub = b.subscribe(b.subjects.events(), (env) => reports.push(env), { kinds: ['rejected'] });
+  const eventsSub = b.subscribe(b.subjects.eventsAll(), (env) => reports.push(env), { kinds: ['rejected'] });
   b.subscribe<{ n: number }>(subject, (env) => good.push(env.body.n), { kinds: ['ctl'] });
   await b.flush();
   const before = b.rejected;
@@ -179,7 +179,7 @@ test('bus: malformed, truncated, oversized, wrong-version, wrong-run and corrupt
 });
 
 test('bus: a handler that throws is reported and delivery continues', async () => {
-  const subject = a.subjects.devHb('dev-a');
+  const subject = a.subjects.devHb();
   const errors = collector<BusEvents['error']>(1);
   const off = b.on('error', (e) => errors.push(e));
   const seen = collector<number>(2);
@@ -197,7 +197,7 @@ test('bus: a handler that throws is reported and delivery continues', async () =
 });
 
 test('bus: request/reply, with a chunked reply', async () => {
-  const subject = a.subjects.cacheGet('dev-b');
+  const subject = a.subjects.cachePut('dev-b');
   const big = randomTensor('float32', [MAX_PAYLOAD / 2]); // 2 MB: two max_payloads
   const sub = b.subscribe<{ key: string }>(
     subject,
@@ -293,7 +293,7 @@ test('bus: close() with the server gone closes the connection and fails pending 
   const s = await startNatsServer({ runDir: dir, jetstream: false });
   const c = await Bus.connect({ servers: s.url, name: 'dev-c', run: 'r1', reconnectWaitMs: 100 });
   const d = await Bus.connect({ servers: s.url, name: 'dev-d', run: 'r1' });
-  d.subscribe(d.subjects.devCtl('silent'), () => {
+  d.subscribe(c.subjects.devCtl('silent'), () => {
     /* never replies */
   });
   await d.flush();

@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Bus, startNatsServer, subjectMatches, type FaultReport, type FaultRule, type NatsServer } from '../src/bus/index.ts';
+import { Bus, FaultLayer, startNatsServer, subjectMatches, type FaultReport, type FaultRule, type NatsServer } from '../src/bus/index.ts';
 
 const runDir = mkdtempSync(join(tmpdir(), 'charon-chaos-bus-'));
 let server: NatsServer;
@@ -51,6 +51,22 @@ test('chaos bus: subject patterns match as NATS wildcards', () => {
   assert.ok(subjectMatches('charon.r.grad.>', 'charon.r.grad.0.12'));
   assert.not.ok(subjectMatches('charon.r.grad.>', 'charon.r.grad'));
   assert.not.ok(subjectMatches('charon.r.dev.*', 'charon.r.dev.a.ctl'));
+});
+
+test('chaos bus: a rule matches with or without the sender and receiver part of a subject', () => {
+  const layer = new FaultLayer('p', 'charon.r.', () => {});
+  layer.arm({ id: '0', action: 'drop', subject: 'grad.>', durationMs: 60_000, delayMs: 0, probability: 1, seed: 1 });
+  layer.arm({ id: '1', action: 'drop', subject: 'from.a.>', durationMs: 60_000, delayMs: 0, probability: 1, seed: 1 });
+  const delivered: string[] = [];
+  for (const s of [
+    'charon.r.from.b.to.c.grad.0.3',
+    'charon.r.from.b.to.c.fwd.0.1',
+    'charon.r.from.a.to.c.fwd.0.1',
+    'charon.q.from.b.to.c.grad.0.3',
+  ])
+    layer.deliver(s, () => delivered.push(s));
+  assert.equal(delivered, ['charon.r.from.b.to.c.fwd.0.1', 'charon.q.from.b.to.c.grad.0.3']);
+  layer.close();
 });
 
 test('chaos bus: without chaos mode a rule changes nothing', async () => {

@@ -16,7 +16,7 @@ test('chaos faults: duplicated activations, gradients and control requests are r
     'duplicate',
     `- { at: { step: 2 }, kind: duplicate, subject: "stage.>", durationMs: 1500 }
 - { at: { epoch: 2, step: 2 }, kind: duplicate, subject: "grad.>", durationMs: 1500 }
-- { at: { step: 5 }, kind: duplicate, subject: "dev.*.ctl", durationMs: 1500 }
+- { at: { step: 5 }, kind: duplicate, subject: "ctl", durationMs: 1500 }
 `,
   );
   const hits = run.fired.map((f) => f.reports.reduce((a, r) => a + r.hit, 0));

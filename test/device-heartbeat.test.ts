@@ -56,7 +56,7 @@ test('device heartbeats: W1 stage load and step never stall heartbeats past the 
   let last = 0,
     counting = false;
   bus.subscribe(
-    bus.subjects.devHb('d0'),
+    bus.subjects.devHbAll(),
     (env) => {
       const hb = heartbeat.parse(env.body);
       const now = performance.now();

@@ -6,11 +6,12 @@ import { join } from 'node:path';
 import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { ringAllReduce } from '../src/engine/index.ts';
 import { BusStageLinks } from '../src/engine/index.ts';
+import { WireTensor } from '../src/tensor/index.ts';
 
 let server: NatsServer, dir: string;
 const buses: Bus[] = [];
-const connect = async (name: string) => {
-  const b = await Bus.connect({ servers: server.url, name, run: 'dist' });
+const connect = async (name: string, identity = name) => {
+  const b = await Bus.connect({ servers: server.url, name, identity, run: 'dist' });
   buses.push(b);
   return b;
 };
@@ -27,7 +28,7 @@ test.after(async () => {
 
 const widths = { b: 4, a: 2 };
 
-test('bus links: ring all-reduce over grad.<group>.<step> sums 3 ranks (vector larger than max_payload is chunked)', async () => {
+test('bus links: ring all-reduce over grad subjects sums 3 ranks (vector larger than max_payload is chunked)', async () => {
   const size = 3,
     n = 3 * 1024 * 1024; // 12 MB per rank > 8 MB max_payload
   const links = await Promise.all(
@@ -37,9 +38,7 @@ test('bus links: ring all-reduce over grad.<group>.<step> sums 3 ranks (vector l
           stage: 0,
           rank,
           group: 'g0',
-          groupSize: size,
-          prevSize: 0,
-          nextSize: 0,
+          peers: { group: ['r0', 'r1', 'r2'], prev: [], next: [] },
           widths,
           generation: 0,
           firstStep: 1,
@@ -57,9 +56,7 @@ test('bus links: rows cross stages with their sample ids; a malformed message is
     stage: 0,
     rank: 0,
     group: 's0',
-    groupSize: 1,
-    prevSize: 0,
-    nextSize: 1,
+    peers: { group: ['s0'], prev: [], next: ['s1'] },
     widths,
     generation: 0,
     firstStep: 1,
@@ -69,9 +66,7 @@ test('bus links: rows cross stages with their sample ids; a malformed message is
     stage: 1,
     rank: 0,
     group: 's1',
-    groupSize: 1,
-    prevSize: 1,
-    nextSize: 0,
+    peers: { group: ['s1'], prev: ['s0'], next: [] },
     widths,
     generation: 0,
     firstStep: 1,
@@ -80,7 +75,7 @@ test('bus links: rows cross stages with their sample ids; a malformed message is
   // wrong row width: 2 rows need 8 values of b
   const evil = await connect('evil');
   evil.publish(
-    recvBus.subjects.stageFwd(1, 0),
+    evil.subjects.stageFwd('s1', 1, 0),
     'fwd',
     {
       rank: 0,
@@ -96,6 +91,16 @@ test('bus links: rows cross stages with their sample ids; a malformed message is
   assert.equal(got.ids, [7, 9]);
   assert.equal(Array.from(got.b), [1, 2, 3, 4, 5, 6, 7, 8]);
   assert.is(receiver.dropped.get('shape'), 1);
+  // A well-formed row from a device the plan does not put before stage 1 is refused by name.
+  evil.publish(
+    evil.subjects.stageFwd('s1', 1, 0),
+    'fwd',
+    { rank: 0, ids: [3], b: new WireTensor('float32', [4], new Float32Array(4)), a: new WireTensor('float32', [2], new Float32Array(2)) },
+    { step: 6, mb: 0 },
+  );
+  await evil.flush();
+  while (!receiver.dropped.get('peer')) await new Promise((r) => setTimeout(r, 10));
+  assert.is(recvBus.rejected.peer, 1);
   receiver.sendBwd(5, 0, 0, { ids: [9], g: Float32Array.from([0.5, -0.5]) });
   const back = await sender.recvBwd(5, 0, 0);
   assert.equal(back.ids, [9]);
@@ -105,24 +110,26 @@ test('bus links: rows cross stages with their sample ids; a malformed message is
 });
 
 test("bus links: after a re-plan, late messages of the aborted generation are dropped, counted and reported; the replay's arrive", async () => {
-  const g0 = { group: 's0', groupSize: 2, prevSize: 0, nextSize: 1, widths, firstStep: 3 };
-  // Generation 0 is the attempt a lost device aborted; generation 1 replays step 3 on the same ranks and subjects.
-  const late = await connect('late');
+  const g0 = { group: 's0', peers: { group: ['a', 'b'], prev: [], next: ['c'] }, widths, firstStep: 3 };
+  const g1 = { ...g0, group: 's1', peers: { group: ['c'], prev: ['a', 'b'], next: [] } };
+  // Generation 0 is the attempt a lost device aborted; generation 1 replays step 3 on the same devices, ranks and subjects.
+  const late = await connect('late', 'a'),
+    lateC = await connect('late', 'c');
   const stale = [
     new BusStageLinks(late, { stage: 0, rank: 0, ...g0, generation: 0 }),
-    new BusStageLinks(late, { stage: 1, rank: 0, ...g0, prevSize: 2, nextSize: 0, groupSize: 1, group: 's1', generation: 0 }),
+    new BusStageLinks(lateC, { stage: 1, rank: 0, ...g1, generation: 0 }),
   ];
   const busA = await connect('a'),
     busB = await connect('b'),
     busC = await connect('c');
   const a = new BusStageLinks(busA, { stage: 0, rank: 0, ...g0, generation: 1 });
   const b = new BusStageLinks(busB, { stage: 0, rank: 1, ...g0, generation: 1 });
-  const c = new BusStageLinks(busC, { stage: 1, rank: 0, ...g0, prevSize: 2, nextSize: 0, groupSize: 1, group: 's1', generation: 1 });
+  const c = new BusStageLinks(busC, { stage: 1, rank: 0, ...g1, generation: 1 });
   const reports: string[] = [];
   const watcher = await connect('watcher');
   // The stale ranks reject the replay's messages in turn; only the replay's ranks are watched here.
   watcher.subscribe<{ reason: string; message: string }>(
-    watcher.subjects.events(),
+    watcher.subjects.eventsAll(),
     (env) => {
       if (env.from !== 'late' && env.body.reason === 'generation') reports.push(env.body.message);
     },
@@ -135,6 +142,7 @@ test("bus links: after a re-plan, late messages of the aborted generation are dr
   stale[1]!.sendBwd(3, 0, 0, { ids: [5], g: Float32Array.from([-1, -1]) });
   stale[0]!.ring(3).send(1, { phase: 'reduce', round: 0, chunk: 0 }, Float32Array.from([-1]));
   await late.flush();
+  await lateC.flush();
   a.sendFwd(3, 0, 0, row(1));
   c.sendBwd(3, 0, 0, { ids: [5], g: Float32Array.from([1, 1]) });
   a.ring(3).send(1, { phase: 'reduce', round: 0, chunk: 0 }, Float32Array.from([1]));

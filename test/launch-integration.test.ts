@@ -9,7 +9,7 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
+import { Bus, COORDINATOR, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-launch-'));
@@ -114,7 +114,8 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
     await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev1', 'dev1 profile');
     await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev0', 'dev0 profile');
 
-    const probe = await Bus.connect({ servers: server.url, name: 'probe', run: 'local-2' });
+    // This server has no credentials, so the probe can take the coordinator's identity and send control.
+    const probe = await Bus.connect({ servers: server.url, name: 'probe', identity: COORDINATOR, run: 'local-2' });
     try {
       // Heartbeats arrive from both devices.
       const beats = new Map<string, number>();
@@ -149,7 +150,7 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
       // Malformed traffic on a device subject: raw garbage, a wrong-version envelope and an invalid body.
       const rejected: Ev[] = [];
       probe.subscribe(
-        probe.subjects.events(),
+        probe.subjects.eventsAll(),
         (env) => {
           rejected.push({ type: env.kind, ...(env.body as object) });
         },
@@ -247,7 +248,7 @@ test("launch: the topology's bus.url is the bus used (no private server); bus.au
   writeFileSync(authFile, text.replace(`url: ${server.url}`, `url: ${server.url}\n  auth: { user: a, password: b }`));
   const refused = launch([authFile, '--run-dir', join(tmp, 'run5'), '--until', 'registered']);
   assert.equal(await refused.exit, 2);
-  assert.match(refused.stderr(), /auth\.yaml:\d+: bus\.auth: authenticated buses are not supported yet/);
+  assert.match(refused.stderr(), /auth\.yaml:\d+: bus\.auth: credentials for an external server are not supported/);
 });
 
 test.run();

@@ -21,6 +21,8 @@ export interface DeviceWorkerOptions {
   nats: string;
   run: string;
   name: string;
+  /** The device's NATS user seed (handed over in memory, never on a command line). */
+  seed?: string;
   backend?: BackendChoice;
   slowdown: number;
   bandwidthMbps: number | null;
@@ -40,7 +42,7 @@ const log = (line: string) => process.stderr.write(`[${o.name}] ${line}\n`);
 await serveCompute(async () => {
   const info = await initBackend(o.backend);
   log(`backend ${info.detail}`);
-  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, run: o.run });
+  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, identity: o.name, run: o.run, seed: o.seed });
   const device: CtlDevice = {
     name: o.name,
     sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock),

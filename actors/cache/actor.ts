@@ -53,7 +53,7 @@ export class CacheActor implements DeviceCache {
     this.cache = new ActivationCache({ memoryBytes: o.memoryBytes, dir: o.dir, dtype: o.dtype });
     this.rows = new CacheRows(this.cache, { fingerprint: o.fingerprint, layers: o.layers, width: o.width });
     this.inbox = new Inbox(o.bus);
-    this.inbox.serve(o.bus.subjects.cachePut(o.device), {
+    this.inbox.serve(o.bus.subjects.cachePutIn(), {
       put: route(putBody, (b) => {
         if (b.data.dtype !== 'float32' || b.data.size !== b.layers.length * o.width || b.layers.some((l) => l > o.layers)) {
           return {

@@ -6,7 +6,7 @@
  * DEVICE_PROFILED / DEVICE_LOST / DEVICE_LEFT / ASSEMBLED on `events`, and drives the coordinator
  * machine. Runs inside `charon launch` on the launcher's bus connection.
  */
-import type { Bus } from '../../src/bus/index.ts';
+import { MessageRejected, type Bus, type BusMsg } from '../../src/bus/index.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { Inbox, route } from '../../src/runtime/inbox.ts';
@@ -131,21 +131,41 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
   };
 
   const ok = (value: boolean, reason: string): OkReply => (value ? { ok: true } : { ok: false, reason });
-  inbox.serve(bus.subjects.coordJoin(), {
-    join: route(joinRequest, join),
-    profile: route(profileReport, (p) => ok(registry.profile(p), `device '${p.device}' has not joined`)),
-    leave: route(leaveRequest, (l) => ok(registry.leave(l.device, l.reason), `device '${l.device}' is not alive`)),
-    // ok: the run hands the device's work over and then sends it `drain`; otherwise it goes now.
-    leaving: route(leaveRequest, (l) =>
-      ok(registry.get(l.device)?.alive === true && (leaving?.(l.device, l.reason) ?? false), 'no hand-off: leave now'),
-    ),
-    status: route(statusRequest, () => status()),
+  // A device speaks for itself only: the subject names the sender (and an authenticated bus
+  // proves it), so a request or heartbeat naming another device is refused and counted.
+  const speaksFor = (msg: BusMsg, device: string, kind: string): boolean => {
+    if (msg.sender === device) return true;
+    bus.reject(msg.subject, new MessageRejected('peer', `${kind} for device '${device}' sent by '${msg.sender ?? '?'}'`));
+    return false;
+  };
+  const notYours = (device: string, msg: BusMsg) => ({
+    ok: false as const,
+    reason: `'${msg.sender ?? '?'}' cannot speak for device '${device}'`,
   });
+  inbox.serve(bus.subjects.coordJoinIn(), {
+    join: route(joinRequest, (hello, _env, msg) =>
+      speaksFor(msg, hello.device, 'join') ? registry.join(hello) : notYours(hello.device, msg),
+    ),
+    profile: route(profileReport, (p, _env, msg) =>
+      speaksFor(msg, p.device, 'profile') ? ok(registry.profile(p), `device '${p.device}' has not joined`) : notYours(p.device, msg),
+    ),
+    leave: route(leaveRequest, (l, _env, msg) =>
+      speaksFor(msg, l.device, 'leave')
+        ? ok(registry.leave(l.device, l.reason), `device '${l.device}' is not alive`)
+        : notYours(l.device, msg),
+    ),
+    // ok: the run hands the device's work over and then sends it `drain`; otherwise it goes now.
+    leaving: route(leaveRequest, (l, _env, msg) =>
+      speaksFor(msg, l.device, 'leaving')
+        ? ok(registry.get(l.device)?.alive === true && (leaving?.(l.device, l.reason) ?? false), 'no hand-off: leave now')
+        : notYours(l.device, msg),
+    ),
+  });
+  inbox.serve(bus.subjects.coordStatusIn(), { status: route(statusRequest, () => status()) });
   // Devices are judged on time the coordinator itself could hear them (a restarting nats-server).
   const offBus = [bus.on('disconnect', () => registry.suspendLiveness()), bus.on('reconnect', () => registry.resumeLiveness())];
-  inbox.on(bus.subjects.devHbAll(), 'hb', heartbeat, (hb, env) => {
-    // A heartbeat speaks for its sender only; one naming another device is ignored.
-    if (env.from === hb.device) registry.heartbeat(hb);
+  inbox.on(bus.subjects.devHbAll(), 'hb', heartbeat, (hb, _env, msg) => {
+    if (speaksFor(msg, hb.device, 'heartbeat')) registry.heartbeat(hb);
   });
 
   return {

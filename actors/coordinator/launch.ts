@@ -9,11 +9,13 @@
  * everything is up (training, or just waiting).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { openSync, closeSync, rmSync } from 'node:fs';
+import { inside, privateDir } from '../../src/security/files.ts';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActor, fromPromise } from 'xstate';
-import { Bus, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
+import { Bus, COORDINATOR, DEFAULT_MAX_PAYLOAD, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
+import { credsDir, ensureRunCredentials, readSeed, seedPath } from '../../src/security/credentials.ts';
 import type { DeviceSpec, Topology } from '../../src/topology/schema.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
@@ -27,6 +29,8 @@ export const deviceRestartPolicy: BackoffPolicy = { initialMs: 250, factor: 2, m
 export interface LaunchOptions {
   nats?: string;
   runDir: string;
+  /** keep the local devices' activation caches after the run (default: deleted) */
+  keepCache?: boolean;
   /** Receives every run event (and launch's own). */
   onEvent: (event: Record<string, unknown>) => void;
 }
@@ -46,7 +50,13 @@ export interface LaunchContext {
 
 /** Starts the run, runs `body`, then tears everything down, also when `body` or setup throws. */
 export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body: (ctx: LaunchContext) => Promise<T>): Promise<T> {
-  mkdirSync(join(opts.runDir, 'logs'), { recursive: true });
+  // What a run writes derives from private data or grants access to the bus: nobody else may read
+  // it. The mask is inherited by the device processes, so their files are private too.
+  process.umask(0o077);
+  privateDir(join(privateDir(opts.runDir), 'logs'));
+  // Activation caches left by a run that crashed are of no use (their index lived in memory).
+  const caches = inside(opts.runDir, topology.training.cache.dir, 'training.cache.dir');
+  rmSync(caches, { recursive: true, force: true });
   const children = new Set<ChildProcess>();
   const supervisors: { stop(): void }[] = [];
   let server: NatsServer | undefined;
@@ -73,10 +83,28 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
   try {
-    server = opts.nats ? undefined : await startNatsServer({ runDir: opts.runDir, monitoring: true });
+    // The private server is authenticated: every identity gets its own key, and may publish only
+    // under its own subjects. An external server (--nats, bus.url) is the user's to secure.
+    const authorization = opts.nats
+      ? undefined
+      : ensureRunCredentials(
+          opts.runDir,
+          topology.run,
+          topology.devices.map((d) => d.name),
+          DEFAULT_MAX_PAYLOAD,
+        );
+    const seedOf = (name: string) => (authorization ? readSeed(seedPath(opts.runDir, name)) : undefined);
+    server = opts.nats
+      ? undefined
+      : await startNatsServer({
+          runDir: opts.runDir,
+          monitoring: true,
+          authorization,
+          ...(topology.bus.listen ? listenOn(topology.bus.listen) : {}),
+        });
     const natsUrl = opts.nats ?? server!.url;
-    bus = await Bus.connect({ servers: natsUrl, name: 'coordinator', run: topology.run });
-    bus.subscribe(bus.subjects.events(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
+    bus = await Bus.connect({ servers: natsUrl, name: COORDINATOR, run: topology.run, seed: seedOf(COORDINATOR) });
+    bus.subscribe(bus.subjects.eventsAll(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
     const events = new RunEvents(bus, 'launch');
     coordinator = startCoordinator({
       bus,
@@ -88,6 +116,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       nats: natsUrl,
       runDir: opts.runDir,
       pid: process.pid,
+      ...(authorization ? { creds: credsDir(opts.runDir) } : {}),
       ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
       devices: topology.devices.map((d) => ({ name: d.name, local: d.local, ...(d.optional ? { optional: true } : {}) })),
     });
@@ -95,6 +124,8 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       supervisors.push(
         superviseDevice(spec, {
           natsUrl,
+          creds: authorization ? seedPath(opts.runDir, spec.name) : undefined,
+          keepCache: opts.keepCache,
           topology,
           runDir: opts.runDir,
           children,
@@ -115,11 +146,15 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
     coordinator?.stop();
     await bus?.close();
     await server?.stop();
+    if (!opts.keepCache) rmSync(caches, { recursive: true, force: true });
   }
 }
 
 interface DeviceDeps {
   natsUrl: string;
+  /** the device's seed file, when the bus is authenticated */
+  creds?: string;
+  keepCache?: boolean;
   topology: Topology;
   runDir: string;
   children: Set<ChildProcess>;
@@ -140,6 +175,12 @@ export function admission(topology: Topology): (hello: { device: string }) => st
         'a topology with "elastic: { allowUnlisted: true }" lets unlisted devices join)';
 }
 
+/** `host:port` of a topology's `bus.listen` as server options. */
+function listenOn(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
 function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
   const args = [
@@ -151,6 +192,7 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
     deps.topology.run,
     '--name',
     spec.name,
+    ...(deps.creds ? ['--creds', deps.creds] : []),
     '--backend',
     spec.backend,
     '--memory-mb',
@@ -160,13 +202,14 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
     ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : []),
     '--cache-dir',
     join(deps.runDir, deps.topology.training.cache.dir, spec.name),
+    ...(deps.keepCache ? ['--keep-cache'] : []),
   ];
   const logic = supervisorMachine.provide({
     actors: {
       child: fromPromise<void, ChildInput>(
         ({ input, signal }) =>
           new Promise<void>((resolveChild, rejectChild) => {
-            const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a');
+            const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a', 0o600);
             const child = spawn(process.execPath, args, {
               stdio: ['pipe', 'ignore', logFd],
               env: { ...process.env, CHARON_EXIT_WITH_PARENT: '1' },

@@ -81,7 +81,7 @@ export function redistributeEffect(deps: RedistributeDeps) {
         const rank = devices.indexOf(d);
         return {
           rank,
-          size: devices.length,
+          devices,
           shard: shards[rank]!,
           generation: input.generation,
           firstStep: input.firstStep,

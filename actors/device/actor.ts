@@ -44,6 +44,8 @@ export interface DeviceOptions {
   nats: string;
   run: string;
   name: string;
+  /** The device's NATS user seed, when the bus requires credentials. */
+  seed?: string;
   memoryMb: number;
   compute: DeviceCompute;
   /** Simulation knobs reported in the hello (the compute applies them). */
@@ -160,10 +162,10 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   const logic = deviceMachine.provide({
     actors: {
       connect: fromPromise(async () => {
-        bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run });
+        bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run, seed: opts.seed });
         events = new RunEvents(bus, opts.name);
         inbox = new Inbox(bus);
-        inbox.serve(bus.subjects.devCtl(opts.name), {
+        inbox.serve(bus.subjects.devCtlIn(), {
           ctl: route(ctlRequest, async (req): Promise<CtlReply> => {
             try {
               return { ok: true, result: await serveCtl(req.kind, req.args) };
@@ -219,7 +221,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
               return { state: handle.state(), step: c.step, role: c.role, phase: c.phase, memoryBytes: compute.memoryBytes() };
             },
             publish: (hb) => {
-              if (!b.isClosed) b.publish(b.subjects.devHb(opts.name), 'hb', hb);
+              if (!b.isClosed) b.publish(b.subjects.devHb(), 'hb', hb);
             },
           },
           clock,

@@ -14,7 +14,7 @@
  *   release       {}                             free the stage or cached-phase worker; the cache stays
  *   cache-report  {spec, fingerprint}            layers held per sample (opens the cache if needed)
  *   redistribute  {shards, devices}              move cache entries so each device holds its shard
- *   cached-load   {rank, size, shard, generation, firstStep, state}  the whole side network + head
+ *   cached-load   {rank, devices, shard, generation, firstStep, state}  the whole side network + head
  *                 for cached epochs
  *   cached-step   {step, sampleIds, withState}   one data-parallel step from the cache
  *   finish        {}                             drop everything of the run
@@ -190,9 +190,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       stage: a.stage,
       rank: a.rank,
       group: `s${a.stage}`,
-      groupSize: st.devices.length,
-      prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
-      nextSize: a.stages[a.stage + 1]?.devices.length ?? 0,
+      peers: { group: st.devices, prev: a.stages[a.stage - 1]?.devices ?? [], next: a.stages[a.stage + 1]?.devices ?? [] },
       widths: { b: T * d, a: T * side.shape.width },
       generation: a.generation,
       firstStep: a.firstStep,
@@ -346,9 +344,16 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       });
       worker = {
         ...open,
-        ring: new BusRing(bus(), { group: 'all', rank: a.rank, size: a.size, generation: a.generation, firstStep: a.firstStep, throttle }),
+        ring: new BusRing(bus(), {
+          group: 'all',
+          rank: a.rank,
+          members: a.devices,
+          generation: a.generation,
+          firstStep: a.firstStep,
+          throttle,
+        }),
         rank: a.rank,
-        size: a.size,
+        size: a.devices.length,
         shard: new Set(a.shard),
       };
       return { tensorBytes: tensorBytes() };

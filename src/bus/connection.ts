@@ -28,6 +28,7 @@ import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLa
 import { subjects, type Subjects } from './subjects.ts';
 import { CHAOS_ENV, FaultLayer, parseFaultRule, type FaultReport } from './faults.ts';
 import { RecentIds } from './recent.ts';
+import { seedAuthenticator } from './keys.ts';
 
 export const CHUNK_HEADER = 'Charon-Chunk';
 /** Room left in a chunk message for its NATS header block. */
@@ -36,7 +37,17 @@ const HEADER_ROOM = 1024;
 export interface BusOptions {
   /** NATS server URL(s), e.g. 'nats://127.0.0.1:4222' */ servers: string | string[];
   /** this process's name: the envelope sender and the NATS connection name */ name: string;
+  /**
+   * The identity this connection speaks for in subjects (`charon.<run>.from.<identity>.`): a
+   * device name (shared by a device's connections), `coordinator`, an observer. Default: `name`.
+   */
+  identity?: string;
   run: string;
+  /**
+   * The NATS user seed (nkey) this connection signs the server's challenge with, when the server
+   * requires credentials (src/security/credentials.ts `readSeed` reads one from its 0600 file).
+   */
+  seed?: string;
   /** deadline for the first connection; default 5000 ms */ timeoutMs?: number;
   /** reconnect forever after a drop (default) or give up after this many attempts */ maxReconnectAttempts?: number;
   reconnectWaitMs?: number;
@@ -55,6 +66,8 @@ export interface Meta {
 /** A received message, as handlers see it. */
 export interface BusMsg {
   subject: string;
+  /** the identity that sent it, read from the subject (`from.<sender>.`); what the server's permissions prove */
+  sender?: string;
   reply?: string;
   bytes: number;
 }
@@ -90,6 +103,8 @@ export interface BusEvents {
   rejected: RejectedReport;
   /** a handler threw or rejected; the bus keeps delivering */
   error: { subject: string; error: unknown };
+  /** the server refused a publish or subscription of this connection (its permissions) */
+  denied: { operation: 'publish' | 'subscription'; subject: string };
 }
 
 type Listener<K extends keyof BusEvents> = (detail: BusEvents[K]) => void;
@@ -128,7 +143,7 @@ export class Bus {
     readonly run: string,
     opts: BusOptions,
   ) {
-    this.subjects = subjects(run);
+    this.subjects = subjects(run, opts.identity ?? name);
     this.idPrefix = `${name.slice(0, 200)}-${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 4).toString(36)}`;
     this.maxMessageBytes = opts.reassembly?.maxMessageBytes ?? MAX_MESSAGE_BYTES;
     const timeoutMs = opts.reassembly?.timeoutMs ?? 30_000;
@@ -154,16 +169,19 @@ export class Bus {
    * ConnectFailed (retryable) when no server answers within `timeoutMs`.
    */
   static async connect(opts: BusOptions): Promise<Bus> {
-    subjects(opts.run); // validates the run token before any network work
+    subjects(opts.run, 'x'); // validates the run token before any network work
     if (typeof opts.name !== 'string' || opts.name.length === 0 || opts.name.length > MAX_NAME_CHARS) {
       throw new TypeError(`bus name must be a string of 1..${MAX_NAME_CHARS} characters, got '${String(opts.name)}'`);
     }
+    subjects(opts.run, opts.identity ?? opts.name);
     const servers = Array.isArray(opts.servers) ? opts.servers : [opts.servers];
     let nc: NatsConnection;
     try {
       nc = await connect({
         servers,
         name: opts.name,
+        inboxPrefix: subjects(opts.run, opts.identity ?? opts.name).inbox(),
+        ...(opts.seed ? { authenticator: seedAuthenticator(opts.seed) } : {}),
         timeout: opts.timeoutMs ?? 5000,
         maxReconnectAttempts: opts.maxReconnectAttempts ?? -1,
         reconnectTimeWait: opts.reconnectWaitMs ?? 250,
@@ -276,7 +294,12 @@ export class Bus {
         return;
       }
       delivered++;
-      const info: BusMsg = { subject: m.subject, reply: m.reply || undefined, bytes: m.data.length };
+      const info: BusMsg = {
+        subject: m.subject,
+        sender: this.subjects.senderOf(m.subject),
+        reply: m.reply || undefined,
+        bytes: m.data.length,
+      };
       try {
         const r = handler(env as Envelope<B>, info);
         if (r && typeof (r as Promise<void>).catch === 'function')
@@ -410,7 +433,7 @@ export class Bus {
 
   private requestInbox(): string {
     if (this.inbox) return this.inbox.prefix;
-    const prefix = createInbox();
+    const prefix = createInbox(this.subjects.inbox());
     const sub = this.natsSubscribe(`${prefix}.*`, undefined, (m) => {
       const token = m.subject.slice(prefix.length + 1);
       const p = this.pending.get(token);
@@ -513,6 +536,9 @@ export class Bus {
         this.connected = s.type === 'reconnect';
         this.emit(s.type, { server: String(s.data) });
       }
+      const denied = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
+      if (s.type === 'error' && denied)
+        this.emit('denied', { operation: denied.operation === 'publish' ? 'publish' : 'subscription', subject: denied.subject });
     }
   }
 

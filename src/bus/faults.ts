@@ -7,7 +7,8 @@
  * The chaos runner steers it over the run's `chaos` subject: a `chaos-rule` envelope arms a rule
  * in every chaos-mode process of the run at once, for `durationMs` from its arrival. A rule acts
  * on received messages whose subject matches its pattern (NATS wildcards `*` and `>`, relative
- * to `charon.<run>.`); each matching message is hit with `probability`, drawn from a generator
+ * to `charon.<run>.`, with or without the `from.<sender>.to.<receiver>.` part, so that `grad.>`
+ * means every all-reduce chunk whoever sends it); each matching message is hit with `probability`, drawn from a generator
  * seeded by the rule's seed and the process name. When a rule expires, every process it touched
  * publishes a `chaos-report` with what it did, so the runner can tell a fault that hit nothing.
  */
@@ -98,13 +99,24 @@ export class FaultLayer {
     timer.unref();
     this.armed.set(rule.id, {
       rule,
-      pattern: this.prefix + rule.subject,
+      pattern: rule.subject,
       until: Date.now() + rule.durationMs,
       draw: random(rule.seed ^ hash(this.processName)),
       matched: 0,
       hit: 0,
       timer,
     });
+  }
+
+  private matches(pattern: string, subject: string): boolean {
+    if (!subject.startsWith(this.prefix)) return false;
+    const full = subject.slice(this.prefix.length);
+    if (subjectMatches(pattern, full)) return true;
+    const t = full.split('.');
+    let i = 0;
+    if (t[i] === 'from') i += 2;
+    if (t[i] === 'to') i += 2;
+    return i > 0 && subjectMatches(pattern, t.slice(i).join('.'));
   }
 
   /** Rules armed now. */
@@ -116,7 +128,7 @@ export class FaultLayer {
   deliver(subject: string, deliver: () => void): void {
     const now = Date.now();
     for (const a of this.armed.values()) {
-      if (now >= a.until || !subjectMatches(a.pattern, subject)) continue;
+      if (now >= a.until || !this.matches(a.pattern, subject)) continue;
       a.matched++;
       if (a.draw() >= a.rule.probability) continue;
       a.hit++;

@@ -21,7 +21,7 @@ export {
   type FaultReport,
   type MessageFault,
 } from './faults.ts';
-export { subjects, checkToken, InvalidSubjectToken, type Subjects } from './subjects.ts';
+export { subjects, checkToken, checkDevice, COORDINATOR, InvalidSubjectToken, type Subjects } from './subjects.ts';
 export {
   BusError,
   BusTimeout,
@@ -37,7 +37,10 @@ export {
   findNatsServer,
   freePort,
   NatsServerError,
+  reloadAuthorization,
+  DEFAULT_MAX_PAYLOAD,
   NATS_SERVER_MISSING,
   type NatsServer,
   type NatsServerOptions,
 } from './server.ts';
+export { newUserKey, publicKeyOf, seedAuthenticator } from './keys.ts';

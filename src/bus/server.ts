@@ -1,13 +1,19 @@
 /**
- * Private nats-server for a run: loopback only, a free port, max_payload 8 MB, JetStream stored
- * under the run directory. nats-server 2.9 has no --max_payload flag, so settings go in a config
+ * Private nats-server for a run: loopback unless asked otherwise, a free port, max_payload 8 MB,
+ * JetStream stored under the run directory, and, when given, an authorization block (per-run
+ * credentials, src/security/credentials.ts) in `auth.conf` beside the config, which `charon creds
+ * add` rewrites and reloads (SIGHUP) while the server runs. nats-server 2.9 has no --max_payload flag, so settings go in a config
  * file written next to the store. The server runs under a small `sh` guard that kills it when its
  * stdin (a pipe from this process) closes, so it dies with this process even on SIGKILL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
+import { privateDir, writePrivateFile } from '../security/files.ts';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { delimiter, join, resolve } from 'node:path';
+
+/** The private server's max_payload: larger messages travel in chunks. */
+export const DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024;
 
 export const NATS_SERVER_MISSING =
   "nats-server not found on PATH; install the Debian/Ubuntu package 'nats-server' (apt-get install nats-server)";
@@ -20,6 +26,8 @@ export interface NatsServerOptions {
   /** also open the HTTP monitoring port on loopback; default false */ monitoring?: boolean;
   /** deadline for the server to accept connections; default 10 s */ startTimeoutMs?: number;
   /** client port; default a free one (a fixed port lets a restarted server take over its clients) */ port?: number;
+  /** address to listen on; default 127.0.0.1 (loopback only) */ host?: string;
+  /** nats-server `authorization` block; without it the server accepts any client */ authorization?: string;
 }
 
 export interface NatsServer {
@@ -80,20 +88,23 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<NatsServ
 }
 
 async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServer> {
-  const dir = resolve(opts.runDir, 'nats');
-  mkdirSync(dir, { recursive: true });
+  const dir = privateDir(resolve(opts.runDir, 'nats'));
+  const host = opts.host ?? '127.0.0.1';
+  const local = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
   const port = opts.port ?? (await freePort());
   const httpPort = opts.monitoring ? await freePort() : undefined;
   const confPath = join(dir, 'nats-server.conf');
   const pidPath = join(dir, `nats-server-${port}.pid`);
   const lines = [
-    `listen: "127.0.0.1:${port}"`,
-    `max_payload: ${opts.maxPayload ?? 8 * 1024 * 1024}`,
+    `listen: ${JSON.stringify(`${host.includes(':') ? `[${host}]` : host}:${port}`)}`,
+    `max_payload: ${opts.maxPayload ?? DEFAULT_MAX_PAYLOAD}`,
     `pid_file: ${JSON.stringify(pidPath)}`,
     ...(httpPort ? [`http: "127.0.0.1:${httpPort}"`] : []),
     ...(opts.jetstream === false ? [] : [`jetstream {`, `  store_dir: ${JSON.stringify(dir)}`, `}`]),
+    ...(opts.authorization ? ['include "auth.conf"'] : []),
   ];
-  writeFileSync(confPath, lines.join('\n') + '\n');
+  if (opts.authorization) writePrivateFile(join(dir, AUTH_FILE), opts.authorization);
+  writePrivateFile(confPath, lines.join('\n') + '\n');
 
   // The guard: start the server, then wait for stdin to close (our stop(), or our death).
   const guard = 'trap \'kill $s 2>/dev/null\' TERM INT; "$0" -c "$1" & s=$!; read _ ; kill $s 2>/dev/null; wait $s';
@@ -116,7 +127,7 @@ async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServ
   process.on('exit', onParentExit);
 
   try {
-    await waitForGreeting(port, child, exited, () => log, opts.startTimeoutMs ?? 10_000);
+    await waitForGreeting(local, port, child, exited, () => log, opts.startTimeoutMs ?? 10_000);
     serverPid = Number(readFileSync(pidPath, 'utf8').trim());
   } catch (err) {
     onParentExit();
@@ -127,7 +138,7 @@ async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServ
 
   let stopping: Promise<void> | undefined;
   return {
-    url: `nats://127.0.0.1:${port}`,
+    url: `nats://${local.includes(':') ? `[${local}]` : local}:${port}`,
     port,
     httpPort,
     pid: serverPid,
@@ -145,8 +156,38 @@ async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServ
   };
 }
 
+const AUTH_FILE = 'auth.conf';
+
+/**
+ * Replaces the authorization of the run's server in `runDir` and makes a running one reload it
+ * (SIGHUP). Returns whether a running server was signalled. nats-server forgets, at a reload, which
+ * replies its clients still owe, so a reply in flight at that moment can be refused.
+ */
+export function reloadAuthorization(runDir: string, authorization: string): boolean {
+  const dir = resolve(runDir, 'nats');
+  writePrivateFile(join(dir, AUTH_FILE), authorization);
+  let signalled = false;
+  for (const f of readdirSync(dir).filter((n) => /^nats-server-\d+\.pid$/.test(n))) {
+    const pid = Number(readFileSync(join(dir, f), 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0 || !isNatsServer(pid)) continue;
+    process.kill(pid, 'SIGHUP');
+    signalled = true;
+  }
+  return signalled;
+}
+
+/** Whether `pid` is a live nats-server (not a recycled pid of some other program). */
+function isNatsServer(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]!.endsWith('nats-server');
+  } catch {
+    return alive(pid);
+  }
+}
+
 /** Resolves when the server at `port` sends its INFO line; rejects if it exits or the deadline passes. */
 async function waitForGreeting(
+  host: string,
   port: number,
   child: ChildProcess,
   exited: Promise<void>,
@@ -160,15 +201,15 @@ async function waitForGreeting(
   });
   while (Date.now() < deadline) {
     if (dead) throw new NatsServerError(`nats-server exited during start (code ${child.exitCode}): ${lastLine(log())}`);
-    if (await greets(port)) return;
+    if (await greets(host, port)) return;
     await new Promise((r) => setTimeout(r, 25));
   }
-  throw new NatsServerError(`nats-server did not accept connections on 127.0.0.1:${port} within ${timeoutMs} ms: ${lastLine(log())}`);
+  throw new NatsServerError(`nats-server did not accept connections on ${host}:${port} within ${timeoutMs} ms: ${lastLine(log())}`);
 }
 
-function greets(port: number): Promise<boolean> {
+function greets(host: string, port: number): Promise<boolean> {
   return new Promise((res) => {
-    const s = tcpConnect({ host: '127.0.0.1', port });
+    const s = tcpConnect({ host, port });
     const done = (ok: boolean) => {
       s.destroy();
       res(ok);

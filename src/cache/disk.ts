@@ -6,7 +6,8 @@
  * File layout (little-endian): "CHAC" | u8 version | u8 dtype (0 f32, 1 f16) | u16 key length |
  * u32 element count | u32 crc32(key bytes + payload) | key bytes (utf8) | payload.
  */
-import { writeFileSync, readFileSync, renameSync, mkdirSync, rmSync, unlinkSync } from 'node:fs';
+import { writeFileSync, readFileSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import { privateDir } from '../security/files.ts';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 
@@ -20,7 +21,8 @@ export type DiskRead = { status: 'hit'; data: StoredArray } | { status: 'missing
 
 export class DiskTier {
   constructor(readonly dir: string) {
-    mkdirSync(dir, { recursive: true });
+    // Activations derive from private data: the folder and its files are the owner's alone.
+    privateDir(dir);
   }
 
   /** File name of a key: the key made filesystem-safe (keys are fingerprint:sample:layer). */
@@ -42,7 +44,7 @@ export class DiskTier {
     const file = this.path(key);
     const tmp = `${file}.tmp-${process.pid}`;
     const all = Buffer.concat([header, keyBytes, payload]);
-    writeFileSync(tmp, all);
+    writeFileSync(tmp, all, { mode: 0o600 });
     renameSync(tmp, file);
     return all.length;
   }

@@ -1,6 +1,6 @@
 /**
- * How a stage rank reaches the other stages and its group: over the bus (stage.<s>.<rank>.fwd /
- * .bwd, grad.<group>.<step>) or through in-process mailboxes (tests, single-process runs).
+ * How a stage rank reaches the other stages and its group: over the bus (fwd / bwd / grad subjects
+ * addressed to the peer device, subjects.ts) or through in-process mailboxes (tests, single-process runs).
  *
  * Every message carries run, plan generation, step and micro-batch in its envelope and is
  * validated on arrival (kind, generation, sender rank, row count x width = values); what fails is
@@ -75,6 +75,34 @@ export interface RowWidths {
   a: number;
 }
 
+/**
+ * Whether `msg` was sent by `device`, the one the plan expects for the rank the body claims (the
+ * subject names the sender, and the server's permissions prove it); if not, the bus counts and
+ * reports it as rejected.
+ */
+function expectedPeer(bus: Bus, msg: BusMsg, env: Envelope<unknown>, device: string | undefined, role: string): boolean {
+  if (device !== undefined && msg.sender === device) return true;
+  bus.reject(
+    msg.subject,
+    new MessageRejected('peer', `${env.kind} from '${msg.sender ?? '?'}' claims ${role}, which the plan gives to '${device ?? 'nobody'}'`),
+  );
+  return false;
+}
+
+/** Whether `tensors` hold only finite values; if not, the bus counts and reports the message as rejected. */
+function allFinite(bus: Bus, msg: BusMsg, env: Envelope<unknown>, tensors: Float32Array[]): boolean {
+  for (const t of tensors)
+    for (let i = 0; i < t.length; i++)
+      if (!Number.isFinite(t[i]!)) {
+        bus.reject(
+          msg.subject,
+          new MessageRejected('nonfinite', `${env.kind} from '${msg.sender ?? env.from}' (step ${env.step}) holds ${t[i]} at value ${i}`),
+        );
+        return false;
+      }
+  return true;
+}
+
 /** Sends `bytes` through a device's simulated link (bandwidth knob); default: at once. */
 export type Throttle = (bytes: number, send: () => void) => void;
 const immediate: Throttle = (_bytes, send) => send();
@@ -107,7 +135,8 @@ export class BusRing {
     private readonly o: {
       group: string;
       rank: number;
-      size: number;
+      /** the device of each rank of the ring: where chunks go, and the only senders accepted */
+      members: readonly string[];
       generation: number;
       firstStep: number;
       throttle?: Throttle;
@@ -118,11 +147,11 @@ export class BusRing {
   }
 
   private arm(step: number): void {
-    if (this.o.size < 2 || this.subs.has(step)) return;
+    if (this.o.members.length < 2 || this.subs.has(step)) return;
     this.subs.set(
       step,
       this.bus.subscribe<GradBody>(
-        this.bus.subjects.grad(this.o.group, step),
+        this.bus.subjects.gradIn(this.o.group, step),
         (env, msg) => {
           const b = env.body;
           if (b?.to !== this.o.rank) return;
@@ -132,6 +161,14 @@ export class BusRing {
           }
           if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) {
             this.o.onDrop?.('grad');
+            return;
+          }
+          if (!expectedPeer(this.bus, msg, env, this.o.members[b.from], `rank ${b.from} of ring ${this.o.group}`)) {
+            this.o.onDrop?.('peer');
+            return;
+          }
+          if (!allFinite(this.bus, msg, env, [b.data.data as Float32Array])) {
+            this.o.onDrop?.('nonfinite');
             return;
           }
           this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
@@ -150,7 +187,7 @@ export class BusRing {
         sub.unsubscribe();
         this.subs.delete(s);
       }
-    const subject = this.bus.subjects.grad(this.o.group, step);
+    const subject = (to: number) => this.bus.subjects.grad(this.o.members[to]!, this.o.group, step);
     const throttle = this.o.throttle ?? immediate;
     return {
       send: (to, tag, data) => {
@@ -163,7 +200,7 @@ export class BusRing {
           data: new WireTensor('float32', [data.length], data),
         };
         this.bytesSent += data.byteLength;
-        throttle(data.byteLength, () => this.bus.publish(subject, 'grad', body, { gen: this.o.generation, step, mb: 0 }));
+        throttle(data.byteLength, () => this.bus.publish(subject(to), 'grad', body, { gen: this.o.generation, step, mb: 0 }));
       },
       receive: (from, tag) => this.grad.take(`${step}/${ringKey(from, tag)}`),
     };
@@ -189,6 +226,8 @@ export class BusStageLinks implements StageLinks {
   /** Messages dropped by validation, by reason. */
   readonly dropped = new Map<string, number>();
   private sentRows = 0;
+  /** the latest step this rank has asked a message for (its steps run in order) */
+  private working: number;
 
   constructor(
     private readonly bus: Bus,
@@ -196,32 +235,26 @@ export class BusStageLinks implements StageLinks {
       stage: number;
       rank: number;
       group: string;
-      groupSize: number;
-      prevSize: number;
-      nextSize: number;
+      /** the devices of each rank: of this stage (the all-reduce ring), of the stages before and after */
+      peers: { group: readonly string[]; prev: readonly string[]; next: readonly string[] };
       widths: RowWidths;
       generation: number;
       firstStep: number;
       throttle?: Throttle;
     },
   ) {
+    this.working = o.firstStep;
     const s = bus.subjects;
     this.subs.push(
       bus.subscribe<FwdBody>(
-        s.stageFwd(o.stage, o.rank),
+        s.stageFwdIn(o.stage, o.rank),
         (env, msg) => {
           const b = env.body;
-          if (!sameGeneration(bus, msg, env, o.generation)) {
-            this.drop('generation');
-            return;
-          }
-          if (
-            !this.rowsOk(b?.ids, b?.rank, o.prevSize, [
-              [b?.b, o.widths.b],
-              [b?.a, o.widths.a],
-            ])
-          )
-            return;
+          const rows: [unknown, number][] = [
+            [b?.b, o.widths.b],
+            [b?.a, o.widths.a],
+          ];
+          if (!this.admit(msg, env, b?.rank, b?.ids, o.peers.prev, o.stage - 1, rows)) return;
           this.fwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, b: b.b.data, a: b.a.data });
         },
         { kinds: ['fwd'] },
@@ -229,14 +262,10 @@ export class BusStageLinks implements StageLinks {
     );
     this.subs.push(
       bus.subscribe<BwdBody>(
-        s.stageBwd(o.stage, o.rank),
+        s.stageBwdIn(o.stage, o.rank),
         (env, msg) => {
           const b = env.body;
-          if (!sameGeneration(bus, msg, env, o.generation)) {
-            this.drop('generation');
-            return;
-          }
-          if (!this.rowsOk(b?.ids, b?.rank, o.nextSize, [[b?.g, o.widths.a]])) return;
+          if (!this.admit(msg, env, b?.rank, b?.ids, o.peers.next, o.stage + 1, [[b?.g, o.widths.a]])) return;
           this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
         },
         { kinds: ['bwd'] },
@@ -245,7 +274,7 @@ export class BusStageLinks implements StageLinks {
     this.rings = new BusRing(bus, {
       group: o.group,
       rank: o.rank,
-      size: o.groupSize,
+      members: o.peers.group,
       generation: o.generation,
       firstStep: o.firstStep,
       throttle: o.throttle,
@@ -263,6 +292,24 @@ export class BusStageLinks implements StageLinks {
     return false;
   }
 
+  /**
+   * Whether `env` is for the step this rank works on or a later one. A rank takes its steps in
+   * order, so a message for an earlier step (a replay of an old message, a late duplicate) can
+   * never be asked for: it is refused and counted instead of waiting in a mailbox for ever.
+   * Step 0 is a cache fill, which may come between training steps.
+   */
+  private current(msg: BusMsg, env: Envelope<unknown>): boolean {
+    if (env.step === 0 || env.step >= this.working) return true;
+    this.bus.reject(
+      msg.subject,
+      new MessageRejected(
+        'stale',
+        `${env.kind} for step ${env.step} from '${msg.sender ?? env.from}', this rank is at step ${this.working}`,
+      ),
+    );
+    return this.drop('stale');
+  }
+
   private rowsOk(ids: unknown, rank: unknown, senders: number, tensors: [unknown, number][]): boolean {
     if (!Array.isArray(ids) || !ids.every((i) => Number.isSafeInteger(i) && i >= 0)) return this.drop('ids');
     if (!Number.isInteger(rank) || (rank as number) < 0 || (rank as number) >= senders) return this.drop('rank');
@@ -270,6 +317,27 @@ export class BusStageLinks implements StageLinks {
       if (!(t instanceof WireTensor) || t.dtype !== 'float32' || t.size !== ids.length * width) return this.drop('shape');
     }
     return true;
+  }
+
+  /**
+   * Whether a row message passes every check, in order: plan generation, step, ids and rank,
+   * tensor shapes, sender (the device the plan puts at that rank of stage `peerStage`), finite
+   * values. What fails is dropped and counted by reason, never applied.
+   */
+  private admit(
+    msg: BusMsg,
+    env: Envelope<unknown>,
+    rank: unknown,
+    ids: unknown,
+    senders: readonly string[],
+    peerStage: number,
+    tensors: [unknown, number][],
+  ): boolean {
+    if (!sameGeneration(this.bus, msg, env, this.o.generation)) return this.drop('generation');
+    if (!this.current(msg, env) || !this.rowsOk(ids, rank, senders.length, tensors)) return false;
+    if (!expectedPeer(this.bus, msg, env, senders[rank as number], `stage ${peerStage} rank ${rank}`)) return this.drop('peer');
+    const values = tensors.map(([t]) => (t as WireTensor<'float32'>).data);
+    return allFinite(this.bus, msg, env, values) || this.drop('nonfinite');
   }
 
   private send(subject: string, kind: string, body: unknown, step: number, mb: number, bytes: number): void {
@@ -284,19 +352,28 @@ export class BusStageLinks implements StageLinks {
       b: new WireTensor('float32', [msg.b.length], msg.b),
       a: new WireTensor('float32', [msg.a.length], msg.a),
     };
-    this.send(this.bus.subjects.stageFwd(this.o.stage + 1, to), 'fwd', body, step, mb, msg.b.byteLength + msg.a.byteLength);
+    this.send(
+      this.bus.subjects.stageFwd(this.o.peers.next[to]!, this.o.stage + 1, to),
+      'fwd',
+      body,
+      step,
+      mb,
+      msg.b.byteLength + msg.a.byteLength,
+    );
   }
 
   recvFwd(step: number, mb: number, from: number): Promise<FwdMsg> {
+    this.working = Math.max(this.working, step);
     return this.fwd.take(key(step, mb, from));
   }
 
   sendBwd(step: number, mb: number, to: number, msg: BwdMsg): void {
     const body: BwdBody = { rank: this.o.rank, ids: msg.ids, g: new WireTensor('float32', [msg.g.length], msg.g) };
-    this.send(this.bus.subjects.stageBwd(this.o.stage - 1, to), 'bwd', body, step, mb, msg.g.byteLength);
+    this.send(this.bus.subjects.stageBwd(this.o.peers.prev[to]!, this.o.stage - 1, to), 'bwd', body, step, mb, msg.g.byteLength);
   }
 
   recvBwd(step: number, mb: number, from: number): Promise<BwdMsg> {
+    this.working = Math.max(this.working, step);
     return this.bwd.take(key(step, mb, from));
   }
 

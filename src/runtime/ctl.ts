@@ -84,7 +84,8 @@ export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), dev
 /** `cached-load`: the whole side network + head from `state` (a PackedState) for the cached epochs. */
 export const cachedLoadArgs = z.strictObject({
   rank: z.number().int().nonnegative(),
-  size: z.number().int().positive(),
+  /** the device of each rank of the data-parallel ring */
+  devices: z.array(z.string()).min(1),
   shard: sampleIds,
   generation,
   firstStep: z.number().int().positive(),

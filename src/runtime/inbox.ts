@@ -12,7 +12,7 @@ import type { Envelope } from '../tensor/index.ts';
 export const REPLY_KIND = 'reply';
 
 export type BodyHandler<T> = (body: T, env: Envelope<unknown>, msg: BusMsg) => void | Promise<void>;
-export type RequestHandler<T> = (body: T, env: Envelope<unknown>) => unknown | Promise<unknown>;
+export type RequestHandler<T> = (body: T, env: Envelope<unknown>, msg: BusMsg) => unknown | Promise<unknown>;
 
 /** A request kind: the body schema and the handler computing the reply. */
 export interface RequestRoute<S extends z.ZodType = z.ZodType> {
@@ -61,7 +61,7 @@ export class Inbox {
           }
           let reply: unknown;
           try {
-            reply = await route.handle(body.value, env);
+            reply = await route.handle(body.value, env, msg);
           } catch (err) {
             reply = { ok: false, reason: err instanceof Error ? err.message : String(err) };
           }

@@ -5,6 +5,7 @@
  */
 import { encodeMessage, type EncodedMessage, unpackValue } from './codec.ts';
 import { MessageRejected } from './rejected.ts';
+import { checkMsgpack } from './msgpack-guard.ts';
 
 /** Bumped whenever the wire format changes incompatibly. */
 export const PROTOCOL_VERSION = 2;
@@ -67,6 +68,7 @@ export function decodeEnvelope<B = unknown>(bytes: Uint8Array, expect: EnvelopeE
   if (bytes.length === 0) throw new MessageRejected('truncated', 'empty message');
   let value: unknown;
   try {
+    checkMsgpack(bytes);
     value = unpackValue(bytes);
   } catch (err) {
     if (err instanceof MessageRejected) throw err;

@@ -60,6 +60,10 @@ export class Reassembler {
         throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds ${this.opts.maxMessageBytes}`);
       if (h.total > this.opts.maxBytes)
         throw new MessageRejected('oversized', `chunked message of ${h.total} bytes exceeds the reassembly budget ${this.opts.maxBytes}`);
+      // Every chunk but the only one of an empty message carries a byte: a larger count is a lie
+      // that would only make the bookkeeping below allocate.
+      if (h.count > Math.max(1, h.total))
+        throw new MessageRejected('chunk', `transfer ${h.transfer} declares ${h.count} chunks for ${h.total} bytes`);
       if (h.offset + bytes.length > h.total)
         throw new MessageRejected('chunk', `chunk ${h.index} ends at ${h.offset + bytes.length}, beyond total ${h.total}`);
       if (!p) {

@@ -1,8 +1,10 @@
 /**
  * Why a received message was refused. Receivers drop, count (per reason) and report rejected
  * messages; nothing that fails validation reaches a handler. 'generation': a step-scoped message
- * of another plan generation than the receiver's (a late message of an aborted attempt). 'duplicate': an envelope id a subscription has already
- * delivered (the same message twice).
+ * of another plan generation than the receiver's (a late message of an aborted attempt). 'peer':
+ * sent by another device than the one the plan expects in that role. 'nonfinite': a gradient or
+ * activation holding NaN or Infinity. 'stale': a step already committed or not yet started. 'duplicate': an envelope id a
+ * subscription has already delivered (the same message twice).
  */
 
 export const REJECT_REASONS = [
@@ -18,6 +20,9 @@ export const REJECT_REASONS = [
   'body',
   'generation',
   'duplicate',
+  'peer',
+  'nonfinite',
+  'stale',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

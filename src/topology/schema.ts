@@ -100,13 +100,30 @@ const bus = z
       .string()
       .regex(/^(nats|tls|ws|wss):\/\/\S+$/, 'must be a NATS URL such as nats://host:4222')
       .optional(),
-    /** Credentials for an authenticated bus: refused until launch can honour them. */
+    /**
+     * Where the embedded server listens, `host:port` (default: loopback, a free port). Another
+     * address lets devices on other hosts join, with credentials (`charon creds add`).
+     */
+    listen: z
+      .string()
+      .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:4222')
+      .refine(
+        (l) => Number(l.slice(l.lastIndexOf(':') + 1)) > 0 && Number(l.slice(l.lastIndexOf(':') + 1)) < 65536,
+        'port must be 1..65535',
+      )
+      .optional(),
+    /** Credentials for an external server: refused, since launch cannot honour them. */
     auth: auth.optional(),
   })
   .refine((b) => (b.embedded === undefined) !== (b.url === undefined), 'give exactly one of "embedded: true" or "url"')
+  .refine((b) => b.listen === undefined || b.embedded === true, {
+    path: ['listen'],
+    message: 'only for the embedded server (bus.embedded: true)',
+  })
   .refine((b) => b.auth === undefined, {
     path: ['auth'],
-    message: 'authenticated buses are not supported yet: remove it (the bus is unauthenticated; run it on a network you trust)',
+    message:
+      'credentials for an external server are not supported: remove it (use bus.embedded, whose per-run credentials launch creates, or secure your server yourself)',
   });
 
 const device = z.strictObject({
@@ -149,6 +166,8 @@ export const topologySchema = z
     const seen = new Set<string>();
     t.devices.forEach((d, i) => {
       if (seen.has(d.name)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'name'], message: `duplicate device name "${d.name}"` });
+      if (d.name === 'coordinator')
+        ctx.addIssue({ code: 'custom', path: ['devices', i, 'name'], message: '"coordinator" is reserved for the run\'s coordinator' });
       seen.add(d.name);
     });
     checkFaultDevices(

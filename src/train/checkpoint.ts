@@ -2,11 +2,13 @@
  * Checkpoints of a training run: a directory holding `weights.safetensors` (the trainable
  * parameters under their canonical names, and the optimiser moments as `optim.m.<name>` /
  * `optim.v.<name>`, all f32) and `checkpoint.json` (method, options, fingerprints, position,
- * loss history, ledger). Written to a temporary directory and renamed into place, so a crash
- * never leaves a half checkpoint under the final name.
+ * loss history, ledger, and the sha256 of the weights file, checked on load). Written to a
+ * private (0700) temporary directory and renamed into place, so a crash never leaves a half
+ * checkpoint under the final name; files are 0600, since they are derived from private data.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { privateDir, writePrivateFile } from '../security/files.ts';
 import { dirname, join } from 'node:path';
 import { openSafetensors, writeSafetensors, type TensorToWrite } from '../model/safetensors.ts';
 import type { MethodName, MethodOptions } from '../model/methods/method.ts';
@@ -37,6 +39,8 @@ export interface CheckpointMeta {
   ledger: LedgerJson;
   optimizerStep: number;
   parameterNames: string[];
+  /** sha256 (hex) of weights.safetensors: a corrupt or altered file is refused on load. */
+  weightsSha256: string;
 }
 
 export class CheckpointError extends Error {
@@ -85,6 +89,13 @@ export function saveCheckpoint(dir: string, input: SaveInput): CheckpointMeta {
     tensors.set(`optim.m.${name}`, { data: state.optimizer.m.get(name)!, shape });
     tensors.set(`optim.v.${name}`, { data: state.optimizer.v.get(name)!, shape });
   }
+  mkdirSync(dirname(dir), { recursive: true, mode: 0o700 });
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  privateDir(tmp);
+  const weights = join(tmp, 'weights.safetensors');
+  writeSafetensors(weights, tensors, { metadata: { format: CHECKPOINT_FORMAT, method: input.method } });
+  chmodSync(weights, 0o600);
   const meta: CheckpointMeta = {
     format: CHECKPOINT_FORMAT,
     method: input.method,
@@ -103,13 +114,9 @@ export function saveCheckpoint(dir: string, input: SaveInput): CheckpointMeta {
     ledger: state.ledger,
     optimizerStep: state.optimizer.step,
     parameterNames: [...state.parameters.keys()],
+    weightsSha256: sha256File(weights),
   };
-  mkdirSync(dirname(dir), { recursive: true });
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  writeSafetensors(join(tmp, 'weights.safetensors'), tensors, { metadata: { format: CHECKPOINT_FORMAT, method: input.method } });
-  writeFileSync(join(tmp, 'checkpoint.json'), JSON.stringify(meta, null, 1) + '\n');
+  writePrivateFile(join(tmp, 'checkpoint.json'), JSON.stringify(meta, null, 1) + '\n');
   if (existsSync(dir)) {
     const old = `${dir}.old-${process.pid}`;
     renameSync(dir, old);
@@ -133,13 +140,25 @@ export function readCheckpointMeta(dir: string): CheckpointMeta {
   }
   if (meta.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: format '${meta.format}' is not ${CHECKPOINT_FORMAT}`);
   if (!existsSync(join(dir, 'weights.safetensors'))) throw new CheckpointError(`${dir}: weights.safetensors is missing`);
+  if (typeof meta.weightsSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(meta.weightsSha256))
+    throw new CheckpointError(`${file}: weightsSha256: missing or not a sha256 (a checkpoint without a checksum is not loaded)`);
   return meta;
+}
+
+function sha256File(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
 }
 
 /** Reads a whole checkpoint back into a TrainerState. */
 export function loadCheckpoint(dir: string): { meta: CheckpointMeta; state: TrainerState } {
   const meta = readCheckpointMeta(dir);
-  const src = openSafetensors(join(dir, 'weights.safetensors'));
+  const weights = join(dir, 'weights.safetensors');
+  const actual = sha256File(weights);
+  if (actual !== meta.weightsSha256)
+    throw new CheckpointError(
+      `${weights}: corrupt: sha256 ${actual.slice(0, 16)}... differs from ${meta.weightsSha256.slice(0, 16)}... in checkpoint.json`,
+    );
+  const src = openSafetensors(weights);
   const parameters = new Map<string, { data: Float32Array; shape: number[] }>();
   const m = new Map<string, Float32Array>(),
     v = new Map<string, Float32Array>();

@@ -5,11 +5,13 @@
  * takes the device's work over at its next step boundary, then the device drains; a second signal
  * drains at once. A launcher-spawned device stops its work at once on SIGINT.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
+import { privateDir } from '../../src/security/files.ts';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
-import { checkToken } from '../../src/bus/index.ts';
+import { checkDevice, checkToken } from '../../src/bus/index.ts';
+import { readSeed } from '../../src/security/credentials.ts';
 import { startDevice, type DeviceCompute } from '../../actors/device/actor.ts';
 import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
 import type { DeviceWorkerInfo, DeviceWorkerOptions } from '../device-worker.ts';
@@ -17,18 +19,21 @@ import type { BackendChoice } from '../../src/model/backend.ts';
 
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
-const usage = `usage: charon device --nats URL --run RUN --name NAME [--backend wasm|cpu|tensorflow] [--memory-mb N]
-                     [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
+const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--backend wasm|cpu|tensorflow]
+                     [--memory-mb N] [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
 
   --nats URL           NATS server of the run (e.g. nats://host:4222)
   --run RUN            run name (the topology's "run")
   --name NAME          this device's name, unique in the run (letters, digits, '-', '_')
+  --creds FILE         this device's credentials (a NATS user seed, mode 0600) for an authenticated
+                       bus: <run-dir>/creds/NAME.nk, or from \`charon creds add\` on the launching host
   --backend B          compute backend (default: best available: tensorflow, wasm, cpu)
   --memory-mb N        memory budget offered to the planner (default 2048)
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
   --bandwidth-mbps R   simulation: cap outgoing traffic at R Mbit/s
   --cache-dir DIR      where this device's activation cache spills to disk (default: a private
                        folder in the OS temp directory); emptied at start, removed at exit
+  --keep-cache         leave the cache folder in place at exit
   --json               on exit print {"device","state","error"?,"rejected"} on stdout
 SIGTERM or Ctrl-C leaves the run gracefully: the device finishes its share of the step in
 progress, hands its cache entries over, and exits 0 once the run has re-planned without it
@@ -42,11 +47,13 @@ export async function run(argv: string[]): Promise<number> {
       nats: { type: 'string' },
       run: { type: 'string' },
       name: { type: 'string' },
+      creds: { type: 'string' },
       backend: { type: 'string' },
       'memory-mb': { type: 'string' },
       slowdown: { type: 'string' },
       'bandwidth-mbps': { type: 'string' },
       'cache-dir': { type: 'string' },
+      'keep-cache': { type: 'boolean' },
       json: { type: 'boolean' },
     },
     usage,
@@ -57,7 +64,14 @@ export async function run(argv: string[]): Promise<number> {
   const name = requireStr(args, 'name');
   try {
     checkToken('run', runName);
-    checkToken('device', name);
+    checkDevice(name);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  const credsFile = str(args, 'creds');
+  let seed: string | undefined;
+  try {
+    seed = credsFile === undefined ? undefined : readSeed(resolve(credsFile));
   } catch (err) {
     throw new CliError((err as Error).message);
   }
@@ -71,9 +85,11 @@ export async function run(argv: string[]): Promise<number> {
   const log = (line: string) => process.stderr.write(`[${name}] ${line}\n`);
   // Activations derive from private data: the cache folder is the device's alone, and what a
   // crashed process left in it is of no use to a new one (its index lived in memory).
+  process.umask(0o077);
   const cacheDir = resolve(str(args, 'cache-dir') ?? join(tmpdir(), `charon-cache-${runName}-${name}-${process.pid}`));
+  removeOrphanCaches(runName, name);
   rmSync(cacheDir, { recursive: true, force: true });
-  mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+  privateDir(cacheDir);
 
   // Tensor work runs in a worker thread with its own data-plane connection, so this thread's
   // heartbeats and control requests never wait for a kernel.
@@ -83,6 +99,7 @@ export async function run(argv: string[]): Promise<number> {
       nats,
       run: runName,
       name,
+      seed,
       slowdown,
       bandwidthMbps,
       cacheDir,
@@ -107,7 +124,7 @@ export async function run(argv: string[]): Promise<number> {
       await worker.terminate();
     },
   };
-  const device = startDevice({ nats, run: runName, name, memoryMb, slowdown, bandwidthMbps, log, requestTimeoutMs: 10_000, compute });
+  const device = startDevice({ nats, run: runName, name, seed, memoryMb, slowdown, bandwidthMbps, log, requestTimeoutMs: 10_000, compute });
   worker.onExit((err) => {
     if (stopping || device.snapshot().status !== 'active') return;
     workerLost = err.message;
@@ -129,7 +146,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdin.resume();
   }
   const final = await device.done;
-  rmSync(cacheDir, { recursive: true, force: true });
+  if (!flag(args, 'keep-cache')) rmSync(cacheDir, { recursive: true, force: true });
   process.stdin.pause();
   const error = final.context.error;
   if (error) log(`failed: ${error}`);
@@ -140,4 +157,23 @@ export async function run(argv: string[]): Promise<number> {
   process.removeAllListeners('SIGTERM');
   process.removeAllListeners('SIGINT');
   return final.value === 'stopped' && !workerLost ? 0 : 1;
+}
+
+/** Removes default cache folders of this device name and run left by processes that died (SIGKILL, power loss). */
+function removeOrphanCaches(runName: string, name: string): void {
+  const prefix = `charon-cache-${runName}-${name}-`;
+  for (const entry of readdirSync(tmpdir())) {
+    const pid = Number(entry.slice(prefix.length));
+    if (!entry.startsWith(prefix) || !Number.isInteger(pid) || pid <= 0 || pidAlive(pid)) continue;
+    rmSync(join(tmpdir(), entry), { recursive: true, force: true });
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

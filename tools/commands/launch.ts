@@ -15,7 +15,8 @@ import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
-const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --resume RUN_DIR] [--profile FILE] [--until registered|interrupted] [--json]
+const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --resume RUN_DIR] [--profile FILE] [--until registered|interrupted]
+                      [--keep-cache] [--json]
 
   TOPOLOGY          a topology file (see topologies/)
   --nats URL        use this NATS server (default: the topology's bus.url; with bus.embedded,
@@ -28,6 +29,8 @@ const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --res
                     topology's) instead of the one measured from the devices
   --until registered  exit 0 once every device of the topology has registered (no training)
   --until interrupted run (no training) until Ctrl-C (SIGINT) or SIGTERM
+  --keep-cache      keep the local devices' activation caches (<run-dir>/<cache dir>) after the run;
+                    by default they are deleted when the run ends (and, after a crash, at the next start)
   --json            line-delimited JSON events on stdout instead of progress text
 Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
@@ -88,6 +91,7 @@ export async function run(argv: string[]): Promise<number> {
       profile: { type: 'string' },
       until: { type: 'string' },
       json: { type: 'boolean' },
+      'keep-cache': { type: 'boolean' },
     },
     usage,
   );
@@ -154,34 +158,38 @@ export async function run(argv: string[]): Promise<number> {
   const runDir = resolve(resumeDir ?? str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
   let outcome: { code: number; reason: string; error?: string };
   try {
-    outcome = await launchRun(topology, { nats: str(args, 'nats') ?? topology.bus.url, runDir, onEvent: print }, async (ctx) => {
-      const stop = new AbortController();
-      const goal =
-        until === 'registered'
-          ? ctx.coordinator.whenAssembled().then(() => 'registered')
-          : until === 'interrupted'
-            ? new Promise<string>(() => {})
-            : ctx.coordinator
-                .whenAssembled()
-                .then(() =>
-                  runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, resume, signal: stop.signal }),
-                )
-                .then(() => 'trained');
-      try {
-        const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
-        return { code: 0, reason };
-      } catch (err) {
-        // A terminal's Ctrl-C signals the devices too, and one may leave, failing the run, before
-        // this process has handled its own SIGINT. That signal is pending by then and handled in
-        // the same event-loop turn: the run failed on its own only if no interrupt came with it.
-        const interruptedBy = await Promise.race([ctx.interrupted, new Promise<null>((res) => setImmediate(res, null))]);
-        if (interruptedBy) return { code: 0, reason: interruptedBy };
-        throw err;
-      } finally {
-        stop.abort();
-        goal.catch(() => {});
-      }
-    });
+    outcome = await launchRun(
+      topology,
+      { nats: str(args, 'nats') ?? topology.bus.url, runDir, keepCache: flag(args, 'keep-cache'), onEvent: print },
+      async (ctx) => {
+        const stop = new AbortController();
+        const goal =
+          until === 'registered'
+            ? ctx.coordinator.whenAssembled().then(() => 'registered')
+            : until === 'interrupted'
+              ? new Promise<string>(() => {})
+              : ctx.coordinator
+                  .whenAssembled()
+                  .then(() =>
+                    runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, resume, signal: stop.signal }),
+                  )
+                  .then(() => 'trained');
+        try {
+          const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
+          return { code: 0, reason };
+        } catch (err) {
+          // A terminal's Ctrl-C signals the devices too, and one may leave, failing the run, before
+          // this process has handled its own SIGINT. That signal is pending by then and handled in
+          // the same event-loop turn: the run failed on its own only if no interrupt came with it.
+          const interruptedBy = await Promise.race([ctx.interrupted, new Promise<null>((res) => setImmediate(res, null))]);
+          if (interruptedBy) return { code: 0, reason: interruptedBy };
+          throw err;
+        } finally {
+          stop.abort();
+          goal.catch(() => {});
+        }
+      },
+    );
   } catch (err) {
     outcome = { code: 1, reason: 'error', error: (err as Error).message };
   }

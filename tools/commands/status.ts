@@ -1,39 +1,58 @@
 /**
  * `charon status`: asks a run's coordinator for its devices: state, heartbeat age, memory, speed.
  */
-import { CliError, flag, num, parseCommandArgs, requireStr } from '../args.ts';
+import { resolve } from 'node:path';
+import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
+import { OBSERVER, readSeed } from '../../src/security/credentials.ts';
 import { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { statusReply, type StatusReply } from '../../src/runtime/messages.ts';
 
 export const summary = "show a run's phase and its devices: state (joining, leaving), role, step, phase, heartbeat age, memory, speed";
 
-const usage = `usage: charon status --nats URL --run RUN [--timeout-ms N] [--json]
+const usage = `usage: charon status --nats URL --run RUN [--creds FILE] [--timeout-ms N] [--json]
 
   --nats URL        NATS server of the run
   --run RUN         run name
+  --creds FILE      read-only credentials of an authenticated bus (<run-dir>/creds/observer.nk)
   --timeout-ms N    how long to wait for the coordinator (default 3000)
   --json            print the coordinator's status document`;
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseCommandArgs(
     argv,
-    { nats: { type: 'string' }, run: { type: 'string' }, 'timeout-ms': { type: 'string' }, json: { type: 'boolean' } },
+    {
+      nats: { type: 'string' },
+      run: { type: 'string' },
+      creds: { type: 'string' },
+      'timeout-ms': { type: 'string' },
+      json: { type: 'boolean' },
+    },
     usage,
   );
   if (!args) return 0;
   const nats = requireStr(args, 'nats');
   const runName = requireStr(args, 'run');
   const timeoutMs = num(args, 'timeout-ms', 3000, { integer: true, min: 1 });
+  const creds = str(args, 'creds');
   let bus: Bus;
   try {
-    bus = await Bus.connect({ servers: nats, name: `status-${process.pid}`, run: runName, timeoutMs, maxReconnectAttempts: 0 });
+    const seed = creds === undefined ? undefined : readSeed(resolve(creds));
+    bus = await Bus.connect({
+      servers: nats,
+      name: `status-${process.pid}`,
+      identity: OBSERVER,
+      run: runName,
+      seed,
+      timeoutMs,
+      maxReconnectAttempts: 0,
+    });
   } catch (err) {
     throw new CliError((err as Error).message, 1);
   }
   let status: StatusReply;
   try {
-    status = await ask(bus, bus.subjects.coordJoin(), 'status', {}, statusReply, timeoutMs);
+    status = await ask(bus, bus.subjects.coordStatus(), 'status', {}, statusReply, timeoutMs);
   } catch (err) {
     throw new CliError(`run '${runName}' on ${nats}: no coordinator answered (${(err as Error).message})`, 1);
   } finally {
