@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLaunch, type Ev } from './fixtures/launch.ts';
+import { issueCredentials, seedPath } from '../src/security/credentials.ts';
 import { checkRun, elasticTopology, joinLatency, metricSteps, startDevice, stopDevice } from './fixtures/elastic.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'charon-join-'));
@@ -34,10 +35,14 @@ test('elastic join: an optional device started during the pipeline epoch and an 
   let dev2: ReturnType<typeof startDevice> | undefined;
   let guest: ReturnType<typeof startDevice> | undefined;
   let nats = '';
+  // The run's bus is authenticated: launch issues keys for the topology's devices (dev2 too), and
+  // an unlisted device needs its own, issued before (as `charon creds add` does).
+  issueCredentials(runDir, 'join', 'guest', 'device');
+  const creds = (name: string) => ['--creds', seedPath(runDir, name)];
   const run = await launch(open, runDir, (e) => {
     if (e.type === 'LAUNCHED') nats = e.nats as string;
-    if (!dev2 && e.type === 'RUN_DEPLOYED') dev2 = startDevice(nats, 'join', 'dev2');
-    if (!guest && e.type === 'EPOCH_DONE') guest = startDevice(nats, 'join', 'guest');
+    if (!dev2 && e.type === 'RUN_DEPLOYED') dev2 = startDevice(nats, 'join', 'dev2', creds('dev2'));
+    if (!guest && e.type === 'EPOCH_DONE') guest = startDevice(nats, 'join', 'guest', creds('guest'));
   });
   await Promise.all([stopDevice(dev2!), stopDevice(guest!)]);
   const { summary, diff } = await checkRun(open, runDir, run);

@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { issueCredentials, seedPath } from '../src/security/credentials.ts';
 import { startLaunch, type Ev } from './fixtures/launch.ts';
 import { checkRun, elasticTopology, eventsOf, joinLatency, startDevice } from './fixtures/elastic.ts';
 
@@ -25,13 +26,15 @@ test('elastic join: a SIGKILLed local device comes back through its supervisor a
   let killedAt = 0;
   let stranger: ReturnType<typeof startDevice> | undefined;
   let nats = '';
+  // A key of the run's bus without a place in the topology: the join itself must be refused.
+  issueCredentials(runDir, 'rejoin', 'stranger', 'device');
   const run = await launch(runDir, (e) => {
     if (e.type === 'LAUNCHED') nats = e.nats as string;
     if (e.type === 'DEVICE_SPAWNED') pids.set(e.device as string, e.pid as number);
     if (!killedAt && e.type === 'STEP_DONE' && e.step === 2) {
       killedAt = Date.now();
       process.kill(pids.get('dev2')!, 'SIGKILL');
-      stranger = startDevice(nats, 'rejoin', 'stranger');
+      stranger = startDevice(nats, 'rejoin', 'stranger', ['--creds', seedPath(runDir, 'stranger')]);
     }
   });
   const strangerExit = await stranger!.exited;
