@@ -48,6 +48,7 @@ import {
   BusRing,
   BusStageLinks,
   cachedStep,
+  crossPlace,
   openStageCompute,
   packGrads,
   packState,
@@ -60,7 +61,7 @@ import {
   type PackedState,
   type Pace,
   type RankOutcome,
-  type StageCompute,
+  type RankCompute,
   type StageLayout,
 } from '../../src/engine/index.ts';
 import { stageMachine } from './machine.ts';
@@ -82,6 +83,8 @@ interface CachedWorker extends OpenStage {
 
 /** The engine's stage settings of a run (distributed runs start the side network at random). */
 const stageSpec = (s: RunSpec) => ({
+  method: s.method ?? 'parallel',
+  methodOptions: s.methodOptions ?? {},
   seed: s.seed,
   reduction: s.reduction,
   sideInit: 'random' as const,
@@ -182,7 +185,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       spec: stageSpec(s),
       ...(a.state ? { state: unpackState(a.state as PackedState) } : {}),
     });
-    const { backbone, side, compute, optimizer } = open;
+    const { backbone, compute, optimizer } = open;
     const T = s.seqLen,
       d = backbone.config.dModel;
     const fill = ensureCache(s, backbone.fingerprint);
@@ -193,10 +196,11 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       groupSize: st.devices.length,
       prevSize: a.stages[a.stage - 1]?.devices.length ?? 0,
       nextSize: a.stages[a.stage + 1]?.devices.length ?? 0,
-      widths: { b: T * d, a: T * side.shape.width },
+      widths: { b: T * d, a: T * compute.width.r, g: T * compute.width.g },
       generation: a.generation,
       firstStep: a.firstStep,
       throttle,
+      ...(S > 1 ? { cross: crossPlace(a.stages, a.stage, a.rank) } : {}),
     });
     const runner = new StageRunner({
       stages: a.stages as StageLayout[],
@@ -267,7 +271,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     ids: number[],
     rank: number,
     withState: boolean,
-    c: StageCompute,
+    c: RankCompute,
     opt: AdamW,
   ): StepReply & { grads?: PackedGrads } => ({
     ...o,
@@ -288,7 +292,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       return {
         fingerprint: stage!.backbone.fingerprint,
         weights: [...stage!.backbone.weights().keys()],
-        sideParameters: [...stage!.side.parameters().keys()],
+        sideParameters: [...stage!.compute.parameters().keys()],
       };
     },
     step: async (raw, d) => {

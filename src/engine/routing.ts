@@ -122,3 +122,11 @@ export function selectRows(from: readonly number[], data: Float32Array, ids: rea
   });
   return out;
 }
+
+/** A rank's place in the ring over every rank of every stage (stages in order, ranks in order). */
+export function crossPlace(stages: readonly { devices: readonly string[] }[], stage: number, rank: number): { rank: number; size: number } {
+  return {
+    rank: stages.slice(0, stage).reduce((a, st) => a + st.devices.length, 0) + rank,
+    size: stages.reduce((a, st) => a + st.devices.length, 0),
+  };
+}
