@@ -188,8 +188,9 @@ function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean): Block
  *   overestimates it), plus the weight gradients (full: B more; adapters: 2x their forward);
  * - memory: trainable state x4 (parameter, gradient, two AdamW moments; full: the layer's
  *   weights, which then count once in backboneBytes and three times in sideBytes), and per
- *   sample kept for backward the layer's tape: about T (6d + 2f) values and two h x T x T
- *   attention maps, counted for every micro-batch in flight (the engine keeps only a stage's
+ *   sample kept for backward the layer's tape: T (8d + 3f) values and three h x T x T attention
+ *   maps (fitted to the standalone trainer's measured W1 peaks: full, lora and serial within
+ *   +3%), counted for every micro-batch in flight (the engine keeps only a stage's
  *   input per micro-batch and builds one micro-batch's tape at a time: an overestimate that
  *   keeps the planner from over-packing).
  */
@@ -216,7 +217,7 @@ function backpropLayerCost(
       backboneBytes: backboneParams * bv,
       sideBytes: (m.kind === 'full' ? 3 : 4) * trainable * bv,
       sideGradBytes: trainable * bv,
-      activationBytesPerSample: (x * (T * (6 * d + 2 * f) + 2 * h * T * T) + adapterActs) * bv,
+      activationBytesPerSample: (x * (T * (8 * d + 3 * f) + 3 * h * T * T) + adapterActs) * bv,
       workBytesPerSample: (T * (f + 3 * d) + h * T * T) * bv,
     },
   );
