@@ -43,7 +43,7 @@ import {
   type CtlHandler,
   type StepReply,
 } from '../../src/runtime/ctl.ts';
-import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
+import { loadRunData, plannedMicroBatches, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import {
   BusRing,
   BusStageLinks,
@@ -212,7 +212,8 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       links,
       data: rows!,
       pace,
-      onComputed: (ids, computed) => fill.fill(ids, computed),
+      // Without the cache (another method, or `cache: off`) nothing computed is kept.
+      ...(usesCache(s) ? { onComputed: (ids: number[], computed: Map<number, Float32Array>) => fill.fill(ids, computed) } : {}),
     });
     stage = { ...open, links, runner, rank: a.rank };
     log(

@@ -117,7 +117,7 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
       optimizer: open.optimizer,
       links: hub.links(s, rank, `s${s}`, crossPlace(o.stages, s, rank).rank),
       data,
-      onComputed: (ids, computed) => caches.get(device)!.fill(ids, computed),
+      ...(cached ? { onComputed: (ids: number[], computed: Map<number, Float32Array>) => caches.get(device)!.fill(ids, computed) } : {}),
     }),
   }));
 
