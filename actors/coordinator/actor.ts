@@ -143,9 +143,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
     reason: `'${msg.sender ?? '?'}' cannot speak for device '${device}'`,
   });
   inbox.serve(bus.subjects.coordJoinIn(), {
-    join: route(joinRequest, (hello, _env, msg) =>
-      speaksFor(msg, hello.device, 'join') ? join(hello) : notYours(hello.device, msg),
-    ),
+    join: route(joinRequest, (hello, _env, msg) => (speaksFor(msg, hello.device, 'join') ? join(hello) : notYours(hello.device, msg))),
     profile: route(profileReport, (p, _env, msg) =>
       speaksFor(msg, p.device, 'profile') ? ok(registry.profile(p), `device '${p.device}' has not joined`) : notYours(p.device, msg),
     ),

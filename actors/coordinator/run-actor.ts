@@ -35,7 +35,7 @@ import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
-import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
+import { specFromTopology, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import {
   mergeStates,
   repackState,
@@ -47,7 +47,7 @@ import {
 } from '../../src/engine/index.ts';
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
-import { measuredProfile, modelShape } from '../../src/plan/device-profile.ts';
+import { measuredProfile, methodShape, modelShape } from '../../src/plan/device-profile.ts';
 import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
@@ -108,8 +108,9 @@ function writeJsonAtomic(file: string, value: unknown): void {
 /** What a side-network checkpoint of `spec`'s run says about the run (resume checks it). */
 export function sideCheckpointIdentity(spec: RunSpec) {
   return {
-    method: 'parallel' as const,
-    options: { reduction: spec.reduction, sideInit: 'random' as const },
+    method: spec.method ?? 'parallel',
+    options:
+      (spec.method ?? 'parallel') === 'parallel' ? { reduction: spec.reduction, sideInit: 'random' as const } : (spec.methodOptions ?? {}),
     config: {
       epochs: spec.epochs,
       batch: spec.batch,
@@ -178,7 +179,13 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     });
   const measuredFor = (devices: string[], spec: RunSpec): Profile =>
     measuredProfile(
-      modelShape(config, spec.seqLen, spec.reduction, 'preset' in spec.model ? spec.model.preset : spec.model.dir),
+      modelShape(
+        config,
+        spec.seqLen,
+        spec.reduction,
+        'preset' in spec.model ? spec.model.preset : spec.model.dir,
+        methodShape(spec.method, spec.methodOptions),
+      ),
       measured(devices).map((d) => ({
         name: d.name,
         matmulGflops: d.matmulGflops,
@@ -242,7 +249,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           const resumed = !committed && checkpointRef ? sideOfCheckpoint(checkpointRef) : null;
           const side = committed ?? resumed?.side ?? null;
           // In the cached phase the side network goes out with `cached-load` instead.
-          const state = side && epoch === 1 ? { state: repackState(side) } : {};
+          const state = side && (epoch === 1 || !usesCache(spec)) ? { state: repackState(side) } : {};
           const ranks = participants(layout);
           const replies = await broadcast<{ fingerprint: string; weights: string[] }>(
             bus,
@@ -300,7 +307,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
             throw new Error(`step ${input.step}: ${grads.length} of ${groups} stage groups returned their reduced gradient`);
           // In place and synchronously up to the return: a step either updates the committed state whole or not at all.
           side = input.side;
-          replayStep(side, input.spec.optimizer, grads);
+          // The norm the devices clipped by (with several stages, the global one they agreed on).
+          replayStep(side, input.spec.optimizer, grads, all.find((r) => r.grads)?.gradNorm);
         }
         const sent = all.reduce((a, r) => a + r.bytesSent, 0);
         const result: StepResult = {

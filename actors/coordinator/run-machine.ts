@@ -45,7 +45,7 @@
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
 import { isRetryable } from '../../src/runtime/errors.ts';
 import { Ledger } from '../../src/train/ledger.ts';
-import type { RunSpec } from '../../src/train/run-spec.ts';
+import { usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
@@ -141,7 +141,8 @@ const run = setup({
       return context.input.expectedDevices.every((d) => have.has(d));
     },
     runComplete: ({ context }) => context.epoch > context.spec.epochs,
-    pipelineEpochDone: ({ context }) => context.epoch > 1,
+    /** Epoch 1 is over and the run trains the rest from PAC's activation cache (without one, every epoch is a pipeline epoch). */
+    pipelineEpochDone: ({ context }) => context.epoch > 1 && usesCache(context.spec),
     retryable: ({ event }) => isRetryable((event as { error?: unknown }).error),
     recoveryDue: ({ context }) => context.recoveryDue,
     rebalanceDue: ({ context }) => rebalanceDue(context),

@@ -5,7 +5,7 @@
  */
 import { Ledger, type LedgerJson } from '../../src/train/ledger.ts';
 import { epochSteps } from '../../src/train/data.ts';
-import type { RunSpec } from '../../src/train/run-spec.ts';
+import { usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 
 export type Phase = 'pipeline' | 'cached';
 
@@ -107,7 +107,7 @@ export function afterCommit(run: RunState, spec: RunSpec, result: StepResult): R
           ...run.epochs,
           {
             epoch: run.epoch,
-            phase: run.epoch === 1 ? 'pipeline' : 'cached',
+            phase: run.epoch === 1 || !usesCache(spec) ? 'pipeline' : 'cached',
             steps: totals.steps,
             seconds: totals.seconds,
             loss: totals.lossSum / totals.steps,

@@ -43,11 +43,12 @@ import {
   type CtlHandler,
   type StepReply,
 } from '../../src/runtime/ctl.ts';
-import { loadRunData, plannedMicroBatches, type RunSpec } from '../../src/train/run-spec.ts';
+import { loadRunData, plannedMicroBatches, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import {
   BusRing,
   BusStageLinks,
   cachedStep,
+  crossPlace,
   openStageCompute,
   packGrads,
   packState,
@@ -60,7 +61,7 @@ import {
   type PackedState,
   type Pace,
   type RankOutcome,
-  type StageCompute,
+  type RankCompute,
   type StageLayout,
 } from '../../src/engine/index.ts';
 import { stageMachine } from './machine.ts';
@@ -82,6 +83,8 @@ interface CachedWorker extends OpenStage {
 
 /** The engine's stage settings of a run (distributed runs start the side network at random). */
 const stageSpec = (s: RunSpec) => ({
+  method: s.method ?? 'parallel',
+  methodOptions: s.methodOptions ?? {},
   seed: s.seed,
   reduction: s.reduction,
   sideInit: 'random' as const,
@@ -182,7 +185,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       spec: stageSpec(s),
       ...(a.state ? { state: unpackState(a.state as PackedState) } : {}),
     });
-    const { backbone, side, compute, optimizer } = open;
+    const { backbone, compute, optimizer } = open;
     const T = s.seqLen,
       d = backbone.config.dModel;
     const fill = ensureCache(s, backbone.fingerprint);
@@ -191,10 +194,11 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       rank: a.rank,
       group: `s${a.stage}`,
       peers: { group: st.devices, prev: a.stages[a.stage - 1]?.devices ?? [], next: a.stages[a.stage + 1]?.devices ?? [] },
-      widths: { b: T * d, a: T * side.shape.width },
+      widths: { b: T * d, a: T * compute.width.r, g: T * compute.width.g },
       generation: a.generation,
       firstStep: a.firstStep,
       throttle,
+      ...(S > 1 ? { cross: crossPlace(a.stages, a.stage, a.rank) } : {}),
     });
     const runner = new StageRunner({
       stages: a.stages as StageLayout[],
@@ -206,7 +210,8 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       links,
       data: rows!,
       pace,
-      onComputed: (ids, computed) => fill.fill(ids, computed),
+      // Without the cache (another method, or `cache: off`) nothing computed is kept.
+      ...(usesCache(s) ? { onComputed: (ids: number[], computed: Map<number, Float32Array>) => fill.fill(ids, computed) } : {}),
     });
     stage = { ...open, links, runner, rank: a.rank };
     log(
@@ -265,7 +270,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     ids: number[],
     rank: number,
     withState: boolean,
-    c: StageCompute,
+    c: RankCompute,
     opt: AdamW,
   ): StepReply & { grads?: PackedGrads } => ({
     ...o,
@@ -286,7 +291,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       return {
         fingerprint: stage!.backbone.fingerprint,
         weights: [...stage!.backbone.weights().keys()],
-        sideParameters: [...stage!.side.parameters().keys()],
+        sideParameters: [...stage!.compute.parameters().keys()],
       };
     },
     step: async (raw, d) => {

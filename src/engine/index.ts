@@ -6,6 +6,9 @@
  * Actors bind it to the bus and their machines; tests and benches use it directly.
  */
 export * from './stage-compute.ts';
+export * from './trainable.ts';
+export * from './backprop-compute.ts';
+export * from './cross-stage.ts';
 export * from './runner.ts';
 export * from './routing.ts';
 export * from './allreduce.ts';

@@ -28,9 +28,13 @@ export class MemoryHub {
     return b;
   }
 
-  /** Links of `rank` in `stage`; `group` names its all-reduce ring (any string shared by the group). */
-  links(stage: number, rank: number, group: string): StageLinks {
+  /**
+   * Links of `rank` in `stage`; `group` names its all-reduce ring (any string shared by the
+   * group); `crossRank` is its rank in the ring over every stage (its global rank).
+   */
+  links(stage: number, rank: number, group: string, crossRank?: number): StageLinks {
     return {
+      ...(crossRank !== undefined ? { crossRing: (step: number) => this.ring('cross', crossRank, step) } : {}),
       sendFwd: (step, mb, to, msg) => this.box(this.fwd, `${stage + 1}.${to}`).put(key(step, mb, rank), msg),
       recvFwd: (step, mb, from) => this.box(this.fwd, `${stage}.${rank}`).take(key(step, mb, from)),
       sendBwd: (step, mb, to, msg) => this.box(this.bwd, `${stage - 1}.${to}`).put(key(step, mb, rank), msg),
@@ -69,10 +73,11 @@ interface GradBody {
   data: WireTensor<'float32'>;
 }
 
-/** Widths a receiver checks rows against: values per row of b (T*d) and of a or g (T*r). */
+/** Widths a receiver checks rows against: values per row of b (T*d), of a (T*r) and of g (default: a's; T*d for methods that backpropagate through the backbone). */
 export interface RowWidths {
   b: number;
   a: number;
+  g?: number;
 }
 
 /**
@@ -223,6 +228,7 @@ export class BusStageLinks implements StageLinks {
   private readonly bwd = new Mailbox<BwdMsg>();
   private readonly subs: BusSubscription[] = [];
   private readonly rings: BusRing;
+  private readonly cross: BusRing | null;
   /** Messages dropped by validation, by reason. */
   readonly dropped = new Map<string, number>();
   private sentRows = 0;
@@ -241,6 +247,8 @@ export class BusStageLinks implements StageLinks {
       generation: number;
       firstStep: number;
       throttle?: Throttle;
+      /** This rank's place in the ring over every rank of every stage (plans of more than one stage). */
+      cross?: { rank: number; members: readonly string[] };
     },
   ) {
     this.working = o.firstStep;
@@ -265,7 +273,7 @@ export class BusStageLinks implements StageLinks {
         s.stageBwdIn(o.stage, o.rank),
         (env, msg) => {
           const b = env.body;
-          if (!this.admit(msg, env, b?.rank, b?.ids, o.peers.next, o.stage + 1, [[b?.g, o.widths.a]])) return;
+          if (!this.admit(msg, env, b?.rank, b?.ids, o.peers.next, o.stage + 1, [[b?.g, o.widths.g ?? o.widths.a]])) return;
           this.bwd.put(key(env.step, env.mb, b.rank), { ids: b.ids, g: b.g.data });
         },
         { kinds: ['bwd'] },
@@ -280,11 +288,28 @@ export class BusStageLinks implements StageLinks {
       throttle: o.throttle,
       onDrop: (r) => this.drop(r),
     });
+    this.cross = o.cross
+      ? new BusRing(bus, {
+          group: 'cross',
+          rank: o.cross.rank,
+          members: o.cross.members,
+          generation: o.generation,
+          firstStep: o.firstStep,
+          throttle: o.throttle,
+          onDrop: (r) => this.drop(r),
+        })
+      : null;
+    if (this.cross) {
+      const cross = this.cross;
+      this.crossRing = (step) => cross.ring(step);
+    }
   }
+
+  crossRing?: (step: number) => RingTransport;
 
   /** Bytes of activations, gradients and all-reduce chunks sent so far. */
   get bytesSent(): number {
-    return this.sentRows + this.rings.bytesSent;
+    return this.sentRows + this.rings.bytesSent + (this.cross?.bytesSent ?? 0);
   }
 
   private drop(reason: string): false {
@@ -384,6 +409,7 @@ export class BusStageLinks implements StageLinks {
   close(): void {
     for (const s of this.subs) s.unsubscribe();
     this.rings.close();
+    this.cross?.close();
     const closed = new Error('stage links closed');
     this.fwd.close(closed);
     this.bwd.close(closed);

@@ -1,6 +1,6 @@
 /**
- * A whole distributed PAC run inside one process: every (stage, rank) of a plan gets its own
- * backbone range, side span, optimiser and activation cache, talking through in-process
+ * A whole distributed run inside one process: every (stage, rank) of a plan gets its own
+ * backbone range, trainable parameters, optimiser and (PAC) activation cache, talking through in-process
  * mailboxes. The math is exactly that of the multi-process run (same runner, same routing, same
  * all-reduce), so tests use it to check that placement never changes the result, and that one
  * device trains exactly as the standalone Trainer does.
@@ -10,7 +10,8 @@ import { ActivationCache } from '../cache/activation-cache.ts';
 import { forRun, type AdamWOptions } from '../train/optim.ts';
 import { epochSteps, makeBatch, type Dataset } from '../train/data.ts';
 import { nextTokenTargets } from '../train/loss.ts';
-import type { StageLayout } from './routing.ts';
+import { crossPlace, type StageLayout } from './routing.ts';
+import type { MethodName, MethodOptions } from '../model/methods/method.ts';
 import { MemoryHub } from './links.ts';
 import { StageRunner, cachedStep, type RowSource } from './runner.ts';
 import { openStageCompute, type StageSpec } from './stage-setup.ts';
@@ -30,10 +31,15 @@ export interface LocalRunOptions {
   reduction?: number;
   /** Default 'random', as distributed runs start. */
   sideInit?: 'prune' | 'random';
+  /** Default parallel (PAC). */
+  method?: MethodName;
+  methodOptions?: MethodOptions;
+  /** PAC only: epochs >= 2 train from the activation cache (default true); off, every epoch runs the pipeline. */
+  cache?: boolean;
 }
 
 export interface LocalRunResult {
-  /** Final side-network parameters by name (union over stages). */
+  /** Final trainable parameters by name (union over stages). */
   params: Map<string, Float32Array>;
   /** Mean loss per epoch. */
   epochLoss: number[];
@@ -74,7 +80,11 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
   const hub = new MemoryHub();
   const data = rowSource(o.data, o.seqLen);
   const input = { samples: o.data.samples.length, seed: o.seed, batch: o.batch };
+  const method = o.method ?? 'parallel';
+  const cached = method === 'parallel' && o.cache !== false;
   const spec: StageSpec = {
+    method,
+    methodOptions: o.methodOptions ?? {},
     seed: o.seed,
     reduction: o.reduction,
     sideInit: o.sideInit ?? 'random',
@@ -105,23 +115,28 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
       microBatches: o.microBatches,
       compute: open.compute,
       optimizer: open.optimizer,
-      links: hub.links(s, rank, `s${s}`),
+      links: hub.links(s, rank, `s${s}`, crossPlace(o.stages, s, rank).rank),
       data,
-      onComputed: (ids, computed) => caches.get(device)!.fill(ids, computed),
+      ...(cached ? { onComputed: (ids: number[], computed: Map<number, Float32Array>) => caches.get(device)!.fill(ids, computed) } : {}),
     }),
   }));
 
   const epochLoss: number[] = [],
     stepLoss: number[] = [],
     layerCalls: number[] = [];
-  // Epoch 1: hybrid pipeline + data parallelism.
+  // Epoch 1 (every epoch without the cache): hybrid pipeline + data parallelism.
   const steps1 = epochSteps(input, 1);
-  for (const [k, ids] of steps1.entries()) {
-    const out = await Promise.all(ranks.map((r) => r.runner.runStep(k + 1, ids)));
-    stepLoss.push(out.reduce((a, x) => a + x.loss, 0));
+  for (let e = 1; e <= (cached ? 1 : o.epochs); e++) {
+    const losses: number[] = [];
+    const calls = ranks.reduce((a, r) => a + r.open.compute.layerCalls, 0);
+    for (const [k, ids] of epochSteps(input, e).entries()) {
+      const out = await Promise.all(ranks.map((r) => r.runner.runStep((e - 1) * steps1.length + k + 1, ids)));
+      losses.push(out.reduce((a, x) => a + x.loss, 0));
+    }
+    stepLoss.push(...losses);
+    epochLoss.push(mean(losses));
+    layerCalls.push(ranks.reduce((a, r) => a + r.open.compute.layerCalls, 0) - calls);
   }
-  epochLoss.push(mean(stepLoss));
-  layerCalls.push(ranks.reduce((a, r) => a + r.open.compute.layerCalls, 0));
 
   const params = new Map<string, Float32Array>();
   const optimizer = { step: ranks[0]!.open.optimizer.step, m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
@@ -132,7 +147,7 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
     for (const [n, x] of st.v) optimizer.v.set(n, x);
   }
   for (const r of ranks) r.open.dispose();
-  if (o.epochs === 1) return { params, epochLoss, stepLoss, layerCalls, redistributedBytes: 0, heldWeights };
+  if (o.epochs === 1 || !cached) return { params, epochLoss, stepLoss, layerCalls, redistributedBytes: 0, heldWeights };
 
   // Redistribution: every device gets every layer of its shard.
   const holdings = new Map(

@@ -122,3 +122,15 @@ export function selectRows(from: readonly number[], data: Float32Array, ids: rea
   });
   return out;
 }
+
+/** A rank's place in the ring over every rank of every stage (stages in order, ranks in order). */
+export function crossPlace(
+  stages: readonly { devices: readonly string[] }[],
+  stage: number,
+  rank: number,
+): { rank: number; members: readonly string[] } {
+  return {
+    rank: stages.slice(0, stage).reduce((a, st) => a + st.devices.length, 0) + rank,
+    members: stages.flatMap((st) => st.devices),
+  };
+}

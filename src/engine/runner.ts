@@ -6,9 +6,10 @@
  */
 import { oneFOneB } from '../plan/schedule.ts';
 import { ringAllReduce, type RingTransport } from './allreduce.ts';
-import { assembleRows, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from './routing.ts';
-import type { StageCompute, StageForwardOutput, StageInput } from './stage-compute.ts';
-import type { AdamW } from '../train/optim.ts';
+import { assembleRows, crossPlace, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from './routing.ts';
+import type { RankCompute, StageForwardOutput, StageInput } from './trainable.ts';
+import { clips, type AdamW, type StepReport } from '../train/optim.ts';
+import { crossStageReduce } from './cross-stage.ts';
 
 /** Forward message: rows (by sample id) of b_to and a_to. */
 export interface FwdMsg {
@@ -30,6 +31,11 @@ export interface StageLinks {
   recvBwd(step: number, mb: number, fromRank: number): Promise<BwdMsg>;
   /** The group's all-reduce ring for this step. */
   ring(step: number): RingTransport;
+  /**
+   * The ring over every rank of every stage (global rank order) for this step: the global
+   * gradient norm and a tied weight's gradient cross stages through it. Needed with more than one stage.
+   */
+  crossRing?(step: number): RingTransport;
 }
 
 /** Token rows of the data set, as every device holds it. */
@@ -44,7 +50,7 @@ export interface StageRunnerOptions {
   stage: number;
   rank: number;
   microBatches: number;
-  compute: StageCompute;
+  compute: RankCompute;
   optimizer: AdamW;
   links: StageLinks;
   data: RowSource;
@@ -133,13 +139,13 @@ export class StageRunner {
           const g = assembleRows(
             mine,
             parts.map((p) => ({ ids: p.ids, data: p.g })),
-            T * r,
+            T * compute.width.g,
           );
           gradIn = await pace(() => compute.backwardFrom(mb, g));
         }
         if (prev && gradIn) {
           for (const [to, ids] of routeRows(mbs[mb]!, me.shares, rank, prev.shares)) {
-            const msg = { ids, g: selectRows(mine, gradIn, ids, T * r) };
+            const msg = { ids, g: selectRows(mine, gradIn, ids, T * compute.width.g) };
             bytesSent += msg.g.byteLength;
             links.sendBwd(step, mb, to, msg);
           }
@@ -150,7 +156,17 @@ export class StageRunner {
     const size = me.devices.length;
     const reduced = await ringAllReduce(grads, rank, size, links.ring(step));
     if (size > 1) bytesSent += (2 * (size - 1) * grads.byteLength) / size;
-    const report = await pace(() => compute.apply(reduced, this.o.optimizer));
+    let gradNorm: number | undefined;
+    // One stage holds every parameter: its norm is the global one. Otherwise the stages' norms (and
+    // a tied weight's gradient) meet in one all-reduce over every rank.
+    if (stages.length > 1 && (clips(this.o.optimizer.options) || compute.tied)) {
+      if (!links.crossRing) throw new Error('stage runner: a plan of several stages needs the cross-stage ring');
+      const place = crossPlace(stages, stage, rank);
+      const x = await crossStageReduce(compute, reduced, rank === 0, place.rank, place.members.length, links.crossRing(step));
+      gradNorm = x.gradNorm;
+      bytesSent += x.bytesSent;
+    }
+    const report: StepReport = await pace(() => compute.apply(reduced, this.o.optimizer, gradNorm));
     return { loss, rows, bytesSent, gradNorm: report.gradNorm, reduced };
   }
   /**
@@ -234,7 +250,7 @@ export async function cachedStep(o: {
   rank: number;
   size: number;
   microBatches: number;
-  compute: StageCompute;
+  compute: RankCompute;
   optimizer: AdamW;
   ring: RingTransport;
   data: RowSource;

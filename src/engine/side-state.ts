@@ -5,7 +5,7 @@
  * alone (`packGrads` / `replayStep`: a third of the bytes of the full state).
  */
 import { WireTensor } from '../tensor/index.ts';
-import type { StageCompute } from './stage-compute.ts';
+import type { RankCompute } from './trainable.ts';
 import { adamwStep, type AdamW, type AdamWOptions, type AdamWState } from '../train/optim.ts';
 
 export interface PackedState {
@@ -23,8 +23,8 @@ export interface SideState {
 }
 
 /** The state of `compute`'s side parameters and `optimizer`. */
-export function packState(compute: StageCompute, optimizer: AdamW): PackedState {
-  const shapes = new Map([...compute.side.parameters()].map(([n, p]) => [n, p.shape]));
+export function packState(compute: RankCompute, optimizer: AdamW): PackedState {
+  const shapes = new Map([...compute.parameters()].map(([n, p]) => [n, p.shape]));
   const wire = (m: Map<string, Float32Array>) =>
     Object.fromEntries([...m].map(([n, x]) => [n, new WireTensor('float32', shapes.get(n) ?? [x.length], x)]));
   const opt = optimizer.state();
@@ -77,8 +77,8 @@ export function repackState(s: SideState): PackedState {
 export type PackedGrads = Record<string, WireTensor<'float32'>>;
 
 /** `flat` (the reduced gradient in `compute.names()` order) split by parameter, for the coordinator. */
-export function packGrads(compute: StageCompute, flat: Float32Array): PackedGrads {
-  const params = compute.side.parameters();
+export function packGrads(compute: RankCompute, flat: Float32Array): PackedGrads {
+  const params = compute.parameters();
   const out: PackedGrads = {};
   let at = 0;
   for (const name of compute.names()) {
@@ -91,12 +91,13 @@ export function packGrads(compute: StageCompute, flat: Float32Array): PackedGrad
 
 /**
  * Replays on `state` the AdamW step every stage group applied this step, one entry of `groups`
- * per group (a group clips by its own gradient norm, as its devices do). Runs the devices' code
+ * per group; `gradNorm` is the norm the devices clipped by (the global one they agreed on;
+ * default: each group's own, right when one group holds every parameter). Runs the devices' code
  * (optim.ts `adamwStep`) on the same float32 inputs in the same order, so the parameters and
  * moments end bit-identical to the devices'. Advances the step count once.
  * @throws Error naming a gradient that matches no parameter of `state` in size.
  */
-export function replayStep(state: SideState, options: AdamWOptions, groups: PackedGrads[]): void {
+export function replayStep(state: SideState, options: AdamWOptions, groups: PackedGrads[], gradNorm?: number): void {
   const base = state.optimizer.step;
   // Every gradient is checked before anything changes: a bad reply leaves the state as it was.
   const checked = groups.map((g) => {
@@ -120,6 +121,7 @@ export function replayStep(state: SideState, options: AdamWOptions, groups: Pack
       names,
       names.map((n) => ({ data: state.params.get(n)!, rank: state.shapes.get(n)?.length ?? 1 })),
       gs,
+      gradNorm,
     );
     names.forEach((n, j) => state.params.set(n, outs[j]!));
   }

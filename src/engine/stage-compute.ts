@@ -19,23 +19,10 @@ import type { Backbone } from '../model/types.ts';
 import { withoutTape } from '../model/methods/inference.ts';
 import type { SideNetwork } from '../model/methods/side-network.ts';
 import { frozenHeadCrossEntropy, nextTokenTargets } from '../train/loss.ts';
-import type { AdamW, StepReport } from '../train/optim.ts';
 import { leanVariableGrads } from '../train/grads.ts';
+import { Trainable, type RankCompute, type StageForwardOutput, type StageInput } from './trainable.ts';
 
-/** Rows of a micro-batch at this stage's input: token ids (first stage) or (b_{from-1}, a_{from-1}). */
-export type StageInput =
-  | { kind: 'ids'; ids: Int32Array }
-  | { kind: 'hidden'; b: Float32Array; a: Float32Array }
-  /** Cached epochs: every layer b_0..b_L of every row, from the activation cache. */
-  | { kind: 'cached'; acts: Float32Array[] };
-
-export interface StageForwardOutput {
-  /** b_to (rows*T*d) and a_to (rows*T*r): what the next stage needs (empty on the last stage). */
-  b: Float32Array;
-  a: Float32Array;
-  /** b_i this stage computed (layer index -> rows*T*d), for its device's activation cache. */
-  computed: Map<number, Float32Array>;
-}
+export type { StageForwardOutput, StageInput } from './trainable.ts';
 
 /** What a micro-batch's backward needs: the b_i its side blocks read and a_{from-1} (null on a first stage). */
 interface Kept {
@@ -44,12 +31,12 @@ interface Kept {
   rows: number;
 }
 
-export class StageCompute {
+export class StageCompute extends Trainable implements RankCompute {
   readonly first: boolean;
   readonly last: boolean;
-  readonly width: { d: number; r: number };
+  readonly width: { d: number; r: number; g: number };
+  readonly tied = null;
   private readonly kept = new Map<number, Kept>();
-  private grads = new Map<string, tf.Tensor>();
   /** Backbone layer calls so far (cached epochs must leave this at 0). */
   layerCalls = 0;
 
@@ -59,9 +46,14 @@ export class StageCompute {
     readonly side: SideNetwork,
     readonly seqLen: number,
   ) {
+    super();
     this.first = side.span.hasDown0;
     this.last = side.span.hasUp;
-    this.width = { d: backbone.config.dModel, r: side.shape.width };
+    this.width = { d: backbone.config.dModel, r: side.shape.width, g: side.shape.width };
+  }
+
+  parameters(): Map<string, tf.Variable> {
+    return this.side.parameters();
   }
 
   /**
@@ -161,13 +153,7 @@ export class StageCompute {
       const { value, grads } = leanVariableGrads(f, [...params.values(), ...(aVar ? [aVar] : [])]);
       const loss = value.dataSync()[0]!;
       value.dispose();
-      for (const [name, p] of params) {
-        const g = grads[p.name];
-        if (!g) continue;
-        const prev = this.grads.get(name);
-        this.grads.set(name, prev ? tf.tidy(() => tf.add(prev, g)) : tf.clone(g));
-        prev?.dispose();
-      }
+      this.accumulate(grads);
       const gradIn = aVar ? (grads[aVar.name]!.dataSync() as Float32Array) : null;
       for (const g of Object.values(grads)) g.dispose();
       return { loss, gradIn };
@@ -178,68 +164,14 @@ export class StageCompute {
     }
   }
 
-  /** Parameter names in the fixed order of the flat gradient vector (sorted). */
-  names(): string[] {
-    return [...this.side.parameters().keys()].sort();
-  }
-
-  /** The gradients accumulated since the last `apply`, flattened in `names()` order (zeros if none). */
-  flatGradients(): Float32Array {
-    const params = this.side.parameters();
-    const names = this.names();
-    const out = new Float32Array(names.reduce((n, name) => n + params.get(name)!.size, 0));
-    let at = 0;
-    for (const name of names) {
-      const g = this.grads.get(name);
-      if (g) out.set(g.dataSync() as Float32Array, at);
-      at += params.get(name)!.size;
-    }
-    return out;
-  }
-
-  /** Applies the reduced flat gradient with `optimizer` and clears the accumulator. */
-  apply(flat: Float32Array, optimizer: AdamW): StepReport {
-    const params = this.side.parameters();
-    const grads = new Map<string, tf.Tensor>();
-    let at = 0;
-    for (const name of this.names()) {
-      const p = params.get(name)!;
-      grads.set(name, tf.tensor(flat.subarray(at, at + p.size), p.shape));
-      at += p.size;
-    }
-    if (at !== flat.length) throw new Error(`stage compute: gradient has ${flat.length} values, parameters need ${at}`);
-    const report = optimizer.apply(params, grads);
-    for (const g of grads.values()) g.dispose();
-    this.clear();
-    return report;
-  }
-
   /** Drops accumulated gradients and every in-flight micro-batch (an aborted step). */
   clear(): void {
-    for (const g of this.grads.values()) g.dispose();
-    this.grads.clear();
+    this.clearGrads();
     for (const k of this.kept.values()) {
       for (const t of k.acts.values()) t.dispose();
       k.aIn?.dispose();
     }
     this.kept.clear();
-  }
-
-  /** Parameter values by name (for checkpoints). */
-  snapshot(): Map<string, Float32Array> {
-    const out = new Map<string, Float32Array>();
-    for (const [name, p] of this.side.parameters()) out.set(name, p.dataSync() as Float32Array);
-    return out;
-  }
-
-  /** Overwrites parameters from a snapshot (a resumed or redistributed side network). */
-  load(values: Map<string, Float32Array>): void {
-    for (const [name, p] of this.side.parameters()) {
-      const v = values.get(name);
-      if (!v) throw new Error(`stage compute: checkpoint lacks parameter '${name}'`);
-      if (v.length !== p.size) throw new Error(`stage compute: parameter '${name}' has ${v.length} values, expected ${p.size}`);
-      tf.tidy(() => p.assign(tf.tensor(v, p.shape)));
-    }
   }
 }
 

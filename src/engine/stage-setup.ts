@@ -1,18 +1,26 @@
 /**
- * The set-up of one rank's compute: its slice of the frozen backbone, the side network over the
- * same span, a StageCompute over both and its AdamW, optionally continued from a saved state.
+ * The set-up of one rank's compute: its slice of the backbone and, for PAC, the side network over
+ * the same span (StageCompute), for the other methods their parameters over its layers
+ * (BackpropCompute); its AdamW, optionally continued from a saved state.
  * Pipeline stages and the cached-phase workers (frozen head + whole side network, no backbone
  * layer) are built here and nowhere else, so every place a run trains starts from the same values.
  */
 import { loadBackbone, type ModelSource } from '../model/load.ts';
 import type { Backbone } from '../model/types.ts';
 import { SideNetwork } from '../model/methods/side-network.ts';
+import type { MethodName, MethodOptions } from '../model/methods/method.ts';
+import { stageMethod } from '../model/methods/stage-method.ts';
 import { AdamW, type AdamWOptions, type AdamWState } from '../train/optim.ts';
 import { StageCompute } from './stage-compute.ts';
+import { BackpropCompute } from './backprop-compute.ts';
+import type { RankCompute } from './trainable.ts';
 
 /** What every rank of a run shares. */
 export interface StageSpec {
-  /** Seeds the side network's initial values. */
+  /** The fine-tuning method (default parallel, PAC) and its sizes (LoRA rank, bottleneck, ...). */
+  method?: MethodName;
+  methodOptions?: MethodOptions;
+  /** Seeds the trainable parameters' initial values. */
   seed: number;
   /** k: side width r = dModel / k (default 8). */
   reduction?: number;
@@ -42,8 +50,7 @@ export interface StageSetup {
 
 export interface OpenStage {
   backbone: Backbone;
-  side: SideNetwork;
-  compute: StageCompute;
+  compute: RankCompute;
   optimizer: AdamW;
   /** Frees the side network, the backbone slice, in-flight tensors and the optimiser state. */
   dispose(): void;
@@ -51,6 +58,13 @@ export interface OpenStage {
 
 export async function openStageCompute(o: StageSetup): Promise<OpenStage> {
   const { spec, part } = o;
+  const method = spec.method ?? 'parallel';
+  if (method !== 'parallel') {
+    if (part === 'cached') throw new Error(`stage set-up: method ${method} has no cached phase (only parallel keeps an activation cache)`);
+    const backbone = await loadBackbone(o.model, { from: part.from, to: part.to, embed: part.first, head: part.last });
+    const m = stageMethod(method, backbone, spec.methodOptions ?? {}, spec.seed);
+    return withOptimizer(new BackpropCompute(backbone, m, spec.seqLen), backbone, spec, o.state, () => m.dispose());
+  }
   const backbone =
     part === 'cached'
       ? await loadBackbone(o.model, { from: 1, to: 0, embed: false, head: true })
@@ -63,23 +77,32 @@ export async function openStageCompute(o: StageSetup): Promise<OpenStage> {
   // A saved state overwrites every value, so pruning (a pass over the layer weights) would be wasted.
   const sideInit = o.state ? 'random' : spec.sideInit;
   const side = new SideNetwork(backbone.config, span, { seed: spec.seed, reduction: spec.reduction, sideInit, backbone });
-  const compute = new StageCompute(backbone, side, spec.seqLen);
+  return withOptimizer(new StageCompute(backbone, side, spec.seqLen), backbone, spec, o.state, () => side.dispose());
+}
+
+/** The stage with its AdamW, both continued from `state` when given. */
+function withOptimizer(
+  compute: RankCompute,
+  backbone: Backbone,
+  spec: StageSpec,
+  state: StageSetup['state'],
+  disposeMethod: () => void,
+): OpenStage {
   const optimizer = new AdamW(spec.optimizer);
-  if (o.state) {
-    const params = side.parameters();
-    compute.load(o.state.params);
+  if (state) {
+    const params = compute.parameters();
+    compute.load(state.params);
     const mine = <T>(m: Map<string, T>) => new Map([...m].filter(([n]) => params.has(n)));
-    optimizer.load({ step: o.state.optimizer.step, m: mine(o.state.optimizer.m), v: mine(o.state.optimizer.v) }, params);
+    optimizer.load({ step: state.optimizer.step, m: mine(state.optimizer.m), v: mine(state.optimizer.v) }, params);
   }
   return {
     backbone,
-    side,
     compute,
     optimizer,
     dispose: () => {
       compute.clear();
       optimizer.dispose();
-      side.dispose();
+      disposeMethod();
       backbone.dispose();
     },
   };

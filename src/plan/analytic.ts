@@ -42,7 +42,17 @@ export interface ModelShape {
   sideReduction: number;
   /** 4 for fp32. */
   bytesPerValue: number;
+  /** The fine-tuning method (default parallel: PAC's side network); see `backpropLayerCost`. */
+  method?: MethodShape;
 }
+
+/** What the cost of a method whose gradient runs through the backbone depends on. */
+export type MethodShape =
+  | { kind: 'parallel' }
+  /** `targets`: projections adapted per layer (each taken at width d x d). */
+  | { kind: 'lora'; rank: number; targets: number }
+  | { kind: 'serial'; bottleneck: number }
+  | { kind: 'full' };
 
 export interface DeviceSpec {
   name: string;
@@ -143,6 +153,7 @@ function blockCost(spec: DeviceSpec, wide: Flops, narrow: Flops, bytes: Omit<Blo
 
 /** One backbone layer and its side block, as a BlockCost on `spec`. */
 function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean): BlockCost {
+  if (model.method && model.method.kind !== 'parallel') return backpropLayerCost(model, model.method, spec, decoder);
   const { seqLen: T, dModel: d, dFF: f, heads: h, bytesPerValue: bv } = model;
   const r = d / model.sideReduction;
   const fs = f / model.sideReduction;
@@ -168,6 +179,51 @@ function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean): Block
 }
 
 /**
+ * One backbone layer of a method whose gradient runs through the backbone (LoRA, serial adapters,
+ * full fine-tuning), as the engine runs it (src/engine/backprop-compute.ts):
+ * - forward: the layer (B) plus the adapter (LoRA: 4 T d r per target; serial: 2 adapters of
+ *   4 T d m);
+ * - backward: the input gradient through the layer (B) plus the forward again (a stage re-runs
+ *   its forward on a tape when the gradient comes back; the last stage does not, so this
+ *   overestimates it), plus the weight gradients (full: B more; adapters: 2x their forward);
+ * - memory: trainable state x4 (parameter, gradient, two AdamW moments; full: the layer's
+ *   weights, which then count once in backboneBytes and three times in sideBytes), and per
+ *   sample kept for backward the layer's tape: T (8d + 3f) values and three h x T x T attention
+ *   maps (fitted to the standalone trainer's measured W1 peaks: full, lora and serial within
+ *   +3%), counted for every micro-batch in flight (the engine keeps only a stage's
+ *   input per micro-batch and builds one micro-batch's tape at a time: an overestimate that
+ *   keeps the planner from over-packing).
+ */
+function backpropLayerCost(
+  model: ModelShape,
+  m: Exclude<MethodShape, { kind: 'parallel' }>,
+  spec: DeviceSpec,
+  decoder: boolean,
+): BlockCost {
+  const { seqLen: T, dModel: d, dFF: f, heads: h, bytesPerValue: bv } = model;
+  const x = decoder ? 2 : 1;
+  const backbone = x * (8 * T * d * d + 4 * T * T * d) + 4 * T * d * f;
+  const backboneParams = x * 4 * d * d + 2 * d * f;
+  const adapter = m.kind === 'lora' ? 4 * T * d * m.rank * m.targets : m.kind === 'serial' ? 2 * 4 * T * d * m.bottleneck : 0;
+  const adapterParams =
+    m.kind === 'lora' ? 2 * d * m.rank * m.targets : m.kind === 'serial' ? 2 * (2 * d * m.bottleneck + m.bottleneck + d) : 0;
+  const trainable = m.kind === 'full' ? backboneParams : adapterParams;
+  const adapterActs = m.kind === 'lora' ? T * m.rank * m.targets : m.kind === 'serial' ? 4 * T * m.bottleneck : 0;
+  return blockCost(
+    spec,
+    { fwd: backbone + adapter, bwd: (m.kind === 'full' ? 3 : 2) * backbone + 3 * adapter },
+    { fwd: 0, bwd: 0 },
+    {
+      backboneBytes: backboneParams * bv,
+      sideBytes: (m.kind === 'full' ? 3 : 4) * trainable * bv,
+      sideGradBytes: trainable * bv,
+      activationBytesPerSample: (x * (T * (8 * d + 3 * f) + 3 * h * T * T) + adapterActs) * bv,
+      workBytesPerSample: (T * (f + 3 * d) + h * T * T) * bv,
+    },
+  );
+}
+
+/**
  * A profile for `count` identical devices named `<spec.name>-0..count-1` running `model`, with
  * per-layer costs derived as documented above. `training` fills the profile's batch and epoch size.
  */
@@ -183,30 +239,61 @@ export function analyticProfile(
   const layers: BlockCost[] = [];
   for (let i = 0; i < model.encoderLayers + model.decoderLayers; i++)
     layers.push(layerCost(model, spec, i >= model.encoderLayers && model.encoderLayers > 0));
-  const embed = blockCost(
-    spec,
-    { fwd: 0, bwd: 0 },
-    { fwd: 2 * T * d * r, bwd: 2 * T * d * r },
-    {
-      backboneBytes: V * d * bv,
-      sideBytes: d * r * 4 * bv,
-      sideGradBytes: d * r * bv,
-      activationBytesPerSample: T * d * bv,
-      workBytesPerSample: T * d * bv,
-    },
-  );
-  const head = blockCost(
-    spec,
-    { fwd: 2 * ht * d * V, bwd: 2 * ht * d * V },
-    { fwd: 2 * T * r * d, bwd: 4 * T * r * d },
-    {
-      backboneBytes: V * d * bv,
-      sideBytes: r * d * 4 * bv,
-      sideGradBytes: r * d * bv,
-      activationBytesPerSample: ht * V * bv,
-      workBytesPerSample: ht * V * bv,
-    },
-  );
+  const m = model.method?.kind ?? 'parallel';
+  const full = m === 'full';
+  // Methods other than parallel: no side network at the ends; full trains the embedding and head.
+  const embed =
+    m !== 'parallel'
+      ? blockCost(
+          spec,
+          { fwd: 0, bwd: 0 },
+          { fwd: 0, bwd: 0 },
+          {
+            backboneBytes: V * d * bv,
+            sideBytes: full ? 3 * V * d * bv : 0,
+            sideGradBytes: full ? V * d * bv : 0,
+            activationBytesPerSample: T * d * bv,
+            workBytesPerSample: T * d * bv,
+          },
+        )
+      : blockCost(
+          spec,
+          { fwd: 0, bwd: 0 },
+          { fwd: 2 * T * d * r, bwd: 2 * T * d * r },
+          {
+            backboneBytes: V * d * bv,
+            sideBytes: d * r * 4 * bv,
+            sideGradBytes: d * r * bv,
+            activationBytesPerSample: T * d * bv,
+            workBytesPerSample: T * d * bv,
+          },
+        );
+  const head =
+    m !== 'parallel'
+      ? blockCost(
+          spec,
+          { fwd: 2 * ht * d * V, bwd: (full ? 4 : 2) * ht * d * V },
+          { fwd: 0, bwd: 0 },
+          {
+            backboneBytes: V * d * bv,
+            sideBytes: full ? 3 * V * d * bv : 0,
+            sideGradBytes: full ? V * d * bv : 0,
+            activationBytesPerSample: ht * V * bv,
+            workBytesPerSample: ht * V * bv,
+          },
+        )
+      : blockCost(
+          spec,
+          { fwd: 2 * ht * d * V, bwd: 2 * ht * d * V },
+          { fwd: 2 * T * r * d, bwd: 4 * T * r * d },
+          {
+            backboneBytes: V * d * bv,
+            sideBytes: r * d * 4 * bv,
+            sideGradBytes: r * d * bv,
+            activationBytesPerSample: ht * V * bv,
+            workBytesPerSample: ht * V * bv,
+          },
+        );
   const devices = Array.from({ length: count }, (_, i) => ({
     name: `${spec.name}-${i}`,
     memoryBytes: spec.memoryBytes - spec.reserveBytes,
@@ -224,6 +311,7 @@ export function analyticProfile(
       sideWidth: r,
       seqLen: T,
       bytesPerActivation: bv,
+      ...(m !== 'parallel' ? { backprop: true } : {}),
     },
     ...(training ? { training } : {}),
     devices,

@@ -9,7 +9,8 @@
  * block pays `fixedMsPerBlock` of dispatch per pass.
  */
 import type { ModelConfig } from '../model/types.ts';
-import { analyticProfile, type ModelShape } from './analytic.ts';
+import { analyticProfile, type MethodShape, type ModelShape } from './analytic.ts';
+import { withDefaults, type MethodName, type MethodOptions } from '../model/methods/method.ts';
 import { parseProfile, type Profile } from './profile.ts';
 
 export interface MeasuredDevice {
@@ -38,9 +39,25 @@ export const wasmAssumptions: ProfileAssumptions = {
   latencyMs: 0.3,
 };
 
-/** The shape the analytic cost model needs, for a decoder-only backbone with side reduction k. */
-export function modelShape(config: ModelConfig, seqLen: number, reduction: number, name = 'model'): ModelShape {
+/** The cost model's view of a method and its sizes. */
+export function methodShape(method: MethodName = 'parallel', options: MethodOptions = {}): MethodShape {
+  const o = withDefaults(options);
+  switch (method) {
+    case 'parallel':
+      return { kind: 'parallel' };
+    case 'lora':
+      return { kind: 'lora', rank: o.rank, targets: o.targets.length };
+    case 'serial':
+      return { kind: 'serial', bottleneck: o.bottleneck };
+    case 'full':
+      return { kind: 'full' };
+  }
+}
+
+/** The shape the analytic cost model needs, for a decoder-only backbone with side reduction k, trained by `method`. */
+export function modelShape(config: ModelConfig, seqLen: number, reduction: number, name = 'model', method?: MethodShape): ModelShape {
   return {
+    ...(method ? { method } : {}),
     name,
     encoderLayers: 0,
     decoderLayers: config.nLayers,

@@ -24,6 +24,7 @@ import { Bounds, Prices } from './prices.ts';
 import type { Profile } from './profile.ts';
 import { refine } from './refine.ts';
 import { search, Space, stagesOf, type Budget, type Chain, type ChosenStage, type Label } from './search.ts';
+import { planShape, type PlanShape } from './shapes.ts';
 
 export { deviceOrderings, type OrderingName } from './devices.ts';
 
@@ -39,6 +40,8 @@ export interface PlanOptions {
    * at its front), after devices that fit nowhere are left out; default: every device subset and order.
    */
   orderings?: OrderingName[];
+  /** A plan of this shape instead of the search's choice (shapes.ts); default 'auto'. */
+  shape?: 'auto' | PlanShape;
 }
 
 export interface PlannedDevice {
@@ -82,6 +85,8 @@ export interface StagePlan {
    * alone, or with given orders).
    */
   search: { orderings: number; microBatchOptions: number[]; labels: number; ms: number; exact: boolean };
+  /** Set when the plan has a shape asked for (training.plan), not the search's choice. */
+  shape?: PlanShape;
 }
 
 /** No placement fits in memory; `lines` say which device of which stage lacks how much in the tightest placement. */
@@ -93,8 +98,14 @@ export class InfeasiblePlanError extends Error {
 }
 
 /** What a run's settings ask of the planner: `charon plan TOPOLOGY` and `charon launch` both plan with this. */
-export function planOptionsForRun(spec: { batch: number; samples?: number; microBatches?: number }): PlanOptions {
+export function planOptionsForRun(spec: {
+  batch: number;
+  samples?: number;
+  microBatches?: number;
+  plan?: 'auto' | PlanShape;
+}): PlanOptions {
   return {
+    ...(spec.plan && spec.plan !== 'auto' ? { shape: spec.plan } : {}),
     batchSize: spec.batch,
     ...(spec.samples !== undefined ? { samples: spec.samples } : {}),
     ...(spec.microBatches !== undefined ? { microBatchOptions: [spec.microBatches] } : {}),
@@ -138,6 +149,7 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
   const samples = options.samples ?? profile.training?.samples ?? null;
   const mOptions = (options.microBatchOptions ?? microBatchOptions(batchSize)).filter((m) => batchSize % m === 0);
   if (mOptions.length === 0) throw new RangeError(`no micro-batch count divides the batch size ${batchSize}`);
+  if (options.shape && options.shape !== 'auto') return planShape(profile, options.shape, batchSize, samples, mOptions);
   const cm = new CostModel(profile);
   const usable = usableDevices(cm);
   const classes = deviceClasses(profile, usable);

@@ -60,6 +60,8 @@ export const modelInfoSchema = z
     sideWidth: z.number().int().positive(),
     seqLen: z.number().int().positive(),
     bytesPerActivation: positive,
+    /** The method's gradient runs through the backbone: stages send b (dModel wide) forward and dL/db back, no side activations. */
+    backprop: z.boolean().optional(),
   })
   .strict();
 
@@ -188,6 +190,7 @@ export function selectDevices(profile: Profile, pick: { names?: readonly string[
 export function boundaryBytesPerSample(model: ModelInfo, layer: number): { fwd: number; bwd: number } {
   const { seqLen: t, dModel: d, sideWidth: r, bytesPerActivation: bpa, encoderLayers: enc } = model;
   const insideDecoder = enc > 0 && layer > enc;
+  if (model.backprop) return { fwd: t * d * bpa * (insideDecoder ? 2 : 1), bwd: t * d * bpa * (insideDecoder ? 2 : 1) };
   return {
     fwd: t * (d + r) * bpa * (insideDecoder ? 2 : 1),
     bwd: t * r * bpa * (insideDecoder ? 2 : 1),

@@ -67,6 +67,8 @@ const cache = z.strictObject({
   dtype: z.enum(['f32', 'f16']).default('f32'),
 });
 
+const cacheDefaults = { budgetMb: 256, dir: 'cache', dtype: 'f32' as const };
+
 const training = z
   .strictObject({
     epochs: positiveInt.default(3),
@@ -74,8 +76,19 @@ const training = z
     /** Micro-batches per step; omitted, the planner picks the count with the best predicted step time. */
     microBatches: positiveInt.optional(),
     lr: z.number().positive().default(1e-3),
+    /** AdamW's decoupled weight decay (matrices only), as `charon train --weight-decay`. */
+    weightDecay: z.number().nonnegative().default(0),
+    /** Clip the global gradient norm (over every trainable parameter, wherever it lives) to this; 0 = no clipping. */
+    maxGradNorm: z.number().nonnegative().default(1),
+    /** Steps of linear learning-rate warm-up. */
+    warmupSteps: z.number().int().nonnegative().default(0),
+    /** Learning rate after warm-up: constant, or cosine decay to 0 at the run's last step. */
+    schedule: z.enum(['constant', 'cosine']).default('constant'),
     seed: z.number().int().nonnegative().default(1),
-    cache: cache.default({ budgetMb: 256, dir: 'cache', dtype: 'f32' }),
+    /** Plan shape: the planner's choice, every device holding every layer, or one device per stage. */
+    plan: z.enum(['auto', 'data-parallel', 'pipeline']).default('auto'),
+    /** PAC's activation cache, or `off` (every epoch runs the backbone). Only method parallel has one. */
+    cache: z.union([z.literal('off'), cache]).optional(),
     /** A step not done within this many ms is given up and replayed (default: from the plan's predicted step time). */
     stepDeadlineMs: positiveInt.optional(),
   })
@@ -153,7 +166,17 @@ export const topologySchema = z
     model,
     method,
     data,
-    training: training.default({ epochs: 3, batch: 8, lr: 1e-3, seed: 1, cache: { budgetMb: 256, dir: 'cache', dtype: 'f32' } }),
+    training: training.default({
+      epochs: 3,
+      batch: 8,
+      lr: 1e-3,
+      weightDecay: 0,
+      maxGradNorm: 1,
+      warmupSteps: 0,
+      schedule: 'constant',
+      seed: 1,
+      plan: 'auto',
+    }),
     bus: bus.default({ embedded: true }),
     devices: z.array(device).min(1, 'at least one device is required'),
     elastic: elastic.default({ allowUnlisted: false }),
@@ -175,6 +198,19 @@ export const topologySchema = z
       t.devices.map((d) => d.name),
       (i, field, message) => ctx.addIssue({ code: 'custom', path: ['chaos', i, field], message }),
     );
+    if (t.method.kind !== 'parallel' && typeof t.training.cache === 'object')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['training', 'cache'],
+        message: `method ${t.method.kind} has no activation cache (only parallel reuses backbone outputs): remove it or write "cache: off"`,
+      });
+  })
+  .transform((t) => {
+    const given = t.training.cache;
+    // `use`: whether the run keeps PAC's activation cache (and trains epochs >= 2 from it).
+    const cache =
+      typeof given === 'object' ? { ...given, use: true } : { ...cacheDefaults, use: given !== 'off' && t.method.kind === 'parallel' };
+    return { ...t, training: { ...t.training, cache } };
   });
 
 /** A validated topology; model.dir and data.file are absolute after loading, training.cache.dir is relative to the run directory. */

@@ -80,14 +80,16 @@ export class AdamW {
 
   /**
    * Applies one update to `params` from `grads` (same names; a parameter without a gradient is
-   * left untouched). Consumes nothing: the caller disposes `grads`.
+   * left untouched). Consumes nothing: the caller disposes `grads`. `gradNorm` is the norm to clip
+   * by when these gradients are only part of the model's (a pipeline stage: the global norm over
+   * every stage); default: the norm of `grads`.
    */
-  apply(params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>): StepReport {
+  apply(params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, gradNorm?: number): StepReport {
     const names = [...grads.keys()].filter((n) => params.has(n)).sort();
     const gs = names.map((n) => grads.get(n)!.dataSync() as Float32Array);
     const state: AdamWState = { step: this.stepCount, m: this.m, v: this.v };
     const xs = names.map((n) => ({ data: params.get(n)!.dataSync() as Float32Array, rank: params.get(n)!.rank }));
-    const { outs, report } = adamwStep(this.options, state, names, xs, gs);
+    const { outs, report } = adamwStep(this.options, state, names, xs, gs, gradNorm);
     this.stepCount = state.step;
     names.forEach((name, j) => {
       const p = params.get(name)!;
@@ -132,6 +134,7 @@ export class AdamW {
  * identically. `names` are in update order (sorted), `xs[j]` the current values of `names[j]`
  * (its rank decides weight decay), `gs[j]` its gradient. Advances `state.step`, updates the
  * moments in place (creating zero moments for a parameter seen first) and returns new values.
+ * `gradNorm` overrides the norm clipping uses (see AdamW.apply).
  */
 export function adamwStep(
   o: AdamWOptions,
@@ -139,6 +142,7 @@ export function adamwStep(
   names: string[],
   xs: { data: Float32Array; rank: number }[],
   gs: Float32Array[],
+  gradNorm = Math.sqrt(squaredNorm(gs)),
 ): { outs: Float32Array[]; report: StepReport } {
   const b1 = o.beta1 ?? 0.9,
     b2 = o.beta2 ?? 0.999,
@@ -147,7 +151,6 @@ export function adamwStep(
   state.step += 1;
   const t = state.step;
   const lr = learningRate(o, t);
-  const gradNorm = globalNorm(gs);
   const clip = o.maxGradNorm && o.maxGradNorm > 0 && gradNorm > o.maxGradNorm ? o.maxGradNorm / (gradNorm + 1e-6) : 1;
   const c1 = 1 - b1 ** t,
     c2 = 1 - b2 ** t;
@@ -195,9 +198,14 @@ function adamwUpdate(out: Float32Array, x: Float32Array, g: Float32Array, m: Flo
   }
 }
 
-/** L2 norm over all arrays together (summed in the given order, in double precision). */
-function globalNorm(arrays: Float32Array[]): number {
+/** Sum of squares over all arrays together (summed in the given order, in double precision). */
+export function squaredNorm(arrays: readonly Float32Array[]): number {
   let sq = 0;
   for (const a of arrays) for (let i = 0; i < a.length; i++) sq += a[i]! * a[i]!;
-  return Math.sqrt(sq);
+  return sq;
+}
+
+/** Whether `o` clips gradients at all. */
+export function clips(o: AdamWOptions): boolean {
+  return (o.maxGradNorm ?? 0) > 0;
 }

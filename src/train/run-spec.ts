@@ -7,11 +7,15 @@ import type { ModelSource } from '../model/load.ts';
 import { loadConfig } from '../model/load.ts';
 import { DataError, loadJsonl, markovDataset, sequenceLength, type Dataset } from './data.ts';
 import { loadTokenizer } from '../model/tokenizer.ts';
-import type { AdamWOptions } from './optim.ts';
+import { forRun, type AdamWOptions } from './optim.ts';
 import type { Topology } from '../topology/schema.ts';
+import type { MethodName, MethodOptions } from '../model/methods/method.ts';
 
 export interface RunSpec {
   model: ModelSource;
+  /** The fine-tuning method and its sizes; absent in specs written before every method ran distributed (parallel). */
+  method?: MethodName;
+  methodOptions?: MethodOptions;
   /** The seeded Markov chain (vocabulary = the model's) or a JSONL file readable by every device. */
   data: { markov: { sequences: number; seqLen: number; seed: number } } | { file: string };
   seqLen: number;
@@ -26,43 +30,74 @@ export interface RunSpec {
   /** Seeds the side network's initial values and the epoch order. */
   seed: number;
   /**
-   * No gradient clipping: a clip needs the global norm over every stage, and applying a per-stage
-   * norm would make the result depend on placement.
+   * AdamW as the standalone trainer takes it: clipping by the global norm over every stage (the
+   * stages agree on it by an all-reduce), warm-up, weight decay, and `totalSteps` of the whole run
+   * (a cosine schedule decays to 0 at its last step).
    */
   optimizer: AdamWOptions;
-  /** k: side width r = dModel / k. */
+  /** k: side width r = dModel / k (PAC). */
   reduction: number;
-  cache: { budgetMb: number; dtype: 'f32' | 'f16' };
+  /** `use`: PAC keeps its activation cache and trains epochs >= 2 from it; otherwise every epoch is a pipeline epoch. */
+  cache: { budgetMb: number; dtype: 'f32' | 'f16'; use?: boolean };
+  /** The plan's shape: the planner's choice, one stage over every device, or one device per stage. */
+  plan?: 'auto' | 'data-parallel' | 'pipeline';
 }
 
-/** The spec of a topology. @throws Error when the method is not `parallel` (PAC is what runs distributed). */
+/** Whether a run trains its epochs >= 2 from PAC's activation cache (specs without the field: PAC, cached). */
+export function usesCache(spec: RunSpec): boolean {
+  return (spec.method ?? 'parallel') === 'parallel' && spec.cache.use !== false;
+}
+
+/** The method options of a topology's method section. */
+function methodOptionsOf(m: Topology['method']): MethodOptions {
+  switch (m.kind) {
+    case 'parallel':
+      return { reduction: m.k };
+    case 'lora':
+      return { rank: m.rank, alpha: m.alpha, targets: m.targets };
+    case 'serial':
+      return { bottleneck: m.bottleneck };
+    case 'full':
+      return {};
+  }
+}
+
+/** The spec of a topology. */
 export function specFromTopology(t: Topology): RunSpec {
-  if (t.method.kind !== 'parallel')
-    throw new Error(`topology ${t.run}: method.kind '${t.method.kind}' cannot run distributed; only 'parallel' (PAC) can`);
   const model: ModelSource = t.model.preset ? { preset: t.model.preset } : { dir: t.model.dir! };
   const tr = t.training;
   const base = {
     model,
+    method: t.method.kind,
+    methodOptions: methodOptionsOf(t.method),
     epochs: tr.epochs,
     batch: tr.batch,
     ...(tr.microBatches !== undefined ? { microBatches: tr.microBatches } : {}),
     seed: tr.seed,
-    optimizer: { lr: tr.lr },
-    reduction: t.method.k,
-    cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype },
+    optimizer: {
+      lr: tr.lr,
+      weightDecay: tr.weightDecay,
+      maxGradNorm: tr.maxGradNorm,
+      warmupSteps: tr.warmupSteps,
+      schedule: tr.schedule,
+    } satisfies AdamWOptions,
+    reduction: t.method.kind === 'parallel' ? t.method.k : 8,
+    cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype, use: tr.cache.use },
+    plan: tr.plan,
   };
-  if (t.data.markov) {
-    const m = t.data.markov;
-    return {
-      ...base,
-      data: { markov: { sequences: m.sequences, seqLen: m.seqLen, seed: m.seed } },
-      seqLen: m.seqLen,
-      samples: m.sequences,
-    };
-  }
-  const spec: RunSpec = { ...base, data: { file: t.data.file! }, seqLen: 0, samples: 0 };
-  const data = loadRunData(spec);
-  return { ...spec, seqLen: sequenceLength(data, loadConfig(model).maxPositions), samples: data.samples.length };
+  const spec: RunSpec = t.data.markov
+    ? {
+        ...base,
+        data: { markov: { sequences: t.data.markov.sequences, seqLen: t.data.markov.seqLen, seed: t.data.markov.seed } },
+        seqLen: t.data.markov.seqLen,
+        samples: t.data.markov.sequences,
+      }
+    : (() => {
+        const raw: RunSpec = { ...base, data: { file: t.data.file! }, seqLen: 0, samples: 0 };
+        const data = loadRunData(raw);
+        return { ...raw, seqLen: sequenceLength(data, loadConfig(model).maxPositions), samples: data.samples.length };
+      })();
+  return { ...spec, optimizer: forRun(spec.optimizer, Math.ceil(spec.samples / spec.batch), spec.epochs) };
 }
 
 /** The run's data set, identical on every device. */

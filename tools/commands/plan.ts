@@ -11,6 +11,7 @@ import { loadProfile, parseProfile, ProfileError, selectDevices, type Profile } 
 import { simulatePlan, type SimulationResult } from '../../src/plan/simulator.ts';
 import { loadTopology, TopologyError } from '../../src/topology/load.ts';
 import { specFromTopology } from '../../src/train/run-spec.ts';
+import { methodShape } from '../../src/plan/device-profile.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { presets, isPresetName } from '../../src/model/presets.ts';
 
@@ -109,6 +110,7 @@ export async function run(argv: string[]): Promise<number> {
   let plan: StagePlan;
   try {
     plan = planPipeline(profile, {
+      ...(run.shape ? { shape: run.shape } : {}),
       batchSize,
       ...(samples !== undefined ? { samples } : {}),
       ...(microBatchOptions ? { microBatchOptions } : {}),
@@ -122,8 +124,19 @@ export async function run(argv: string[]): Promise<number> {
   const simulation = flag(args, 'simulate') ? simulatePlan(plan, profile) : undefined;
   if (flag(args, 'json'))
     process.stdout.write(JSON.stringify({ plan, ...(simulation ? { simulation } : {}), profileSource: source }) + '\n');
-  else process.stdout.write(render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!, source));
+  else
+    process.stdout.write(
+      render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!, source, topology && methodLine(topology)),
+    );
   return 0;
+}
+
+/** The method line of the plan: what trains, and whether epochs >= 2 run from the activation cache. */
+function methodLine(t: Topology): string {
+  const cache = t.training.cache.use
+    ? 'activation cache on: epochs >= 2 train data-parallel from it'
+    : 'no activation cache: every epoch runs this plan';
+  return `${t.method.kind} (${t.method.kind === 'parallel' ? 'side network only' : 'backward through the backbone stages'}); ${cache}`;
 }
 
 /** Device budgets are the smaller of profile and topology; a device's bandwidth cap limits every link it sends on. */
@@ -150,9 +163,8 @@ function profileFromTopology(topology: Topology, file: string): { profile: Profi
   if (remote) throw new CliError(`${file}: device '${remote.name}' is not local, so its speed is unknown here: give --profile FILE`);
   const preset = topology.model.preset;
   if (!preset || !isPresetName(preset)) throw new CliError(`${file}: model.dir has no analytic shape here: give --profile FILE`);
-  if (topology.method.kind !== 'parallel')
-    throw new CliError(`${file}: method.kind is '${topology.method.kind}'; the planner plans parallel adapters only`);
   const c = presets[preset];
+  const run = specFromTopology(topology);
   const seqLen = topology.data.markov?.seqLen ?? c.maxPositions;
   const shape: ModelShape = {
     name: preset,
@@ -164,8 +176,9 @@ function profileFromTopology(topology: Topology, file: string): { profile: Profi
     vocab: c.vocabSize,
     seqLen,
     headTokens: seqLen,
-    sideReduction: topology.method.k,
+    sideReduction: run.reduction,
     bytesPerValue: 4,
+    method: methodShape(run.method, run.methodOptions),
   };
   const devices = topology.devices.map((d) => {
     const gflops = backendGflops[d.backend];
@@ -225,13 +238,14 @@ const bytes = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` :
 const duration = (v: number) =>
   v >= 3_600_000 ? `${(v / 3_600_000).toFixed(2)} h` : v >= 60_000 ? `${(v / 60_000).toFixed(1)} min` : ms(v);
 
-function render(plan: StagePlan, sim: SimulationResult | undefined, title: string, source: string): string {
+function render(plan: StagePlan, sim: SimulationResult | undefined, title: string, source: string, method?: string): string {
   const lines: string[] = [];
   const groups = plan.stages.map((s) => s.devices.length).join('-');
   lines.push(
     `plan for ${title}: ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'} [${groups}], ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'} of ${plan.microBatchSize} (batch ${plan.batchSize})`,
   );
   lines.push(`  profile: ${source}`);
+  if (method) lines.push(`  method: ${method}`);
   for (const s of plan.stages) {
     lines.push(
       `  stage ${s.index}  layers ${s.layers.from}-${s.layers.to}  cycle ${ms(s.cycleMs)}  all-reduce ${ms(s.allReduceMs)}  in flight ${s.inFlight}`,
@@ -254,8 +268,9 @@ function render(plan: StagePlan, sim: SimulationResult | undefined, title: strin
   lines.push(
     `bytes per step: activations ${bytes(plan.bytesPerStep.activations)}, all-reduce ${bytes(plan.bytesPerStep.allReduce)}, total ${bytes(plan.bytesPerStep.total)}`,
   );
-  const how =
-    plan.ordering !== 'searched'
+  const how = plan.shape
+    ? `the ${plan.shape} shape asked for (training.plan), its split and micro-batch count the cheapest`
+    : plan.ordering !== 'searched'
       ? `the ${plan.ordering} device order`
       : plan.search.exact
         ? 'the best over every device subset and order'
