@@ -21,7 +21,8 @@ function hangFirst(step: number) {
     return never();
   };
 }
-const withDeadline: RunInput = { ...input, stepDeadlineMs: 1000 };
+// No debounce: with a simulated clock every wait must be advanced by hand, and these tests are about the deadline.
+const withDeadline: RunInput = { ...input, stepDeadlineMs: 1000, debounceMs: 0 };
 
 function start(machine: ReturnType<typeof fakeRun>['machine'], clock: SimulatedClock) {
   const actor = createActor(machine, { input: withDeadline, clock }).start();

@@ -36,7 +36,8 @@ function runFile(file) {
     const started = Date.now();
     const child = spawn(process.execPath, ['--import', 'tsx', file], {
       cwd: root,
-      env: { ...process.env, FORCE_COLOR: '0' },
+      // onnxruntime's telemetry off, as tools/charon.js does for every charon process.
+      env: { ...process.env, FORCE_COLOR: '0', ORT_DISABLE_TELEMETRY: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

@@ -147,6 +147,7 @@ const run = setup({
     recoveryDue: ({ context }) => context.recoveryDue,
     rebalanceDue: ({ context }) => rebalanceDue(context),
     joinersQueued: ({ context }) => context.joining.length > 0,
+    noDebounce: ({ context }) => context.input.debounceMs === 0,
     /** A leaver handing its cache over went away: the hand-off must be planned without it. */
     departingLost: ({ context, event }) => {
       assertEvent(event, 'DEVICE_LOST');
@@ -525,7 +526,7 @@ export const runMachine = run.createMachine({
           initial: 'settling',
           states: {
             /** Losses, joins and leaves arriving together make one re-plan (a loss re-enters `recovering`). */
-            settling: { after: { debounce: 'aborting' } },
+            settling: { always: { guard: 'noDebounce', target: 'aborting' }, after: { debounce: 'aborting' } },
             aborting: {
               invoke: {
                 src: 'abortWork',

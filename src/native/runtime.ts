@@ -30,6 +30,18 @@ interface Runtime {
   version: string;
 }
 
+/**
+ * onnxruntime's Linux and macOS builds carry Microsoft's 1DS telemetry, on by default: it would
+ * upload usage events and write a device id and log files into the temp directory. Charon's
+ * promise is that nothing leaves the person's devices, so it is switched off for this process and
+ * every process and thread it starts. The variable is read from the process environment when the
+ * runtime initialises, so it must be set in the main thread before any worker loads onnxruntime
+ * (a worker's `process.env` is its own copy).
+ */
+export function disableNativeTelemetry(): void {
+  process.env.ORT_DISABLE_TELEMETRY = '1';
+}
+
 let runtime: Runtime | undefined;
 let failure: string | undefined;
 
@@ -41,6 +53,7 @@ export function loadNativeRuntime(): string | undefined {
   if (runtime) return undefined;
   if (failure) return failure;
   const require = createRequire(import.meta.url);
+  disableNativeTelemetry();
   try {
     const version = (require('onnxruntime-node/package.json') as { version: string }).version;
     const bindingModule = require('onnxruntime-node/dist/binding.js') as {

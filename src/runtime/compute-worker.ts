@@ -15,6 +15,7 @@
 import { Worker, parentPort, type TransferListItem } from 'node:worker_threads';
 import { WireTensor } from '../tensor/index.ts';
 import { fromWire, toWire, WorkerExited, type WireError } from './errors.ts';
+import { disableNativeTelemetry } from '../native/runtime.ts';
 
 type Answer = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
 type Boot = { ready: unknown } | { failed: WireError };
@@ -53,6 +54,7 @@ export class ComputeWorker<Info = unknown> {
    * workerData.options; resolves once it is ready, with what it reported (e.g. its backend).
    */
   static start<Info>(entry: URL, data: unknown): Promise<ComputeWorker<Info>> {
+    disableNativeTelemetry();
     const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { entry: entry.href, options: data } });
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
