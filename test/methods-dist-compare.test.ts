@@ -54,7 +54,10 @@ test('bench compare: standalone, EDDL-style, Eco-FL-style and PAC runs with thei
   }
   assert.equal(by.get('standalone-full')!.plan, ['layers 1-2 on dev0'], 'standalone: the fastest device alone');
   assert.is(by.get('standalone-full')!.bytesMoved, 0);
-  assert.equal(by.get('eddl-lora')!.plan, ['layers 1-2 on dev0+dev1'], 'EDDL: one stage over every device');
+  // The ranks' order follows the speeds measured at registration; the group is what counts.
+  const eddl = by.get('eddl-lora')!.plan;
+  assert.is(eddl.length, 1, 'EDDL: one stage');
+  assert.match(eddl[0]!, /^layers 1-2 on (dev0\+dev1|dev1\+dev0)$/, 'EDDL: one stage over every device');
   // Eco-FL: one device per stage, fastest first by the speeds measured at registration.
   const ecofl = by.get('ecofl-lora')!.plan;
   assert.is(ecofl.length, 2, ecofl.join('; '));
