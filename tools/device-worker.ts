@@ -23,6 +23,8 @@ export interface DeviceWorkerOptions {
   name: string;
   /** The device's NATS user seed (handed over in memory, never on a command line). */
   seed?: string;
+  /** The run's CA, when the bus requires TLS. */
+  tls?: { caFile: string };
   backend?: BackendChoice;
   slowdown: number;
   bandwidthMbps: number | null;
@@ -42,7 +44,7 @@ const log = (line: string) => process.stderr.write(`[${o.name}] ${line}\n`);
 await serveCompute(async () => {
   const info = await initBackend(o.backend);
   log(`backend ${info.detail}`);
-  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, identity: o.name, run: o.run, seed: o.seed });
+  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, identity: o.name, run: o.run, seed: o.seed, tls: o.tls });
   const device: CtlDevice = {
     name: o.name,
     sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock),

@@ -46,6 +46,8 @@ export interface DeviceOptions {
   name: string;
   /** The device's NATS user seed, when the bus requires credentials. */
   seed?: string;
+  /** The run's CA, when the bus requires TLS: the server must present a certificate it signed. */
+  tls?: { caFile: string };
   memoryMb: number;
   compute: DeviceCompute;
   /** Simulation knobs reported in the hello (the compute applies them). */
@@ -162,7 +164,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   const logic = deviceMachine.provide({
     actors: {
       connect: fromPromise(async () => {
-        bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run, seed: opts.seed });
+        bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run, seed: opts.seed, tls: opts.tls });
         events = new RunEvents(bus, opts.name);
         inbox = new Inbox(bus);
         inbox.serve(bus.subjects.devCtlIn(), {

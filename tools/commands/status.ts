@@ -4,17 +4,19 @@
 import { resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { OBSERVER, readSeed } from '../../src/security/credentials.ts';
+import { tlsOption } from '../../src/security/certs.ts';
 import { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { statusReply, type StatusReply } from '../../src/runtime/messages.ts';
 
 export const summary = "show a run's phase and its devices: state (joining, leaving), role, step, phase, heartbeat age, memory, speed";
 
-const usage = `usage: charon status --nats URL --run RUN [--creds FILE] [--timeout-ms N] [--json]
+const usage = `usage: charon status --nats URL --run RUN [--creds FILE] [--tls-ca FILE] [--timeout-ms N] [--json]
 
   --nats URL        NATS server of the run
   --run RUN         run name
   --creds FILE      read-only credentials of an authenticated bus (<run-dir>/creds/observer.nk)
+  --tls-ca FILE     the run's CA (<run-dir>/tls/ca.pem) when its bus requires TLS
   --timeout-ms N    how long to wait for the coordinator (default 3000)
   --json            print the coordinator's status document`;
 
@@ -25,6 +27,7 @@ export async function run(argv: string[]): Promise<number> {
       nats: { type: 'string' },
       run: { type: 'string' },
       creds: { type: 'string' },
+      'tls-ca': { type: 'string' },
       'timeout-ms': { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -35,6 +38,13 @@ export async function run(argv: string[]): Promise<number> {
   const runName = requireStr(args, 'run');
   const timeoutMs = num(args, 'timeout-ms', 3000, { integer: true, min: 1 });
   const creds = str(args, 'creds');
+  const tls = (() => {
+    try {
+      return tlsOption(str(args, 'tls-ca'));
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
+  })();
   let bus: Bus;
   try {
     const seed = creds === undefined ? undefined : readSeed(resolve(creds));
@@ -44,6 +54,7 @@ export async function run(argv: string[]): Promise<number> {
       identity: OBSERVER,
       run: runName,
       seed,
+      tls,
       timeoutMs,
       maxReconnectAttempts: 0,
     });

@@ -1,0 +1,157 @@
+/**
+ * Per-run TLS for the bus: a CA of the run's own and a server certificate it signs, made with the
+ * system's `openssl` (no crypto of our own). Devices verify the server against the run's CA, so a
+ * host on the network cannot pose as the bus, and what travels (activations, gradients, control)
+ * is encrypted. Files live in `<runDir>/tls/` (directory 0700, files 0600): `ca.pem` (the only
+ * file another host needs), `ca.key`, `server.pem`, `server.key`.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { hostname, networkInterfaces } from 'node:os';
+import { isIP } from 'node:net';
+import { join, resolve } from 'node:path';
+import { FILE_MODE, privateDir, writePrivateFile } from './files.ts';
+
+export interface RunTlsFiles {
+  dir: string;
+  caFile: string;
+  caKeyFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export class CertsError extends Error {
+  override name = 'CertsError';
+  readonly retryable = false;
+}
+
+const DAYS = '825';
+/** Names every server certificate carries: clients on the launching host connect through loopback. */
+const ALWAYS = ['localhost', '127.0.0.1'];
+
+export function tlsFiles(runDir: string): RunTlsFiles {
+  const dir = join(runDir, 'tls');
+  return {
+    dir,
+    caFile: join(dir, 'ca.pem'),
+    caKeyFile: join(dir, 'ca.key'),
+    certFile: join(dir, 'server.pem'),
+    keyFile: join(dir, 'server.key'),
+  };
+}
+
+/** Whether `host` (a listen address) reaches only this machine. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * The names other hosts may use to reach a server listening on `host`: the host itself, or, for
+ * a wildcard address, this machine's name and its non-internal IPv4 addresses.
+ */
+export function namesFor(host: string): string[] {
+  if (host !== '0.0.0.0' && host !== '::') return [host];
+  const addrs = Object.values(networkInterfaces())
+    .flat()
+    .filter((a) => a && !a.internal && a.family === 'IPv4')
+    .map((a) => a!.address);
+  return [hostname(), ...addrs];
+}
+
+/** The names (DNS and IP) a certificate file is valid for. */
+export function certificateNames(certFile: string): string[] {
+  const cert = new X509Certificate(readFileSync(certFile));
+  return (cert.subjectAltName ?? '')
+    .split(',')
+    .map((s) => s.trim().replace(/^(DNS|IP Address):/, ''))
+    .filter(Boolean);
+}
+
+/**
+ * Makes the run's CA when it has none, and a server certificate for `hosts` (and localhost,
+ * 127.0.0.1) unless the present one already covers them: a certificate made earlier with more
+ * names (`charon certs --host`) is kept, and a new one keeps the names of the old. The CA is
+ * kept, so hosts that hold its `ca.pem` need nothing new.
+ * @throws CertsError when openssl is missing or fails, or a host name is unusable.
+ */
+export function ensureRunCertificates(runDir: string, hosts: readonly string[] = []): RunTlsFiles & { issued: boolean } {
+  for (const h of hosts)
+    if (!/^[A-Za-z0-9.:-]+$/.test(h) || h.length > 253) throw new CertsError(`host '${h}': not a host name or IP address`);
+  const f = tlsFiles(runDir);
+  privateDir(f.dir);
+  const wanted = [...new Set([...ALWAYS, ...hosts])];
+  const haveCa = existsSync(f.caFile) && existsSync(f.caKeyFile);
+  if (haveCa && existsSync(f.certFile) && existsSync(f.keyFile)) {
+    const have = certificateNames(f.certFile);
+    if (wanted.every((h) => have.includes(h))) return { ...f, issued: false };
+    wanted.push(...have.filter((h) => !wanted.includes(h)));
+  }
+  if (!haveCa)
+    openssl([
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+      ...['-keyout', f.caKeyFile, '-out', f.caFile, '-days', DAYS, '-subj', '/CN=charon run CA'],
+      ...['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
+    ]);
+  const csr = join(f.dir, 'server.csr');
+  const ext = join(f.dir, 'server.ext');
+  const san = wanted.map((h) => (isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(',');
+  writePrivateFile(
+    ext,
+    [
+      'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature,keyEncipherment',
+      'extendedKeyUsage=serverAuth',
+      `subjectAltName=${san}`,
+      '',
+    ].join('\n'),
+  );
+  try {
+    openssl([
+      ...['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+      ...['-keyout', f.keyFile, '-out', csr, '-subj', '/CN=charon bus'],
+    ]);
+    openssl([
+      ...['x509', '-req', '-in', csr, '-CA', f.caFile, '-CAkey', f.caKeyFile],
+      ...['-set_serial', `0x${randomBytes(16).toString('hex')}`, '-days', DAYS, '-extfile', ext, '-out', f.certFile],
+    ]);
+  } finally {
+    rmSync(csr, { force: true });
+    rmSync(ext, { force: true });
+  }
+  for (const file of [f.caFile, f.caKeyFile, f.certFile, f.keyFile]) chmodSync(file, FILE_MODE);
+  return { ...f, issued: true };
+}
+
+/** Runs openssl with a private umask, so that no key is ever readable by others, even briefly. */
+function openssl(args: string[]): void {
+  const mask = process.umask(0o077);
+  try {
+    execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
+    if (e.code === 'ENOENT') throw new CertsError("openssl not found on PATH; install the Debian/Ubuntu package 'openssl'");
+    const why = e.stderr?.toString().trim().split('\n').pop() ?? e.message;
+    throw new CertsError(`openssl ${args[0]} failed: ${why}`);
+  } finally {
+    process.umask(mask);
+  }
+}
+
+/**
+ * The client TLS option for a CA file given on a command line (`--tls-ca`), or undefined without
+ * one. @throws CertsError naming the file when it cannot be read or holds no certificate.
+ */
+export function tlsOption(caFile: string | undefined): { caFile: string } | undefined {
+  if (caFile === undefined) return undefined;
+  const file = resolve(caFile);
+  try {
+    new X509Certificate(readFileSync(file));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new CertsError(
+      `${file}: ${code?.startsWith('E') && !code.startsWith('ERR_') ? `cannot read (${code})` : 'not a PEM certificate'}`,
+    );
+  }
+  return { caFile: file };
+}
