@@ -73,6 +73,8 @@ test('tls: a TLS-only server: the right CA connects and exchanges a message; a w
     }),
   );
   assert.match(wrongCa, /certificate/i, 'a server signed by another CA is not trusted');
+  const systemCas = await failure(Bus.connect({ servers: server.url, name: 'd', run: 'tls', maxReconnectAttempts: 0, timeoutMs: 3000 }));
+  assert.match(systemCas, /certificate/i, "without the run's CA the server is not trusted either");
 
   // Plain TCP: the server greets in clear (INFO says tls_required), then refuses anything but a
   // TLS handshake: a CONNECT in clear never gets its PONG.
@@ -100,8 +102,9 @@ test('tls: a TLS-only server: the right CA connects and exchanges a message; a w
   server = undefined;
 });
 
+const topology = join(tmp, 'tls.yaml');
+
 test('tls: a launched run with bus.tls on trains end to end; devices verify the server', async () => {
-  const topology = join(tmp, 'tls.yaml');
   writeFileSync(
     topology,
     [
@@ -126,6 +129,38 @@ test('tls: a launched run with bus.tls on trains end to end; devices verify the 
     r.events.some((e) => e.type === 'STEP_DONE'),
     'the run trained',
   );
+});
+
+function status(nats: string, dir: string, tlsCa?: string): Promise<{ code: number; out: string; err: string }> {
+  const args = [join(root, 'tools/charon.js'), 'status', '--nats', nats, '--run', 'tlsrun', '--json'];
+  args.push('--creds', join(dir, 'creds', 'observer.nk'), ...(tlsCa ? ['--tls-ca', tlsCa] : []));
+  return new Promise((res) =>
+    execFile(process.execPath, args, { cwd: root }, (e, out, err) =>
+      res({ code: e ? ((e as { code?: number }).code ?? 1) : 0, out: String(out), err: String(err) }),
+    ),
+  );
+}
+
+test("tls: charon status reaches a TLS run with the run's CA, and not without it", async () => {
+  const dir = join(tmp, 'watched');
+  let nats = '';
+  let checked: Promise<{ code: number; out: string; err: string }[]> | undefined;
+  const run = startLaunch([topology, '--run-dir', dir, '--until', 'interrupted'], (e, child) => {
+    if (e.type === 'LAUNCHED') nats = e.nats as string;
+    if (e.type === 'ASSEMBLED' && !checked)
+      checked = (async () => {
+        const out = [await status(nats, dir), await status(nats, dir, tlsFiles(dir).caFile)];
+        child.kill('SIGINT');
+        return out;
+      })();
+  });
+  const r = await run.done;
+  assert.ok(checked, r.stderr);
+  const [plain, verified] = await checked!;
+  assert.is(plain!.code, 1, 'without the CA: refused');
+  assert.match(plain!.err, /certificate/i);
+  assert.is(verified!.code, 0, verified!.err);
+  assert.equal((JSON.parse(verified!.out) as { devices: { name: string }[] }).devices.map((d) => d.name).sort(), ['dev0', 'dev1']);
 });
 
 test.run();

@@ -56,8 +56,11 @@ export function namesFor(host: string): string[] {
     .flat()
     .filter((a) => a && !a.internal && a.family === 'IPv4')
     .map((a) => a!.address);
-  return [hostname(), ...addrs];
+  return [hostname(), ...addrs].filter(usableName);
 }
+
+/** A name openssl and TLS clients accept in a certificate (a host name or an IP address). */
+const usableName = (h: string) => h.length > 0 && h.length <= 253 && (isIP(h) > 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(h));
 
 /** The names (DNS and IP) a certificate file is valid for. */
 export function certificateNames(certFile: string): string[] {
@@ -76,8 +79,7 @@ export function certificateNames(certFile: string): string[] {
  * @throws CertsError when openssl is missing or fails, or a host name is unusable.
  */
 export function ensureRunCertificates(runDir: string, hosts: readonly string[] = []): RunTlsFiles & { issued: boolean } {
-  for (const h of hosts)
-    if (!/^[A-Za-z0-9.:-]+$/.test(h) || h.length > 253) throw new CertsError(`host '${h}': not a host name or IP address`);
+  for (const h of hosts) if (!usableName(h)) throw new CertsError(`host '${h}': not a host name or IP address`);
   const f = tlsFiles(runDir);
   privateDir(f.dir);
   const wanted = [...new Set([...ALWAYS, ...hosts])];
