@@ -6,7 +6,7 @@ import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
-import { certificateNames, ensureRunCertificates, tlsFiles } from '../src/security/certs.ts';
+import { certificateNames, ensureClientCertificate, ensureRunCertificates, tlsFiles } from '../src/security/certs.ts';
 import { startLaunch } from './fixtures/launch.ts';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -102,26 +102,57 @@ test('tls: a TLS-only server: the right CA connects and exchanges a message; a w
   server = undefined;
 });
 
-const topology = join(tmp, 'tls.yaml');
+test('tls: mutual TLS: a client without a certificate of the run is refused, one with it connects', async () => {
+  const f = ensureRunCertificates(runDir);
+  server = await startNatsServer({ runDir, jetstream: false, tls: { ...f, verify: true } });
+  const anonymous = await failure(
+    Bus.connect({ servers: server.url, name: 'e', run: 'tls', tls: { caFile: f.caFile }, maxReconnectAttempts: 0, timeoutMs: 3000 }),
+  );
+  assert.not.match(anonymous, /^connected/, 'no client certificate: refused');
+  const foreign = ensureClientCertificate(otherRun, 'dev0');
+  const wrong = await failure(
+    Bus.connect({
+      servers: server.url,
+      name: 'f',
+      run: 'tls',
+      tls: { caFile: f.caFile, ...foreign },
+      maxReconnectAttempts: 0,
+      timeoutMs: 3000,
+    }),
+  );
+  assert.not.match(wrong, /^connected/, "a certificate of another run's CA: refused");
+  const mine = ensureClientCertificate(runDir, 'dev0');
+  for (const file of [mine.certFile, mine.keyFile]) assert.is(statSync(file).mode & 0o777, 0o600);
+  const ok = await Bus.connect({ servers: server.url, name: 'g', run: 'tls', tls: { caFile: f.caFile, ...mine }, maxReconnectAttempts: 0 });
+  await ok.flush();
+  await ok.close();
+  await server.stop();
+  server = undefined;
+});
 
-test('tls: a launched run with bus.tls on trains end to end; devices verify the server', async () => {
+function topology(tls: string): string {
+  const file = join(tmp, `tls-${tls}.yaml`);
   writeFileSync(
-    topology,
+    file,
     [
       'run: tlsrun',
       'model: { preset: tiny }',
       'method: { kind: parallel, k: 8 }',
       'data: { markov: { sequences: 8, seqLen: 16, seed: 1 } }',
       'training: { epochs: 1, batch: 8, microBatches: 2, lr: 0.001, seed: 1, cache: { budgetMb: 0, dir: cache, dtype: f32 } }',
-      'bus: { embedded: true, tls: true }',
+      `bus: { embedded: true, tls: ${tls} }`,
       'devices:',
       '  - { name: dev0, local: true, backend: wasm, memoryMb: 2048 }',
       '  - { name: dev1, local: true, backend: wasm, memoryMb: 2048 }',
       '',
     ].join('\n'),
   );
+  return file;
+}
+
+test('tls: a launched run with bus.tls on trains end to end; devices verify the server', async () => {
   const dir = join(tmp, 'launched');
-  const r = await startLaunch([topology, '--run-dir', dir]).done;
+  const r = await startLaunch([topology('true'), '--run-dir', dir]).done;
   assert.is(r.code, 0, r.stderr);
   const launched = r.events.find((e) => e.type === 'LAUNCHED');
   assert.is(launched?.tlsCa, tlsFiles(dir).caFile);
@@ -131,9 +162,9 @@ test('tls: a launched run with bus.tls on trains end to end; devices verify the 
   );
 });
 
-function status(nats: string, dir: string, tlsCa?: string): Promise<{ code: number; out: string; err: string }> {
+function status(nats: string, dir: string, tls: string[]): Promise<{ code: number; out: string; err: string }> {
   const args = [join(root, 'tools/charon.js'), 'status', '--nats', nats, '--run', 'tlsrun', '--json'];
-  args.push('--creds', join(dir, 'creds', 'observer.nk'), ...(tlsCa ? ['--tls-ca', tlsCa] : []));
+  args.push('--creds', join(dir, 'creds', 'observer.nk'), ...tls);
   return new Promise((res) =>
     execFile(process.execPath, args, { cwd: root }, (e, out, err) =>
       res({ code: e ? ((e as { code?: number }).code ?? 1) : 0, out: String(out), err: String(err) }),
@@ -141,24 +172,31 @@ function status(nats: string, dir: string, tlsCa?: string): Promise<{ code: numb
   );
 }
 
-test("tls: charon status reaches a TLS run with the run's CA, and not without it", async () => {
+test("tls: a launched run with mutual TLS assembles; charon status needs the run's CA and a client certificate", async () => {
   const dir = join(tmp, 'watched');
+  const observer = join(dir, 'tls', 'clients', 'observer');
   let nats = '';
   let checked: Promise<{ code: number; out: string; err: string }[]> | undefined;
-  const run = startLaunch([topology, '--run-dir', dir, '--until', 'interrupted'], (e, child) => {
+  const run = startLaunch([topology('mutual'), '--run-dir', dir, '--until', 'interrupted'], (e, child) => {
     if (e.type === 'LAUNCHED') nats = e.nats as string;
     if (e.type === 'ASSEMBLED' && !checked)
       checked = (async () => {
-        const out = [await status(nats, dir), await status(nats, dir, tlsFiles(dir).caFile)];
+        const ca = ['--tls-ca', tlsFiles(dir).caFile];
+        const out = [
+          await status(nats, dir, []),
+          await status(nats, dir, ca),
+          await status(nats, dir, [...ca, '--tls-cert', `${observer}.pem`, '--tls-key', `${observer}.key`]),
+        ];
         child.kill('SIGINT');
         return out;
       })();
   });
   const r = await run.done;
   assert.ok(checked, r.stderr);
-  const [plain, verified] = await checked!;
+  const [plain, noCert, verified] = await checked!;
   assert.is(plain!.code, 1, 'without the CA: refused');
   assert.match(plain!.err, /certificate/i);
+  assert.is(noCert!.code, 1, 'without a client certificate: refused');
   assert.is(verified!.code, 0, verified!.err);
   assert.equal((JSON.parse(verified!.out) as { devices: { name: string }[] }).devices.map((d) => d.name).sort(), ['dev0', 'dev1']);
 });

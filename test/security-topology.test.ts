@@ -55,7 +55,8 @@ test('security topology: bus.tls: on by itself off loopback, refused where it ca
   assert.is(tlsOf('{ embedded: true, listen: "0.0.0.0:4222" }'), true, 'other hosts can connect: TLS');
   assert.is(tlsOf('{ embedded: true, listen: "127.0.0.1:4222" }'), false);
   assert.is(tlsOf('{ embedded: true, listen: "[::1]:4222", tls: false }'), false);
-  assert.match(refusal(topology('{ embedded: true, tls: yes }')), /t\.yaml:\d+: bus\.tls: .*boolean/);
+  assert.is(tlsOf('{ embedded: true, tls: mutual }'), true);
+  assert.match(refusal(topology('{ embedded: true, tls: yes }')), /t\.yaml:\d+: bus\.tls: must be true, false or "mutual"/);
   assert.match(refusal(topology('{ embedded: true, listen: "192.168.1.2:4222", tls: false }')), /t\.yaml:\d+: bus\.tls: cannot be false/);
   assert.match(refusal(topology('{ url: "nats://h:4222", tls: true }')), /bus\.tls: only for the embedded server/);
 });

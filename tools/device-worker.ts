@@ -7,6 +7,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import { Bus } from '../src/bus/index.ts';
+import type { ClientTls } from '../src/security/certs.ts';
 import { systemClock } from '../src/runtime/clock.ts';
 import { serveCompute, type ComputeHandler } from '../src/runtime/compute-worker.ts';
 import { SimulatedDevice } from '../src/runtime/simulation.ts';
@@ -24,7 +25,7 @@ export interface DeviceWorkerOptions {
   /** The device's NATS user seed (handed over in memory, never on a command line). */
   seed?: string;
   /** The run's CA, when the bus requires TLS. */
-  tls?: { caFile: string };
+  tls?: ClientTls;
   backend?: BackendChoice;
   slowdown: number;
   bandwidthMbps: number | null;

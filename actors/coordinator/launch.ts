@@ -16,9 +16,9 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActor, fromPromise } from 'xstate';
 import { Bus, COORDINATOR, DEFAULT_MAX_PAYLOAD, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
-import { credsDir, ensureRunCredentials, readSeed, seedPath } from '../../src/security/credentials.ts';
+import { credsDir, ensureRunCredentials, OBSERVER, readSeed, seedPath } from '../../src/security/credentials.ts';
 import { busNeedsTls, listenAddress, type DeviceSpec, type Topology } from '../../src/topology/schema.ts';
-import { ensureRunCertificates, namesFor } from '../../src/security/certs.ts';
+import { ensureClientCertificate, ensureRunCertificates, namesFor, type ClientTls } from '../../src/security/certs.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from './actor.ts';
@@ -101,10 +101,21 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
     // verify they speak to the run's server (its certificate signed by the run's own CA).
     const tlsFiles =
       opts.nats || !busNeedsTls(topology.bus) ? undefined : ensureRunCertificates(opts.runDir, listen ? namesFor(listen.host) : []);
-    const tls = tlsFiles ? { caFile: tlsFiles.caFile } : undefined;
+    // Mutual TLS: a connection without a certificate of the run ends before it can say anything.
+    const mutual = tlsFiles !== undefined && topology.bus.tls === 'mutual';
+    const tlsOf = (name: string): ClientTls | undefined =>
+      tlsFiles && { caFile: tlsFiles.caFile, ...(mutual ? ensureClientCertificate(opts.runDir, name) : {}) };
+    const tls = tlsOf(COORDINATOR);
+    if (mutual) ensureClientCertificate(opts.runDir, OBSERVER);
     server = opts.nats
       ? undefined
-      : await startNatsServer({ runDir: opts.runDir, monitoring: true, authorization, tls: tlsFiles, ...listen });
+      : await startNatsServer({
+          runDir: opts.runDir,
+          monitoring: true,
+          authorization,
+          tls: tlsFiles && { ...tlsFiles, verify: mutual },
+          ...listen,
+        });
     const natsUrl = opts.nats ?? server!.url;
     bus = await Bus.connect({ servers: natsUrl, name: COORDINATOR, run: topology.run, seed: seedOf(COORDINATOR), tls });
     bus.subscribe(bus.subjects.eventsAll(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
@@ -129,7 +140,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
         superviseDevice(spec, {
           natsUrl,
           creds: authorization ? seedPath(opts.runDir, spec.name) : undefined,
-          tlsCa: tls?.caFile,
+          tls: tlsOf(spec.name),
           keepCache: opts.keepCache,
           topology,
           runDir: opts.runDir,
@@ -159,8 +170,8 @@ interface DeviceDeps {
   natsUrl: string;
   /** the device's seed file, when the bus is authenticated */
   creds?: string;
-  /** the run's CA, when the bus requires TLS */
-  tlsCa?: string;
+  /** the run's CA (and the device's client certificate with mutual TLS), when the bus requires TLS */
+  tls?: ClientTls;
   keepCache?: boolean;
   topology: Topology;
   runDir: string;
@@ -194,7 +205,8 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
     '--name',
     spec.name,
     ...(deps.creds ? ['--creds', deps.creds] : []),
-    ...(deps.tlsCa ? ['--tls-ca', deps.tlsCa] : []),
+    ...(deps.tls ? ['--tls-ca', deps.tls.caFile] : []),
+    ...(deps.tls?.certFile && deps.tls.keyFile ? ['--tls-cert', deps.tls.certFile, '--tls-key', deps.tls.keyFile] : []),
     '--backend',
     spec.backend,
     '--memory-mb',

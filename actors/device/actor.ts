@@ -13,6 +13,7 @@
 import { hostname } from 'node:os';
 import { fromPromise, waitFor } from 'xstate';
 import { Bus } from '../../src/bus/index.ts';
+import type { ClientTls } from '../../src/security/certs.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { startHeartbeats } from '../../src/runtime/heartbeat.ts';
@@ -47,7 +48,7 @@ export interface DeviceOptions {
   /** The device's NATS user seed, when the bus requires credentials. */
   seed?: string;
   /** The run's CA, when the bus requires TLS: the server must present a certificate it signed. */
-  tls?: { caFile: string };
+  tls?: ClientTls;
   memoryMb: number;
   compute: DeviceCompute;
   /** Simulation knobs reported in the hello (the compute applies them). */

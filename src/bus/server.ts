@@ -29,8 +29,11 @@ export interface NatsServerOptions {
   /** client port; default a free one (a fixed port lets a restarted server take over its clients) */ port?: number;
   /** address to listen on; default 127.0.0.1 (loopback only) */ host?: string;
   /** nats-server `authorization` block; without it the server accepts any client */ authorization?: string;
-  /** require TLS of every client, with this certificate and key (src/security/certs.ts) */
-  tls?: { certFile: string; keyFile: string; caFile: string };
+  /**
+   * Require TLS of every client, with this certificate and key (src/security/certs.ts); with
+   * `verify`, also a client certificate signed by `caFile`.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string; verify?: boolean };
 }
 
 export interface NatsServer {
@@ -111,6 +114,7 @@ async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServ
           `  cert_file: ${JSON.stringify(opts.tls.certFile)}`,
           `  key_file: ${JSON.stringify(opts.tls.keyFile)}`,
           `  ca_file: ${JSON.stringify(opts.tls.caFile)}`,
+          `  verify: ${opts.tls.verify === true}`,
           '  timeout: 5',
           '}',
         ]

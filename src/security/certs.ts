@@ -2,11 +2,12 @@
  * Per-run TLS for the bus: a CA of the run's own and a server certificate it signs, made with the
  * system's `openssl` (no crypto of our own). Devices verify the server against the run's CA, so a
  * host on the network cannot pose as the bus, and what travels (activations, gradients, control)
- * is encrypted. Files live in `<runDir>/tls/` (directory 0700, files 0600): `ca.pem` (the only
- * file another host needs), `ca.key`, `server.pem`, `server.key`.
+ * is encrypted. Files live in `<runDir>/tls/` (directory 0700, files 0600): `ca.pem` (what another
+ * host needs to verify the server), `ca.key`, `server.pem`, `server.key`, and with mutual TLS
+ * `clients/<name>.pem` and `.key`, each identity's client certificate.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { hostname, networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
@@ -95,34 +96,59 @@ export function ensureRunCertificates(runDir: string, hosts: readonly string[] =
       ...['-keyout', f.caKeyFile, '-out', f.caFile, '-days', DAYS, '-subj', '/CN=charon run CA'],
       ...['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'],
     ]);
-  const csr = join(f.dir, 'server.csr');
-  const ext = join(f.dir, 'server.ext');
   const san = wanted.map((h) => (isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(',');
+  sign(f, { certFile: f.certFile, keyFile: f.keyFile, cn: 'charon bus', usage: 'serverAuth', extra: [`subjectAltName=${san}`] });
+  for (const file of [f.caFile, f.caKeyFile, f.certFile, f.keyFile]) chmodSync(file, FILE_MODE);
+  return { ...f, issued: true };
+}
+
+/**
+ * The client certificate of identity `name` (a device, the coordinator, the observer), made from
+ * the run's CA when missing: a server with mutual TLS (`bus.tls: mutual`) accepts no connection
+ * without one. @throws CertsError when the run has no CA yet, or openssl fails.
+ */
+export function ensureClientCertificate(runDir: string, name: string): { certFile: string; keyFile: string } {
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(name)) throw new CertsError(`client '${name}': letters, digits, '-' and '_' only`);
+  const f = tlsFiles(runDir);
+  if (!existsSync(f.caKeyFile)) throw new CertsError(`${f.caKeyFile}: the run has no CA yet (charon certs --run-dir ${runDir})`);
+  const dir = privateDir(join(f.dir, 'clients'));
+  const out = { certFile: join(dir, `${name}.pem`), keyFile: join(dir, `${name}.key`) };
+  if (existsSync(out.certFile) && existsSync(out.keyFile)) return out;
+  sign(f, { ...out, cn: name, usage: 'clientAuth', extra: [] });
+  return out;
+}
+
+/** Makes a key and a certificate for it signed by the run's CA (0600). */
+function sign(
+  f: RunTlsFiles,
+  o: { certFile: string; keyFile: string; cn: string; usage: 'serverAuth' | 'clientAuth'; extra: string[] },
+): void {
+  const csr = `${o.certFile}.csr`;
+  const ext = `${o.certFile}.ext`;
   writePrivateFile(
     ext,
     [
       'basicConstraints=critical,CA:FALSE',
       'keyUsage=critical,digitalSignature,keyEncipherment',
-      'extendedKeyUsage=serverAuth',
-      `subjectAltName=${san}`,
+      `extendedKeyUsage=${o.usage}`,
+      ...o.extra,
       '',
     ].join('\n'),
   );
   try {
     openssl([
       ...['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
-      ...['-keyout', f.keyFile, '-out', csr, '-subj', '/CN=charon bus'],
+      ...['-keyout', o.keyFile, '-out', csr, '-subj', `/CN=${o.cn}`],
     ]);
     openssl([
       ...['x509', '-req', '-in', csr, '-CA', f.caFile, '-CAkey', f.caKeyFile],
-      ...['-set_serial', `0x${randomBytes(16).toString('hex')}`, '-days', DAYS, '-extfile', ext, '-out', f.certFile],
+      ...['-set_serial', `0x${randomBytes(16).toString('hex')}`, '-days', DAYS, '-extfile', ext, '-out', o.certFile],
     ]);
   } finally {
     rmSync(csr, { force: true });
     rmSync(ext, { force: true });
   }
-  for (const file of [f.caFile, f.caKeyFile, f.certFile, f.keyFile]) chmodSync(file, FILE_MODE);
-  return { ...f, issued: true };
+  for (const file of [o.certFile, o.keyFile]) chmodSync(file, FILE_MODE);
 }
 
 /** Runs openssl with a private umask, so that no key is ever readable by others, even briefly. */
@@ -140,20 +166,47 @@ function openssl(args: string[]): void {
   }
 }
 
+/** What a client needs for TLS: the CA it verifies the server with, and its own certificate for mutual TLS. */
+export interface ClientTls {
+  caFile: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
 /**
- * The client TLS option for a CA file given on a command line (`--tls-ca`), or undefined without
- * one. @throws CertsError naming the file when it cannot be read or holds no certificate.
+ * The client TLS option for files given on a command line (`--tls-ca`, `--tls-cert`,
+ * `--tls-key`), or undefined without a CA. Like ssh with its keys, refuses a key file that
+ * other users can read. @throws CertsError naming the file or option that is wrong.
  */
-export function tlsOption(caFile: string | undefined): { caFile: string } | undefined {
-  if (caFile === undefined) return undefined;
-  const file = resolve(caFile);
+export function tlsOption(caFile: string | undefined, certFile?: string, keyFile?: string): ClientTls | undefined {
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new CertsError('--tls-cert and --tls-key go together');
+  if (caFile === undefined) {
+    if (certFile !== undefined) throw new CertsError("--tls-cert needs --tls-ca (the run's CA)");
+    return undefined;
+  }
+  const ca = readCertificate(caFile);
+  if (certFile === undefined || keyFile === undefined) return { caFile: ca };
+  const key = resolve(keyFile);
+  let mode: number;
   try {
-    new X509Certificate(readFileSync(file));
+    mode = statSync(key).mode;
+  } catch (err) {
+    throw new CertsError(`${key}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if ((mode & 0o077) !== 0)
+    throw new CertsError(`${key}: key is accessible to other users (mode ${(mode & 0o777).toString(8)}): chmod 600 ${key}`);
+  return { caFile: ca, certFile: readCertificate(certFile), keyFile: key };
+}
+
+function readCertificate(file: string): string {
+  const full = resolve(file);
+  try {
+    new X509Certificate(readFileSync(full));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new CertsError(
-      `${file}: ${code?.startsWith('E') && !code.startsWith('ERR_') ? `cannot read (${code})` : 'not a PEM certificate'}`,
+      `${full}: ${code?.startsWith('E') && !code.startsWith('ERR_') ? `cannot read (${code})` : 'not a PEM certificate'}`,
     );
   }
-  return { caFile: file };
+  return full;
 }

@@ -128,9 +128,10 @@ const bus = z
       .optional(),
     /**
      * Require TLS of the embedded server's clients (a per-run CA, src/security/certs.ts). On by
-     * itself when `listen` is not a loopback address; `false` is refused there.
+     * itself when `listen` is not a loopback address; `false` is refused there. `mutual`: every
+     * client must also present a certificate of the run's CA (`charon certs --client`).
      */
-    tls: z.boolean().optional(),
+    tls: z.union([z.boolean(), z.literal('mutual')], { error: 'must be true, false or "mutual"' }).optional(),
     /** Credentials for an external server: refused, since launch cannot honour them. */
     auth: auth.optional(),
   })
@@ -160,8 +161,8 @@ export function listenAddress(listen: string): { host: string; port: number } {
 }
 
 /** Whether the embedded server of `bus` requires TLS: asked for, or reachable from other hosts. */
-export function busNeedsTls(bus: { tls?: boolean; listen?: string }): boolean {
-  return bus.tls ?? (bus.listen !== undefined && !isLoopback(listenAddress(bus.listen).host));
+export function busNeedsTls(bus: { tls?: boolean | 'mutual'; listen?: string }): boolean {
+  return bus.tls === undefined ? bus.listen !== undefined && !isLoopback(listenAddress(bus.listen).host) : bus.tls !== false;
 }
 
 const device = z.strictObject({

@@ -20,7 +20,8 @@ import type { BackendChoice } from '../../src/model/backend.ts';
 
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
-const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--tls-ca FILE] [--backend wasm|cpu|tensorflow]
+const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+                     [--backend wasm|cpu|tensorflow]
                      [--memory-mb N] [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
 
   --nats URL           NATS server of the run (e.g. nats://host:4222)
@@ -30,6 +31,8 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FI
                        bus: <run-dir>/creds/NAME.nk, or from \`charon creds add\` on the launching host
   --tls-ca FILE        the run's CA (<run-dir>/tls/ca.pem, copied from the launching host) for a bus
                        that requires TLS: the connection is encrypted and the server verified
+  --tls-cert FILE      with --tls-key: this device's client certificate and key (mode 0600), for a bus
+                       with mutual TLS (\`charon certs --client NAME\` on the launching host)
   --backend B          compute backend (default: best available: tensorflow, wasm, cpu)
   --memory-mb N        memory budget offered to the planner (default 2048)
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
@@ -52,6 +55,8 @@ export async function run(argv: string[]): Promise<number> {
       name: { type: 'string' },
       creds: { type: 'string' },
       'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       backend: { type: 'string' },
       'memory-mb': { type: 'string' },
       slowdown: { type: 'string' },
@@ -81,7 +86,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const tls = (() => {
     try {
-      return tlsOption(str(args, 'tls-ca'));
+      return tlsOption(str(args, 'tls-ca'), str(args, 'tls-cert'), str(args, 'tls-key'));
     } catch (err) {
       throw new CliError((err as Error).message);
     }
