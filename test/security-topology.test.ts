@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadTopology } from '../src/topology/load.ts';
+import { busNeedsTls } from '../src/topology/schema.ts';
 import { inside } from '../src/security/files.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'charon-sec-topo-'));
@@ -45,6 +46,19 @@ test('security topology: where the embedded server listens; listen, auth and the
     /bus\.auth: credentials for an external server are not supported/,
   );
   assert.match(refusal(topology('{ embedded: true }', 'coordinator')), /devices\[0\]\.name: "coordinator" is reserved/);
+});
+
+test('security topology: bus.tls: on by itself off loopback, refused where it cannot hold', () => {
+  const tlsOf = (bus: string) => busNeedsTls(loadTopology(topology(bus)).bus);
+  assert.is(tlsOf('{ embedded: true }'), false);
+  assert.is(tlsOf('{ embedded: true, tls: true }'), true);
+  assert.is(tlsOf('{ embedded: true, listen: "0.0.0.0:4222" }'), true, 'other hosts can connect: TLS');
+  assert.is(tlsOf('{ embedded: true, listen: "127.0.0.1:4222" }'), false);
+  assert.is(tlsOf('{ embedded: true, listen: "[::1]:4222", tls: false }'), false);
+  assert.is(tlsOf('{ embedded: true, tls: mutual }'), true);
+  assert.match(refusal(topology('{ embedded: true, tls: yes }')), /t\.yaml:\d+: bus\.tls: must be true, false or "mutual"/);
+  assert.match(refusal(topology('{ embedded: true, listen: "192.168.1.2:4222", tls: false }')), /t\.yaml:\d+: bus\.tls: cannot be false/);
+  assert.match(refusal(topology('{ url: "nats://h:4222", tls: true }')), /bus\.tls: only for the embedded server/);
 });
 
 test('security files: names cannot leave their directory', () => {

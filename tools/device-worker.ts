@@ -7,6 +7,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import { Bus } from '../src/bus/index.ts';
+import type { ClientTls } from '../src/security/certs.ts';
 import { systemClock } from '../src/runtime/clock.ts';
 import { serveCompute, type ComputeHandler } from '../src/runtime/compute-worker.ts';
 import { SimulatedDevice } from '../src/runtime/simulation.ts';
@@ -23,6 +24,8 @@ export interface DeviceWorkerOptions {
   name: string;
   /** The device's NATS user seed (handed over in memory, never on a command line). */
   seed?: string;
+  /** The run's CA, when the bus requires TLS. */
+  tls?: ClientTls;
   backend?: BackendChoice;
   slowdown: number;
   bandwidthMbps: number | null;
@@ -42,7 +45,7 @@ const log = (line: string) => process.stderr.write(`[${o.name}] ${line}\n`);
 await serveCompute(async () => {
   const info = await initBackend(o.backend);
   log(`backend ${info.detail}`);
-  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, identity: o.name, run: o.run, seed: o.seed });
+  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, identity: o.name, run: o.run, seed: o.seed, tls: o.tls });
   const device: CtlDevice = {
     name: o.name,
     sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock),

@@ -1,5 +1,6 @@
 /**
- * The coordinator's host: starts a private nats-server on loopback (unless a URL is given), the
+ * The coordinator's host: starts a private nats-server on loopback (unless a URL is given; TLS
+ * when the topology asks or other hosts can reach it), the
  * coordinator in this process, and one supervised OS process per local device. Ctrl-C, SIGTERM
  * or an error stops everything: device processes are stopped (after Ctrl-C at once, otherwise
  * drained; killed if they linger), subscriptions and the connection drained, the server
@@ -15,8 +16,9 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActor, fromPromise } from 'xstate';
 import { Bus, COORDINATOR, DEFAULT_MAX_PAYLOAD, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
-import { credsDir, ensureRunCredentials, readSeed, seedPath } from '../../src/security/credentials.ts';
-import type { DeviceSpec, Topology } from '../../src/topology/schema.ts';
+import { credsDir, ensureRunCredentials, OBSERVER, readSeed, seedPath } from '../../src/security/credentials.ts';
+import { busNeedsTls, listenAddress, type DeviceSpec, type Topology } from '../../src/topology/schema.ts';
+import { ensureClientCertificate, ensureRunCertificates, namesFor, type ClientTls } from '../../src/security/certs.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from './actor.ts';
@@ -94,16 +96,28 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
           DEFAULT_MAX_PAYLOAD,
         );
     const seedOf = (name: string) => (authorization ? readSeed(seedPath(opts.runDir, name)) : undefined);
+    const listen = topology.bus.listen ? listenAddress(topology.bus.listen) : undefined;
+    // Off this host the bus carries training data over the network: encrypted, and devices
+    // verify they speak to the run's server (its certificate signed by the run's own CA).
+    const tlsFiles =
+      opts.nats || !busNeedsTls(topology.bus) ? undefined : ensureRunCertificates(opts.runDir, listen ? namesFor(listen.host) : []);
+    // Mutual TLS: a connection without a certificate of the run ends before it can say anything.
+    const mutual = tlsFiles !== undefined && topology.bus.tls === 'mutual';
+    const tlsOf = (name: string): ClientTls | undefined =>
+      tlsFiles && { caFile: tlsFiles.caFile, ...(mutual ? ensureClientCertificate(opts.runDir, name) : {}) };
+    const tls = tlsOf(COORDINATOR);
+    if (mutual) ensureClientCertificate(opts.runDir, OBSERVER);
     server = opts.nats
       ? undefined
       : await startNatsServer({
           runDir: opts.runDir,
           monitoring: true,
           authorization,
-          ...(topology.bus.listen ? listenOn(topology.bus.listen) : {}),
+          tls: tlsFiles && { ...tlsFiles, verify: mutual },
+          ...listen,
         });
     const natsUrl = opts.nats ?? server!.url;
-    bus = await Bus.connect({ servers: natsUrl, name: COORDINATOR, run: topology.run, seed: seedOf(COORDINATOR) });
+    bus = await Bus.connect({ servers: natsUrl, name: COORDINATOR, run: topology.run, seed: seedOf(COORDINATOR), tls });
     bus.subscribe(bus.subjects.eventsAll(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
     const events = new RunEvents(bus, 'launch');
     coordinator = startCoordinator({
@@ -117,6 +131,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       runDir: opts.runDir,
       pid: process.pid,
       ...(authorization ? { creds: credsDir(opts.runDir) } : {}),
+      ...(tls ? { tlsCa: tls.caFile } : {}),
       ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
       devices: topology.devices.map((d) => ({ name: d.name, local: d.local, ...(d.optional ? { optional: true } : {}) })),
     });
@@ -125,6 +140,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
         superviseDevice(spec, {
           natsUrl,
           creds: authorization ? seedPath(opts.runDir, spec.name) : undefined,
+          tls: tlsOf(spec.name),
           keepCache: opts.keepCache,
           topology,
           runDir: opts.runDir,
@@ -154,6 +170,8 @@ interface DeviceDeps {
   natsUrl: string;
   /** the device's seed file, when the bus is authenticated */
   creds?: string;
+  /** the run's CA (and the device's client certificate with mutual TLS), when the bus requires TLS */
+  tls?: ClientTls;
   keepCache?: boolean;
   topology: Topology;
   runDir: string;
@@ -175,12 +193,6 @@ export function admission(topology: Topology): (hello: { device: string }) => st
         'a topology with "elastic: { allowUnlisted: true }" lets unlisted devices join)';
 }
 
-/** `host:port` of a topology's `bus.listen` as server options. */
-function listenOn(listen: string): { host: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
-}
-
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
 function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
   const args = [
@@ -193,6 +205,8 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
     '--name',
     spec.name,
     ...(deps.creds ? ['--creds', deps.creds] : []),
+    ...(deps.tls ? ['--tls-ca', deps.tls.caFile] : []),
+    ...(deps.tls?.certFile && deps.tls.keyFile ? ['--tls-cert', deps.tls.certFile, '--tls-key', deps.tls.keyFile] : []),
     '--backend',
     spec.backend,
     '--memory-mb',

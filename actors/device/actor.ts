@@ -13,6 +13,7 @@
 import { hostname } from 'node:os';
 import { fromPromise, waitFor } from 'xstate';
 import { Bus } from '../../src/bus/index.ts';
+import type { ClientTls } from '../../src/security/certs.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { startHeartbeats } from '../../src/runtime/heartbeat.ts';
@@ -46,6 +47,8 @@ export interface DeviceOptions {
   name: string;
   /** The device's NATS user seed, when the bus requires credentials. */
   seed?: string;
+  /** The run's CA, when the bus requires TLS: the server must present a certificate it signed. */
+  tls?: ClientTls;
   memoryMb: number;
   compute: DeviceCompute;
   /** Simulation knobs reported in the hello (the compute applies them). */
@@ -162,7 +165,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   const logic = deviceMachine.provide({
     actors: {
       connect: fromPromise(async () => {
-        bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run, seed: opts.seed });
+        bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run, seed: opts.seed, tls: opts.tls });
         events = new RunEvents(bus, opts.name);
         inbox = new Inbox(bus);
         inbox.serve(bus.subjects.devCtlIn(), {

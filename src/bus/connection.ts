@@ -48,6 +48,12 @@ export interface BusOptions {
    * requires credentials (src/security/credentials.ts `readSeed` reads one from its 0600 file).
    */
   seed?: string;
+  /**
+   * Speak TLS and verify the server against this CA (the run's `tls/ca.pem`, src/security/certs.ts)
+   * rather than the system's; a server it did not sign is refused. With `certFile`/`keyFile`, also
+   * present this client certificate (a server with mutual TLS requires one).
+   */
+  tls?: { caFile: string; certFile?: string; keyFile?: string };
   /** deadline for the first connection; default 5000 ms */ timeoutMs?: number;
   /** reconnect forever after a drop (default) or give up after this many attempts */ maxReconnectAttempts?: number;
   reconnectWaitMs?: number;
@@ -182,6 +188,7 @@ export class Bus {
         name: opts.name,
         inboxPrefix: subjects(opts.run, opts.identity ?? opts.name).inbox(),
         ...(opts.seed ? { authenticator: seedAuthenticator(opts.seed) } : {}),
+        ...(opts.tls ? { tls: { ...opts.tls } } : {}),
         timeout: opts.timeoutMs ?? 5000,
         maxReconnectAttempts: opts.maxReconnectAttempts ?? -1,
         reconnectTimeWait: opts.reconnectWaitMs ?? 250,

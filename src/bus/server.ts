@@ -2,7 +2,8 @@
  * Private nats-server for a run: loopback unless asked otherwise, a free port, max_payload 8 MB,
  * JetStream stored under the run directory, and, when given, an authorization block (per-run
  * credentials, src/security/credentials.ts) in `auth.conf` beside the config, which `charon creds
- * add` rewrites and reloads (SIGHUP) while the server runs. nats-server 2.9 has no --max_payload flag, so settings go in a config
+ * add` rewrites and reloads (SIGHUP) while the server runs; with `tls`, every client must speak
+ * TLS (nats-server 2.9 sends its INFO in clear first, then upgrades). nats-server 2.9 has no --max_payload flag, so settings go in a config
  * file written next to the store. The server runs under a small `sh` guard that kills it when its
  * stdin (a pipe from this process) closes, so it dies with this process even on SIGKILL.
  */
@@ -28,6 +29,11 @@ export interface NatsServerOptions {
   /** client port; default a free one (a fixed port lets a restarted server take over its clients) */ port?: number;
   /** address to listen on; default 127.0.0.1 (loopback only) */ host?: string;
   /** nats-server `authorization` block; without it the server accepts any client */ authorization?: string;
+  /**
+   * Require TLS of every client, with this certificate and key (src/security/certs.ts); with
+   * `verify`, also a client certificate signed by `caFile`.
+   */
+  tls?: { certFile: string; keyFile: string; caFile: string; verify?: boolean };
 }
 
 export interface NatsServer {
@@ -102,6 +108,17 @@ async function startOnce(bin: string, opts: NatsServerOptions): Promise<NatsServ
     ...(httpPort ? [`http: "127.0.0.1:${httpPort}"`] : []),
     ...(opts.jetstream === false ? [] : [`jetstream {`, `  store_dir: ${JSON.stringify(dir)}`, `}`]),
     ...(opts.authorization ? ['include "auth.conf"'] : []),
+    ...(opts.tls
+      ? [
+          'tls {',
+          `  cert_file: ${JSON.stringify(opts.tls.certFile)}`,
+          `  key_file: ${JSON.stringify(opts.tls.keyFile)}`,
+          `  ca_file: ${JSON.stringify(opts.tls.caFile)}`,
+          `  verify: ${opts.tls.verify === true}`,
+          '  timeout: 5',
+          '}',
+        ]
+      : []),
   ];
   if (opts.authorization) writePrivateFile(join(dir, AUTH_FILE), opts.authorization);
   writePrivateFile(confPath, lines.join('\n') + '\n');

@@ -6,6 +6,7 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { checkFaultDevices, faultListSchema } from '../chaos/fault-schema.ts';
+import { isLoopback } from '../security/certs.ts';
 
 /** Names that end up inside NATS subjects: no dots, wildcards or whitespace. */
 export const SUBJECT_SAFE = /^[A-Za-z0-9_-]+$/;
@@ -125,6 +126,12 @@ const bus = z
         'port must be 1..65535',
       )
       .optional(),
+    /**
+     * Require TLS of the embedded server's clients (a per-run CA, src/security/certs.ts). On by
+     * itself when `listen` is not a loopback address; `false` is refused there. `mutual`: every
+     * client must also present a certificate of the run's CA (`charon certs --client`).
+     */
+    tls: z.union([z.boolean(), z.literal('mutual')], { error: 'must be true, false or "mutual"' }).optional(),
     /** Credentials for an external server: refused, since launch cannot honour them. */
     auth: auth.optional(),
   })
@@ -133,11 +140,30 @@ const bus = z
     path: ['listen'],
     message: 'only for the embedded server (bus.embedded: true)',
   })
+  .refine((b) => b.tls === undefined || b.embedded === true, {
+    path: ['tls'],
+    message: 'only for the embedded server (bus.embedded: true); for your own server use a tls:// URL',
+  })
+  .refine((b) => b.tls !== false || b.listen === undefined || isLoopback(listenAddress(b.listen).host), {
+    path: ['tls'],
+    message: 'cannot be false when bus.listen lets other hosts connect: the bus would carry training data in clear',
+  })
   .refine((b) => b.auth === undefined, {
     path: ['auth'],
     message:
       'credentials for an external server are not supported: remove it (use bus.embedded, whose per-run credentials launch creates, or secure your server yourself)',
   });
+
+/** `host:port` of a `bus.listen` value, brackets of an IPv6 host removed. */
+export function listenAddress(listen: string): { host: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { host: listen.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(listen.slice(i + 1)) };
+}
+
+/** Whether the embedded server of `bus` requires TLS: asked for, or reachable from other hosts. */
+export function busNeedsTls(bus: { tls?: boolean | 'mutual'; listen?: string }): boolean {
+  return bus.tls === undefined ? bus.listen !== undefined && !isLoopback(listenAddress(bus.listen).host) : bus.tls !== false;
+}
 
 const device = z.strictObject({
   name: subjectSafeName,

@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { checkDevice, checkToken } from '../../src/bus/index.ts';
 import { readSeed } from '../../src/security/credentials.ts';
+import { tlsOption } from '../../src/security/certs.ts';
 import { startDevice, type DeviceCompute } from '../../actors/device/actor.ts';
 import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
 import type { DeviceWorkerInfo, DeviceWorkerOptions } from '../device-worker.ts';
@@ -19,7 +20,8 @@ import type { BackendChoice } from '../../src/model/backend.ts';
 
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
-const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--backend wasm|cpu|tensorflow]
+const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+                     [--backend wasm|cpu|tensorflow]
                      [--memory-mb N] [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
 
   --nats URL           NATS server of the run (e.g. nats://host:4222)
@@ -27,6 +29,10 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FI
   --name NAME          this device's name, unique in the run (letters, digits, '-', '_')
   --creds FILE         this device's credentials (a NATS user seed, mode 0600) for an authenticated
                        bus: <run-dir>/creds/NAME.nk, or from \`charon creds add\` on the launching host
+  --tls-ca FILE        the run's CA (<run-dir>/tls/ca.pem, copied from the launching host) for a bus
+                       that requires TLS: the connection is encrypted and the server verified
+  --tls-cert FILE      with --tls-key: this device's client certificate and key (mode 0600), for a bus
+                       with mutual TLS (\`charon certs --client NAME\` on the launching host)
   --backend B          compute backend (default: best available: tensorflow, wasm, cpu)
   --memory-mb N        memory budget offered to the planner (default 2048)
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
@@ -48,6 +54,9 @@ export async function run(argv: string[]): Promise<number> {
       run: { type: 'string' },
       name: { type: 'string' },
       creds: { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       backend: { type: 'string' },
       'memory-mb': { type: 'string' },
       slowdown: { type: 'string' },
@@ -75,6 +84,13 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     throw new CliError((err as Error).message);
   }
+  const tls = (() => {
+    try {
+      return tlsOption(str(args, 'tls-ca'), str(args, 'tls-cert'), str(args, 'tls-key'));
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
+  })();
   const backend = str(args, 'backend');
   if (backend !== undefined && !['wasm', 'cpu', 'tensorflow'].includes(backend))
     throw new CliError(`--backend must be wasm, cpu or tensorflow, got '${backend}'`);
@@ -100,6 +116,7 @@ export async function run(argv: string[]): Promise<number> {
       run: runName,
       name,
       seed,
+      tls,
       slowdown,
       bandwidthMbps,
       cacheDir,
@@ -124,7 +141,19 @@ export async function run(argv: string[]): Promise<number> {
       await worker.terminate();
     },
   };
-  const device = startDevice({ nats, run: runName, name, seed, memoryMb, slowdown, bandwidthMbps, log, requestTimeoutMs: 10_000, compute });
+  const device = startDevice({
+    nats,
+    run: runName,
+    name,
+    seed,
+    tls,
+    memoryMb,
+    slowdown,
+    bandwidthMbps,
+    log,
+    requestTimeoutMs: 10_000,
+    compute,
+  });
   worker.onExit((err) => {
     if (stopping || device.snapshot().status !== 'active') return;
     workerLost = err.message;

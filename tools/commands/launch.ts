@@ -36,14 +36,14 @@ Without --until, trains once every device has registered (profile, plan, pipelin
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
 directory, prints its path on stdout (in the final STOPPED event with --json) and exits 0;
 Ctrl-C stops the run and leaves nothing behind. Remote devices join with
-  charon device --nats URL --run RUN --name NAME`;
+  charon device --nats URL --run RUN --name NAME --creds FILE [--tls-ca FILE]`;
 
 /** One progress line for a terminal. */
 function describeEvent(e: Record<string, unknown>): string {
   const d = e.device as string | undefined;
   switch (e.type) {
     case 'LAUNCHED':
-      return `run ${e.run}: nats ${e.nats}, run dir ${e.runDir}`;
+      return `run ${e.run}: nats ${e.nats}${e.tlsCa ? ` (TLS, CA ${e.tlsCa})` : ''}, run dir ${e.runDir}`;
     case 'DEVICE_SPAWNED':
       return `${d}: process ${e.pid} started`;
     case 'DEVICE_JOINED':

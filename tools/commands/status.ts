@@ -4,17 +4,22 @@
 import { resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { OBSERVER, readSeed } from '../../src/security/credentials.ts';
+import { tlsOption } from '../../src/security/certs.ts';
 import { Bus } from '../../src/bus/index.ts';
 import { ask } from '../../src/runtime/inbox.ts';
 import { statusReply, type StatusReply } from '../../src/runtime/messages.ts';
 
 export const summary = "show a run's phase and its devices: state (joining, leaving), role, step, phase, heartbeat age, memory, speed";
 
-const usage = `usage: charon status --nats URL --run RUN [--creds FILE] [--timeout-ms N] [--json]
+const usage = `usage: charon status --nats URL --run RUN [--creds FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
+                     [--timeout-ms N] [--json]
 
   --nats URL        NATS server of the run
   --run RUN         run name
   --creds FILE      read-only credentials of an authenticated bus (<run-dir>/creds/observer.nk)
+  --tls-ca FILE     the run's CA (<run-dir>/tls/ca.pem) when its bus requires TLS
+  --tls-cert FILE   with --tls-key: a client certificate of the run for mutual TLS
+                    (<run-dir>/tls/clients/observer.pem and .key)
   --timeout-ms N    how long to wait for the coordinator (default 3000)
   --json            print the coordinator's status document`;
 
@@ -25,6 +30,9 @@ export async function run(argv: string[]): Promise<number> {
       nats: { type: 'string' },
       run: { type: 'string' },
       creds: { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
       'timeout-ms': { type: 'string' },
       json: { type: 'boolean' },
     },
@@ -35,6 +43,13 @@ export async function run(argv: string[]): Promise<number> {
   const runName = requireStr(args, 'run');
   const timeoutMs = num(args, 'timeout-ms', 3000, { integer: true, min: 1 });
   const creds = str(args, 'creds');
+  const tls = (() => {
+    try {
+      return tlsOption(str(args, 'tls-ca'), str(args, 'tls-cert'), str(args, 'tls-key'));
+    } catch (err) {
+      throw new CliError((err as Error).message);
+    }
+  })();
   let bus: Bus;
   try {
     const seed = creds === undefined ? undefined : readSeed(resolve(creds));
@@ -44,6 +59,7 @@ export async function run(argv: string[]): Promise<number> {
       identity: OBSERVER,
       run: runName,
       seed,
+      tls,
       timeoutMs,
       maxReconnectAttempts: 0,
     });
