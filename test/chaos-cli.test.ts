@@ -58,8 +58,9 @@ test('chaos cli: --json runs faults then the reference and reports every invaria
     ],
   );
   const [kill, dup] = doc.faults;
-  // The kill is noticed through the lost heartbeats (1.5 s) and the run goes on after a re-plan.
-  assert.ok(kill!.detectedSeconds !== null && kill!.detectedSeconds >= 1, JSON.stringify(kill));
+  // The launcher sees the killed process exit, so the loss is noticed before any heartbeat is
+  // missed (the 1.5 s deadline is the bound), and the run goes on after a re-plan.
+  assert.ok(kill!.detectedSeconds !== null && kill!.detectedSeconds <= 1.5, JSON.stringify(kill));
   assert.ok(kill!.recoverySeconds !== null && kill!.recoverySeconds >= kill!.detectedSeconds!, JSON.stringify(kill));
   assert.ok(dup!.messages!.hit > 0 && (doc.rejected.duplicate ?? 0) > 0, JSON.stringify([dup, doc.rejected]));
   assert.ok(doc.recovery.all!.recovery!.count === 3, JSON.stringify(doc.recovery));

@@ -14,7 +14,7 @@ test('chaos faults: duplicated activations, gradients and control requests are r
   const run = await runFaulty(
     job,
     'duplicate',
-    `- { at: { step: 2 }, kind: duplicate, subject: "stage.>", durationMs: 1500 }
+    `- { at: { step: 2 }, kind: duplicate, subject: "fwd.>", durationMs: 1500 }
 - { at: { epoch: 2, step: 2 }, kind: duplicate, subject: "grad.>", durationMs: 1500 }
 - { at: { step: 5 }, kind: duplicate, subject: "ctl", durationMs: 1500 }
 `,

@@ -83,6 +83,9 @@ test('security: a launched run trains over the authenticated bus; every file is 
     'the run trained',
   );
   assert.is(r.events.find((e) => e.type === 'LAUNCHED')?.creds, join(runDir, 'creds'));
+  // The server's monitoring port (connection and subscription lists) is closed unless asked for.
+  assert.is(r.events.find((e) => e.type === 'LAUNCHED')?.monitorUrl, undefined);
+  assert.not.match(readFileSync(join(runDir, 'nats', 'nats-server.conf'), 'utf8'), /^http:/m);
 
   assert.equal(loose(runDir), [], 'directories 0700, files 0600');
   assert.not.ok(existsSync(join(runDir, 'cache')), 'the activation caches are deleted when the run ends');

@@ -10,7 +10,9 @@ import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const filters = process.argv.slice(2);
-const concurrency = Number(process.env.CHARON_TEST_JOBS ?? 2);
+// Three files at a time on two cores: most integration files wait on processes, heartbeats and
+// simulated slow devices more than they compute, so a third file fills the idle CPU.
+const concurrency = Number(process.env.CHARON_TEST_JOBS ?? 3);
 const perFileTimeoutMs = Number(process.env.CHARON_TEST_TIMEOUT_MS ?? 300_000);
 
 function walk(dir) {

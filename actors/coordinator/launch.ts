@@ -33,6 +33,8 @@ export interface LaunchOptions {
   runDir: string;
   /** keep the local devices' activation caches after the run (default: deleted) */
   keepCache?: boolean;
+  /** Open the embedded server's monitoring port (loopback only); closed unless asked for. */
+  monitor?: boolean;
   /** Receives every run event (and launch's own). */
   onEvent: (event: Record<string, unknown>) => void;
 }
@@ -111,7 +113,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       ? undefined
       : await startNatsServer({
           runDir: opts.runDir,
-          monitoring: true,
+          monitoring: opts.monitor === true,
           authorization,
           tls: tlsFiles && { ...tlsFiles, verify: mutual },
           ...listen,
@@ -132,7 +134,8 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       pid: process.pid,
       ...(authorization ? { creds: credsDir(opts.runDir) } : {}),
       ...(tls ? { tlsCa: tls.caFile } : {}),
-      ...(server ? { natsPid: server.pid, monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
+      ...(server ? { natsPid: server.pid } : {}),
+      ...(server?.httpPort ? { monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
       devices: topology.devices.map((d) => ({ name: d.name, local: d.local, ...(d.optional ? { optional: true } : {}) })),
     });
     for (const spec of topology.devices.filter((d) => d.local)) {

@@ -16,7 +16,7 @@ import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
 const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --resume RUN_DIR] [--profile FILE] [--until registered|interrupted]
-                      [--keep-cache] [--json]
+                      [--keep-cache] [--monitor] [--json]
 
   TOPOLOGY          a topology file (see topologies/)
   --nats URL        use this NATS server (default: the topology's bus.url; with bus.embedded,
@@ -31,6 +31,8 @@ const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --res
   --until interrupted run (no training) until Ctrl-C (SIGINT) or SIGTERM
   --keep-cache      keep the local devices' activation caches (<run-dir>/<cache dir>) after the run;
                     by default they are deleted when the run ends (and, after a crash, at the next start)
+  --monitor         open the embedded nats-server's HTTP monitoring port on loopback (its URL in
+                    the LAUNCHED event); closed by default
   --json            line-delimited JSON events on stdout instead of progress text
 Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
@@ -92,6 +94,7 @@ export async function run(argv: string[]): Promise<number> {
       until: { type: 'string' },
       json: { type: 'boolean' },
       'keep-cache': { type: 'boolean' },
+      monitor: { type: 'boolean' },
     },
     usage,
   );
@@ -160,7 +163,13 @@ export async function run(argv: string[]): Promise<number> {
   try {
     outcome = await launchRun(
       topology,
-      { nats: str(args, 'nats') ?? topology.bus.url, runDir, keepCache: flag(args, 'keep-cache'), onEvent: print },
+      {
+        nats: str(args, 'nats') ?? topology.bus.url,
+        runDir,
+        keepCache: flag(args, 'keep-cache'),
+        monitor: flag(args, 'monitor'),
+        onEvent: print,
+      },
       async (ctx) => {
         const stop = new AbortController();
         const goal =
