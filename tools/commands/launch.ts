@@ -53,7 +53,15 @@ function describeEvent(e: Record<string, unknown>): string {
     case 'DEVICE_PROFILED':
       return `${d}: ${(e.matmulGflops as number).toFixed(1)} GFLOP/s`;
     case 'DEVICE_LOST':
-      return `${d}: LOST (silent ${e.silentMs} ms)`;
+      return `${d}: LOST (${e.reason ?? `silent ${e.silentMs} ms`})`;
+    case 'JOIN_REFUSED':
+      return `${d}: join refused: ${e.reason}`;
+    case 'DEVICE_LEAVING':
+      return `${d}: leaving (${e.reason}); handing its work over at the next step boundary`;
+    case 'DEVICE_DISMISSED':
+      return `${d}: handed over, told to drain`;
+    case 'STEP_EXPIRED':
+      return `epoch ${e.epoch} step ${e.step}: not done by its deadline, replaying it (attempt ${(e.attempt as number) + 1})`;
     case 'DEVICE_LEFT':
       return `${d}: left (${e.reason})`;
     case 'DEVICE_RESTARTING':
@@ -68,8 +76,10 @@ function describeEvent(e: Record<string, unknown>): string {
       return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
     case 'REDISTRIBUTED':
       return `cache redistributed: ${e.bytes} bytes in ${(e.seconds as number).toFixed(2)} s, shards ${JSON.stringify(e.shards)}`;
-    case 'RECOVERING':
-      return `recovering: lost ${(e.lost as string[]).join(', ')}; aborting the step in flight and re-planning over ${(e.devices as string[]).join(', ')}`;
+    case 'RECOVERING': {
+      const lost = e.lost as string[];
+      return `${lost.length > 0 ? `recovering: lost ${lost.join(', ')}; aborting the step in flight and ` : 'at a step boundary: '}re-planning over ${(e.devices as string[]).join(', ')}`;
+    }
     case 'RUN_RESUMED':
       return `resumed after step ${e.step} (epoch ${e.epoch}, step ${(e.stepInEpoch as number) + 1} of it next)`;
     case 'CACHE_REFILLED':
