@@ -76,10 +76,10 @@ test('wrong place, wrong time: NaN/Inf, an old step, another run and garbage are
   const foreign = encodeEnvelope({ v: PROTOCOL_VERSION, run: 'other', from: 's0', gen: 0, step: 4, mb: 0, id: 'x', kind: 'fwd', body: {} });
   s0.publishBytes(subject, foreign);
   await until(() => s1.rejected.run === 1, "the other run's refusal");
-  const garbage = fc.sample(fc.uint8Array({ minLength: 1, maxLength: 256 }), 300);
+  const garbage = fc.sample(fc.uint8Array({ minLength: 1, maxLength: 256 }), { numRuns: 300, seed: 1 });
   for (const g of garbage) s0.publishBytes(subject, g);
   // Well-formed envelopes with hostile bodies: wrong types, missing tensors, absurd ids.
-  const bodies = fc.sample(fc.anything({ maxDepth: 3 }), 300);
+  const bodies = fc.sample(fc.anything({ maxDepth: 3 }), { numRuns: 300, seed: 2 });
   for (const body of bodies) s0.publish(subject, 'fwd', body, { step: 4 });
   await s0.flush();
 
