@@ -6,7 +6,8 @@
  * device machine, control requests.
  */
 import { workerData } from 'node:worker_threads';
-import { Bus } from '../src/bus/index.ts';
+import { Bus, type MessageLimits } from '../src/bus/index.ts';
+import { PRE_JOIN_LIMITS } from '../src/plan/message-limits.ts';
 import type { ClientTls } from '../src/security/certs.ts';
 import { systemClock } from '../src/runtime/clock.ts';
 import { serveCompute, type ComputeHandler } from '../src/runtime/compute-worker.ts';
@@ -45,7 +46,15 @@ const log = (line: string) => process.stderr.write(`[${o.name}] ${line}\n`);
 await serveCompute(async () => {
   const info = await initBackend(o.backend);
   log(`backend ${info.detail}`);
-  const bus = await Bus.connect({ servers: o.nats, name: `${o.name}-compute`, identity: o.name, run: o.run, seed: o.seed, tls: o.tls });
+  const bus = await Bus.connect({
+    servers: o.nats,
+    name: `${o.name}-compute`,
+    identity: o.name,
+    run: o.run,
+    seed: o.seed,
+    tls: o.tls,
+    reassembly: { maxMessageBytes: PRE_JOIN_LIMITS.maxMessageBytes, maxBytes: PRE_JOIN_LIMITS.reassemblyBytes },
+  });
   const device: CtlDevice = {
     name: o.name,
     sim: new SimulatedDevice({ slowdown: o.slowdown, bandwidthMbps: o.bandwidthMbps }, systemClock),
@@ -62,6 +71,7 @@ await serveCompute(async () => {
   );
   handlers.measure = () => measureMatmulGflops(512, 3);
   handlers.memory = () => tensorBytes();
+  handlers.limits = (limits: unknown) => bus.limitMessages(limits as MessageLimits);
   handlers.close = async () => {
     await ctl.finish?.({}, device);
     await bus.close();

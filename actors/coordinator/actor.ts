@@ -6,7 +6,7 @@
  * DEVICE_PROFILED / DEVICE_LOST / DEVICE_LEFT / ASSEMBLED on `events`, and drives the coordinator
  * machine. Runs inside `charon launch` on the launcher's bus connection.
  */
-import { MessageRejected, type Bus, type BusMsg } from '../../src/bus/index.ts';
+import { MessageRejected, type Bus, type BusMsg, type MessageLimits } from '../../src/bus/index.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { Inbox, route } from '../../src/runtime/inbox.ts';
@@ -31,6 +31,8 @@ export interface CoordinatorOptions {
   expected: string[];
   clock?: Clock;
   lostAfterMs?: number;
+  /** The largest message the run can send, told to every device that joins. */
+  limits?: MessageLimits;
   /** Why a device may not join this run (null: it may); a refusal is answered and emitted as JOIN_REFUSED. */
   admit?: (hello: JoinRequest) => string | null;
 }
@@ -68,7 +70,7 @@ export interface Coordinator {
 export function startCoordinator(opts: CoordinatorOptions): Coordinator {
   const { bus } = opts;
   const clock = opts.clock ?? systemClock;
-  const registry = new DeviceRegistry(clock, opts.lostAfterMs);
+  const registry = new DeviceRegistry(clock, opts.lostAfterMs, opts.limits);
   const events = new RunEvents(bus, 'coordinator');
   const inbox = new Inbox(bus);
 

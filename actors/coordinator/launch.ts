@@ -22,6 +22,7 @@ import { ensureClientCertificate, ensureRunCertificates, namesFor, type ClientTl
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from './actor.ts';
+import { topologyMessageLimits } from '../../src/train/run-spec.ts';
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
 
@@ -119,13 +120,16 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
           ...listen,
         });
     const natsUrl = opts.nats ?? server!.url;
+    const limits = topologyMessageLimits(topology);
     bus = await Bus.connect({ servers: natsUrl, name: COORDINATOR, run: topology.run, seed: seedOf(COORDINATOR), tls });
+    bus.limitMessages(limits);
     bus.subscribe(bus.subjects.eventsAll(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
     const events = new RunEvents(bus, 'launch');
     coordinator = startCoordinator({
       bus,
       expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
       admit: admission(topology),
+      limits,
     });
     events.emit('LAUNCHED', {
       run: topology.run,

@@ -5,6 +5,7 @@
  * reported DEVICE_JOINED with `rejoin: true`. The run machine subscribes to these events and
  * queries `devices()`; it never touches the bus for them.
  */
+import type { MessageLimits } from '../../src/bus/index.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
 import { HEARTBEAT_MS, LOST_AFTER_MS } from '../../src/runtime/heartbeat.ts';
 import type { DeviceStatus, Heartbeat, JoinReply, JoinRequest, ProfileReport } from '../../src/runtime/messages.ts';
@@ -46,6 +47,8 @@ export class DeviceRegistry {
   constructor(
     private readonly clock: Clock,
     readonly lostAfterMs = LOST_AFTER_MS,
+    /** Told to every device that joins (see src/plan/message-limits.ts). */
+    private readonly limits?: MessageLimits,
   ) {}
 
   /**
@@ -81,7 +84,13 @@ export class DeviceRegistry {
     this.records.set(rec.name, rec);
     this.arm(rec.name);
     if (!prev?.alive || !sameProcess) this.emit({ type: 'DEVICE_JOINED', device: rec, rejoin: prev !== undefined });
-    return { ok: true, role: 'worker', heartbeatMs: HEARTBEAT_MS, lostAfterMs: this.lostAfterMs };
+    return {
+      ok: true,
+      role: 'worker',
+      heartbeatMs: HEARTBEAT_MS,
+      lostAfterMs: this.lostAfterMs,
+      ...(this.limits ? { limits: this.limits } : {}),
+    };
   }
 
   /** Records a device's measured speed; false when the device is unknown or gone. */

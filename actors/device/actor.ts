@@ -12,7 +12,8 @@
  */
 import { hostname } from 'node:os';
 import { fromPromise, waitFor } from 'xstate';
-import { Bus } from '../../src/bus/index.ts';
+import { Bus, DEFAULT_MESSAGE_LIMITS, type MessageLimits } from '../../src/bus/index.ts';
+import { PRE_JOIN_LIMITS } from '../../src/plan/message-limits.ts';
 import type { ClientTls } from '../../src/security/certs.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
@@ -37,6 +38,8 @@ export interface DeviceCompute {
   signal(kind: string, args: unknown): void;
   /** Bytes in use now. */
   memoryBytes(): number;
+  /** Bounds the messages the compute's own connection accepts (the run's limits, told at join). */
+  limitMessages?(limits: MessageLimits): Promise<void>;
   /** Releases the compute (stops the worker thread). */
   close(): Promise<void>;
 }
@@ -165,7 +168,14 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   const logic = deviceMachine.provide({
     actors: {
       connect: fromPromise(async () => {
-        bus = await Bus.connect({ servers: opts.nats, name: opts.name, run: opts.run, seed: opts.seed, tls: opts.tls });
+        bus = await Bus.connect({
+          servers: opts.nats,
+          name: opts.name,
+          run: opts.run,
+          seed: opts.seed,
+          tls: opts.tls,
+          reassembly: { maxMessageBytes: PRE_JOIN_LIMITS.maxMessageBytes, maxBytes: PRE_JOIN_LIMITS.reassemblyBytes },
+        });
         events = new RunEvents(bus, opts.name);
         inbox = new Inbox(bus);
         inbox.serve(bus.subjects.devCtlIn(), {
@@ -181,7 +191,14 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
       }),
       register: fromPromise<JoinReply, { attempt: number }>(async () => {
         const b = need();
-        return ask(b, b.subjects.coordJoin(), 'join', hello(), joinReply, timeoutMs);
+        const reply = await ask(b, b.subjects.coordJoin(), 'join', hello(), joinReply, timeoutMs);
+        if (reply.ok) {
+          // A coordinator that states no limits gets the bus's defaults.
+          const limits = reply.limits ?? DEFAULT_MESSAGE_LIMITS;
+          b.limitMessages(limits);
+          await compute.limitMessages?.(limits);
+        }
+        return reply;
       }),
       profile: fromPromise(async () => {
         const b = need();

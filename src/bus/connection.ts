@@ -63,6 +63,15 @@ export interface BusOptions {
   chaos?: boolean;
 }
 
+/** What a connection accepts: see `Bus.limitMessages`. */
+export interface MessageLimits {
+  maxMessageBytes: number;
+  reassemblyBytes: number;
+}
+
+/** What a connection accepts when nobody says otherwise. */
+export const DEFAULT_MESSAGE_LIMITS: MessageLimits = { maxMessageBytes: MAX_MESSAGE_BYTES, reassemblyBytes: 512 * 1024 * 1024 };
+
 export interface Meta {
   gen?: number;
   step?: number;
@@ -129,7 +138,7 @@ export class Bus {
   private readonly counts = Object.fromEntries(REJECT_REASONS.map((r) => [r, 0])) as Record<RejectReason, number>;
   private readonly listeners = new Map<keyof BusEvents, Set<(d: never) => void>>();
   private readonly reassembler: Reassembler;
-  private readonly maxMessageBytes: number;
+  private maxMessageBytes: number;
   private readonly sweeper: NodeJS.Timeout;
   private msgCounter = 0;
   /**
@@ -154,7 +163,7 @@ export class Bus {
     this.maxMessageBytes = opts.reassembly?.maxMessageBytes ?? MAX_MESSAGE_BYTES;
     const timeoutMs = opts.reassembly?.timeoutMs ?? 30_000;
     this.reassembler = new Reassembler({
-      maxBytes: opts.reassembly?.maxBytes ?? 512 * 1024 * 1024,
+      maxBytes: opts.reassembly?.maxBytes ?? DEFAULT_MESSAGE_LIMITS.reassemblyBytes,
       timeoutMs,
       maxMessageBytes: this.maxMessageBytes,
     });
@@ -216,7 +225,20 @@ export class Bus {
       pendingBytes: this.reassembler.pendingBytes,
       pendingTransfers: this.reassembler.pendingTransfers,
       dropped: { ...this.reassembler.dropped },
+      ...this.reassembler.limits,
     };
+  }
+
+  /**
+   * Bounds what this connection accepts and sends from now on: the largest whole message and the
+   * bytes all partial chunked transfers may hold together. A larger message is refused
+   * ('oversized') before anything is allocated for it.
+   */
+  limitMessages(limits: MessageLimits): void {
+    if (!(limits.maxMessageBytes > 0) || !(limits.reassemblyBytes >= limits.maxMessageBytes))
+      throw new RangeError(`message limits: need 0 < maxMessageBytes <= reassemblyBytes, got ${JSON.stringify(limits)}`);
+    this.maxMessageBytes = limits.maxMessageBytes;
+    this.reassembler.setLimits({ maxBytes: limits.reassemblyBytes, maxMessageBytes: limits.maxMessageBytes });
   }
   get isClosed(): boolean {
     return this.nc.isClosed();
@@ -387,11 +409,11 @@ export class Bus {
   }
 
   private send(subject: string, msg: EncodedMessage, reply: string | undefined): void {
+    if (msg.length > this.maxMessageBytes) throw new PayloadTooLarge(subject, msg.length, this.maxMessageBytes);
     if (msg.length <= this.maxPayload) {
       this.natsPublish(subject, msg.bytes(), { reply });
       return;
     }
-    if (msg.length > this.maxMessageBytes) throw new PayloadTooLarge(subject, msg.length, this.maxMessageBytes);
     // Chunks are views on the encoded header pieces and on the tensors themselves: no copy here.
     for (const chunk of splitSegments(msg.segments(), this.maxPayload - HEADER_ROOM)) {
       const h = natsHeaders();

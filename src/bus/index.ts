@@ -4,6 +4,8 @@ export {
   CHUNK_HEADER,
   type BusOptions,
   type Meta,
+  type MessageLimits,
+  DEFAULT_MESSAGE_LIMITS,
   type BusMsg,
   type Handler,
   type SubscribeOptions,

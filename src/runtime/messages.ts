@@ -32,6 +32,8 @@ export const joinReply = z.discriminatedUnion('ok', [
     role: z.literal('worker'),
     heartbeatMs: z.number().positive(),
     lostAfterMs: z.number().positive(),
+    /** The largest message the run can send and the reassembly budget: the device accepts no more. */
+    limits: z.strictObject({ maxMessageBytes: z.number().int().positive(), reassemblyBytes: z.number().int().positive() }).optional(),
   }),
   z.strictObject({ ok: z.literal(false), reason: z.string() }),
 ]);

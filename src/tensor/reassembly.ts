@@ -35,8 +35,25 @@ export class Reassembler {
   private readonly refused = new Set<string>();
   private readonly now: () => number;
 
-  constructor(private readonly opts: ReassemblyOptions) {
+  private readonly opts: ReassemblyOptions;
+
+  constructor(opts: ReassemblyOptions) {
+    this.opts = { ...opts };
     this.now = opts.now ?? Date.now;
+  }
+
+  /**
+   * Moves the limits (a run tells its devices the largest message its plan can send once they
+   * join). Partials that no longer fit the budget are dropped, oldest first, and counted.
+   */
+  setLimits(limits: { maxBytes: number; maxMessageBytes: number }): void {
+    this.opts.maxBytes = limits.maxBytes;
+    this.opts.maxMessageBytes = limits.maxMessageBytes;
+    while (this.held > this.opts.maxBytes && this.partials.size) this.dropOldest();
+  }
+
+  get limits(): { maxBytes: number; maxMessageBytes: number } {
+    return { maxBytes: this.opts.maxBytes, maxMessageBytes: this.opts.maxMessageBytes };
   }
 
   /** Bytes currently held by partial transfers. */

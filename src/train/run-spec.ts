@@ -10,6 +10,9 @@ import { loadTokenizer } from '../model/tokenizer.ts';
 import { forRun, type AdamWOptions } from './optim.ts';
 import type { Topology } from '../topology/schema.ts';
 import type { MethodName, MethodOptions } from '../model/methods/method.ts';
+import type { MessageLimits } from '../bus/index.ts';
+import { methodShape, modelShape } from '../plan/device-profile.ts';
+import { runMessageLimits } from '../plan/message-limits.ts';
 
 export interface RunSpec {
   model: ModelSource;
@@ -125,4 +128,14 @@ export function plannedMicroBatches(spec: RunSpec): number {
   if (spec.microBatches === undefined)
     throw new Error('run spec has no micro-batch count: the coordinator fills it in from the plan before deploying');
   return spec.microBatches;
+}
+
+/**
+ * What every connection of a launched run accepts: the largest message any plan of the run can
+ * send (src/plan/message-limits.ts), for the devices the topology lists.
+ */
+export function topologyMessageLimits(t: Topology): MessageLimits {
+  const spec = specFromTopology(t);
+  const shape = modelShape(loadConfig(spec.model), spec.seqLen, spec.reduction, 'model', methodShape(spec.method, spec.methodOptions));
+  return runMessageLimits(shape, spec.batch, t.devices.length);
 }

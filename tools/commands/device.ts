@@ -134,6 +134,9 @@ export async function run(argv: string[]): Promise<number> {
     measureMatmulGflops: () => worker.call<number>('measure'),
     run: (kind, args) => worker.call(kind, args),
     signal: (kind, args) => worker.signal(kind, args),
+    limitMessages: async (limits) => {
+      await worker.call('limits', limits);
+    },
     memoryBytes: () => process.memoryUsage().rss,
     close: async () => {
       if (worker.exited) return;
