@@ -380,4 +380,35 @@ test('run recovery: a loss and joins arriving within the debounce window make on
   );
 });
 
+test('run recovery: a lost device that speaks again while the survivors are aborted is aborted and released too before the re-plan takes it in', async () => {
+  const { machine: fake, calls } = fakeRun({ profileOf: profile3, beforeStep: hangFirst(2) });
+  let release!: () => void;
+  const slowAbort = new Promise<void>((r) => {
+    release = r;
+  });
+  const machine = fake.provide({
+    actors: {
+      abortWork: fromPromise<void, AbortInput>(async ({ input }) => {
+        calls.order.push('abort');
+        calls.abort.push(input);
+        // The first abort is slow (a loaded machine): the lost device comes back meanwhile.
+        if (calls.abort.length === 1) await slowAbort;
+      }),
+    },
+  });
+  const actor = start(machine);
+  await inStep(actor, calls, 'pipelineEpoch', 2);
+  actor.send({ type: 'DEVICE_LOST', device: 'd2', reason: 'silent', at: 1500 });
+  await waitFor(actor, () => calls.abort.length === 1);
+  actor.send({ type: 'DEVICE_JOINED', device: 'd2', at: 1600 });
+  release();
+  const summary = done(await toPromise(actor));
+  assert.equal(calls.abort, [
+    { devices: ['d0', 'd1'], lost: ['d2'] },
+    { devices: ['d0', 'd1', 'd2'], lost: ['d2'] },
+  ]);
+  assert.equal(calls.deploy[1]!.layout.flatMap((s) => s.devices).sort(), ['d0', 'd1', 'd2']);
+  assert.equal(summary.ledger.problems, []);
+});
+
 test.run();

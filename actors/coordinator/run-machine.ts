@@ -527,7 +527,13 @@ export const runMachine = run.createMachine({
           states: {
             /** Losses, joins and leaves arriving together make one re-plan (a loss re-enters `recovering`). */
             settling: { always: { guard: 'noDebounce', target: 'aborting' }, after: { debounce: 'aborting' } },
+            /**
+             * A device joining before the re-plan (a lost device that speaks again, late under
+             * load) may still hold the stage it had: the abort starts over with it included, as
+             * does a join while the joiners are profiled.
+             */
             aborting: {
+              on: { DEVICE_JOINED: { target: 'aborting', reenter: true, actions: 'queueJoin' } },
               invoke: {
                 src: 'abortWork',
                 input: ({ context: c }) => ({ devices: resetDevices(c), lost: c.faults.slice(c.answeredFaults).map((f) => f.device) }),
@@ -537,6 +543,7 @@ export const runMachine = run.createMachine({
               },
             },
             profiling: {
+              on: { DEVICE_JOINED: { target: 'aborting', actions: 'queueJoin' } },
               invoke: {
                 src: 'profileDevices',
                 input: ({ context: c }) => ({ devices: plannedDevices(c), spec: c.spec }),
