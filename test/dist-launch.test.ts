@@ -72,6 +72,10 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   assert.is(stopped.type, 'STOPPED');
   assert.is(stopped.reason, 'trained');
   assert.is(stopped.runDir, runDir);
+  // Without --profile every device is planned by its own timings of the run's work; with it, by the file.
+  const timed = events.find((e) => e.type === 'RUN_PLANNED')!.timed as string[];
+  const spawned = [...new Set(events.filter((e) => e.type === 'DEVICE_SPAWNED').map((e) => e.device as string))];
+  assert.equal(timed.sort(), multiDevicePipeline ? [] : spawned.sort());
   // Nothing is left behind: no device process, no nats-server.
   const pids = events.filter((e) => e.type === 'DEVICE_SPAWNED').map((e) => e.pid as number);
   const natsPid = events.find((e) => e.type === 'LAUNCHED')!.natsPid as number;

@@ -111,7 +111,7 @@ test('limits: a connection bounded at run time refuses a larger message before h
 
 test("limits: the coordinator tells every joining device the run's limits in its join reply", () => {
   const limits = { maxMessageBytes: 3 << 20, reassemblyBytes: 9 << 20 };
-  const reg = new DeviceRegistry(systemClock, 6000, limits);
+  const reg = new DeviceRegistry(systemClock, 6000, { limits });
   const reply = reg.join({ device: 'd0', backend: 'wasm', memoryMb: 512, pid: 1, host: 'h', slowdown: 1, bandwidthMbps: null });
   assert.equal(reply, { ok: true, role: 'worker', heartbeatMs: reply.ok ? reply.heartbeatMs : 0, lostAfterMs: 6000, limits });
   reg.close();

@@ -15,6 +15,7 @@ import { SimulatedDevice } from '../src/runtime/simulation.ts';
 import type { CtlDevice } from '../src/runtime/ctl.ts';
 import { initBackend, measureMatmulGflops, type BackendChoice } from '../src/model/backend.ts';
 import { tensorBytes } from '../src/engine/index.ts';
+import { probeWork, type ProbeRequest } from '../src/engine/probe.ts';
 import { trainingCtl } from '../actors/stage/actor.ts';
 import { CacheActor } from '../actors/cache/actor.ts';
 
@@ -71,6 +72,7 @@ await serveCompute(async () => {
   );
   handlers.measure = () => measureMatmulGflops(512, 3);
   handlers.memory = () => tensorBytes();
+  handlers.probe = (req: unknown) => probeWork(req as ProbeRequest);
   handlers.limits = (limits: unknown) => bus.limitMessages(limits as MessageLimits);
   handlers.close = async () => {
     await ctl.finish?.({}, device);

@@ -6,7 +6,7 @@
  * DEVICE_PROFILED / DEVICE_LOST / DEVICE_LEFT / ASSEMBLED on `events`, and drives the coordinator
  * machine. Runs inside `charon launch` on the launcher's bus connection.
  */
-import { MessageRejected, type Bus, type BusMsg, type MessageLimits } from '../../src/bus/index.ts';
+import { MessageRejected, type Bus, type BusMsg } from '../../src/bus/index.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { Inbox, route } from '../../src/runtime/inbox.ts';
@@ -22,7 +22,7 @@ import {
   type StatusReply,
 } from '../../src/runtime/messages.ts';
 import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
-import { DeviceRegistry, type RegistryEvent } from './registry.ts';
+import { DeviceRegistry, type JoinTerms, type RegistryEvent } from './registry.ts';
 import { coordinatorMachine } from './machine.ts';
 
 export interface CoordinatorOptions {
@@ -31,8 +31,8 @@ export interface CoordinatorOptions {
   expected: string[];
   clock?: Clock;
   lostAfterMs?: number;
-  /** The largest message the run can send, told to every device that joins. */
-  limits?: MessageLimits;
+  /** Told to every device that joins: the largest message the run can send, the work to time. */
+  joinTerms?: JoinTerms;
   /** Why a device may not join this run (null: it may); a refusal is answered and emitted as JOIN_REFUSED. */
   admit?: (hello: JoinRequest) => string | null;
 }
@@ -70,7 +70,7 @@ export interface Coordinator {
 export function startCoordinator(opts: CoordinatorOptions): Coordinator {
   const { bus } = opts;
   const clock = opts.clock ?? systemClock;
-  const registry = new DeviceRegistry(clock, opts.lostAfterMs, opts.limits);
+  const registry = new DeviceRegistry(clock, opts.lostAfterMs, opts.joinTerms);
   const events = new RunEvents(bus, 'coordinator');
   const inbox = new Inbox(bus);
 

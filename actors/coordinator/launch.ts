@@ -22,7 +22,7 @@ import { ensureClientCertificate, ensureRunCertificates, namesFor, type ClientTl
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from './actor.ts';
-import { topologyMessageLimits } from '../../src/train/run-spec.ts';
+import { topologyMessageLimits, topologyProbe } from '../../src/train/run-spec.ts';
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
 
@@ -129,7 +129,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       bus,
       expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
       admit: admission(topology),
-      limits,
+      joinTerms: { limits, probe: topologyProbe(topology) },
     });
     events.emit('LAUNCHED', {
       run: topology.run,

@@ -5,7 +5,6 @@
  * reported DEVICE_JOINED with `rejoin: true`. The run machine subscribes to these events and
  * queries `devices()`; it never touches the bus for them.
  */
-import type { MessageLimits } from '../../src/bus/index.ts';
 import type { Clock } from '../../src/runtime/clock.ts';
 import { HEARTBEAT_MS, LOST_AFTER_MS } from '../../src/runtime/heartbeat.ts';
 import type { DeviceStatus, Heartbeat, JoinReply, JoinRequest, ProfileReport } from '../../src/runtime/messages.ts';
@@ -23,12 +22,17 @@ export interface DeviceRecord {
   memoryBytes: number;
   matmulGflops: number | null;
   backendDetail: string | null;
+  /** The run's work as the device timed it, when asked to. */
+  timings: ProfileReport['timings'] | null;
   /** Coordinator clock readings. */
   joinedAt: number;
   lastSeen: number;
   /** How many times this name joined (1 for the first). */
   joins: number;
 }
+
+/** What the join reply tells every device about the run. */
+export type JoinTerms = Pick<Extract<JoinReply, { ok: true }>, 'limits' | 'probe'>;
 
 export type RegistryEvent =
   | { type: 'DEVICE_JOINED'; device: DeviceRecord; rejoin: boolean }
@@ -47,8 +51,8 @@ export class DeviceRegistry {
   constructor(
     private readonly clock: Clock,
     readonly lostAfterMs = LOST_AFTER_MS,
-    /** Told to every device that joins (see src/plan/message-limits.ts). */
-    private readonly limits?: MessageLimits,
+    /** Told to every device that joins: the run's message limits (src/plan/message-limits.ts), the work to time. */
+    private readonly terms: JoinTerms = {},
   ) {}
 
   /**
@@ -77,6 +81,7 @@ export class DeviceRegistry {
             memoryBytes: 0,
             matmulGflops: null,
             backendDetail: null,
+            timings: null,
             joinedAt: now,
             lastSeen: now,
             joins: (prev?.joins ?? 0) + 1,
@@ -89,7 +94,7 @@ export class DeviceRegistry {
       role: 'worker',
       heartbeatMs: HEARTBEAT_MS,
       lostAfterMs: this.lostAfterMs,
-      ...(this.limits ? { limits: this.limits } : {}),
+      ...this.terms,
     };
   }
 
@@ -99,6 +104,7 @@ export class DeviceRegistry {
     if (!rec?.alive) return false;
     rec.matmulGflops = report.matmulGflops;
     rec.backendDetail = report.backendDetail;
+    rec.timings = report.timings ?? null;
     this.touch(rec);
     this.emit({ type: 'DEVICE_PROFILED', device: rec });
     return true;

@@ -47,7 +47,7 @@ import {
 } from '../../src/engine/index.ts';
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
-import { measuredProfile, methodShape, modelShape } from '../../src/plan/device-profile.ts';
+import { measuredProfile, methodShape, modelShape, withTimings } from '../../src/plan/device-profile.ts';
 import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
@@ -177,22 +177,31 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         },
       ];
     });
+  // Devices that timed the run's own work are planned by those times, the others by their matmul rate.
   const measuredFor = (devices: string[], spec: RunSpec): Profile =>
-    measuredProfile(
-      modelShape(
-        config,
-        spec.seqLen,
-        spec.reduction,
-        'preset' in spec.model ? spec.model.preset : spec.model.dir,
-        methodShape(spec.method, spec.methodOptions),
+    withTimings(
+      measuredProfile(
+        modelShape(
+          config,
+          spec.seqLen,
+          spec.reduction,
+          'preset' in spec.model ? spec.model.preset : spec.model.dir,
+          methodShape(spec.method, spec.methodOptions),
+        ),
+        measured(devices).map((d) => ({
+          name: d.name,
+          matmulGflops: d.matmulGflops,
+          memoryBytes: d.memoryMb * 2 ** 20,
+          bandwidthMbps: d.bandwidthMbps,
+        })),
+        { batchSize: spec.batch, samples: spec.samples },
       ),
-      measured(devices).map((d) => ({
-        name: d.name,
-        matmulGflops: d.matmulGflops,
-        memoryBytes: d.memoryMb * 2 ** 20,
-        bandwidthMbps: d.bandwidthMbps,
-      })),
-      { batchSize: spec.batch, samples: spec.samples },
+      new Map(
+        devices.flatMap((d) => {
+          const t = coordinator.registry.get(d)?.timings;
+          return t ? [[d, t] as const] : [];
+        }),
+      ),
     );
   /** The `--profile` file's entries for the devices it lists, measured ones for the others (a device that joined unlisted). */
   const profileOf = (devices: string[], spec: RunSpec): Profile => {
@@ -241,6 +250,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           microBatches: plan.microBatches,
           predictedStepMs: plan.predicted.stepMs,
           simulatedStepMs,
+          // Whose figures came from timing the run's own work (the others: matmul rate or --profile).
+          timed: devices.filter((d) => !o.profile?.devices.some((p) => p.name === d) && coordinator.registry.get(d)?.timings),
         });
         return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs, plannedAt: Date.now() };
       }),

@@ -19,7 +19,16 @@ import { systemClock, type Clock } from '../../src/runtime/clock.ts';
 import { RunEvents } from '../../src/runtime/events.ts';
 import { startHeartbeats } from '../../src/runtime/heartbeat.ts';
 import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
-import { ctlRequest, joinReply, okReply, type CtlReply, type JoinReply, type JoinRequest } from '../../src/runtime/messages.ts';
+import {
+  ctlRequest,
+  joinReply,
+  okReply,
+  type CtlReply,
+  type JoinReply,
+  type JoinRequest,
+  type ProfileReport,
+} from '../../src/runtime/messages.ts';
+import type { ProbeRequest, ProbeResult } from '../../src/engine/probe.ts';
 import { describeRequest, isTrainingKind, TRAINING_KINDS } from '../../src/runtime/ctl.ts';
 import { fromWire, toWire, WrongState } from '../../src/runtime/errors.ts';
 import { startActor } from '../../src/runtime/actor.ts';
@@ -40,6 +49,8 @@ export interface DeviceCompute {
   memoryBytes(): number;
   /** Bounds the messages the compute's own connection accepts (the run's limits, told at join). */
   limitMessages?(limits: MessageLimits): Promise<void>;
+  /** Times the run's own work (src/engine/probe.ts). */
+  probe?(req: ProbeRequest): Promise<ProbeResult>;
   /** Releases the compute (stops the worker thread). */
   close(): Promise<void>;
 }
@@ -102,6 +113,8 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   let inbox: Inbox | undefined;
   let stopBeats: (() => void) | undefined;
   let requests = 0;
+  /** The run's work to time while profiling, as the join reply said. */
+  let probe: Extract<JoinReply, { ok: true }>['probe'];
   const need = () => {
     if (!bus) throw new Error('bus not connected');
     return bus;
@@ -193,6 +206,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
         const b = need();
         const reply = await ask(b, b.subjects.coordJoin(), 'join', hello(), joinReply, timeoutMs);
         if (reply.ok) {
+          probe = reply.probe;
           // A coordinator that states no limits gets the bus's defaults.
           const limits = reply.limits ?? DEFAULT_MESSAGE_LIMITS;
           b.limitMessages(limits);
@@ -205,11 +219,22 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
         const raw = await compute.measureMatmulGflops();
         const matmulGflops = raw / (opts.slowdown ?? 1);
         log(`measured ${matmulGflops.toFixed(1)} GFLOP/s (${compute.backendDetail})`);
+        let timings: ProfileReport['timings'];
+        if (probe && compute.probe) {
+          const r = await compute.probe(probe);
+          // The slowdown knob simulates a slower device: its work takes that much longer.
+          const slow = opts.slowdown ?? 1;
+          const scale = (t: { fwdMs: number; bwdMs: number }) => ({ fwdMs: t.fwdMs * slow, bwdMs: t.bwdMs * slow });
+          timings = r.runs.map((x) => ({ microBatch: x.microBatch, layer: scale(x.layer), embed: scale(x.embed), head: scale(x.head) }));
+          log(
+            `timed the run's layer, embedding and head at ${r.runs.map((x) => x.microBatch).join(' and ')} rows in ${(r.tookMs / 1000).toFixed(1)} s`,
+          );
+        }
         const reply = await ask(
           b,
           b.subjects.coordJoin(),
           'profile',
-          { device: opts.name, matmulGflops, backendDetail: compute.backendDetail },
+          { device: opts.name, matmulGflops, backendDetail: compute.backendDetail, ...(timings ? { timings } : {}) },
           okReply,
           timeoutMs,
         );

@@ -43,7 +43,7 @@ import {
   type CtlHandler,
   type StepReply,
 } from '../../src/runtime/ctl.ts';
-import { loadRunData, plannedMicroBatches, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
+import { loadRunData, plannedMicroBatches, stageSpec, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import {
   BusRing,
   BusStageLinks,
@@ -80,17 +80,6 @@ interface CachedWorker extends OpenStage {
   size: number;
   shard: Set<number>;
 }
-
-/** The engine's stage settings of a run (distributed runs start the side network at random). */
-const stageSpec = (s: RunSpec) => ({
-  method: s.method ?? 'parallel',
-  methodOptions: s.methodOptions ?? {},
-  seed: s.seed,
-  reduction: s.reduction,
-  sideInit: 'random' as const,
-  seqLen: s.seqLen,
-  optimizer: s.optimizer,
-});
 
 /** Whether two specs are the same run: a re-plan may change the micro-batch count, nothing else. */
 const sameRun = (a: RunSpec, b: RunSpec) =>

@@ -12,6 +12,7 @@ import type { ModelConfig } from '../model/types.ts';
 import { analyticProfile, type MethodShape, type ModelShape } from './analytic.ts';
 import { withDefaults, type MethodName, type MethodOptions } from '../model/methods/method.ts';
 import { parseProfile, type Profile } from './profile.ts';
+import { fitLinear } from './measured.ts';
 
 export interface MeasuredDevice {
   name: string;
@@ -130,4 +131,36 @@ export function measuredProfile(
     { ...base, devices: per, links: { defaultMbps: a.defaultMbps, latencyMs: a.latencyMs, pairs: unique } },
     'measured profile',
   );
+}
+
+/** What a device timed of the run's own work (src/engine/probe.ts), per micro-batch size. */
+export type WorkTimings = {
+  microBatch: number;
+  layer: { fwdMs: number; bwdMs: number };
+  embed: { fwdMs: number; bwdMs: number };
+  head: { fwdMs: number; bwdMs: number };
+}[];
+
+/**
+ * `profile` with the times of each device that timed the run's work replaced by lines fitted to
+ * its timings (fixed + per-row); the bytes stay the model's. Devices without timings keep the
+ * estimate from their matmul rate.
+ */
+export function withTimings(profile: Profile, timings: ReadonlyMap<string, WorkTimings>): Profile {
+  const fit = (t: WorkTimings, pick: (r: WorkTimings[number]) => { fwdMs: number; bwdMs: number }) => ({
+    fwd: fitLinear(t.map((r) => ({ rows: r.microBatch, ms: pick(r).fwdMs }))),
+    bwd: fitLinear(t.map((r) => ({ rows: r.microBatch, ms: pick(r).bwdMs }))),
+  });
+  const devices = profile.devices.map((d) => {
+    const t = timings.get(d.name);
+    if (!t || t.length === 0) return d;
+    const layer = fit(t, (r) => r.layer);
+    return {
+      ...d,
+      embed: { ...d.embed, ...fit(t, (r) => r.embed) },
+      head: { ...d.head, ...fit(t, (r) => r.head) },
+      layers: d.layers.map((l) => ({ ...l, ...layer })),
+    };
+  });
+  return parseProfile({ ...profile, devices }, 'timed profile');
 }

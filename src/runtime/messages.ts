@@ -8,6 +8,8 @@
  * control requests are kind 'ctl' on `dev.<device>.ctl`, run events kind 'event' on `events`.
  */
 import { z } from 'zod';
+import type { StageSpec } from '../engine/stage-setup.ts';
+import { isPresetName } from '../model/presets.ts';
 import { SUBJECT_SAFE } from '../topology/schema.ts';
 import { wireError } from './errors.ts';
 
@@ -34,10 +36,31 @@ export const joinReply = z.discriminatedUnion('ok', [
     lostAfterMs: z.number().positive(),
     /** The largest message the run can send and the reassembly budget: the device accepts no more. */
     limits: z.strictObject({ maxMessageBytes: z.number().int().positive(), reassemblyBytes: z.number().int().positive() }).optional(),
+    /** The run's work to time while profiling (src/engine/probe.ts); absent: the matmul rate alone. */
+    probe: z
+      .strictObject({
+        model: z.union([
+          z.strictObject({ preset: z.string().refine(isPresetName, 'a preset name'), seed: z.number().int().optional() }),
+          z.strictObject({ dir: z.string().max(4096) }),
+        ]),
+        // The stage spec the device's stages will get (src/engine/stage-setup.ts), checked there.
+        spec: z.custom<StageSpec>((v) => {
+          const s = v as Partial<StageSpec> | null;
+          return (
+            typeof s === 'object' && s !== null && Number.isInteger(s.seed) && Number.isInteger(s.seqLen) && typeof s.optimizer === 'object'
+          );
+        }, 'a stage spec'),
+        layers: z.number().int().positive().max(4096),
+        microBatches: z.array(z.number().int().positive().max(4096)).min(1).max(4),
+      })
+      .optional(),
   }),
   z.strictObject({ ok: z.literal(false), reason: z.string() }),
 ]);
 export type JoinReply = z.infer<typeof joinReply>;
+
+const ms = z.number().nonnegative().max(3_600_000);
+const blockTiming = z.strictObject({ fwdMs: ms, bwdMs: ms });
 
 /** What a device measured about itself (state `profiling`). */
 export const profileReport = z.strictObject({
@@ -45,6 +68,11 @@ export const profileReport = z.strictObject({
   /** Large plain 2-D f32 matmul rate of the device's backend, divided by its slowdown knob. */
   matmulGflops: z.number().nonnegative(),
   backendDetail: z.string().max(512),
+  /** The run's own work timed (when the join reply asked for it): per micro-batch size, one layer, the embedding and the head. */
+  timings: z
+    .array(z.strictObject({ microBatch: z.number().int().positive(), layer: blockTiming, embed: blockTiming, head: blockTiming }))
+    .max(4)
+    .optional(),
 });
 export type ProfileReport = z.infer<typeof profileReport>;
 

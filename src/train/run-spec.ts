@@ -13,6 +13,8 @@ import type { MethodName, MethodOptions } from '../model/methods/method.ts';
 import type { MessageLimits } from '../bus/index.ts';
 import { methodShape, modelShape } from '../plan/device-profile.ts';
 import { runMessageLimits } from '../plan/message-limits.ts';
+import type { StageSpec } from '../engine/stage-setup.ts';
+import type { ProbeRequest } from '../engine/probe.ts';
 
 export interface RunSpec {
   model: ModelSource;
@@ -138,4 +140,25 @@ export function topologyMessageLimits(t: Topology): MessageLimits {
   const spec = specFromTopology(t);
   const shape = modelShape(loadConfig(spec.model), spec.seqLen, spec.reduction, 'model', methodShape(spec.method, spec.methodOptions));
   return runMessageLimits(shape, spec.batch, t.devices.length);
+}
+
+/** The engine's stage settings of a run (distributed runs start the side network at random). */
+export const stageSpec = (s: RunSpec): StageSpec => ({
+  method: s.method ?? 'parallel',
+  methodOptions: s.methodOptions ?? {},
+  seed: s.seed,
+  reduction: s.reduction,
+  sideInit: 'random' as const,
+  seqLen: s.seqLen,
+  optimizer: s.optimizer,
+});
+
+/**
+ * The work every device of a launched run times while profiling (src/engine/probe.ts): its
+ * stages at the run's shapes, one row and half a batch (the planner fits fixed + per-row time).
+ */
+export function topologyProbe(t: Topology): ProbeRequest {
+  const spec = specFromTopology(t);
+  const half = Math.max(2, Math.min(8, Math.ceil(spec.batch / 2)));
+  return { model: spec.model, spec: stageSpec(spec), layers: loadConfig(spec.model).nLayers, microBatches: [1, half] };
 }

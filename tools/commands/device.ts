@@ -134,6 +134,7 @@ export async function run(argv: string[]): Promise<number> {
     measureMatmulGflops: () => worker.call<number>('measure'),
     run: (kind, args) => worker.call(kind, args),
     signal: (kind, args) => worker.signal(kind, args),
+    probe: (req) => worker.call('probe', req),
     limitMessages: async (limits) => {
       await worker.call('limits', limits);
     },
