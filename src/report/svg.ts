@@ -52,13 +52,14 @@ export function emptyChart(id: string, title: string, why: string): string {
   return frame(id, title, `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#777">${esc(why)}</text>`, true);
 }
 
-function legend(names: string[], colours: string[]): string {
+/** Names in the palette's colours, in order, right-aligned above the plot. */
+function legend(names: string[]): string {
   let x = W - M.r,
     out = '';
   for (let i = names.length - 1; i >= 0; i--) {
     const label = names[i]!;
     x -= label.length * 6.2 + 22;
-    out += `<rect x="${x}" y="8" width="10" height="10" fill="${colours[i]}"/><text x="${x + 14}" y="17">${esc(label)}</text>`;
+    out += `<rect x="${x}" y="8" width="10" height="10" fill="${colour(i)}"/><text x="${x + 14}" y="17">${esc(label)}</text>`;
   }
   return out;
 }
@@ -158,15 +159,7 @@ export function lineChart(o: {
         body += `<circle class="datum" cx="${a.x(u).toFixed(1)}" cy="${a.y(v).toFixed(1)}" r="3" fill="${colour(i)}"><title>${esc(`${s.name}: ${fmt(u)}, ${fmt(v)}`)}</title></circle>`;
   });
   body += markers(o.markers ?? [], a.x);
-  return frame(
-    o.id,
-    o.title,
-    body +
-      legend(
-        o.series.map((s) => s.name),
-        o.series.map((_, i) => colour(i)),
-      ),
-  );
+  return frame(o.id, o.title, body + legend(o.series.map((s) => s.name)));
 }
 
 /** Stacked bars: one bar per category, one segment per stack. */
@@ -204,15 +197,7 @@ export function barChart(o: {
     });
     body += `<text x="${cx.toFixed(1)}" y="${H - M.b + 14}" text-anchor="middle">${esc(cat)}</text>`;
   });
-  return frame(
-    o.id,
-    o.title,
-    body +
-      legend(
-        o.stacks.map((s) => s.name),
-        o.stacks.map((_, i) => colour(i)),
-      ),
-  );
+  return frame(o.id, o.title, body + legend(o.stacks.map((s) => s.name)));
 }
 
 export interface GanttSpan {
@@ -258,13 +243,5 @@ export function ganttChart(o: {
         body += `<text x="${(x0 + w / 2).toFixed(1)}" y="${(y + h / 2 + 4).toFixed(1)}" text-anchor="middle" fill="#fff" pointer-events="none">${esc(s.label)}</text>`;
     }
   });
-  return frame(
-    o.id,
-    o.title,
-    body +
-      legend(
-        o.kinds,
-        o.kinds.map((_, i) => colour(i)),
-      ),
-  );
+  return frame(o.id, o.title, body + legend(o.kinds));
 }
