@@ -70,6 +70,7 @@ import {
   type StepResult,
 } from './run-machine.ts';
 import { buildSummary, type MeasuredDevice, type RunSummary } from './run-summary.ts';
+import { TimelineSampler } from './run-record.ts';
 
 export type { RunSummary } from './run-summary.ts';
 
@@ -152,6 +153,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const started = performance.now();
   mkdirSync(join(runDir, 'checkpoints'), { recursive: true });
   const metricsFile = join(runDir, 'metrics.jsonl');
+  const timelines = new TimelineSampler(runDir);
   const checkpointDir = join(runDir, 'checkpoints', 'latest');
   const names = topology.devices.map((d) => d.name);
   const specOf = new Map(topology.devices.map((d) => [d.name, d]));
@@ -279,7 +281,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         },
       ),
       trainStep: fromPromise<StepOutput, StepInput>(async ({ input, signal }) => {
-        const t0 = performance.now();
+        const t0 = performance.now(),
+          sentAt = Date.now();
         const cached = input.phase === 'cached';
         const who = input.groups.flatMap((g) => g.map((device, rank) => ({ device, rank })));
         const withState = input.side === null;
@@ -328,10 +331,21 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           bytes: sent,
           peakBytes: Object.fromEntries([...replies].map(([d, r]) => [d, r.peakBytes])),
         };
+        const { phase, epoch, step, groups: stepGroups } = input;
+        timelines.record({
+          phase,
+          epoch,
+          step,
+          sentAt,
+          doneAt: Date.now(),
+          groups: stepGroups,
+          devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.timeline ?? []])),
+        });
         appendFileSync(
           metricsFile,
           JSON.stringify({
             type: 'step',
+            at: Date.now(),
             phase: input.phase,
             epoch: input.epoch,
             step: input.step,

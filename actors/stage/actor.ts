@@ -54,7 +54,9 @@ import {
   packState,
   rowSource,
   StageRunner,
+  StepTimeline,
   tensorBytes,
+  wallMs,
   unpackState,
   type OpenStage,
   type PackedGrads,
@@ -107,6 +109,8 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   /** A fill (step 0) or cached step in flight, which `abort` ends (pipeline steps go through the stage machine). */
   let abortable: { step: number; controller: AbortController } | null = null;
   let computeMs = 0;
+  /** Spans of the work in flight, returned with its reply. */
+  let timeline = new StepTimeline();
 
   const bus = (): Bus => device!.bus();
   const pace: Pace = async (op) => {
@@ -122,7 +126,12 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     return out;
   };
   const throttle = (bytes: number, send: () => void) => {
-    void device!.sim.send(bytes, send);
+    const start = wallMs(),
+      tl = timeline;
+    void device!.sim.send(bytes, () => {
+      send();
+      tl.add({ kind: 'send', start, end: wallMs(), bytes });
+    });
   };
 
   /**
@@ -199,6 +208,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       links,
       data: rows!,
       pace,
+      timeline: () => timeline,
       // Without the cache (another method, or `cache: off`) nothing computed is kept.
       ...(usesCache(s) ? { onComputed: (ids: number[], computed: Map<number, Float32Array>) => fill.fill(ids, computed) } : {}),
     });
@@ -251,6 +261,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   const begin = (d: CtlDevice) => {
     device = d;
     computeMs = 0;
+    timeline = new StepTimeline();
     resetPeakTensorBytes();
   };
   /** Rank 0 adds the full state when asked, else the reduced gradient it applied. */
@@ -265,6 +276,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     ...o,
     tokens: rows!.tokens(ids),
     computeSeconds: computeMs / 1000,
+    timeline: timeline.spans,
     peakBytes: stepMemory(opt, cache?.memory().bytes ?? 0).bytes,
     ...(rank !== 0 ? {} : withState ? { state: packState(c, opt) } : { grads: packGrads(c, reduced) }),
   });
@@ -372,6 +384,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
           data: rows!,
           activations: (ids) => c.activations(ids),
           pace,
+          timeline,
         }),
       );
       return reply(o, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);

@@ -17,3 +17,4 @@ export * from './side-state.ts';
 export * from './local-run.ts';
 export * from './stage-setup.ts';
 export * from './cache-rows.ts';
+export * from './timeline.ts';

@@ -10,6 +10,7 @@ import { assembleRows, crossPlace, expectedSenders, microBatches, rankRows, rout
 import type { RankCompute, StageForwardOutput, StageInput } from './trainable.ts';
 import { clips, type AdamW, type StepReport } from '../train/optim.ts';
 import { crossStageReduce } from './cross-stage.ts';
+import { traced, type StepTimeline } from './timeline.ts';
 
 /** Forward message: rows (by sample id) of b_to and a_to. */
 export interface FwdMsg {
@@ -58,6 +59,8 @@ export interface StageRunnerOptions {
   onComputed?(sampleIds: number[], computed: Map<number, Float32Array>): void;
   /** Runs each compute operation (a device's simulated slowdown, timing, memory samples, abort); default: directly. */
   pace?: Pace;
+  /** The timeline of the step being run (forward, backward, all-reduce and update spans), when one is recorded. */
+  timeline?: () => StepTimeline | undefined;
 }
 
 /**
@@ -85,6 +88,7 @@ export class StageRunner {
   async runStep(step: number, sampleIds: number[]): Promise<RankOutcome> {
     const { stages, stage, rank, compute, links, data } = this.o;
     const pace = this.o.pace ?? direct;
+    const tl = this.o.timeline?.();
     const me = stages[stage]!,
       prev = stages[stage - 1],
       next = stages[stage + 1];
@@ -101,7 +105,9 @@ export class StageRunner {
       if (op === 'F') {
         let out: StageForwardOutput;
         if (!prev) {
-          out = await pace(() => compute.forward(mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids }));
+          out = await traced(tl, 'forward', mb, () =>
+            pace(() => compute.forward(mb, mine.length, { kind: 'ids', ids: data.rows(mine).ids })),
+          );
         } else {
           const from = expectedSenders(mbs[mb]!, prev.shares, me.shares, rank);
           const parts = await Promise.all(from.map((f) => links.recvFwd(step, mb, f)));
@@ -115,7 +121,7 @@ export class StageRunner {
             parts.map((p) => ({ ids: p.ids, data: p.a })),
             T * r,
           );
-          out = await pace(() => compute.forward(mb, mine.length, { kind: 'hidden', b, a }));
+          out = await traced(tl, 'forward', mb, () => pace(() => compute.forward(mb, mine.length, { kind: 'hidden', b, a })));
         }
         rows += mine.length;
         this.o.onComputed?.(mine, out.computed);
@@ -130,7 +136,7 @@ export class StageRunner {
         let gradIn: Float32Array | null;
         if (!next) {
           const { ids, mask } = data.rows(mine);
-          const res = await pace(() => compute.lossBackward(mb, ids, mask, stepTokens));
+          const res = await traced(tl, 'backward', mb, () => pace(() => compute.lossBackward(mb, ids, mask, stepTokens)));
           loss += res.loss;
           gradIn = res.gradIn;
         } else {
@@ -141,7 +147,7 @@ export class StageRunner {
             parts.map((p) => ({ ids: p.ids, data: p.g })),
             T * compute.width.g,
           );
-          gradIn = await pace(() => compute.backwardFrom(mb, g));
+          gradIn = await traced(tl, 'backward', mb, () => pace(() => compute.backwardFrom(mb, g)));
         }
         if (prev && gradIn) {
           for (const [to, ids] of routeRows(mbs[mb]!, me.shares, rank, prev.shares)) {
@@ -154,19 +160,23 @@ export class StageRunner {
     }
     const grads = compute.flatGradients();
     const size = me.devices.length;
-    const reduced = await ringAllReduce(grads, rank, size, links.ring(step));
-    if (size > 1) bytesSent += (2 * (size - 1) * grads.byteLength) / size;
+    const ringBytes = size > 1 ? (2 * (size - 1) * grads.byteLength) / size : 0;
+    const reduced = await traced(tl, 'allreduce', undefined, () => ringAllReduce(grads, rank, size, links.ring(step)), ringBytes);
+    bytesSent += ringBytes;
     let gradNorm: number | undefined;
     // One stage holds every parameter: its norm is the global one. Otherwise the stages' norms (and
     // a tied weight's gradient) meet in one all-reduce over every rank.
     if (stages.length > 1 && (clips(this.o.optimizer.options) || compute.tied)) {
       if (!links.crossRing) throw new Error('stage runner: a plan of several stages needs the cross-stage ring');
       const place = crossPlace(stages, stage, rank);
-      const x = await crossStageReduce(compute, reduced, rank === 0, place.rank, place.members.length, links.crossRing(step));
+      const ring = links.crossRing(step);
+      const x = await traced(tl, 'allreduce', undefined, () =>
+        crossStageReduce(compute, reduced, rank === 0, place.rank, place.members.length, ring),
+      );
       gradNorm = x.gradNorm;
       bytesSent += x.bytesSent;
     }
-    const report: StepReport = await pace(() => compute.apply(reduced, this.o.optimizer, gradNorm));
+    const report: StepReport = await traced(tl, 'update', undefined, () => pace(() => compute.apply(reduced, this.o.optimizer, gradNorm)));
     return { loss, rows, bytesSent, gradNorm: report.gradNorm, reduced };
   }
   /**
@@ -256,24 +266,27 @@ export async function cachedStep(o: {
   data: RowSource;
   activations(sampleIds: readonly number[]): Float32Array[];
   pace?: Pace;
+  timeline?: StepTimeline;
 }): Promise<RankOutcome> {
   const pace = o.pace ?? direct;
+  const tl = o.timeline;
   const mineAll = o.sampleIds.filter((id) => o.shard.has(id));
   const stepTokens = o.data.tokens(o.sampleIds);
   let loss = 0;
   for (const [mb, mine] of microBatches(mineAll, Math.min(o.microBatches, Math.max(1, mineAll.length))).entries()) {
     if (mine.length === 0) continue;
     const { ids, mask } = o.data.rows(mine);
-    await pace(() => o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) }));
-    loss += (await pace(() => o.compute.lossBackward(mb, ids, mask, stepTokens))).loss;
+    await traced(tl, 'forward', mb, () => pace(() => o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) })));
+    loss += (await traced(tl, 'backward', mb, () => pace(() => o.compute.lossBackward(mb, ids, mask, stepTokens)))).loss;
   }
   const grads = o.compute.flatGradients();
-  const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);
-  const report = await pace(() => o.compute.apply(reduced, o.optimizer));
+  const ringBytes = o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0;
+  const reduced = await traced(tl, 'allreduce', undefined, () => ringAllReduce(grads, o.rank, o.size, o.ring), ringBytes);
+  const report = await traced(tl, 'update', undefined, () => pace(() => o.compute.apply(reduced, o.optimizer)));
   return {
     loss,
     rows: mineAll.length,
-    bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0,
+    bytesSent: ringBytes,
     gradNorm: report.gradNorm,
     reduced,
   };

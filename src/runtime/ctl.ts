@@ -8,7 +8,7 @@ import { z } from 'zod';
 import type { Bus } from '../bus/index.ts';
 import type { SimulatedDevice } from './simulation.ts';
 import type { RunSpec } from '../train/run-spec.ts';
-import type { PackedState, StepOutcome } from '../engine/index.ts';
+import type { PackedState, Span, StepOutcome } from '../engine/index.ts';
 
 /** What a control handler sees of the device serving the request. */
 export interface CtlDevice {
@@ -96,6 +96,8 @@ export const cachedLoadArgs = z.strictObject({
 export interface StepReply extends StepOutcome {
   tokens: number;
   computeSeconds: number;
+  /** The step's forward, backward, send, all-reduce and update spans on the device's wall clock. */
+  timeline?: Span[];
   /** The step's memory as the standalone trainer reports it too (src/model/memory.ts `stepMemory`). */
   peakBytes: number;
   state?: PackedState;

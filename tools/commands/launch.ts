@@ -12,11 +12,14 @@ import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
 import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
 import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.ts';
+import { RunRecorder } from '../../actors/coordinator/run-record.ts';
+import { dashboardAddress, DashboardError, startDashboard, withOptionalValue, type Dashboard } from '../../src/report/dashboard.ts';
+import { writeReport } from '../../src/report/html.ts';
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
 const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --resume RUN_DIR] [--profile FILE] [--until registered|interrupted]
-                      [--keep-cache] [--monitor] [--json]
+                      [--keep-cache] [--monitor] [--dashboard [PORT]] [--json]
 
   TOPOLOGY          a topology file (see topologies/)
   --nats URL        use this NATS server (default: the topology's bus.url; with bus.embedded,
@@ -33,10 +36,12 @@ const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --res
                     by default they are deleted when the run ends (and, after a crash, at the next start)
   --monitor         open the embedded nats-server's HTTP monitoring port on loopback (its URL in
                     the LAUNCHED event); closed by default
+  --dashboard [PORT] serve a live dashboard of the run on http://127.0.0.1:PORT/ (read-only; PORT
+                    omitted or 0: a free port; HOST:PORT with a loopback HOST); its URL is printed
   --json            line-delimited JSON events on stdout instead of progress text
 Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
-directory, prints its path on stdout (in the final STOPPED event with --json) and exits 0;
+directory, and the run report (report.html, report/*.svg; \`charon report RUN_DIR\` rebuilds it), prints its path on stdout (in the final STOPPED event with --json) and exits 0;
 Ctrl-C stops the run and leaves nothing behind. Remote devices join with
   charon device --nats URL --run RUN --name NAME --creds FILE [--tls-ca FILE]`;
 
@@ -88,6 +93,10 @@ function describeEvent(e: Record<string, unknown>): string {
       return `run finished: ${e.runDir}`;
     case 'RUN_FAILED':
       return `run FAILED: ${e.error}`;
+    case 'DASHBOARD':
+      return `live dashboard: ${e.url}`;
+    case 'REPORT':
+      return `run report: ${e.path}`;
     default:
       return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
   }
@@ -95,7 +104,7 @@ function describeEvent(e: Record<string, unknown>): string {
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseCommandArgs(
-    argv,
+    withOptionalValue(argv, '--dashboard', '0'),
     {
       nats: { type: 'string' },
       'run-dir': { type: 'string' },
@@ -105,6 +114,7 @@ export async function run(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       'keep-cache': { type: 'boolean' },
       monitor: { type: 'boolean' },
+      dashboard: { type: 'string' },
     },
     usage,
   );
@@ -161,6 +171,14 @@ export async function run(argv: string[]): Promise<number> {
         .join(', ');
     if (want !== have) throw new CliError(`${profileFile}: devices [${have}] are not the topology's [${want}]`);
   }
+  const dashboardAt = str(args, 'dashboard');
+  let listen: { host: string; port: number } | undefined;
+  try {
+    listen = dashboardAt === undefined ? undefined : dashboardAddress(dashboardAt);
+  } catch (err) {
+    if (err instanceof DashboardError) throw new CliError(err.message);
+    throw err;
+  }
   const json = flag(args, 'json');
   const started = Date.now();
   const print = (e: Record<string, unknown>) => {
@@ -169,6 +187,21 @@ export async function run(argv: string[]): Promise<number> {
   };
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   const runDir = resolve(resumeDir ?? str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
+  const recorder = new RunRecorder(runDir);
+  let dashboard: Dashboard | undefined;
+  if (listen) {
+    try {
+      dashboard = await startDashboard({
+        recorder,
+        ...listen,
+        ...(spec ? { epochs: spec.epochs, stepsPerEpoch: Math.ceil(spec.samples / spec.batch) } : {}),
+      });
+    } catch (err) {
+      if (err instanceof DashboardError) throw new CliError(err.message, 1);
+      throw err;
+    }
+    print({ type: 'DASHBOARD', at: Date.now(), source: 'launch', url: dashboard.url });
+  }
   let outcome: { code: number; reason: string; error?: string };
   try {
     outcome = await launchRun(
@@ -178,9 +211,13 @@ export async function run(argv: string[]): Promise<number> {
         runDir,
         keepCache: flag(args, 'keep-cache'),
         monitor: flag(args, 'monitor'),
-        onEvent: print,
+        onEvent: (e) => {
+          recorder.event(e);
+          print(e);
+        },
       },
       async (ctx) => {
+        recorder.watch(ctx.bus);
         const stop = new AbortController();
         const goal =
           until === 'registered'
@@ -212,6 +249,9 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     outcome = { code: 1, reason: 'error', error: (err as Error).message };
   }
+  recorder.stop();
+  reportRun(runDir, outcome.reason, print);
+  await dashboard?.close();
   print({
     type: 'STOPPED',
     at: Date.now(),
@@ -223,4 +263,15 @@ export async function run(argv: string[]): Promise<number> {
   if (outcome.error) process.stderr.write(`charon launch: ${outcome.error}\n`);
   else if (outcome.reason === 'trained' && !json) process.stdout.write(`${runDir}\n`);
   return outcome.code;
+}
+
+/** Writes the run report into `runDir` (when the run got far enough to have one) and says where. */
+function reportRun(runDir: string, reason: string, print: (e: Record<string, unknown>) => void): void {
+  try {
+    const path = writeReport(runDir);
+    print({ type: 'REPORT', at: Date.now(), source: 'launch', path });
+  } catch (err) {
+    // An --until run, or one stopped before it wrote anything, has no run to report.
+    if (reason === 'trained') process.stderr.write(`charon launch: report: ${(err as Error).message}\n`);
+  }
 }
