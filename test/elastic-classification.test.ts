@@ -6,9 +6,8 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { referenceRun, startLaunch } from './fixtures/launch.ts';
+import { pinTwoStageProfile, referenceRun, startLaunch } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,6 @@ import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import { markovDataset } from '../src/train/data.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
-const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-elastic-classify-'));
 const SAMPLES = 24,
   STEPS = SAMPLES / 4;
@@ -42,18 +40,9 @@ writeFileSync(
   }),
 );
 
-/** The analytic profile with memory for one of tiny's two layers per device: the plan is dev0 | dev1+dev2 whatever the load. */
+/** The plan is dev0 | dev1+dev2 whatever the load: dev2 holds half of the last stage, with the head. */
 const profile = join(tmp, 'classify-3.profile.json');
-{
-  const r = spawnSync(process.execPath, [join(root, 'tools/charon.js'), 'plan', file, '--write-profile', profile, '--json'], {
-    cwd: root,
-    encoding: 'utf8',
-  });
-  assert.is(r.status, 0, r.stderr);
-  const p = JSON.parse(readFileSync(profile, 'utf8'));
-  for (const d of p.devices) d.memoryBytes = Math.round(0.6 * 2 ** 20);
-  writeFileSync(profile, JSON.stringify(p));
-}
+pinTwoStageProfile(file, profile);
 
 test('classification: a last-stage device SIGKILLed in the pipeline epoch; the run recovers and ends as an uninterrupted run', async () => {
   const runDir = join(tmp, 'run');
