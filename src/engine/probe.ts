@@ -57,10 +57,11 @@ export async function probeWork(req: ProbeRequest): Promise<ProbeResult> {
     try {
       const byRows = new Map<number, BlockTiming>();
       for (const rows of req.microBatches) {
-        timeOnce(stage.compute, rows); // warm-up: kernels compiled, buffers sized
+        const classify = req.spec.classes !== undefined;
+        timeOnce(stage.compute, rows, classify); // warm-up: kernels compiled, buffers sized
         let best: BlockTiming = { fwdMs: Infinity, bwdMs: Infinity };
         for (let k = 0; k < repeats; k++) {
-          const t = timeOnce(stage.compute, rows);
+          const t = timeOnce(stage.compute, rows, classify);
           best = { fwdMs: Math.min(best.fwdMs, t.fwdMs), bwdMs: Math.min(best.bwdMs, t.bwdMs) };
         }
         byRows.set(rows, best);
@@ -87,7 +88,7 @@ export async function probeWork(req: ProbeRequest): Promise<ProbeResult> {
 }
 
 /** One forward and backward of `rows` rows through `c`, with made-up inputs of the right shapes. */
-function timeOnce(c: RankCompute, rows: number): BlockTiming {
+function timeOnce(c: RankCompute, rows: number, classify: boolean): BlockTiming {
   const T = c.seqLen,
     { d, r, g } = c.width;
   const ids = new Int32Array(rows * T).map((_, i) => 1 + (i % 7));
@@ -98,7 +99,9 @@ function timeOnce(c: RankCompute, rows: number): BlockTiming {
     c.first ? { kind: 'ids', ids } : { kind: 'hidden', b: new Float32Array(rows * T * d).fill(0.01), a: new Float32Array(rows * T * r) },
   );
   const t1 = performance.now();
-  if (c.last) c.lossBackward(0, ids, new Float32Array(rows * T).fill(1), rows * T);
+  const mask = new Float32Array(rows * T).fill(1);
+  // A classification run's last stage scores one label per row, a language model's every token.
+  if (c.last) c.lossBackward(0, classify ? { ids, mask, labels: new Int32Array(rows) } : { ids, mask }, classify ? rows : rows * T);
   else c.backwardFrom(0, new Float32Array(rows * T * g).fill(1e-3));
   const t2 = performance.now();
   c.clear();
