@@ -105,6 +105,42 @@ test('plan: the planner finds the least makespan a brute-force search over every
   );
 });
 
+test('plan: on five distinct devices and three to eight layers the planner still finds the brute-force optimum', () => {
+  let partial = 0,
+    infeasible = 0,
+    pipelined = 0,
+    grouped = 0;
+  for (let seed = 1001; seed <= 1018; seed++) {
+    const layers = 3 + (seed % 6);
+    const profile = randomProfile(seed, 5, layers, { memoryScale: [0.25, 0.5, 1][seed % 3]! });
+    // Eight rows let groups form; four keep the brute force quick.
+    const batch = seed % 2 === 0 ? 8 : 4;
+    const brute = bruteForce(profile, batch);
+    if (brute === Infinity) {
+      assert.throws(
+        () => planPipeline(profile, { batchSize: batch }),
+        (e: unknown) => e instanceof InfeasiblePlanError,
+        `seed ${seed}`,
+      );
+      infeasible++;
+      continue;
+    }
+    const plan = planPipeline(profile, { batchSize: batch });
+    assert.ok(plan.search.exact, `seed ${seed}: exact search`);
+    assert.ok(
+      Math.abs(plan.predicted.stepMs - brute) / brute < 1e-9,
+      `seed ${seed}: planner ${plan.predicted.stepMs} vs brute force ${brute}`,
+    );
+    if (plan.unusedDevices.length > 0) partial++;
+    if (plan.stages.length > 1) pipelined++;
+    if (plan.stages.some((s) => s.devices.length > 1)) grouped++;
+  }
+  assert.ok(
+    partial > 0 && pipelined > 0 && grouped > 0 && infeasible > 0,
+    `${partial} leaving devices out, ${pipelined} pipelined, ${grouped} with a group, ${infeasible} infeasible`,
+  );
+});
+
 test('plan: memory limits hold for every device, layers are covered once, rows fill each micro-batch', () => {
   for (let seed = 200; seed < 260; seed++) {
     const profile = randomProfile(seed, 2 + (seed % 3), 3 + (seed % 4), { memoryScale: 0.6 });
@@ -264,6 +300,8 @@ test('plan: a shortfall of less than a MiB is shown with the decimals that keep 
     [0.3 * 2 ** 20, 'short 0.3 MiB'],
     [1000, 'short 0.001 MiB'],
     [3 * 2 ** 20, 'short 3 MiB'],
+    // Whole MiB or one decimal, whichever keeps need - have = short as shown (checked below).
+    [3.8 * 2 ** 20, 'short '],
   ] as const) {
     const profile = randomProfile(5, 1, 3);
     const need = memberPeakBytes((new CostModel(profile).stage(1, 3, [0], 1, 1) as StageCost).members[0]!, 1);
@@ -273,10 +311,17 @@ test('plan: a shortfall of less than a MiB is shown with the decimals that keep 
       assert.unreachable('expected InfeasiblePlanError');
     } catch (e) {
       assert.instance(e, InfeasiblePlanError);
+      const lines = (e as InfeasiblePlanError).lines;
       assert.ok(
-        (e as InfeasiblePlanError).lines.some((l) => l.includes(shown)),
-        `${shown}: ${(e as InfeasiblePlanError).lines.join('; ')}`,
+        lines.some((l) => l.includes(shown)),
+        `${shown}: ${lines.join('; ')}`,
       );
+      // As shown, need - have = short: no "needs 15 MiB but has 12 MiB (short 4 MiB)".
+      for (const l of lines)
+        for (const [, need, have, short] of l.matchAll(/needs ([\d.]+) MiB but has ([\d.]+) MiB \(short ([\d.]+) MiB\)/g)) {
+          const digits = short!.split('.')[1]?.length ?? 0;
+          assert.ok(Math.abs(Number(need) - Number(have) - Number(short)) < 0.5 * 10 ** -digits, l);
+        }
     }
   }
 });
