@@ -70,6 +70,26 @@ function bruteForce(profile: Profile, batch: number): number {
   return best;
 }
 
+/**
+ * The planner's plan after checking it against the brute force: the same least makespan from its
+ * exact search, or, when the brute force finds no plan, InfeasiblePlanError (then null).
+ */
+function planMatchesBruteForce(profile: Profile, batch: number, where: string): StagePlan | null {
+  const brute = bruteForce(profile, batch);
+  if (brute === Infinity) {
+    assert.throws(
+      () => planPipeline(profile, { batchSize: batch }),
+      (e: unknown) => e instanceof InfeasiblePlanError,
+      where,
+    );
+    return null;
+  }
+  const plan = planPipeline(profile, { batchSize: batch });
+  assert.ok(plan.search.exact, `${where}: exact search`);
+  assert.ok(Math.abs(plan.predicted.stepMs - brute) / brute < 1e-9, `${where}: planner ${plan.predicted.stepMs} vs brute force ${brute}`);
+  return plan;
+}
+
 test('plan: the planner finds the least makespan a brute-force search over every device subset and order finds', () => {
   let feasible = 0,
     infeasible = 0,
@@ -81,20 +101,11 @@ test('plan: the planner finds the least makespan a brute-force search over every
     const layers = 1 + ((seed * 7) % (devices + copies >= 4 ? 4 : 6));
     const profile = randomProfile(seed, devices, layers, { memoryScale: [0.3, 0.6, 1][seed % 3]!, copies });
     const batch = [4, 6, 8][seed % 3]!;
-    const brute = bruteForce(profile, batch);
-    if (brute === Infinity) {
-      assert.throws(
-        () => planPipeline(profile, { batchSize: batch }),
-        (e: unknown) => e instanceof InfeasiblePlanError,
-        `seed ${seed}`,
-      );
+    const plan = planMatchesBruteForce(profile, batch, `seed ${seed}`);
+    if (!plan) {
       infeasible++;
       continue;
     }
-    const plan = planPipeline(profile, { batchSize: batch });
-    const rel = Math.abs(plan.predicted.stepMs - brute) / brute;
-    assert.ok(rel < 1e-9, `seed ${seed}: planner ${plan.predicted.stepMs} vs brute force ${brute}`);
-    assert.ok(plan.search.exact, `seed ${seed}: exact search`);
     feasible++;
     if (plan.unusedDevices.length > 0) partial++;
     if (copies > 0) copied++;
@@ -115,22 +126,11 @@ test('plan: on five distinct devices and three to eight layers the planner still
     const profile = randomProfile(seed, 5, layers, { memoryScale: [0.25, 0.5, 1][seed % 3]! });
     // Eight rows let groups form; four keep the brute force quick.
     const batch = seed % 2 === 0 ? 8 : 4;
-    const brute = bruteForce(profile, batch);
-    if (brute === Infinity) {
-      assert.throws(
-        () => planPipeline(profile, { batchSize: batch }),
-        (e: unknown) => e instanceof InfeasiblePlanError,
-        `seed ${seed}`,
-      );
+    const plan = planMatchesBruteForce(profile, batch, `seed ${seed}`);
+    if (!plan) {
       infeasible++;
       continue;
     }
-    const plan = planPipeline(profile, { batchSize: batch });
-    assert.ok(plan.search.exact, `seed ${seed}: exact search`);
-    assert.ok(
-      Math.abs(plan.predicted.stepMs - brute) / brute < 1e-9,
-      `seed ${seed}: planner ${plan.predicted.stepMs} vs brute force ${brute}`,
-    );
     if (plan.unusedDevices.length > 0) partial++;
     if (plan.stages.length > 1) pipelined++;
     if (plan.stages.some((s) => s.devices.length > 1)) grouped++;
