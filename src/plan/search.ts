@@ -71,9 +71,11 @@ export class Space {
   readonly moves: number;
   private readonly picks = new Map<Prices, Map<number, Pick>>();
 
+  /** `maxGroup`: the most devices one stage may take (1: every stage a single device). */
   constructor(
     readonly chains: readonly Chain[],
     readonly name: string,
+    readonly maxGroup = Infinity,
   ) {
     this.k = chains.length;
     this.sizes = Int32Array.from(chains, (c) => c.devices.length);
@@ -209,7 +211,7 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
       // Every non-empty group of free devices, as counts per chain (an odometer over take).
       for (let group = nextGroup(take, used, sizes, strides, u); group; group = nextGroup(take, used, sizes, strides, u)) {
         const { m, target } = group;
-        if (m > rows) continue;
+        if (m > rows || m > space.maxGroup) continue;
         work++;
         const rest = free - m;
         const pick = space.pick(prices, used, take);
