@@ -45,6 +45,8 @@ export interface PlanOptions {
   orderings?: OrderingName[];
   /** A plan of this shape instead of the search's choice (shapes.ts); default 'auto'. */
   shape?: 'auto' | PlanShape;
+  /** Work the exact search may spend before the other searches' plan stands (Infinity: always to the end, however long). */
+  exactBudget?: number;
 }
 
 export interface PlannedDevice {
@@ -200,8 +202,8 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
       labels += r.labels;
       if (r.found) found = { ...r.found, chains: null, name: 'searched' };
     }
-    if (size <= EXACT_MOVES) {
-      const r = solve([whole], prices, mOptions, lowest, { left: EXACT_BUDGET }, found?.value);
+    if (size <= EXACT_MOVES || options.exactBudget === Infinity) {
+      const r = solve([whole], prices, mOptions, lowest, { left: options.exactBudget ?? EXACT_BUDGET }, found?.value);
       labels += r.labels;
       searched++;
       // Cut short, it is only as good as what it found; complete, it is the optimum.
