@@ -70,6 +70,26 @@ function bruteForce(profile: Profile, batch: number): number {
   return best;
 }
 
+/**
+ * The planner's plan after checking it against the brute force: the same least makespan from its
+ * exact search, or, when the brute force finds no plan, InfeasiblePlanError (then null).
+ */
+function planMatchesBruteForce(profile: Profile, batch: number, where: string): StagePlan | null {
+  const brute = bruteForce(profile, batch);
+  if (brute === Infinity) {
+    assert.throws(
+      () => planPipeline(profile, { batchSize: batch }),
+      (e: unknown) => e instanceof InfeasiblePlanError,
+      where,
+    );
+    return null;
+  }
+  const plan = planPipeline(profile, { batchSize: batch });
+  assert.ok(plan.search.exact, `${where}: exact search`);
+  assert.ok(Math.abs(plan.predicted.stepMs - brute) / brute < 1e-9, `${where}: planner ${plan.predicted.stepMs} vs brute force ${brute}`);
+  return plan;
+}
+
 test('plan: the planner finds the least makespan a brute-force search over every device subset and order finds', () => {
   let feasible = 0,
     infeasible = 0,
@@ -81,20 +101,11 @@ test('plan: the planner finds the least makespan a brute-force search over every
     const layers = 1 + ((seed * 7) % (devices + copies >= 4 ? 4 : 6));
     const profile = randomProfile(seed, devices, layers, { memoryScale: [0.3, 0.6, 1][seed % 3]!, copies });
     const batch = [4, 6, 8][seed % 3]!;
-    const brute = bruteForce(profile, batch);
-    if (brute === Infinity) {
-      assert.throws(
-        () => planPipeline(profile, { batchSize: batch }),
-        (e: unknown) => e instanceof InfeasiblePlanError,
-        `seed ${seed}`,
-      );
+    const plan = planMatchesBruteForce(profile, batch, `seed ${seed}`);
+    if (!plan) {
       infeasible++;
       continue;
     }
-    const plan = planPipeline(profile, { batchSize: batch });
-    const rel = Math.abs(plan.predicted.stepMs - brute) / brute;
-    assert.ok(rel < 1e-9, `seed ${seed}: planner ${plan.predicted.stepMs} vs brute force ${brute}`);
-    assert.ok(plan.search.exact, `seed ${seed}: exact search`);
     feasible++;
     if (plan.unusedDevices.length > 0) partial++;
     if (copies > 0) copied++;
@@ -102,6 +113,31 @@ test('plan: the planner finds the least makespan a brute-force search over every
   assert.ok(
     feasible > 150 && infeasible > 10 && partial > 20 && copied > 15,
     `every kind of instance is exercised (${feasible} feasible, ${infeasible} infeasible, ${partial} leaving devices out, ${copied} with identical devices)`,
+  );
+});
+
+test('plan: on five distinct devices and three to eight layers the planner still finds the brute-force optimum', () => {
+  let partial = 0,
+    infeasible = 0,
+    pipelined = 0,
+    grouped = 0;
+  for (let seed = 1001; seed <= 1018; seed++) {
+    const layers = 3 + (seed % 6);
+    const profile = randomProfile(seed, 5, layers, { memoryScale: [0.25, 0.5, 1][seed % 3]! });
+    // Eight rows let groups form; four keep the brute force quick.
+    const batch = seed % 2 === 0 ? 8 : 4;
+    const plan = planMatchesBruteForce(profile, batch, `seed ${seed}`);
+    if (!plan) {
+      infeasible++;
+      continue;
+    }
+    if (plan.unusedDevices.length > 0) partial++;
+    if (plan.stages.length > 1) pipelined++;
+    if (plan.stages.some((s) => s.devices.length > 1)) grouped++;
+  }
+  assert.ok(
+    partial > 0 && pipelined > 0 && grouped > 0 && infeasible > 0,
+    `${partial} leaving devices out, ${pipelined} pipelined, ${grouped} with a group, ${infeasible} infeasible`,
   );
 });
 
@@ -264,6 +300,8 @@ test('plan: a shortfall of less than a MiB is shown with the decimals that keep 
     [0.3 * 2 ** 20, 'short 0.3 MiB'],
     [1000, 'short 0.001 MiB'],
     [3 * 2 ** 20, 'short 3 MiB'],
+    // Whole MiB or one decimal, whichever keeps need - have = short as shown (checked below).
+    [3.8 * 2 ** 20, 'short '],
   ] as const) {
     const profile = randomProfile(5, 1, 3);
     const need = memberPeakBytes((new CostModel(profile).stage(1, 3, [0], 1, 1) as StageCost).members[0]!, 1);
@@ -273,10 +311,17 @@ test('plan: a shortfall of less than a MiB is shown with the decimals that keep 
       assert.unreachable('expected InfeasiblePlanError');
     } catch (e) {
       assert.instance(e, InfeasiblePlanError);
+      const lines = (e as InfeasiblePlanError).lines;
       assert.ok(
-        (e as InfeasiblePlanError).lines.some((l) => l.includes(shown)),
-        `${shown}: ${(e as InfeasiblePlanError).lines.join('; ')}`,
+        lines.some((l) => l.includes(shown)),
+        `${shown}: ${lines.join('; ')}`,
       );
+      // As shown, need - have = short: no "needs 15 MiB but has 12 MiB (short 4 MiB)".
+      for (const l of lines)
+        for (const [, need, have, short] of l.matchAll(/needs ([\d.]+) MiB but has ([\d.]+) MiB \(short ([\d.]+) MiB\)/g)) {
+          const digits = short!.split('.')[1]?.length ?? 0;
+          assert.ok(Math.abs(Number(need) - Number(have) - Number(short)) < 0.5 * 10 ** -digits, l);
+        }
     }
   }
 });
@@ -357,6 +402,17 @@ test('plan: a small-memory device at the end of every order no longer makes T5-B
   const none = planPipeline(withLast(10));
   assert.equal(none.unusedDevices, ['nano-3']);
   assert.is(none.predicted.stepMs, three.predicted.stepMs);
+});
+
+test('plan: on eight distinct devices x 48 layers, too many for the exact search, the plan is still the optimum it finds given all the time it needs', () => {
+  // Per-layer speeds differ by device, so the best order of single-device stages is one the
+  // local search's swaps alone missed by 2%; the search over single-device pipelines finds it.
+  const profile = randomProfile(21, 8, 48, { memoryScale: 3 });
+  const plan = planPipeline(profile, { batchSize: 16 });
+  assert.not.ok(plan.search.exact);
+  const optimum = planPipeline(profile, { batchSize: 16, exactBudget: Infinity });
+  assert.ok(optimum.search.exact);
+  assert.ok(plan.predicted.stepMs <= optimum.predicted.stepMs * (1 + 1e-9), `${plan.predicted.stepMs} vs ${optimum.predicted.stepMs}`);
 });
 
 test("plan: 16 heterogeneous devices x 48 layers plan to a valid placement no worse than the paper's orders give (speed is measured by charon bench plan)", () => {

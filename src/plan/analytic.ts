@@ -152,7 +152,7 @@ function blockCost(spec: DeviceSpec, wide: Flops, narrow: Flops, bytes: Omit<Blo
 }
 
 /** One backbone layer and its side block, as a BlockCost on `spec`. */
-function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean): BlockCost {
+function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean, cached: boolean): BlockCost {
   if (model.method && model.method.kind !== 'parallel') return backpropLayerCost(model, model.method, spec, decoder);
   const { seqLen: T, dModel: d, dFF: f, heads: h, bytesPerValue: bv } = model;
   const r = d / model.sideReduction;
@@ -164,16 +164,17 @@ function layerCost(model: ModelShape, spec: DeviceSpec, decoder: boolean): Block
   const down = 2 * T * d * r;
   const backboneParams = x * 4 * d * d + 2 * d * f;
   const sideParams = x * 4 * r * r + 2 * r * fs + d * r;
+  // From the cache the backbone layer neither runs nor stays in memory: its output b_i is read.
   return blockCost(
     spec,
-    { fwd: backbone, bwd: 0 },
+    { fwd: cached ? 0 : backbone, bwd: 0 },
     { fwd: sideBlock + down, bwd: 2 * sideBlock + down },
     {
-      backboneBytes: backboneParams * bv,
+      backboneBytes: cached ? 0 : backboneParams * bv,
       sideBytes: sideParams * 4 * bv,
       sideGradBytes: sideParams * bv,
       activationBytesPerSample: (T * (d + x * 8 * r + 2 * fs) + x * hs * T * T) * bv,
-      workBytesPerSample: (T * (f + 3 * d) + h * T * T) * bv,
+      workBytesPerSample: cached ? (T * (fs + 3 * r) + hs * T * T) * bv : (T * (f + 3 * d) + h * T * T) * bv,
     },
   );
 }
@@ -226,19 +227,26 @@ function backpropLayerCost(
 /**
  * A profile for `count` identical devices named `<spec.name>-0..count-1` running `model`, with
  * per-layer costs derived as documented above. `training` fills the profile's batch and epoch size.
+ * `cached`: the epochs after the first of parallel adapters, which train the side network from the
+ * activation cache: no backbone layer runs or is held (the frozen head still runs, on the cached
+ * b_L combined with the side output), no embedding table; one stage of every layer over all the
+ * devices is then the cached phase's data parallelism (ring all-reduce of the side gradients).
  */
 export function analyticProfile(
   model: ModelShape,
   spec: DeviceSpec,
   count: number,
   training?: { batchSize: number; samples: number },
+  cached = false,
 ): Profile {
+  if (cached && model.method && model.method.kind !== 'parallel')
+    throw new RangeError(`only parallel adapters train from the activation cache, not ${model.method.kind}`);
   const { seqLen: T, dModel: d, vocab: V, headTokens: ht, bytesPerValue: bv } = model;
   const r = d / model.sideReduction;
   if (!Number.isInteger(r)) throw new RangeError(`dModel ${d} is not divisible by sideReduction ${model.sideReduction}`);
   const layers: BlockCost[] = [];
   for (let i = 0; i < model.encoderLayers + model.decoderLayers; i++)
-    layers.push(layerCost(model, spec, i >= model.encoderLayers && model.encoderLayers > 0));
+    layers.push(layerCost(model, spec, i >= model.encoderLayers && model.encoderLayers > 0, cached));
   const m = model.method?.kind ?? 'parallel';
   const full = m === 'full';
   // Methods other than parallel: no side network at the ends; full trains the embedding and head.
@@ -261,7 +269,7 @@ export function analyticProfile(
           { fwd: 0, bwd: 0 },
           { fwd: 2 * T * d * r, bwd: 2 * T * d * r },
           {
-            backboneBytes: V * d * bv,
+            backboneBytes: cached ? 0 : V * d * bv,
             sideBytes: d * r * 4 * bv,
             sideGradBytes: d * r * bv,
             activationBytesPerSample: T * d * bv,

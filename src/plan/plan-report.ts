@@ -117,13 +117,20 @@ export function explainInfeasible(cm: CostModel, mOptions: number[], batchSize: 
   return lines;
 }
 
-/** Need, have and their difference in MiB, with the fewest decimals that keep the difference above zero. */
+/**
+ * Need, have and their difference in MiB, with the fewest decimals that keep the difference above
+ * zero and the three figures consistent as shown (need - have = short): "needs 15 MiB but has
+ * 12 MiB (short 4 MiB)" reads as a mistake, "needs 15.4 MiB but has 11.6 MiB (short 3.8 MiB)" does not.
+ */
 export function mebibytes(need: number, have: number): [string, string, string] {
   const MiB = 2 ** 20;
+  const at = (b: number, digits: number) => Number((b / MiB).toFixed(digits));
+  const shows = (digits: number) =>
+    at(need - have, digits) > 0 && Math.abs(at(need, digits) - at(have, digits) - at(need - have, digits)) < 0.5 * 10 ** -digits;
   let digits = 0;
-  while (digits < 6 && Number(((need - have) / MiB).toFixed(digits)) <= 0) digits++;
+  while (digits < 6 && !shows(digits)) digits++;
   const fmt = (b: number) => `${(b / MiB).toFixed(digits)} MiB`;
-  if (Number(((need - have) / MiB).toFixed(digits)) <= 0) return [fmt(need), fmt(have), `${(need - have).toPrecision(2)} bytes`];
+  if (at(need - have, digits) <= 0) return [fmt(need), fmt(have), `${(need - have).toPrecision(2)} bytes`];
   return [fmt(need), fmt(have), fmt(need - have)];
 }
 

@@ -7,11 +7,14 @@
  * nowhere are left out first. Three searches (search.ts, refine.ts), each pruning with the best
  * plan the ones before found:
  * - the paper's DP over its three device orders;
- * - unless the exact search is cheap, a local search from that plan (moving devices between
- *   groups, stages and the unused), which stands when the exact search would take too long;
+ * - unless the exact search is cheap: on up to SINGLES_DEVICES devices, the exact search
+ *   restricted to one device per stage (every subset and order of single devices: 2^N states per
+ *   layer, not 3^N), then a local search from the best plan so far (moving devices between
+ *   groups, stages and the unused); these stand when the exact search would take too long;
  * - the exact search over every device subset and order, with identical devices collapsed into a
  *   count (eight identical Nanos are 9 states per layer, not 256), when that is small enough and
- *   finishes within its budget. Then the plan is the cost model's optimum (`search.exact`).
+ *   finishes within its budget. Then the plan is the cost model's optimum (`search.exact`); cut
+ *   short, it still hands over the best plan it found.
  *
  * A search with no plan to prune with asks for a plan below a guess near a lower bound and raises
  * the guess until one turns up: the first plan found below a guess is the optimum of that search,
@@ -42,6 +45,8 @@ export interface PlanOptions {
   orderings?: OrderingName[];
   /** A plan of this shape instead of the search's choice (shapes.ts); default 'auto'. */
   shape?: 'auto' | PlanShape;
+  /** Work the exact search may spend before the other searches' plan stands (Infinity: always to the end, however long). */
+  exactBudget?: number;
 }
 
 export interface PlannedDevice {
@@ -125,6 +130,10 @@ const EXACT_MOVES = 600_000;
 const SMALL_MOVES = 5_000;
 /** Work units (groups tried, layer ranges tried, labels made) the exact search may spend before the local search's plan stands. */
 const EXACT_BUDGET = 2_000_000;
+/** Devices up to which pipelines of single devices are searched before the local search (2^N subsets). */
+const SINGLES_DEVICES = 9;
+/** Work units that search may spend. */
+const SINGLES_BUDGET = 4_000_000;
 /** Work units (layer ranges priced, labels made) the local search may spend. */
 const REFINE_BUDGET = 1_000_000;
 
@@ -177,6 +186,14 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
     );
     const size = whole.moves * cm.layers;
     if (size > SMALL_MOVES) {
+      // Pipelines of single devices, over every subset and order: where layers suit devices
+      // differently, the best order is one the local search's swaps rarely reach.
+      if (usable.length <= SINGLES_DEVICES) {
+        const singles = new Space(whole.chains, 'searched', 1);
+        const r = solve([singles], prices, mOptions, lowest, { left: SINGLES_BUDGET }, found?.value);
+        labels += r.labels;
+        if (r.found && (!found || r.found.value < found.value)) found = r.found;
+      }
       // With no plan from the orders, start from every device a stage of its own, roomiest first.
       const start = found ? stagesOf(found.label, found.chains) : spreadOut(profile, usable, cm.layers);
       const r = refine(start, found?.m ?? Math.max(...mOptions), found?.value ?? Infinity, usable, prices, mOptions, {
@@ -185,14 +202,13 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
       labels += r.labels;
       if (r.found) found = { ...r.found, chains: null, name: 'searched' };
     }
-    if (size <= EXACT_MOVES) {
-      const r = solve([whole], prices, mOptions, lowest, { left: EXACT_BUDGET }, found?.value);
+    if (size <= EXACT_MOVES || options.exactBudget === Infinity) {
+      const r = solve([whole], prices, mOptions, lowest, { left: options.exactBudget ?? EXACT_BUDGET }, found?.value);
       labels += r.labels;
       searched++;
-      if (!r.aborted) {
-        exact = true;
-        if (r.found) found = r.found;
-      }
+      // Cut short, it is only as good as what it found; complete, it is the optimum.
+      if (r.found && (!found || r.found.value < found.value)) found = r.found;
+      exact = !r.aborted;
     }
   }
   if (!found)
@@ -211,7 +227,8 @@ export function planPipeline(profile: Profile, options: PlanOptions = {}): Stage
 
 /**
  * The best plan over `spaces` and micro-batch counts below `upper`, else found by asking for one
- * below a rising guess (see the file comment); null when none fits.
+ * below a rising guess (see the file comment); null when none fits. When the budget runs out
+ * (aborted), the best plan found so far, which need not be the optimum.
  */
 function solve(
   spaces: Space[],
@@ -231,9 +248,9 @@ function solve(
         const r = search(space, prices.get(m)!, m, Math.min(guess, found?.value ?? Infinity), budget);
         labels += r.labels;
         bounded ||= r.bounded;
-        if (r.aborted) return { found: null, labels, aborted: true };
         if (r.best && (!found || r.value < found.value))
           found = { label: r.best, chains: space.chains, name: space.name, m, value: r.value };
+        if (r.aborted) return { found, labels, aborted: true };
       }
     }
     if (found || !bounded || guess === Infinity || upper < Infinity) return { found, labels, aborted: false };

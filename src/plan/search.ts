@@ -22,6 +22,13 @@
  * each. Labels and stages that cannot beat `cut` (the best plan so far, or the caller's bound) are
  * dropped: the layers before x' still need their work done by the devices left, at best at the
  * sum of their rates; states whose devices left cannot even hold those layers' weights are too.
+ *
+ * Work: L x prod_c (n_c + 1) states (chain c holding n_c devices) times min(M, L, N) + 1 stage
+ * counts, each trying every group of its free devices (prod_c over its untaken counts) and every
+ * first layer x' < x, each against the state's labels: O(L^2 x W x prod_c (n_c + 1)(n_c + 2) / 2
+ * x labels) with W = min(M, L, N) + 1. Polynomial for a few classes of identical devices (16 Nanos
+ * in one class: 153 state-group pairs per layer), exponential in the number of distinct devices
+ * (3^N pairs), which is why the planner runs it only where that stays small.
  */
 import type { GroupPrices, Prices } from './prices.ts';
 
@@ -64,9 +71,11 @@ export class Space {
   readonly moves: number;
   private readonly picks = new Map<Prices, Map<number, Pick>>();
 
+  /** `maxGroup`: the most devices one stage may take (1: every stage a single device). */
   constructor(
     readonly chains: readonly Chain[],
     readonly name: string,
+    readonly maxGroup = Infinity,
   ) {
     this.k = chains.length;
     this.sizes = Int32Array.from(chains, (c) => c.devices.length);
@@ -202,7 +211,7 @@ export function search(space: Space, prices: Prices, M: number, cut: number, bud
       // Every non-empty group of free devices, as counts per chain (an odometer over take).
       for (let group = nextGroup(take, used, sizes, strides, u); group; group = nextGroup(take, used, sizes, strides, u)) {
         const { m, target } = group;
-        if (m > rows) continue;
+        if (m > rows || m > space.maxGroup) continue;
         work++;
         const rest = free - m;
         const pick = space.pick(prices, used, take);
