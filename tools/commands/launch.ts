@@ -12,6 +12,7 @@ import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
 import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
 import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.ts';
+import { progressMode, RunProgress } from '../progress.ts';
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
@@ -33,7 +34,10 @@ const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --res
                     by default they are deleted when the run ends (and, after a crash, at the next start)
   --monitor         open the embedded nats-server's HTTP monitoring port on loopback (its URL in
                     the LAUNCHED event); closed by default
-  --json            line-delimited JSON events on stdout instead of progress text
+  --json            line-delimited JSON events on stdout instead of progress (one object per event:
+                    {"event": "step", "type": "STEP_DONE", "epoch", "step", "loss", "samples", ...})
+On a terminal, progress is a bar per epoch (samples, steps/s, loss, ETA) under a line of device
+states, with events printed above; otherwise one line per event on stderr.
 Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
 directory, prints its path on stdout (in the final STOPPED event with --json) and exits 0;
@@ -70,6 +74,8 @@ function describeEvent(e: Record<string, unknown>): string {
       return `all devices up: ${(e.devices as string[]).join(', ')}`;
     case 'RUN_PLANNED':
       return `plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}, ${e.microBatches} micro-batches, predicted step ${(e.predictedStepMs as number).toFixed(0)} ms`;
+    case 'RUN_DEPLOYED':
+      return `plan deployed (generation ${e.generation}) on ${Object.keys(e.devices as object).join(', ')}`;
     case 'STEP_DONE':
       return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
     case 'EPOCH_DONE':
@@ -88,6 +94,8 @@ function describeEvent(e: Record<string, unknown>): string {
       return `run finished: ${e.runDir}`;
     case 'RUN_FAILED':
       return `run FAILED: ${e.error}`;
+    case 'STOPPED':
+      return `stopped (${e.reason})${e.error ? `: ${e.error}` : ''}`;
     default:
       return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
   }
@@ -162,13 +170,10 @@ export async function run(argv: string[]): Promise<number> {
     if (want !== have) throw new CliError(`${profileFile}: devices [${have}] are not the topology's [${want}]`);
   }
   const json = flag(args, 'json');
-  const started = Date.now();
-  const print = (e: Record<string, unknown>) => {
-    if (json) process.stdout.write(JSON.stringify(e) + '\n');
-    else process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${describeEvent(e)}\n`);
-  };
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   const runDir = resolve(resumeDir ?? str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
+  const progress = new RunProgress({ mode: progressMode(json), describe: describeEvent, runDir, training: spec });
+  const print = (e: Record<string, unknown>) => progress.event(e);
   let outcome: { code: number; reason: string; error?: string };
   try {
     outcome = await launchRun(
@@ -220,6 +225,7 @@ export async function run(argv: string[]): Promise<number> {
     runDir,
     ...(outcome.error ? { error: outcome.error } : {}),
   });
+  progress.close();
   if (outcome.error) process.stderr.write(`charon launch: ${outcome.error}\n`);
   else if (outcome.reason === 'trained' && !json) process.stdout.write(`${runDir}\n`);
   return outcome.code;
