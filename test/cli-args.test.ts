@@ -120,6 +120,11 @@ test('charon: the help index lists every command; no command is a usage error', 
   assert.is(sub.status, 0, sub.stderr);
   assert.is(sub.stdout, charon('launch', '--help').stdout);
   assert.match(sub.stdout, /^usage: charon launch TOPOLOGY/);
+  // A command whose help commander generates from its options' descriptions.
+  const data = charon('data', 'markov', '--help');
+  assert.is(data.status, 0, data.stderr);
+  assert.match(data.stdout, /^Usage: charon data markov --out FILE \[options\]\n/);
+  assert.match(data.stdout, /\n {2}--out <FILE> +JSONL file to write/);
 });
 
 test('charon: unknown command, unknown flag, missing value and bad number are one line naming it, exit 2', () => {

@@ -225,10 +225,14 @@ export class RunProgress {
     this.devicesLine!.update(0, { line: t.describeDevices().slice(0, Math.max(20, width - 1)) });
     if (!this.o.training || t.epoch === 0 || t.epoch > this.o.training.epochs) return;
     if (this.barEpoch !== t.epoch) {
-      if (this.epochBar) this.bars!.remove(this.epochBar);
+      if (this.epochBar) {
+        // The epoch's last state is drawn before its bar goes (frames are throttled).
+        this.bars!.update();
+        this.bars!.remove(this.epochBar);
+      }
       this.barEpoch = t.epoch;
       this.epochBar = this.bars!.create(this.o.training.samples, t.samplesDone, this.payload(), {
-        format: `epoch {epoch}/{epochs}{phase} {bar} {value}/{total} samples | {rate} steps/s | loss {loss} | ETA {eta}`,
+        format: `epoch {epoch}/{epochs}{phase} {bar} {value}/{total} samples | {rate} steps/s | loss {loss} | ETA {remaining}`,
       });
     }
     this.epochBar!.update(t.samplesDone, this.payload());
@@ -240,7 +244,7 @@ export class RunProgress {
     const total = this.o.training?.samples ?? 0;
     const perSecond = seconds > 0 ? t.samplesDoneHere / seconds : 0;
     return {
-      eta: perSecond > 0 ? duration((total - t.samplesDone) / perSecond) : '-',
+      remaining: perSecond > 0 ? duration((total - t.samplesDone) / perSecond) : '-',
       epoch: t.epoch,
       epochs: this.o.training?.epochs ?? 0,
       phase: t.phase ? ` (${t.phase})` : '',
