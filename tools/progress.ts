@@ -200,6 +200,8 @@ export class RunProgress {
         format: '{line}',
       });
       this.devicesLine = this.bars.create(1, 0, { line: this.tracker.describeDevices() });
+      // An exit that skips close() (an uncaught error) must not leave the terminal without its cursor.
+      process.once('exit', this.restoreCursor);
     }
   }
 
@@ -253,6 +255,10 @@ export class RunProgress {
     };
   }
 
+  private readonly restoreCursor = () => {
+    if (this.bars) this.stream.write('\u001b[?25h');
+  };
+
   /** Draws the last state, flushes the lines above it and gives the terminal back. */
   close(): void {
     if (!this.bars) return;
@@ -260,5 +266,6 @@ export class RunProgress {
     this.bars.update();
     this.bars.stop();
     this.bars = undefined;
+    process.removeListener('exit', this.restoreCursor);
   }
 }
