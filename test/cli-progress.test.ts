@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { duration, eventName, RunTracker } from '../tools/progress.ts';
+import { duration, eventName, RunProgress, RunTracker } from '../tools/progress.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const cli = join(root, 'tools/charon.js');
@@ -72,13 +72,42 @@ test('progress: samples per epoch (a short last step, a replayed step once, a re
   assert.equal(resumed.apply({ type: 'STEP_DONE', epoch: 2, step: 6, loss: 1, phase: 'cached' }, '/r'), { samples: 10, samplesTotal: 10 });
   assert.is(resumed.samplesDoneHere, 2);
 
-  assert.is(eventName('STEP_DONE'), 'step');
-  assert.is(eventName('DEVICE_LOST'), 'device');
-  assert.is(eventName('JOIN_REFUSED'), 'device');
-  assert.is(eventName('RECOVERING'), 'replan');
-  assert.is(eventName('STOPPED'), 'done');
-  assert.is(eventName('CACHE_REFILLED'), 'cache-refilled');
+  assert.is(eventName({ type: 'STEP_DONE' }), 'step');
+  assert.is(eventName({ type: 'DEVICE_LOST' }), 'device');
+  assert.is(eventName({ type: 'JOIN_REFUSED' }), 'device');
+  assert.is(eventName({ type: 'RECOVERING' }), 'replan');
+  assert.is(eventName({ type: 'STOPPED' }), 'done');
+  assert.is(eventName({ type: 'CACHE_REFILLED' }), 'cache-refilled');
+  // The bus's report of a dropped message has no type; it still gets a name, and no type is added.
+  assert.is(eventName({ subject: 'charon.r.dev.a.ctl', reason: 'duplicate', message: 'seen' }), 'rejected');
+  assert.is(eventName({ what: 1 }), 'unknown');
+  assert.equal(t.apply({ subject: 's', reason: 'body', message: 'm' }, '/r'), {});
   assert.equal([duration(42.4), duration(185), duration(3720)], ['42s', '3m05s', '1h02m']);
+});
+
+test('progress: on a pipe a malformed event is a raw line and the next one still prints', () => {
+  let out = '';
+  const write = (s: string) => {
+    out += s;
+    return true;
+  };
+  const stream = { isTTY: false, write } as unknown as NodeJS.WriteStream;
+  const p = new RunProgress({
+    mode: 'text',
+    describe: (e) => `${e.type} ${(e.loss as number).toFixed(1)}`,
+    runDir: '/r',
+    stream,
+    training: { samples: 4, batch: 2, epochs: 1 },
+  });
+  p.event({ type: 'STEP_DONE', epoch: 1, step: 1 });
+  p.event({ type: 'STEP_DONE', epoch: 1, step: 2, loss: 2 });
+  p.event({ subject: 'charon.r.dev.a.ctl', reason: 'body', message: 'bad' });
+  p.close();
+  const lines = out.trimEnd().split('\n');
+  assert.is(lines.length, 3, out);
+  assert.match(lines[0]!, /^\[\d+\.\ds\] \{"type":"STEP_DONE","epoch":1,"step":1\}$/);
+  assert.match(lines[1]!, /^\[\d+\.\ds\] STEP_DONE 2\.0$/);
+  assert.match(lines[2]!, /^\[\d+\.\ds\] message on charon\.r\.dev\.a\.ctl dropped \(body\): bad$/);
 });
 
 test('progress: --json is one event object per stdout line on a real tiny launch, nothing else', async () => {

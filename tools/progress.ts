@@ -57,8 +57,15 @@ const eventNames: Record<string, string> = {
   STOPPED: 'done',
 };
 
+/** A message some process of the run dropped (the bus's rejection report has no `type`). */
+function isRejection(e: RunEvent): boolean {
+  return e.type === undefined && typeof e.reason === 'string' && typeof e.subject === 'string';
+}
+
 /** The `event` name of a run event in --json output. */
-export function eventName(type: string): string {
+export function eventName(e: RunEvent): string {
+  const type = e.type;
+  if (typeof type !== 'string') return isRejection(e) ? 'rejected' : 'unknown';
   if (type in deviceStates) return 'device';
   return eventNames[type] ?? type.toLowerCase().replace(/_/g, '-');
 }
@@ -206,12 +213,22 @@ export class RunProgress {
   }
 
   event(e: RunEvent): void {
-    const extra = this.tracker.apply(e, this.o.runDir);
+    // An event of an unexpected shape is shown as it is; it must not stop the ones after it.
+    let extra: RunEvent = {};
+    try {
+      extra = this.tracker.apply(e, this.o.runDir);
+    } catch {}
     if (this.o.mode === 'json') {
-      process.stdout.write(`${JSON.stringify({ event: eventName(e.type as string), ...e, ...extra })}\n`);
+      process.stdout.write(`${JSON.stringify({ event: eventName(e), ...e, ...extra })}\n`);
       return;
     }
-    const line = `[${((Date.now() - this.started) / 1000).toFixed(1)}s] ${this.o.describe(e)}`;
+    let text: string;
+    try {
+      text = isRejection(e) ? `message on ${e.subject} dropped (${e.reason}): ${e.message}` : this.o.describe(e);
+    } catch {
+      text = JSON.stringify(e);
+    }
+    const line = `[${((Date.now() - this.started) / 1000).toFixed(1)}s] ${text}`;
     if (!this.bars) {
       this.stream.write(`${line}\n`);
       return;
