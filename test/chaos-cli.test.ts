@@ -22,7 +22,7 @@ test('chaos cli: a bad schedule is one file:line error and exit 2', () => {
   writeFileSync(bad, `- { at: { step: 2 }, kind: stop, device: dev1 }\n`);
   const r = chaos('--faults', bad, '--json');
   assert.is(r.status, 2, r.stderr);
-  assert.is(r.stderr.trim(), `charon: ${bad}:1: [0].durationMs: is required for kind stop`);
+  assert.is(r.stderr.trim(), `charon chaos: ${bad}:1: [0].durationMs: is required for kind stop`);
 });
 
 test('chaos cli: --json runs faults then the reference and reports every invariant and fault', () => {

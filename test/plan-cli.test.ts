@@ -76,14 +76,14 @@ test('plan: bad input is one clear line and a non-zero exit', () => {
   const dir = mkdtempSync(join(tmpdir(), 'plan-cli-'));
   const missing = charon('--profile', join(dir, 'none.json'));
   assert.is(missing.status, 2);
-  assert.match(missing.stderr, /^charon: .*none\.json: \(root\): cannot read: ENOENT\n$/);
+  assert.match(missing.stderr, /^charon plan: .*none\.json: \(root\): cannot read: ENOENT\n$/);
   const profile = loadProfile('topologies/profiles/t5-large-jetson-nano.json');
   writeFileSync(join(dir, 'one.json'), JSON.stringify(selectDevices(profile, { count: 1 })));
   const infeasible = charon('--profile', join(dir, 'one.json'));
   assert.is(infeasible.status, 1);
   assert.match(
     infeasible.stderr,
-    /^charon: infeasible: no placement of 48 layers on 1 device fits in memory; .*nano-0 needs \d+ MiB but has 3072 MiB/,
+    /^charon plan: infeasible: no placement of 48 layers on 1 device fits in memory; .*nano-0 needs \d+ MiB but has 3072 MiB/,
   );
   const remote = charon('topologies/jetson-nano-8.yaml');
   assert.is(remote.status, 2);

@@ -91,7 +91,7 @@ test('topology: launch prints one clear error line and exits non-zero', async ()
     );
   });
   assert.ok(code !== 0);
-  assert.equal(stderr.trim(), `charon: ${file}:7: devices[1].memoryMb: must be > 0, got -5`);
+  assert.equal(stderr.trim(), `charon launch: ${file}:7: devices[1].memoryMb: must be > 0, got -5`);
 });
 
 test.run();

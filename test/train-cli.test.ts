@@ -39,7 +39,7 @@ function oneLineError(r: { code: number; stderr: string }, re: RegExp): void {
   const lines = r.stderr
     .trim()
     .split('\n')
-    .filter((l) => l.startsWith('charon:'));
+    .filter((l) => /^charon \w+: /.test(l));
   assert.is(lines.length, 1, r.stderr);
   assert.match(lines[0]!, re);
 }

@@ -1,8 +1,13 @@
 /**
- * Small, strict argument parser shared by every subcommand: declared options only, typed values,
- * one clear error naming the option. `--help` prints the command's usage.
+ * The argument parser every subcommand shares, built on commander: declared options only, typed
+ * values, one clear error naming the option. `--help` prints the command's help.
+ *
+ * A command declares its options as a spec (`{ name: { type: 'string' } }`) and either writes its
+ * own usage text or gives a `CommandHelp`, from which commander generates the help out of the
+ * options' `help` lines. Values are read back with `str`, `num`, `flag` and `requireStr`, so a
+ * command's checks stay in one place whatever parses the line.
  */
-import { parseArgs } from 'node:util';
+import { Command, CommanderError, Option } from 'commander';
 
 export class CliError extends Error {
   override name = 'CliError';
@@ -14,31 +19,95 @@ export class CliError extends Error {
   }
 }
 
-export type OptionSpec = { type: 'string' | 'boolean'; short?: string; default?: string | boolean; multiple?: boolean };
+export type OptionSpec = {
+  type: 'string' | 'boolean';
+  short?: string;
+  default?: string | boolean;
+  multiple?: boolean;
+  /** One line for the generated help. */
+  help?: string;
+  /** The value's name in the generated help (default VALUE). */
+  arg?: string;
+};
+
+/** What commander generates a command's help from (instead of a hand-written usage text). */
+export interface CommandHelp {
+  /** The arguments after the command's name, e.g. 'TOPOLOGY [options]'. */
+  usage: string;
+  description?: string;
+  /** Text after the option list. */
+  after?: string;
+}
 
 export interface ParsedArgs {
   values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
 }
 
-/** Parses argv against `options`; prints `usage` and returns null when --help was given. */
-export function parseCommandArgs(argv: string[], options: Record<string, OptionSpec>, usage: string): ParsedArgs | null {
-  let parsed: ParsedArgs;
+let commandName = 'charon';
+
+/** The command line's name in help and errors, e.g. 'charon launch' (set by the dispatcher). */
+export function setCommandName(name: string): void {
+  commandName = name;
+}
+
+export function currentCommandName(): string {
+  return commandName;
+}
+
+/** Commander's message as one line, without its 'error: ' prefix. */
+export function commanderMessage(err: CommanderError): string {
+  return err.message
+    .replace(/^error: /, '')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .join(' ');
+}
+
+function buildCommand(options: Record<string, OptionSpec>, usage: string | CommandHelp): Command {
+  const cmd = new Command(commandName)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s), outputError: () => {} })
+    .helpOption('-h, --help', 'print this help')
+    .argument('[args...]')
+    .allowExcessArguments();
+  if (typeof usage === 'string') cmd.configureHelp({ formatHelp: () => `${usage.trimEnd()}\n` });
+  else {
+    cmd.usage(usage.usage);
+    if (usage.description) cmd.description(usage.description);
+    if (usage.after) cmd.addHelpText('after', `\n${usage.after.trimEnd()}`);
+    cmd.configureHelp({ visibleArguments: () => [] });
+  }
+  for (const [name, spec] of Object.entries(options)) {
+    const flags = `${spec.short ? `-${spec.short}, ` : ''}--${name}${spec.type === 'string' ? ` <${spec.arg ?? 'VALUE'}>` : ''}`;
+    const opt = new Option(flags, spec.help ?? '');
+    if (spec.multiple) opt.argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v]);
+    if (spec.default !== undefined) opt.default(spec.multiple ? [spec.default] : spec.default);
+    cmd.addOption(opt);
+  }
+  return cmd;
+}
+
+/** Parses argv against `options`; prints the help and returns null when --help was given. */
+export function parseCommandArgs(argv: string[], options: Record<string, OptionSpec>, usage: string | CommandHelp): ParsedArgs | null {
+  const cmd = buildCommand(options, usage);
   try {
-    parsed = parseArgs({
-      args: argv,
-      options: { ...options, help: { type: 'boolean', short: 'h' } },
-      allowPositionals: true,
-      strict: true,
-    }) as ParsedArgs;
+    cmd.parse(argv, { from: 'user' });
   } catch (err) {
-    throw new CliError(`${(err as Error).message.split('\n')[0]} (see --help)`);
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed') return null;
+      throw new CliError(`${commanderMessage(err)} (see --help)`);
+    }
+    throw err;
   }
-  if (parsed.values.help) {
-    process.stdout.write(usage.trimEnd() + '\n');
-    return null;
+  const opts = cmd.opts();
+  const values: ParsedArgs['values'] = {};
+  for (const opt of cmd.options) {
+    const name = opt.long?.slice(2);
+    if (name && name !== 'help' && opts[opt.attributeName()] !== undefined) values[name] = opts[opt.attributeName()];
   }
-  return parsed;
+  return { values, positionals: cmd.args };
 }
 
 export function str(args: ParsedArgs, name: string): string | undefined {
@@ -56,7 +125,7 @@ export function num(args: ParsedArgs, name: string, fallback: number, opts: { in
   const v = str(args, name);
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
+  if (v.trim() === '' || !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) || (opts.min !== undefined && n < opts.min)) {
     throw new CliError(
       `--${name} must be ${opts.integer ? 'an integer' : 'a number'}${opts.min !== undefined ? ` >= ${opts.min}` : ''}, got '${v}'`,
     );

@@ -2,39 +2,33 @@
  * `charon data markov`: write the seeded synthetic Markov-chain data set (each token has exactly
  * 4 possible successors) as JSONL, e.g. the W1 workload's 256 sequences of 128 ids over 8192.
  */
-import { CliError, flag, num, parseCommandArgs, requireStr } from '../args.ts';
+import { CliError, flag, num, type OptionSpec, parseCommandArgs, requireStr } from '../args.ts';
 import { markovDataset, writeJsonl } from '../../src/train/data.ts';
 
 export const summary = 'write data sets: markov (seeded synthetic token sequences for quick starts and benches)';
 
-const usage = `usage: charon data markov --out FILE [--vocab N] [--sequences N] [--length N] [--seed N] [--json]
+const options: Record<string, OptionSpec> = {
+  out: { type: 'string', arg: 'FILE', help: 'JSONL file to write ({"ids": [...]} per line)' },
+  vocab: { type: 'string', arg: 'N', help: "vocabulary size (default 8192, the w1 preset's)" },
+  sequences: { type: 'string', arg: 'N', help: 'number of sequences (default 256)' },
+  length: { type: 'string', arg: 'N', help: 'ids per sequence (default 128)' },
+  seed: { type: 'string', arg: 'N', help: '(default 0)' },
+  json: { type: 'boolean', help: 'print {"file", "samples", "length", "vocab", "seed"} on stdout' },
+};
 
-  --out FILE        JSONL file to write ({"ids": [...]} per line)
-  --vocab N         vocabulary size (default 8192, the w1 preset's)
-  --sequences N     number of sequences (default 256)
-  --length N        ids per sequence (default 128)
-  --seed N          (default 0)
-  --json            print {"file", "samples", "length", "vocab"} on stdout`;
+const help = {
+  usage: 'markov --out FILE [options]',
+  description: 'Writes the seeded synthetic Markov-chain data set (each token has exactly 4 possible successors).',
+};
 
 export async function run(argv: string[]): Promise<number> {
   const [kind, ...rest] = argv;
   if (!kind || kind === '--help' || kind === '-h') {
-    process.stdout.write(usage + '\n');
+    parseCommandArgs(['--help'], options, help);
     return kind ? 0 : 2;
   }
   if (kind !== 'markov') throw new CliError(`unknown data set '${kind}' (known: markov)`);
-  const args = parseCommandArgs(
-    rest,
-    {
-      out: { type: 'string' },
-      vocab: { type: 'string' },
-      sequences: { type: 'string' },
-      length: { type: 'string' },
-      seed: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    usage,
-  );
+  const args = parseCommandArgs(rest, options, help);
   if (!args) return 0;
   const out = requireStr(args, 'out');
   const o = {

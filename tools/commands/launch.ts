@@ -15,6 +15,7 @@ import { loadProfile, ProfileError, type Profile } from '../../src/plan/profile.
 import { RunRecorder } from '../../actors/coordinator/run-record.ts';
 import { dashboardAddress, DashboardError, startDashboard, withOptionalValue, type Dashboard } from '../../src/report/dashboard.ts';
 import { writeReport } from '../../src/report/html.ts';
+import { progressMode, RunProgress } from '../progress.ts';
 
 export const summary = 'run a topology: private nats-server, coordinator, one process per local device';
 
@@ -38,7 +39,10 @@ const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --res
                     the LAUNCHED event); closed by default
   --dashboard [PORT] serve a live dashboard of the run on http://127.0.0.1:PORT/ (read-only; PORT
                     omitted or 0: a free port; HOST:PORT with a loopback HOST); its URL is printed
-  --json            line-delimited JSON events on stdout instead of progress text
+  --json            line-delimited JSON events on stdout instead of progress (one object per event:
+                    {"event": "step", "type": "STEP_DONE", "epoch", "step", "loss", "samples", ...})
+On a terminal, progress is a bar per epoch (samples, steps/s, loss, ETA) under a line of device
+states, with events printed above; otherwise one line per event on stderr.
 Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
 directory, and the run report (report.html, report/*.svg; \`charon report RUN_DIR\` rebuilds it), prints its path on stdout (in the final STOPPED event with --json) and exits 0;
@@ -75,6 +79,8 @@ function describeEvent(e: Record<string, unknown>): string {
       return `all devices up: ${(e.devices as string[]).join(', ')}`;
     case 'RUN_PLANNED':
       return `plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}, ${e.microBatches} micro-batches, predicted step ${(e.predictedStepMs as number).toFixed(0)} ms`;
+    case 'RUN_DEPLOYED':
+      return `plan deployed (generation ${e.generation}) on ${Object.keys(e.devices as object).join(', ')}`;
     case 'STEP_DONE':
       return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
     case 'EPOCH_DONE':
@@ -97,6 +103,8 @@ function describeEvent(e: Record<string, unknown>): string {
       return `live dashboard: ${e.url}`;
     case 'REPORT':
       return `run report: ${e.path}`;
+    case 'STOPPED':
+      return `stopped (${e.reason})${e.error ? `: ${e.error}` : ''}`;
     default:
       return `${e.type}${d ? ` ${d}` : ''} ${JSON.stringify(e)}`;
   }
@@ -180,13 +188,10 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const json = flag(args, 'json');
-  const started = Date.now();
-  const print = (e: Record<string, unknown>) => {
-    if (json) process.stdout.write(JSON.stringify(e) + '\n');
-    else process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${describeEvent(e)}\n`);
-  };
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   const runDir = resolve(resumeDir ?? str(args, 'run-dir') ?? join('runs', `${topology.run}-${stamp}`));
+  const progress = new RunProgress({ mode: progressMode(json), describe: describeEvent, runDir, training: spec });
+  const print = (e: Record<string, unknown>) => progress.event(e);
   const recorder = new RunRecorder(runDir);
   let dashboard: Dashboard | undefined;
   if (listen) {
@@ -260,6 +265,7 @@ export async function run(argv: string[]): Promise<number> {
     runDir,
     ...(outcome.error ? { error: outcome.error } : {}),
   });
+  progress.close();
   if (outcome.error) process.stderr.write(`charon launch: ${outcome.error}\n`);
   else if (outcome.reason === 'trained' && !json) process.stdout.write(`${runDir}\n`);
   return outcome.code;
