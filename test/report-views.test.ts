@@ -213,7 +213,7 @@ test('--dashboard: optional port, loopback only', () => {
   assert.throws(() => dashboardAddress('eth0'), /not a port or HOST:PORT/);
   const r = charon('launch', join(root, 'topologies/local-2.yaml'), '--dashboard', '192.168.1.2:80');
   assert.is(r.status, 2);
-  assert.match(r.stderr, /^charon: --dashboard: 192\.168\.1\.2 is not a loopback address/);
+  assert.match(r.stderr, /^charon launch: --dashboard: 192\.168\.1\.2 is not a loopback address/);
 });
 
 function get(url: string, opts: { method?: string; host?: string } = {}): Promise<{ status: number; body: string }> {
