@@ -28,7 +28,7 @@ test('stage compute: the loss backward equals autodiff of the whole loss', async
   const stepTokens = 2 * nextTokenTargets(ids, mask, rows, T).count; // as if a second rank held as many tokens
 
   const out = compute.forward(0, rows, { kind: 'ids', ids });
-  const { loss } = compute.lossBackward(0, ids, mask, stepTokens);
+  const { loss } = compute.lossBackward(0, { ids, mask }, stepTokens);
   const fused = compute.flatGradients();
 
   // Reference: one tape over side forward, head and cross-entropy, scaled the same way.

@@ -1,7 +1,6 @@
 /**
  * What a distributed run reads from its topology's data: text is tokenised with the model's own
- * tokenizer (as `charon train` does), and labelled data is refused by name rather than trained
- * as language modelling.
+ * tokenizer (as `charon train` does), and labelled data carries its class names to every device.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -57,13 +56,23 @@ test('run spec: "text" data is tokenised with the model\'s tokenizer.json', () =
   assert.equal([...ds.samples[1]!.ids], [4, 2]);
 });
 
-test('run spec: labelled data is refused by file, not trained as language modelling', () => {
+test('run spec: labelled data names its classes; a device whose copy differs is refused by file', () => {
   const { dir } = makeHfModel({ preset: 'tiny' });
   const data = join(tempDir(), 'mail.jsonl');
   writeFileSync(data, '{"ids": [1, 2, 3], "label": "spam"}\n{"ids": [4, 5], "label": "ham"}\n');
+  const spec = specFromTopology(topology(dir, data));
+  assert.equal(spec.labelNames, ['ham', 'spam']);
+  assert.equal(
+    loadRunData(spec).samples.map((s) => s.label),
+    [1, 0],
+  );
+  writeFileSync(data, '{"ids": [1, 2, 3], "label": "spam"}\n{"ids": [4, 5], "label": "eggs"}\n');
   assert.throws(
-    () => specFromTopology(topology(dir, data)),
-    (e: unknown) => e instanceof DataError && e.message.startsWith(data) && /classification head/.test(e.message),
+    () => loadRunData(spec),
+    (e: unknown) =>
+      e instanceof DataError &&
+      e.message.startsWith(data) &&
+      /labelled eggs, spam, the run's has 2 samples labelled ham, spam/.test(e.message),
   );
 });
 

@@ -116,9 +116,10 @@ export function sideCheckpointIdentity(spec: RunSpec) {
       batch: spec.batch,
       seed: spec.seed,
       seqLen: spec.seqLen,
-      task: 'lm' as const,
+      task: spec.labelNames ? ('classification' as const) : ('lm' as const),
       optimizer: spec.optimizer,
     },
+    ...(spec.labelNames ? { labelNames: spec.labelNames } : {}),
     samples: spec.samples,
   };
 }
@@ -311,8 +312,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           replayStep(side, input.spec.optimizer, grads, all.find((r) => r.grads)?.gradNorm);
         }
         const sent = all.reduce((a, r) => a + r.bytesSent, 0);
+        const scored = all.filter((r) => r.correct !== undefined);
         const result: StepResult = {
           loss: all.reduce((a, r) => a + r.loss, 0),
+          ...(scored.length ? { correct: scored.reduce((a, r) => a + r.correct!, 0) } : {}),
           seconds: (performance.now() - t0) / 1000,
           bytes: sent,
           peakBytes: Object.fromEntries([...replies].map(([d, r]) => [d, r.peakBytes])),
@@ -325,6 +328,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
             epoch: input.epoch,
             step: input.step,
             loss: result.loss,
+            ...(result.correct !== undefined ? { accuracy: result.correct / input.sampleIds.length } : {}),
             seconds: result.seconds,
             bytes: sent,
             tokens: all.reduce((a, r) => Math.max(a, r.tokens), 0),

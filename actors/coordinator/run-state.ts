@@ -30,6 +30,8 @@ export interface EpochTotals {
   seconds: number;
   lossSum: number;
   bytes: number;
+  /** Classification runs: samples the head classified right. */
+  correct?: number;
 }
 
 /** Per-epoch figures for summary.json. */
@@ -40,12 +42,16 @@ export interface EpochRecord {
   seconds: number;
   /** Mean of the committed steps' losses. */
   loss: number;
+  /** Classification runs: the share of the epoch's samples the head classified right at their step (before its update). */
+  accuracy?: number;
   bytes: number;
 }
 
 /** What one step reports back (sums over devices). */
 export interface StepResult {
   loss: number;
+  /** Classification runs: the step's samples classified right. */
+  correct?: number;
   seconds: number;
   bytes: number;
   peakBytes: Record<string, number>;
@@ -95,7 +101,13 @@ export function afterCommit(run: RunState, spec: RunSpec, result: StepResult): R
   if (lastOfEpoch) ledger.finish(run.epoch);
   const c = run.current,
     r = result;
-  const totals = { steps: c.steps + 1, seconds: c.seconds + r.seconds, lossSum: c.lossSum + r.loss, bytes: c.bytes + r.bytes };
+  const totals: EpochTotals = {
+    steps: c.steps + 1,
+    seconds: c.seconds + r.seconds,
+    lossSum: c.lossSum + r.loss,
+    bytes: c.bytes + r.bytes,
+    ...(r.correct !== undefined ? { correct: (c.correct ?? 0) + r.correct } : {}),
+  };
   return {
     epoch: lastOfEpoch ? run.epoch + 1 : run.epoch,
     stepInEpoch: lastOfEpoch ? 0 : run.stepInEpoch + 1,
@@ -111,6 +123,7 @@ export function afterCommit(run: RunState, spec: RunSpec, result: StepResult): R
             steps: totals.steps,
             seconds: totals.seconds,
             loss: totals.lossSum / totals.steps,
+            ...(totals.correct !== undefined ? { accuracy: totals.correct / spec.samples } : {}),
             bytes: totals.bytes,
           },
         ]

@@ -27,6 +27,8 @@ export interface RunSummary {
   run: string;
   runDir: string;
   spec: RunSpec;
+  /** What the run trained: next-token prediction, or a classification head on labelled data (epochs then carry `accuracy`). */
+  task: 'lm' | 'classification';
   devices: MeasuredDevice[];
   /** Backbone tensors each device loaded for its stage of the last pipeline deployed (only its own layers). */
   heldWeights: Record<string, string[]>;
@@ -62,6 +64,8 @@ export interface RunSummary {
   joinedLate: string[];
   checkpoint: string;
   finalLoss: number;
+  /** Classification runs: the last epoch's accuracy. */
+  finalAccuracy?: number;
   seconds: number;
 }
 
@@ -82,6 +86,7 @@ export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
     run: f.runId,
     runDir: facts.runDir,
     spec: f.spec,
+    task: f.spec.labelNames ? 'classification' : 'lm',
     devices: facts.devices,
     heldWeights: f.heldWeights,
     plan: {
@@ -109,6 +114,7 @@ export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
     joinedLate: f.joinedLate,
     checkpoint: facts.checkpoint,
     finalLoss: s.epochs.at(-1)?.loss ?? NaN,
+    ...(s.epochs.at(-1)?.accuracy !== undefined ? { finalAccuracy: s.epochs.at(-1)!.accuracy } : {}),
     seconds: facts.seconds,
   };
 }

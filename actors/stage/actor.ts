@@ -90,6 +90,7 @@ const stageSpec = (s: RunSpec) => ({
   sideInit: 'random' as const,
   seqLen: s.seqLen,
   optimizer: s.optimizer,
+  ...(s.labelNames ? { classes: s.labelNames.length } : {}),
 });
 
 /** Whether two specs are the same run: a re-plan may change the micro-batch count, nothing else. */

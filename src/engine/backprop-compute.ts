@@ -9,15 +9,24 @@
  * re-runs the forward on a tape when the gradient comes back (activation recomputation: one more
  * forward of its layers; in memory, a micro-batch in flight costs its input only). The last stage
  * runs forward, loss and backward on one tape, as the standalone trainer does. The loss is scaled
- * as in StageCompute, so placement never changes the summed gradient.
+ * as in stage-loss.ts, so placement never changes the summed gradient.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Backbone } from '../model/types.ts';
 import { withoutTape } from '../model/methods/inference.ts';
 import type { StageMethod } from '../model/methods/stage-method.ts';
-import { crossEntropy, frozenHeadCrossEntropy, nextTokenTargets } from '../train/loss.ts';
+import type { ClassificationHead } from '../model/methods/heads.ts';
+import { stageLoss } from './stage-loss.ts';
 import { leanVariableGrads } from '../train/grads.ts';
-import { Trainable, type RankCompute, type StageForwardOutput, type StageInput, type TiedWeight } from './trainable.ts';
+import {
+  Trainable,
+  type LossOutcome,
+  type LossRows,
+  type RankCompute,
+  type StageForwardOutput,
+  type StageInput,
+  type TiedWeight,
+} from './trainable.ts';
 
 /** A micro-batch in flight: the stage's input (ids on a first stage, b_{from-1} otherwise). */
 interface Kept {
@@ -35,21 +44,27 @@ export class BackpropCompute extends Trainable implements RankCompute {
   layerCalls = 0;
   private readonly kept = new Map<number, Kept>();
 
+  private readonly params: Map<string, tf.Variable>;
+
+  /** `head` (last stage, labelled data): the classification head the loss goes through. */
   constructor(
     readonly backbone: Backbone,
     readonly method: StageMethod,
     readonly seqLen: number,
+    readonly head: ClassificationHead | null = null,
   ) {
     super();
     this.first = backbone.range.embed;
     this.last = backbone.range.head;
+    if (head && !this.last) throw new Error('stage compute: only the last stage holds the classification head');
     const d = backbone.config.dModel;
     this.width = { d, r: 0, g: d };
     this.tied = method.tied;
+    this.params = new Map([...method.params, ...(head?.parameters() ?? [])]);
   }
 
   parameters(): Map<string, tf.Variable> {
-    return this.method.params;
+    return this.params;
   }
 
   /** The stage's layers on its input: ids (rows, T) or b_{from-1} (rows*T, d) -> b_to (rows*T, d). */
@@ -83,19 +98,14 @@ export class BackpropCompute extends Trainable implements RankCompute {
     return { b, a: none, computed: new Map() };
   }
 
-  lossBackward(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): { loss: number; gradIn: Float32Array | null } {
+  lossBackward(mb: number, rows: LossRows, stepTargets: number): LossOutcome {
     if (!this.last) throw new Error('stage compute: only the last stage computes the loss');
     const k = this.take(mb);
-    const { targets, weights, count } = nextTokenTargets(ids, mask, k.rows, this.seqLen);
-    const scale = count / Math.max(1, stepTokens);
-    return this.backward(k, (x) => {
-      const hidden = this.backbone.finalNorm(this.run(x)); // (rows*T, d)
-      const frozen = this.backbone.frozenHead();
-      const loss = frozen
-        ? frozenHeadCrossEntropy(hidden, frozen, targets, weights)
-        : crossEntropy(this.backbone.head(hidden), tf.tensor1d(targets, 'int32'), tf.tensor1d(weights)); // (rows*T, V)
-      return tf.mul(loss, scale) as tf.Scalar;
-    });
+    const out: { correct?: number } = {};
+    const res = this.backward(k, (x) =>
+      stageLoss(this.backbone, this.head, this.backbone.finalNorm(this.run(x)), rows, k.rows, this.seqLen, stepTargets, out),
+    );
+    return { ...res, ...out };
   }
 
   backwardFrom(mb: number, gradOut: Float32Array): Float32Array | null {
@@ -120,7 +130,7 @@ export class BackpropCompute extends Trainable implements RankCompute {
     const xVar = this.first ? null : tf.variable(k.input, true, `stage-b-in-${Math.random().toString(36).slice(2)}`);
     try {
       const x = xVar ?? k.input;
-      const { value, grads } = leanVariableGrads(() => f(x as tf.Tensor2D), [...this.method.params.values(), ...(xVar ? [xVar] : [])]);
+      const { value, grads } = leanVariableGrads(() => f(x as tf.Tensor2D), [...this.params.values(), ...(xVar ? [xVar] : [])]);
       const loss = value.dataSync()[0]!;
       value.dispose();
       this.accumulate(grads);

@@ -43,6 +43,8 @@ export interface LocalRunResult {
   params: Map<string, Float32Array>;
   /** Mean loss per epoch. */
   epochLoss: number[];
+  /** Labelled data: the share of each epoch's samples the head classified right at their step. */
+  epochAccuracy?: number[];
   /** The mini-batch mean loss of every step, in order. */
   stepLoss: number[];
   /** Backbone layer calls per epoch (cached epochs must be 0). */
@@ -53,21 +55,22 @@ export interface LocalRunResult {
   heldWeights: Map<string, string[]>;
 }
 
-/** Token rows and target counts of a data set. */
+/** Rows and loss-target counts of a data set: labelled data trains the classification head, on a sample per target. */
 export function rowSource(data: Dataset, seqLen: number): RowSource {
+  const classify = data.labelNames !== undefined;
+  const batch = (ids: readonly number[]) =>
+    makeBatch(
+      ids.map((i) => data.samples[i]!),
+      seqLen,
+    );
   return {
     rows: (ids) => {
-      const b = makeBatch(
-        ids.map((i) => data.samples[i]!),
-        seqLen,
-      );
-      return { ids: b.ids, mask: b.mask };
+      const b = batch(ids);
+      return { ids: b.ids, mask: b.mask, ...(classify ? { labels: b.labels! } : {}) };
     },
     tokens: (ids) => {
-      const b = makeBatch(
-        ids.map((i) => data.samples[i]!),
-        seqLen,
-      );
+      if (classify) return ids.length;
+      const b = batch(ids);
       return nextTokenTargets(b.ids, b.mask, b.batch, seqLen).count;
     },
   };
@@ -90,6 +93,7 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
     sideInit: o.sideInit ?? 'random',
     seqLen: o.seqLen,
     optimizer: forRun(o.optimizer, epochSteps(input, 1).length, o.epochs),
+    ...(o.data.labelNames ? { classes: o.data.labelNames.length } : {}),
   };
   const devices = [...new Set(o.stages.flatMap((s) => s.devices))];
   const opened = await Promise.all(
@@ -123,7 +127,8 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
 
   const epochLoss: number[] = [],
     stepLoss: number[] = [],
-    layerCalls: number[] = [];
+    layerCalls: number[] = [],
+    epochCorrect: number[] = [];
   // Epoch 1 (every epoch without the cache): hybrid pipeline + data parallelism.
   const steps1 = epochSteps(input, 1);
   for (let e = 1; e <= (cached ? 1 : o.epochs); e++) {
@@ -132,6 +137,7 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
     for (const [k, ids] of epochSteps(input, e).entries()) {
       const out = await Promise.all(ranks.map((r) => r.runner.runStep((e - 1) * steps1.length + k + 1, ids)));
       losses.push(out.reduce((a, x) => a + x.loss, 0));
+      epochCorrect[e - 1] = (epochCorrect[e - 1] ?? 0) + out.reduce((a, x) => a + (x.correct ?? 0), 0);
     }
     stepLoss.push(...losses);
     epochLoss.push(mean(losses));
@@ -147,7 +153,8 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
     for (const [n, x] of st.v) optimizer.v.set(n, x);
   }
   for (const r of ranks) r.open.dispose();
-  if (o.epochs === 1 || !cached) return { params, epochLoss, stepLoss, layerCalls, redistributedBytes: 0, heldWeights };
+  const accuracy = () => (o.data.labelNames ? { epochAccuracy: epochCorrect.map((c) => c / o.data.samples.length) } : {});
+  if (o.epochs === 1 || !cached) return { params, epochLoss, stepLoss, layerCalls, redistributedBytes: 0, heldWeights, ...accuracy() };
 
   // Redistribution: every device gets every layer of its shard.
   const holdings = new Map(
@@ -211,6 +218,7 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
         ),
       );
       losses.push(out.reduce((a, x) => a + x.loss, 0));
+      epochCorrect[e - 1] = (epochCorrect[e - 1] ?? 0) + out.reduce((a, x) => a + (x.correct ?? 0), 0);
     }
     stepLoss.push(...losses);
     epochLoss.push(mean(losses));
@@ -218,7 +226,7 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
   }
   const final = workers[0]!.open.compute.snapshot();
   for (const w of workers) w.open.dispose();
-  return { params: final, epochLoss, stepLoss, layerCalls, redistributedBytes, heldWeights };
+  return { params: final, epochLoss, stepLoss, layerCalls, redistributedBytes, heldWeights, ...accuracy() };
 }
 
 const mean = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;

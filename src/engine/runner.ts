@@ -7,7 +7,7 @@
 import { oneFOneB } from '../plan/schedule.ts';
 import { ringAllReduce, type RingTransport } from './allreduce.ts';
 import { assembleRows, crossPlace, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from './routing.ts';
-import type { RankCompute, StageForwardOutput, StageInput } from './trainable.ts';
+import type { LossRows, RankCompute, StageForwardOutput, StageInput } from './trainable.ts';
 import { clips, type AdamW, type StepReport } from '../train/optim.ts';
 import { crossStageReduce } from './cross-stage.ts';
 
@@ -38,10 +38,10 @@ export interface StageLinks {
   crossRing?(step: number): RingTransport;
 }
 
-/** Token rows of the data set, as every device holds it. */
+/** Rows of the data set (tokens, and labels of labelled data), as every device holds it. */
 export interface RowSource {
-  rows(sampleIds: readonly number[]): { ids: Int32Array; mask: Float32Array };
-  /** Predicted tokens (next-token targets) of these samples. */
+  rows(sampleIds: readonly number[]): LossRows;
+  /** Loss targets of these samples: predicted tokens, or samples when classifying. */
   tokens(sampleIds: readonly number[]): number;
 }
 
@@ -94,7 +94,8 @@ export class StageRunner {
     const stepTokens = data.tokens(sampleIds);
     let loss = 0,
       rows = 0,
-      bytesSent = 0;
+      bytesSent = 0,
+      correct: number | undefined;
     for (const { op, mb } of oneFOneB(stage, stages.length, mbs.length)) {
       const mine = rankRows(mbs[mb]!, me.shares, rank);
       if (mine.length === 0) continue;
@@ -129,9 +130,10 @@ export class StageRunner {
       } else {
         let gradIn: Float32Array | null;
         if (!next) {
-          const { ids, mask } = data.rows(mine);
-          const res = await pace(() => compute.lossBackward(mb, ids, mask, stepTokens));
+          const lossRows = data.rows(mine);
+          const res = await pace(() => compute.lossBackward(mb, lossRows, stepTokens));
           loss += res.loss;
+          if (res.correct !== undefined) correct = (correct ?? 0) + res.correct;
           gradIn = res.gradIn;
         } else {
           const from = expectedSenders(mbs[mb]!, next.shares, me.shares, rank);
@@ -167,7 +169,7 @@ export class StageRunner {
       bytesSent += x.bytesSent;
     }
     const report: StepReport = await pace(() => compute.apply(reduced, this.o.optimizer, gradNorm));
-    return { loss, rows, bytesSent, gradNorm: report.gradNorm, reduced };
+    return { loss, rows, bytesSent, gradNorm: report.gradNorm, reduced, ...(correct !== undefined ? { correct } : {}) };
   }
   /**
    * Forward only, no loss, no update: runs `sampleIds` through the stages in micro-batches of the
@@ -234,6 +236,8 @@ export interface StepOutcome {
   /** Bytes of activations and gradients this rank sent to other stages, and into the all-reduce. */
   bytesSent: number;
   gradNorm: number;
+  /** Classification runs, last stage: this rank's rows whose predicted class was right (before the update). */
+  correct?: number;
 }
 
 export type RankOutcome = StepOutcome & { reduced: Float32Array };
@@ -260,12 +264,15 @@ export async function cachedStep(o: {
   const pace = o.pace ?? direct;
   const mineAll = o.sampleIds.filter((id) => o.shard.has(id));
   const stepTokens = o.data.tokens(o.sampleIds);
-  let loss = 0;
+  let loss = 0,
+    correct: number | undefined;
   for (const [mb, mine] of microBatches(mineAll, Math.min(o.microBatches, Math.max(1, mineAll.length))).entries()) {
     if (mine.length === 0) continue;
-    const { ids, mask } = o.data.rows(mine);
+    const lossRows = o.data.rows(mine);
     await pace(() => o.compute.forward(mb, mine.length, { kind: 'cached', acts: o.activations(mine) }));
-    loss += (await pace(() => o.compute.lossBackward(mb, ids, mask, stepTokens))).loss;
+    const res = await pace(() => o.compute.lossBackward(mb, lossRows, stepTokens));
+    loss += res.loss;
+    if (res.correct !== undefined) correct = (correct ?? 0) + res.correct;
   }
   const grads = o.compute.flatGradients();
   const reduced = await ringAllReduce(grads, o.rank, o.size, o.ring);
@@ -276,5 +283,6 @@ export async function cachedStep(o: {
     bytesSent: o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0,
     gradNorm: report.gradNorm,
     reduced,
+    ...(correct !== undefined ? { correct } : {}),
   };
 }

@@ -10,17 +10,17 @@
  * sum(a_out * dL/da_out) has exactly the vector-Jacobian product as its gradient. Either way no
  * gradient ever reaches the backbone.
  *
- * Loss scaling makes placement irrelevant: the last stage scales each rank's summed token
- * cross-entropy by 1/(predicted tokens in the whole mini-batch), so adding every rank's and every
+ * Loss scaling makes placement irrelevant (see stage-loss.ts): adding every rank's and every
  * micro-batch's gradients gives the gradient of the mini-batch mean, however rows were split.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Backbone } from '../model/types.ts';
 import { withoutTape } from '../model/methods/inference.ts';
 import type { SideNetwork } from '../model/methods/side-network.ts';
-import { frozenHeadCrossEntropy, nextTokenTargets } from '../train/loss.ts';
+import type { ClassificationHead } from '../model/methods/heads.ts';
+import { stageLoss } from './stage-loss.ts';
 import { leanVariableGrads } from '../train/grads.ts';
-import { Trainable, type RankCompute, type StageForwardOutput, type StageInput } from './trainable.ts';
+import { Trainable, type LossOutcome, type LossRows, type RankCompute, type StageForwardOutput, type StageInput } from './trainable.ts';
 
 export type { StageForwardOutput, StageInput } from './trainable.ts';
 
@@ -40,20 +40,28 @@ export class StageCompute extends Trainable implements RankCompute {
   /** Backbone layer calls so far (cached epochs must leave this at 0). */
   layerCalls = 0;
 
-  /** `backbone` holds the stage's range (only the head range in the cached epochs); `side` the same span. */
+  private readonly params: Map<string, tf.Variable>;
+
+  /**
+   * `backbone` holds the stage's range (only the head range in the cached epochs); `side` the same
+   * span; `head` (last stage, labelled data) the classification head the loss goes through.
+   */
   constructor(
     readonly backbone: Backbone,
     readonly side: SideNetwork,
     readonly seqLen: number,
+    readonly head: ClassificationHead | null = null,
   ) {
     super();
     this.first = side.span.hasDown0;
     this.last = side.span.hasUp;
+    if (head && !this.last) throw new Error('stage compute: only the last stage holds the classification head');
     this.width = { d: backbone.config.dModel, r: side.shape.width, g: side.shape.width };
+    this.params = new Map([...side.parameters(), ...(head?.parameters() ?? [])]);
   }
 
   parameters(): Map<string, tf.Variable> {
-    return this.side.parameters();
+    return this.params;
   }
 
   /**
@@ -101,26 +109,23 @@ export class StageCompute extends Trainable implements RankCompute {
 
   /**
    * Last stage: loss of micro-batch `mb` and its backward, on one tape: side forward,
-   * h = b_L + up(a_L), the frozen final norm and the head's cross-entropy fused with its gradient
-   * (frozenHeadCrossEntropy, which bounds the (rows*T, V) logits by making them a few rows at a
-   * time), then the side backward. `ids`/`mask` are the rows' tokens (rows, T); `stepTokens` the
-   * predicted tokens of the whole mini-batch. Returns this rank's share of the mini-batch mean loss
-   * and dL/da_{from-1} (null on a first stage).
+   * h = b_L + up(a_L), the frozen final norm and the loss (stage-loss.ts: the LM head's
+   * cross-entropy, fused with its gradient so the (rows*T, V) logits are made a few rows at a time,
+   * or the classification head's), then the side backward. `rows` are the micro-batch's tokens
+   * (rows, T) and labels; `stepTargets` the targets of the whole mini-batch. Returns this rank's
+   * share of the mini-batch mean loss and dL/da_{from-1} (null on a first stage).
    */
-  lossBackward(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): { loss: number; gradIn: Float32Array | null } {
+  lossBackward(mb: number, rows: LossRows, stepTargets: number): LossOutcome {
     if (!this.last) throw new Error('stage compute: only the last stage computes the loss');
-    const head = this.backbone.frozenHead();
-    if (!head) throw new Error('stage compute: the backbone head must be frozen');
     const k = this.take(mb);
     const T = this.seqLen,
       bL = k.acts.get(this.backbone.config.nLayers)!;
-    const { targets, weights, count } = nextTokenTargets(ids, mask, k.rows, T);
-    // frozenHeadCrossEntropy is the mean over the micro-batch's predicted tokens; scaled to its share of the mini-batch mean.
-    const scale = count / Math.max(1, stepTokens);
-    return this.backward(k, () => {
+    const out: { correct?: number } = {};
+    const res = this.backward(k, () => {
       const h = this.side.output(bL, this.side.stageForward(Object.fromEntries(k.acts), k.aIn, T)); // (rows*T, d)
-      return tf.mul(frozenHeadCrossEntropy(this.backbone.finalNorm(h), head, targets, weights), scale) as tf.Scalar;
+      return stageLoss(this.backbone, this.head, this.backbone.finalNorm(h), rows, k.rows, T, stepTargets, out);
     });
+    return { ...res, ...out };
   }
 
   /** Middle or first stage: backward of micro-batch `mb` given dL/da_to (rows*T*r). */
@@ -143,7 +148,7 @@ export class StageCompute extends Trainable implements RankCompute {
   }
 
   private backward(k: Kept, f: () => tf.Scalar): { loss: number; gradIn: Float32Array | null } {
-    const params = this.side.parameters();
+    const params = this.params;
     const aVar = k.aIn ? tf.variable(k.aIn, true, `stage-a-in-${Math.random().toString(36).slice(2)}`) : null;
     if (aVar) {
       k.aIn!.dispose();

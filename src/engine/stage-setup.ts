@@ -8,6 +8,7 @@
 import { loadBackbone, type ModelSource } from '../model/load.ts';
 import type { Backbone } from '../model/types.ts';
 import { SideNetwork } from '../model/methods/side-network.ts';
+import { ClassificationHead } from '../model/methods/heads.ts';
 import type { MethodName, MethodOptions } from '../model/methods/method.ts';
 import { stageMethod } from '../model/methods/stage-method.ts';
 import { AdamW, type AdamWOptions, type AdamWState } from '../train/optim.ts';
@@ -28,6 +29,11 @@ export interface StageSpec {
   sideInit: 'prune' | 'random';
   seqLen: number;
   optimizer: AdamWOptions;
+  /**
+   * Classes of labelled data: the last stage (and every cached-phase worker) trains a
+   * classification head seeded by `seed`, as the standalone trainer does. Absent: language modelling.
+   */
+  classes?: number;
 }
 
 /**
@@ -63,7 +69,11 @@ export async function openStageCompute(o: StageSetup): Promise<OpenStage> {
     if (part === 'cached') throw new Error(`stage set-up: method ${method} has no cached phase (only parallel keeps an activation cache)`);
     const backbone = await loadBackbone(o.model, { from: part.from, to: part.to, embed: part.first, head: part.last });
     const m = stageMethod(method, backbone, spec.methodOptions ?? {}, spec.seed);
-    return withOptimizer(new BackpropCompute(backbone, m, spec.seqLen), backbone, spec, o.state, () => m.dispose());
+    const head = headOf(spec, backbone, part.last);
+    return withOptimizer(new BackpropCompute(backbone, m, spec.seqLen, head), backbone, spec, o.state, () => {
+      m.dispose();
+      head?.dispose();
+    });
   }
   const backbone =
     part === 'cached'
@@ -77,7 +87,16 @@ export async function openStageCompute(o: StageSetup): Promise<OpenStage> {
   // A saved state overwrites every value, so pruning (a pass over the layer weights) would be wasted.
   const sideInit = o.state ? 'random' : spec.sideInit;
   const side = new SideNetwork(backbone.config, span, { seed: spec.seed, reduction: spec.reduction, sideInit, backbone });
-  return withOptimizer(new StageCompute(backbone, side, spec.seqLen), backbone, spec, o.state, () => side.dispose());
+  const head = headOf(spec, backbone, span.hasUp);
+  return withOptimizer(new StageCompute(backbone, side, spec.seqLen, head), backbone, spec, o.state, () => {
+    side.dispose();
+    head?.dispose();
+  });
+}
+
+/** The classification head of a stage that computes the loss, when the run classifies. */
+function headOf(spec: StageSpec, backbone: Backbone, last: boolean): ClassificationHead | null {
+  return last && spec.classes !== undefined ? new ClassificationHead(backbone.config.dModel, spec.classes, spec.seed) : null;
 }
 
 /** The stage with its AdamW, both continued from `state` when given. */

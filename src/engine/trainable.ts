@@ -35,6 +35,21 @@ export interface TiedWeight {
   transposed: boolean;
 }
 
+/** A micro-batch's rows as the loss reads them: tokens and mask (rows, T), and class labels for labelled data. */
+export interface LossRows {
+  ids: Int32Array;
+  mask: Float32Array;
+  labels?: Int32Array;
+}
+
+/** A last stage's loss of one micro-batch: its share of the mini-batch mean, dL/d(input), rows classified right. */
+export interface LossOutcome {
+  loss: number;
+  gradIn: Float32Array | null;
+  /** Classification runs only. */
+  correct?: number;
+}
+
 /** One stage rank's compute, as the runner drives it. */
 export interface RankCompute {
   readonly first: boolean;
@@ -47,7 +62,8 @@ export interface RankCompute {
   /** Backbone layer calls so far. */
   layerCalls: number;
   forward(mb: number, rows: number, input: StageInput): StageForwardOutput;
-  lossBackward(mb: number, ids: Int32Array, mask: Float32Array, stepTokens: number): { loss: number; gradIn: Float32Array | null };
+  /** `stepTargets`: the mini-batch's targets (predicted tokens, or rows when classifying). */
+  lossBackward(mb: number, rows: LossRows, stepTargets: number): LossOutcome;
   backwardFrom(mb: number, gradOut: Float32Array): Float32Array | null;
   parameters(): Map<string, tf.Variable>;
   names(): string[];

@@ -186,9 +186,19 @@ export function loadCheckpoint(dir: string): { meta: CheckpointMeta; state: Trai
 /** Checks that a checkpoint belongs to this run; throws one line naming what differs. */
 export function checkResumable(
   meta: CheckpointMeta,
-  expected: { modelFingerprint: string; method: MethodName; options: MethodOptions; config: TrainConfig; samples: number },
+  expected: {
+    modelFingerprint: string;
+    method: MethodName;
+    options: MethodOptions;
+    config: TrainConfig;
+    samples: number;
+    labelNames?: string[];
+  },
 ): void {
   if (meta.method !== expected.method) throw new CheckpointError(`checkpoint is for method ${meta.method}, not ${expected.method}`);
+  const classes = (names?: string[]) => (names ? names.join(', ') : 'none (language modelling)');
+  if (classes(meta.labelNames) !== classes(expected.labelNames))
+    throw new CheckpointError(`checkpoint's classes are ${classes(meta.labelNames)}, the data's ${classes(expected.labelNames)}`);
   if (meta.modelFingerprint !== expected.modelFingerprint)
     throw new CheckpointError(
       `checkpoint was trained on another model (fingerprint ${meta.modelFingerprint.slice(0, 12)}, this model ${expected.modelFingerprint.slice(0, 12)})`,

@@ -198,6 +198,17 @@ export function makeBatch(samples: Sample[], seqLen: number, padId = 0): Batch {
   };
 }
 
+/** Real tokens of each of `rows` rows of a (rows, T) 0/1 mask, at least 1 (what the classification head pools over). */
+export function sequenceLengths(mask: Float32Array, rows: number, seqLen: number): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < rows; b++) {
+    let n = 0;
+    for (let t = 0; t < seqLen; t++) n += mask[b * seqLen + t]!;
+    out.push(Math.max(1, n));
+  }
+  return out;
+}
+
 /** The sequence length a data set needs: its longest sample, capped by the model's context. */
 export function sequenceLength(data: Dataset, maxPositions: number): number {
   let longest = 1;

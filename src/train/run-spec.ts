@@ -18,6 +18,8 @@ export interface RunSpec {
   methodOptions?: MethodOptions;
   /** The seeded Markov chain (vocabulary = the model's) or a JSONL file readable by every device. */
   data: { markov: { sequences: number; seqLen: number; seed: number } } | { file: string };
+  /** Labelled data: the class names in index order; the run trains a classification head on them. */
+  labelNames?: string[];
   seqLen: number;
   samples: number;
   epochs: number;
@@ -95,12 +97,17 @@ export function specFromTopology(t: Topology): RunSpec {
     : (() => {
         const raw: RunSpec = { ...base, data: { file: t.data.file! }, seqLen: 0, samples: 0 };
         const data = loadRunData(raw);
-        return { ...raw, seqLen: sequenceLength(data, loadConfig(model).maxPositions), samples: data.samples.length };
+        return {
+          ...raw,
+          ...(data.labelNames ? { labelNames: data.labelNames } : {}),
+          seqLen: sequenceLength(data, loadConfig(model).maxPositions),
+          samples: data.samples.length,
+        };
       })();
   return { ...spec, optimizer: forRun(spec.optimizer, Math.ceil(spec.samples / spec.batch), spec.epochs) };
 }
 
-/** The run's data set, identical on every device. */
+/** The run's data set, identical on every device (labelled data: the classification task). @throws DataError when this device's copy differs from the run's. */
 export function loadRunData(spec: RunSpec): Dataset {
   const config = loadConfig(spec.model);
   if ('markov' in spec.data) {
@@ -112,11 +119,12 @@ export function loadRunData(spec: RunSpec): Dataset {
     vocabSize: config.vocabSize,
     ...(tokenizer.available ? { encode: (t: string) => tokenizer.encode(t) } : {}),
   });
-  if (data.labelNames) {
+  // Every device reads its own copy of the file: one that differs from the coordinator's would train other classes.
+  const same = (a?: string[], b?: string[]) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  if (spec.samples > 0 && (data.samples.length !== spec.samples || !same(data.labelNames, spec.labelNames)))
     throw new DataError(
-      `${spec.data.file}: labelled data ("label") trains a classification head, which distributed runs do not train yet; use charon train, or drop the labels to fine-tune the language model`,
+      `${spec.data.file}: this copy has ${data.samples.length} samples${data.labelNames ? ` labelled ${data.labelNames.join(', ')}` : ''}, the run's has ${spec.samples} samples${spec.labelNames ? ` labelled ${spec.labelNames.join(', ')}` : ''}`,
     );
-  }
   return data;
 }
 

@@ -14,7 +14,7 @@ import type { FineTuneMethod } from '../model/methods/method.ts';
 import { ClassificationHead } from '../model/methods/heads.ts';
 import { cachedActivations, isCacheable } from './activations.ts';
 import { CacheRows } from '../engine/cache-rows.ts';
-import { epochOrder, makeBatch, miniBatches, type Batch, type Dataset } from './data.ts';
+import { epochOrder, makeBatch, miniBatches, sequenceLengths, type Batch, type Dataset } from './data.ts';
 import { Ledger, type LedgerJson } from './ledger.ts';
 import { classificationLoss, correctCount, crossEntropy, frozenHeadCrossEntropy, nextTokenTargets } from './loss.ts';
 import { AdamW, forRun, type AdamWOptions, type AdamWState } from './optim.ts';
@@ -327,15 +327,7 @@ export class Trainer {
   }
 }
 
-function lengths(batch: Batch): number[] {
-  const out: number[] = [];
-  for (let b = 0; b < batch.batch; b++) {
-    let n = 0;
-    for (let t = 0; t < batch.seqLen; t++) n += batch.mask[b * batch.seqLen + t]!;
-    out.push(Math.max(1, n));
-  }
-  return out;
-}
+const lengths = (batch: Batch): number[] => sequenceLengths(batch.mask, batch.batch, batch.seqLen);
 
 /**
  * Evaluation without updates: LM data -> mean next-token cross-entropy over every predicted token;

@@ -73,7 +73,7 @@ function describeEvent(e: Record<string, unknown>): string {
     case 'STEP_DONE':
       return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
     case 'EPOCH_DONE':
-      return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
+      return `epoch ${e.epoch} done (${e.phase}): mean loss ${(e.loss as number).toFixed(4)}${typeof e.accuracy === 'number' ? `, accuracy ${(e.accuracy * 100).toFixed(1)}%` : ''}, ${(e.seconds as number).toFixed(1)} s, ${e.bytes} bytes sent`;
     case 'REDISTRIBUTED':
       return `cache redistributed: ${e.bytes} bytes in ${(e.seconds as number).toFixed(2)} s, shards ${JSON.stringify(e.shards)}`;
     case 'RECOVERING': {

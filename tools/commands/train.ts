@@ -123,7 +123,14 @@ export async function run(argv: string[]): Promise<number> {
   const config: TrainConfig = { epochs, batch, seed, seqLen, task: data.labelNames ? 'classification' : 'lm', optimizer };
   const method = createMethod(methodName, backbone, options, seed);
   const checkpointDir = str(args, 'out') ?? join('checkpoints', methodName);
-  const run = { method: methodName, options, modelFingerprint: backbone.fingerprint, config, samples: data.samples.length };
+  const run = {
+    method: methodName,
+    options,
+    modelFingerprint: backbone.fingerprint,
+    config,
+    samples: data.samples.length,
+    ...(data.labelNames ? { labelNames: data.labelNames } : {}),
+  };
   if (resumeMeta) checkResumable(resumeMeta, run);
   const cache = cacheDir
     ? new ActivationCache({ memoryBytes: Math.floor(cacheMemoryMb * 2 ** 20), dir: cacheDir, dtype: cacheDtype as CacheDtype })
@@ -152,7 +159,7 @@ export async function run(argv: string[]): Promise<number> {
   );
   while (!trainer.finished) {
     trainer.trainEpoch();
-    saveCheckpoint(checkpointDir, { ...run, labelNames: data.labelNames, state: trainer.state() });
+    saveCheckpoint(checkpointDir, { ...run, state: trainer.state() });
   }
   const epochsOut = trainer.epochMetrics();
   const result = {
