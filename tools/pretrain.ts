@@ -15,7 +15,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TransformerBackbone, fullRange } from '../src/model/backbone.ts';
-import { countPieces, tokenizerJson, trainBpe } from '../src/model/bpe.ts';
+import { countPieces, tokenizerConfigJson, tokenizerJson, trainBpe } from '../src/model/bpe.ts';
 import { initBackend } from '../src/model/backend.ts';
 import { writeHfModel, type HfExportOptions } from '../src/model/export.ts';
 import { createMethod } from '../src/model/methods/index.ts';
@@ -146,6 +146,7 @@ export async function run(argv: string[]): Promise<number> {
   const bpe = trainBpe(countPieces(split.train.map((d) => d.text)), { vocabSize: vocab, specialTokens: [eos] });
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'tokenizer.json'), JSON.stringify(tokenizerJson(bpe)) + '\n');
+  writeFileSync(join(out, 'tokenizer_config.json'), JSON.stringify(tokenizerConfigJson(bpe, ctx), null, 2) + '\n');
   const eosId = bpe.special.get(eos)!;
   log(`tokenizer: ${bpe.tokens.length} tokens, ${bpe.merges.length} merges (${minutes().toFixed(1)} min)`);
 

@@ -167,3 +167,18 @@ export function tokenizerJson(v: BpeVocab): Record<string, unknown> {
     },
   };
 }
+
+/**
+ * The matching `tokenizer_config.json`: decoding must not "clean up" spaces before punctuation
+ * (the library's default), or text with " ." would not round-trip.
+ */
+export function tokenizerConfigJson(v: BpeVocab, maxLength: number): Record<string, unknown> {
+  const eos = [...v.special.keys()][0];
+  return {
+    tokenizer_class: 'GPT2Tokenizer',
+    clean_up_tokenization_spaces: false,
+    add_prefix_space: false,
+    model_max_length: maxLength,
+    ...(eos !== undefined ? { eos_token: eos, bos_token: eos } : {}),
+  };
+}
