@@ -1,7 +1,7 @@
 /**
  * The demo's data: the SpamAssassin corpus as someone's mailbox, split by a seed into train and
  * held-out messages, written as JSONL the way a user would bring their own data. Two sets:
- *  - style: windows of the ham messages' bodies (the person's mail), for language modelling;
+ *  - style: windows of the prose in the ham messages' bodies (the person's mail), for language modelling;
  *  - spam: subject + start of body of spam and ham messages with "label", for classification,
  *    the same number of each class.
  * Every choice is a seeded permutation, so a seed always gives byte-identical files.
@@ -48,11 +48,30 @@ function pick<T>(items: T[], n: number, seed: number, salt: number): T[] {
     .map((i) => items[i]!);
 }
 
+/**
+ * The lines of a body someone wrote: prose, without links, addresses, mailing-list footers, rules
+ * and code (those are what the list software or other people wrote, not the person's style).
+ */
+export function proseOf(body: string): string {
+  return body
+    .split('\n')
+    .filter((l) => {
+      const t = l.trim();
+      if (t === '') return true;
+      if (/https?:|www\.|@|^_{3,}|^-{3,}|^={3,}|mailing list|unsubscribe|sponsored by/i.test(t)) return false;
+      const letters = (t.match(/[A-Za-z ]/g) ?? []).length;
+      return letters / t.length >= 0.8 && /[a-z]{2,} [a-z]{2,}/i.test(t);
+    })
+    .join('\n')
+    .replace(/\n\s*\n+/g, '\n\n')
+    .trim();
+}
+
 function styleSet(tok: TextTokenizer, mails: Mail[], n: number, o: DemoDataOptions, salt: number): { text: string }[] {
   // Windows are drawn from a seeded order of messages until n are found: no need to encode the whole mailbox.
   const out: { text: string }[] = [];
   for (const m of pick(mails, mails.length, o.seed, salt)) {
-    for (const text of textWindows(tok, m.body, o.tokens)) if (out.length < n) out.push({ text });
+    for (const text of textWindows(tok, proseOf(m.body), o.tokens)) if (out.length < n) out.push({ text });
     if (out.length >= n) break;
   }
   return out;

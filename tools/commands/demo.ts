@@ -29,11 +29,11 @@ const usage = `usage: charon demo [--model DIR] [--run-dir DIR] [--seed N] [--ep
   --model DIR     backbone (default models/charon-mini, shipped with the project)
   --run-dir DIR   where data, topologies and both runs go (default runs/demo-<time>)
   --seed N        mailbox split, sample choice, adapter init and order (default 1)
-  --epochs N      epochs of each run (default 4)
+  --epochs N      epochs of each run (default 6)
   --json          print the results as one JSON document on stdout`;
 
 /** The demo's sizes: chosen so both runs and every evaluation finish in minutes on two busy cores. */
-const sizes: Omit<DemoDataOptions, 'seed'> = { tokens: 64, styleTrain: 256, styleHeldOut: 64, spamTrain: 96, spamHeldOut: 48 };
+const sizes: Omit<DemoDataOptions, 'seed'> = { tokens: 64, styleTrain: 256, styleHeldOut: 64, spamTrain: 160, spamHeldOut: 48 };
 const prompt = 'Hi all,\n\nI have been trying to get';
 
 /** A two-device topology of PAC with the cache on the embedded bus, training `data`. */
@@ -69,14 +69,16 @@ function launch(topologyFile: string, runDir: string): Promise<void> {
         } catch {
           continue;
         }
-        if (e.type === 'DEVICE_JOINED') log(`  ${e.device}: joined (pid ${e.pid})`);
+        if (e.type === 'DEVICE_JOINED') log(`  ${e.device}: ${e.rejoin ? 'rejoined' : 'joined'} (pid ${e.pid})`);
         else if (e.type === 'RUN_PLANNED')
           log(
             `  plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}`,
           );
         else if (e.type === 'EPOCH_DONE')
           log(`  epoch ${e.epoch} (${e.phase}): mean loss ${(e.loss as number).toFixed(3)}, ${(e.seconds as number).toFixed(1)} s`);
-        else if (e.type === 'DEVICE_LOST' || e.type === 'RUN_FAILED') log(`  ${e.type} ${JSON.stringify(e)}`);
+        else if (e.type === 'DEVICE_LOST')
+          log(`  ${e.device}: lost (${e.reason ?? `silent ${e.silentMs} ms`}); the run re-plans without it`);
+        else if (e.type === 'RUN_FAILED') log(`  run failed: ${e.error}`);
       }
     });
     child.stderr.on('data', (d: Buffer) => {
@@ -108,7 +110,7 @@ export async function run(argv: string[]): Promise<number> {
   if (args.positionals.length) throw new CliError(`unexpected argument '${args.positionals[0]}'`);
   const model = resolve(str(args, 'model') ?? join(root, 'models', 'charon-mini'));
   const seed = num(args, 'seed', 1, { integer: true, min: 0 });
-  const epochs = num(args, 'epochs', 4, { integer: true, min: 1 });
+  const epochs = num(args, 'epochs', 6, { integer: true, min: 1 });
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   const runDir = resolve(str(args, 'run-dir') ?? join('runs', `demo-${stamp}`));
   const started = performance.now();
@@ -137,7 +139,7 @@ export async function run(argv: string[]): Promise<number> {
   log(`style: held-out loss of the base model ${fmt(lmBefore.loss)} (perplexity ${Math.exp(lmBefore.loss).toFixed(1)}) [${elapsed()}]`);
   mkdirSync(runDir, { recursive: true });
   const styleTopology = join(runDir, 'style.yaml');
-  writeFileSync(styleTopology, topology('demo-style', model, d.files.styleTrain, epochs, seed, 0.003));
+  writeFileSync(styleTopology, topology('demo-style', model, d.files.styleTrain, epochs, seed, 0.01));
   log(`style: charon launch ${styleTopology} (PAC, activation cache, 2 local devices, private nats-server)`);
   await launch(styleTopology, join(runDir, 'style'));
   const styleCkpt = join(runDir, 'style', 'checkpoints', 'latest');
@@ -156,7 +158,7 @@ export async function run(argv: string[]): Promise<number> {
   const clsBefore = evaluate(backbone, fresh, spamHeld, T, 16, freshHead);
   log(`spam: held-out accuracy of the untrained head ${(clsBefore.accuracy! * 100).toFixed(1)}% [${elapsed()}]`);
   const spamTopology = join(runDir, 'spam.yaml');
-  writeFileSync(spamTopology, topology('demo-spam', model, d.files.spamTrain, epochs, seed, 0.003));
+  writeFileSync(spamTopology, topology('demo-spam', model, d.files.spamTrain, epochs, seed, 0.01));
   log(`spam: charon launch ${spamTopology} (labelled data: a classification head on the last stage)`);
   await launch(spamTopology, join(runDir, 'spam'));
   const spamCkpt = join(runDir, 'spam', 'checkpoints', 'latest');
