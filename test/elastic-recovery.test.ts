@@ -6,9 +6,8 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
+import { pinTwoStageProfile, referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,16 +38,7 @@ const file = join(tmp, 'local-3.yaml');
  * any two survivors still fit the model.
  */
 const profile = join(tmp, 'local-3.profile.json');
-{
-  const r = spawnSync(process.execPath, [join(root, 'tools/charon.js'), 'plan', file, '--write-profile', profile, '--json'], {
-    cwd: root,
-    encoding: 'utf8',
-  });
-  assert.is(r.status, 0, r.stderr);
-  const p = JSON.parse(readFileSync(profile, 'utf8'));
-  for (const d of p.devices) d.memoryBytes = Math.round(0.6 * 2 ** 20);
-  writeFileSync(profile, JSON.stringify(p));
-}
+pinTwoStageProfile(file, profile);
 
 /** `charon launch --json`; `onEvent` sees each event as it arrives (with the child, to kill a device). */
 const launch = (runDir: string, onEvent: (e: Ev) => void) => startLaunch([file, '--run-dir', runDir, '--profile', profile], onEvent).done;

@@ -6,7 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { relDiff } from './fixtures/compare.ts';
+import { dropTiedCopy, relDiff } from './fixtures/compare.ts';
 import { initBackend } from '../src/model/backend.ts';
 import { loadBackbone, loadConfig } from '../src/model/load.ts';
 import { createMethod, type MethodName, type MethodOptions } from '../src/model/methods/index.ts';
@@ -58,17 +58,6 @@ const layouts: Record<string, StageLayout[]> = {
     { from: 2, to: 2, devices: ['c', 'd'], shares: [1, 1] },
   ],
 };
-
-/** A tied head held by a stage without the embedding is a transposed copy of it: check and drop it. */
-function dropTiedCopy(params: Map<string, Float32Array>, vocab: number, d: number, tied: boolean): void {
-  if (!tied) return;
-  const head = params.get('head.weight'),
-    emb = params.get('embed.tokens');
-  if (!head || !emb) return;
-  for (let v = 0; v < vocab; v++)
-    for (let j = 0; j < d; j++) assert.is(head[j * vocab + v], emb[v * d + j], 'tied copies agree bit for bit');
-  params.delete('head.weight');
-}
 
 const cases: [PresetName, MethodName][] = [
   ['tiny', 'parallel'],

@@ -67,6 +67,8 @@ export interface CompareRun {
   cachedPeakBytes?: number;
   bytesMoved: number;
   lastEpochLoss: number;
+  /** Labelled data: the last epoch's accuracy. */
+  accuracy?: number;
 }
 
 const charon = fileURLToPath(new URL('../charon.js', import.meta.url));
@@ -106,6 +108,7 @@ function figures(shape: Shape, runDir: string): CompareRun {
     ...(shape.method === 'parallel' && shape.cache ? { cachedPeakBytes: peak('cached') } : {}),
     bytesMoved: s.bytesPerPhase.pipeline + s.bytesPerPhase.redistribution + s.bytesPerPhase.cached,
     lastEpochLoss: s.epochs.at(-1)!.loss,
+    ...(s.finalAccuracy !== undefined ? { accuracy: s.finalAccuracy } : {}),
   };
 }
 
