@@ -11,7 +11,7 @@
  * settings, the loss curve, held-out and unigram perplexities and the time taken.
  */
 import type * as tf from '@tensorflow/tfjs';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TransformerBackbone, fullRange } from '../src/model/backbone.ts';
@@ -81,6 +81,7 @@ function saveModel(dir: string, config: ModelConfig, weights: Map<string, tf.Ten
   mkdirSync(tmp, { recursive: true });
   writeHfModel(tmp, config, data, { dtype });
   for (const f of ['config.json', 'model.safetensors']) renameSync(join(tmp, f), join(dir, f));
+  rmSync(tmp, { recursive: true });
 }
 
 export async function run(argv: string[]): Promise<number> {
