@@ -189,6 +189,7 @@ export async function run(argv: string[]): Promise<number> {
       accuracyAfter: clsAfter.accuracy!,
       checkpoint: spamCkpt,
     },
+    reports: { style: join(runDir, 'style', 'report.html'), spam: join(runDir, 'spam', 'report.html') },
   };
   writeFileSync(join(runDir, 'demo.json'), JSON.stringify(result, null, 2) + '\n');
   if (flag(args, 'json')) {
@@ -207,6 +208,8 @@ export async function run(argv: string[]): Promise<number> {
       `  with the adapter:    ${quote(s.sampleAfter)}`,
       `Spam or ham (held-out, ${result.spam.heldOutSamples} messages, half spam):`,
       `  accuracy    ${(result.spam.accuracyBefore * 100).toFixed(1)}% (untrained head) -> ${(result.spam.accuracyAfter * 100).toFixed(1)}%`,
+      `Run reports (loss, time by phase, 1F1B timeline, memory, bytes moved): ${result.reports.style}`,
+      `                                                                      ${result.reports.spam}`,
       `Took ${result.seconds.toFixed(0)} s. Run directory: ${runDir}`,
       `  (style/ and spam/ hold each run's summary.json, metrics.jsonl, checkpoints and device logs; demo.json these figures)`,
       '',
