@@ -25,7 +25,8 @@
  * (a device lost mid-step) stops waiting for that state's answers at once.
  */
 import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fsyncPath } from '../../src/train/durable.ts';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { loadConfig } from '../../src/model/load.ts';
@@ -92,6 +93,8 @@ export interface RunTrainingOptions {
    * the state; activation caches lost with the old processes are recomputed.
    */
   resume?: PersistedRun;
+  /** The first plan generation (a coordinator taking the run over starts above its predecessor's). */
+  firstGeneration?: number;
 }
 
 export interface RunOutcome {
@@ -102,7 +105,10 @@ export interface RunOutcome {
 function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
+  // state.json is the commit of a step: on disk before the step counts (a successor resumes from it).
+  fsyncPath(tmp);
   renameSync(tmp, file);
+  fsyncPath(dirname(file));
 }
 
 /** What a side-network checkpoint of `spec`'s run says about the run (resume checks it). */
@@ -392,6 +398,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
       stepDeadlineMs: topology.training.stepDeadlineMs,
       ...(o.resume ? { resume: o.resume } : {}),
+      ...(o.firstGeneration ? { firstGeneration: o.firstGeneration } : {}),
     },
   });
   const liveness = watchRunDevices({

@@ -7,7 +7,6 @@ import { CliError, flag, parseCommandArgs, str } from '../args.ts';
 import { loadTopology, TopologyError } from '../../src/topology/load.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { launchRun } from '../../actors/coordinator/launch.ts';
-import { runTraining } from '../../actors/coordinator/run-actor.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
 import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
@@ -179,20 +178,24 @@ export async function run(argv: string[]): Promise<number> {
         keepCache: flag(args, 'keep-cache'),
         monitor: flag(args, 'monitor'),
         onEvent: print,
+        ...(until === undefined
+          ? {
+              coordinatorProcess: {
+                topologyFile: resolve(file),
+                profileFile: profileFile && resolve(profileFile),
+                resume: resume !== undefined,
+              },
+            }
+          : {}),
       },
       async (ctx) => {
-        const stop = new AbortController();
+        // --until runs keep the coordinator in this process; a training run's is a supervised process.
         const goal =
           until === 'registered'
-            ? ctx.coordinator.whenAssembled().then(() => 'registered')
+            ? ctx.coordinator!.whenAssembled().then(() => 'registered')
             : until === 'interrupted'
               ? new Promise<string>(() => {})
-              : ctx.coordinator
-                  .whenAssembled()
-                  .then(() =>
-                    runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, resume, signal: stop.signal }),
-                  )
-                  .then(() => 'trained');
+              : ctx.coordinatorProcess!.done.then(() => 'trained');
         try {
           const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
           return { code: 0, reason };
@@ -204,7 +207,6 @@ export async function run(argv: string[]): Promise<number> {
           if (interruptedBy) return { code: 0, reason: interruptedBy };
           throw err;
         } finally {
-          stop.abort();
           goal.catch(() => {});
         }
       },
