@@ -165,6 +165,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       coordinatorProcess.done.catch(fail);
       // Devices register with it: it listens before the first of them starts.
       await Promise.race([started.promise, failure, interrupted]).finally(started.cancel);
+      coordinatorProcess.ready();
     }
     for (const spec of topology.devices.filter((d) => d.local)) {
       supervisors.push(

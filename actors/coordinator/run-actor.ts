@@ -26,7 +26,7 @@
  */
 import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fsyncPath } from '../../src/train/durable.ts';
+import { fsyncPath, promoteCheckpoint } from '../../src/train/durable.ts';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { loadConfig } from '../../src/model/load.ts';
@@ -95,6 +95,8 @@ export interface RunTrainingOptions {
   resume?: PersistedRun;
   /** The first plan generation (a coordinator taking the run over starts above its predecessor's). */
   firstGeneration?: number;
+  /** The devices to gather before profiling (default: the topology's non-optional ones; a successor: those it took over). */
+  expectedDevices?: string[];
 }
 
 export interface RunOutcome {
@@ -353,8 +355,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         return { ...result, side };
       }),
       commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => {
-        saveSide(checkpointDir, input);
+        // state.json is the commit: the checkpoint is staged whole before it, put in place after it.
+        saveSide(`${checkpointDir}.next`, input);
         writeJsonAtomic(join(runDir, 'state.json'), input.state);
+        promoteCheckpoint(checkpointDir);
         const closed =
           input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
         if (closed) {
@@ -394,7 +398,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     input: {
       runId: topology.run,
       spec: topologySpec,
-      expectedDevices: topology.devices.filter((d) => !d.optional).map((d) => d.name),
+      expectedDevices: o.expectedDevices ?? topology.devices.filter((d) => !d.optional).map((d) => d.name),
       gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
       stepDeadlineMs: topology.training.stepDeadlineMs,
       ...(o.resume ? { resume: o.resume } : {}),

@@ -85,12 +85,17 @@ export interface AdoptOptions {
 /**
  * Adopts every device that heartbeats without being registered with this coordinator (see the
  * module comment). A device that has not measured itself yet is left to register on its own.
- * Returns a function that stops listening.
+ * `rollCall(ms)` resolves, after `ms` of listening and once the adoptions it saw have ended, with
+ * the devices adopted so far: the run a successor continues is over these (a device of the
+ * topology that left or died before the takeover is not waited for). A device that speaks later
+ * (one that was frozen) is adopted then and joins the run at a step boundary.
  */
-export function adoptLiveDevices(o: AdoptOptions): () => void {
+export function adoptLiveDevices(o: AdoptOptions): { rollCall(ms: number): Promise<string[]>; stop(): void } {
   const { bus, coordinator } = o;
   const inbox = new Inbox(bus);
   const pending = new Set<string>();
+  const adopted: string[] = [];
+  const inFlight = new Set<Promise<void>>();
   const events = coordinator.events;
   const adopt = async (device: string) => {
     const t0 = performance.now();
@@ -113,6 +118,7 @@ export function adoptLiveDevices(o: AdoptOptions): () => void {
         return;
       }
       coordinator.registry.profile({ device, ...r.profile });
+      adopted.push(device);
       events.emit('DEVICE_ADOPTED', { device, pid, host: r.hello.host, was: r.state, seconds: (performance.now() - t0) / 1000 });
     } catch (err) {
       o.log?.(`${device}: roll call failed: ${(err as Error).message}`);
@@ -127,10 +133,22 @@ export function adoptLiveDevices(o: AdoptOptions): () => void {
     }
     if (pending.has(hb.device) || coordinator.registry.get(hb.device) !== undefined) return;
     pending.add(hb.device);
-    void adopt(hb.device);
+    const p = adopt(hb.device);
+    inFlight.add(p);
+    void p.finally(() => inFlight.delete(p));
   });
-  return () => inbox.close();
+  return {
+    rollCall: async (ms) => {
+      await new Promise((r) => setTimeout(r, ms));
+      await Promise.allSettled([...inFlight]);
+      return [...adopted];
+    },
+    stop: () => inbox.close(),
+  };
 }
+
+/** How long a successor listens for heartbeats before it continues over the devices it heard (three beats). */
+export const ROLL_CALL_MS = 1500;
 
 /** `charon coordinator`'s exit code when the run failed on its own terms (not restarted: a successor would fail the same way). */
 export const RUN_FAILED_EXIT = 3;

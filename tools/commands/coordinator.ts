@@ -6,6 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { CliError, flag, parseCommandArgs, requireStr, str } from '../args.ts';
 import { Bus, COORDINATOR, type BusMsg } from '../../src/bus/index.ts';
 import { readSeed } from '../../src/security/credentials.ts';
@@ -26,25 +27,38 @@ import {
   firstGeneration,
   nextCoordinatorEpoch,
   INTERRUPTED_EXIT,
+  ROLL_CALL_MS,
   RUN_FAILED_EXIT,
 } from '../../actors/coordinator/takeover.ts';
 
 export const summary = "(started by charon launch) a run's coordinator as its own process";
 
-const usage = `usage: charon coordinator TOPOLOGY --nats URL --run-dir DIR [--resume] [--profile FILE]
+const usage = `usage: charon coordinator TOPOLOGY --nats URL --run-dir DIR [--resume] [--takeover | --standby] [--profile FILE]
                           [--creds FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 
-Started by \`charon launch\`, not by hand: trains TOPOLOGY's job over the devices on the bus,
+Started by \`charon launch\`, not by hand (--takeover: a successor, which continues over the
+devices that answer its roll call): trains TOPOLOGY's job over the devices on the bus,
 writing into DIR. --resume continues from DIR's last committed step (state.json); devices that
-are already running are taken over as they are. Exits 0 once trained, 3 when the run failed.`;
+are already running are taken over as they are. --standby loads everything, then waits for\n'go' or 'go resume' on stdin. Exits 0 once trained, 3 when the run failed.`;
 
 export async function run(argv: string[]): Promise<number> {
+  try {
+    return await coordinate(argv);
+  } finally {
+    // The pipe from the launcher would keep this process alive after any ending, an error's too.
+    process.stdin.destroy();
+  }
+}
+
+async function coordinate(argv: string[]): Promise<number> {
   const args = parseCommandArgs(
     argv,
     {
       nats: { type: 'string' },
       'run-dir': { type: 'string' },
       resume: { type: 'boolean' },
+      standby: { type: 'boolean' },
+      takeover: { type: 'boolean' },
       profile: { type: 'string' },
       creds: { type: 'string' },
       'tls-ca': { type: 'string' },
@@ -77,11 +91,24 @@ export async function run(argv: string[]): Promise<number> {
     profile = p === undefined ? undefined : loadProfile(p);
     seed = credsFile === undefined ? undefined : readSeed(resolve(credsFile));
     tls = tlsOption(str(args, 'tls-ca'), str(args, 'tls-cert'), str(args, 'tls-key'));
-    resume = flag(args, 'resume') && existsSync(join(runDir, 'state.json')) ? readResumeState(runDir, spec) : undefined;
   } catch (err) {
     throw new CliError((err as Error).message);
   }
   const log = (line: string) => process.stderr.write(`[coordinator] ${line}\n`);
+  let resuming = flag(args, 'resume');
+  const takeover = flag(args, 'takeover') || flag(args, 'standby');
+  if (flag(args, 'standby')) {
+    // Loaded and waiting: a successor that is ready at once when the coordinator dies.
+    const order = await standbyOrder();
+    if (order === null) return INTERRUPTED_EXIT;
+    resuming = order === 'go resume';
+    log(`standby ${process.pid} taking over (${order})`);
+  }
+  try {
+    resume = resuming && existsSync(join(runDir, 'state.json')) ? readResumeState(runDir, spec) : undefined;
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
   const epoch = nextCoordinatorEpoch(runDir);
   if (resume) {
     const dropped = dropUncommittedMetrics(runDir, resume.step);
@@ -94,7 +121,7 @@ export async function run(argv: string[]): Promise<number> {
     expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
     admit: admission(topology),
   });
-  const stopAdopting = adoptLiveDevices({ bus, coordinator, admit: admission(topology), log });
+  const adoption = adoptLiveDevices({ bus, coordinator, admit: admission(topology), log });
   // The launcher sees its device processes exit: a lost device needs no heartbeat deadline.
   const exits = bus.subscribe(
     bus.subjects.eventsAll(),
@@ -120,7 +147,10 @@ export async function run(argv: string[]): Promise<number> {
   });
   let code = 0;
   try {
-    const assembled = coordinator.whenAssembled();
+    // A successor continues over the devices that answer its roll call; a first coordinator waits for the topology's.
+    const survivors = takeover ? await adoption.rollCall(ROLL_CALL_MS) : [];
+    if (takeover) log(`took over ${survivors.length ? survivors.join(', ') : 'no live device'}`);
+    const assembled = survivors.length > 0 ? Promise.resolve() : coordinator.whenAssembled();
     await Promise.race([
       assembled,
       new Promise((_, reject) => stop.signal.addEventListener('abort', () => reject(new Error('run interrupted')))),
@@ -133,6 +163,7 @@ export async function run(argv: string[]): Promise<number> {
       profile,
       resume,
       firstGeneration: firstGeneration(epoch),
+      ...(survivors.length > 0 ? { expectedDevices: survivors } : {}),
       signal: stop.signal,
     });
   } catch (err) {
@@ -142,11 +173,32 @@ export async function run(argv: string[]): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     process.stdin.pause();
-    stopAdopting();
+    adoption.stop();
     exits.unsubscribe();
     coordinator.windDown();
     coordinator.stop();
     await bus.close();
   }
   return code;
+}
+
+/** The launcher's order to a standby ('go' or 'go resume', a line on stdin); null when it is told to stop instead. */
+function standbyOrder(): Promise<string | null> {
+  return new Promise((res) => {
+    const lines = createInterface({ input: process.stdin });
+    const done = (order: string | null) => {
+      process.off('SIGINT', stopped);
+      process.off('SIGTERM', stopped);
+      lines.removeAllListeners();
+      lines.close();
+      res(order);
+    };
+    const stopped = () => done(null);
+    process.on('SIGINT', stopped);
+    process.on('SIGTERM', stopped);
+    lines.on('line', (l) => {
+      if (l === 'go' || l === 'go resume') done(l);
+    });
+    lines.on('close', stopped);
+  });
 }
