@@ -36,6 +36,8 @@ const usage = `usage: charon launch TOPOLOGY [--nats URL] [--run-dir DIR | --res
 Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
 directory, prints its path on stdout (in the final STOPPED event with --json) and exits 0;
+the coordinator runs as a process of its own (log: <run-dir>/logs/coordinator.log): when it dies,
+a standby coordinator takes the live devices over and continues from the last committed step.
 Ctrl-C stops the run and leaves nothing behind. Remote devices join with
   charon device --nats URL --run RUN --name NAME --creds FILE [--tls-ca FILE]`;
 
@@ -79,6 +81,16 @@ function describeEvent(e: Record<string, unknown>): string {
       const lost = e.lost as string[];
       return `${lost.length > 0 ? `recovering: lost ${lost.join(', ')}; aborting the step in flight and ` : 'at a step boundary: '}re-planning over ${(e.devices as string[]).join(', ')}`;
     }
+    case 'COORDINATOR_SPAWNED':
+      return `coordinator: process ${e.pid} started${e.standby ? ' (standby)' : ''}`;
+    case 'COORDINATOR_STARTED':
+      return `coordinator epoch ${e.epoch} at work (pid ${e.pid})${e.resumedFromStep !== undefined ? `, continuing after step ${e.resumedFromStep}` : ''}`;
+    case 'COORDINATOR_LOST':
+      return `coordinator LOST (${e.reason}); a successor takes over`;
+    case 'DEVICE_ADOPTED':
+      return `${d}: taken over by the new coordinator (pid ${e.pid}, was ${e.was})`;
+    case 'DEVICE_EXITED':
+      return `${d}: ${e.reason}`;
     case 'RUN_RESUMED':
       return `resumed after step ${e.step} (epoch ${e.epoch}, step ${(e.stepInEpoch as number) + 1} of it next)`;
     case 'CACHE_REFILLED':
