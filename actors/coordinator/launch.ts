@@ -322,7 +322,7 @@ function nextEvent(bus: Bus, type: string): { promise: Promise<void>; cancel: ()
     (env) => {
       if ((env.body as { type?: unknown }).type === type) resolve();
     },
-    { kinds: ['event'] },
+    { kinds: ['event', 'rejected'] },
   );
   return { promise, cancel: () => sub.unsubscribe() };
 }

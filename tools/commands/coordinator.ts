@@ -131,7 +131,8 @@ async function coordinate(argv: string[]): Promise<number> {
       if (typeof e.device === 'string' && typeof e.pid === 'number')
         coordinator.registry.exited(e.device, e.pid, String(e.reason ?? 'process exited'));
     },
-    { kinds: ['event'] },
+    // Rejection reports travel on the same subject: taken, not refused as of an unexpected kind.
+    { kinds: ['event', 'rejected'] },
   );
   const stop = new AbortController();
   const onSignal = () => stop.abort();
