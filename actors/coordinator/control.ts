@@ -16,6 +16,14 @@ export const CTL_TIMEOUT_MS = 60_000;
  */
 export const NO_RESPONDERS_GRACE_MS = 3000;
 
+/** The coordinator epoch each connection's control requests carry (takeover.ts numbers coordinator starts). */
+const epochs = new WeakMap<Bus, number>();
+
+/** From now on every control request sent on `bus` carries coordinator epoch `epoch`. */
+export function setCoordinatorEpoch(bus: Bus, epoch: number): void {
+  epochs.set(bus, epoch);
+}
+
 export interface ControlOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -28,7 +36,9 @@ export interface ControlOptions {
  */
 export async function control<T>(bus: Bus, device: string, kind: string, args: unknown, o: ControlOptions = {}): Promise<T> {
   const until = Date.now() + NO_RESPONDERS_GRACE_MS;
-  const once = () => ask(bus, bus.subjects.devCtl(device), 'ctl', { kind, args }, ctlReply, o.timeoutMs ?? CTL_TIMEOUT_MS, o.signal);
+  const epoch = epochs.get(bus);
+  const body = epoch === undefined ? { kind, args } : { kind, args, epoch };
+  const once = () => ask(bus, bus.subjects.devCtl(device), 'ctl', body, ctlReply, o.timeoutMs ?? CTL_TIMEOUT_MS, o.signal);
   let r: Awaited<ReturnType<typeof once>> | undefined;
   while (!r) {
     try {

@@ -23,6 +23,7 @@ import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from './actor.ts';
 import { topologyMessageLimits, topologyProbe } from '../../src/train/run-spec.ts';
+import { superviseCoordinator, type CoordinatorProcess, type CoordinatorProcessOptions } from './coordinator-process.ts';
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
 
@@ -38,6 +39,12 @@ export interface LaunchOptions {
   monitor?: boolean;
   /** Receives every run event (and launch's own). */
   onEvent: (event: Record<string, unknown>) => void;
+  /**
+   * Run the coordinator as a supervised process of its own (coordinator-process.ts) instead of in
+   * this one: it trains the run, and its death (SIGKILL, a crash) leaves the server and the
+   * devices up for its successor. Without it, the coordinator lives here and only registers devices.
+   */
+  coordinatorProcess?: CoordinatorProcessOptions;
 }
 
 /** What `body` gets: everything that is up. */
@@ -45,7 +52,10 @@ export interface LaunchContext {
   topology: Topology;
   bus: Bus;
   natsUrl: string;
-  coordinator: Coordinator;
+  /** The coordinator in this process (absent with `coordinatorProcess`). */
+  coordinator?: Coordinator;
+  /** The supervised coordinator process (with `coordinatorProcess`). */
+  coordinatorProcess?: CoordinatorProcess;
   events: RunEvents;
   /** Rejects when launch must stop because of an error (a device given up on). */
   failure: Promise<never>;
@@ -67,6 +77,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   let server: NatsServer | undefined;
   let bus: Bus | undefined;
   let coordinator: Coordinator | undefined;
+  let coordinatorProcess: CoordinatorProcess | undefined;
   let fail!: (err: Error) => void;
   const failure = new Promise<never>((_, reject) => {
     fail = reject;
@@ -125,12 +136,13 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
     bus.limitMessages(limits);
     bus.subscribe(bus.subjects.eventsAll(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
     const events = new RunEvents(bus, 'launch');
-    coordinator = startCoordinator({
-      bus,
-      expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
-      admit: admission(topology),
-      joinTerms: { limits, probe: topologyProbe(topology) },
-    });
+    if (!opts.coordinatorProcess)
+      coordinator = startCoordinator({
+        bus,
+        expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
+        admit: admission(topology),
+        joinTerms: { limits, probe: topologyProbe(topology) },
+      });
     events.emit('LAUNCHED', {
       run: topology.run,
       nats: natsUrl,
@@ -142,6 +154,23 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       ...(server?.httpPort ? { monitorUrl: `http://127.0.0.1:${server.httpPort}` } : {}),
       devices: topology.devices.map((d) => ({ name: d.name, local: d.local, ...(d.optional ? { optional: true } : {}) })),
     });
+    if (opts.coordinatorProcess) {
+      const started = nextEvent(bus, 'COORDINATOR_STARTED');
+      coordinatorProcess = superviseCoordinator({
+        ...opts.coordinatorProcess,
+        natsUrl,
+        runDir: opts.runDir,
+        creds: authorization ? seedPath(opts.runDir, COORDINATOR) : undefined,
+        tls,
+        events,
+        children,
+        stopSignal: () => stopDevicesWith,
+      });
+      coordinatorProcess.done.catch(fail);
+      // Devices register with it: it listens before the first of them starts.
+      await Promise.race([started.promise, failure, interrupted]).finally(started.cancel);
+      coordinatorProcess.ready();
+    }
     for (const spec of topology.devices.filter((d) => d.local)) {
       supervisors.push(
         superviseDevice(spec, {
@@ -155,14 +184,18 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
           events,
           fail,
           stopSignal: () => stopDevicesWith,
-          exited: (pid, reason) => coordinator?.registry.exited(spec.name, pid, reason),
+          exited: (pid, reason) =>
+            coordinator
+              ? coordinator.registry.exited(spec.name, pid, reason)
+              : events.emit('DEVICE_EXITED', { device: spec.name, pid, reason }),
         }),
       );
     }
-    return await body({ topology, bus, natsUrl, coordinator, events, failure, interrupted });
+    return await body({ topology, bus, natsUrl, coordinator, coordinatorProcess, events, failure, interrupted });
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
+    coordinatorProcess?.stop();
     coordinator?.windDown();
     for (const s of supervisors) s.stop();
     await Promise.all([...children].map((c) => exited(c, 5000)));
@@ -280,4 +313,20 @@ function exited(child: ChildProcess, graceMs: number): Promise<void> {
       res();
     });
   });
+}
+
+/** The first run event of `type` on the bus from now on; `cancel` stops listening. */
+function nextEvent(bus: Bus, type: string): { promise: Promise<void>; cancel: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((res) => {
+    resolve = res;
+  });
+  const sub = bus.subscribe(
+    bus.subjects.eventsAll(),
+    (env) => {
+      if ((env.body as { type?: unknown }).type === type) resolve();
+    },
+    { kinds: ['event', 'rejected'] },
+  );
+  return { promise, cancel: () => sub.unsubscribe() };
 }

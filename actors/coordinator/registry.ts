@@ -42,9 +42,14 @@ export type RegistryEvent =
 
 export type RegistryListener = (event: RegistryEvent) => void;
 
+/** A liveness deadline firing later than this says the coordinator's process was stalled, not the device. */
+export const STALLED_MS = 400;
+
 export class DeviceRegistry {
   private readonly records = new Map<string, DeviceRecord>();
   private readonly timers = new Map<string, unknown>();
+  /** When each armed deadline should fire (clock ms). */
+  private readonly due = new Map<string, number>();
   private readonly listeners = new Set<RegistryListener>();
   private suspended = false;
 
@@ -228,6 +233,7 @@ export class DeviceRegistry {
   private arm(name: string): void {
     this.disarm(name);
     if (this.suspended) return;
+    this.due.set(name, this.clock.now() + this.lostAfterMs);
     this.timers.set(
       name,
       this.clock.setTimeout(() => this.expire(name), this.lostAfterMs),
@@ -243,6 +249,10 @@ export class DeviceRegistry {
     this.timers.delete(name);
     const rec = this.records.get(name);
     if (!rec?.alive) return;
+    // A deadline that fires this late means this process was not running (starved of CPU, e.g.
+    // while another process loads): the silence may be its own, and heartbeats that came
+    // meanwhile wait unread behind this timer. The device gets a whole deadline from now.
+    if (this.clock.now() - (this.due.get(name) ?? 0) > STALLED_MS) return this.arm(name);
     rec.alive = false;
     this.emit({ type: 'DEVICE_LOST', device: rec, silentMs: this.clock.now() - rec.lastSeen });
   }

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkResumable, readCheckpointMeta, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
+import { settleCheckpoint } from '../../src/train/durable.ts';
 import type { PersistedRun } from './run-machine.ts';
 import { sideCheckpointIdentity } from './run-actor.ts';
 
@@ -35,6 +36,8 @@ export function readResumeState(runDir: string, spec: RunSpec): PersistedRun {
   const checkpointRef = join(runDir, 'checkpoints', 'latest');
   let meta: CheckpointMeta;
   try {
+    // A coordinator killed while it committed a step left its checkpoint staged or half-replaced.
+    settleCheckpoint(checkpointRef, state.step, (dir) => readCheckpointMeta(dir).globalStep);
     meta = readCheckpointMeta(checkpointRef);
     checkResumable(meta, { ...sideCheckpointIdentity(spec), modelFingerprint: meta.modelFingerprint });
   } catch (err) {

@@ -25,7 +25,8 @@
  * (a device lost mid-step) stops waiting for that state's answers at once.
  */
 import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fsyncPath, promoteCheckpoint } from '../../src/train/durable.ts';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { loadConfig } from '../../src/model/load.ts';
@@ -93,6 +94,10 @@ export interface RunTrainingOptions {
    * the state; activation caches lost with the old processes are recomputed.
    */
   resume?: PersistedRun;
+  /** The first plan generation (a coordinator taking the run over starts above its predecessor's). */
+  firstGeneration?: number;
+  /** The devices to gather before profiling (default: the topology's non-optional ones; a successor: those it took over). */
+  expectedDevices?: string[];
 }
 
 export interface RunOutcome {
@@ -103,7 +108,10 @@ export interface RunOutcome {
 function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
+  // state.json is the commit of a step: on disk before the step counts (a successor resumes from it).
+  fsyncPath(tmp);
   renameSync(tmp, file);
+  fsyncPath(dirname(file));
 }
 
 /** What a side-network checkpoint of `spec`'s run says about the run (resume checks it). */
@@ -376,8 +384,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         return { ...result, side };
       }),
       commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => {
-        saveSide(checkpointDir, input);
+        // state.json is the commit: the checkpoint is staged whole before it, put in place after it.
+        saveSide(`${checkpointDir}.next`, input);
         writeJsonAtomic(join(runDir, 'state.json'), input.state);
+        promoteCheckpoint(checkpointDir);
         const closed =
           input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
         if (closed) {
@@ -417,10 +427,11 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     input: {
       runId: topology.run,
       spec: topologySpec,
-      expectedDevices: topology.devices.filter((d) => !d.optional).map((d) => d.name),
+      expectedDevices: o.expectedDevices ?? topology.devices.filter((d) => !d.optional).map((d) => d.name),
       gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
       stepDeadlineMs: topology.training.stepDeadlineMs,
       ...(o.resume ? { resume: o.resume } : {}),
+      ...(o.firstGeneration ? { firstGeneration: o.firstGeneration } : {}),
     },
   });
   const liveness = watchRunDevices({

@@ -25,6 +25,11 @@ export interface RunInput {
   debounceMs?: number;
   /** Deadline of a step's first attempt (default: derived from the plan, step-deadline.ts). */
   stepDeadlineMs?: number;
+  /**
+   * The first plan generation (default 0). A coordinator taking a run over starts above every
+   * generation its predecessor may have used, so no late message of the old one fits a new link.
+   */
+  firstGeneration?: number;
   resume?: PersistedRun;
 }
 

@@ -393,7 +393,7 @@ export const runMachine = run.createMachine({
     bytes: { pipeline: 0, redistribution: 0, cached: 0 },
     redistribution: null,
     ...noElastic,
-    generation: 0,
+    generation: input.firstGeneration ?? 0,
     lost: [],
     faults: [],
     answeredFaults: 0,

@@ -12,7 +12,7 @@
  */
 import { hostname } from 'node:os';
 import { fromPromise, waitFor } from 'xstate';
-import { Bus, DEFAULT_MESSAGE_LIMITS, type MessageLimits } from '../../src/bus/index.ts';
+import { Bus, DEFAULT_MESSAGE_LIMITS, MessageRejected, type MessageLimits } from '../../src/bus/index.ts';
 import { PRE_JOIN_LIMITS } from '../../src/plan/message-limits.ts';
 import type { ClientTls } from '../../src/security/certs.ts';
 import { systemClock, type Clock } from '../../src/runtime/clock.ts';
@@ -115,6 +115,10 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   let requests = 0;
   /** The run's work to time while profiling, as the join reply said. */
   let probe: Extract<JoinReply, { ok: true }>['probe'];
+  /** The highest coordinator epoch a control request carried: older ones are refused. */
+  let coordinatorEpoch = 0;
+  /** What the device last reported of its speed: a coordinator taking the run over asks for it (rollcall). */
+  let profiled: Omit<ProfileReport, 'device'> | null = null;
   const need = () => {
     if (!bus) throw new Error('bus not connected');
     return bus;
@@ -160,12 +164,16 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
       const c = bound.actor.getSnapshot().context;
       return { state: handle.state(), step: c.step, role: c.role, phase: c.phase };
     }
+    if (kind === 'rollcall') {
+      // A coordinator taking the run over learns the device as it is, without a new registration.
+      return { hello: hello(), profile: profiled, state: handle.state() };
+    }
     if (kind === 'drain') {
       handle.drain(typeof args === 'string' ? args : 'ctl drain');
       return { draining: true };
     }
     if (!isTrainingKind(kind))
-      throw new Error(`unknown ctl kind '${kind}' (known: ping, drain, ${Object.keys(TRAINING_KINDS).join(', ')})`);
+      throw new Error(`unknown ctl kind '${kind}' (known: ping, rollcall, drain, ${Object.keys(TRAINING_KINDS).join(', ')})`);
     const role = TRAINING_KINDS[kind];
     if (role === 'query') return compute.run(kind, args);
     if (role === 'signal') {
@@ -192,7 +200,16 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
         events = new RunEvents(bus, opts.name);
         inbox = new Inbox(bus);
         inbox.serve(bus.subjects.devCtlIn(), {
-          ctl: route(ctlRequest, async (req): Promise<CtlReply> => {
+          ctl: route(ctlRequest, async (req, _env, msg): Promise<CtlReply> => {
+            if (req.epoch !== undefined && req.epoch < coordinatorEpoch) {
+              const why = `ctl ${req.kind} of coordinator epoch ${req.epoch}: epoch ${coordinatorEpoch} has taken the run over`;
+              bus?.reject(msg.subject, new MessageRejected('coordinator', why));
+              return { ok: false, error: toWire(new Error(why)) };
+            }
+            if (req.epoch !== undefined && req.epoch > coordinatorEpoch) {
+              if (coordinatorEpoch > 0) log(`coordinator epoch ${req.epoch} took the run over from epoch ${coordinatorEpoch}`);
+              coordinatorEpoch = req.epoch;
+            }
             try {
               return { ok: true, result: await serveCtl(req.kind, req.args) };
             } catch (err) {
@@ -239,6 +256,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
           timeoutMs,
         );
         if (!reply.ok) throw new Error(reply.reason ?? 'profile refused');
+        profiled = { matmulGflops, backendDetail: compute.backendDetail, ...(timings ? { timings } : {}) };
       }),
       load: fromPromise(({ input }) => compute.run(input.kind, input.args)),
       work: fromPromise(({ input }) => compute.run(input.kind, input.args)),

@@ -108,7 +108,7 @@ export function faultsFired(fired: FiredFault[]): Invariant {
   return { ok: notFired.length === 0 && failed.length === 0, detail: { fired: fired.length - notFired.length, notFired, failed } };
 }
 
-const NOTICED = new Set(['DEVICE_LOST', 'DEVICE_LEFT', 'STEP_EXPIRED', 'RECOVERING']);
+const NOTICED = new Set(['DEVICE_LOST', 'DEVICE_LEFT', 'STEP_EXPIRED', 'RECOVERING', 'COORDINATOR_LOST']);
 
 export interface FaultFigure {
   kind: string;
@@ -118,7 +118,7 @@ export interface FaultFigure {
   subject: string | null;
   /** Seconds from the start of training. */
   firedSeconds: number | null;
-  /** Fault -> first DEVICE_LOST / DEVICE_LEFT / STEP_EXPIRED / RECOVERING (null: the run never had to notice). */
+  /** Fault -> first DEVICE_LOST / DEVICE_LEFT / STEP_EXPIRED / RECOVERING / COORDINATOR_LOST (null: the run never had to notice). */
   detectedSeconds: number | null;
   /** Fault -> the next step done. */
   recoverySeconds: number | null;

@@ -38,7 +38,7 @@ export interface LaunchRecord {
   code: number;
   events: RunEventLine[];
   stderrTail: string;
-  /** Every pid the run had: launch, device processes (each start), joined devices, nats-server(s). */
+  /** Every pid the run had: launch, its coordinator processes, device processes (each start), joined devices, nats-server(s). */
   pids: number[];
 }
 
@@ -112,6 +112,7 @@ export async function runWithFaults(o: ChaosRunOptions): Promise<ChaosRun> {
   const timers = new Set<NodeJS.Timeout>();
   const stopped = new Set<number>();
   let launchChild: ChildProcess | undefined;
+  let coordinatorPid: number | undefined;
   let t0: number | null = null;
   let lastStep = 0;
   let restarting: Promise<void> = Promise.resolve();
@@ -166,7 +167,8 @@ export async function runWithFaults(o: ChaosRunOptions): Promise<ChaosRun> {
         break;
       }
       case 'coordinator-kill':
-        signal(f, launchChild?.pid, 'SIGKILL');
+        // The coordinator process launch supervises; launch itself (server, devices) stays up.
+        signal(f, coordinatorPid ?? launchChild?.pid, 'SIGKILL');
         break;
       case 'join':
         f.pid = joinDevice(k.device!);
@@ -230,6 +232,9 @@ export async function runWithFaults(o: ChaosRunOptions): Promise<ChaosRun> {
       devicePids.set(e.device as string, e.pid);
       pids.add(e.pid);
     }
+    if (e.type === 'COORDINATOR_SPAWNED' && typeof e.pid === 'number') pids.add(e.pid);
+    // The coordinator at work (a standby says so once it takes over).
+    if (e.type === 'COORDINATOR_STARTED' && typeof e.pid === 'number') coordinatorPid = e.pid;
     if (e.type === 'RUN_DEPLOYED' && t0 === null) {
       t0 = Date.now();
       for (const f of fired) if ('seconds' in f.fault.trigger) later(f.fault.trigger.seconds * 1000, () => fire(f));

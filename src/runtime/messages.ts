@@ -149,6 +149,12 @@ export const ctlRequest = z.strictObject({
     .regex(/^[a-z][a-z-]*$/)
     .max(64),
   args: z.unknown().optional(),
+  /**
+   * The sending coordinator's epoch (grows at every coordinator start of a run): a device obeys
+   * the highest it has seen and refuses an older one's requests, e.g. of a coordinator that was
+   * frozen while another took the run over.
+   */
+  epoch: z.number().int().nonnegative().optional(),
 });
 export type CtlRequest = z.infer<typeof ctlRequest>;
 

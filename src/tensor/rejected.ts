@@ -4,7 +4,8 @@
  * of another plan generation than the receiver's (a late message of an aborted attempt). 'peer':
  * sent by another device than the one the plan expects in that role. 'nonfinite': a gradient or
  * activation holding NaN or Infinity. 'stale': a step already committed or not yet started. 'duplicate': an envelope id a
- * subscription has already delivered (the same message twice).
+ * subscription has already delivered (the same message twice). 'coordinator': a control request
+ * of a coordinator that another one (a restarted coordinator, a higher epoch) has taken over from.
  */
 
 export const REJECT_REASONS = [
@@ -23,6 +24,7 @@ export const REJECT_REASONS = [
   'peer',
   'nonfinite',
   'stale',
+  'coordinator',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

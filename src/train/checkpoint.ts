@@ -7,6 +7,7 @@
  * checkpoint under the final name; files are 0600, since they are derived from private data.
  */
 import { createHash } from 'node:crypto';
+import { fsyncPath, fsyncTree } from './durable.ts';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { privateDir, writePrivateFile } from '../security/files.ts';
 import { dirname, join } from 'node:path';
@@ -117,6 +118,8 @@ export function saveCheckpoint(dir: string, input: SaveInput): CheckpointMeta {
     weightsSha256: sha256File(weights),
   };
   writePrivateFile(join(tmp, 'checkpoint.json'), JSON.stringify(meta, null, 1) + '\n');
+  // On disk before it replaces the old one: the rename is the commit.
+  fsyncTree(tmp);
   if (existsSync(dir)) {
     const old = `${dir}.old-${process.pid}`;
     renameSync(dir, old);
@@ -125,6 +128,7 @@ export function saveCheckpoint(dir: string, input: SaveInput): CheckpointMeta {
   } else {
     renameSync(tmp, dir);
   }
+  fsyncPath(dirname(dir));
   return meta;
 }
 

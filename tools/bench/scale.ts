@@ -104,9 +104,11 @@ async function runOnce(
       log(`${devices} device(s): ${JSON.stringify(e)}`);
   };
   const s = await launchRun(topo, { runDir, onEvent }, async (ctx) => {
-    await ctx.coordinator.whenAssembled();
+    // Launched without `coordinatorProcess`: the coordinator is in this process.
+    const coordinator = ctx.coordinator!;
+    await coordinator.whenAssembled();
     const out = await Promise.race([
-      runTraining({ topology: topo, bus: ctx.bus, coordinator: ctx.coordinator, runDir }),
+      runTraining({ topology: topo, bus: ctx.bus, coordinator, runDir }),
       ctx.failure,
       ctx.interrupted.then((sig) => {
         throw new Error(`interrupted (${sig})`);

@@ -7,7 +7,6 @@ import { CliError, flag, parseCommandArgs, str } from '../args.ts';
 import { loadTopology, TopologyError } from '../../src/topology/load.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { launchRun } from '../../actors/coordinator/launch.ts';
-import { runTraining } from '../../actors/coordinator/run-actor.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
 import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
@@ -46,6 +45,8 @@ states, with events printed above; otherwise one line per event on stderr.
 Without --until, trains once every device has registered (profile, plan, pipeline epoch, cache
 redistribution, cached epochs), writes summary.json, metrics.jsonl and checkpoints into the run
 directory, and the run report (report.html, report/*.svg; \`charon report RUN_DIR\` rebuilds it), prints its path on stdout (in the final STOPPED event with --json) and exits 0;
+the coordinator runs as a process of its own (log: <run-dir>/logs/coordinator.log): when it dies,
+a standby coordinator takes the live devices over and continues from the last committed step.
 Ctrl-C stops the run and leaves nothing behind. Remote devices join with
   charon device --nats URL --run RUN --name NAME --creds FILE [--tls-ca FILE]`;
 
@@ -91,6 +92,16 @@ function describeEvent(e: Record<string, unknown>): string {
       const lost = e.lost as string[];
       return `${lost.length > 0 ? `recovering: lost ${lost.join(', ')}; aborting the step in flight and ` : 'at a step boundary: '}re-planning over ${(e.devices as string[]).join(', ')}`;
     }
+    case 'COORDINATOR_SPAWNED':
+      return `coordinator: process ${e.pid} started${e.standby ? ' (standby)' : ''}`;
+    case 'COORDINATOR_STARTED':
+      return `coordinator epoch ${e.epoch} at work (pid ${e.pid})${e.resumedFromStep !== undefined ? `, continuing after step ${e.resumedFromStep}` : ''}`;
+    case 'COORDINATOR_LOST':
+      return `coordinator LOST (${e.reason}); a successor takes over`;
+    case 'DEVICE_ADOPTED':
+      return `${d}: taken over by the new coordinator (pid ${e.pid}, was ${e.was})`;
+    case 'DEVICE_EXITED':
+      return `${d}: ${e.reason}`;
     case 'RUN_RESUMED':
       return `resumed after step ${e.step} (epoch ${e.epoch}, step ${(e.stepInEpoch as number) + 1} of it next)`;
     case 'CACHE_REFILLED':
@@ -220,21 +231,25 @@ export async function run(argv: string[]): Promise<number> {
           recorder.event(e);
           print(e);
         },
+        ...(until === undefined
+          ? {
+              coordinatorProcess: {
+                topologyFile: resolve(file),
+                profileFile: profileFile && resolve(profileFile),
+                resume: resume !== undefined,
+              },
+            }
+          : {}),
       },
       async (ctx) => {
         recorder.watch(ctx.bus);
-        const stop = new AbortController();
+        // --until runs keep the coordinator in this process; a training run's is a supervised process.
         const goal =
           until === 'registered'
-            ? ctx.coordinator.whenAssembled().then(() => 'registered')
+            ? ctx.coordinator!.whenAssembled().then(() => 'registered')
             : until === 'interrupted'
               ? new Promise<string>(() => {})
-              : ctx.coordinator
-                  .whenAssembled()
-                  .then(() =>
-                    runTraining({ topology, bus: ctx.bus, coordinator: ctx.coordinator, runDir, profile, resume, signal: stop.signal }),
-                  )
-                  .then(() => 'trained');
+              : ctx.coordinatorProcess!.done.then(() => 'trained');
         try {
           const reason = await Promise.race([goal, ctx.interrupted, ctx.failure]);
           return { code: 0, reason };
@@ -246,7 +261,6 @@ export async function run(argv: string[]): Promise<number> {
           if (interruptedBy) return { code: 0, reason: interruptedBy };
           throw err;
         } finally {
-          stop.abort();
           goal.catch(() => {});
         }
       },
