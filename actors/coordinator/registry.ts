@@ -252,7 +252,10 @@ export class DeviceRegistry {
     // A deadline that fires this late means this process was not running (starved of CPU, e.g.
     // while another process loads): the silence may be its own, and heartbeats that came
     // meanwhile wait unread behind this timer. The device gets a whole deadline from now.
-    if (this.clock.now() - (this.due.get(name) ?? 0) > STALLED_MS) return this.arm(name);
+    if (this.clock.now() - (this.due.get(name) ?? 0) > STALLED_MS) {
+      this.arm(name);
+      return;
+    }
     rec.alive = false;
     this.emit({ type: 'DEVICE_LOST', device: rec, silentMs: this.clock.now() - rec.lastSeen });
   }
