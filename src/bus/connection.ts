@@ -235,8 +235,8 @@ export class Bus {
    * ('oversized') before anything is allocated for it.
    */
   limitMessages(limits: MessageLimits): void {
-    if (!(limits.maxMessageBytes > 0) || !(limits.reassemblyBytes >= limits.maxMessageBytes))
-      throw new RangeError(`message limits: need 0 < maxMessageBytes <= reassemblyBytes, got ${JSON.stringify(limits)}`);
+    if (!(limits.maxMessageBytes > 0) || !(limits.reassemblyBytes > 0))
+      throw new RangeError(`message limits: both must be positive, got ${JSON.stringify(limits)}`);
     this.maxMessageBytes = limits.maxMessageBytes;
     this.reassembler.setLimits({ maxBytes: limits.reassemblyBytes, maxMessageBytes: limits.maxMessageBytes });
   }
