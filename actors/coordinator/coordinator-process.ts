@@ -8,7 +8,7 @@
  * failed (or refuses its arguments) is not restarted, a successor would fail the same way.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientTls } from '../../src/security/certs.ts';
@@ -115,7 +115,8 @@ export function superviseCoordinator(deps: CoordinatorProcessDeps): CoordinatorP
   const ended = (child: ChildProcess, code: number | null, sig: NodeJS.Signals | null) => {
     if (code === 0) return settle.resolve();
     const how = sig ?? `code ${code}`;
-    if (code === RUN_FAILED_EXIT || code === 2) return settle.reject(new Error(`the coordinator ended the run (exit ${how}; log: ${log})`));
+    if (code === RUN_FAILED_EXIT || code === 2)
+      return settle.reject(new Error(`${failureOf(log) ?? `the coordinator ended the run (exit ${how})`} (coordinator log: ${log})`));
     // It was told to stop (the terminal's Ctrl-C reaches it too): the run stops, it is not replaced.
     if (code === INTERRUPTED_EXIT) return settle.reject(new Error('the coordinator was interrupted'));
     deps.events.emit('COORDINATOR_LOST', { pid: child.pid, reason: `process ${child.pid} exited with ${how}`, restart: restarts + 1 });
@@ -154,4 +155,18 @@ export function superviseCoordinator(deps: CoordinatorProcessDeps): CoordinatorP
         if (c && c.exitCode === null && c.signalCode === null) c.kill(c === standby ? 'SIGTERM' : deps.stopSignal());
     },
   };
+}
+
+/** The reason a coordinator gave for failing the run: the last `failed:` line of its log. */
+function failureOf(log: string): string | null {
+  try {
+    const lines = readFileSync(log, 'utf8').split('\n');
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const m = /^\[coordinator\] failed: (.*)$/.exec(lines[i]!);
+      if (m) return m[1]!;
+    }
+  } catch {
+    /* no log to read: the generic reason stands */
+  }
+  return null;
 }
