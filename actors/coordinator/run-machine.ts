@@ -147,6 +147,11 @@ const run = setup({
     recoveryDue: ({ context }) => context.recoveryDue,
     rebalanceDue: ({ context }) => rebalanceDue(context),
     joinersQueued: ({ context }) => context.joining.length > 0,
+    /** A device neither of the run nor already queued: a re-registration of one of the run's devices (after a reconnect) is not. */
+    newJoiner: ({ context: c, event }) => {
+      assertEvent(event, 'DEVICE_JOINED');
+      return !c.devices.includes(event.device) && !c.joining.some((j) => j.device === event.device);
+    },
     noDebounce: ({ context }) => context.input.debounceMs === 0,
     /** A leaver handing its cache over went away: the hand-off must be planned without it. */
     departingLost: ({ context, event }) => {
@@ -533,7 +538,7 @@ export const runMachine = run.createMachine({
              * does a join while the joiners are profiled.
              */
             aborting: {
-              on: { DEVICE_JOINED: { target: 'aborting', reenter: true, actions: 'queueJoin' } },
+              on: { DEVICE_JOINED: { guard: 'newJoiner', target: 'aborting', reenter: true, actions: 'queueJoin' } },
               invoke: {
                 src: 'abortWork',
                 input: ({ context: c }) => ({ devices: resetDevices(c), lost: c.faults.slice(c.answeredFaults).map((f) => f.device) }),
@@ -543,7 +548,7 @@ export const runMachine = run.createMachine({
               },
             },
             profiling: {
-              on: { DEVICE_JOINED: { target: 'aborting', actions: 'queueJoin' } },
+              on: { DEVICE_JOINED: { guard: 'newJoiner', target: 'aborting', actions: 'queueJoin' } },
               invoke: {
                 src: 'profileDevices',
                 input: ({ context: c }) => ({ devices: plannedDevices(c), spec: c.spec }),

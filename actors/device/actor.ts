@@ -115,6 +115,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
   let requests = 0;
   /** The run's work to time while profiling, as the join reply said. */
   let probe: Extract<JoinReply, { ok: true }>['probe'];
+  let timed: { key: string; timings: ProfileReport['timings'] } | undefined;
   /** The highest coordinator epoch a control request carried: older ones are refused. */
   let coordinatorEpoch = 0;
   /** What the device last reported of its speed: a coordinator taking the run over asks for it (rollcall). */
@@ -147,8 +148,11 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
           : { type: 'UNLOAD', request };
     // The coordinator may act on this device's profile before the device itself has taken the
     // profile's acknowledgement (or a reconnect's registration): wait out such passing states.
-    const settled = await waitFor(bound.actor, (x) => x.can(event) || !PASSING.has(deviceStateName(x)) || x.status !== 'active', {
-      timeout: timeoutMs,
+    // A release that finds an earlier release still unloading (a recovery that started over) waits
+    // for it: both want the device empty.
+    const waits = (state: string) => PASSING.has(state) || (event.type === 'UNLOAD' && state === 'unloading');
+    const settled = await waitFor(bound.actor, (x) => x.can(event) || !waits(deviceStateName(x)) || x.status !== 'active', {
+      timeout: event.type === 'UNLOAD' ? Math.max(timeoutMs, ABORT_SETTLE_MS) : timeoutMs,
     }).catch(() => bound.actor.getSnapshot());
     if (!settled.can(event)) throw new WrongState(deviceStateName(settled), kind);
     bound.actor.send(event);
@@ -237,7 +241,10 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
         const matmulGflops = raw / (opts.slowdown ?? 1);
         log(`measured ${matmulGflops.toFixed(1)} GFLOP/s (${compute.backendDetail})`);
         let timings: ProfileReport['timings'];
-        if (probe && compute.probe) {
+        // A registration again (after a reconnect) reports the timings it took: re-timing would hold
+        // the compute worker for seconds while the run waits to go on.
+        if (probe && compute.probe && timed?.key === JSON.stringify(probe)) timings = timed.timings;
+        else if (probe && compute.probe) {
           const r = await compute.probe(probe);
           // The slowdown knob simulates a slower device: its work takes that much longer.
           const slow = opts.slowdown ?? 1;
@@ -246,6 +253,7 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
           log(
             `timed the run's layer, embedding and head at ${r.runs.map((x) => x.microBatch).join(' and ')} rows in ${(r.tookMs / 1000).toFixed(1)} s`,
           );
+          timed = { key: JSON.stringify(probe), timings };
         }
         const reply = await ask(
           b,
