@@ -110,9 +110,11 @@ test('launch: devices register and heartbeat, a SIGKILLed device is lost within 
     'interrupted',
   ]);
   try {
-    await run.next((e) => e.type === 'ASSEMBLED', 'ASSEMBLED');
-    await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev1', 'dev1 profile');
-    await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev0', 'dev0 profile');
+    // Device processes start (compile, wasm and native runtimes) while other test files load the
+    // same two cores: registration and profiling get a generous deadline, not a speed claim.
+    await run.next((e) => e.type === 'ASSEMBLED', 'ASSEMBLED', 120_000);
+    await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev1', 'dev1 profile', 120_000);
+    await run.next((e) => e.type === 'DEVICE_PROFILED' && e.device === 'dev0', 'dev0 profile', 120_000);
 
     // This server has no credentials, so the probe can take the coordinator's identity and send control.
     const probe = await Bus.connect({ servers: server.url, name: 'probe', identity: COORDINATOR, run: 'local-2' });
