@@ -56,7 +56,8 @@ test('wrong place, wrong time: NaN/Inf, an old step, another run and garbage are
     generation: 0,
     firstStep: 3,
   });
-  await s1.flush();
+  // Both links subscribe in their constructors; the server knows of both before anything is sent.
+  await Promise.all([s0.flush(), s1.flush()]);
   const row = (v: number) => ({ ids: [5], b: new Float32Array(4).fill(v), a: new Float32Array(2).fill(v) });
 
   // A gradient and an activation holding NaN / Infinity: refused by name, never applied.

@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 /**
  * Runs every test/**\/*.test.ts file in its own Node process (tfjs backends and nats-servers are
- * per-process state), two at a time, and ends with one line "N passed, N failed" for the suite.
+ * per-process state), three at a time, and ends with one line "N passed, N failed" for the suite.
+ * Longest files start first (their durations of a past run are in tools/test-durations.json;
+ * CHARON_TEST_RECORD=1 rewrites it after a whole-suite run): a long file started last would
+ * leave the other slots idle while it finishes alone.
  * Usage: node tools/run-tests.mjs [filter-substring ...]
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -13,7 +16,14 @@ const filters = process.argv.slice(2);
 // Three files at a time on two cores: most integration files wait on processes, heartbeats and
 // simulated slow devices more than they compute, so a third file fills the idle CPU.
 const concurrency = Number(process.env.CHARON_TEST_JOBS ?? 3);
-const perFileTimeoutMs = Number(process.env.CHARON_TEST_TIMEOUT_MS ?? 300_000);
+// A guard against a hung file, not a speed claim: a loaded machine runs a launch file several
+// times slower than an idle one.
+const perFileTimeoutMs = Number(process.env.CHARON_TEST_TIMEOUT_MS ?? 480_000);
+const durationsFile = join(root, 'tools', 'test-durations.json');
+const recorded = existsSync(durationsFile) ? JSON.parse(readFileSync(durationsFile, 'utf8')) : {};
+/** A file never timed (new) is assumed long, so it is not the one that finishes alone. */
+const expected = (rel) => recorded[rel] ?? 60;
+const durations = {};
 
 function walk(dir) {
   const out = [];
@@ -27,7 +37,8 @@ function walk(dir) {
 
 const files = walk(join(root, 'test'))
   .sort()
-  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)))
+  .sort((a, b) => expected(relative(root, b)) - expected(relative(root, a)));
 let passed = 0,
   failed = 0;
 const failures = [];
@@ -65,6 +76,7 @@ function runFile(file) {
       passed += p;
       failed += f;
       const secs = ((Date.now() - started) / 1000).toFixed(1);
+      durations[rel] = Number(secs);
       process.stdout.write(`${f ? 'FAIL' : 'ok  '} ${rel} (${p} passed, ${f} failed, ${secs}s)\n`);
       if (f) failures.push({ rel, out });
       resolve();
@@ -79,5 +91,9 @@ await Promise.all(
   }),
 );
 for (const { rel, out } of failures) process.stdout.write(`\n----- ${rel} -----\n${out.trim().split('\n').slice(-60).join('\n')}\n`);
+if (process.env.CHARON_TEST_RECORD === '1' && filters.length === 0) {
+  const sorted = Object.fromEntries(Object.entries(durations).sort(([a], [b]) => a.localeCompare(b)));
+  writeFileSync(durationsFile, `${JSON.stringify(sorted, null, 2)}\n`);
+}
 process.stdout.write(`${passed} passed, ${failed} failed\n`);
 process.exitCode = failed || files.length === 0 ? 1 : 0;

@@ -78,6 +78,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   let bus: Bus | undefined;
   let coordinator: Coordinator | undefined;
   let coordinatorProcess: CoordinatorProcess | undefined;
+  let standbyWait: (() => void) | undefined;
   let fail!: (err: Error) => void;
   const failure = new Promise<never>((_, reject) => {
     fail = reject;
@@ -169,7 +170,16 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
       coordinatorProcess.done.catch(fail);
       // Devices register with it: it listens before the first of them starts.
       await Promise.race([started.promise, failure, interrupted]).finally(started.cancel);
-      coordinatorProcess.ready();
+      // The standby loads once the first plan is deployed: loading beside the devices while they
+      // time their work at profiling would skew the speeds the plan is made from. A coordinator
+      // lost before then is replaced by a fresh process.
+      const deployed = nextEvent(bus, 'RUN_DEPLOYED');
+      standbyWait = deployed.cancel;
+      const supervised = coordinatorProcess;
+      void deployed.promise.then(() => {
+        deployed.cancel();
+        supervised.ready();
+      });
     }
     for (const spec of topology.devices.filter((d) => d.local)) {
       supervisors.push(
@@ -193,6 +203,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
     }
     return await body({ topology, bus, natsUrl, coordinator, coordinatorProcess, events, failure, interrupted });
   } finally {
+    standbyWait?.();
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
     coordinatorProcess?.stop();
