@@ -97,6 +97,14 @@ async function killCoordinator(name: string, when: (e: Ev) => boolean): Promise<
     [STEPS, STEPS, STEPS],
   );
   assert.equal(summary.ledger.problems, [], 'every sample exactly once per epoch');
+  // The successor's summary names both coordinators: the first (from the committed state) and itself.
+  assert.equal(
+    summary.coordinators.map((c) => [c.epoch, c.resumedFromStep, [...c.adopted].sort()]),
+    [
+      [1, null, []],
+      [2, started[1]!.resumedFromStep, ['dev0', 'dev1']],
+    ],
+  );
   const committed = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
     .split('\n')
     .filter(Boolean)

@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createActor, fromPromise, SimulatedClock, toPromise } from 'xstate';
-import type { PersistedRun, RunOutput } from '../actors/coordinator/run-machine.ts';
+import type { CoordinatorRecord, FaultRecord, PersistedRun, RunOutput } from '../actors/coordinator/run-machine.ts';
 import { epochSteps } from '../src/train/data.ts';
 import { Ledger } from '../src/train/ledger.ts';
 import { devices, fakeRun, input, profile, spec } from './fixtures/run-effects.ts';
@@ -163,6 +163,28 @@ test('run machine: a resumed run continues at the next uncommitted step with the
     assert.equal(out.summary.epochs, full.summary.epochs);
     assert.equal(calls.finish[0]!.state.ledger, whole.calls.finish[0]!.state.ledger);
   }
+});
+
+test("run machine: faults, re-plans, joins, leaves and coordinators go into every commit, so a successor's summary tells the whole run", async () => {
+  const whole = fakeRun();
+  await runToEnd(whole.machine);
+  for (const c of whole.calls.commit) assert.equal(c.state.history, { faults: [], replans: [], joins: [], leaves: [], coordinators: [] });
+
+  const fault: FaultRecord = { device: 'gone', reason: 'silent', during: 'pipeline step', epoch: 1, step: 3, lostAt: 5, recoveredAt: 6 };
+  const first: CoordinatorRecord = { epoch: 1, startedAt: 1, resumedFromStep: null, adopted: [] };
+  const second: CoordinatorRecord = { epoch: 2, startedAt: 7, resumedFromStep: 4, adopted: [...devices] };
+  const history = { faults: [fault], replans: [], joins: [], leaves: [], coordinators: [first] };
+  const resume = { ...whole.calls.commit[3]!.state, checkpointRef: 'ckpt-4', history };
+  const { machine, calls } = fakeRun();
+  const actor = createActor(machine, { input: { ...input, resume, coordinatorProcess: second } }).start();
+  for (const d of devices) actor.send({ type: 'DEVICE_JOINED', device: d });
+  const out = await toPromise(actor);
+  assert.ok(out.status === 'done');
+  if (out.status !== 'done') return;
+  for (const c of calls.commit) assert.equal(c.state.history, { ...history, coordinators: [first, second] });
+  assert.equal(out.summary.faults, [fault]);
+  assert.equal(out.summary.coordinators, [first, second]);
+  assert.is(out.summary.replans.length, 0, 'a fault answered before the commit is not answered again');
 });
 
 test('run machine: a failing effect ends the run in failed with its error, and nothing after it runs', async () => {

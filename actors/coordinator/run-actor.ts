@@ -62,6 +62,7 @@ import {
   type DeployInput,
   type Deployment,
   type FinishInput,
+  type CoordinatorRecord,
   type PersistedRun,
   type PlanInput,
   type PlannedRun,
@@ -98,6 +99,8 @@ export interface RunTrainingOptions {
   firstGeneration?: number;
   /** The devices to gather before profiling (default: the topology's non-optional ones; a successor: those it took over). */
   expectedDevices?: string[];
+  /** This coordinator process, recorded in summary.json `coordinators` after its predecessors. */
+  coordinatorProcess?: CoordinatorRecord;
 }
 
 export interface RunOutcome {
@@ -432,6 +435,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       stepDeadlineMs: topology.training.stepDeadlineMs,
       ...(o.resume ? { resume: o.resume } : {}),
       ...(o.firstGeneration ? { firstGeneration: o.firstGeneration } : {}),
+      ...(o.coordinatorProcess ? { coordinatorProcess: o.coordinatorProcess } : {}),
     },
   });
   const liveness = watchRunDevices({

@@ -8,7 +8,7 @@ import type { Profile } from '../../src/plan/profile.ts';
 import type { StagePlan } from '../../src/plan/planner.ts';
 import type { SideState, StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
-import type { Phase, PersistedRun, RunState, StepResult } from './run-state.ts';
+import type { CoordinatorRecord, Phase, PersistedRun, RunState, StepResult } from './run-state.ts';
 import type { FaultRecord, ReplanRecord } from './run-faults.ts';
 import type { ElasticState, JoinRecord, LeaveRecord } from './run-elastic.ts';
 
@@ -31,6 +31,8 @@ export interface RunInput {
    */
   firstGeneration?: number;
   resume?: PersistedRun;
+  /** The coordinator process driving this machine, when it runs as one (summary.json `coordinators`). */
+  coordinatorProcess?: CoordinatorRecord;
 }
 
 /** What planning decided, as the devices and the summary see it. */
@@ -162,6 +164,7 @@ export interface FinishInput {
   replans: ReplanRecord[];
   joins: JoinRecord[];
   leaves: LeaveRecord[];
+  coordinators: CoordinatorRecord[];
   /** Devices that (re)joined too late to be put to work. */
   joinedLate: string[];
   /** Devices still waiting to leave (the run ended first): told to drain. */
@@ -204,6 +207,8 @@ export interface RunContext extends RunState, ElasticState {
   /** Faults a re-plan has answered (the first ones of `faults`). */
   answeredFaults: number;
   replans: ReplanRecord[];
+  /** The coordinator processes that drove the run so far (a successor's predecessors from state.json). */
+  coordinators: CoordinatorRecord[];
   /** A device was lost while a step committed: recover once it has. */
   recoveryDue: boolean;
   /** Attempts of the step in flight given up (deadline, bus reconnect); 0 again once it commits. */

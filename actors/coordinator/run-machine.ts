@@ -50,7 +50,7 @@ import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
 import { MAX_STEP_ATTEMPTS, stepDeadlineMs } from './step-deadline.ts';
-import { afterCommit, nextSampleIds, persistedRun, startState, type Phase } from './run-state.ts';
+import { afterCommit, nextSampleIds, persistedRun, startState, type Phase, type RunHistory } from './run-state.ts';
 import { survivorsProfile, type FaultRecord, type PlanBrief, type ReplanRecord } from './run-faults.ts';
 import {
   adoptMembership,
@@ -84,7 +84,7 @@ import type {
 } from './run-io.ts';
 
 export type * from './run-io.ts';
-export type { EpochRecord, EpochTotals, PersistedRun, Phase, StepResult } from './run-state.ts';
+export type { CoordinatorRecord, EpochRecord, EpochTotals, PersistedRun, Phase, RunHistory, StepResult } from './run-state.ts';
 export type { FaultRecord, PlanBrief, ReplanRecord } from './run-faults.ts';
 export type { JoinRecord, LeaveRecord } from './run-elastic.ts';
 
@@ -347,7 +347,7 @@ function stepLoop(phase: Phase) {
             runId: c.input.runId,
             phase,
             result: c.lastResult!,
-            state: afterCommit(c, c.spec, c.lastResult!),
+            state: { ...afterCommit(c, c.spec, c.lastResult!), history: historyAtCommit(c, Date.now()) },
             spec: c.spec,
             fingerprint: c.fingerprint,
             side: c.side!,
@@ -359,7 +359,7 @@ function stepLoop(phase: Phase) {
               checkpointRef: event.output.checkpointRef,
               stepAttempt: 0,
               peakBytes: maxPeaks(c.peakBytes, c.lastResult!.peakBytes),
-              faults: c.faults.map((f) => (f.recoveredAt === null && !c.recoveryDue ? { ...f, recoveredAt: event.output.committedAt } : f)),
+              faults: recoveredBy(c, event.output.committedAt),
             })),
           },
           onError: failRun,
@@ -398,11 +398,9 @@ export const runMachine = run.createMachine({
     bytes: { pipeline: 0, redistribution: 0, cached: 0 },
     redistribution: null,
     ...noElastic,
+    ...restoredHistory(input),
     generation: input.firstGeneration ?? 0,
     lost: [],
-    faults: [],
-    answeredFaults: 0,
-    replans: [],
     recoveryDue: false,
     stepAttempt: 0,
     error: null,
@@ -598,6 +596,7 @@ export const runMachine = run.createMachine({
           replans: c.replans,
           joins: c.joins,
           leaves: c.leaves,
+          coordinators: c.coordinators,
           joinedLate: c.joining.map((j) => j.device),
           leaving: [...c.departing, ...c.leaving.map((l) => l.device)],
         }),
@@ -611,3 +610,32 @@ export const runMachine = run.createMachine({
   output: ({ context }): RunOutput =>
     context.summary ? { status: 'done', summary: context.summary } : { status: 'failed', error: context.error ?? 'run failed' },
 });
+
+/** What a run started from a commit already went through (empty for a new run), and this coordinator. */
+function restoredHistory(input: RunInput): Pick<RunContext, 'faults' | 'answeredFaults' | 'replans' | 'joins' | 'leaves' | 'coordinators'> {
+  const h = input.resume?.history;
+  return {
+    faults: h?.faults ?? [],
+    answeredFaults: h?.faults.length ?? 0,
+    replans: h?.replans ?? [],
+    joins: h?.joins ?? [],
+    leaves: h?.leaves ?? [],
+    coordinators: [...(h?.coordinators ?? []), ...(input.coordinatorProcess ? [input.coordinatorProcess] : [])],
+  };
+}
+
+/** The faults once a step commits at `at`: those a re-plan answered are recovered (a loss during the commit is not). */
+function recoveredBy(c: RunContext, at: number): FaultRecord[] {
+  return c.faults.map((f) => (f.recoveredAt === null && !c.recoveryDue ? { ...f, recoveredAt: at } : f));
+}
+
+/** The history persisted with a commit at `now`: the faults this commit answers count as recovered by it. */
+function historyAtCommit(c: RunContext, now: number): RunHistory {
+  return {
+    faults: recoveredBy(c, now),
+    replans: c.replans,
+    joins: c.joins,
+    leaves: c.leaves,
+    coordinators: c.coordinators,
+  };
+}

@@ -6,6 +6,8 @@
 import { Ledger, type LedgerJson } from '../../src/train/ledger.ts';
 import { epochSteps } from '../../src/train/data.ts';
 import { usesCache, type RunSpec } from '../../src/train/run-spec.ts';
+import type { FaultRecord, ReplanRecord } from './run-faults.ts';
+import type { JoinRecord, LeaveRecord } from './run-elastic.ts';
 
 export type Phase = 'pipeline' | 'cached';
 
@@ -22,6 +24,29 @@ export interface PersistedRun {
   epochs: EpochRecord[];
   /** Running totals of the epoch in progress (so a resumed epoch's record counts every step). */
   current?: EpochTotals;
+  /** What happened to the run up to this commit: a successor's summary tells the whole run. */
+  history?: RunHistory;
+}
+
+/** The run's record of faults, re-plans, joins, leaves and coordinators (summary.json). */
+export interface RunHistory {
+  faults: FaultRecord[];
+  replans: ReplanRecord[];
+  joins: JoinRecord[];
+  leaves: LeaveRecord[];
+  coordinators: CoordinatorRecord[];
+}
+
+/** A coordinator process that drove the run: the first, and each successor that took it over. */
+export interface CoordinatorRecord {
+  /** Its coordinator epoch (coordinator.json): 1 for the first, one more for each successor. */
+  epoch: number;
+  /** When it started (ms since the epoch). */
+  startedAt: number;
+  /** The committed step it continued after (null: it started the run). */
+  resumedFromStep: number | null;
+  /** Devices it took over live, without restarting them. */
+  adopted: string[];
 }
 
 /** Running totals of the committed steps of an epoch in progress. */
@@ -58,7 +83,7 @@ export interface StepResult {
 }
 
 /** A run in memory always carries the totals of the epoch in progress. */
-export type RunState = Required<PersistedRun>;
+export type RunState = Required<Omit<PersistedRun, 'history'>>;
 
 const noTotals = (): EpochTotals => ({ steps: 0, seconds: 0, lossSum: 0, bytes: 0 });
 

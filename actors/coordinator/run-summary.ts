@@ -8,7 +8,7 @@ import type { StagePlan } from '../../src/plan/planner.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
 import type { BytesPerPhase, FinishInput, Redistribution } from './run-machine.ts';
-import type { EpochRecord } from './run-state.ts';
+import type { CoordinatorRecord, EpochRecord } from './run-state.ts';
 import type { FaultRecord, ReplanRecord } from './run-faults.ts';
 import type { JoinRecord, LeaveRecord } from './run-elastic.ts';
 
@@ -60,6 +60,8 @@ export interface RunSummary {
   joins: JoinRecord[];
   /** Devices that left on purpose (no fault, no step replayed). */
   leaves: LeaveRecord[];
+  /** The coordinator processes that drove the run: the first, then each successor that took it over. */
+  coordinators: CoordinatorRecord[];
   /** Devices that (re)joined too late in the run to be put to work. */
   joinedLate: string[];
   checkpoint: string;
@@ -111,6 +113,7 @@ export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
     replans: f.replans,
     joins: f.joins,
     leaves: f.leaves,
+    coordinators: f.coordinators,
     joinedLate: f.joinedLate,
     checkpoint: facts.checkpoint,
     finalLoss: s.epochs.at(-1)?.loss ?? NaN,

@@ -144,6 +144,7 @@ async function coordinate(argv: string[]): Promise<number> {
   // Started with a pipe on stdin: the launcher's death closes it, and then this run is over too.
   process.stdin.on('end', onSignal);
   process.stdin.resume();
+  const startedAt = Date.now();
   coordinator.events.emit('COORDINATOR_STARTED', {
     epoch,
     pid: process.pid,
@@ -168,6 +169,7 @@ async function coordinate(argv: string[]): Promise<number> {
       resume,
       firstGeneration: firstGeneration(epoch),
       ...(survivors.length > 0 ? { expectedDevices: survivors } : {}),
+      coordinatorProcess: { epoch, startedAt, resumedFromStep: resume?.step ?? null, adopted: survivors },
       signal: stop.signal,
     });
   } catch (err) {
