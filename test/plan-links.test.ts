@@ -3,6 +3,7 @@
  * topology's caps and the default for the links that were not measured; the survey's rounds.
  */
 import { test } from 'uvu';
+import { spawnSync } from 'node:child_process';
 import * as assert from 'uvu/assert';
 import { loadConfig } from '../src/model/load.ts';
 import { linkReport, measuredProfile, methodShape, modelShape, type MeasuredLink } from '../src/plan/device-profile.ts';
@@ -89,6 +90,26 @@ test('planner: a device whose measured links are slow is left out; measured fast
   // The same plan without measurements (no caps): the default rate, and c is used.
   const guessed = planPipeline(measuredProfile(shape, devices, training), {});
   assert.equal(guessed.unusedDevices, []);
+});
+
+const plan = (...args: string[]) => spawnSync(process.execPath, ['tools/charon.js', 'plan', ...args], { encoding: 'utf8' });
+
+test('charon plan says where each link rate came from: topology caps, the assumed default, the --profile file', () => {
+  const lab = plan('topologies/lab-4.yaml');
+  assert.is(lab.status, 0, lab.stderr);
+  assert.match(lab.stdout, /\n {2}links: 12 directed: 12 from topology bandwidthMbps caps; none measured here/);
+  const local = plan('topologies/local-2.yaml', '--json');
+  assert.is(local.status, 0, local.stderr);
+  const doc = JSON.parse(local.stdout) as { links: { from: string; to: string; mbps: number; source: string }[]; linkSource: string };
+  assert.equal(
+    doc.links.map((l) => `${l.from}>${l.to} ${l.source}`),
+    ['dev0>dev1 default', 'dev1>dev0 default'],
+  );
+  assert.match(doc.linkSource, /2 at 10000 Mbit\/s assumed/);
+  const pinned = plan('topologies/jetson-nano-8.yaml', '--profile', 'topologies/profiles/t5-base-jetson-nano.json');
+  assert.is(pinned.status, 0, pinned.stderr);
+  assert.match(pinned.stdout, /links: 56 directed: 56 at the file's default 1000 Mbit\/s/);
+  assert.match(plan('topologies/single.yaml').stdout, /links: none \(one device\)/);
 });
 
 test.run();

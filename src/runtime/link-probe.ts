@@ -3,8 +3,12 @@
  * float32 tensors to a peer on `from.<me>.to.<peer>.link` through its data-plane connection (the
  * same envelope, codec and chunking as activations, and the same simulated link when the device
  * has a bandwidth cap), then asks the peer how many bytes arrived. The request travels behind the
- * bytes on the same subject and connection, so its answer comes after all of them: the rate is
- * the bytes that arrived over the time from the first send to the answer.
+ * bytes on the same subject and connection, so its answer comes after all of them. The time from
+ * the first send to the answer is one round trip plus the transfer; the round trip, timed on
+ * empty transfers before (the fastest of a few: on a busy machine the slower ones measure the
+ * neighbours), is taken off, as the planner prices a message as latency + bytes / rate. It takes
+ * off at most half the time, so that a round trip timed short of a later one cannot make the
+ * rate unbounded.
  *
  * The peer's side keeps a byte count per (sender, transfer) and forgets it once asked; it holds
  * at most a few transfers, so a peer that never asks cannot grow it. Malformed messages are
@@ -18,6 +22,8 @@ import type { LinkProbeReply, LinkProbeRequest } from './messages.ts';
 /** Transfers one receiver counts at once (one sender per probe round, a few rounds overlapping at most). */
 const MAX_TRANSFERS = 16;
 const MAX_NONCE = 64;
+/** Empty transfers timed for the round trip. */
+const EMPTY_TRANSFERS = 3;
 
 /** Sends `bytes` through the device's simulated link (its bandwidth knob); may wait before `send`. */
 export type LinkThrottle = (bytes: number, send: () => void) => unknown;
@@ -73,10 +79,12 @@ async function measureOne(bus: Bus, peer: string, req: LinkProbeRequest, throttl
   const deadline = performance.now() + req.timeoutMs;
   const left = () => Math.max(1, deadline - performance.now());
   const nonce = `${process.pid}-${++transfers}`;
-  // An empty transfer first: half its round trip is the link's latency, and it opens the path.
-  const p0 = performance.now();
-  await arrived(bus, peer, `${nonce}-0`, left());
-  const latencyMs = (performance.now() - p0) / 2;
+  let rttMs = Infinity;
+  for (let k = 0; k < EMPTY_TRANSFERS; k++) {
+    const p0 = performance.now();
+    await arrived(bus, peer, `${nonce}-${k}`, left());
+    rttMs = Math.min(rttMs, performance.now() - p0);
+  }
   const full = new Float32Array(Math.max(1, Math.floor(req.messageBytes / 4))).fill(0.5);
   const t0 = performance.now();
   let sent = 0;
@@ -90,7 +98,8 @@ async function measureOne(bus: Bus, peer: string, req: LinkProbeRequest, throttl
   const bytes = await arrived(bus, peer, nonce, left());
   const ms = performance.now() - t0;
   if (bytes === 0) throw new Error(`link to ${peer}: none of ${sent} bytes arrived`);
-  return { peer, mbps: (bytes * 8) / (Math.max(ms, 1e-3) * 1e3), latencyMs, bytes };
+  const transferMs = Math.max(ms - rttMs, ms / 2, 1e-3);
+  return { peer, mbps: (bytes * 8) / (transferMs * 1e3), latencyMs: rttMs / 2, bytes };
 }
 
 /** How many bytes of transfer `nonce` the peer has seen (the request follows the bytes on their subject). */
