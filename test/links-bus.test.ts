@@ -8,7 +8,11 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
+import { Bus, COORDINATOR, startNatsServer, type NatsServer } from '../src/bus/index.ts';
+import { Inbox, route } from '../src/runtime/inbox.ts';
+import { ctlRequest, linkProbeRequest } from '../src/runtime/messages.ts';
+import { toWire } from '../src/runtime/errors.ts';
+import { LinkSurvey } from '../actors/coordinator/link-survey.ts';
 import { measureLinks, serveLinkProbe } from '../src/runtime/link-probe.ts';
 import { linkProbeReply } from '../src/runtime/messages.ts';
 import { SimulatedDevice } from '../src/runtime/simulation.ts';
@@ -16,8 +20,8 @@ import { systemClock } from '../src/runtime/clock.ts';
 
 let server: NatsServer, dir: string;
 const buses: Bus[] = [];
-const connect = async (name: string) => {
-  const b = await Bus.connect({ servers: server.url, name, identity: name, run: 'links' });
+const connect = async (name: string, run = 'links') => {
+  const b = await Bus.connect({ servers: server.url, name, identity: name, run });
   buses.push(b);
   return b;
 };
@@ -86,6 +90,63 @@ test('link probe: malformed probe messages are dropped and counted; an absent pe
   const [ok, gone] = await measureLinks(a, { peers: ['b3', 'nobody'], bytes: 64 << 10, messageBytes: 16 << 10, timeoutMs: 2000 });
   assert.ok(ok && !('error' in ok) && ok.bytes === 64 << 10, JSON.stringify(ok));
   assert.ok(gone && 'error' in gone && gone.peer === 'nobody', JSON.stringify(gone));
+});
+
+/** A device as the survey sees it: control `links` on its ctl subject, measured on its own connection. */
+async function surveyed(name: string, asked: string[], broken = false) {
+  const b = await connect(name, 'survey');
+  serveLinkProbe(b);
+  new Inbox(b).serve(b.subjects.devCtlIn(), {
+    ctl: route(ctlRequest, async (req) => {
+      asked.push(`${name}:${req.kind}`);
+      if (broken) return { ok: true, result: [{ peer: 'garbage' }] };
+      try {
+        return { ok: true, result: await measureLinks(b, linkProbeRequest.parse(req.args)) };
+      } catch (err) {
+        return { ok: false, error: toWire(err) };
+      }
+    }),
+  });
+  await b.flush();
+}
+
+test('link survey: every directed link once, a joiner only its own, a malformed answer a failed link not asked again', async () => {
+  const coord = await connect(COORDINATOR, 'survey');
+  const asked: string[] = [];
+  const events: Record<string, unknown>[] = [];
+  await Promise.all(['a', 'b', 'c'].map((d) => surveyed(d, asked)));
+  const survey = new LinkSurvey(coord, { bytes: 64 << 10, messageBytes: 16 << 10, timeoutMs: 5000 }, (type, f) =>
+    events.push({ type, ...f }),
+  );
+  await survey.measure(['a', 'b', 'c']);
+  const pairs = (devices: string[]) =>
+    survey
+      .links(devices)
+      .map((l) => `${l.from}>${l.to}`)
+      .sort();
+  assert.equal(pairs(['a', 'b', 'c']), ['a>b', 'a>c', 'b>a', 'b>c', 'c>a', 'c>b']);
+  for (const l of survey.links(['a', 'b', 'c'])) assert.ok(Number.isFinite(l.mbps) && l.mbps > 0, JSON.stringify(l));
+  assert.is(asked.length, 6, 'one control request per directed link');
+  assert.equal(pairs(['a', 'c']), ['a>c', 'c>a']);
+
+  // Measured links are kept: the same devices again ask nothing.
+  await survey.measure(['c', 'a', 'b']);
+  assert.is(asked.length, 6);
+
+  // A joiner whose answers are malformed: only its six links are tried, its own three fail.
+  await surveyed('j', asked, true);
+  await survey.measure(['a', 'b', 'c', 'j']);
+  assert.is(asked.length, 12, asked.join());
+  assert.equal(
+    pairs(['a', 'b', 'c', 'j']).filter((p) => p.includes('j')),
+    ['a>j', 'b>j', 'c>j'],
+  );
+  const last = events.at(-1) as { type: string; failed: { from: string; to: string; error: string }[] };
+  assert.is(last.type, 'LINKS_MEASURED');
+  assert.equal(last.failed.map((f) => `${f.from}>${f.to}`).sort(), ['j>a', 'j>b', 'j>c']);
+  assert.match(last.failed[0]!.error, /malformed links answer from j/);
+  await survey.measure(['a', 'b', 'c', 'j']);
+  assert.is(asked.length, 12, 'a failed link is not tried again');
 });
 
 test.run();
