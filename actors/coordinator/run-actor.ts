@@ -210,6 +210,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     linkReport(
       measured(devices).map((d) => ({ name: d.name, bandwidthMbps: d.bandwidthCapMbps })),
       survey?.links(devices) ?? [],
+      o.profile?.links.defaultMbps,
     ).map((l) =>
       pinned(l.from) && pinned(l.to)
         ? { from: l.from, to: l.to, mbps: 8 / (linkCost(o.profile!, l.from, l.to).msPerByte * 1e3), source: 'profile' as const }
