@@ -137,6 +137,26 @@ test('device actor: abort is delivered at once; its answer waits until the work 
   assert.equal(await aborted, { state: 'ready' });
 });
 
+test('device actor: control links measures on the compute, refuses bad arguments by field, and says when the compute cannot', async () => {
+  const args = { peers: ['d9'], bytes: 1024, messageBytes: 256, timeoutMs: 1000 };
+  const none = await control(bus, 'd0', 'links', args).catch((e: unknown) => e);
+  assert.match((none as Error).message, /device d0: links: device d0 cannot measure links/);
+  const asked: unknown[] = [];
+  g.compute.measureLinks = async (req) => {
+    asked.push(req);
+    return req.peers.map((peer) => ({ peer, mbps: 5, latencyMs: 1, bytes: req.bytes }));
+  };
+  try {
+    const bad = await control(bus, 'd0', 'links', { ...args, peers: [] }).catch((e: unknown) => e);
+    assert.match((bad as Error).message, /links: peers: /);
+    assert.equal(await control(bus, 'd0', 'links', args), [{ peer: 'd9', mbps: 5, latencyMs: 1, bytes: 1024 }]);
+    assert.equal(asked, [args]);
+  } finally {
+    delete g.compute.measureLinks;
+  }
+  await statusOf((x) => x.state === 'ready');
+});
+
 test('device actor: a drain during work waits for the work, answers it, then leaves', async () => {
   const reply = control(bus, 'd0', 'step', { step: 6, sampleIds: [4], withState: false });
   await statusOf((x) => x.state === 'working' && x.step === 6);

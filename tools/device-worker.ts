@@ -16,6 +16,8 @@ import type { CtlDevice } from '../src/runtime/ctl.ts';
 import { initBackend, measureMatmulGflops, type BackendChoice } from '../src/model/backend.ts';
 import { tensorBytes } from '../src/engine/index.ts';
 import { probeWork, type ProbeRequest } from '../src/engine/probe.ts';
+import { measureLinks, serveLinkProbe } from '../src/runtime/link-probe.ts';
+import type { LinkProbeRequest } from '../src/runtime/messages.ts';
 import { trainingCtl } from '../actors/stage/actor.ts';
 import { CacheActor } from '../actors/cache/actor.ts';
 
@@ -74,6 +76,9 @@ await serveCompute(async () => {
   handlers.memory = () => tensorBytes();
   handlers.probe = (req: unknown) => probeWork(req as ProbeRequest);
   handlers.limits = (limits: unknown) => bus.limitMessages(limits as MessageLimits);
+  // Link rates are measured on this connection, through the simulated link, as tensors travel.
+  serveLinkProbe(bus);
+  handlers.links = (req: unknown) => measureLinks(bus, req as LinkProbeRequest, (bytes, send) => device.sim.send(bytes, send));
   handlers.close = async () => {
     await ctl.finish?.({}, device);
     await bus.close();

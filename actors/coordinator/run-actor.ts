@@ -3,7 +3,8 @@
  * coordinator's process over the bus.
  *
  * - profileDevices: a planner profile from what each device measured and reported at registration
- *   (the `--profile` file's entries for the devices it lists), for the devices it is given.
+ *   (the `--profile` file's entries for the devices it lists), for the devices it is given, with
+ *   the links between them measured over the bus first (link-survey.ts; each link once per run).
  * - planRun: the planner (1F1B makespan over orders, groups, micro-batch counts) over the
  *   profile it is given (after a loss: the survivors'); a model that fits nowhere fails the run
  *   with the planner's explanation.
@@ -32,7 +33,8 @@ import type { Bus } from '../../src/bus/index.ts';
 import { loadConfig } from '../../src/model/load.ts';
 import { planPipeline, planOptionsForRun, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
 import { simulatePlan } from '../../src/plan/simulator.ts';
-import type { Profile } from '../../src/plan/profile.ts';
+import { linkCost, type Profile } from '../../src/plan/profile.ts';
+import { messageSizes } from '../../src/plan/message-limits.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
@@ -48,7 +50,8 @@ import {
 } from '../../src/engine/index.ts';
 import type { StepReply } from '../../src/runtime/ctl.ts';
 import type { Coordinator } from './actor.ts';
-import { measuredProfile, methodShape, modelShape, withTimings } from '../../src/plan/device-profile.ts';
+import { linkReport, measuredProfile, methodShape, modelShape, withTimings } from '../../src/plan/device-profile.ts';
+import { LinkSurvey, linkProbeSize } from './link-survey.ts';
 import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
@@ -180,17 +183,42 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
       const hello = coordinator.registry.get(n)?.hello,
         t = specOf.get(n);
       if (!hello && !t) return [];
+      const cap = hello ? hello.bandwidthMbps : (t!.bandwidthMbps ?? null);
+      const out = survey ? survey.links(devices).filter((l) => l.from === n) : [];
+      const slowest = out.length ? Math.min(...out.map((l) => l.mbps)) : null;
       return [
         {
           name: n,
           matmulGflops: gflops(n),
           memoryMb: hello?.memoryMb ?? t!.memoryMb,
           slowdown: hello?.slowdown ?? t!.slowdown,
-          bandwidthMbps: hello ? hello.bandwidthMbps : (t!.bandwidthMbps ?? null),
+          bandwidthMbps: slowest ?? cap,
+          bandwidthSource: slowest !== null ? 'measured' : cap !== null ? 'cap' : null,
+          bandwidthCapMbps: cap,
+          links: Object.fromEntries(out.map((l) => [l.to, { mbps: l.mbps, latencyMs: l.latencyMs }])),
           backend: coordinator.registry.get(n)?.backendDetail ?? null,
         },
       ];
     });
+  /** The links between the run's devices, measured over the bus when first profiled (the same sizes for the whole run). */
+  let survey: LinkSurvey | undefined;
+  const surveyFor = (spec: RunSpec) => {
+    const shape = modelShape(config, spec.seqLen, spec.reduction, 'links', methodShape(spec.method, spec.methodOptions));
+    survey ??= new LinkSurvey(bus, linkProbeSize(messageSizes(shape, spec.batch).boundary), emit);
+    return survey;
+  };
+  const pinned = (d: string) => o.profile?.devices.some((p) => p.name === d) ?? false;
+  /** Each directed link among `devices`: the rate planned with and where it came from. */
+  const linksOf = (devices: string[]) =>
+    linkReport(
+      measured(devices).map((d) => ({ name: d.name, bandwidthMbps: d.bandwidthCapMbps })),
+      survey?.links(devices) ?? [],
+      o.profile?.links.defaultMbps,
+    ).map((l) =>
+      pinned(l.from) && pinned(l.to)
+        ? { from: l.from, to: l.to, mbps: 8 / (linkCost(o.profile!, l.from, l.to).msPerByte * 1e3), source: 'profile' as const }
+        : l,
+    );
   // Devices that timed the run's own work are planned by those times, the others by their matmul rate.
   const measuredFor = (devices: string[], spec: RunSpec): Profile =>
     withTimings(
@@ -206,9 +234,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           name: d.name,
           matmulGflops: d.matmulGflops,
           memoryBytes: d.memoryMb * 2 ** 20,
-          bandwidthMbps: d.bandwidthMbps,
+          bandwidthMbps: d.bandwidthCapMbps,
         })),
         { batchSize: spec.batch, samples: spec.samples },
+        survey?.links(devices) ?? [],
       ),
       new Map(
         devices.flatMap((d) => {
@@ -225,10 +254,13 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     const others = devices.filter((d) => !known.has(d));
     if (others.length === 0) return listed;
     const extra = measuredFor(others, spec);
+    // Links between a listed device and another are not in the file: measured ones count.
+    const unlisted = new Set(others);
+    const across = (survey?.links(devices) ?? []).filter((l) => unlisted.has(l.from) !== unlisted.has(l.to));
     return {
       ...listed,
       devices: [...listed.devices, ...extra.devices],
-      links: { ...listed.links, pairs: [...listed.links.pairs, ...extra.links.pairs] },
+      links: { ...listed.links, pairs: [...listed.links.pairs, ...extra.links.pairs, ...across] },
     };
   };
 
@@ -241,7 +273,11 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const logic = runMachine.provide({
     actions: { dismiss: (_, p) => dismiss(p.devices) },
     actors: {
-      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: { devices, spec } }) => profileOf(devices, spec)),
+      profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: { devices, spec }, signal }) => {
+        // Links between two devices the --profile file lists are the file's.
+        await surveyFor(spec).measure(devices, signal, (a, b) => pinned(a) && pinned(b));
+        return profileOf(devices, spec);
+      }),
       planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { devices, profile, spec } }) => {
         let plan: StagePlan;
         try {
@@ -266,6 +302,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           simulatedStepMs,
           // Whose figures came from timing the run's own work (the others: matmul rate or --profile).
           timed: devices.filter((d) => !o.profile?.devices.some((p) => p.name === d) && coordinator.registry.get(d)?.timings),
+          links: linksOf(devices),
         });
         return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs, plannedAt: Date.now() };
       }),

@@ -17,7 +17,17 @@ export interface MeasuredDevice {
   matmulGflops: number;
   memoryMb: number;
   slowdown: number;
+  /**
+   * What the device sends at, Mbit/s: its slowest link measured over the bus; else its bandwidth
+   * cap (topology or `--bandwidth-mbps`); null when neither exists.
+   */
   bandwidthMbps: number | null;
+  /** Where `bandwidthMbps` came from. */
+  bandwidthSource: 'measured' | 'cap' | null;
+  /** The simulated cap on what it sends (topology `bandwidthMbps` or `--bandwidth-mbps`); null: uncapped. */
+  bandwidthCapMbps: number | null;
+  /** Its links as measured at profiling, by receiving peer. */
+  links: Record<string, { mbps: number; latencyMs: number }>;
   /** The device's compute as it reported it: tfjs backend and the engine of frozen forwards. */
   backend: string | null;
 }

@@ -22,10 +22,13 @@ import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
 import {
   ctlRequest,
   joinReply,
+  linkProbeRequest,
   okReply,
   type CtlReply,
   type JoinReply,
   type JoinRequest,
+  type LinkProbeReply,
+  type LinkProbeRequest,
   type ProfileReport,
 } from '../../src/runtime/messages.ts';
 import type { ProbeRequest, ProbeResult } from '../../src/engine/probe.ts';
@@ -51,6 +54,8 @@ export interface DeviceCompute {
   limitMessages?(limits: MessageLimits): Promise<void>;
   /** Times the run's own work (src/engine/probe.ts). */
   probe?(req: ProbeRequest): Promise<ProbeResult>;
+  /** Times sends to peers over the data-plane connection (src/runtime/link-probe.ts). */
+  measureLinks?(req: LinkProbeRequest): Promise<LinkProbeReply>;
   /** Releases the compute (stops the worker thread). */
   close(): Promise<void>;
 }
@@ -176,8 +181,17 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
       handle.drain(typeof args === 'string' ? args : 'ctl drain');
       return { draining: true };
     }
+    if (kind === 'links') {
+      if (!compute.measureLinks) throw new Error(`device ${opts.name} cannot measure links (its compute has no data-plane connection)`);
+      const req = linkProbeRequest.safeParse(args);
+      if (!req.success) {
+        const issue = req.error.issues[0]!;
+        throw new Error(`links: ${issue.path.join('.') || '(args)'}: ${issue.message}`);
+      }
+      return compute.measureLinks(req.data);
+    }
     if (!isTrainingKind(kind))
-      throw new Error(`unknown ctl kind '${kind}' (known: ping, rollcall, drain, ${Object.keys(TRAINING_KINDS).join(', ')})`);
+      throw new Error(`unknown ctl kind '${kind}' (known: ping, rollcall, drain, links, ${Object.keys(TRAINING_KINDS).join(', ')})`);
     const role = TRAINING_KINDS[kind];
     if (role === 'query') return compute.run(kind, args);
     if (role === 'signal') {

@@ -19,6 +19,7 @@
  *   from.<me>.to.<device>.bwd.<s>.<r>      gradients w.r.t. the side hidden
  *   from.<me>.to.<device>.grad.<g>.<step>  all-reduce chunks of group g
  *   from.<me>.to.<device>.cache.put        activation-cache entries (redistribution)
+ *   from.<me>.to.<device>.link             link-rate probe bytes and their acknowledgement (profiling)
  *   from.<me>.events                       run events and rejection reports (observers read from.*.events)
  *   inbox.<me>.<nuid>.<token>              replies to <me>'s requests
  */
@@ -106,6 +107,9 @@ export interface Subjects {
   /** me -> `device` (request): activation-cache entries */
   cachePut(device: string): string;
   cachePutIn(): string;
+  /** me -> `device`: link-rate probe (bytes, then a request for how many arrived) */
+  link(device: string): string;
+  linkIn(): string;
   /** run events and rejection reports that `me` publishes */
   events(): string;
   /** chaos runner -> fault layers of a chaos run ('rule'), and back ('report') (src/bus/faults.ts) */
@@ -150,6 +154,8 @@ export function subjects(run: string, me: string): Subjects {
     gradIn: (g, step) => toMe(`grad.${group(g)}.${checkIndex('step', step)}`),
     cachePut: (d) => to(d, 'cache.put'),
     cachePutIn: () => toMe('cache.put'),
+    link: (d) => to(d, 'link'),
+    linkIn: () => toMe('link'),
     events: () => `${own}events`,
     eventsAll: () => `${prefix}from.*.events`,
     inbox: () => `${prefix}inbox.${me}`,

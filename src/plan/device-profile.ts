@@ -1,8 +1,9 @@
 /**
  * The planner's profile of a live run: per-layer costs of every registered device, derived from
  * the matmul rate it measured at registration (already divided by its simulated slowdown) and
- * the model's FLOP counts (src/plan/analytic.ts), its memory budget, and the links' rates (the
- * devices' bandwidth caps; uncapped loopback links are taken at `defaultMbps`).
+ * the model's FLOP counts (src/plan/analytic.ts), its memory budget, and the links' rates: what
+ * the devices measured over the bus, per direction; a link not measured takes the smaller
+ * bandwidth cap of its two devices, and between uncapped devices `defaultMbps`.
  *
  * Assumptions, stated so they can be changed: the backbone's wide matmuls reach `efficiency` of
  * the measured large-matmul rate, the side network's narrow ones `sideEfficiency`, and every
@@ -22,6 +23,17 @@ export interface MeasuredDevice {
   /** Outgoing link cap; null = uncapped. */
   bandwidthMbps: number | null;
 }
+
+/** A link's rate as its sender measured it over the bus (actors/coordinator/link-survey.ts). */
+export interface MeasuredLink {
+  from: string;
+  to: string;
+  mbps: number;
+  latencyMs: number;
+}
+
+/** Where the planner's figure for a link came from. */
+export type LinkSource = 'measured' | 'topology' | 'default' | 'profile';
 
 export interface ProfileAssumptions {
   efficiency: number;
@@ -78,6 +90,7 @@ export function measuredProfile(
   shape: ModelShape,
   devices: MeasuredDevice[],
   training: { batchSize: number; samples: number },
+  links: readonly MeasuredLink[] = [],
   a: ProfileAssumptions = wasmAssumptions,
 ): Profile {
   if (devices.length === 0) throw new Error('profile: no devices');
@@ -117,20 +130,41 @@ export function measuredProfile(
     1,
     training,
   );
-  const pairs = devices.flatMap((d) =>
-    d.bandwidthMbps === null
-      ? []
-      : devices
-          .filter((o) => o.name !== d.name)
-          .map((o) => ({ from: d.name, to: o.name, mbps: Math.min(d.bandwidthMbps!, o.bandwidthMbps ?? Infinity) })),
-  );
-  const unique = pairs.filter(
-    (p, i) => pairs.findIndex((q) => (q.from === p.to && q.to === p.from) || (q.from === p.from && q.to === p.to)) === i,
-  );
   return parseProfile(
-    { ...base, devices: per, links: { defaultMbps: a.defaultMbps, latencyMs: a.latencyMs, pairs: unique } },
+    { ...base, devices: per, links: { defaultMbps: a.defaultMbps, latencyMs: a.latencyMs, pairs: linkPairs(devices, links) } },
     'measured profile',
   );
+}
+
+/**
+ * Each directed link among `devices` with the rate the planner takes and where it came from:
+ * measured over the bus where it was, else the smaller bandwidth cap of its two ends (the
+ * topology's or the device's own `--bandwidth-mbps`), else `defaultMbps`.
+ */
+export function linkReport(
+  devices: readonly Pick<MeasuredDevice, 'name' | 'bandwidthMbps'>[],
+  links: readonly MeasuredLink[],
+  defaultMbps = wasmAssumptions.defaultMbps,
+): { from: string; to: string; mbps: number; latencyMs?: number; source: LinkSource }[] {
+  return devices.flatMap((d) =>
+    devices
+      .filter((o) => o.name !== d.name)
+      .map((o) => {
+        const m = links.find((l) => l.from === d.name && l.to === o.name);
+        if (m) return { from: d.name, to: o.name, mbps: m.mbps, latencyMs: m.latencyMs, source: 'measured' as const };
+        const cap = Math.min(d.bandwidthMbps ?? Infinity, o.bandwidthMbps ?? Infinity);
+        return Number.isFinite(cap)
+          ? { from: d.name, to: o.name, mbps: cap, source: 'topology' as const }
+          : { from: d.name, to: o.name, mbps: defaultMbps, source: 'default' as const };
+      }),
+  );
+}
+
+/** The profile's pairs: every link of `linkReport` but those left at the default. */
+function linkPairs(devices: readonly MeasuredDevice[], links: readonly MeasuredLink[]) {
+  return linkReport(devices, links)
+    .filter((l) => l.source !== 'default')
+    .map(({ source: _, ...pair }) => pair);
 }
 
 /** What a device timed of the run's own work (src/engine/probe.ts), per micro-batch size. */

@@ -197,9 +197,15 @@ export function boundaryBytesPerSample(model: ModelInfo, layer: number): { fwd: 
   };
 }
 
-/** Milliseconds per byte and latency of the link from `from` to `to`. */
+/**
+ * Milliseconds per byte and latency of the link from `from` to `to`: the pair listed in that
+ * direction, else the one listed the other way (a link given once stands for both directions),
+ * else the defaults. Measured links are listed per direction: a device's sends may be capped
+ * while what it receives is not.
+ */
 export function linkCost(profile: Profile, from: string, to: string): { msPerByte: number; latencyMs: number } {
-  const pair = profile.links.pairs.find((l) => (l.from === from && l.to === to) || (l.from === to && l.to === from));
+  const pairs = profile.links.pairs;
+  const pair = pairs.find((l) => l.from === from && l.to === to) ?? pairs.find((l) => l.from === to && l.to === from);
   const mbps = pair?.mbps ?? profile.links.defaultMbps;
   return { msPerByte: 8 / (mbps * 1e3), latencyMs: pair?.latencyMs ?? profile.links.latencyMs };
 }

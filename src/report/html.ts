@@ -64,10 +64,11 @@ function devicesSection(r: RunRecord, live?: LiveView): string {
   const devs = r.summary?.devices ?? [];
   if (!devs.length) return '<p>No device has reported yet.</p>';
   return table(
-    ['device', 'GFLOP/s', 'memory budget', 'backend', 'peak step memory'],
+    ['device', 'GFLOP/s', 'sends at (slowest link)', 'memory budget', 'backend', 'peak step memory'],
     devs.map((d) => [
       d.name,
       String(num(d.matmulGflops, 1)),
+      typeof d.bandwidthMbps !== 'number' ? '–' : `${num(d.bandwidthMbps, 0)} Mbit/s${d.bandwidthSource ? ` (${d.bandwidthSource})` : ''}`,
       `${d.memoryMb} MB`,
       d.backend ?? '–',
       r.summary?.peakBytesPerDevice[d.name] !== undefined ? mib(r.summary.peakBytesPerDevice[d.name]!) : '–',

@@ -76,6 +76,36 @@ export const profileReport = z.strictObject({
 });
 export type ProfileReport = z.infer<typeof profileReport>;
 
+/**
+ * Control `links` (coordinator -> device): send `bytes` to each peer over the bus, one peer after
+ * the other, in messages of `messageBytes`, and time how fast they arrive (src/runtime/link-probe.ts).
+ */
+export const linkProbeRequest = z.strictObject({
+  peers: z.array(name).min(1).max(64),
+  bytes: z
+    .number()
+    .int()
+    .positive()
+    .max(64 << 20),
+  messageBytes: z
+    .number()
+    .int()
+    .min(4)
+    .max(8 << 20),
+  /** Per peer: a transfer not acknowledged by then counts as failed. */
+  timeoutMs: z.number().positive().max(600_000),
+});
+export type LinkProbeRequest = z.infer<typeof linkProbeRequest>;
+
+/** Per peer: the rate the bytes arrived at (Mbit/s) and half the acknowledgement round trip, or why not. */
+export const linkProbeReply = z.array(
+  z.union([
+    z.strictObject({ peer: name, mbps: z.number().positive().finite(), latencyMs: z.number().nonnegative().finite(), bytes: count }),
+    z.strictObject({ peer: name, error: z.string().max(1024) }),
+  ]),
+);
+export type LinkProbeReply = z.infer<typeof linkProbeReply>;
+
 /** A device leaves on purpose (drained); not a loss. */
 export const leaveRequest = z.strictObject({ device: name, reason: z.string().max(512) });
 export type LeaveRequest = z.infer<typeof leaveRequest>;

@@ -135,6 +135,7 @@ export async function run(argv: string[]): Promise<number> {
     run: (kind, args) => worker.call(kind, args),
     signal: (kind, args) => worker.signal(kind, args),
     probe: (req) => worker.call('probe', req),
+    measureLinks: (req) => worker.call('links', req),
     limitMessages: async (limits) => {
       await worker.call('limits', limits);
     },

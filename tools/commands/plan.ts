@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { CliError, flag, num, parseCommandArgs, str } from '../args.ts';
 import { analyticProfile, devicePresets, modelPresets, type DeviceSpec, type ModelShape } from '../../src/plan/analytic.ts';
 import { InfeasiblePlanError, planOptionsForRun, planPipeline, type PlanOptions, type StagePlan } from '../../src/plan/planner.ts';
-import { loadProfile, parseProfile, ProfileError, selectDevices, type Profile } from '../../src/plan/profile.ts';
+import { linkCost, loadProfile, parseProfile, ProfileError, selectDevices, type Profile } from '../../src/plan/profile.ts';
 import { simulatePlan, type SimulationResult } from '../../src/plan/simulator.ts';
 import { loadTopology, TopologyError } from '../../src/topology/load.ts';
 import { specFromTopology } from '../../src/train/run-spec.ts';
@@ -74,9 +74,10 @@ export async function run(argv: string[]): Promise<number> {
   let profile: Profile;
   let source: string;
   let topology: Topology | undefined;
+  let listed: Profile | undefined;
   try {
     topology = topologyFile ? loadTopology(topologyFile) : undefined;
-    if (profileFile) ({ profile, source } = { profile: loadProfile(profileFile), source: `from --profile ${profileFile}` });
+    if (profileFile) ({ profile, source } = { profile: (listed = loadProfile(profileFile)), source: `from --profile ${profileFile}` });
     else ({ profile, source } = profileFromTopology(topology!, topologyFile!));
     if (topology && profileFile)
       profile = applyTopology(selectDevices(profile, { names: topology.devices.map((d) => d.name) }, profileFile), topology);
@@ -122,11 +123,15 @@ export async function run(argv: string[]): Promise<number> {
   const writeProfile = str(args, 'write-profile');
   if (writeProfile) writeFileSync(writeProfile, JSON.stringify(profile, null, 2) + '\n');
   const simulation = flag(args, 'simulate') ? simulatePlan(plan, profile) : undefined;
+  const links = describeLinks(profile, listed, topology);
   if (flag(args, 'json'))
-    process.stdout.write(JSON.stringify({ plan, ...(simulation ? { simulation } : {}), profileSource: source }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ plan, ...(simulation ? { simulation } : {}), profileSource: source, links: links.links, linkSource: links.line }) +
+        '\n',
+    );
   else
     process.stdout.write(
-      render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!, source, topology && methodLine(topology)),
+      render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!, source, links.line, topology && methodLine(topology)),
     );
   return 0;
 }
@@ -153,6 +158,49 @@ function applyTopology(profile: Profile, topology: Topology): Profile {
       else if (cap < profile.links.defaultMbps) pairs.push({ from: a.name, to: b.name, mbps: cap });
     }
   return { ...profile, devices, links: { ...profile.links, pairs } };
+}
+
+/**
+ * Each directed link the plan was priced with and where its rate came from: the --profile file
+ * (`listed`), a topology bandwidth cap, or the default; and a line saying so. `charon plan` runs
+ * no device, so nothing here is measured: `charon launch` measures every link over the bus.
+ */
+function describeLinks(profile: Profile, listed: Profile | undefined, topology: Topology | undefined) {
+  const capped = new Set(topology?.devices.filter((d) => d.bandwidthMbps !== undefined).map((d) => d.name) ?? []);
+  const rate = (p: Profile, a: string, b: string) => 8 / (linkCost(p, a, b).msPerByte * 1e3);
+  const inFile = (a: string, b: string) => listed?.links.pairs.some((l) => (l.from === a && l.to === b) || (l.from === b && l.to === a));
+  const names = profile.devices.map((d) => d.name);
+  const links = names.flatMap((a) =>
+    names
+      .filter((b) => b !== a)
+      .map((b) => {
+        const mbps = rate(profile, a, b);
+        const cap = capped.has(a) || capped.has(b);
+        // A cap counts where it lowered the rate the file gives (or the default it leaves).
+        const source = !listed
+          ? cap
+            ? 'topology'
+            : 'default'
+          : cap && mbps < rate(listed, a, b)
+            ? 'topology'
+            : inFile(a, b)
+              ? 'profile'
+              : 'profile default';
+        return { from: a, to: b, mbps, source };
+      }),
+  );
+  const count = (s: string) => links.filter((l) => l.source === s).length;
+  const parts = [
+    count('profile') ? `${count('profile')} from the --profile file` : '',
+    count('topology') ? `${count('topology')} from topology bandwidthMbps caps` : '',
+    count('profile default') ? `${count('profile default')} at the file's default ${profile.links.defaultMbps} Mbit/s` : '',
+    count('default') ? `${count('default')} at ${profile.links.defaultMbps} Mbit/s assumed (loopback)` : '',
+  ].filter(Boolean);
+  const line =
+    links.length === 0
+      ? 'none (one device)'
+      : `${links.length} directed: ${parts.join(', ')}; none measured here (charon launch measures each link over the bus)`;
+  return { links, line };
 }
 
 const backendGflops: Record<string, number> = { wasm: 15, cpu: 0.5 };
@@ -238,13 +286,14 @@ const bytes = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` :
 const duration = (v: number) =>
   v >= 3_600_000 ? `${(v / 3_600_000).toFixed(2)} h` : v >= 60_000 ? `${(v / 60_000).toFixed(1)} min` : ms(v);
 
-function render(plan: StagePlan, sim: SimulationResult | undefined, title: string, source: string, method?: string): string {
+function render(plan: StagePlan, sim: SimulationResult | undefined, title: string, source: string, links: string, method?: string): string {
   const lines: string[] = [];
   const groups = plan.stages.map((s) => s.devices.length).join('-');
   lines.push(
     `plan for ${title}: ${plan.stages.length} stage${plan.stages.length === 1 ? '' : 's'} [${groups}], ${plan.microBatches} micro-batch${plan.microBatches === 1 ? '' : 'es'} of ${plan.microBatchSize} (batch ${plan.batchSize})`,
   );
   lines.push(`  profile: ${source}`);
+  lines.push(`  links: ${links}`);
   if (method) lines.push(`  method: ${method}`);
   for (const s of plan.stages) {
     lines.push(
