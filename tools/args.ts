@@ -136,3 +136,11 @@ export function num(args: ParsedArgs, name: string, fallback: number, opts: { in
 export function flag(args: ParsedArgs, name: string): boolean {
   return args.values[name] === true;
 }
+
+/** The command's one positional argument, `name` in its usage (e.g. TOPOLOGY). */
+export function onePositional(args: ParsedArgs, name: string): string {
+  const [value, ...extra] = args.positionals;
+  if (!value) throw new CliError(`missing ${name} (see --help)`);
+  if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
+  return value;
+}
