@@ -16,6 +16,7 @@ import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
+import { alive } from './fixtures/processes.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-coord-'));
@@ -40,15 +41,6 @@ const profile = join(tmp, 'local-2.profile.json');
     encoding: 'utf8',
   });
   assert.is(r.status, 0, r.stderr);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** SIGKILLs the coordinator process at the first event `when` matches; checks the run against an uninterrupted one. */

@@ -15,6 +15,7 @@ import { parse, stringify } from 'yaml';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
+import { alive } from './fixtures/processes.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-launch-'));
@@ -53,15 +54,6 @@ const start = (file: string, runDir: string, onEvent: (e: Ev) => void = () => {}
 
 /** Runs `charon launch FILE --json` to the end; returns its exit code and events. */
 const launch = (file: string, runDir: string, extra: string[] = []) => start(file, runDir, undefined, extra).done;
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<void> {
   const file = ciTopology(name);

@@ -40,6 +40,7 @@ export {
   freePort,
   NatsServerError,
   reloadAuthorization,
+  processAlive,
   DEFAULT_MAX_PAYLOAD,
   NATS_SERVER_MISSING,
   type NatsServer,
