@@ -12,9 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
-import { relDiff } from './fixtures/compare.ts';
-import { loadCheckpoint } from '../src/train/checkpoint.ts';
+import { fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 import { alive } from './fixtures/processes.ts';
 
@@ -104,9 +102,7 @@ async function killCoordinator(name: string, when: (e: Ev) => boolean): Promise<
   const restarted = run.events.find((e) => e.type === 'COORDINATOR_STARTED' && (e.at as number) > killedAt)!;
   const next = run.events.find((e) => e.type === 'STEP_DONE' && (e.at as number) > killedAt)!;
   const refill = run.events.find((e) => e.type === 'CACHE_REFILLED' && (e.at as number) > killedAt);
-  const ref = await referenceRun(file);
-  const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
-  const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
+  const { diff } = await fromReference(file, runDir);
   console.log(
     `  ${name}: coordinator killed; successor up ${(restarted.at as number) - killedAt} ms, step ${next.step} done ` +
       `${(next.at as number) - killedAt} ms after the kill; ${refill ? `${refill.samples} samples refilled` : 'no refill'}; ` +

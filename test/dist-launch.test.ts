@@ -5,14 +5,12 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
-import { relDiff } from './fixtures/compare.ts';
+import { fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 import { alive } from './fixtures/processes.ts';
@@ -134,10 +132,7 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   }
 
   // The final side network equals a 1-device in-process run of the same spec.
-  const local = await referenceRun(file);
-  const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
-  const params = new Map([...ck.parameters].map(([n, p]) => [n, p.data]));
-  const diff = relDiff(local.params, params);
+  const { ref: local, diff } = await fromReference(file, runDir);
   // Placements differ only in summation order: measured <= 1.2e-7 over seven plans (the claim is 1e-4).
   assert.ok(diff <= 1e-5, `${name}: distributed run differs from the 1-device run by ${diff}`);
   for (let e = 0; e < 2; e++)

@@ -5,13 +5,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
-import { relDiff } from './fixtures/compare.ts';
+import { fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
@@ -88,9 +86,7 @@ async function interruptAndResume(name: string, k: number): Promise<void> {
   );
   assert.equal(summary.ledger.problems, []);
 
-  const ref = await referenceRun(file);
-  const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
-  const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
+  const { ref, diff } = await fromReference(file, runDir);
   // Measured ~4e-8 (summation order only); the claim is 1e-4.
   assert.ok(diff <= 1e-5, `${name}: resumed run differs from an uninterrupted one by ${diff}`);
   for (let e = 0; e < 3; e++)

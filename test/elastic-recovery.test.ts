@@ -6,13 +6,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { pinTwoStageProfile, referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
-import { relDiff } from './fixtures/compare.ts';
+import { pinTwoStageProfile, fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -103,9 +101,7 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   const lost = run.events.find((e) => e.type === 'DEVICE_LOST' && e.device === device)!;
   const next = run.events.find((e) => e.type === 'STEP_DONE' && (e.at as number) > (lost.at as number))!;
   assert.ok(run.events.some((e) => e.type === 'RECOVERING'));
-  const ref = await referenceRun(file);
-  const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
-  const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
+  const { ref, diff } = await fromReference(file, runDir);
   // Recovery time for the report: kill -> loss reported -> next step done -> committed.
   // Entries only the lost device held (its rows of committed steps) were recomputed through the backbone.
   const refill = run.events.find((e) => e.type === 'CACHE_REFILLED' && (e.at as number) > killedAt);
