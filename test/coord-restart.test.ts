@@ -8,11 +8,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
-import { fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
+import { fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 import { alive } from './fixtures/processes.ts';
 
@@ -22,14 +21,7 @@ const SAMPLES = 24,
   EPOCHS = 3,
   STEPS = SAMPLES / 4;
 
-const file = join(tmp, 'local-2.yaml');
-{
-  const t = parse(readFileSync(join(root, 'topologies', 'local-2.yaml'), 'utf8'));
-  t.run = 'coord-restart';
-  t.data.markov = { sequences: SAMPLES, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: EPOCHS, batch: 4, microBatches: 2, lr: 0.01 };
-  writeFileSync(file, stringify(t));
-}
+const file = writeCiTopology(join(tmp, 'local-2.yaml'), { run: 'coord-restart', samples: SAMPLES, epochs: EPOCHS });
 
 /** The analytic profile, so that both coordinators make the same plan whatever the machine's load. */
 const profile = join(tmp, 'local-2.profile.json');

@@ -5,12 +5,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
+import { fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 import { alive } from './fixtures/processes.ts';
@@ -20,12 +19,7 @@ const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-launch-'));
 
 /** A CI-sized copy of a ready topology: tiny preset, 16 sequences of 16 tokens, 2 epochs of 4 steps. */
 function ciTopology(name: string, sequences = 16): string {
-  const t = parse(readFileSync(join(root, 'topologies', name), 'utf8'));
-  t.data.markov = { sequences, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: 2, batch: 4, microBatches: 2, lr: 0.01 };
-  const file = join(tmp, name);
-  writeFileSync(file, stringify(t));
-  return file;
+  return writeCiTopology(join(tmp, name), { from: name, samples: sequences, epochs: 2 });
 }
 
 /**

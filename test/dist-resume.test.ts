@@ -5,25 +5,17 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
 import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
-const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-resume-'));
 
 /** local-2, CI-sized: 16 sequences of 16 tokens, 3 epochs of 4 steps (1 pipeline, 2 cached). */
-const file = join(tmp, 'local-2.yaml');
-{
-  const t = parse(readFileSync(join(root, 'topologies', 'local-2.yaml'), 'utf8'));
-  t.data.markov = { sequences: 16, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: 3, batch: 4, microBatches: 2, lr: 0.01 };
-  writeFileSync(file, stringify(t));
-}
+const file = writeCiTopology(join(tmp, 'local-2.yaml'), { samples: 16, epochs: 3 });
 
 /** `charon launch FILE ...args --json`; SIGINT once `interruptWhen` matches an event. */
 function launch(args: string[], interruptWhen?: (e: Ev) => boolean) {

@@ -6,29 +6,19 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { pinTwoStageProfile, fromReference, startLaunch, type Ev } from './fixtures/launch.ts';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { pinTwoStageProfile, fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
-const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-elastic-'));
 const SAMPLES = 24,
   EPOCHS = 3,
   STEPS = SAMPLES / 4;
 
 /** local-2 plus a third device, CI-sized: 24 sequences of 16 tokens, 3 epochs of 6 steps (1 pipeline, 2 cached). */
-const file = join(tmp, 'local-3.yaml');
-{
-  const t = parse(readFileSync(join(root, 'topologies', 'local-2.yaml'), 'utf8'));
-  t.run = 'local-3';
-  t.data.markov = { sequences: SAMPLES, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: EPOCHS, batch: 4, microBatches: 2, lr: 0.01 };
-  t.devices.push({ ...t.devices[1], name: 'dev2' });
-  writeFileSync(file, stringify(t));
-}
+const file = writeCiTopology(join(tmp, 'local-3.yaml'), { run: 'local-3', samples: SAMPLES, epochs: EPOCHS, third: true });
 
 /**
  * The analytic profile `charon plan` derives, with memory for one of tiny's two layers per
