@@ -5,12 +5,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
+import { committedSamples, fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 import { alive } from './fixtures/processes.ts';
 
@@ -84,15 +83,11 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
     .filter((m) => m.type === 'step');
   assert.is(stepsWithLoss.length, 8);
   // Ledger: every sample exactly once per epoch, in committed steps.
-  const state = JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')) as { ledger: LedgerJson; step: number };
+  const state = committedSamples(runDir);
   assert.is(state.step, 8);
-  for (const e of state.ledger.epochs) {
-    const ids = e.steps
-      .filter((s) => s.committed)
-      .flatMap((s) => s.sampleIds)
-      .sort((a, b) => a - b);
+  for (const e of state.epochs) {
     assert.equal(
-      ids,
+      e.ids,
       Array.from({ length: 16 }, (_, i) => i),
       `epoch ${e.epoch}`,
     );

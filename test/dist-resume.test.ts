@@ -5,11 +5,10 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
+import { committedSamples, fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-resume-'));
@@ -56,16 +55,12 @@ async function interruptAndResume(name: string, k: number): Promise<void> {
   const refill = second.events.find((e) => e.type === 'CACHE_REFILLED');
   assert.ok(refill && (refill.samples as number) > 0, 'caches refilled');
 
-  const state = JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')) as { ledger: LedgerJson; step: number };
+  const state = committedSamples(runDir);
   assert.is(state.step, 12);
-  assert.is(state.ledger.epochs.length, 3);
-  for (const e of state.ledger.epochs) {
-    const ids = e.steps
-      .filter((s) => s.committed)
-      .flatMap((s) => s.sampleIds)
-      .sort((a, b) => a - b);
+  assert.is(state.epochs.length, 3);
+  for (const e of state.epochs) {
     assert.equal(
-      ids,
+      e.ids,
       Array.from({ length: 16 }, (_, i) => i),
       `epoch ${e.epoch}: every sample exactly once`,
     );
