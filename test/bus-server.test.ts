@@ -6,17 +6,9 @@ import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Bus, startNatsServer, findNatsServer, NATS_SERVER_MISSING, NatsServerError } from '../src/bus/index.ts';
+import { alive } from './fixtures/processes.ts';
 
 const runDir = mkdtempSync(join(tmpdir(), 'charon-srv-'));
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Resolves when `pid` has exited; rejects after `ms`. */
 async function exitOf(pid: number, ms: number): Promise<void> {

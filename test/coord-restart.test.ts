@@ -8,14 +8,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
-import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
-import { relDiff } from './fixtures/compare.ts';
-import { loadCheckpoint } from '../src/train/checkpoint.ts';
+import { fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
+import { alive } from './fixtures/processes.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-coord-'));
@@ -23,14 +21,7 @@ const SAMPLES = 24,
   EPOCHS = 3,
   STEPS = SAMPLES / 4;
 
-const file = join(tmp, 'local-2.yaml');
-{
-  const t = parse(readFileSync(join(root, 'topologies', 'local-2.yaml'), 'utf8'));
-  t.run = 'coord-restart';
-  t.data.markov = { sequences: SAMPLES, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: EPOCHS, batch: 4, microBatches: 2, lr: 0.01 };
-  writeFileSync(file, stringify(t));
-}
+const file = writeCiTopology(join(tmp, 'local-2.yaml'), { run: 'coord-restart', samples: SAMPLES, epochs: EPOCHS });
 
 /** The analytic profile, so that both coordinators make the same plan whatever the machine's load. */
 const profile = join(tmp, 'local-2.profile.json');
@@ -40,15 +31,6 @@ const profile = join(tmp, 'local-2.profile.json');
     encoding: 'utf8',
   });
   assert.is(r.status, 0, r.stderr);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** SIGKILLs the coordinator process at the first event `when` matches; checks the run against an uninterrupted one. */
@@ -120,9 +102,7 @@ async function killCoordinator(name: string, when: (e: Ev) => boolean): Promise<
   const restarted = run.events.find((e) => e.type === 'COORDINATOR_STARTED' && (e.at as number) > killedAt)!;
   const next = run.events.find((e) => e.type === 'STEP_DONE' && (e.at as number) > killedAt)!;
   const refill = run.events.find((e) => e.type === 'CACHE_REFILLED' && (e.at as number) > killedAt);
-  const ref = await referenceRun(file);
-  const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
-  const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
+  const { diff } = await fromReference(file, runDir);
   console.log(
     `  ${name}: coordinator killed; successor up ${(restarted.at as number) - killedAt} ms, step ${next.step} done ` +
       `${(next.at as number) - killedAt} ms after the kill; ${refill ? `${refill.samples} samples refilled` : 'no refill'}; ` +

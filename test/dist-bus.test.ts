@@ -1,30 +1,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { ringAllReduce } from '../src/engine/index.ts';
 import { BusStageLinks } from '../src/engine/index.ts';
 import { WireTensor } from '../src/tensor/index.ts';
+import { serverForFile } from './fixtures/bus.ts';
 
-let server: NatsServer, dir: string;
-const buses: Bus[] = [];
-const connect = async (name: string, identity = name) => {
-  const b = await Bus.connect({ servers: server.url, name, identity, run: 'dist' });
-  buses.push(b);
-  return b;
-};
-
-test.before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'charon-dist-bus-'));
-  server = await startNatsServer({ runDir: dir, jetstream: false });
-});
-test.after(async () => {
-  for (const b of buses) await b.close();
-  await server.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
+const nats = serverForFile('charon-dist-bus-', 'dist');
+const connect = (name: string, identity = name) => nats.connect(name, { identity });
 
 const widths = { b: 4, a: 2 };
 

@@ -8,14 +8,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { startLaunch } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
-import { markovDataset } from '../src/train/data.ts';
+import { writeClassifyTopology, writeLabelledData } from './fixtures/classification.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -24,12 +23,7 @@ const charon = (args: string[]) => spawnSync(process.execPath, [join(root, 'tool
 
 // Mail-like data: sequences of different lengths (the head pools over real tokens only), two classes by name.
 const dataFile = join(tmp, 'mail.jsonl');
-writeFileSync(
-  dataFile,
-  markovDataset({ vocab: 256, sequences: 16, length: 16, seed: 2 })
-    .samples.map((s, i) => JSON.stringify({ ids: [...s.ids.subarray(0, 6 + (i % 5) * 2)], label: s.ids[0]! % 2 ? 'spam' : 'ham' }))
-    .join('\n') + '\n',
-);
+writeLabelledData(dataFile, { sequences: 16, seed: 2, length: (i) => 6 + (i % 5) * 2, label: (t) => (t % 2 ? 'spam' : 'ham') });
 const training = { epochs: 2, batch: 4, microBatches: 2, lr: 0.02, maxGradNorm: 0.05, warmupSteps: 2, weightDecay: 0.01, seed: 7 };
 
 const params = (dir: string) => new Map([...loadCheckpoint(dir).state.parameters].map(([n, p]) => [n, p.data]));
@@ -42,20 +36,12 @@ function evalJson(adapter: string): { loss: number; accuracy: number; samples: n
 
 test('launch: PAC classification (pipeline, then cached on both devices) = charon train; eval reports its accuracy', async () => {
   const file = join(tmp, 'classify.yaml');
-  writeFileSync(
-    file,
-    stringify({
-      run: 'classify',
-      model: { preset: 'tiny' },
-      method: { kind: 'parallel', k: 8 },
-      data: { file: dataFile },
-      training: { ...training, plan: 'pipeline', schedule: 'constant' },
-      devices: [
-        { name: 'dev0', memoryMb: 2048 },
-        { name: 'dev1', memoryMb: 2048 },
-      ],
-    }),
-  );
+  writeClassifyTopology(file, {
+    run: 'classify',
+    dataFile,
+    training: { ...training, plan: 'pipeline', schedule: 'constant' },
+    devices: ['dev0', 'dev1'],
+  });
   const runDir = join(tmp, 'run');
   const launched = startLaunch([file, '--run-dir', runDir]).done;
   const refDir = join(tmp, 'train');

@@ -5,28 +5,20 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
-import { relDiff } from './fixtures/compare.ts';
+import { committedSamples, fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
-import { loadCheckpoint } from '../src/train/checkpoint.ts';
-import type { LedgerJson } from '../src/train/ledger.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
+import { alive } from './fixtures/processes.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-dist-launch-'));
 
 /** A CI-sized copy of a ready topology: tiny preset, 16 sequences of 16 tokens, 2 epochs of 4 steps. */
 function ciTopology(name: string, sequences = 16): string {
-  const t = parse(readFileSync(join(root, 'topologies', name), 'utf8'));
-  t.data.markov = { sequences, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: 2, batch: 4, microBatches: 2, lr: 0.01 };
-  const file = join(tmp, name);
-  writeFileSync(file, stringify(t));
-  return file;
+  return writeCiTopology(join(tmp, name), { from: name, samples: sequences, epochs: 2 });
 }
 
 /**
@@ -53,15 +45,6 @@ const start = (file: string, runDir: string, onEvent: (e: Ev) => void = () => {}
 
 /** Runs `charon launch FILE --json` to the end; returns its exit code and events. */
 const launch = (file: string, runDir: string, extra: string[] = []) => start(file, runDir, undefined, extra).done;
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<void> {
   const file = ciTopology(name);
@@ -100,15 +83,11 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
     .filter((m) => m.type === 'step');
   assert.is(stepsWithLoss.length, 8);
   // Ledger: every sample exactly once per epoch, in committed steps.
-  const state = JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')) as { ledger: LedgerJson; step: number };
+  const state = committedSamples(runDir);
   assert.is(state.step, 8);
-  for (const e of state.ledger.epochs) {
-    const ids = e.steps
-      .filter((s) => s.committed)
-      .flatMap((s) => s.sampleIds)
-      .sort((a, b) => a - b);
+  for (const e of state.epochs) {
     assert.equal(
-      ids,
+      e.ids,
       Array.from({ length: 16 }, (_, i) => i),
       `epoch ${e.epoch}`,
     );
@@ -142,10 +121,7 @@ async function endToEnd(name: string, multiDevicePipeline: boolean): Promise<voi
   }
 
   // The final side network equals a 1-device in-process run of the same spec.
-  const local = await referenceRun(file);
-  const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
-  const params = new Map([...ck.parameters].map(([n, p]) => [n, p.data]));
-  const diff = relDiff(local.params, params);
+  const { ref: local, diff } = await fromReference(file, runDir);
   // Placements differ only in summation order: measured <= 1.2e-7 over seven plans (the claim is 1e-4).
   assert.ok(diff <= 1e-5, `${name}: distributed run differs from the 1-device run by ${diff}`);
   for (let e = 0; e < 2; e++)

@@ -8,12 +8,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { pinTwoStageProfile, referenceRun, startLaunch } from './fixtures/launch.ts';
 import { relDiff } from './fixtures/compare.ts';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { loadCheckpoint } from '../src/train/checkpoint.ts';
-import { markovDataset } from '../src/train/data.ts';
+import { writeClassifyTopology, writeLabelledData } from './fixtures/classification.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'charon-elastic-classify-'));
@@ -21,24 +20,14 @@ const SAMPLES = 24,
   STEPS = SAMPLES / 4;
 
 const dataFile = join(tmp, 'labelled.jsonl');
-writeFileSync(
-  dataFile,
-  markovDataset({ vocab: 256, sequences: SAMPLES, length: 16, seed: 3 })
-    .samples.map((s, i) => JSON.stringify({ ids: [...s.ids.subarray(0, 8 + (i % 3) * 4)], label: ['a', 'b', 'c'][s.ids[0]! % 3] }))
-    .join('\n') + '\n',
-);
+writeLabelledData(dataFile, { sequences: SAMPLES, seed: 3, length: (i) => 8 + (i % 3) * 4, label: (t) => ['a', 'b', 'c'][t % 3]! });
 const file = join(tmp, 'classify-3.yaml');
-writeFileSync(
-  file,
-  stringify({
-    run: 'classify-3',
-    model: { preset: 'tiny' },
-    method: { kind: 'parallel', k: 8 },
-    data: { file: dataFile },
-    training: { epochs: 2, batch: 4, microBatches: 2, lr: 0.01, seed: 1 },
-    devices: ['dev0', 'dev1', 'dev2'].map((name) => ({ name, memoryMb: 2048 })),
-  }),
-);
+writeClassifyTopology(file, {
+  run: 'classify-3',
+  dataFile,
+  training: { epochs: 2, batch: 4, microBatches: 2, lr: 0.01, seed: 1 },
+  devices: ['dev0', 'dev1', 'dev2'],
+});
 
 /** The plan is dev0 | dev1+dev2 whatever the load: dev2 holds half of the last stage, with the head. */
 const profile = join(tmp, 'classify-3.profile.json');

@@ -6,31 +6,19 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { pinTwoStageProfile, referenceRun, startLaunch, type Ev } from './fixtures/launch.ts';
-import { relDiff } from './fixtures/compare.ts';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { pinTwoStageProfile, fromReference, startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
-import { loadCheckpoint } from '../src/train/checkpoint.ts';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
 
-const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-elastic-'));
 const SAMPLES = 24,
   EPOCHS = 3,
   STEPS = SAMPLES / 4;
 
 /** local-2 plus a third device, CI-sized: 24 sequences of 16 tokens, 3 epochs of 6 steps (1 pipeline, 2 cached). */
-const file = join(tmp, 'local-3.yaml');
-{
-  const t = parse(readFileSync(join(root, 'topologies', 'local-2.yaml'), 'utf8'));
-  t.run = 'local-3';
-  t.data.markov = { sequences: SAMPLES, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: EPOCHS, batch: 4, microBatches: 2, lr: 0.01 };
-  t.devices.push({ ...t.devices[1], name: 'dev2' });
-  writeFileSync(file, stringify(t));
-}
+const file = writeCiTopology(join(tmp, 'local-3.yaml'), { run: 'local-3', samples: SAMPLES, epochs: EPOCHS, third: true });
 
 /**
  * The analytic profile `charon plan` derives, with memory for one of tiny's two layers per
@@ -103,9 +91,7 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   const lost = run.events.find((e) => e.type === 'DEVICE_LOST' && e.device === device)!;
   const next = run.events.find((e) => e.type === 'STEP_DONE' && (e.at as number) > (lost.at as number))!;
   assert.ok(run.events.some((e) => e.type === 'RECOVERING'));
-  const ref = await referenceRun(file);
-  const ck = loadCheckpoint(join(runDir, 'checkpoints', 'latest')).state;
-  const diff = relDiff(ref.params, new Map([...ck.parameters].map(([n, p]) => [n, p.data])));
+  const { ref, diff } = await fromReference(file, runDir);
   // Recovery time for the report: kill -> loss reported -> next step done -> committed.
   // Entries only the lost device held (its rows of committed steps) were recomputed through the backbone.
   const refill = run.events.find((e) => e.type === 'CACHE_REFILLED' && (e.at as number) > killedAt);

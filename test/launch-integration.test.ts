@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Bus, COORDINATOR, startNatsServer, type NatsServer } from '../src/bus/index.ts';
+import { alive } from './fixtures/processes.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-launch-'));
@@ -62,15 +63,6 @@ function launch(args: string[]) {
 async function monitor(path: string): Promise<Record<string, unknown>> {
   const res = await fetch(`http://127.0.0.1:${server.httpPort}${path}`);
   return (await res.json()) as Record<string, unknown>;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Pids the launch reported: itself, its devices (and the nats-server it started, if any). */

@@ -9,7 +9,7 @@ import { loadConfig } from '../src/model/load.ts';
 import { probeWork } from '../src/engine/probe.ts';
 import { measuredProfile, methodShape, modelShape, withTimings, type WorkTimings } from '../src/plan/device-profile.ts';
 import { planPipeline } from '../src/plan/planner.ts';
-import { specFromTopology, stageSpec, topologyProbe } from '../src/train/run-spec.ts';
+import { runJoinTerms, specFromTopology, stageSpec } from '../src/train/run-spec.ts';
 import { loadTopology } from '../src/topology/load.ts';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -17,7 +17,7 @@ const root = new URL('..', import.meta.url).pathname;
 test('probe: the join terms of a launched topology ask for its own stages at its shapes', () => {
   const topology = loadTopology(`${root}topologies/local-2.yaml`);
   const spec = specFromTopology(topology);
-  const probe = topologyProbe(topology);
+  const { probe } = runJoinTerms(topology, spec);
   assert.equal(probe.model, spec.model);
   assert.equal(probe.spec, stageSpec(spec));
   assert.is(probe.layers, loadConfig(spec.model).nLayers);

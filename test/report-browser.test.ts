@@ -7,25 +7,18 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { startLaunch, type Ev } from './fixtures/launch.ts';
+import { startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const root = new URL('..', import.meta.url).pathname;
 const tmp = mkdtempSync(join(tmpdir(), 'charon-report-browser-'));
 
 /** A CI-sized two-stage run, long enough (three epochs) to watch it live. */
 function topology(): string {
-  const t = parse(readFileSync(join(root, 'topologies', 'local-2.yaml'), 'utf8'));
-  t.data.markov = { sequences: 24, seqLen: 16, seed: 1 };
-  t.training = { ...t.training, epochs: 3, batch: 4, microBatches: 2, lr: 0.01, plan: 'pipeline' };
-  const file = join(tmp, 'report.yaml');
-  writeFileSync(file, stringify(t));
-  return file;
+  return writeCiTopology(join(tmp, 'report.yaml'), { samples: 24, epochs: 3, training: { plan: 'pipeline' } });
 }
 
 /** Collects what must not happen on a page: console errors, page errors, failed requests, requests elsewhere. */

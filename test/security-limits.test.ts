@@ -1,9 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Bus, DEFAULT_MESSAGE_LIMITS, PayloadTooLarge, startNatsServer, type NatsServer } from '../src/bus/index.ts';
+import { DEFAULT_MESSAGE_LIMITS, PayloadTooLarge } from '../src/bus/index.ts';
 import { createMethod, methodNames } from '../src/model/methods/index.ts';
 import { modelShape, methodShape } from '../src/plan/device-profile.ts';
 import { messageSizes, runMessageLimits } from '../src/plan/message-limits.ts';
@@ -11,32 +8,9 @@ import { encodeEnvelope, PROTOCOL_VERSION, WireTensor } from '../src/tensor/inde
 import { DeviceRegistry } from '../actors/coordinator/registry.ts';
 import { systemClock } from '../src/runtime/clock.ts';
 import { tinyBackbone } from './methods-fixture.ts';
+import { serverForFile, until } from './fixtures/bus.ts';
 
-let server: NatsServer, dir: string;
-const buses: Bus[] = [];
-const connect = async (name: string) => {
-  const b = await Bus.connect({ servers: server.url, name, run: 'r' });
-  buses.push(b);
-  return b;
-};
-
-test.before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'charon-sec-limits-'));
-  server = await startNatsServer({ runDir: dir, jetstream: false });
-});
-test.after(async () => {
-  for (const b of buses) await b.close();
-  await server.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const { connect } = serverForFile('charon-sec-limits-', 'r');
 
 test("limits: every method's real trainable state, as the bus carries it, fits the run's derived limit", async () => {
   const backbone = await tinyBackbone();

@@ -1,39 +1,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Bus, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { BusStageLinks } from '../src/engine/index.ts';
 import { PROTOCOL_VERSION, encodeEnvelope } from '../src/tensor/index.ts';
+import { serverForFile, until } from './fixtures/bus.ts';
 
-let server: NatsServer, dir: string;
-const buses: Bus[] = [];
-const connect = async (name: string, run = 'r') => {
-  const b = await Bus.connect({ servers: server.url, name, run });
-  buses.push(b);
-  return b;
-};
+const nats = serverForFile('charon-sec-links-', 'r');
+const connect = (name: string, run = 'r') => nats.connect(name, { run });
 const widths = { b: 4, a: 2 };
-
-test.before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'charon-sec-links-'));
-  server = await startNatsServer({ runDir: dir, jetstream: false });
-});
-test.after(async () => {
-  for (const b of buses) await b.close();
-  await server.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 test('wrong place, wrong time: NaN/Inf, an old step, another run and garbage are refused and counted; the next good row arrives', async () => {
   const s0 = await connect('s0'),

@@ -7,6 +7,7 @@
  * options' `help` lines. Values are read back with `str`, `num`, `flag` and `requireStr`, so a
  * command's checks stay in one place whatever parses the line.
  */
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 
 export class CliError extends Error {
@@ -135,4 +136,30 @@ export function num(args: ParsedArgs, name: string, fallback: number, opts: { in
 
 export function flag(args: ParsedArgs, name: string): boolean {
   return args.values[name] === true;
+}
+
+/** The command's one positional argument, `name` in its usage (e.g. TOPOLOGY). */
+export function onePositional(args: ParsedArgs, name: string): string {
+  const [value, ...extra] = args.positionals;
+  if (!value) throw new CliError(`missing ${name} (see --help)`);
+  if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
+  return value;
+}
+
+/**
+ * Runs a script's `run` on this process's arguments when `moduleUrl` (its `import.meta.url`) is
+ * the script node started, not one imported: an error ends it as one line `name: message` on
+ * stderr, with the CliError's exit code (1 for any other error).
+ */
+export function runAsScript(moduleUrl: string, name: string, run: (argv: string[]) => Promise<number>): void {
+  if (process.argv[1] !== fileURLToPath(moduleUrl)) return;
+  run(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: Error) => {
+      process.stderr.write(`${name}: ${err.message}\n`);
+      process.exitCode = err instanceof CliError ? err.exitCode : 1;
+    },
+  );
 }

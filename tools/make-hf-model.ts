@@ -5,11 +5,10 @@
  *   node --import tsx tools/make-hf-model.ts --preset w1 --out DIR [--seed 0] [--dtype F32|F16|BF16]
  *        [--shards N] [--bare-names] [--json]
  */
-import { fileURLToPath } from 'node:url';
 import { fullRange } from '../src/model/backbone.ts';
 import { writeHfModel } from '../src/model/export.ts';
 import { isPresetName, presetWeights, presets } from '../src/model/presets.ts';
-import { CliError, flag, num, parseCommandArgs, requireStr, str } from './args.ts';
+import { CliError, flag, num, parseCommandArgs, requireStr, runAsScript, str } from './args.ts';
 
 const usage = `usage: node --import tsx tools/make-hf-model.ts --preset NAME --out DIR [--seed 0] [--dtype F32|F16|BF16] [--shards 1] [--bare-names] [--json]
   presets: ${Object.keys(presets).join(', ')}`;
@@ -45,14 +44,4 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: Error) => {
-      process.stderr.write(`make-hf-model: ${err.message}\n`);
-      process.exitCode = err instanceof CliError ? err.exitCode : 1;
-    },
-  );
-}
+runAsScript(import.meta.url, 'make-hf-model', run);

@@ -13,7 +13,6 @@
 import type * as tf from '@tensorflow/tfjs';
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TransformerBackbone, fullRange } from '../src/model/backbone.ts';
 import { countPieces, tokenizerConfigJson, tokenizerJson, trainBpe } from '../src/model/bpe.ts';
 import { initBackend } from '../src/model/backend.ts';
@@ -26,7 +25,7 @@ import type { WeightData } from '../src/model/weights.ts';
 import type { Dataset, Sample } from '../src/train/data.ts';
 import { createRng, permutation } from '../src/train/rng.ts';
 import { Trainer, evaluate } from '../src/train/trainer.ts';
-import { CliError, flag, num, parseCommandArgs, requireStr, str } from './args.ts';
+import { CliError, flag, num, parseCommandArgs, requireStr, runAsScript, str } from './args.ts';
 import { seededSplit, sotuDocuments } from './corpora.ts';
 
 const usage = `usage: node --import tsx tools/pretrain.ts --out DIR [options]
@@ -262,14 +261,4 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  run(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: Error) => {
-      process.stderr.write(`pretrain: ${err.message}\n`);
-      process.exitCode = err instanceof CliError ? err.exitCode : 1;
-    },
-  );
-}
+runAsScript(import.meta.url, 'pretrain', run);

@@ -22,7 +22,8 @@ import { ensureClientCertificate, ensureRunCertificates, namesFor, type ClientTl
 import { RunEvents } from '../../src/runtime/events.ts';
 import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../src/runtime/supervisor.ts';
 import { startCoordinator, type Coordinator } from './actor.ts';
-import { topologyMessageLimits, topologyProbe } from '../../src/train/run-spec.ts';
+import { runJoinTerms, specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
+import type { JoinTerms } from './registry.ts';
 import { superviseCoordinator, type CoordinatorProcess, type CoordinatorProcessOptions } from './coordinator-process.ts';
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
@@ -45,6 +46,8 @@ export interface LaunchOptions {
    * devices up for its successor. Without it, the coordinator lives here and only registers devices.
    */
   coordinatorProcess?: CoordinatorProcessOptions;
+  /** The topology's run spec, when the caller has it already (deriving it tokenises text data). */
+  spec?: RunSpec;
 }
 
 /** What `body` gets: everything that is up. */
@@ -132,18 +135,12 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
           ...listen,
         });
     const natsUrl = opts.nats ?? server!.url;
-    const limits = topologyMessageLimits(topology);
+    const terms = runJoinTerms(topology, opts.spec ?? specFromTopology(topology));
     bus = await Bus.connect({ servers: natsUrl, name: COORDINATOR, run: topology.run, seed: seedOf(COORDINATOR), tls });
-    bus.limitMessages(limits);
+    bus.limitMessages(terms.limits);
     bus.subscribe(bus.subjects.eventsAll(), (env) => opts.onEvent(env.body as Record<string, unknown>), { kinds: ['event', 'rejected'] });
     const events = new RunEvents(bus, 'launch');
-    if (!opts.coordinatorProcess)
-      coordinator = startCoordinator({
-        bus,
-        expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
-        admit: admission(topology),
-        joinTerms: { limits, probe: topologyProbe(topology) },
-      });
+    if (!opts.coordinatorProcess) coordinator = startRunCoordinator(bus, topology, terms);
     events.emit('LAUNCHED', {
       run: topology.run,
       nats: natsUrl,
@@ -242,6 +239,16 @@ export function admission(topology: Topology): (hello: { device: string }) => st
       ? null
       : `device '${device}' is not listed in the topology of run '${topology.run}' (listed: ${[...listed].join(', ')}; ` +
         'a topology with "elastic: { allowUnlisted: true }" lets unlisted devices join)';
+}
+
+/** The coordinator of `topology`'s run: waits for its required devices, admits its listed ones, tells each `terms` at join. */
+export function startRunCoordinator(bus: Bus, topology: Topology, terms: JoinTerms): Coordinator {
+  return startCoordinator({
+    bus,
+    expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
+    admit: admission(topology),
+    joinTerms: terms,
+  });
 }
 
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */

@@ -9,137 +9,46 @@
  */
 import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import {
-  decodeEnvelope,
   encodeEnvelopeMessage,
   formatChunkHeader,
-  parseChunkHeader,
   splitSegments,
   type EncodedMessage,
-  MAX_MESSAGE_BYTES,
   MAX_NAME_CHARS,
   PROTOCOL_VERSION,
-  Reassembler,
   REJECT_REASONS,
   MessageRejected,
   type Envelope,
   type RejectReason,
 } from '../tensor/index.ts';
-import { BusFailure, ConnectFailed, ConnectionClosed, NoResponders, PayloadTooLarge, BusTimeout } from './errors.ts';
+import { BusFailure, ConnectFailed, ConnectionClosed, fromNatsError, PayloadTooLarge } from './errors.ts';
+import { type Listener, Listeners } from './listeners.ts';
 import { subjects, type Subjects } from './subjects.ts';
-import { CHAOS_ENV, FaultLayer, parseFaultRule, type FaultReport } from './faults.ts';
+import { CHAOS_ENV, type FaultLayer } from './faults.ts';
+import { listenForFaults } from './fault-rules.ts';
+import { CHUNK_HEADER, Intake } from './intake.ts';
+import { PendingRequests } from './requests.ts';
 import { RecentIds } from './recent.ts';
 import { seedAuthenticator } from './keys.ts';
+import type {
+  BusEvents,
+  BusMsg,
+  BusOptions,
+  BusSubscription,
+  Handler,
+  MessageLimits,
+  Meta,
+  RejectedReport,
+  SubscribeOptions,
+} from './types.ts';
 
-export const CHUNK_HEADER = 'Charon-Chunk';
 /** Room left in a chunk message for its NATS header block. */
 const HEADER_ROOM = 1024;
-
-export interface BusOptions {
-  /** NATS server URL(s), e.g. 'nats://127.0.0.1:4222' */ servers: string | string[];
-  /** this process's name: the envelope sender and the NATS connection name */ name: string;
-  /**
-   * The identity this connection speaks for in subjects (`charon.<run>.from.<identity>.`): a
-   * device name (shared by a device's connections), `coordinator`, an observer. Default: `name`.
-   */
-  identity?: string;
-  run: string;
-  /**
-   * The NATS user seed (nkey) this connection signs the server's challenge with, when the server
-   * requires credentials (src/security/credentials.ts `readSeed` reads one from its 0600 file).
-   */
-  seed?: string;
-  /**
-   * Speak TLS and verify the server against this CA (the run's `tls/ca.pem`, src/security/certs.ts)
-   * rather than the system's; a server it did not sign is refused. With `certFile`/`keyFile`, also
-   * present this client certificate (a server with mutual TLS requires one).
-   */
-  tls?: { caFile: string; certFile?: string; keyFile?: string };
-  /** deadline for the first connection; default 5000 ms */ timeoutMs?: number;
-  /** reconnect forever after a drop (default) or give up after this many attempts */ maxReconnectAttempts?: number;
-  reconnectWaitMs?: number;
-  /** budget and timeout for partial chunked transfers; largest whole message accepted */
-  reassembly?: { maxBytes?: number; timeoutMs?: number; maxMessageBytes?: number };
-  /** Install the fault layer steered over the run's chaos subject; default: `CHARON_CHAOS=1` in the environment. */
-  chaos?: boolean;
-}
-
-/** What a connection accepts: see `Bus.limitMessages`. */
-export interface MessageLimits {
-  maxMessageBytes: number;
-  reassemblyBytes: number;
-}
-
-/** What a connection accepts when nobody says otherwise. */
-export const DEFAULT_MESSAGE_LIMITS: MessageLimits = { maxMessageBytes: MAX_MESSAGE_BYTES, reassemblyBytes: 512 * 1024 * 1024 };
-
-export interface Meta {
-  gen?: number;
-  step?: number;
-  mb?: number;
-}
-
-/** A received message, as handlers see it. */
-export interface BusMsg {
-  subject: string;
-  /** the identity that sent it, read from the subject (`from.<sender>.`); what the server's permissions prove */
-  sender?: string;
-  reply?: string;
-  bytes: number;
-}
-
-export type Handler<B> = (env: Envelope<B>, msg: BusMsg) => void | Promise<void>;
-
-export interface SubscribeOptions {
-  /** accepted kinds; others are rejected with reason 'kind' */ kinds?: readonly string[];
-  /**
-   * NATS queue group: each message goes to one member. NATS spreads the chunks of a message over
-   * max_payload across members, so such messages cannot reach a queue group (their partial
-   * transfers time out and are counted in `reassembly.dropped`).
-   */
-  queue?: string;
-}
-
-export interface BusSubscription {
-  readonly subject: string;
-  /** envelopes handed to the handler so far */ readonly delivered: number;
-  unsubscribe(): void;
-}
-
-export interface RejectedReport {
-  subject: string;
-  reason: RejectReason;
-  message: string;
-}
-
-export interface BusEvents {
-  disconnect: { server: string };
-  reconnect: { server: string };
-  closed: { error?: Error };
-  rejected: RejectedReport;
-  /** a handler threw or rejected; the bus keeps delivering */
-  error: { subject: string; error: unknown };
-  /** the server refused a publish or subscription of this connection (its permissions) */
-  denied: { operation: 'publish' | 'subscription'; subject: string };
-}
-
-type Listener<K extends keyof BusEvents> = (detail: BusEvents[K]) => void;
-
-interface Pending {
-  resolve(env: Envelope): void;
-  reject(err: Error): void;
-  timer: NodeJS.Timeout;
-  subject: string;
-  kinds?: readonly string[];
-  detach?: () => void;
-}
 
 export class Bus {
   readonly subjects: Subjects;
   private readonly counts = Object.fromEntries(REJECT_REASONS.map((r) => [r, 0])) as Record<RejectReason, number>;
-  private readonly listeners = new Map<keyof BusEvents, Set<(d: never) => void>>();
-  private readonly reassembler: Reassembler;
-  private maxMessageBytes: number;
-  private readonly sweeper: NodeJS.Timeout;
+  private readonly listeners = new Listeners<BusEvents>();
+  private readonly intake: Intake;
   private msgCounter = 0;
   /**
    * Makes envelope ids unique across connections of the same name: a restarted device process
@@ -148,7 +57,7 @@ export class Bus {
   private readonly idPrefix: string;
   private subCounter = 0;
   private inbox?: { prefix: string; sub: Subscription };
-  private readonly pending = new Map<string, Pending>();
+  private readonly requests = new PendingRequests();
   private connected = true;
   private readonly faults?: FaultLayer;
 
@@ -160,21 +69,13 @@ export class Bus {
   ) {
     this.subjects = subjects(run, opts.identity ?? name);
     this.idPrefix = `${name.slice(0, 200)}-${Date.now().toString(36)}${Math.floor(Math.random() * 36 ** 4).toString(36)}`;
-    this.maxMessageBytes = opts.reassembly?.maxMessageBytes ?? MAX_MESSAGE_BYTES;
-    const timeoutMs = opts.reassembly?.timeoutMs ?? 30_000;
-    this.reassembler = new Reassembler({
-      maxBytes: opts.reassembly?.maxBytes ?? DEFAULT_MESSAGE_LIMITS.reassemblyBytes,
-      timeoutMs,
-      maxMessageBytes: this.maxMessageBytes,
-    });
-    this.sweeper = setInterval(() => this.reassembler.sweep(), Math.max(100, timeoutMs / 2));
-    this.sweeper.unref();
+    this.intake = new Intake(run, opts.reassembly);
     if (opts.chaos ?? process.env[CHAOS_ENV] === '1') this.faults = this.listenForFaults();
     void this.watchStatus();
     void nc.closed().then((err) => {
-      clearInterval(this.sweeper);
-      for (const [token, p] of this.pending) this.settle(token, p).reject(new ConnectionClosed());
-      this.emit('closed', err ? { error: err } : {});
+      this.intake.close();
+      this.requests.failAll(() => new ConnectionClosed());
+      this.listeners.emit('closed', err ? { error: err } : {});
     });
   }
 
@@ -221,12 +122,7 @@ export class Bus {
   }
   /** Partial chunked transfers held now, and those dropped (timeout / memory cap). */
   get reassembly() {
-    return {
-      pendingBytes: this.reassembler.pendingBytes,
-      pendingTransfers: this.reassembler.pendingTransfers,
-      dropped: { ...this.reassembler.dropped },
-      ...this.reassembler.limits,
-    };
+    return this.intake.stats;
   }
 
   /**
@@ -235,10 +131,10 @@ export class Bus {
    * ('oversized') before anything is allocated for it.
    */
   limitMessages(limits: MessageLimits): void {
-    if (!(limits.maxMessageBytes > 0) || !(limits.reassemblyBytes > 0))
-      throw new RangeError(`message limits: both must be positive, got ${JSON.stringify(limits)}`);
-    this.maxMessageBytes = limits.maxMessageBytes;
-    this.reassembler.setLimits({ maxBytes: limits.reassemblyBytes, maxMessageBytes: limits.maxMessageBytes });
+    this.intake.limit(limits);
+  }
+  private get connState() {
+    return { closed: this.nc.isClosed(), maxPayload: this.maxPayload };
   }
   get isClosed(): boolean {
     return this.nc.isClosed();
@@ -249,11 +145,8 @@ export class Bus {
   }
 
   /** Adds a listener; returns its remover. */
-  on<K extends keyof BusEvents>(event: K, listener: Listener<K>): () => void {
-    let set = this.listeners.get(event);
-    if (!set) this.listeners.set(event, (set = new Set()));
-    set.add(listener as (d: never) => void);
-    return () => set!.delete(listener as (d: never) => void);
+  on<K extends keyof BusEvents>(event: K, listener: Listener<BusEvents, K>): () => void {
+    return this.listeners.on(event, listener);
   }
 
   /**
@@ -282,26 +175,11 @@ export class Bus {
     body: B,
     opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[]; signal?: AbortSignal },
   ): Promise<Envelope<R>> {
-    const { signal } = opts;
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
     const bytes = this.encode(kind, body, opts.meta ?? {});
     const inbox = this.requestInbox();
     const token = (this.subCounter++).toString(36);
-    return new Promise<Envelope<R>>((resolve, reject) => {
-      const timer = setTimeout(() => this.settle(token, p).reject(new BusTimeout(subject, opts.timeoutMs)), opts.timeoutMs);
-      const p: Pending = { resolve: resolve as (e: Envelope) => void, reject, timer, subject, kinds: opts.kinds };
-      if (signal) {
-        const onAbort = () => this.settle(token, p).reject(signal.reason);
-        signal.addEventListener('abort', onAbort, { once: true });
-        p.detach = () => signal.removeEventListener('abort', onAbort);
-      }
-      this.pending.set(token, p);
-      try {
-        this.send(subject, bytes, `${inbox}.${token}`);
-      } catch (err) {
-        this.settle(token, p).reject(err as Error);
-      }
-    });
+    return this.requests.open<R>(token, subject, opts, () => this.send(subject, bytes, `${inbox}.${token}`));
   }
 
   /**
@@ -332,9 +210,9 @@ export class Bus {
       try {
         const r = handler(env as Envelope<B>, info);
         if (r && typeof (r as Promise<void>).catch === 'function')
-          (r as Promise<void>).catch((error: unknown) => this.emit('error', { subject: m.subject, error }));
+          (r as Promise<void>).catch((error: unknown) => this.listeners.emit('error', { subject: m.subject, error }));
       } catch (error) {
-        this.emit('error', { subject: m.subject, error });
+        this.listeners.emit('error', { subject: m.subject, error });
       }
     });
     return {
@@ -386,7 +264,7 @@ export class Bus {
    * closed outright.
    */
   async close(): Promise<void> {
-    clearInterval(this.sweeper);
+    this.intake.close();
     this.faults?.close();
     if (this.nc.isClosed()) return;
     if (this.connected) await this.nc.drain().catch(() => {});
@@ -409,7 +287,8 @@ export class Bus {
   }
 
   private send(subject: string, msg: EncodedMessage, reply: string | undefined): void {
-    if (msg.length > this.maxMessageBytes) throw new PayloadTooLarge(subject, msg.length, this.maxMessageBytes);
+    const max = this.intake.maxMessageBytes;
+    if (msg.length > max) throw new PayloadTooLarge(subject, msg.length, max);
     if (msg.length <= this.maxPayload) {
       this.natsPublish(subject, msg.bytes(), { reply });
       return;
@@ -425,19 +304,19 @@ export class Bus {
   /** Turns a NATS message into a validated envelope, or null (partial chunk, or rejected and counted). */
   private ingest(key: string, m: Msg, kinds: readonly string[] | undefined): Envelope | null {
     try {
-      let bytes: Uint8Array | null = m.data;
-      const chunkHeader = m.headers?.get(CHUNK_HEADER);
-      if (chunkHeader) {
-        const h = parseChunkHeader(chunkHeader);
-        bytes = this.reassembler.add(`${key}/${h.transfer}`, h, m.data);
-        if (!bytes) return null;
-      }
-      return decodeEnvelope(bytes, { run: this.run, kinds, maxBytes: this.maxMessageBytes });
-    } catch (err) {
-      const rejected =
-        err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
-      this.reject(m.subject, rejected);
+      return this.decode(key, m, kinds);
+    } catch {
       return null;
+    }
+  }
+
+  /** As `Intake.decode`; a rejection is counted and reported before it is thrown. */
+  private decode(key: string, m: Msg, kinds: readonly string[] | undefined): Envelope | null {
+    try {
+      return this.intake.decode(key, m, kinds);
+    } catch (err) {
+      this.reject(m.subject, err as MessageRejected);
+      throw err;
     }
   }
 
@@ -449,7 +328,7 @@ export class Bus {
   reject(subject: string, err: MessageRejected): void {
     this.counts[err.reason]++;
     const report: RejectedReport = { subject, reason: err.reason, message: err.message };
-    this.emit('rejected', report);
+    this.listeners.emit('rejected', report);
     const events = this.subjects.events();
     if (subject !== events && !this.nc.isClosed()) {
       try {
@@ -465,46 +344,17 @@ export class Bus {
     const prefix = createInbox(this.subjects.inbox());
     const sub = this.natsSubscribe(`${prefix}.*`, undefined, (m) => {
       const token = m.subject.slice(prefix.length + 1);
-      const p = this.pending.get(token);
-      if (!p) return;
-      if (m.headers?.code === 503) {
-        this.settle(token, p).reject(new NoResponders(p.subject));
-        return;
-      }
-      const chunkKey = `r${token}`;
-      try {
-        let bytes: Uint8Array | null = m.data;
-        const ch = m.headers?.get(CHUNK_HEADER);
-        if (ch) {
-          const h = parseChunkHeader(ch);
-          bytes = this.reassembler.add(`${chunkKey}/${h.transfer}`, h, m.data);
-          if (!bytes) return;
-        }
-        const env = decodeEnvelope(bytes, { run: this.run, kinds: p.kinds, maxBytes: this.maxMessageBytes });
-        this.settle(token, p).resolve(env);
-      } catch (err) {
-        const rejected =
-          err instanceof MessageRejected ? err : new MessageRejected('malformed', String((err as Error).message), { cause: err });
-        this.reject(m.subject, rejected);
-        this.settle(token, p).reject(rejected);
-      }
+      this.requests.answer(token, m, (kinds) => this.decode(`r${token}`, m, kinds));
     });
     this.inbox = { prefix, sub };
     return prefix;
-  }
-
-  private settle(token: string, p: Pending): Pending {
-    clearTimeout(p.timer);
-    p.detach?.();
-    this.pending.delete(token);
-    return p;
   }
 
   private natsPublish(subject: string, bytes: Uint8Array, opts: { reply?: string; headers?: MsgHdrs }): void {
     try {
       this.nc.publish(subject, bytes, opts.reply || opts.headers ? { reply: opts.reply, headers: opts.headers } : undefined);
     } catch (err) {
-      throw this.translate(err, subject, bytes.length);
+      throw fromNatsError(err, subject, bytes.length, this.connState);
     }
   }
 
@@ -524,60 +374,40 @@ export class Bus {
         },
       });
     } catch (err) {
-      throw this.translate(err, subject, 0);
+      throw fromNatsError(err, subject, 0, this.connState);
     }
   }
 
-  private translate(err: unknown, subject: string, bytes: number): Error {
-    const code = (err as { code?: string }).code;
-    if (code === 'CONNECTION_CLOSED' || code === 'CONNECTION_DRAINING' || this.nc.isClosed())
-      return new ConnectionClosed(undefined, { cause: err });
-    if (code === 'MAX_PAYLOAD_EXCEEDED') return new PayloadTooLarge(subject, bytes, this.maxPayload);
-    return new BusFailure(`${subject}: ${(err as Error).message}`, false, { cause: err });
-  }
-
-  /** The fault layer of a chaos-mode process: rules arrive on the chaos subject, reports leave on it. */
   private listenForFaults(): FaultLayer {
-    const subject = this.subjects.chaos('rule');
-    const layer = new FaultLayer(this.name, this.subjects.prefix, (r: FaultReport) => {
-      if (!this.nc.isClosed()) this.publish(this.subjects.chaos('report'), 'chaos-report', r);
-    });
-    const key = `s${this.subCounter++}`;
-    // Past the layer itself: a rule on '>' must not drop the rules that follow it.
-    this.natsSubscribe(
-      subject,
-      undefined,
-      (m) => {
-        const env = this.ingest(key, m, ['chaos-rule']);
-        if (!env) return;
-        const rule = parseFaultRule(env.body);
-        if (typeof rule === 'string') this.reject(m.subject, new MessageRejected('body', `chaos-rule from ${env.from}: ${rule}`));
-        else layer.arm(rule);
+    return listenForFaults(this.name, this.subjects, {
+      report: (subject, r) => {
+        if (!this.nc.isClosed()) this.publish(subject, 'chaos-report', r);
       },
-      null,
-    );
-    return layer;
+      receive: (subject, kinds, handle) => {
+        const key = `s${this.subCounter++}`;
+        this.natsSubscribe(
+          subject,
+          undefined,
+          (m) => {
+            const env = this.ingest(key, m, kinds);
+            if (env) handle(env, m.subject);
+          },
+          null,
+        );
+      },
+      refuse: (subject, err) => this.reject(subject, err),
+    });
   }
 
   private async watchStatus(): Promise<void> {
     for await (const s of this.nc.status()) {
       if (s.type === 'disconnect' || s.type === 'reconnect') {
         this.connected = s.type === 'reconnect';
-        this.emit(s.type, { server: String(s.data) });
+        this.listeners.emit(s.type, { server: String(s.data) });
       }
       const denied = (s as { permissionContext?: { operation: string; subject: string } }).permissionContext;
       if (s.type === 'error' && denied)
-        this.emit('denied', { operation: denied.operation === 'publish' ? 'publish' : 'subscription', subject: denied.subject });
-    }
-  }
-
-  private emit<K extends keyof BusEvents>(event: K, detail: BusEvents[K]): void {
-    for (const l of this.listeners.get(event) ?? []) {
-      try {
-        (l as Listener<K>)(detail);
-      } catch {
-        /* a listener's failure is its own */
-      }
+        this.listeners.emit('denied', { operation: denied.operation === 'publish' ? 'publish' : 'subscription', subject: denied.subject });
     }
   }
 }

@@ -78,3 +78,11 @@ export class BusFailure extends BusError {
     super(message, options);
   }
 }
+
+/** The bus error for what nats.js threw at a publish or subscribe on `subject` (`bytes`: what was sent). */
+export function fromNatsError(err: unknown, subject: string, bytes: number, conn: { closed: boolean; maxPayload: number }): Error {
+  const code = (err as { code?: string }).code;
+  if (code === 'CONNECTION_CLOSED' || code === 'CONNECTION_DRAINING' || conn.closed) return new ConnectionClosed(undefined, { cause: err });
+  if (code === 'MAX_PAYLOAD_EXCEEDED') return new PayloadTooLarge(subject, bytes, conn.maxPayload);
+  return new BusFailure(`${subject}: ${(err as Error).message}`, false, { cause: err });
+}

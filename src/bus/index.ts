@@ -1,7 +1,7 @@
 /** The bus: NATS connection, subjects, typed errors, nats-server launcher. The only module importing nats. */
+export { Bus } from './connection.ts';
+export { CHUNK_HEADER } from './intake.ts';
 export {
-  Bus,
-  CHUNK_HEADER,
   type BusOptions,
   type Meta,
   type MessageLimits,
@@ -12,7 +12,7 @@ export {
   type BusSubscription,
   type BusEvents,
   type RejectedReport,
-} from './connection.ts';
+} from './types.ts';
 export {
   CHAOS_ENV,
   MESSAGE_FAULTS,
@@ -40,6 +40,7 @@ export {
   freePort,
   NatsServerError,
   reloadAuthorization,
+  processAlive,
   DEFAULT_MAX_PAYLOAD,
   NATS_SERVER_MISSING,
   type NatsServer,

@@ -198,7 +198,7 @@ function isNatsServer(pid: number): boolean {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]!.endsWith('nats-server');
   } catch {
-    return alive(pid);
+    return processAlive(pid);
   }
 }
 
@@ -239,7 +239,7 @@ function greets(host: string, port: number): Promise<boolean> {
 
 async function waitGone(pid: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (alive(pid)) {
+  while (processAlive(pid)) {
     if (Date.now() > deadline) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -252,7 +252,8 @@ async function waitGone(pid: number, timeoutMs: number): Promise<void> {
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` still exists (one that is gone, or never was, is not). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

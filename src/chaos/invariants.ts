@@ -6,6 +6,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { processAlive } from '../bus/index.ts';
 import { loadCheckpoint } from '../train/checkpoint.ts';
 import type { FiredFault, LaunchRecord, RunEventLine } from './runner.ts';
 
@@ -79,14 +80,7 @@ export function sameWeights(runDir: string, referenceDir: string, tolerance = 1e
 
 /** No process of the run alive, no connection left on the server, nothing left in the run's TMPDIR. */
 export function nothingLeft(pids: number[], connections: { name: string; subscriptions: number }[], tmpDirs: string[]): Invariant {
-  const alive = pids.filter((pid) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  const alive = pids.filter(processAlive);
   // tsx-<uid> is the TypeScript loader's compile cache, kept on purpose between runs.
   const files = tmpDirs.flatMap((d) =>
     existsSync(d)

@@ -19,6 +19,7 @@ import type { ClassificationHead } from '../model/methods/heads.ts';
 import { stageLoss } from './stage-loss.ts';
 import { leanVariableGrads } from '../train/grads.ts';
 import {
+  InFlight,
   Trainable,
   type LossOutcome,
   type LossRows,
@@ -42,7 +43,7 @@ export class BackpropCompute extends Trainable implements RankCompute {
   readonly width: { d: number; r: number; g: number };
   readonly tied: TiedWeight | null;
   layerCalls = 0;
-  private readonly kept = new Map<number, Kept>();
+  private readonly kept = new InFlight<Kept>();
 
   private readonly params: Map<string, tf.Variable>;
 
@@ -90,7 +91,7 @@ export class BackpropCompute extends Trainable implements RankCompute {
     } else {
       throw new Error(`stage compute: method ${this.method.name} has no activation cache`);
     }
-    this.kept.set(mb, { input: x, rows });
+    this.kept.keep(mb, { input: x, rows });
     if (this.last) return { b: none, a: none, computed: new Map() };
     const out = withoutTape(() => tf.tidy(() => this.run(x)));
     const b = out.dataSync() as Float32Array;
@@ -100,7 +101,7 @@ export class BackpropCompute extends Trainable implements RankCompute {
 
   lossBackward(mb: number, rows: LossRows, stepTargets: number): LossOutcome {
     if (!this.last) throw new Error('stage compute: only the last stage computes the loss');
-    const k = this.take(mb);
+    const k = this.kept.take(mb);
     const out: { correct?: number } = {};
     const res = this.backward(k, (x) =>
       stageLoss(this.backbone, this.head, this.backbone.finalNorm(this.run(x)), rows, k.rows, this.seqLen, stepTargets, out),
@@ -109,20 +110,13 @@ export class BackpropCompute extends Trainable implements RankCompute {
   }
 
   backwardFrom(mb: number, gradOut: Float32Array): Float32Array | null {
-    const k = this.take(mb);
+    const k = this.kept.take(mb);
     const g = tf.tensor2d(gradOut, [k.rows * this.seqLen, this.width.d]);
     try {
       return this.backward(k, (x) => tf.sum(tf.mul(this.run(x), g)) as tf.Scalar).gradIn;
     } finally {
       g.dispose();
     }
-  }
-
-  private take(mb: number): Kept {
-    const k = this.kept.get(mb);
-    if (!k) throw new Error(`stage compute: micro-batch ${mb} has no forward in flight`);
-    this.kept.delete(mb);
-    return k;
   }
 
   /** Runs `f` on the kept input under a tape: the parameters' gradients accumulate, dL/d(input) is returned (null on a first stage). */
@@ -145,7 +139,6 @@ export class BackpropCompute extends Trainable implements RankCompute {
 
   clear(): void {
     this.clearGrads();
-    for (const k of this.kept.values()) k.input.dispose();
-    this.kept.clear();
+    for (const k of this.kept.drain()) k.input.dispose();
   }
 }

@@ -13,6 +13,7 @@ export * from './runner.ts';
 export * from './routing.ts';
 export * from './allreduce.ts';
 export * from './links.ts';
+export * from './ring.ts';
 export * from './side-state.ts';
 export * from './local-run.ts';
 export * from './stage-setup.ts';

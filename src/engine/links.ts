@@ -12,6 +12,8 @@
 import { MessageRejected, type Bus, type BusMsg, type BusSubscription } from '../bus/index.ts';
 import { WireTensor, type Envelope } from '../tensor/index.ts';
 import { Mailbox, ringKey, type RingTag, type RingTransport } from './allreduce.ts';
+import { allFinite, expectedPeer, sameGeneration } from './peer-checks.ts';
+import { BusRing, unthrottled, type Throttle } from './ring.ts';
 import type { BwdMsg, FwdMsg, StageLinks } from './runner.ts';
 
 const key = (step: number, mb: number, from: number) => `${step}/${mb}/${from}`;
@@ -64,158 +66,11 @@ interface BwdBody {
   ids: number[];
   g: WireTensor<'float32'>;
 }
-interface GradBody {
-  from: number;
-  to: number;
-  phase: RingTag['phase'];
-  round: number;
-  chunk: number;
-  data: WireTensor<'float32'>;
-}
-
 /** Widths a receiver checks rows against: values per row of b (T*d), of a (T*r) and of g (default: a's; T*d for methods that backpropagate through the backbone). */
 export interface RowWidths {
   b: number;
   a: number;
   g?: number;
-}
-
-/**
- * Whether `msg` was sent by `device`, the one the plan expects for the rank the body claims (the
- * subject names the sender, and the server's permissions prove it); if not, the bus counts and
- * reports it as rejected.
- */
-function expectedPeer(bus: Bus, msg: BusMsg, env: Envelope<unknown>, device: string | undefined, role: string): boolean {
-  if (device !== undefined && msg.sender === device) return true;
-  bus.reject(
-    msg.subject,
-    new MessageRejected('peer', `${env.kind} from '${msg.sender ?? '?'}' claims ${role}, which the plan gives to '${device ?? 'nobody'}'`),
-  );
-  return false;
-}
-
-/** Whether `tensors` hold only finite values; if not, the bus counts and reports the message as rejected. */
-function allFinite(bus: Bus, msg: BusMsg, env: Envelope<unknown>, tensors: Float32Array[]): boolean {
-  for (const t of tensors)
-    for (let i = 0; i < t.length; i++)
-      if (!Number.isFinite(t[i]!)) {
-        bus.reject(
-          msg.subject,
-          new MessageRejected('nonfinite', `${env.kind} from '${msg.sender ?? env.from}' (step ${env.step}) holds ${t[i]} at value ${i}`),
-        );
-        return false;
-      }
-  return true;
-}
-
-/** Sends `bytes` through a device's simulated link (bandwidth knob); default: at once. */
-export type Throttle = (bytes: number, send: () => void) => void;
-const immediate: Throttle = (_bytes, send) => send();
-
-/** Whether `env` belongs to plan generation `gen`; if not, the bus counts and reports it as rejected. */
-function sameGeneration(bus: Bus, msg: BusMsg, env: Envelope<unknown>, gen: number): boolean {
-  if (env.gen === gen) return true;
-  bus.reject(
-    msg.subject,
-    new MessageRejected(
-      'generation',
-      `${env.kind} of generation ${env.gen} from ${env.from} (step ${env.step}), expected generation ${gen}`,
-    ),
-  );
-  return false;
-}
-
-/**
- * One rank's all-reduce rings over grad.<group>.<step>, with `size` ranks. It subscribes to a
- * step's subject one step ahead (when the ring of the step before is taken), so that no chunk can
- * arrive before its subscription; older steps are unsubscribed.
- */
-export class BusRing {
-  private readonly grad = new Mailbox<Float32Array>();
-  private readonly subs = new Map<number, BusSubscription>();
-  bytesSent = 0;
-
-  constructor(
-    private readonly bus: Bus,
-    private readonly o: {
-      group: string;
-      rank: number;
-      /** the device of each rank of the ring: where chunks go, and the only senders accepted */
-      members: readonly string[];
-      generation: number;
-      firstStep: number;
-      throttle?: Throttle;
-      onDrop?(reason: string): void;
-    },
-  ) {
-    this.arm(o.firstStep);
-  }
-
-  private arm(step: number): void {
-    if (this.o.members.length < 2 || this.subs.has(step)) return;
-    this.subs.set(
-      step,
-      this.bus.subscribe<GradBody>(
-        this.bus.subjects.gradIn(this.o.group, step),
-        (env, msg) => {
-          const b = env.body;
-          if (b?.to !== this.o.rank) return;
-          if (!sameGeneration(this.bus, msg, env, this.o.generation)) {
-            this.o.onDrop?.('generation');
-            return;
-          }
-          if (!(b.data instanceof WireTensor) || b.data.dtype !== 'float32' || !Number.isInteger(b.from)) {
-            this.o.onDrop?.('grad');
-            return;
-          }
-          if (!expectedPeer(this.bus, msg, env, this.o.members[b.from], `rank ${b.from} of ring ${this.o.group}`)) {
-            this.o.onDrop?.('peer');
-            return;
-          }
-          if (!allFinite(this.bus, msg, env, [b.data.data as Float32Array])) {
-            this.o.onDrop?.('nonfinite');
-            return;
-          }
-          this.grad.put(`${env.step}/${ringKey(b.from, { phase: b.phase, round: b.round, chunk: b.chunk })}`, b.data.data);
-        },
-        { kinds: ['grad'] },
-      ),
-    );
-  }
-
-  /** The ring of `step`. */
-  ring(step: number): RingTransport {
-    this.arm(step);
-    this.arm(step + 1);
-    for (const [s, sub] of this.subs)
-      if (s < step) {
-        sub.unsubscribe();
-        this.subs.delete(s);
-      }
-    const subject = (to: number) => this.bus.subjects.grad(this.o.members[to]!, this.o.group, step);
-    const throttle = this.o.throttle ?? immediate;
-    return {
-      send: (to, tag, data) => {
-        const body: GradBody = {
-          from: this.o.rank,
-          to,
-          phase: tag.phase,
-          round: tag.round,
-          chunk: tag.chunk,
-          data: new WireTensor('float32', [data.length], data),
-        };
-        this.bytesSent += data.byteLength;
-        throttle(data.byteLength, () => this.bus.publish(subject(to), 'grad', body, { gen: this.o.generation, step, mb: 0 }));
-      },
-      receive: (from, tag) => this.grad.take(`${step}/${ringKey(from, tag)}`),
-    };
-  }
-
-  close(): void {
-    for (const s of this.subs.values()) s.unsubscribe();
-    this.subs.clear();
-    this.grad.close(new Error('all-reduce ring closed'));
-  }
 }
 
 /**
@@ -367,7 +222,7 @@ export class BusStageLinks implements StageLinks {
 
   private send(subject: string, kind: string, body: unknown, step: number, mb: number, bytes: number): void {
     this.sentRows += bytes;
-    (this.o.throttle ?? immediate)(bytes, () => this.bus.publish(subject, kind, body, { gen: this.o.generation, step, mb }));
+    (this.o.throttle ?? unthrottled)(bytes, () => this.bus.publish(subject, kind, body, { gen: this.o.generation, step, mb }));
   }
 
   sendFwd(step: number, mb: number, to: number, msg: FwdMsg): void {

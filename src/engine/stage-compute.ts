@@ -20,7 +20,15 @@ import type { SideNetwork } from '../model/methods/side-network.ts';
 import type { ClassificationHead } from '../model/methods/heads.ts';
 import { stageLoss } from './stage-loss.ts';
 import { leanVariableGrads } from '../train/grads.ts';
-import { Trainable, type LossOutcome, type LossRows, type RankCompute, type StageForwardOutput, type StageInput } from './trainable.ts';
+import {
+  InFlight,
+  Trainable,
+  type LossOutcome,
+  type LossRows,
+  type RankCompute,
+  type StageForwardOutput,
+  type StageInput,
+} from './trainable.ts';
 
 export type { StageForwardOutput, StageInput } from './trainable.ts';
 
@@ -36,7 +44,7 @@ export class StageCompute extends Trainable implements RankCompute {
   readonly last: boolean;
   readonly width: { d: number; r: number; g: number };
   readonly tied = null;
-  private readonly kept = new Map<number, Kept>();
+  private readonly kept = new InFlight<Kept>();
   /** Backbone layer calls so far (cached epochs must leave this at 0). */
   layerCalls = 0;
 
@@ -99,7 +107,7 @@ export class StageCompute extends Trainable implements RankCompute {
       }
     }
     // Only what the side path reads is kept: b_0 (first stage), b_from..b_to and a_{from-1}.
-    this.kept.set(mb, { acts, aIn, rows });
+    this.kept.keep(mb, { acts, aIn, rows });
     if (this.last) return { b: new Float32Array(0), a: new Float32Array(0), computed };
     const aOut = tf.tidy(() => this.side.stageForward(Object.fromEntries(acts), aIn, T)); // a_to (rows*T, r)
     const out = { b: acts.get(to)!.dataSync() as Float32Array, a: aOut.dataSync() as Float32Array, computed };
@@ -117,7 +125,7 @@ export class StageCompute extends Trainable implements RankCompute {
    */
   lossBackward(mb: number, rows: LossRows, stepTargets: number): LossOutcome {
     if (!this.last) throw new Error('stage compute: only the last stage computes the loss');
-    const k = this.take(mb);
+    const k = this.kept.take(mb);
     const T = this.seqLen,
       bL = k.acts.get(this.backbone.config.nLayers)!;
     const out: { correct?: number } = {};
@@ -130,7 +138,7 @@ export class StageCompute extends Trainable implements RankCompute {
 
   /** Middle or first stage: backward of micro-batch `mb` given dL/da_to (rows*T*r). */
   backwardFrom(mb: number, gradOut: Float32Array): Float32Array | null {
-    const k = this.take(mb);
+    const k = this.kept.take(mb);
     const g = tf.tensor2d(gradOut, [k.rows * this.seqLen, this.width.r]);
     try {
       return this.backward(k, () => tf.sum(tf.mul(this.side.stageForward(Object.fromEntries(k.acts), k.aIn, this.seqLen), g)) as tf.Scalar)
@@ -138,13 +146,6 @@ export class StageCompute extends Trainable implements RankCompute {
     } finally {
       g.dispose();
     }
-  }
-
-  private take(mb: number): Kept {
-    const k = this.kept.get(mb);
-    if (!k) throw new Error(`stage compute: micro-batch ${mb} has no forward in flight`);
-    this.kept.delete(mb);
-    return k;
   }
 
   private backward(k: Kept, f: () => tf.Scalar): { loss: number; gradIn: Float32Array | null } {
@@ -172,11 +173,10 @@ export class StageCompute extends Trainable implements RankCompute {
   /** Drops accumulated gradients and every in-flight micro-batch (an aborted step). */
   clear(): void {
     this.clearGrads();
-    for (const k of this.kept.values()) {
+    for (const k of this.kept.drain()) {
       for (const t of k.acts.values()) t.dispose();
       k.aIn?.dispose();
     }
-    this.kept.clear();
   }
 }
 

@@ -149,3 +149,27 @@ export abstract class Trainable {
     }
   }
 }
+
+/** The micro-batches a stage has run forward and not yet backward, each with what its backward needs. */
+export class InFlight<K> {
+  private readonly kept = new Map<number, K>();
+
+  keep(mb: number, k: K): void {
+    this.kept.set(mb, k);
+  }
+
+  /** What micro-batch `mb`'s backward needs; it leaves the set. @throws Error when `mb` has no forward in flight. */
+  take(mb: number): K {
+    const k = this.kept.get(mb);
+    if (!k) throw new Error(`stage compute: micro-batch ${mb} has no forward in flight`);
+    this.kept.delete(mb);
+    return k;
+  }
+
+  /** Every micro-batch still in flight (an aborted step); the set is empty after. */
+  drain(): K[] {
+    const all = [...this.kept.values()];
+    this.kept.clear();
+    return all;
+  }
+}

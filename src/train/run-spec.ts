@@ -140,16 +140,6 @@ export function plannedMicroBatches(spec: RunSpec): number {
   return spec.microBatches;
 }
 
-/**
- * What every connection of a launched run accepts: the largest message any plan of the run can
- * send (src/plan/message-limits.ts), for the devices the topology lists.
- */
-export function topologyMessageLimits(t: Topology): MessageLimits {
-  const spec = specFromTopology(t);
-  const shape = modelShape(loadConfig(spec.model), spec.seqLen, spec.reduction, 'model', methodShape(spec.method, spec.methodOptions));
-  return runMessageLimits(shape, spec.batch, t.devices.length);
-}
-
 /** The engine's stage settings of a run (distributed runs start the side network at random). */
 export const stageSpec = (s: RunSpec): StageSpec => ({
   method: s.method ?? 'parallel',
@@ -163,11 +153,18 @@ export const stageSpec = (s: RunSpec): StageSpec => ({
 });
 
 /**
- * The work every device of a launched run times while profiling (src/engine/probe.ts): its
- * stages at the run's shapes, one row and half a batch (the planner fits fixed + per-row time).
+ * What the coordinator of a launched run of `t` tells every device that joins, derived from the
+ * run's `spec` (of `t`): the largest message any plan of the run can send, for the devices the
+ * topology lists (src/plan/message-limits.ts), which every connection of the run accepts; and the
+ * work each device times while profiling (src/engine/probe.ts): its stages at the run's shapes,
+ * one row and half a batch (the planner fits fixed + per-row time).
  */
-export function topologyProbe(t: Topology): ProbeRequest {
-  const spec = specFromTopology(t);
+export function runJoinTerms(t: Topology, spec: RunSpec): { limits: MessageLimits; probe: ProbeRequest } {
+  const config = loadConfig(spec.model);
+  const shape = modelShape(config, spec.seqLen, spec.reduction, 'model', methodShape(spec.method, spec.methodOptions));
   const half = Math.max(2, Math.min(8, Math.ceil(spec.batch / 2)));
-  return { model: spec.model, spec: stageSpec(spec), layers: loadConfig(spec.model).nLayers, microBatches: [1, half] };
+  return {
+    limits: runMessageLimits(shape, spec.batch, t.devices.length),
+    probe: { model: spec.model, spec: stageSpec(spec), layers: config.nLayers, microBatches: [1, half] },
+  };
 }

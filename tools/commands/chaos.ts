@@ -4,10 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { CliError, flag, num, parseCommandArgs, str } from '../args.ts';
-import { loadTopology, TopologyError } from '../../src/topology/load.ts';
-import { loadSchedule, type Schedule } from '../../src/chaos/schedule.ts';
-import type { Topology } from '../../src/topology/schema.ts';
+import { CliError, flag, num, onePositional, parseCommandArgs, str } from '../args.ts';
+import { readingTopology, topologyArg } from '../topology-args.ts';
+import { loadSchedule } from '../../src/chaos/schedule.ts';
 import { formatReport, runChaos } from '../../src/chaos/chaos.ts';
 
 export const summary = 'run a topology under injected faults, then fault-free, and check the invariants';
@@ -39,20 +38,12 @@ export async function run(argv: string[]): Promise<number> {
     usage,
   );
   if (!args) return 0;
-  const [file, ...extra] = args.positionals;
-  if (!file) throw new CliError('missing TOPOLOGY (see --help)');
-  if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
+  const file = onePositional(args, 'TOPOLOGY');
   const seed = num(args, 'seed', 1, { integer: true, min: 0 });
   const profile = str(args, 'profile');
   if (profile !== undefined && !existsSync(profile)) throw new CliError(`${profile}: no such file`);
-  let topology: Topology, schedule: Schedule;
-  try {
-    topology = loadTopology(file);
-    schedule = loadSchedule(topology, file, str(args, 'faults'));
-  } catch (err) {
-    if (err instanceof TopologyError) throw new CliError(err.firstLine);
-    throw err;
-  }
+  const topology = topologyArg(file);
+  const schedule = readingTopology(() => loadSchedule(topology, file, str(args, 'faults')));
   if (topology.bus.url !== undefined)
     throw new CliError(`${file}: bus.url: chaos runs its own nats-server (it restarts it); use bus: { embedded: true }`);
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');

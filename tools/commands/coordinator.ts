@@ -7,17 +7,15 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { CliError, flag, parseCommandArgs, requireStr, str } from '../args.ts';
+import { CliError, flag, onePositional, parseCommandArgs, requireStr, str } from '../args.ts';
+import { topologyArg } from '../topology-args.ts';
 import { Bus, COORDINATOR, type BusMsg } from '../../src/bus/index.ts';
 import { readSeed } from '../../src/security/credentials.ts';
 import { tlsOption, type ClientTls } from '../../src/security/certs.ts';
-import type { Topology } from '../../src/topology/schema.ts';
 import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
-import { loadTopology, TopologyError } from '../../src/topology/load.ts';
-import { specFromTopology, topologyMessageLimits, topologyProbe } from '../../src/train/run-spec.ts';
+import { runJoinTerms, specFromTopology } from '../../src/train/run-spec.ts';
 import { loadProfile, type Profile } from '../../src/plan/profile.ts';
-import { startCoordinator } from '../../actors/coordinator/actor.ts';
-import { admission } from '../../actors/coordinator/launch.ts';
+import { admission, startRunCoordinator } from '../../actors/coordinator/launch.ts';
 import { runTraining } from '../../actors/coordinator/run-actor.ts';
 import { readResumeState } from '../../actors/coordinator/resume.ts';
 import { setCoordinatorEpoch } from '../../actors/coordinator/control.ts';
@@ -68,18 +66,10 @@ async function coordinate(argv: string[]): Promise<number> {
     usage,
   );
   if (!args) return 0;
-  const [file, ...extra] = args.positionals;
-  if (!file) throw new CliError('missing TOPOLOGY (see --help)');
-  if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
+  const file = onePositional(args, 'TOPOLOGY');
   const nats = requireStr(args, 'nats');
   const runDir = resolve(requireStr(args, 'run-dir'));
-  let topology: Topology;
-  try {
-    topology = loadTopology(file);
-  } catch (err) {
-    if (err instanceof TopologyError) throw new CliError(err.firstLine);
-    throw err;
-  }
+  const topology = topologyArg(file);
   let profile: Profile | undefined;
   const credsFile = str(args, 'creds');
   let seed: string | undefined;
@@ -115,15 +105,10 @@ async function coordinate(argv: string[]): Promise<number> {
     if (dropped) log(`dropped ${dropped} metrics line(s) of steps after the committed step ${resume.step}`);
   }
   const bus = await Bus.connect({ servers: nats, name: COORDINATOR, run: topology.run, seed, tls });
-  const limits = topologyMessageLimits(topology);
-  bus.limitMessages(limits);
+  const terms = runJoinTerms(topology, spec);
+  bus.limitMessages(terms.limits);
   setCoordinatorEpoch(bus, epoch);
-  const coordinator = startCoordinator({
-    bus,
-    expected: topology.devices.filter((d) => !d.optional).map((d) => d.name),
-    admit: admission(topology),
-    joinTerms: { limits, probe: topologyProbe(topology) },
-  });
+  const coordinator = startRunCoordinator(bus, topology, terms);
   const adoption = adoptLiveDevices({ bus, coordinator, admit: admission(topology), log });
   // The launcher sees its device processes exit: a lost device needs no heartbeat deadline.
   const exits = bus.subscribe(

@@ -3,9 +3,8 @@
  * (actors/coordinator/launch.ts) and prints progress as text or line-delimited JSON events.
  */
 import { join, resolve } from 'node:path';
-import { CliError, flag, parseCommandArgs, str } from '../args.ts';
-import { loadTopology, TopologyError } from '../../src/topology/load.ts';
-import type { Topology } from '../../src/topology/schema.ts';
+import { CliError, flag, onePositional, parseCommandArgs, str } from '../args.ts';
+import { topologyArg } from '../topology-args.ts';
 import { launchRun } from '../../actors/coordinator/launch.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
@@ -138,19 +137,11 @@ export async function run(argv: string[]): Promise<number> {
     usage,
   );
   if (!args) return 0;
-  const [file, ...extra] = args.positionals;
-  if (!file) throw new CliError('missing TOPOLOGY (see --help)');
-  if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
+  const file = onePositional(args, 'TOPOLOGY');
   const until = str(args, 'until');
   if (until !== undefined && until !== 'registered' && until !== 'interrupted')
     throw new CliError(`--until must be 'registered' or 'interrupted', got '${until}'`);
-  let topology: Topology;
-  try {
-    topology = loadTopology(file);
-  } catch (err) {
-    if (err instanceof TopologyError) throw new CliError(err.firstLine);
-    throw err;
-  }
+  const topology = topologyArg(file);
   let spec: RunSpec | undefined;
   if (until === undefined) {
     try {
@@ -231,6 +222,7 @@ export async function run(argv: string[]): Promise<number> {
           recorder.event(e);
           print(e);
         },
+        ...(spec ? { spec } : {}),
         ...(until === undefined
           ? {
               coordinatorProcess: {

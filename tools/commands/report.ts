@@ -4,7 +4,7 @@
  * memory.jsonl and events.jsonl.
  */
 import { resolve } from 'node:path';
-import { CliError, flag, parseCommandArgs } from '../args.ts';
+import { CliError, flag, onePositional, parseCommandArgs } from '../args.ts';
 import { writeReport } from '../../src/report/html.ts';
 import { ReportError } from '../../src/report/record.ts';
 
@@ -21,9 +21,7 @@ re-plans) and each chart as RUN_DIR/report/<chart>.svg; prints the page's path.`
 export async function run(argv: string[]): Promise<number> {
   const args = parseCommandArgs(argv, { json: { type: 'boolean' } }, usage);
   if (!args) return 0;
-  const [dir, ...extra] = args.positionals;
-  if (!dir) throw new CliError('missing RUN_DIR (see --help)');
-  if (extra.length) throw new CliError(`unexpected argument '${extra[0]}'`);
+  const dir = onePositional(args, 'RUN_DIR');
   let path: string;
   try {
     path = writeReport(resolve(dir));
