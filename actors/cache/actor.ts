@@ -2,13 +2,15 @@
  * The cache actor's binding on one device: an ActivationCache filled in epoch 1 with what this
  * device's stage computed, the redistribution after epoch 1 (this device sends the entries of
  * other devices' shards it holds over cache.<device>.put and receives the entries of its own
- * shard it lacks), and the reads of the cached epochs. It drives `cacheMachine`
- * (empty -> filling -> sealed -> redistributing -> serving -> dropped) and accounts its bytes.
+ * shard, and of the samples it keeps a copy of, that it lacks), and the reads of the cached
+ * epochs. It drives `cacheMachine` (empty -> filling -> sealed -> redistributing -> serving ->
+ * dropped) and accounts its bytes.
  *
- * Each (sample, layer) was computed by exactly one device in epoch 1, so a sender needs no
- * coordination: it sends what it holds of every other shard, and a receiver knows how many
- * entries it still lacks. The put subscription exists from construction, so entries sent before
- * this device is told to redistribute are never lost.
+ * The coordinator, which knows what every cache holds, says which samples each device sends
+ * where (a sample held whole by two devices comes from one of them); without that list a device
+ * sends what it holds of every other shard. A receiver only waits until it holds every layer of
+ * what it wants, whoever sent it. The put subscription exists from construction, so entries sent
+ * before this device is told to redistribute are never lost.
  */
 import { z } from 'zod';
 import { fromPromise, waitFor } from 'xstate';

@@ -8,7 +8,9 @@
  * Only the run's devices take part (the survivors after a loss, joiners with an empty cache), and
  * every entry a device must receive is held by one of them once the refill is done, so no cache
  * waits on a lost device. Leaving devices (`sources`) take no shard: they only send what they hold
- * to its new owners, so that their entries need no recompute.
+ * to its new owners, so that their entries need no recompute. With `training.cache.replicas: 2`
+ * every device also keeps a copy of other shards' samples (src/plan/replicas.ts), so that a loss
+ * in the cached epochs leaves every entry on a survivor: the refill then recomputes nothing.
  */
 import { fromPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
