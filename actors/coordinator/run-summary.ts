@@ -51,7 +51,8 @@ export interface RunSummary {
   redistribution: Redistribution | null;
   /**
    * The activation cache's copies per entry in the cached epochs, the entries (sample, layer)
-   * recomputed through the backbone, and those of lost owners served from a surviving copy.
+   * recomputed through the backbone, and those of lost owners' shards served from what the
+   * survivors hold (the second copy, or with one copy the layers epoch 1 left on other devices).
    */
   cache: CacheEntryCounts & { replicas: number };
   peakBytesPerDevice: Record<string, number>;
