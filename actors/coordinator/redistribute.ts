@@ -40,10 +40,13 @@ export const stageDevices = (layout: StageLayout[]): string[] => layout.flatMap(
 
 export function redistributeEffect(deps: RedistributeDeps) {
   const { bus, config, gflops, emit } = deps;
+  // Entries a refill recomputed for a redistribution that a loss then cut short: the next one reports them.
+  let unreported = 0;
   return fromPromise<Redistributed, RedistributeInput>(async ({ input, signal }) => {
     const { spec, fingerprint, devices, sources } = input;
     const t0 = performance.now();
     const refilled = await refillCaches(deps, input, signal);
+    unreported += refilled.entries.recomputed;
     await broadcast(bus, stageDevices(input.layout), 'release', () => ({}), { signal });
     // Every cache exists (and listens for puts) before any device starts sending.
     const senders = [...devices, ...sources];
@@ -120,15 +123,17 @@ export function redistributeEffect(deps: RedistributeDeps) {
       seconds,
       shards: redistribution.shardSizes,
       ...(replicas ? { replicas: redistribution.replicaSizes } : {}),
-      recomputed: refilled.entries.recomputed,
+      recomputed: unreported,
       fromReplica: refilled.entries.fromReplica,
       generation: input.generation,
     });
+    const entries = { recomputed: unreported, fromReplica: refilled.entries.fromReplica };
+    unreported = 0;
     return {
       cached: { ranks: devices, shards, ...(replicas ? { replicas } : {}) },
       redistribution,
       bytes: refilled.bytes + sent,
-      entries: refilled.entries,
+      entries,
     };
   });
 }
