@@ -56,6 +56,7 @@ function fakes(log: string[], opts: { failStep?: number } = {}) {
         return {
           cached: { ranks: ['a', 'b'], shards: [[0], [1]] },
           redistribution: { bytes: 42, seconds: 1, shardSizes: { a: 1, b: 1 } },
+          entries: { recomputed: 0, fromReplica: 0 },
           bytes: 42,
         };
       }),

@@ -96,6 +96,13 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
   // Entries only the lost device held (its rows of committed steps) were recomputed through the backbone.
   const refill = run.events.find((e) => e.type === 'CACHE_REFILLED' && (e.at as number) > killedAt);
   assert.ok(refill && (refill.samples as number) > 0, 'caches refilled');
+  // One copy of the cache (the default): summary.json counts what went through the backbone again.
+  assert.is(summary.cache.replicas, 1);
+  assert.is(
+    summary.cache.recomputed,
+    run.events.filter((e) => e.type === 'CACHE_REFILLED').reduce((a, e) => a + (e.entries as number), 0),
+  );
+  assert.ok(summary.cache.recomputed >= (refill.samples as number) * 3);
   console.log(
     `  ${name}: killed ${device} (${fault.during}, epoch ${fault.epoch} step ${fault.step}); lost after ${(lost.at as number) - killedAt} ms; ` +
       `step ${next.step} done ${(next.at as number) - killedAt} ms and committed ${fault.recoveredAt! - killedAt} ms after the kill; ` +

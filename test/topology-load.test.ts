@@ -81,6 +81,24 @@ test('topology: errors name file, line, field and reason', () => {
   );
 });
 
+test('topology: training.cache.replicas is 1 or 2, and 2 needs two devices', () => {
+  const pac = good.replace('kind: lora, rank: 4', 'kind: parallel, k: 8');
+  const withReplicas = (n: string, text = pac) => `${text}training:\n  cache: { budgetMb: 8, replicas: ${n} }\n`;
+  assert.is(parseTopology(pac, 't.yaml').training.cache.replicas, 1);
+  assert.is(parseTopology(withReplicas('2'), 't.yaml').training.cache.replicas, 2);
+  assert.equal(
+    errorOf(withReplicas('3')).firstLine,
+    't.yaml:9: training.cache.replicas: must be 1 (one copy) or 2 (every entry on two devices); more copies are not supported',
+  );
+  const single = pac.replace(/ {2}- \{ name: b.*\n/, '');
+  assert.equal(
+    errorOf(withReplicas('2', single)).firstLine,
+    't.yaml:8: training.cache.replicas: 2 copies need at least 2 devices to hold them; the topology lists 1',
+  );
+  // An unlisted device may join and hold the second copy.
+  assert.is(parseTopology(`${withReplicas('2', single)}elastic: { allowUnlisted: true }\n`, 't.yaml').training.cache.replicas, 2);
+});
+
 test('topology: launch prints one clear error line and exits non-zero', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'charon-topo-'));
   const file = join(dir, 'bad.yaml');

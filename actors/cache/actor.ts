@@ -2,19 +2,21 @@
  * The cache actor's binding on one device: an ActivationCache filled in epoch 1 with what this
  * device's stage computed, the redistribution after epoch 1 (this device sends the entries of
  * other devices' shards it holds over cache.<device>.put and receives the entries of its own
- * shard it lacks), and the reads of the cached epochs. It drives `cacheMachine`
- * (empty -> filling -> sealed -> redistributing -> serving -> dropped) and accounts its bytes.
+ * shard, and of the samples it keeps a copy of, that it lacks), and the reads of the cached
+ * epochs. It drives `cacheMachine` (empty -> filling -> sealed -> redistributing -> serving ->
+ * dropped) and accounts its bytes.
  *
- * Each (sample, layer) was computed by exactly one device in epoch 1, so a sender needs no
- * coordination: it sends what it holds of every other shard, and a receiver knows how many
- * entries it still lacks. The put subscription exists from construction, so entries sent before
- * this device is told to redistribute are never lost.
+ * The coordinator, which knows what every cache holds, says which samples each device sends
+ * where (a sample held whole by two devices comes from one of them); without that list a device
+ * sends what it holds of every other shard. A receiver only waits until it holds every layer of
+ * what it wants, whoever sent it. The put subscription exists from construction, so entries sent
+ * before this device is told to redistribute are never lost.
  */
 import { z } from 'zod';
 import { fromPromise, waitFor } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { ActivationCache } from '../../src/cache/activation-cache.ts';
-import type { DeviceCache, DeviceCacheOptions, RedistributionReport } from '../../src/cache/device-cache.ts';
+import type { DeviceCache, DeviceCacheOptions, RedistributionMoves, RedistributionReport } from '../../src/cache/device-cache.ts';
 import { ask, Inbox, route } from '../../src/runtime/inbox.ts';
 import { okReply } from '../../src/runtime/messages.ts';
 import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
@@ -70,7 +72,9 @@ export class CacheActor implements DeviceCache {
       }),
     });
     const logic = cacheMachine.provide({
-      actors: { redistribute: fromPromise(({ input, signal }) => this.redistribution(input.shards, input.devices, signal)) },
+      actors: {
+        redistribute: fromPromise(({ input, signal }) => this.redistribution(input.shards, input.devices, input.moves ?? {}, signal)),
+      },
       actions: { release: () => this.cache.destroy() },
     });
     this.machine = startActor(logic, { input: undefined as never });
@@ -111,11 +115,11 @@ export class CacheActor implements DeviceCache {
    * Resolves once this device holds every layer of its shard and its sends were acknowledged.
    * Serving caches redistribute again when a re-plan changes the devices.
    */
-  async redistribute(shards: number[][], devices: string[]): Promise<RedistributionReport> {
+  async redistribute(shards: number[][], devices: string[], moves: RedistributionMoves = {}): Promise<RedistributionReport> {
     const t0 = performance.now();
     const before = { bytesIn: this.bytesIn, arrived: this.arrived };
     this.machine.actor.send({ type: 'SEAL' });
-    this.machine.actor.send({ type: 'REDISTRIBUTE', shards, devices });
+    this.machine.actor.send({ type: 'REDISTRIBUTE', shards, devices, moves });
     const s = await waitFor(this.machine.actor, (x) => x.value === 'serving' || (x.value === 'sealed' && x.context.error !== null), {
       timeout: Infinity,
     });
@@ -134,12 +138,19 @@ export class CacheActor implements DeviceCache {
     this.machine.actor.send({ type: 'ABORT' });
   }
 
-  private async redistribution(shards: number[][], devices: string[], signal: AbortSignal): Promise<{ bytesIn: number; bytesOut: number }> {
+  private async redistribution(
+    shards: number[][],
+    devices: string[],
+    moves: RedistributionMoves,
+    signal: AbortSignal,
+  ): Promise<{ bytesIn: number; bytesOut: number }> {
     const me = devices.indexOf(this.o.device);
     if (me < 0) throw new Error(`cache ${this.o.device}: not among the redistribution's devices (${devices.join(', ')})`);
     if (shards.length !== devices.length)
       throw new Error(`cache ${this.o.device}: the redistribution gives ${shards.length} shards for ${devices.length} devices`);
-    const want = shards[me]!;
+    if (moves.sends && moves.sends.length !== devices.length)
+      throw new Error(`cache ${this.o.device}: the redistribution gives sends for ${moves.sends.length} of ${devices.length} devices`);
+    const want = [...shards[me]!, ...(moves.keep ?? [])];
     const complete = () => want.every((j) => (this.held.get(j)?.size ?? 0) === this.o.layers + 1);
     const received = complete()
       ? Promise.resolve()
@@ -163,7 +174,7 @@ export class CacheActor implements DeviceCache {
       entriesOut = 0;
     const sends = devices.map(async (dest, k) => {
       if (k === me) return;
-      const queue = shards[k]!.filter((j) => this.held.has(j));
+      const queue = (moves.sends?.[k] ?? shards[k]!).filter((j) => this.held.has(j));
       const worker = async () => {
         for (let j = queue.shift(); j !== undefined && !signal.aborted; j = queue.shift()) {
           const layers = [...this.held.get(j)!].sort((a, b) => a - b);

@@ -6,11 +6,12 @@
  * that is gone) goes back to sealed. Effects are named; the binding provides them.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
+import type { RedistributionMoves } from '../../src/cache/device-cache.ts';
 
 export type CacheEvent =
   | { type: 'FILL' }
   | { type: 'SEAL' }
-  | { type: 'REDISTRIBUTE'; shards: number[][]; devices: string[] }
+  | { type: 'REDISTRIBUTE'; shards: number[][]; devices: string[]; moves?: RedistributionMoves }
   | { type: 'ABORT' }
   | { type: 'DROP' };
 
@@ -19,13 +20,17 @@ export interface CacheContext {
   bytesOut: number;
   shards: number[][] | null;
   devices: string[];
+  moves: RedistributionMoves;
   error: string | null;
 }
 
 export const cacheMachine = setup({
   types: { context: {} as CacheContext, events: {} as CacheEvent },
   actors: {
-    redistribute: fromPromise<{ bytesIn: number; bytesOut: number }, { shards: number[][]; devices: string[] }>(async () => {
+    redistribute: fromPromise<
+      { bytesIn: number; bytesOut: number },
+      { shards: number[][]; devices: string[]; moves?: RedistributionMoves }
+    >(async () => {
       throw new Error("cache machine: effect 'redistribute' was not provided");
     }),
   },
@@ -33,12 +38,12 @@ export const cacheMachine = setup({
     release: () => {},
     takeShards: assign(({ event }) => {
       assertEvent(event, 'REDISTRIBUTE');
-      return { shards: event.shards, devices: event.devices, error: null };
+      return { shards: event.shards, devices: event.devices, moves: event.moves ?? {}, error: null };
     }),
   },
 }).createMachine({
   id: 'cache',
-  context: { bytesIn: 0, bytesOut: 0, shards: null, devices: [], error: null },
+  context: { bytesIn: 0, bytesOut: 0, shards: null, devices: [], moves: {}, error: null },
   initial: 'empty',
   states: {
     empty: { on: { FILL: 'filling', DROP: 'dropped' } },
@@ -47,7 +52,7 @@ export const cacheMachine = setup({
     redistributing: {
       invoke: {
         src: 'redistribute',
-        input: ({ context }) => ({ shards: context.shards!, devices: context.devices }),
+        input: ({ context }) => ({ shards: context.shards!, devices: context.devices, moves: context.moves }),
         onDone: {
           target: 'serving',
           actions: assign({ bytesIn: ({ event }) => event.output.bytesIn, bytesOut: ({ event }) => event.output.bytesOut }),

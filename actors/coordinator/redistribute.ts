@@ -8,17 +8,20 @@
  * Only the run's devices take part (the survivors after a loss, joiners with an empty cache), and
  * every entry a device must receive is held by one of them once the refill is done, so no cache
  * waits on a lost device. Leaving devices (`sources`) take no shard: they only send what they hold
- * to its new owners, so that their entries need no recompute.
+ * to its new owners, so that their entries need no recompute. With `training.cache.replicas: 2`
+ * every device also keeps a copy of other shards' samples (src/plan/replicas.ts), so that a loss
+ * in the cached epochs leaves every entry on a survivor: the refill then recomputes nothing.
  */
 import { fromPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import type { ModelConfig } from '../../src/model/types.ts';
 import { planCachedPhase } from '../../src/plan/cached.ts';
 import { balanceShards } from '../../src/plan/balance.ts';
+import { assignReplicas, planSends } from '../../src/plan/replicas.ts';
 import { epochSteps } from '../../src/train/data.ts';
 import { repackState, type StageLayout } from '../../src/engine/index.ts';
 import { broadcast, CTL_TIMEOUT_MS } from './control.ts';
-import type { RedistributeInput, Redistributed } from './run-machine.ts';
+import type { CacheEntryCounts, RedistributeInput, Redistributed } from './run-machine.ts';
 
 export interface RedistributeDeps {
   bus: Bus;
@@ -37,19 +40,23 @@ export const stageDevices = (layout: StageLayout[]): string[] => layout.flatMap(
 
 export function redistributeEffect(deps: RedistributeDeps) {
   const { bus, config, gflops, emit } = deps;
+  // Entries a refill recomputed for a redistribution that a loss then cut short: the next one reports them.
+  let unreported = 0;
   return fromPromise<Redistributed, RedistributeInput>(async ({ input, signal }) => {
     const { spec, fingerprint, devices, sources } = input;
     const t0 = performance.now();
     const refilled = await refillCaches(deps, input, signal);
+    unreported += refilled.entries.recomputed;
     await broadcast(bus, stageDevices(input.layout), 'release', () => ({}), { signal });
     // Every cache exists (and listens for puts) before any device starts sending.
-    const reports = await broadcast<CacheReport>(bus, devices, 'cache-report', () => ({ spec, fingerprint }), { signal });
     const senders = [...devices, ...sources];
+    const reports = await broadcast<CacheReport>(bus, senders, 'cache-report', () => ({ spec, fingerprint }), { signal });
+    const heldBy = (d: string, j: number): number[] => reports.get(d)!.holdings[j] ?? [];
     const entryBytes = spec.seqLen * config.dModel * 4;
     const holdings = new Map(
       Array.from({ length: spec.samples }, (_, j) => [
         j,
-        devices.map((d) => ({ device: d, bytes: (reports.get(d)!.holdings[j]?.length ?? 0) * entryBytes })).filter((h) => h.bytes > 0),
+        devices.map((d) => ({ device: d, bytes: heldBy(d, j).length * entryBytes })).filter((h) => h.bytes > 0),
       ]),
     );
     const cachedPlan = planCachedPhase(
@@ -66,11 +73,24 @@ export function redistributeEffect(deps: RedistributeDeps) {
             cachedSteps,
             (k, j) => (holdings.get(j) ?? []).some((h) => h.device === devices[k]),
           );
+    const replicas = (spec.cache.replicas ?? 1) > 1 ? assignReplicas(shards, (k, j) => heldBy(devices[k]!, j).length) : null;
+    const want = shards.map((s, k) => [...s, ...(replicas?.[k] ?? [])]);
+    const sends = planSends(want, senders.length, (s, j) => heldBy(senders[s]!, j), config.nLayers + 1);
     const all = { shards: [...shards, ...sources.map(() => [])], devices: senders };
-    const moved = await broadcast<{ bytesOut: number }>(bus, senders, 'redistribute', () => all, {
-      timeoutMs: 30 * CTL_TIMEOUT_MS,
-      signal,
-    });
+    const moved = await broadcast<{ bytesOut: number }>(
+      bus,
+      senders,
+      'redistribute',
+      (d) => {
+        const k = senders.indexOf(d);
+        return {
+          ...all,
+          ...(replicas?.[k] ? { keep: replicas[k] } : {}),
+          sends: [...sends[k]!, ...sources.map(() => [])],
+        };
+      },
+      { timeoutMs: 30 * CTL_TIMEOUT_MS, signal },
+    );
     const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
     const packed = repackState(input.side);
     await broadcast(
@@ -91,9 +111,30 @@ export function redistributeEffect(deps: RedistributeDeps) {
       { signal },
     );
     const seconds = (performance.now() - t0) / 1000;
-    const redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(devices.map((d, i) => [d, shards[i]!.length])) };
-    emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes, generation: input.generation });
-    return { cached: { ranks: devices, shards }, redistribution, bytes: refilled + sent };
+    const sizes = (per: number[][]) => Object.fromEntries(devices.map((d, i) => [d, per[i]!.length]));
+    const redistribution = {
+      bytes: sent,
+      seconds,
+      shardSizes: sizes(shards),
+      ...(replicas ? { replicaSizes: sizes(replicas) } : {}),
+    };
+    emit('REDISTRIBUTED', {
+      bytes: sent,
+      seconds,
+      shards: redistribution.shardSizes,
+      ...(replicas ? { replicas: redistribution.replicaSizes } : {}),
+      recomputed: unreported,
+      fromReplica: refilled.entries.fromReplica,
+      generation: input.generation,
+    });
+    const entries = { recomputed: unreported, fromReplica: refilled.entries.fromReplica };
+    unreported = 0;
+    return {
+      cached: { ranks: devices, shards, ...(replicas ? { replicas } : {}) },
+      redistribution,
+      bytes: refilled.bytes + sent,
+      entries,
+    };
   });
 }
 
@@ -101,13 +142,14 @@ export function redistributeEffect(deps: RedistributeDeps) {
  * The cache is an optimisation, never a source of truth: samples of which some layer is held by
  * no device (it died with a lost device, or with the processes of an interrupted run) go forward
  * through the deployed stages again, each rank caching its layers. Resolves with the bytes the
- * devices sent for it.
+ * devices sent for it, the entries recomputed, and the entries of lost owners' shards that a
+ * surviving copy holds (served from it, not recomputed).
  */
 async function refillCaches(
   { bus, config, emit }: RedistributeDeps,
-  { spec, layout, devices, sources, fingerprint }: RedistributeInput,
+  { spec, layout, devices, sources, fingerprint, previous }: RedistributeInput,
   signal: AbortSignal,
-): Promise<number> {
+): Promise<{ bytes: number; entries: CacheEntryCounts }> {
   const t0 = performance.now();
   // What a leaving device holds is handed over, not recomputed.
   const holders = [...devices, ...sources];
@@ -117,12 +159,17 @@ async function refillCaches(
   const missing = Array.from({ length: spec.samples }, (_, j) => j).filter(
     (j) => new Set(holders.flatMap((d) => reports.get(d)!.holdings[j] ?? [])).size < layers,
   );
-  if (missing.length === 0) return 0;
+  const gone = new Set(missing);
+  // Samples whose cached-phase owner lost them (it is gone, or came back with an empty cache).
+  const owned = (d: string, j: number) => (reports.get(d)?.holdings[j]?.length ?? 0) >= layers;
+  const orphaned = (previous?.shards ?? []).flatMap((shard, k) => shard.filter((j) => !owned(previous!.ranks[k]!, j)));
+  const entries = { recomputed: missing.length * layers, fromReplica: orphaned.filter((j) => !gone.has(j)).length * layers };
+  if (missing.length === 0) return { bytes: 0, entries };
   const filled = await broadcast<{ bytesSent: number }>(bus, stageDevices(layout), 'fill', () => ({ sampleIds: missing }), {
     timeoutMs: 30 * CTL_TIMEOUT_MS,
     signal,
   });
   const sent = [...filled.values()].reduce((a, r) => a + r.bytesSent, 0);
-  emit('CACHE_REFILLED', { samples: missing.length, bytes: sent, seconds: (performance.now() - t0) / 1000 });
-  return sent;
+  emit('CACHE_REFILLED', { samples: missing.length, entries: entries.recomputed, bytes: sent, seconds: (performance.now() - t0) / 1000 });
+  return { bytes: sent, entries };
 }

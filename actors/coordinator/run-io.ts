@@ -60,6 +60,8 @@ export interface Deployment {
 export interface CachedPhase {
   ranks: string[];
   shards: number[][];
+  /** `training.cache.replicas: 2`: the samples of other shards each rank keeps a copy of. */
+  replicas?: number[][];
 }
 
 /** Moving the activation caches to the cached phase's shards. */
@@ -67,6 +69,14 @@ export interface Redistribution {
   bytes: number;
   seconds: number;
   shardSizes: Record<string, number>;
+  /** Copies each device keeps of other shards (`training.cache.replicas: 2`). */
+  replicaSizes?: Record<string, number>;
+}
+
+/** Cache entries (sample, layer) the run recomputed through the backbone, and those of lost owners served from a surviving copy. */
+export interface CacheEntryCounts {
+  recomputed: number;
+  fromReplica: number;
 }
 
 export interface Redistributed {
@@ -74,6 +84,7 @@ export interface Redistributed {
   redistribution: Redistribution;
   /** Everything devices sent for it, refilling lost caches included. */
   bytes: number;
+  entries: CacheEntryCounts;
 }
 
 /** Bytes sent by devices per phase (activations, gradients, all-reduce, cache moves). */
@@ -108,6 +119,8 @@ export interface RedistributeInput {
   devices: string[];
   /** Devices leaving the run: they take no shard, and hand over the cache entries they hold. */
   sources: string[];
+  /** The cached phase before this redistribution (null after epoch 1). */
+  previous: CachedPhase | null;
   generation: number;
   fingerprint: string;
   side: SideState;
@@ -158,6 +171,7 @@ export interface FinishInput {
   peakBytes: Record<string, number>;
   bytes: BytesPerPhase;
   redistribution: Redistribution | null;
+  cacheEntries: CacheEntryCounts;
   /** The committed step this run resumed after (null: trained from the start). */
   resumedFromStep: number | null;
   faults: FaultRecord[];
@@ -201,6 +215,8 @@ export interface RunContext extends RunState, ElasticState {
   peakBytes: Record<string, number>;
   bytes: BytesPerPhase;
   redistribution: Redistribution | null;
+  /** Summed over every redistribution of this coordinator. */
+  cacheEntries: CacheEntryCounts;
   /** Plan generation of the current deployment: grows at every re-plan. */
   generation: number;
   faults: FaultRecord[];

@@ -7,7 +7,7 @@ import type { StageLayout } from '../../src/engine/index.ts';
 import type { StagePlan } from '../../src/plan/planner.ts';
 import { Ledger } from '../../src/train/ledger.ts';
 import type { RunSpec } from '../../src/train/run-spec.ts';
-import type { BytesPerPhase, FinishInput, Redistribution } from './run-machine.ts';
+import type { BytesPerPhase, CacheEntryCounts, FinishInput, Redistribution } from './run-machine.ts';
 import type { CoordinatorRecord, EpochRecord } from './run-state.ts';
 import type { FaultRecord, ReplanRecord } from './run-faults.ts';
 import type { JoinRecord, LeaveRecord } from './run-elastic.ts';
@@ -59,6 +59,12 @@ export interface RunSummary {
   bytesPerPhase: BytesPerPhase;
   pipelineBytesPerStep: { measured: number; planned: number };
   redistribution: Redistribution | null;
+  /**
+   * The activation cache's copies per entry in the cached epochs, the entries (sample, layer)
+   * recomputed through the backbone, and those of lost owners' shards served from what the
+   * survivors hold (the second copy, or with one copy the layers epoch 1 left on other devices).
+   */
+  cache: CacheEntryCounts & { replicas: number };
   peakBytesPerDevice: Record<string, number>;
   ledger: { epochs: number; problems: string[] };
   /** The committed step this run resumed after (null: trained from the start). */
@@ -116,6 +122,7 @@ export function buildSummary(f: FinishInput, facts: SummaryFacts): RunSummary {
     bytesPerPhase: { ...f.bytes },
     pipelineBytesPerStep: { measured: pipe ? pipe.bytes / pipe.steps : 0, planned: f.plan.bytesPerStep.total },
     redistribution: f.redistribution,
+    cache: { replicas: f.spec.cache.replicas ?? 1, ...f.cacheEntries },
     peakBytesPerDevice: f.peakBytes,
     ledger: { epochs: s.epochs.length, problems },
     resumedFromStep: f.resumedFromStep,

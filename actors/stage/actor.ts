@@ -13,7 +13,7 @@
  *                 this rank computes (refilling caches lost with a device or old processes)
  *   release       {}                             free the stage or cached-phase worker; the cache stays
  *   cache-report  {spec, fingerprint}            layers held per sample (opens the cache if needed)
- *   redistribute  {shards, devices}              move cache entries so each device holds its shard
+ *   redistribute  {shards, devices, keep?, sends?} move cache entries so each device holds its shard (+ copies)
  *   cached-load   {rank, devices, shard, generation, firstStep, state}  the whole side network + head
  *                 for cached epochs
  *   cached-step   {step, sampleIds, withState}   one data-parallel step from the cache
@@ -335,7 +335,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       device = d;
       const a = redistributeArgs.parse(raw);
       if (!cache) throw new Error('redistribute: this device has no cache (it held no stage in epoch 1)');
-      return cache.redistribute(a.shards, a.devices);
+      return cache.redistribute(a.shards, a.devices, { ...(a.keep ? { keep: a.keep } : {}), ...(a.sends ? { sends: a.sends } : {}) });
     },
     'cached-load': async (raw, d) => {
       device = d;

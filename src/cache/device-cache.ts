@@ -29,6 +29,14 @@ export interface RedistributionReport {
   seconds: number;
 }
 
+/** What a device keeps beside its shard, and what it sends where (the coordinator plans both). */
+export interface RedistributionMoves {
+  /** Samples of other devices' shards this device keeps every layer of (the second copy). */
+  keep?: number[];
+  /** `sends[k]`: the samples whose layers this device sends `devices[k]` (absent: what it holds of `shards[k]`). */
+  sends?: number[][];
+}
+
 export interface DeviceCache {
   /** Stores what this device's stage computed for `sampleIds` (layer -> rows * width, rows in id order). */
   fill(sampleIds: readonly number[], computed: Map<number, Float32Array>): void;
@@ -36,10 +44,10 @@ export interface DeviceCache {
   holdings(samples: number): number[][];
   /**
    * Seals the epoch-1 cache and redistributes: `shards[k]` is the shard of `devices[k]`.
-   * Resolves once this device holds every layer of its shard and its sends were acknowledged.
-   * A serving cache redistributes again (a re-plan over fewer devices).
+   * Resolves once this device holds every layer of its shard (and of `moves.keep`) and its sends
+   * were acknowledged. A serving cache redistributes again (a re-plan over fewer devices).
    */
-  redistribute(shards: number[][], devices: string[]): Promise<RedistributionReport>;
+  redistribute(shards: number[][], devices: string[], moves?: RedistributionMoves): Promise<RedistributionReport>;
   /** Ends a redistribution in flight (it rejects); what the cache holds stays. */
   abort(): void;
   /** Every layer b_0..b_L of `sampleIds`, each as rows * width values (cached epochs). */

@@ -78,8 +78,18 @@ export const abortArgs = z.strictObject({ step: z.number().int().optional() });
 /** `cache-report`: layers held per sample; opens the run's cache if the device has none yet. */
 export const cacheReportArgs = z.strictObject({ spec: assignSpec, fingerprint: z.string().min(1) });
 
-/** `redistribute`: `shards[k]` is the cached-phase shard of `devices[k]`. */
-export const redistributeArgs = z.strictObject({ shards: z.array(sampleIds), devices: z.array(z.string()).min(1) });
+/**
+ * `redistribute`: `shards[k]` is the cached-phase shard of `devices[k]`; `keep`: samples this
+ * device holds a copy of beside its shard (replicas); `sends[k]`: the samples this device sends
+ * `devices[k]` (absent: what it holds of `shards[k]`).
+ */
+export const redistributeArgs = z.strictObject({
+  shards: z.array(sampleIds),
+  devices: z.array(z.string()).min(1),
+  keep: sampleIds.optional(),
+  sends: z.array(sampleIds).optional(),
+});
+export type RedistributeArgs = z.output<typeof redistributeArgs>;
 
 /** `cached-load`: the whole side network + head from `state` (a PackedState) for the cached epochs. */
 export const cachedLoadArgs = z.strictObject({

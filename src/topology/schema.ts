@@ -66,9 +66,18 @@ const cache = z.strictObject({
       'must be a folder inside the run directory (a relative path without "..")',
     ),
   dtype: z.enum(['f32', 'f16']).default('f32'),
+  /**
+   * Copies of every entry in the cached epochs: 2 keeps each sample's entries on its owner and on
+   * one other device, so a device lost then needs no backbone recompute.
+   */
+  replicas: z
+    .number()
+    .int()
+    .default(1)
+    .refine((n) => n === 1 || n === 2, 'must be 1 (one copy) or 2 (every entry on two devices); more copies are not supported'),
 });
 
-const cacheDefaults = { budgetMb: 256, dir: 'cache', dtype: 'f32' as const };
+const cacheDefaults = { budgetMb: 256, dir: 'cache', dtype: 'f32' as const, replicas: 1 };
 
 const training = z
   .strictObject({
@@ -229,6 +238,14 @@ export const topologySchema = z
         code: 'custom',
         path: ['training', 'cache'],
         message: `method ${t.method.kind} has no activation cache (only parallel reuses backbone outputs): remove it or write "cache: off"`,
+      });
+    const given = t.training.cache;
+    // A second copy needs a second device; an unlisted joiner could be one, so then it is allowed.
+    if (typeof given === 'object' && given.replicas === 2 && t.devices.length < 2 && !t.elastic.allowUnlisted)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['training', 'cache', 'replicas'],
+        message: `2 copies need at least 2 devices to hold them; the topology lists ${t.devices.length}`,
       });
   })
   .transform((t) => {

@@ -45,7 +45,12 @@ export interface RunSpec {
   /** k: side width r = dModel / k (PAC). */
   reduction: number;
   /** `use`: PAC keeps its activation cache and trains epochs >= 2 from it; otherwise every epoch is a pipeline epoch. */
-  cache: { budgetMb: number; dtype: 'f32' | 'f16'; use?: boolean };
+  cache: {
+    budgetMb: number;
+    dtype: 'f32' | 'f16';
+    use?: boolean /** Copies of every entry in the cached epochs (absent: 1). */;
+    replicas?: number;
+  };
   /** The plan's shape: the planner's choice, one stage over every device, or one device per stage. */
   plan?: 'auto' | 'data-parallel' | 'pipeline';
 }
@@ -89,7 +94,7 @@ export function specFromTopology(t: Topology): RunSpec {
       schedule: tr.schedule,
     } satisfies AdamWOptions,
     reduction: t.method.kind === 'parallel' ? t.method.k : 8,
-    cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype, use: tr.cache.use },
+    cache: { budgetMb: tr.cache.budgetMb, dtype: tr.cache.dtype, use: tr.cache.use, replicas: tr.cache.replicas },
     plan: tr.plan,
   };
   const spec: RunSpec = t.data.markov

@@ -131,15 +131,34 @@ export async function run(argv: string[]): Promise<number> {
     );
   else
     process.stdout.write(
-      render(plan, simulation, profile.model.name ?? topologyFile ?? profileFile!, source, links.line, topology && methodLine(topology)),
+      render(
+        plan,
+        simulation,
+        profile.model.name ?? topologyFile ?? profileFile!,
+        source,
+        links.line,
+        topology && methodLine(topology, profile, samples),
+      ),
     );
   return 0;
 }
 
-/** The method line of the plan: what trains, and whether epochs >= 2 run from the activation cache. */
-function methodLine(t: Topology): string {
-  const cache = t.training.cache.use
-    ? 'activation cache on: epochs >= 2 train data-parallel from it'
+/** The method line of the plan: what trains, and whether epochs >= 2 run from the activation cache (and how much of it each device keeps). */
+function methodLine(t: Topology, profile: Profile, samples: number | undefined): string {
+  const c = t.training.cache;
+  const m = profile.model;
+  // Entries b_0..b_L per sample; with two copies each device keeps about twice its shard.
+  const perDevice =
+    samples === undefined
+      ? null
+      : (c.replicas * samples * (m.layers + 1) * m.seqLen * m.dModel * (c.dtype === 'f16' ? 2 : 4)) / profile.devices.length;
+  const size =
+    perDevice === null
+      ? ''
+      : `; ${c.replicas === 2 ? 'two copies of every entry, ' : ''}about ${(perDevice / MiB).toFixed(1)} MiB per device ` +
+        `(${c.budgetMb} MiB of it in memory, the rest on disk)`;
+  const cache = c.use
+    ? `activation cache on: epochs >= 2 train data-parallel from it${size}`
     : 'no activation cache: every epoch runs this plan';
   return `${t.method.kind} (${t.method.kind === 'parallel' ? 'side network only' : 'backward through the backbone stages'}); ${cache}`;
 }
