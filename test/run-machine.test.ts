@@ -168,12 +168,27 @@ test('run machine: a resumed run continues at the next uncommitted step with the
 test("run machine: faults, re-plans, joins, leaves and coordinators go into every commit, so a successor's summary tells the whole run", async () => {
   const whole = fakeRun();
   await runToEnd(whole.machine);
-  for (const c of whole.calls.commit) assert.equal(c.state.history, { faults: [], replans: [], joins: [], leaves: [], coordinators: [] });
+  for (const c of whole.calls.commit)
+    assert.equal(c.state.history, {
+      faults: [],
+      replans: [],
+      joins: [],
+      leaves: [],
+      coordinators: [],
+      cacheEntries: { recomputed: 0, fromReplica: 0 },
+    });
 
   const fault: FaultRecord = { device: 'gone', reason: 'silent', during: 'pipeline step', epoch: 1, step: 3, lostAt: 5, recoveredAt: 6 };
   const first: CoordinatorRecord = { epoch: 1, startedAt: 1, resumedFromStep: null, adopted: [] };
   const second: CoordinatorRecord = { epoch: 2, startedAt: 7, resumedFromStep: 4, adopted: [...devices] };
-  const history = { faults: [fault], replans: [], joins: [], leaves: [], coordinators: [first] };
+  const history = {
+    faults: [fault],
+    replans: [],
+    joins: [],
+    leaves: [],
+    coordinators: [first],
+    cacheEntries: { recomputed: 3, fromReplica: 2 },
+  };
   const resume = { ...whole.calls.commit[3]!.state, checkpointRef: 'ckpt-4', history };
   const { machine, calls } = fakeRun();
   const actor = createActor(machine, { input: { ...input, resume, coordinatorProcess: second } }).start();
@@ -184,6 +199,7 @@ test("run machine: faults, re-plans, joins, leaves and coordinators go into ever
   for (const c of calls.commit) assert.equal(c.state.history, { ...history, coordinators: [first, second] });
   assert.equal(out.summary.faults, [fault]);
   assert.equal(out.summary.coordinators, [first, second]);
+  assert.equal([out.summary.cache.recomputed, out.summary.cache.fromReplica], [3, 2], 'cache counts carried over');
   assert.is(out.summary.replans.length, 0, 'a fault answered before the commit is not answered again');
 });
 

@@ -47,7 +47,7 @@ export interface CoordinatorProcessDeps extends CoordinatorProcessOptions {
 export interface CoordinatorProcess {
   /** Resolves when the coordinator has trained the run; rejects when the run failed or the coordinator was given up on. */
   done: Promise<void>;
-  /** The coordinator is up: load a standby successor now. */
+  /** The run is under way: load a standby successor now. */
   ready(): void;
   /** Stops the coordinator and its standby (no restart from now on). */
   stop(): void;
@@ -147,7 +147,7 @@ export function superviseCoordinator(deps: CoordinatorProcessDeps): CoordinatorP
   current = spawnCoordinator('active');
   return {
     done,
-    ready: () => armStandby(STANDBY_DELAY_MS),
+    ready: () => armStandby(0),
     stop: () => {
       stopping = true;
       if (standbyTimer) clearTimeout(standbyTimer);

@@ -397,7 +397,6 @@ export const runMachine = run.createMachine({
     peakBytes: {},
     bytes: { pipeline: 0, redistribution: 0, cached: 0 },
     redistribution: null,
-    cacheEntries: { recomputed: 0, fromReplica: 0 },
     ...noElastic,
     ...restoredHistory(input),
     generation: input.firstGeneration ?? 0,
@@ -619,7 +618,9 @@ export const runMachine = run.createMachine({
 });
 
 /** What a run started from a commit already went through (empty for a new run), and this coordinator. */
-function restoredHistory(input: RunInput): Pick<RunContext, 'faults' | 'answeredFaults' | 'replans' | 'joins' | 'leaves' | 'coordinators'> {
+function restoredHistory(
+  input: RunInput,
+): Pick<RunContext, 'faults' | 'answeredFaults' | 'replans' | 'joins' | 'leaves' | 'coordinators' | 'cacheEntries'> {
   const h = input.resume?.history;
   return {
     faults: h?.faults ?? [],
@@ -628,6 +629,7 @@ function restoredHistory(input: RunInput): Pick<RunContext, 'faults' | 'answered
     joins: h?.joins ?? [],
     leaves: h?.leaves ?? [],
     coordinators: [...(h?.coordinators ?? []), ...(input.coordinatorProcess ? [input.coordinatorProcess] : [])],
+    cacheEntries: h?.cacheEntries ?? { recomputed: 0, fromReplica: 0 },
   };
 }
 
@@ -644,5 +646,6 @@ function historyAtCommit(c: RunContext, now: number): RunHistory {
     joins: c.joins,
     leaves: c.leaves,
     coordinators: c.coordinators,
+    cacheEntries: c.cacheEntries,
   };
 }

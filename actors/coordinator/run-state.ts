@@ -8,6 +8,7 @@ import { epochSteps } from '../../src/train/data.ts';
 import { usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import type { FaultRecord, ReplanRecord } from './run-faults.ts';
 import type { JoinRecord, LeaveRecord } from './run-elastic.ts';
+import type { CacheEntryCounts } from './run-io.ts';
 
 export type Phase = 'pipeline' | 'cached';
 
@@ -35,6 +36,8 @@ export interface RunHistory {
   joins: JoinRecord[];
   leaves: LeaveRecord[];
   coordinators: CoordinatorRecord[];
+  /** Cache entries recomputed through the backbone and served from surviving copies so far. */
+  cacheEntries: CacheEntryCounts;
 }
 
 /** A coordinator process that drove the run: the first, and each successor that took it over. */

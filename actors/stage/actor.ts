@@ -83,9 +83,24 @@ interface CachedWorker extends OpenStage {
   shard: Set<number>;
 }
 
-/** Whether two specs are the same run: a re-plan may change the micro-batch count, nothing else. */
-const sameRun = (a: RunSpec, b: RunSpec) =>
-  JSON.stringify({ ...a, microBatches: undefined }) === JSON.stringify({ ...b, microBatches: undefined });
+/** The settings in which two specs of one run differ: a re-plan may change the micro-batch count, nothing else. */
+const runDifferences = (a: RunSpec, b: RunSpec): string[] => {
+  const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => k !== 'microBatches');
+  const field = (s: RunSpec, k: string) => canonical((s as unknown as Record<string, unknown>)[k]);
+  return keys.filter((k) => field(a, k) !== field(b, k));
+};
+
+/** JSON with object keys sorted: two coordinators may build the same spec in another key order. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object' && !ArrayBuffer.isView(v))
+    return `{${Object.keys(v)
+      .sort()
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(v) ?? 'undefined';
+}
 
 export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
@@ -158,7 +173,9 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
 
   /** The device's cache for run `s` (created on first use, so devices without a stage get one too). */
   const ensureCache = (s: RunSpec, modelFingerprint: string): DeviceCache => {
-    if (spec && !sameRun(spec, s)) throw new Error('a different run spec than this device already serves');
+    const differ = spec ? runDifferences(spec, s) : [];
+    if (differ.length > 0)
+      throw new Error(`a different run spec than this device already serves (${differ.map((k) => `'${k}'`).join(', ')} differ)`);
     spec = s;
     rows ??= rowSource(loadRunData(s), s.seqLen);
     const config = loadConfig(s.model);
