@@ -19,9 +19,12 @@
  * Recovery: a device lost during training (a pipeline step, a cached step, deploying,
  * redistributing, or an earlier recovery) sends the run to `recovering`: leaving the state that
  * waited on it cancels that effect's requests; `abortWork` ends what the survivors have in flight
- * and releases their stages or cached-phase workers (their caches stay); the planner re-plans over
- * a profile restricted to the survivors, the generation grows, and `deploying` redeploys from the
- * coordinator's side network, the last committed state whatever the survivors had applied. In
+ * and releases their cached-phase workers (their caches stay; in a pipeline epoch their stages
+ * stay loaded); the planner re-plans over a profile restricted to the survivors, the generation
+ * grows, and `deploying` deploys the new plan with the coordinator's side network, the last
+ * committed state whatever the survivors had applied: a survivor the new plan leaves on the same
+ * layers keeps them and only takes the new generation and that state (the re-plan's `kept`), the
+ * others load their stage anew (`redeployed`). In
  * epoch 1 the step in flight is then replayed, and the entries that died with the device are
  * recomputed before redistribution; in the cached epochs the new plan is a forward-only pipeline
  * that recomputes the lost shard (`redistributing` refills, releases it and redistributes over
@@ -32,7 +35,7 @@
  * Joins and leaves (run-elastic.ts): a device that becomes ready mid-run (DEVICE_JOINED: an
  * optional or unlisted device, a restarted process, a stalled device that came back) or asks to
  * leave (DEVICE_LEAVING) is queued; at the next step boundary the run goes through `recovering`
- * without a step to replay: every device's work is released, the devices are profiled again
+ * without a step to replay: the joiners' (and in the cached epochs every device's) work is released, the devices are profiled again
  * (joiners with what they reported), the plan is made over the run's devices plus the joiners
  * minus the leavers, and deployed; in the cached epochs `redistributing` gives a joiner its shard
  * and takes the leavers' entries from them before they are dismissed. Recovery waits
@@ -61,6 +64,7 @@ import {
   queueJoin,
   queueLeave,
   rebalanceDue,
+  releasedAtAbort,
   resetDevices,
 } from './run-elastic.ts';
 import type {
@@ -85,7 +89,7 @@ import type {
 
 export type * from './run-io.ts';
 export type { EpochRecord, EpochTotals, PersistedRun, Phase, StepResult } from './run-state.ts';
-export type { FaultRecord, PlanBrief, ReplanRecord } from './run-faults.ts';
+export type { FaultRecord, PlanBrief, ReplanRecord, StageRank } from './run-faults.ts';
 export type { JoinRecord, LeaveRecord } from './run-elastic.ts';
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -240,7 +244,13 @@ const run = setup({
         return ledger.toJSON();
       },
     }),
-    applyDeployment: assign((_, d: Deployment) => ({ fingerprint: d.fingerprint, heldWeights: d.heldWeights, side: d.side })),
+    applyDeployment: assign(({ context: c }, d: Deployment) => ({
+      fingerprint: d.fingerprint,
+      heldWeights: d.heldWeights,
+      side: d.side,
+      // The re-plan this deployment carried out learns which stages stayed where they were.
+      replans: c.replans.map((r) => (r.generation === c.generation ? { ...r, kept: d.kept, redeployed: d.redeployed } : r)),
+    })),
     /** The plan over the survivors and joiners, without the leavers, becomes the run's, under the next generation. */
     adoptReplan: assign(({ context: c }, p: PlannedRun) => {
       const generation = c.generation + 1;
@@ -255,6 +265,8 @@ const run = setup({
         at: p.plannedAt,
         from: brief(c.layout, c.spec, c.cached?.ranks ?? null),
         to: brief(p.layout, p.spec, cached ? membership.devices : null),
+        kept: null,
+        redeployed: null,
       };
       return {
         ...membership,
@@ -464,6 +476,7 @@ export const runMachine = run.createMachine({
             input: ({ context: c }) => ({
               spec: c.spec,
               layout: c.layout,
+              devices: [...c.devices, ...c.departing.filter((d) => !c.devices.includes(d))],
               generation: c.generation,
               side: c.side,
               checkpointRef: c.checkpointRef,
@@ -541,7 +554,11 @@ export const runMachine = run.createMachine({
               on: { DEVICE_JOINED: { guard: 'newJoiner', target: 'aborting', reenter: true, actions: 'queueJoin' } },
               invoke: {
                 src: 'abortWork',
-                input: ({ context: c }) => ({ devices: resetDevices(c), lost: c.faults.slice(c.answeredFaults).map((f) => f.device) }),
+                input: ({ context: c }) => ({
+                  devices: resetDevices(c),
+                  release: releasedAtAbort(c, !(c.epoch > 1 && usesCache(c.spec))),
+                  lost: c.faults.slice(c.answeredFaults).map((f) => f.device),
+                }),
                 // Joiners are profiled with what they reported; the others keep the profile they had.
                 onDone: [{ guard: 'joinersQueued', target: 'profiling' }, { target: 'replanning' }],
                 onError: failOrStall,
