@@ -18,7 +18,7 @@ import { balanceShards } from '../../src/plan/balance.ts';
 import { epochSteps } from '../../src/train/data.ts';
 import { repackState, type StageLayout } from '../../src/engine/index.ts';
 import { broadcast, CTL_TIMEOUT_MS } from './control.ts';
-import type { RedistributeInput, Redistributed } from './run-machine.ts';
+import type { RedistributeInput, Redistributed, ReloadInput } from './run-machine.ts';
 
 export interface RedistributeDeps {
   bus: Bus;
@@ -72,29 +72,32 @@ export function redistributeEffect(deps: RedistributeDeps) {
       signal,
     });
     const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
-    const packed = repackState(input.side);
-    await broadcast(
-      bus,
-      devices,
-      'cached-load',
-      (d) => {
-        const rank = devices.indexOf(d);
-        return {
-          rank,
-          devices,
-          shard: shards[rank]!,
-          generation: input.generation,
-          firstStep: input.firstStep,
-          state: packed,
-        };
-      },
-      { signal },
-    );
+    await loadCachedWorkers(bus, { cached: { ranks: devices, shards }, ...input }, signal);
     const seconds = (performance.now() - t0) / 1000;
     const redistribution = { bytes: sent, seconds, shardSizes: Object.fromEntries(devices.map((d, i) => [d, shards[i]!.length])) };
     emit('REDISTRIBUTED', { bytes: sent, seconds, shards: redistribution.shardSizes, generation: input.generation });
     return { cached: { ranks: devices, shards }, redistribution, bytes: refilled + sent };
   });
+}
+
+/** Loads the whole side network + head on every rank of the cached phase, each over its shard, under `generation`. */
+export async function loadCachedWorkers(
+  bus: Bus,
+  { cached, generation, firstStep, side }: ReloadInput,
+  signal: AbortSignal,
+): Promise<void> {
+  const packed = repackState(side);
+  const { ranks: devices, shards } = cached;
+  await broadcast(
+    bus,
+    devices,
+    'cached-load',
+    (d) => {
+      const rank = devices.indexOf(d);
+      return { rank, devices, shard: shards[rank]!, generation, firstStep, state: packed };
+    },
+    { signal },
+  );
 }
 
 /**

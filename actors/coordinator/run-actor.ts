@@ -18,6 +18,7 @@
  * - commitStep: side-network checkpoint (src/train/checkpoint.ts), state.json, metrics.jsonl.
  * - redistribute: redistribute.ts.
  * - abortWork: `abort` on the survivors of a loss, then `release` on those the machine names.
+ * - reloadCached: `cached-load` again over the same shards (a replayed cached step).
  * - finishRun: summary.json, then `finish` on every device.
  * - dismiss: `drain` to leavers whose work is handed over; a device asking to leave (coord.join
  *   `leaving`) is queued for the next step boundary when it is one of the run's devices.
@@ -53,7 +54,7 @@ import { measuredProfile, methodShape, modelShape, withTimings } from '../../src
 import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
-import { redistributeEffect } from './redistribute.ts';
+import { loadCachedWorkers, redistributeEffect } from './redistribute.ts';
 import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
@@ -67,6 +68,7 @@ import {
   type PlanInput,
   type PlannedRun,
   type ProfileInput,
+  type ReloadInput,
   type StepInput,
   type StepOutput,
   type StepResult,
@@ -414,6 +416,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         emit('RECOVERING', { lost, devices });
         await broadcast(bus, devices, 'abort', () => ({}), { signal });
         await broadcast(bus, release, 'release', () => ({}), { signal });
+      }),
+      reloadCached: fromPromise<void, ReloadInput>(async ({ input, signal }) => {
+        await loadCachedWorkers(bus, input, signal);
+        emit('RUN_RELOADED', { generation: input.generation, devices: input.cached.ranks });
       }),
       finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => {
         const summary = buildSummary(input, {

@@ -116,6 +116,13 @@ export interface RedistributeInput {
   side: SideState;
   firstStep: number;
 }
+/** The cached phase's workers loaded again over the same shards, under a new generation, from the committed side network. */
+export interface ReloadInput {
+  cached: CachedPhase;
+  generation: number;
+  firstStep: number;
+  side: SideState;
+}
 /** End what `devices` have in flight and release what `release` hold for training (caches stay). */
 export interface AbortInput {
   devices: string[];

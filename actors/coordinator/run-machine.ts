@@ -6,6 +6,7 @@
  *   gathering -> profiling -> planning -> training.deploying -> training.pipelineEpoch
  *     -> training.redistributing -> training.cachedEpochs -> finishing -> done      (+ failed)
  *   training.* --DEVICE_LOST--> training.recovering (aborting -> replanning) -> training.deploying
+ *   step --deadline--> training.replaying (aborting) -> training.deploying | (reloading) -> training.cachedEpochs
  *
  * The context owns the run's data: every effect gets what it needs as `input` and hands back
  * what it produced as `output`, which `onDone` assigns; nothing travels between effects beside
@@ -42,8 +43,9 @@
  * `debounceMs` first, so that losses, joins and leaves arriving together make one re-plan.
  *
  * Step deadline (step-deadline.ts): a step that does not return in time, or that was in flight
- * when the coordinator's bus reconnected, goes through `recovering` with no device lost: the
- * same devices, a new generation, the step replayed.
+ * when the coordinator's bus reconnected, goes through `replaying`: no re-plan, the same devices
+ * end it and take the committed side network under a new generation (their stages, or their
+ * cached-phase workers over the same shards), and the step is replayed.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
 import { isRetryable } from '../../src/runtime/errors.ts';
@@ -76,6 +78,7 @@ import type {
   FinishInput,
   PlanInput,
   PlannedRun,
+  ReloadInput,
   ProfileInput,
   RedistributeInput,
   Redistributed,
@@ -111,6 +114,9 @@ const brief = (layout: StageLayout[], spec: RunSpec, cachedRanks: string[] | nul
   cachedRanks,
 });
 
+/** The run trains from the activation cache (its workers are loaded over their shards). */
+const inCachedPhase = (c: RunContext): boolean => c.cached !== null && c.epoch > 1 && usesCache(c.spec);
+
 /** Any effect's failure ends the run with its message. */
 const failRun = {
   target: '#run.failed',
@@ -129,6 +135,7 @@ const run = setup({
     commitStep: notProvided<Committed, CommitInput>('commitStep'),
     redistribute: notProvided<Redistributed, RedistributeInput>('redistribute'),
     abortWork: notProvided<void, AbortInput>('abortWork'),
+    reloadCached: notProvided<void, ReloadInput>('reloadCached'),
     finishRun: notProvided<RunSummary, FinishInput>('finishRun'),
   },
   delays: {
@@ -163,6 +170,8 @@ const run = setup({
       return context.departing.includes(event.device);
     },
     stepAttemptsLeft: ({ context }) => context.stepAttempt + 1 < MAX_STEP_ATTEMPTS,
+    /** The run trains from the activation cache: its workers hold the whole side network, no stage. */
+    cachedPhase: ({ context }) => inCachedPhase(context),
     /** A device this run no longer counts on (lost before, or a restarted process under its name). */
     notInRun: ({ context, event }) => {
       assertEvent(event, 'DEVICE_LOST');
@@ -279,6 +288,28 @@ const run = setup({
         replans: [...c.replans, record],
       };
     }),
+    /** The same plan under the next generation: a replay is recorded as a re-plan that changes nothing. */
+    adoptReplay: assign(({ context: c }) => {
+      const generation = c.generation + 1;
+      const same = brief(c.layout, c.spec, c.cached?.ranks ?? null);
+      const record: ReplanRecord = {
+        generation,
+        lost: [],
+        joined: [],
+        left: [],
+        devices: c.devices,
+        at: Date.now(),
+        from: same,
+        to: same,
+        kept: null,
+        redeployed: null,
+      };
+      return { answeredFaults: c.faults.length, generation, replans: [...c.replans, record] };
+    }),
+    /** The cached phase loads no stage: a replay there keeps and reloads none. */
+    noStagesDeployed: assign({
+      replans: ({ context: c }) => c.replans.map((r) => (r.generation === c.generation ? { ...r, kept: [], redeployed: [] } : r)),
+    }),
     recordError: assign((_, p: { error: unknown }) => ({ error: message(p.error) })),
     noteStepExpired: assign({ stepAttempt: ({ context }) => context.stepAttempt + 1 }),
     noteStepGivenUp: assign({
@@ -315,7 +346,7 @@ function beforeTraining(during: string) {
 
 /** The step in flight is given up and replayed on the same devices, or the run fails after too many attempts. */
 const replayStep = [
-  { guard: 'stepAttemptsLeft', target: '#run.training.recovering', reenter: true, actions: 'noteStepExpired' },
+  { guard: 'stepAttemptsLeft', target: '#run.training.replaying', reenter: true, actions: 'noteStepExpired' },
   { target: '#run.failed', actions: 'noteStepGivenUp' },
 ] as const;
 
@@ -537,6 +568,39 @@ export const runMachine = run.createMachine({
         stalled: {
           on: { DEVICE_LOST: onLoss('stalled') },
           after: { stallTimeout: '#run.failed' },
+        },
+        /**
+         * A step given up with no device lost: nothing is re-planned. The same devices end what
+         * they have in flight and take the committed side network under the next generation: in
+         * a pipeline epoch every stage stays loaded (the deployment keeps them all), in a cached
+         * epoch the workers are loaded again over the shards they had (no cache moves). A loss
+         * meanwhile takes the full recovery.
+         */
+        replaying: {
+          entry: assign({ error: null }),
+          on: { DEVICE_LOST: onLoss('replay') },
+          initial: 'aborting',
+          states: {
+            aborting: {
+              invoke: {
+                src: 'abortWork',
+                input: ({ context: c }) => ({ devices: c.devices, release: inCachedPhase(c) ? c.devices : [], lost: [] }),
+                onDone: [
+                  { guard: 'cachedPhase', target: 'reloading', actions: 'adoptReplay' },
+                  { target: '#run.training.deploying', actions: 'adoptReplay' },
+                ],
+                onError: failOrStall,
+              },
+            },
+            reloading: {
+              invoke: {
+                src: 'reloadCached',
+                input: ({ context: c }) => ({ cached: c.cached!, generation: c.generation, firstStep: c.step + 1, side: c.side! }),
+                onDone: { target: '#run.training.cachedEpochs', actions: 'noStagesDeployed' },
+                onError: failOrStall,
+              },
+            },
+          },
         },
         recovering: {
           entry: assign({ recoveryDue: false, error: null }),
