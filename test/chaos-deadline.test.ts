@@ -42,7 +42,7 @@ test('step deadline: from the plan, with a floor, doubling per attempt, or fixed
   assert.is(stepDeadlineMs({ simulatedStepMs: 5000, attempt: 1, fixedMs: 3000 }), 6000);
 });
 
-test('step deadline: a step that does not return is given up, the same devices redeploy under generation 1 and replay it', async () => {
+test('step deadline: a step that does not return is given up and replayed under generation 1 on the same stages, without a re-plan', async () => {
   const { machine, calls } = fakeRun({ beforeStep: hangFirst(2) });
   const clock = new SimulatedClock();
   const actor = start(machine, clock);
@@ -52,16 +52,44 @@ test('step deadline: a step that does not return is given up, the same devices r
   assert.is(calls.abort.length, 0, 'not before the deadline');
   clock.increment(1);
   const summary = done(await toPromise(actor));
-  assert.equal(calls.order.slice(0, 9), ['profile', 'plan', 'deploy', 'step', 'commit', 'step', 'abort', 'plan', 'deploy']);
-  assert.equal(calls.abort[0]!.lost, []);
+  assert.equal(calls.order.slice(0, 9), ['profile', 'plan', 'deploy', 'step', 'commit', 'step', 'abort', 'deploy', 'step']);
+  assert.equal(calls.abort[0], { devices: calls.deploy[0]!.devices, release: [], lost: [] }, 'the stages stay loaded');
   assert.equal(calls.deploy[1]!.generation, 1);
   assert.equal(calls.deploy[1]!.firstStep, 2);
+  assert.equal(calls.deploy[1]!.layout, calls.deploy[0]!.layout, 'the same plan');
+  assert.equal(calls.deploy[1]!.side, calls.commit[0]!.side, 'the committed side network');
   assert.equal(calls.step.map((s) => s.step).slice(0, 4), [1, 2, 2, 3]);
   assert.equal(
     summary.replans.map((r) => [r.generation, r.lost]),
     [[1, []]],
   );
   assert.equal(summary.faults, []);
+  assert.equal(summary.ledger.problems, []);
+});
+
+test('step deadline: a cached step given up reloads the workers over the same shards under a new generation: no re-plan, no redistribution', async () => {
+  const { machine, calls } = fakeRun({ beforeStep: hangFirst(5) });
+  const clock = new SimulatedClock();
+  const actor = start(machine, clock);
+  await waitFor(actor, () => calls.step.some((s) => s.step === 5));
+  clock.increment(1000);
+  const summary = done(await toPromise(actor));
+  const at = calls.order.indexOf('abort');
+  assert.equal(calls.order.slice(at - 2, at + 3), ['commit', 'step', 'abort', 'reload', 'step']);
+  assert.equal(
+    calls.order.filter((o) => o === 'plan' || o === 'redistribute' || o === 'deploy').length,
+    3,
+    'planned, deployed and redistributed once',
+  );
+  const devices = calls.redistribute[0]!.devices;
+  assert.equal(calls.abort[0], { devices, release: devices, lost: [] }, 'the workers are released');
+  assert.equal(calls.reload, [{ cached: calls.outputs.redistribute!.cached, generation: 1, firstStep: 5, side: calls.commit[3]!.side }]);
+  assert.equal(calls.step.map((s) => s.step).slice(3, 7), [4, 5, 5, 6]);
+  assert.equal(
+    summary.replans.map((r) => [r.generation, r.lost, r.joined, r.left, r.from, r.to, r.kept, r.redeployed]),
+    [[1, [], [], [], summary.replans[0]!.from, summary.replans[0]!.from, [], []]],
+  );
+  assert.equal(summary.replans[0]!.from.cachedRanks, devices);
   assert.equal(summary.ledger.problems, []);
 });
 

@@ -157,6 +157,16 @@ test('device actor: control links measures on the compute, refuses bad arguments
   await statusOf((x) => x.state === 'ready');
 });
 
+test("device actor: a re-plan's assign reaches a device that holds a stage (the stage keeps what it can)", async () => {
+  await statusOf((x) => x.state === 'ready');
+  const reply = control(bus, 'd0', 'assign', { stage: 0, rank: 1 });
+  await statusOf((x) => x.state === 'loading');
+  await g.release('assign', { fingerprint: 'f', kept: false });
+  assert.equal(await reply, { fingerprint: 'f', kept: false });
+  const d = await statusOf((x) => x.state === 'ready');
+  assert.is(d.role, 'stage 0 rank 1');
+});
+
 test('device actor: a drain during work waits for the work, answers it, then leaves', async () => {
   const reply = control(bus, 'd0', 'step', { step: 6, sampleIds: [4], withState: false });
   await statusOf((x) => x.state === 'working' && x.step === 6);

@@ -66,6 +66,36 @@ test('stage machine: a failed load returns to unloaded with the reason', async (
   assert.match(s.context.error!, /layer 3 missing/);
 });
 
+test('stage machine: a re-plan rebinds a loaded stage to its new position; a rebinding that fails unloads it', async () => {
+  const unloaded: number[] = [];
+  const m = stageMachine.provide({
+    actors: {
+      loadStage: fromPromise<void, AssignArgs>(async () => {}),
+      rebindStage: fromPromise<AssignArgs, AssignArgs>(async ({ input }) => {
+        if (input.rank === 9) throw new Error('no such rank');
+        return input;
+      }),
+      unloadStage: fromPromise<void, void>(async () => {
+        unloaded.push(1);
+      }),
+    },
+  });
+  const a = createActor(m).start();
+  a.send({ type: 'REBIND', assignment: assignment(0, 1) });
+  assert.is(a.getSnapshot().value, 'unloaded', 'nothing loaded to rebind');
+  a.send({ type: 'LOAD', assignment: assignment(0, 0) });
+  await waitFor(a, (s) => s.value === 'ready');
+  a.send({ type: 'REBIND', assignment: assignment(0, 1) });
+  const s = await waitFor(a, (x) => x.value === 'ready');
+  assert.is(s.context.assignment!.rank, 1, 'the new position');
+  assert.equal(unloaded, []);
+  a.send({ type: 'REBIND', assignment: assignment(0, 9) });
+  const f = await waitFor(a, (x) => x.value === 'unloaded');
+  assert.match(f.context.error!, /no such rank/);
+  assert.is(f.context.assignment, null);
+  assert.equal(unloaded, [1]);
+});
+
 test('cache machine: fills, seals, redistributes with byte accounting, serves, drops', async () => {
   const m = cacheMachine.provide({
     actors: {

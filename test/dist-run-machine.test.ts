@@ -40,7 +40,7 @@ function fakes(log: string[], opts: { failStep?: number } = {}) {
       }),
       deployPlan: fromPromise<Deployment, DeployInput>(async ({ input }) => {
         log.push(`deploy ${input.checkpointRef}`);
-        return { fingerprint: 'fp', heldWeights: {}, side: input.checkpointRef ? sideState(1) : null };
+        return { fingerprint: 'fp', heldWeights: {}, side: input.checkpointRef ? sideState(1) : null, kept: [], redeployed: [] };
       }),
       trainStep: fromPromise<StepOutput, StepInput>(async ({ input }) => {
         log.push(`${input.phase} e${input.epoch} s${input.step} [${input.sampleIds.join(',')}]`);

@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { RunSummary } from '../actors/coordinator/run-actor.ts';
+import type { StageRank } from '../actors/coordinator/run-machine.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'charon-elastic-'));
 const SAMPLES = 24,
@@ -77,6 +78,15 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
     replan.to.stages.some((s) => s.devices.includes(device)),
     'the new plan does not',
   );
+  // In the pipeline epoch a survivor the new plan leaves on the same layers keeps them (its side
+  // state is set back to the last commit); in a cached epoch the survivors' workers were released
+  // and the pipeline that refills the lost entries is loaded anew.
+  const ranks = replan.to.stages.flatMap((s, stage) => s.devices.map((d, rank) => ({ device: d, stage, rank, from: s.from, to: s.to })));
+  const stayed = (p: StageRank) => replan.from.stages.some((s) => s.from === p.from && s.to === p.to && s.devices.includes(p.device));
+  const pipeline = fault.epoch === 1;
+  assert.equal(replan.kept, pipeline ? ranks.filter(stayed) : []);
+  assert.equal(replan.redeployed, pipeline ? ranks.filter((p) => !stayed(p)) : ranks);
+  if (pipeline) assert.ok(replan.kept!.length > 0, `a survivor kept its stage: ${JSON.stringify(replan)}`);
   assert.ok(
     rejoined || !summary.redistribution || !(device in summary.redistribution.shardSizes),
     'the cached phase runs on the survivors',
@@ -107,7 +117,7 @@ async function killAndRecover(name: string, device: string, when: (e: Ev) => boo
     `  ${name}: killed ${device} (${fault.during}, epoch ${fault.epoch} step ${fault.step}); lost after ${(lost.at as number) - killedAt} ms; ` +
       `step ${next.step} done ${(next.at as number) - killedAt} ms and committed ${fault.recoveredAt! - killedAt} ms after the kill; ` +
       `plan ${replan.from.stages.map((s) => s.devices.join('+')).join(' | ')} -> ${replan.to.stages.map((s) => s.devices.join('+')).join(' | ')}; ` +
-      `${refill.samples} samples refilled; relative difference ${diff.toExponential(1)}; joined late: [${summary.joinedLate.join(', ')}]`,
+      `kept [${replan.kept!.map((p) => `${p.device}:${p.from}-${p.to}`).join(', ')}]; ${refill.samples} samples refilled; relative difference ${diff.toExponential(1)}; joined late: [${summary.joinedLate.join(', ')}]`,
   );
   // Placement changes only the summation order (1/2/4-device placements agree to ~1e-7).
   assert.ok(diff <= 1e-5, `${name}: the recovered run differs from an uninterrupted one by ${diff}`);

@@ -60,7 +60,7 @@ test('run recovery: a device lost in a pipeline step: abort on the survivors, re
   const summary = done(await toPromise(actor));
 
   assert.equal(calls.order.slice(0, 9), ['profile', 'plan', 'deploy', 'step', 'commit', 'step', 'abort', 'plan', 'deploy']);
-  assert.equal(calls.abort, [{ devices: ['d0', 'd1'], lost: ['d2'] }]);
+  assert.equal(calls.abort, [{ devices: ['d0', 'd1'], release: [], lost: ['d2'] }], 'the survivors keep their stages for the re-plan');
   const replan = calls.plan[1]!;
   assert.equal(
     replan.profile.devices.map((d) => d.name),
@@ -124,6 +124,8 @@ test('run recovery: a device lost in a pipeline step: abort on the survivors, re
       at: 1000,
       from: { stages: full.layout, microBatches: full.plan.microBatches, cachedRanks: null },
       to: { stages: survivors.layout, microBatches: survivors.plan.microBatches, cachedRanks: null },
+      kept: [],
+      redeployed: [],
     },
   ]);
   assert.equal(summary.plan.stages, survivors.layout);
@@ -263,8 +265,8 @@ test('run recovery: a second loss during recovery starts it over with fewer surv
   releaseAbort();
   const summary = done(await toPromise(actor));
   assert.equal(calls.abort, [
-    { devices: ['d0', 'd1'], lost: ['d2'] },
-    { devices: ['d1'], lost: ['d2', 'd0'] },
+    { devices: ['d0', 'd1'], release: [], lost: ['d2'] },
+    { devices: ['d1'], release: [], lost: ['d2', 'd0'] },
   ]);
   assert.equal(
     calls.deploy.map((d) => d.generation),
@@ -329,7 +331,11 @@ test('run recovery: a device that comes back joins at the next step boundary as 
     calls.step.map((s) => s.step),
     [1, 2, 2, 3, 4, 5, 6, 6, 7, 8, 9],
   );
-  assert.equal(calls.abort[1], { devices: ['d0', 'd1', 'd2'], lost: [] });
+  assert.equal(
+    calls.abort[1],
+    { devices: ['d0', 'd1', 'd2'], release: ['d0', 'd1', 'd2'], lost: [] },
+    'the cached-phase workers are released',
+  );
   assert.equal(calls.profile[1]!.devices, ['d0', 'd1', 'd2']);
   assert.equal(calls.redistribute[0]!.devices, ['d0', 'd1', 'd2']);
   assert.equal(calls.step[4]!.groups, [['d0', 'd1', 'd2']]);
@@ -371,7 +377,11 @@ test('run recovery: a loss and joins arriving within the debounce window make on
     summary.replans.map((r) => [r.lost, r.joined, r.devices]),
     [[['d1'], ['d2'], ['d0', 'd2']]],
   );
-  assert.equal(calls.abort, [{ devices: ['d0', 'd2'], lost: ['d1'] }]);
+  assert.equal(
+    calls.abort,
+    [{ devices: ['d0', 'd2'], release: ['d2'], lost: ['d1'] }],
+    'the joiner is released, the survivor keeps its stage',
+  );
   assert.ok(calls.step.slice(0, 2).every((s) => !s.groups.flat().includes('d2')));
   assert.ok(calls.step.slice(2).every((s) => s.groups.flat().includes('d2')));
   assert.equal(
@@ -404,8 +414,8 @@ test('run recovery: a lost device that speaks again while the survivors are abor
   release();
   const summary = done(await toPromise(actor));
   assert.equal(calls.abort, [
-    { devices: ['d0', 'd1'], lost: ['d2'] },
-    { devices: ['d0', 'd1', 'd2'], lost: ['d2'] },
+    { devices: ['d0', 'd1'], release: [], lost: ['d2'] },
+    { devices: ['d0', 'd1', 'd2'], release: ['d2'], lost: ['d2'] },
   ]);
   assert.equal(calls.deploy[1]!.layout.flatMap((s) => s.devices).sort(), ['d0', 'd1', 'd2']);
   assert.equal(summary.ledger.problems, []);

@@ -21,7 +21,7 @@ import { assignReplicas, planSends } from '../../src/plan/replicas.ts';
 import { epochSteps } from '../../src/train/data.ts';
 import { repackState, type StageLayout } from '../../src/engine/index.ts';
 import { broadcast, CTL_TIMEOUT_MS } from './control.ts';
-import type { CacheEntryCounts, RedistributeInput, Redistributed } from './run-machine.ts';
+import type { CacheEntryCounts, RedistributeInput, Redistributed, ReloadInput } from './run-machine.ts';
 
 export interface RedistributeDeps {
   bus: Bus;
@@ -92,24 +92,7 @@ export function redistributeEffect(deps: RedistributeDeps) {
       { timeoutMs: 30 * CTL_TIMEOUT_MS, signal },
     );
     const sent = [...moved.values()].reduce((a, r) => a + r.bytesOut, 0);
-    const packed = repackState(input.side);
-    await broadcast(
-      bus,
-      devices,
-      'cached-load',
-      (d) => {
-        const rank = devices.indexOf(d);
-        return {
-          rank,
-          devices,
-          shard: shards[rank]!,
-          generation: input.generation,
-          firstStep: input.firstStep,
-          state: packed,
-        };
-      },
-      { signal },
-    );
+    await loadCachedWorkers(bus, { cached: { ranks: devices, shards }, ...input }, signal);
     const seconds = (performance.now() - t0) / 1000;
     const sizes = (per: number[][]) => Object.fromEntries(devices.map((d, i) => [d, per[i]!.length]));
     const redistribution = {
@@ -136,6 +119,26 @@ export function redistributeEffect(deps: RedistributeDeps) {
       entries,
     };
   });
+}
+
+/** Loads the whole side network + head on every rank of the cached phase, each over its shard, under `generation`. */
+export async function loadCachedWorkers(
+  bus: Bus,
+  { cached, generation, firstStep, side }: ReloadInput,
+  signal: AbortSignal,
+): Promise<void> {
+  const packed = repackState(side);
+  const { ranks: devices, shards } = cached;
+  await broadcast(
+    bus,
+    devices,
+    'cached-load',
+    (d) => {
+      const rank = devices.indexOf(d);
+      return { rank, devices, shard: shards[rank]!, generation, firstStep, state: packed };
+    },
+    { signal },
+  );
 }
 
 /**

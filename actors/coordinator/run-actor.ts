@@ -8,16 +8,18 @@
  * - planRun: the planner (1F1B makespan over orders, groups, micro-batch counts) over the
  *   profile it is given (after a loss: the survivors'); a model that fits nowhere fails the run
  *   with the planner's explanation.
- * - deployPlan: `assign` to every stage rank on dev.<d>.ctl (each loads only its layers) under
- *   the plan's generation, with the side network the coordinator holds (after a re-plan) or the
- *   checkpoint's (a resumed run).
+ * - deployPlan: `release` to the run's devices the plan leaves out, then `assign` to every stage
+ *   rank on dev.<d>.ctl (each loads only its layers; a device that still holds the same layers
+ *   from the last plan keeps them and answers `kept`) under the plan's generation, with the side
+ *   network the coordinator holds (after a re-plan) or the checkpoint's (a resumed run).
  * - trainStep: `step` (pipeline epoch) or `cached-step` to every participant at once; rank 0 of
  *   every stage group (the one rank 0 of the cached phase) returns its side state while the
  *   coordinator has none, afterwards only its group's reduced gradient, on which the coordinator
  *   replays the devices' AdamW update bit for bit (src/engine/side-state.ts replayStep).
  * - commitStep: side-network checkpoint (src/train/checkpoint.ts), state.json, metrics.jsonl.
  * - redistribute: redistribute.ts.
- * - abortWork: `abort` then `release` on the survivors of a loss.
+ * - abortWork: `abort` on the survivors of a loss, then `release` on those the machine names.
+ * - reloadCached: `cached-load` again over the same shards (a replayed cached step).
  * - finishRun: summary.json, then `finish` on every device.
  * - dismiss: `drain` to leavers whose work is handed over; a device asking to leave (coord.join
  *   `leaving`) is queued for the next step boundary when it is one of the run's devices.
@@ -55,7 +57,7 @@ import { LinkSurvey, linkProbeSize } from './link-survey.ts';
 import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
-import { redistributeEffect } from './redistribute.ts';
+import { loadCachedWorkers, redistributeEffect } from './redistribute.ts';
 import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
@@ -70,6 +72,7 @@ import {
   type PlanInput,
   type PlannedRun,
   type ProfileInput,
+  type ReloadInput,
   type StepInput,
   type StepOutput,
   type StepResult,
@@ -307,13 +310,16 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs, plannedAt: Date.now() };
       }),
       deployPlan: fromPromise<Deployment, DeployInput>(
-        async ({ input: { spec, layout, generation, side: committed, checkpointRef, epoch, firstStep }, signal }) => {
+        async ({ input: { spec, layout, devices, generation, side: committed, checkpointRef, epoch, firstStep }, signal }) => {
           const resumed = !committed && checkpointRef ? sideOfCheckpoint(checkpointRef) : null;
           const side = committed ?? resumed?.side ?? null;
           // In the cached phase the side network goes out with `cached-load` instead.
           const state = side && (epoch === 1 || !usesCache(spec)) ? { state: repackState(side) } : {};
           const ranks = participants(layout);
-          const replies = await broadcast<{ fingerprint: string; weights: string[] }>(
+          // A device the plan leaves out may still hold the stage an earlier plan gave it.
+          const unused = devices.filter((d) => !ranks.some((p) => p.device === d));
+          await broadcast(bus, unused, 'release', () => ({}), { signal });
+          const replies = await broadcast<{ fingerprint: string; weights: string[]; kept?: boolean }>(
             bus,
             ranks.map((p) => p.device),
             'assign',
@@ -325,8 +331,15 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           );
           const fingerprint = [...replies.values()][0]!.fingerprint;
           if (resumed) checkResumable(resumed.meta, { ...sideCheckpointIdentity(spec), modelFingerprint: fingerprint });
-          emit('RUN_DEPLOYED', { generation, devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])) });
-          return { fingerprint, heldWeights: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights])), side };
+          const stageRank = (p: (typeof ranks)[number]) => ({ ...p, from: layout[p.stage]!.from, to: layout[p.stage]!.to });
+          const kept = ranks.filter((p) => replies.get(p.device)?.kept).map(stageRank);
+          const redeployed = ranks.filter((p) => !replies.get(p.device)?.kept).map(stageRank);
+          emit('RUN_DEPLOYED', {
+            generation,
+            devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights.length])),
+            kept: kept.map((p) => p.device),
+          });
+          return { fingerprint, heldWeights: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights])), side, kept, redeployed };
         },
       ),
       trainStep: fromPromise<StepOutput, StepInput>(async ({ input, signal }) => {
@@ -439,10 +452,14 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         return { checkpointRef: checkpointDir, committedAt: Date.now() };
       }),
       redistribute: redistributeEffect({ bus, config, gflops, emit }),
-      abortWork: fromPromise<void, AbortInput>(async ({ input: { devices, lost }, signal }) => {
+      abortWork: fromPromise<void, AbortInput>(async ({ input: { devices, release, lost }, signal }) => {
         emit('RECOVERING', { lost, devices });
         await broadcast(bus, devices, 'abort', () => ({}), { signal });
-        await broadcast(bus, devices, 'release', () => ({}), { signal });
+        await broadcast(bus, release, 'release', () => ({}), { signal });
+      }),
+      reloadCached: fromPromise<void, ReloadInput>(async ({ input, signal }) => {
+        await loadCachedWorkers(bus, input, signal);
+        emit('RUN_RELOADED', { generation: input.generation, devices: input.cached.ranks });
       }),
       finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => {
         const summary = buildSummary(input, {

@@ -112,6 +112,15 @@ export const resetDevices = (c: ElasticState): string[] => [
   ...c.joining.map((j) => j.device).filter((d) => !c.devices.includes(d)),
 ];
 
+/**
+ * Whom a re-plan's abort releases. In a pipeline epoch the run's devices keep their stages: the
+ * deployment of the new plan keeps those it leaves on the same layers and reloads the others;
+ * joiners are released (a device that was declared lost is never trusted with its old role). In
+ * the cached epochs everyone is released: the workers are loaded again over the new shards.
+ */
+export const releasedAtAbort = (c: ElasticState, pipelineEpoch: boolean): string[] =>
+  pipelineEpoch ? resetDevices(c).filter((d) => !c.devices.includes(d)) : resetDevices(c);
+
 /** The re-plan over `plannedDevices` is adopted: joiners become the run's devices, leavers depart. */
 export function adoptMembership(
   c: ElasticState & { epoch: number; step: number },

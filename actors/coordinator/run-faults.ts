@@ -46,6 +46,22 @@ export interface ReplanRecord {
   at: number;
   from: PlanBrief;
   to: PlanBrief;
+  /**
+   * Stage ranks of `to` whose device kept the layers it had loaded (only their side state was
+   * set back to the last commit), and those loaded anew; null until the new plan is deployed
+   * (it stays null when a further re-plan came first).
+   */
+  kept: StageRank[] | null;
+  redeployed: StageRank[] | null;
+}
+
+/** A stage rank of a plan and the layers it holds. */
+export interface StageRank {
+  device: string;
+  stage: number;
+  rank: number;
+  from: number;
+  to: number;
 }
 
 /** `profile` restricted to `devices` (and the links between them): what the planner may use after a loss. */

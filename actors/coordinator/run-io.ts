@@ -9,7 +9,7 @@ import type { StagePlan } from '../../src/plan/planner.ts';
 import type { SideState, StageLayout } from '../../src/engine/index.ts';
 import type { RunSummary } from './run-summary.ts';
 import type { CoordinatorRecord, Phase, PersistedRun, RunState, StepResult } from './run-state.ts';
-import type { FaultRecord, ReplanRecord } from './run-faults.ts';
+import type { FaultRecord, ReplanRecord, StageRank } from './run-faults.ts';
 import type { ElasticState, JoinRecord, LeaveRecord } from './run-elastic.ts';
 
 export interface RunInput {
@@ -54,6 +54,9 @@ export interface Deployment {
   heldWeights: Record<string, string[]>;
   /** The side network deployed (the committed one, or the checkpoint's); null when the devices initialise it. */
   side: SideState | null;
+  /** Stage ranks whose device kept the layers it had loaded, and those loaded anew. */
+  kept: StageRank[];
+  redeployed: StageRank[];
 }
 
 /** The cached phase's one data-parallel group: every device a rank with its shard of sample ids. */
@@ -106,6 +109,8 @@ export interface PlanInput {
 export interface DeployInput {
   spec: RunSpec;
   layout: StageLayout[];
+  /** The run's devices (leavers included): those the plan gives no stage rank are released. */
+  devices: string[];
   generation: number;
   /** The committed side network in memory (after a re-plan); when null, the checkpoint's (a resumed run), if any. */
   side: SideState | null;
@@ -126,9 +131,18 @@ export interface RedistributeInput {
   side: SideState;
   firstStep: number;
 }
-/** End what `devices` have in flight and release what they hold for training (caches stay). */
+/** The cached phase's workers loaded again over the same shards, under a new generation, from the committed side network. */
+export interface ReloadInput {
+  cached: CachedPhase;
+  generation: number;
+  firstStep: number;
+  side: SideState;
+}
+/** End what `devices` have in flight and release what `release` hold for training (caches stay). */
 export interface AbortInput {
   devices: string[];
+  /** The others keep their stage for the deployment of the next plan, which keeps what it leaves in place. */
+  release: string[];
   lost: string[];
 }
 export interface StepInput {

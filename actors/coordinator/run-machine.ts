@@ -6,6 +6,7 @@
  *   gathering -> profiling -> planning -> training.deploying -> training.pipelineEpoch
  *     -> training.redistributing -> training.cachedEpochs -> finishing -> done      (+ failed)
  *   training.* --DEVICE_LOST--> training.recovering (aborting -> replanning) -> training.deploying
+ *   step --deadline--> training.replaying (aborting) -> training.deploying | (reloading) -> training.cachedEpochs
  *
  * The context owns the run's data: every effect gets what it needs as `input` and hands back
  * what it produced as `output`, which `onDone` assigns; nothing travels between effects beside
@@ -19,9 +20,12 @@
  * Recovery: a device lost during training (a pipeline step, a cached step, deploying,
  * redistributing, or an earlier recovery) sends the run to `recovering`: leaving the state that
  * waited on it cancels that effect's requests; `abortWork` ends what the survivors have in flight
- * and releases their stages or cached-phase workers (their caches stay); the planner re-plans over
- * a profile restricted to the survivors, the generation grows, and `deploying` redeploys from the
- * coordinator's side network, the last committed state whatever the survivors had applied. In
+ * and releases their cached-phase workers (their caches stay; in a pipeline epoch their stages
+ * stay loaded); the planner re-plans over a profile restricted to the survivors, the generation
+ * grows, and `deploying` deploys the new plan with the coordinator's side network, the last
+ * committed state whatever the survivors had applied: a survivor the new plan leaves on the same
+ * layers keeps them and only takes the new generation and that state (the re-plan's `kept`), the
+ * others load their stage anew (`redeployed`). In
  * epoch 1 the step in flight is then replayed, and the entries that died with the device are
  * recomputed before redistribution; in the cached epochs the new plan is a forward-only pipeline
  * that recomputes the lost shard (`redistributing` refills, releases it and redistributes over
@@ -32,15 +36,16 @@
  * Joins and leaves (run-elastic.ts): a device that becomes ready mid-run (DEVICE_JOINED: an
  * optional or unlisted device, a restarted process, a stalled device that came back) or asks to
  * leave (DEVICE_LEAVING) is queued; at the next step boundary the run goes through `recovering`
- * without a step to replay: every device's work is released, the devices are profiled again
+ * without a step to replay: the joiners' (and in the cached epochs every device's) work is released, the devices are profiled again
  * (joiners with what they reported), the plan is made over the run's devices plus the joiners
  * minus the leavers, and deployed; in the cached epochs `redistributing` gives a joiner its shard
  * and takes the leavers' entries from them before they are dismissed. Recovery waits
  * `debounceMs` first, so that losses, joins and leaves arriving together make one re-plan.
  *
  * Step deadline (step-deadline.ts): a step that does not return in time, or that was in flight
- * when the coordinator's bus reconnected, goes through `recovering` with no device lost: the
- * same devices, a new generation, the step replayed.
+ * when the coordinator's bus reconnected, goes through `replaying`: no re-plan, the same devices
+ * end it and take the committed side network under a new generation (their stages, or their
+ * cached-phase workers over the same shards), and the step is replayed.
  */
 import { assertEvent, assign, fromPromise, setup } from 'xstate';
 import { isRetryable } from '../../src/runtime/errors.ts';
@@ -61,6 +66,7 @@ import {
   queueJoin,
   queueLeave,
   rebalanceDue,
+  releasedAtAbort,
   resetDevices,
 } from './run-elastic.ts';
 import type {
@@ -72,6 +78,7 @@ import type {
   FinishInput,
   PlanInput,
   PlannedRun,
+  ReloadInput,
   ProfileInput,
   RedistributeInput,
   Redistributed,
@@ -85,7 +92,7 @@ import type {
 
 export type * from './run-io.ts';
 export type { CoordinatorRecord, EpochRecord, EpochTotals, PersistedRun, Phase, RunHistory, StepResult } from './run-state.ts';
-export type { FaultRecord, PlanBrief, ReplanRecord } from './run-faults.ts';
+export type { FaultRecord, PlanBrief, ReplanRecord, StageRank } from './run-faults.ts';
 export type { JoinRecord, LeaveRecord } from './run-elastic.ts';
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -107,6 +114,9 @@ const brief = (layout: StageLayout[], spec: RunSpec, cachedRanks: string[] | nul
   cachedRanks,
 });
 
+/** The run trains from the activation cache (its workers are loaded over their shards). */
+const inCachedPhase = (c: RunContext): boolean => c.cached !== null && c.epoch > 1 && usesCache(c.spec);
+
 /** Any effect's failure ends the run with its message. */
 const failRun = {
   target: '#run.failed',
@@ -125,6 +135,7 @@ const run = setup({
     commitStep: notProvided<Committed, CommitInput>('commitStep'),
     redistribute: notProvided<Redistributed, RedistributeInput>('redistribute'),
     abortWork: notProvided<void, AbortInput>('abortWork'),
+    reloadCached: notProvided<void, ReloadInput>('reloadCached'),
     finishRun: notProvided<RunSummary, FinishInput>('finishRun'),
   },
   delays: {
@@ -159,6 +170,8 @@ const run = setup({
       return context.departing.includes(event.device);
     },
     stepAttemptsLeft: ({ context }) => context.stepAttempt + 1 < MAX_STEP_ATTEMPTS,
+    /** The run trains from the activation cache: its workers hold the whole side network, no stage. */
+    cachedPhase: ({ context }) => inCachedPhase(context),
     /** A device this run no longer counts on (lost before, or a restarted process under its name). */
     notInRun: ({ context, event }) => {
       assertEvent(event, 'DEVICE_LOST');
@@ -240,7 +253,13 @@ const run = setup({
         return ledger.toJSON();
       },
     }),
-    applyDeployment: assign((_, d: Deployment) => ({ fingerprint: d.fingerprint, heldWeights: d.heldWeights, side: d.side })),
+    applyDeployment: assign(({ context: c }, d: Deployment) => ({
+      fingerprint: d.fingerprint,
+      heldWeights: d.heldWeights,
+      side: d.side,
+      // The re-plan this deployment carried out learns which stages stayed where they were.
+      replans: c.replans.map((r) => (r.generation === c.generation ? { ...r, kept: d.kept, redeployed: d.redeployed } : r)),
+    })),
     /** The plan over the survivors and joiners, without the leavers, becomes the run's, under the next generation. */
     adoptReplan: assign(({ context: c }, p: PlannedRun) => {
       const generation = c.generation + 1;
@@ -255,6 +274,8 @@ const run = setup({
         at: p.plannedAt,
         from: brief(c.layout, c.spec, c.cached?.ranks ?? null),
         to: brief(p.layout, p.spec, cached ? membership.devices : null),
+        kept: null,
+        redeployed: null,
       };
       return {
         ...membership,
@@ -266,6 +287,28 @@ const run = setup({
         simulatedStepMs: p.simulatedStepMs,
         replans: [...c.replans, record],
       };
+    }),
+    /** The same plan under the next generation: a replay is recorded as a re-plan that changes nothing. */
+    adoptReplay: assign(({ context: c }) => {
+      const generation = c.generation + 1;
+      const same = brief(c.layout, c.spec, c.cached?.ranks ?? null);
+      const record: ReplanRecord = {
+        generation,
+        lost: [],
+        joined: [],
+        left: [],
+        devices: c.devices,
+        at: Date.now(),
+        from: same,
+        to: same,
+        kept: null,
+        redeployed: null,
+      };
+      return { answeredFaults: c.faults.length, generation, replans: [...c.replans, record] };
+    }),
+    /** The cached phase loads no stage: a replay there keeps and reloads none. */
+    noStagesDeployed: assign({
+      replans: ({ context: c }) => c.replans.map((r) => (r.generation === c.generation ? { ...r, kept: [], redeployed: [] } : r)),
     }),
     recordError: assign((_, p: { error: unknown }) => ({ error: message(p.error) })),
     noteStepExpired: assign({ stepAttempt: ({ context }) => context.stepAttempt + 1 }),
@@ -303,7 +346,7 @@ function beforeTraining(during: string) {
 
 /** The step in flight is given up and replayed on the same devices, or the run fails after too many attempts. */
 const replayStep = [
-  { guard: 'stepAttemptsLeft', target: '#run.training.recovering', reenter: true, actions: 'noteStepExpired' },
+  { guard: 'stepAttemptsLeft', target: '#run.training.replaying', reenter: true, actions: 'noteStepExpired' },
   { target: '#run.failed', actions: 'noteStepGivenUp' },
 ] as const;
 
@@ -462,6 +505,7 @@ export const runMachine = run.createMachine({
             input: ({ context: c }) => ({
               spec: c.spec,
               layout: c.layout,
+              devices: [...c.devices, ...c.departing.filter((d) => !c.devices.includes(d))],
               generation: c.generation,
               side: c.side,
               checkpointRef: c.checkpointRef,
@@ -528,6 +572,39 @@ export const runMachine = run.createMachine({
           on: { DEVICE_LOST: onLoss('stalled') },
           after: { stallTimeout: '#run.failed' },
         },
+        /**
+         * A step given up with no device lost: nothing is re-planned. The same devices end what
+         * they have in flight and take the committed side network under the next generation: in
+         * a pipeline epoch every stage stays loaded (the deployment keeps them all), in a cached
+         * epoch the workers are loaded again over the shards they had (no cache moves). A loss
+         * meanwhile takes the full recovery.
+         */
+        replaying: {
+          entry: assign({ error: null }),
+          on: { DEVICE_LOST: onLoss('replay') },
+          initial: 'aborting',
+          states: {
+            aborting: {
+              invoke: {
+                src: 'abortWork',
+                input: ({ context: c }) => ({ devices: c.devices, release: inCachedPhase(c) ? c.devices : [], lost: [] }),
+                onDone: [
+                  { guard: 'cachedPhase', target: 'reloading', actions: 'adoptReplay' },
+                  { target: '#run.training.deploying', actions: 'adoptReplay' },
+                ],
+                onError: failOrStall,
+              },
+            },
+            reloading: {
+              invoke: {
+                src: 'reloadCached',
+                input: ({ context: c }) => ({ cached: c.cached!, generation: c.generation, firstStep: c.step + 1, side: c.side! }),
+                onDone: { target: '#run.training.cachedEpochs', actions: 'noStagesDeployed' },
+                onError: failOrStall,
+              },
+            },
+          },
+        },
         recovering: {
           entry: assign({ recoveryDue: false, error: null }),
           on: { DEVICE_LOST: onLoss('recovery') },
@@ -544,7 +621,11 @@ export const runMachine = run.createMachine({
               on: { DEVICE_JOINED: { guard: 'newJoiner', target: 'aborting', reenter: true, actions: 'queueJoin' } },
               invoke: {
                 src: 'abortWork',
-                input: ({ context: c }) => ({ devices: resetDevices(c), lost: c.faults.slice(c.answeredFaults).map((f) => f.device) }),
+                input: ({ context: c }) => ({
+                  devices: resetDevices(c),
+                  release: releasedAtAbort(c, !(c.epoch > 1 && usesCache(c.spec))),
+                  lost: c.faults.slice(c.answeredFaults).map((f) => f.device),
+                }),
                 // Joiners are profiled with what they reported; the others keep the profile they had.
                 onDone: [{ guard: 'joinersQueued', target: 'profiling' }, { target: 'replanning' }],
                 onError: failOrStall,

@@ -5,6 +5,7 @@
  *                         idle  --LOAD-->   loading   -> ready      (a stage, or the cached-phase worker)
  *                         ready --WORK-->   working   -> ready      (a step, a cache fill)
  *                         idle  --WORK-->   working   -> idle       (cache redistribution, no stage held)
+ *                         ready --LOAD-->   loading   -> ready      (a re-plan's stage: the same layers are kept)
  *                         ready --UNLOAD--> unloading -> idle )
  *              -> draining -> stopped
  *   online --DISCONNECTED--> reconnecting --RECONNECTED--> online.registering
@@ -136,6 +137,8 @@ export const deviceMachine = setup({
     registerRetriesLeft: ({ context }) => context.registerFailures < context.policy.maxRestarts,
     drainRequested: ({ context }) => context.drainRequested,
     holdsRole: ({ context }) => context.role !== null,
+    /** A pipeline stage assignment (the cached-phase worker is released before it is loaded again). */
+    reassign: ({ event }) => event.type === 'LOAD' && event.request.kind === 'assign',
   },
   delays: {
     registerRetry: ({ context }) => backoffDelay(context.policy, context.registerFailures),
@@ -241,6 +244,8 @@ export const deviceMachine = setup({
         },
         ready: {
           on: {
+            // A re-plan assigns survivors without releasing them first: the stage keeps what it can.
+            LOAD: { guard: 'reassign', target: 'loading', actions: ['takeRequest', 'takeRole'] },
             WORK: { target: 'working', actions: ['takeRequest', 'takeWork'] },
             UNLOAD: { target: 'unloading', actions: ['takeRequest'] },
           },

@@ -50,6 +50,7 @@ import {
   cachedStep,
   crossPlace,
   openStageCompute,
+  restoreState,
   packGrads,
   packState,
   rowSource,
@@ -101,6 +102,23 @@ function canonical(v: unknown): string {
       .join(',')}}`;
   return JSON.stringify(v) ?? 'undefined';
 }
+
+/** The backbone part a stage rank of `a` loads. */
+const stagePart = (a: AssignArgs) => {
+  const st = a.stages[a.stage]!;
+  return { from: st.from, to: st.to, first: a.stage === 0, last: a.stage === a.stages.length - 1 };
+};
+
+/**
+ * Whether the stage loaded for `held` serves `next` as it is: the same run and method, the same
+ * layers (embedding and head included), and a committed side state to set it back to (without
+ * one the side network would have to start again from its seed: it is loaded anew).
+ */
+const keepable = (held: AssignArgs | null, next: AssignArgs): boolean =>
+  held !== null &&
+  next.state !== undefined &&
+  runDifferences(held.spec, next.spec).length === 0 &&
+  canonical(stagePart(held)) === canonical(stagePart(next));
 
 export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */
@@ -192,14 +210,24 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
 
   const loadStage = async (a: AssignArgs): Promise<void> => {
     const st = a.stages[a.stage]!,
-      S = a.stages.length,
-      s = a.spec;
+      S = a.stages.length;
     const open = await openStageCompute({
-      model: s.model,
-      part: { from: st.from, to: st.to, first: a.stage === 0, last: a.stage === S - 1 },
-      spec: stageSpec(s),
+      model: a.spec.model,
+      part: stagePart(a),
+      spec: stageSpec(a.spec),
       ...(a.state ? { state: unpackState(a.state as PackedState) } : {}),
     });
+    stage = bindStage(open, a);
+    log(
+      `stage ${a.stage} rank ${a.rank}: layers ${st.from}..${st.to}${a.stage === 0 ? ' + embedding' : ''}${a.stage === S - 1 ? ' + head' : ''}, ${open.backbone.weights().size} backbone tensors`,
+    );
+  };
+
+  /** The loaded stage's place in plan `a`: links to its peers under `a`'s generation, a runner over `a`'s layout. */
+  const bindStage = (open: OpenStage, a: AssignArgs): Stage => {
+    const st = a.stages[a.stage]!,
+      S = a.stages.length,
+      s = a.spec;
     const { backbone, compute, optimizer } = open;
     const T = s.seqLen,
       d = backbone.config.dModel;
@@ -229,10 +257,23 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       // Without the cache (another method, or `cache: off`) nothing computed is kept.
       ...(usesCache(s) ? { onComputed: (ids: number[], computed: Map<number, Float32Array>) => fill.fill(ids, computed) } : {}),
     });
-    stage = { ...open, links, runner, rank: a.rank };
-    log(
-      `stage ${a.stage} rank ${a.rank}: layers ${st.from}..${st.to}${a.stage === 0 ? ' + embedding' : ''}${a.stage === S - 1 ? ' + head' : ''}, ${backbone.weights().size} backbone tensors`,
-    );
+    return { ...open, links, runner, rank: a.rank };
+  };
+
+  /**
+   * The loaded stage under the re-plan `a`, which gives it the same layers: the backbone slice
+   * and compute stay, the old plan's links close (late messages of its generation find no
+   * subscriber, the new links refuse them), and the side network and optimiser go back to the
+   * committed state `a` carries, whatever the stage applied of the aborted step.
+   */
+  const rebindStage = (a: AssignArgs): AssignArgs => {
+    const old = stage!;
+    old.links.close();
+    old.compute.clear();
+    restoreState(old.compute, old.optimizer, unpackState(a.state as PackedState));
+    stage = bindStage(old, a);
+    log(`stage ${a.stage} rank ${a.rank}: kept layers ${a.stages[a.stage]!.from}..${a.stages[a.stage]!.to} (generation ${a.generation})`);
+    return a;
   };
 
   const unloadStage = () => {
@@ -259,6 +300,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     stageMachine.provide({
       actors: {
         loadStage: fromPromise<void, AssignArgs>(async ({ input }) => loadStage(input)),
+        rebindStage: fromPromise<AssignArgs, AssignArgs>(async ({ input }) => rebindStage(input)),
         runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(async ({ input, signal }) => {
           stepSignal = signal;
           try {
@@ -302,14 +344,26 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     assign: async (raw, d) => {
       device = d;
       const a = assignArgs.parse(raw);
-      if (machine.getSnapshot().value !== 'unloaded') throw new WrongState(`stage ${String(machine.getSnapshot().value)}`, 'assign');
-      machine.send({ type: 'LOAD', assignment: a });
-      const s = await waitFor(machine, (x) => x.value !== 'loading', { timeout: Infinity });
-      if (s.value !== 'ready') throw new Error(`assign: ${s.context.error}`);
+      const held = machine.getSnapshot();
+      let kept = false;
+      if (held.value === 'ready' && keepable(held.context.assignment, a)) {
+        machine.send({ type: 'REBIND', assignment: a });
+        const s = await waitFor(machine, (x) => x.value !== 'rebinding', { timeout: Infinity });
+        kept = s.value === 'ready';
+        if (!kept) log(`stage ${a.stage} rank ${a.rank}: keeping the loaded layers failed (${s.context.error}); loading them again`);
+      } else if (held.value === 'ready') machine.send({ type: 'UNLOAD' });
+      if (!kept) {
+        const s = await waitFor(machine, (x) => x.value !== 'unloading' && x.value !== 'rebinding', { timeout: Infinity });
+        if (s.value !== 'unloaded') throw new WrongState(`stage ${String(s.value)}`, 'assign');
+        machine.send({ type: 'LOAD', assignment: a });
+        const loaded = await waitFor(machine, (x) => x.value !== 'loading', { timeout: Infinity });
+        if (loaded.value !== 'ready') throw new Error(`assign: ${loaded.context.error}`);
+      }
       return {
         fingerprint: stage!.backbone.fingerprint,
         weights: [...stage!.backbone.weights().keys()],
         sideParameters: [...stage!.compute.parameters().keys()],
+        kept,
       };
     },
     step: async (raw, d) => {

@@ -1,7 +1,9 @@
 /**
  * The stage machine: unloaded -> loading -> ready -> running (1F1B over one step's
  * micro-batches) -> ready; ABORT while running goes through `aborting`, which drops every
- * in-flight micro-batch of the step. Effects are named; the binding provides them.
+ * in-flight micro-batch of the step. A re-plan that leaves the stage's layers where they are
+ * takes ready -> rebinding -> ready (REBIND: new plan position, links and side state over the
+ * loaded backbone); a rebinding that fails unloads. Effects are named; the binding provides them.
  */
 import { assign, fromPromise, setup } from 'xstate';
 import type { AssignArgs } from '../../src/runtime/ctl.ts';
@@ -9,6 +11,8 @@ import type { RankOutcome } from '../../src/engine/index.ts';
 
 export type StageEvent =
   | { type: 'LOAD'; assignment: AssignArgs }
+  /** The same layers under a new plan: keep the backbone and compute, take the new position and state. */
+  | { type: 'REBIND'; assignment: AssignArgs }
   | { type: 'RUN_STEP'; step: number; sampleIds: number[] }
   /** Without a step: whatever step is running. */
   | { type: 'ABORT'; step?: number }
@@ -33,6 +37,7 @@ export const stageMachine = setup({
   types: { context: {} as StageContext, events: {} as StageEvent },
   actors: {
     loadStage: notProvided<void, AssignArgs>('loadStage'),
+    rebindStage: notProvided<AssignArgs, AssignArgs>('rebindStage'),
     runStep: notProvided<RankOutcome, { step: number; sampleIds: number[] }>('runStep'),
     abortStep: notProvided<void, { step: number }>('abortStep'),
     unloadStage: notProvided<void, void>('unloadStage'),
@@ -57,7 +62,20 @@ export const stageMachine = setup({
     ready: {
       on: {
         RUN_STEP: { target: 'running', actions: assign({ step: ({ event }) => event.step, outcome: null, error: null }) },
+        REBIND: { target: 'rebinding', actions: assign({ error: null }) },
         UNLOAD: 'unloading',
+      },
+    },
+    rebinding: {
+      invoke: {
+        src: 'rebindStage',
+        input: ({ event }) => (event as Extract<StageEvent, { type: 'REBIND' }>).assignment,
+        onDone: {
+          target: 'ready',
+          actions: assign({ assignment: ({ event }) => event.output }),
+        },
+        // Half rebound is neither the old stage nor the new one.
+        onError: { target: 'unloading', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },
     },
     running: {

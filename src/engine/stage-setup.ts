@@ -108,12 +108,7 @@ function withOptimizer(
   disposeMethod: () => void,
 ): OpenStage {
   const optimizer = new AdamW(spec.optimizer);
-  if (state) {
-    const params = compute.parameters();
-    compute.load(state.params);
-    const mine = <T>(m: Map<string, T>) => new Map([...m].filter(([n]) => params.has(n)));
-    optimizer.load({ step: state.optimizer.step, m: mine(state.optimizer.m), v: mine(state.optimizer.v) }, params);
-  }
+  if (state) restoreState(compute, optimizer, state);
   return {
     backbone,
     compute,
@@ -125,4 +120,16 @@ function withOptimizer(
       backbone.dispose();
     },
   };
+}
+
+/**
+ * Overwrites the trainable parameters and the optimiser state with `state` (its entries for
+ * `compute`'s parameters): a stage kept across a re-plan is set back to the committed state this
+ * way, whatever it applied of an aborted step.
+ */
+export function restoreState(compute: RankCompute, optimizer: AdamW, state: NonNullable<StageSetup['state']>): void {
+  const params = compute.parameters();
+  compute.load(state.params);
+  const mine = <T>(m: Map<string, T>) => new Map([...m].filter(([n]) => params.has(n)));
+  optimizer.load({ step: state.optimizer.step, m: mine(state.optimizer.m), v: mine(state.optimizer.v) }, params);
 }

@@ -80,7 +80,9 @@ function describeEvent(e: Record<string, unknown>): string {
     case 'RUN_PLANNED':
       return `plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}, ${e.microBatches} micro-batches, predicted step ${(e.predictedStepMs as number).toFixed(0)} ms`;
     case 'RUN_DEPLOYED':
-      return `plan deployed (generation ${e.generation}) on ${Object.keys(e.devices as object).join(', ')}`;
+      return `plan deployed (generation ${e.generation}) on ${Object.keys(e.devices as object).join(', ')}${(e.kept as string[] | undefined)?.length ? `; kept their loaded layers: ${(e.kept as string[]).join(', ')}` : ''}`;
+    case 'RUN_RELOADED':
+      return `cached-phase workers reloaded (generation ${e.generation}) on ${(e.devices as string[]).join(', ')}`;
     case 'STEP_DONE':
       return `epoch ${e.epoch} step ${e.step} (${e.phase}): loss ${(e.loss as number).toFixed(4)}, ${(e.seconds as number).toFixed(2)} s`;
     case 'EPOCH_DONE':
