@@ -46,7 +46,9 @@ test('elastic join: an optional device started during the pipeline epoch and an 
   const creds = (name: string) => ['--creds', seedPath(runDir, name)];
   const run = await launch(open, runDir, (e) => {
     if (e.type === 'LAUNCHED') nats = e.nats as string;
-    if (!dev2 && e.type === 'RUN_DEPLOYED') dev2 = startDevice(nats, 'join', 'dev2', creds('dev2'));
+    // Started as the first plan is made: its boot overlaps the deployment, so it registers during
+    // the pipeline epoch however short that epoch is on an idle machine.
+    if (!dev2 && e.type === 'RUN_PLANNED') dev2 = startDevice(nats, 'join', 'dev2', creds('dev2'));
     if (!guest && e.type === 'EPOCH_DONE') guest = startDevice(nats, 'join', 'guest', creds('guest'));
   });
   await Promise.all([stopDevice(dev2!), stopDevice(guest!)]);

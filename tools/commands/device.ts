@@ -18,6 +18,9 @@ import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
 import type { DeviceWorkerInfo, DeviceWorkerOptions } from '../device-worker.ts';
 import type { BackendChoice } from '../../src/model/backend.ts';
 
+/** How long a device told to stop now (the launcher's Ctrl-C) may take to drain before it exits anyway. */
+const STOP_NOW_MS = 2500;
+
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
 const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
@@ -169,6 +172,14 @@ export async function run(argv: string[]): Promise<number> {
     stopping = true;
     void worker.terminate();
     device.drain(reason);
+    // The run is stopping as a whole: a drain still waiting on a coordinator that has gone (its
+    // requests retry on "no responders") must not outlive the launcher's grace. Unref'd: a device
+    // that drained in time exits without waiting for it.
+    setTimeout(() => {
+      if (!flag(args, 'keep-cache')) rmSync(cacheDir, { recursive: true, force: true });
+      log(`stopped (${reason}) before the drain finished`);
+      process.exit(1);
+    }, STOP_NOW_MS).unref();
   };
   // Spawned by `charon launch` with a pipe on stdin: the launcher's death closes it, and its
   // SIGINT means the whole run stops now.
