@@ -28,7 +28,9 @@ const open = elasticTopology(tmp, 'join', {
   // Over this many steps lr 0.01 lets placements of different sizes drift apart by more than
   // 1e-5 without any fault (the order of sums differs); 0.001 keeps them within 1e-7.
   lr: 0.001,
-  slowdown: 6,
+  // The pipeline epoch must outlast a device process's start while two other test files load
+  // the same cores; the slowdown is a sleep, so it costs time, not CPU.
+  slowdown: 40,
   extra: [{ name: 'dev2', local: false, optional: true }],
   elastic: { allowUnlisted: true },
 });
@@ -55,12 +57,16 @@ test('elastic join: an optional device started during the pipeline epoch and an 
   const { summary, diff } = await checkRun(open, runDir, run);
 
   assert.is(summary.faults.length, 0);
+  const at = (type: string, extra: (e: Ev) => boolean = () => true) => run.events.find((e) => e.type === type && extra(e))?.at as number;
+  const planned = at('RUN_PLANNED');
+  const timing = `dev2 registered ${at('DEVICE_JOINED', (e) => e.device === 'dev2') - planned} ms after the first plan; the pipeline epoch ended ${at('EPOCH_DONE', (e) => e.epoch === 1) - planned} ms after it`;
   assert.equal(
     summary.joins.map((j) => [j.device, j.phase, j.rejoin]),
     [
       ['dev2', 'pipeline', false],
       ['guest', 'cached', false],
     ],
+    timing,
   );
   assert.equal(
     summary.replans.map((r) => [r.joined, r.lost, r.left, [...r.devices].sort()]),
@@ -86,7 +92,7 @@ test('elastic join: an optional device started during the pipeline epoch and an 
   }
   // The guest got its shard from the holders' caches.
   assert.ok((summary.redistribution?.shardSizes.guest ?? 0) > 0);
-  console.log(`  join: ${lines.join('; ')}; relative difference ${diff.toExponential(1)}`);
+  console.log(`  join: ${timing}; ${lines.join('; ')}; relative difference ${diff.toExponential(1)}`);
 });
 
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
