@@ -91,6 +91,29 @@ test('dist resume: interrupted in the cached epochs, resumed (caches recomputed)
   await interruptAndResume('cached', 6);
 });
 
+test('dist resume: a finished run is refused; one whose summary was never written (its coordinator died after the last commit) only finishes', async () => {
+  const runDir = join(tmp, 'pipeline');
+  const refused = await launch(['--resume', runDir]);
+  assert.is(refused.code, 2, refused.stderr);
+  assert.match(refused.stderr, /already trained all 3 epochs \(summary\.json is written\)/);
+
+  // What a kill between the last commit and the summary leaves: every step committed, no summary.
+  const before = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as RunSummary;
+  rmSync(join(runDir, 'summary.json'));
+  const finished = await launch(['--resume', runDir]);
+  assert.is(finished.code, 0, finished.stderr.slice(-2000));
+  assert.is(finished.events.at(-1)!.reason, 'trained');
+  assert.equal(
+    finished.events.filter((e) => e.type === 'STEP_DONE' || e.type === 'REDISTRIBUTED'),
+    [],
+    'nothing trained or redistributed again',
+  );
+  const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as RunSummary;
+  assert.equal(summary.epochs, before.epochs);
+  assert.equal(summary.ledger.problems, []);
+  assert.is(summary.resumedFromStep, 12);
+});
+
 test('dist resume: a directory without committed state is refused with one clear line', async () => {
   const r = await launch(['--resume', join(tmp, 'nothing-here')]);
   assert.is(r.code, 2);

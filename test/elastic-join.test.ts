@@ -31,6 +31,9 @@ const open = elasticTopology(tmp, 'join', {
   // The pipeline epoch must outlast a device process's start while two other test files load
   // the same cores; the slowdown is a sleep, so it costs time, not CPU.
   slowdown: 40,
+  // Steps this slow on a loaded machine outlast the deadline derived from the (unslowed) profile;
+  // a replay would add a re-plan this test does not expect.
+  training: { stepDeadlineMs: 120_000 },
   extra: [{ name: 'dev2', local: false, optional: true }],
   elastic: { allowUnlisted: true },
 });

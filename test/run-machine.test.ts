@@ -203,6 +203,19 @@ test("run machine: faults, re-plans, joins, leaves and coordinators go into ever
   assert.is(out.summary.replans.length, 0, 'a fault answered before the commit is not answered again');
 });
 
+test('run machine: resumed after its last commit (no summary yet), the run deploys and finishes without a step', async () => {
+  const whole = fakeRun();
+  const full = await runToEnd(whole.machine);
+  const last = whole.calls.commit.at(-1)!.state;
+  const { machine, calls } = fakeRun();
+  const out = await runToEnd(machine, { ...last, checkpointRef: 'ckpt-last' });
+  assert.equal(calls.order, ['profile', 'plan', 'deploy', 'finish']);
+  assert.ok(out.status === 'done' && full.status === 'done');
+  if (out.status !== 'done' || full.status !== 'done') return;
+  assert.equal(out.summary.epochs, full.summary.epochs);
+  assert.equal(out.summary.ledger.problems, []);
+});
+
 test('run machine: a failing effect ends the run in failed with its error, and nothing after it runs', async () => {
   const effects = {
     profileDevices: 'profile',

@@ -44,6 +44,9 @@ export function readResumeState(runDir: string, spec: RunSpec): PersistedRun {
     throw new ResumeError(`${checkpointRef}: ${(err as Error).message}`);
   }
   if (meta.globalStep !== state.step) throw new ResumeError(`${checkpointRef}: holds step ${meta.globalStep}, ${file} step ${state.step}`);
-  if (state.epoch > spec.epochs) throw new ResumeError(`${runDir}: the run already trained all ${spec.epochs} epochs`);
+  // Every epoch committed but no summary: the coordinator died between the last commit and the
+  // summary. Resuming only finishes the run (the machine goes from deployment to finishing).
+  if (state.epoch > spec.epochs && existsSync(join(runDir, 'summary.json')))
+    throw new ResumeError(`${runDir}: the run already trained all ${spec.epochs} epochs (summary.json is written)`);
   return { ...state, checkpointRef };
 }

@@ -514,6 +514,12 @@ export const runMachine = run.createMachine({
             }),
             onDone: [
               {
+                // Resumed after its last commit (the summary was never written): only finish.
+                guard: 'runComplete',
+                target: '#run.finishing',
+                actions: { type: 'applyDeployment', params: ({ event }) => event.output },
+              },
+              {
                 guard: 'pipelineEpochDone',
                 target: 'redistributing',
                 actions: { type: 'applyDeployment', params: ({ event }) => event.output },
