@@ -27,7 +27,28 @@ test('chaos faults: nats-server restarts mid-run -> reconnect, replay, no device
   assert.is(eventsOf(run, 'DEVICE_LOST').length, 0, 'no device lost');
   const summary = JSON.parse(readFileSync(join(job.dir, 'restart', 'summary.json'), 'utf8'));
   assert.equal(summary.faults, []);
-  assert.ok(eventsOf(run, 'STEP_EXPIRED').length >= 1, 'the step in flight was given up');
+  // Each restart lands in a step: that step is given up and run again under a new deployment
+  // (re-deployed, workers reloaded, or a deadline replay), and no step is skipped or done twice.
+  for (const i of [1, 3]) {
+    const t = run.fired[i]!.firedAt!;
+    const done = eventsOf(run, 'STEP_DONE');
+    const before = done.filter((e) => (e.at as number) <= t).at(-1)!;
+    const after = done.find((e) => (e.at as number) > t)!;
+    const around = run.launch.events
+      .filter((e) => (e.at as number) >= t - 200 && (e.at as number) <= (after.at as number))
+      .map((e) => `${e.type}${e.step !== undefined ? `:${e.step}` : ''}@${(e.at as number) - t}`)
+      .join(' ');
+    assert.is(after.step, (before.step as number) + 1, around);
+    assert.ok(
+      run.launch.events.some(
+        (e) =>
+          ['STEP_EXPIRED', 'RUN_DEPLOYED', 'RUN_RELOADED'].includes(e.type) &&
+          (e.at as number) > t &&
+          (e.at as number) < (after.at as number),
+      ),
+      `the step in flight at restart ${i} was given up and run again (events: ${around})`,
+    );
+  }
   for (const i of [0, 2])
     assert.ok(
       run.fired[i]!.reports.some((r) => r.hit > 0),
