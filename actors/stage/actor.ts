@@ -25,6 +25,7 @@
  * through its simulated link, and every compute operation yields to the event loop after it, so
  * that an abort gets in between two operations.
  */
+import { canonicalJson } from '../../src/train/checkpoint.ts';
 import { createActor, fromPromise, waitFor } from 'xstate';
 import { loadConfig } from '../../src/model/load.ts';
 import type { AdamW } from '../../src/train/optim.ts';
@@ -87,21 +88,9 @@ interface CachedWorker extends OpenStage {
 /** The settings in which two specs of one run differ: a re-plan may change the micro-batch count, nothing else. */
 const runDifferences = (a: RunSpec, b: RunSpec): string[] => {
   const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => k !== 'microBatches');
-  const field = (s: RunSpec, k: string) => canonical((s as unknown as Record<string, unknown>)[k]);
+  const field = (s: RunSpec, k: string) => canonicalJson((s as unknown as Record<string, unknown>)[k]);
   return keys.filter((k) => field(a, k) !== field(b, k));
 };
-
-/** JSON with object keys sorted: two coordinators may build the same spec in another key order. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v && typeof v === 'object' && !ArrayBuffer.isView(v))
-    return `{${Object.keys(v)
-      .sort()
-      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
-  return JSON.stringify(v) ?? 'undefined';
-}
 
 /** The backbone part a stage rank of `a` loads. */
 const stagePart = (a: AssignArgs) => {
@@ -118,7 +107,7 @@ const keepable = (held: AssignArgs | null, next: AssignArgs): boolean =>
   held !== null &&
   next.state !== undefined &&
   runDifferences(held.spec, next.spec).length === 0 &&
-  canonical(stagePart(held)) === canonical(stagePart(next));
+  canonicalJson(stagePart(held)) === canonicalJson(stagePart(next));
 
 export interface TrainingCtlOptions {
   /** The device's activation cache for a run (opened on first use; the cache actor in `charon device`). */

@@ -61,6 +61,11 @@ export function configFingerprint(
   return createHash('sha256').update(canonical).digest('hex').slice(0, 32);
 }
 
+/** JSON of `v` with object keys sorted (undefined fields left out): equal settings built in another key order compare equal. */
+export function canonicalJson(v: unknown): string {
+  return JSON.stringify(v && typeof v === 'object' && !Array.isArray(v) ? sortKeys(v) : v) ?? 'undefined';
+}
+
 function sortKeys(o: object): Record<string, unknown> {
   return Object.fromEntries(
     Object.entries(o)
