@@ -71,6 +71,10 @@ export class TransformerBackbone implements Backbone {
     }
   }
 
+  get nativeEngine(): boolean {
+    return this.nativeFactory !== undefined || this.nativeHeadFactory !== undefined;
+  }
+
   /** Which engine runs the frozen layers' inference forward: the native one's detail, or `tfjs`. */
   get engine(): string {
     return this.nativeFactory && this.range.from <= this.range.to && !this.trainable

@@ -5,8 +5,10 @@
  * The rule: an explicit choice (`--engine`, else the CHARON_ENGINE environment variable) is
  * honoured or refused with an error naming why; without one, native when onnxruntime-node loads
  * and tfjs runs on wasm or cpu (a tfjs-node backend keeps its own native kernels). A model family
- * without a native graph runs on tfjs whatever the choice, and says so. tfjs keeps the side
- * network, adapters, autodiff and every forward that a gradient must pass through.
+ * without a native graph runs on tfjs whatever the choice, and says so. The same choice runs
+ * PAC's side network (GPT-2 blocks) natively, forward and a hand-written backward
+ * (src/native/side-graph.ts); tfjs keeps the parameters and the optimiser, LoRA and adapters,
+ * autodiff elsewhere, and every forward that a gradient must pass through into the backbone.
  */
 import type { FrozenLayerEngineFactory } from './backbone.ts';
 import { BackendError } from './errors.ts';
@@ -14,6 +16,10 @@ import type { BackboneRange, ModelConfig, NativeHeadEngine } from './types.ts';
 import type { WeightData } from './weights.ts';
 import { NativeHead, NativeLayers, nativeFamilySupported } from '../native/layers.ts';
 import { loadNativeRuntime } from '../native/runtime.ts';
+import { NativeSide } from '../native/side.ts';
+import { nativeSideSupported } from '../native/side-graph.ts';
+import type { SideShape } from './methods/side-block.ts';
+import type { SideSpan } from './methods/side-network.ts';
 
 export type EngineChoice = 'native' | 'tfjs';
 
@@ -69,9 +75,15 @@ export function frozenHeadFactory(backend: string): ((w: WeightData) => NativeHe
   return (w) => new NativeHead(w);
 }
 
+/** A factory of native side networks (GPT-2 side blocks), or undefined when the side network runs on tfjs. */
+export function nativeSideFactory(config: ModelConfig, shape: SideShape, backend: string): ((span: SideSpan) => NativeSide) | undefined {
+  if (resolveEngine(backend).engine !== 'native' || !nativeSideSupported(shape)) return undefined;
+  return (span) => new NativeSide(config, shape, span);
+}
+
 /** One line for results: which engine runs frozen forwards, for which families. */
 export function engineDetail(backend: string): string {
   const { engine, why } = resolveEngine(backend);
   if (engine === 'tfjs') return `frozen forward: tfjs (${why})`;
-  return `frozen forward: native onnxruntime-node (GPT-2 layers, any family's LM head; Llama layers on tfjs)`;
+  return `frozen forward: native onnxruntime-node (GPT-2 layers and PAC side network, any family's LM head; Llama on tfjs)`;
 }

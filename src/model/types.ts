@@ -91,6 +91,11 @@ export interface Backbone {
    * description (src/native). Taped or hooked forwards always run on tfjs.
    */
   readonly engine: string;
+  /**
+   * Whether this backbone was built for the native engine (its layers or head run there): a side
+   * network beside it runs natively too, where it can, so that one backbone means one engine.
+   */
+  readonly nativeEngine: boolean;
   /** b_0 = embedding of ids. ids: int32 (B, T) -> (B*T, d). */
   embed(ids: tf.Tensor2D): tf.Tensor2D;
   /** b_i = layer_i(b_{i-1}). h: (B*T, d) with T = seqLen -> (B*T, d). */

@@ -17,7 +17,7 @@ export function nativeFamilySupported(c: ModelConfig): boolean {
 const masks = new Map<number, Float32Array>();
 
 /** Additive causal mask (T, T) as ops.ts makes it: 0 on and below the diagonal, -1e9 above. */
-function causalMask(T: number): Float32Array {
+export function causalMask(T: number): Float32Array {
   let m = masks.get(T);
   if (!m) {
     m = new Float32Array(T * T);

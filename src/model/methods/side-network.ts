@@ -11,9 +11,17 @@
  * `side.blocks.<i>.<...>`, `side.up.weight`) and each parameter's values come from
  * (seed, name) or from backbone layer i's own weights, never from construction order — so the
  * union of the stages' parameters is exactly the whole network's.
+ *
+ * Where the process runs frozen forwards natively (src/model/engine.ts) and the blocks are GPT-2's,
+ * the span's forward is one native graph and its backward another (src/native/side-graph.ts),
+ * wrapped as a single custom-gradient op on the tfjs tape: the parameters stay tfjs variables, and
+ * the gradients reaching them are the ones the tfjs ops compute, to rounding. `up` stays on tfjs.
  */
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import { inputFrozenLinear, linear } from '../ops.ts';
+import { backendName } from '../backend.ts';
+import { nativeSideFactory } from '../engine.ts';
+import type { NativeSide } from '../../native/side.ts';
 import type { Backbone, ModelConfig } from '../types.ts';
 import { initVariable, type Init } from './init.ts';
 import { prunedBlock } from './prune.ts';
@@ -42,6 +50,11 @@ export interface SideInit {
    */
   sideInit?: 'prune' | 'random';
   backbone?: Backbone;
+  /**
+   * 'native': run on the native engine where the blocks have a graph (and it loads); 'tfjs': never.
+   * Default: native when `backbone` was built for the native engine, else tfjs.
+   */
+  engine?: 'native' | 'tfjs';
 }
 
 /** Activations b_i by layer index: an array b_0..b_L or a record holding a stage's layers. */
@@ -50,6 +63,7 @@ export type Activations = { readonly [layer: number]: tf.Tensor2D | undefined };
 export class SideNetwork {
   readonly shape: SideShape;
   private readonly params = new Map<string, tf.Variable>();
+  private readonly native: NativeSide | null;
 
   constructor(
     readonly config: ModelConfig,
@@ -90,6 +104,13 @@ export class SideNetwork {
       }
     }
     if (hasUp) add('side.up.weight', [r, d], { kind: 'zeros' });
+    const engine = init.engine ?? (init.backbone?.nativeEngine ? 'native' : 'tfjs');
+    this.native = engine === 'native' ? (nativeSideFactory(config, this.shape, backendName())?.(span) ?? null) : null;
+  }
+
+  /** Which engine runs the span's forward and backward. */
+  get engine(): 'native' | 'tfjs' {
+    return this.native ? 'native' : 'tfjs';
   }
 
   /** Trainable parameters of this span, by canonical name. */
@@ -109,6 +130,7 @@ export class SideNetwork {
    * Returns a_to (N, r).
    */
   stageForward(acts: Activations, aIn: tf.Tensor2D | null, seqLen: number): tf.Tensor2D {
+    if (this.native) return this.nativeStageForward(this.native, acts, aIn, seqLen);
     const b = (i: number) => {
       const t = acts[i];
       if (!t) throw new Error(`side network: activation b_${i} missing for span ${this.span.from}..${this.span.to}`);
@@ -128,6 +150,46 @@ export class SideNetwork {
     return a;
   }
 
+  /**
+   * stageForward as one custom-gradient op: inputs are the parameters (and a_{from-1}), so the
+   * tape hands their gradients back; the b_i are frozen data, saved for the backward graph (which
+   * re-runs the forward: nothing of the native forward is held between the two).
+   */
+  private nativeStageForward(native: NativeSide, acts: Activations, aIn: tf.Tensor2D | null, seqLen: number): tf.Tensor2D {
+    const { from, to, hasDown0 } = this.span;
+    if (!hasDown0 && !aIn) throw new Error(`side network: span ${from}..${to} needs a_${from - 1} from the previous stage`);
+    const layers = hasDown0 ? [0] : [];
+    for (let i = from; i <= to; i++) layers.push(i);
+    const bs = layers.map((i) => {
+      const t = acts[i];
+      if (!t) throw new Error(`side network: activation b_${i} missing for span ${from}..${to}`);
+      return t;
+    });
+    const names = native.parameters.map((p) => p.name);
+    const vars = names.map((n) => this.weight(n));
+    const N = bs[0]!.shape[0],
+      rows = N / seqLen,
+      r = this.shape.width;
+    const hostActs = (ts: readonly tf.Tensor[]) => new Map(layers.map((i, j) => [i, ts[j]!.dataSync() as Float32Array]));
+    const op = tf.customGrad(((...args: unknown[]) => {
+      const save = args.pop() as tf.GradSaveFunc;
+      const ins = args as tf.Tensor[];
+      save(bs);
+      const params = new Map(names.map((n, j) => [n, ins[j]!.dataSync() as Float32Array]));
+      const aHost = aIn ? (ins[names.length]!.dataSync() as Float32Array) : null;
+      const a = native.forward(hostActs(bs), aHost, params, rows, seqLen);
+      return {
+        value: tf.tensor2d(a, [N, r]),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const back = native.backward(hostActs(saved), aHost, params, rows, seqLen, dy.dataSync() as Float32Array);
+          const grads = names.map((n, j) => tf.tensor(back.grads.get(n)!, ins[j]!.shape));
+          return aIn ? [...grads, tf.tensor2d(back.gIn!, [N, r])] : grads;
+        },
+      };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (...xs: tf.Tensor[]) => tf.Tensor2D;
+    return op(...vars, ...(aIn ? [aIn] : []));
+  }
+
   /** Last stage only: b_L (N, d) + up(a_L) -> (N, d), the input of the frozen final norm. */
   output(bL: tf.Tensor2D, aL: tf.Tensor2D): tf.Tensor2D {
     if (!this.span.hasUp) throw new Error(`side network: span ${this.span.from}..${this.span.to} does not hold up (not the last stage)`);
@@ -135,6 +197,7 @@ export class SideNetwork {
   }
 
   dispose(): void {
+    this.native?.dispose();
     for (const v of this.params.values()) v.dispose();
     this.params.clear();
   }
