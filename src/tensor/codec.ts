@@ -9,9 +9,11 @@
  * reassembly allocates one) gets a typed array *view* on the received bytes: no copy.
  * The host must be little-endian (checked at load): element bytes are written as they sit in memory.
  *
- * `encodeMessage` leaves the element bytes of large tensors out of the packed buffer (a "hole" of
- * the right size) and references them in place, so a chunked send never copies them; only a
- * message sent whole gets its holes filled, once.
+ * `encodeMessage` leaves the element bytes of large tensors out of the packed buffer and
+ * references them in place (an insertion point where they belong), so a chunked send never copies
+ * them and msgpackr's buffer holds only headers: a message of many large tensors (a whole model's
+ * parameters and optimiser state) never makes it grow and copy itself. Only a message sent whole
+ * is assembled contiguously, once.
  */
 import { Packr, Unpackr, addExtension } from 'msgpackr';
 import { endianness } from 'node:os';
@@ -39,8 +41,10 @@ interface Hole {
   at: number;
   bytes: Uint8Array;
 }
-/** Non-null only during encodeMessage: where large tensors' bytes belong. */
+/** Non-null only during encodeMessage: where large tensors' bytes are to be inserted. */
 let holes: Hole[] | null = null;
+/** Bytes inserted so far in the message encodeMessage is packing (they shift later alignment). */
+let inserted = 0;
 
 /** How decoded tensors got their typed array: a view on the message, or a copy (misaligned input). */
 export const codecStats = { views: 0, copies: 0 };
@@ -53,7 +57,8 @@ addExtension({
     const rank = t.shape.length;
     const nbytes = t.byteLength;
     const extLen = FIXED + 4 * rank + SLACK + nbytes;
-    const { target, position } = allocateForWrite(6 + extLen);
+    const hole = holes !== null && nbytes >= HOLE_MIN_BYTES;
+    const { target, position } = allocateForWrite(6 + extLen - (hole ? nbytes : 0));
     let p = position;
     target[p++] = 0xc9;
     target[p++] = extLen >>> 24;
@@ -63,7 +68,7 @@ addExtension({
     target[p++] = TENSOR_EXT;
     const dimsAt = p + FIXED;
     const dataAt0 = dimsAt + 4 * rank;
-    const pad = (8 - ((target.byteOffset + dataAt0) % 8)) % 8;
+    const pad = (8 - ((target.byteOffset + dataAt0 + (holes ? inserted : 0)) % 8)) % 8;
     target[p] = LAYOUT;
     target[p + 1] = dtypeCode(t.dtype);
     target[p + 2] = rank;
@@ -77,9 +82,14 @@ addExtension({
       target[q + 3] = d >>> 24;
     }
     target.fill(0, dataAt0, dataAt0 + pad);
-    if (holes && nbytes >= HOLE_MIN_BYTES) holes.push({ target, at: dataAt0 + pad, bytes: t.bytes() });
-    else target.set(t.bytes(), dataAt0 + pad);
-    target.fill(0, dataAt0 + pad + nbytes, dataAt0 + extLen - FIXED - 4 * rank);
+    if (hole) {
+      holes!.push({ target, at: dataAt0 + pad, bytes: t.bytes() });
+      inserted += nbytes;
+      target.fill(0, dataAt0 + pad, dataAt0 + SLACK);
+      return;
+    }
+    target.set(t.bytes(), dataAt0 + pad);
+    target.fill(0, dataAt0 + pad + nbytes, dataAt0 + SLACK + nbytes);
   },
   unpack(payload: Uint8Array) {
     return readTensor(payload);
@@ -143,35 +153,44 @@ export function packValue(value: unknown): Uint8Array {
 }
 
 /**
- * An encoded message whose large tensors' bytes are referenced, not copied. `segments()` gives the
- * message as ordered views (no copy); `bytes()` gives it contiguous (copies the large tensors once).
+ * An encoded message whose large tensors' bytes are referenced, not copied: `buf` holds the rest,
+ * and each insertion's bytes belong at its offset of `buf`. `segments()` gives the message as
+ * ordered views (no copy); `bytes()` gives it contiguous (copies everything once).
  * The referenced tensors must not change until the message has been sent.
  */
 export class EncodedMessage {
-  private filled = false;
+  private whole: Uint8Array | null;
+  readonly length: number;
   constructor(
     private readonly buf: Uint8Array,
-    private readonly holes: ReadonlyArray<{ offset: number; bytes: Uint8Array }>,
-  ) {}
-
-  get length(): number {
-    return this.buf.length;
+    private readonly inserts: ReadonlyArray<{ offset: number; bytes: Uint8Array }>,
+  ) {
+    this.whole = inserts.length === 0 ? buf : null;
+    this.length = inserts.reduce((n, h) => n + h.bytes.length, buf.length);
   }
 
   bytes(): Uint8Array {
-    if (!this.filled) for (const h of this.holes) this.buf.set(h.bytes, h.offset);
-    this.filled = true;
-    return this.buf;
+    if (!this.whole) {
+      // A fresh buffer starts 8-aligned, as the tensors' alignment pads assume.
+      const out = new Uint8Array(this.length);
+      let at = 0;
+      for (const s of this.segments()) {
+        out.set(s, at);
+        at += s.length;
+      }
+      this.whole = out;
+    }
+    return this.whole;
   }
 
   segments(): Uint8Array[] {
-    if (this.filled) return [this.buf];
+    if (this.whole) return [this.whole];
     const out: Uint8Array[] = [];
     let at = 0;
-    for (const h of this.holes) {
+    for (const h of this.inserts) {
       if (h.offset > at) out.push(this.buf.subarray(at, h.offset));
       if (h.bytes.length) out.push(h.bytes);
-      at = h.offset + h.bytes.length;
+      at = h.offset;
     }
     if (at < this.buf.length) out.push(this.buf.subarray(at));
     return out;
@@ -180,7 +199,18 @@ export class EncodedMessage {
 
 /** Encodes `value` like packValue, but references large tensors' bytes instead of copying them. */
 export function encodeMessage(value: unknown): EncodedMessage {
+  const first = packWithInserts(value);
+  if (first.message) return first.message;
+  // msgpackr moved its buffer while packing (it grew): insertion points recorded before the move
+  // are not where we recorded them. Packed again into a buffer that holds the whole (the inserts
+  // take no room in it), nothing moves.
+  packr.useBuffer(Buffer.allocUnsafeSlow(first.packedBytes + 64 * 1024));
+  return packWithInserts(value).message ?? new EncodedMessage(packValue(value), []);
+}
+
+function packWithInserts(value: unknown): { message: EncodedMessage | null; packedBytes: number } {
   holes = [];
+  inserted = 0;
   let out: Uint8Array;
   let found: Hole[];
   try {
@@ -193,13 +223,10 @@ export function encodeMessage(value: unknown): EncodedMessage {
   const placed: { offset: number; bytes: Uint8Array }[] = [];
   for (const h of found) {
     const offset = h.target.byteOffset + h.at - out.byteOffset;
-    // msgpackr moves its buffer when it grows; a hole written before a move is not where we
-    // recorded it, so such a (rare) message is packed again the ordinary way.
-    if (h.target.buffer !== out.buffer || offset < 0 || offset + h.bytes.length > out.length)
-      return new EncodedMessage(packValue(value), []);
+    if (h.target.buffer !== out.buffer || offset < 0 || offset > out.length) return { message: null, packedBytes: out.length };
     placed.push({ offset, bytes: h.bytes });
   }
-  return new EncodedMessage(out, placed);
+  return { message: new EncodedMessage(out, placed), packedBytes: out.length };
 }
 
 /** Decodes msgpack bytes; tensors become WireTensors viewing `bytes` when aligned. Throws msgpackr errors as-is. */
