@@ -24,6 +24,7 @@ import {
 import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
 import { DeviceRegistry, type JoinTerms, type RegistryEvent } from './registry.ts';
 import { coordinatorMachine } from './machine.ts';
+import { onReplyProgress } from './control.ts';
 
 export interface CoordinatorOptions {
   bus: Bus;
@@ -71,6 +72,7 @@ export function startCoordinator(opts: CoordinatorOptions): Coordinator {
   const { bus } = opts;
   const clock = opts.clock ?? systemClock;
   const registry = new DeviceRegistry(clock, opts.lostAfterMs, opts.joinTerms);
+  onReplyProgress(bus, (device) => registry.heard(device));
   const events = new RunEvents(bus, 'coordinator');
   const inbox = new Inbox(bus);
 

@@ -24,6 +24,19 @@ export function setCoordinatorEpoch(bus: Bus, epoch: number): void {
   epochs.set(bus, epoch);
 }
 
+/** Who hears that a device is sending a reply on `bus` (the coordinator's liveness). */
+const replying = new WeakMap<Bus, (device: string) => void>();
+
+/**
+ * From now on each chunk of a device's reply to a control request on `bus` tells `heard` the
+ * device is alive: a device streaming a large reply (a full model's gradients and optimiser
+ * state) sends its heartbeats behind those bytes on the same connection, and would otherwise look
+ * silent while it is doing exactly what it was asked.
+ */
+export function onReplyProgress(bus: Bus, heard: (device: string) => void): void {
+  replying.set(bus, heard);
+}
+
 export interface ControlOptions {
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -38,7 +51,9 @@ export async function control<T>(bus: Bus, device: string, kind: string, args: u
   const until = Date.now() + NO_RESPONDERS_GRACE_MS;
   const epoch = epochs.get(bus);
   const body = epoch === undefined ? { kind, args } : { kind, args, epoch };
-  const once = () => ask(bus, bus.subjects.devCtl(device), 'ctl', body, ctlReply, o.timeoutMs ?? CTL_TIMEOUT_MS, o.signal);
+  const heard = replying.get(bus);
+  const progress = heard && (() => heard(device));
+  const once = () => ask(bus, bus.subjects.devCtl(device), 'ctl', body, ctlReply, o.timeoutMs ?? CTL_TIMEOUT_MS, o.signal, progress);
   let r: Awaited<ReturnType<typeof once>> | undefined;
   while (!r) {
     try {

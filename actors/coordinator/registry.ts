@@ -225,6 +225,16 @@ export class DeviceRegistry {
     this.listeners.clear();
   }
 
+  /**
+   * `device` was heard from other than by a heartbeat (a chunk of its reply arrived): a live
+   * device's deadline starts again. A device already lost stays lost: only a heartbeat or a join
+   * brings one back.
+   */
+  heard(device: string): void {
+    const rec = this.records.get(device);
+    if (rec?.alive) this.touch(rec);
+  }
+
   private touch(rec: DeviceRecord): void {
     rec.lastSeen = this.clock.now();
     this.arm(rec.name);

@@ -173,7 +173,7 @@ export class Bus {
     subject: string,
     kind: string,
     body: B,
-    opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[]; signal?: AbortSignal },
+    opts: { timeoutMs: number; meta?: Meta; kinds?: readonly string[]; signal?: AbortSignal; onProgress?: () => void },
   ): Promise<Envelope<R>> {
     if (opts.signal?.aborted) return Promise.reject(opts.signal.reason);
     const bytes = this.encode(kind, body, opts.meta ?? {});

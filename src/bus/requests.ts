@@ -13,12 +13,15 @@ interface Pending {
   subject: string;
   kinds?: readonly string[];
   detach?: () => void;
+  onProgress?: () => void;
 }
 
 export interface RequestOptions {
   timeoutMs: number;
   kinds?: readonly string[];
   signal?: AbortSignal;
+  /** Called for each chunk of a chunked reply that arrives before the whole (the replier is at work sending it). */
+  onProgress?: () => void;
 }
 
 export class PendingRequests {
@@ -32,7 +35,14 @@ export class PendingRequests {
     const { signal } = opts;
     return new Promise<Envelope<R>>((resolve, reject) => {
       const timer = setTimeout(() => this.settle(token, p).reject(new BusTimeout(subject, opts.timeoutMs)), opts.timeoutMs);
-      const p: Pending = { resolve: resolve as (e: Envelope) => void, reject, timer, subject, kinds: opts.kinds };
+      const p: Pending = {
+        resolve: resolve as (e: Envelope) => void,
+        reject,
+        timer,
+        subject,
+        kinds: opts.kinds,
+        onProgress: opts.onProgress,
+      };
       if (signal) {
         const onAbort = () => this.settle(token, p).reject(signal.reason);
         signal.addEventListener('abort', onAbort, { once: true });
@@ -62,6 +72,7 @@ export class PendingRequests {
     try {
       const env = decode(p.kinds);
       if (env) this.settle(token, p).resolve(env);
+      else p.onProgress?.();
     } catch (err) {
       this.settle(token, p).reject(err as Error);
     }

@@ -108,8 +108,9 @@ export async function ask<S extends z.ZodType>(
   reply: S,
   timeoutMs: number,
   signal?: AbortSignal,
+  onProgress?: () => void,
 ): Promise<z.output<S>> {
-  const env = await bus.request(subject, kind, body, { timeoutMs, kinds: [REPLY_KIND], signal });
+  const env = await bus.request(subject, kind, body, { timeoutMs, kinds: [REPLY_KIND], signal, onProgress });
   const parsed = reply.safeParse(env.body);
   if (!parsed.success) throw new Error(`invalid reply to ${kind} on ${subject}: ${parsed.error.issues[0]!.message}`);
   return parsed.data;
