@@ -73,7 +73,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   process.umask(0o077);
   privateDir(join(privateDir(opts.runDir), 'logs'));
   // Activation caches left by a run that crashed are of no use (their index lived in memory).
-  const caches = inside(opts.runDir, topology.training.cache.dir, 'training.cache.dir');
+  const caches = cachesDir(opts.runDir, topology);
   rmSync(caches, { recursive: true, force: true });
   const children = new Set<ChildProcess>();
   const supervisors: { stop(): void }[] = [];
@@ -228,6 +228,9 @@ interface DeviceDeps {
   exited: (pid: number, reason: string) => void;
 }
 
+/** The server a launch of `topology` uses instead of starting its own: `nats` (--nats), else the topology's bus.url. */
+export const externalServer = (topology: Topology, nats: string | undefined): string | undefined => nats ?? topology.bus.url;
+
 /**
  * The nats-server launch starts for `topology` (none when `nats`, --nats or bus.url, names one):
  * where it listens (default: loopback, a free port) and whether it requires TLS.
@@ -247,6 +250,9 @@ export function embeddedServer(
     mutual: tls && topology.bus.tls === 'mutual',
   };
 }
+
+/** Where the local devices of a launch of `topology` in `runDir` keep their activation caches, one folder each. */
+export const cachesDir = (runDir: string, topology: Topology): string => inside(runDir, topology.training.cache.dir, 'training.cache.dir');
 
 /** The devices launch spawns as processes of its own; the others join with `charon device`. */
 export const localDevices = (topology: Topology): DeviceSpec[] => topology.devices.filter((d) => d.local);
