@@ -494,7 +494,18 @@ test('topology fields: the fields no ready topology sets reach their code too', 
   }
 });
 
-test('topology fields: an unknown field inside training.cache is refused with its line', () => {
+/** The first line of the loader's refusal of `text`. */
+function refusal(text: string): string {
+  try {
+    parseTopology(text, 't.yaml');
+  } catch (err) {
+    if (err instanceof TopologyError) return err.firstLine;
+    throw err;
+  }
+  throw new Error('expected a TopologyError');
+}
+
+test('topology fields: a misspelt field nested in training.cache or in a chaos entry is refused with its line', () => {
   const text = `run: r
 model: { preset: tiny }
 method: { kind: parallel }
@@ -502,16 +513,13 @@ data: { markov: {} }
 training:
   cache:
     budgetMb: 8
-    budgetMB: 16
 devices: [ { name: a, memoryMb: 512 } ]
+chaos:
+  - { at: { epoch: 1, step: 2 }, kind: nats-restart }
 `;
-  try {
-    parseTopology(text, 't.yaml');
-    assert.unreachable('expected a TopologyError');
-  } catch (err) {
-    assert.instance(err, TopologyError);
-    assert.is((err as TopologyError).firstLine, 't.yaml:8: training.cache.budgetMB: unknown field');
-  }
+  assert.not.throws(() => parseTopology(text, 't.yaml'));
+  assert.is(refusal(text.replace('budgetMb: 8', 'budgetMb: 8\n    budgetMB: 16')), 't.yaml:8: training.cache.budgetMB: unknown field');
+  assert.is(refusal(text.replace('step: 2', 'setp: 2')), 't.yaml:10: chaos[0].at.setp: unknown field');
 });
 
 test.run();
