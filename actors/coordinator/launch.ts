@@ -73,7 +73,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   process.umask(0o077);
   privateDir(join(privateDir(opts.runDir), 'logs'));
   // Activation caches left by a run that crashed are of no use (their index lived in memory).
-  const caches = inside(opts.runDir, topology.training.cache.dir, 'training.cache.dir');
+  const caches = cachesDir(opts.runDir, topology);
   rmSync(caches, { recursive: true, force: true });
   const children = new Set<ChildProcess>();
   const supervisors: { stop(): void }[] = [];
@@ -114,13 +114,10 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
           DEFAULT_MAX_PAYLOAD,
         );
     const seedOf = (name: string) => (authorization ? readSeed(seedPath(opts.runDir, name)) : undefined);
-    const listen = topology.bus.listen ? listenAddress(topology.bus.listen) : undefined;
-    // Off this host the bus carries training data over the network: encrypted, and devices
-    // verify they speak to the run's server (its certificate signed by the run's own CA).
-    const tlsFiles =
-      opts.nats || !busNeedsTls(topology.bus) ? undefined : ensureRunCertificates(opts.runDir, listen ? namesFor(listen.host) : []);
-    // Mutual TLS: a connection without a certificate of the run ends before it can say anything.
-    const mutual = tlsFiles !== undefined && topology.bus.tls === 'mutual';
+    const embedded = embeddedServer(topology, opts.nats);
+    const listen = embedded?.listen;
+    const tlsFiles = embedded?.tls ? ensureRunCertificates(opts.runDir, listen ? namesFor(listen.host) : []) : undefined;
+    const mutual = tlsFiles !== undefined && embedded?.mutual === true;
     const tlsOf = (name: string): ClientTls | undefined =>
       tlsFiles && { caFile: tlsFiles.caFile, ...(mutual ? ensureClientCertificate(opts.runDir, name) : {}) };
     const tls = tlsOf(COORDINATOR);
@@ -178,7 +175,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
         supervised.ready();
       });
     }
-    for (const spec of topology.devices.filter((d) => d.local)) {
+    for (const spec of localDevices(topology)) {
       supervisors.push(
         superviseDevice(spec, {
           natsUrl,
@@ -231,6 +228,72 @@ interface DeviceDeps {
   exited: (pid: number, reason: string) => void;
 }
 
+/** The server a launch of `topology` uses instead of starting its own: `nats` (--nats), else the topology's bus.url. */
+export const externalServer = (topology: Topology, nats: string | undefined): string | undefined => nats ?? topology.bus.url;
+
+/**
+ * The nats-server launch starts for `topology` (none when `nats`, --nats or bus.url, names one):
+ * where it listens (default: loopback, a free port) and whether it requires TLS.
+ */
+export function embeddedServer(
+  topology: Topology,
+  nats: string | undefined,
+): { listen?: { host: string; port: number }; tls: boolean; mutual: boolean } | undefined {
+  if (nats) return undefined;
+  // Off this host the bus carries training data over the network: encrypted, and devices
+  // verify they speak to the run's server (its certificate signed by the run's own CA).
+  const tls = busNeedsTls(topology.bus);
+  return {
+    ...(topology.bus.listen ? { listen: listenAddress(topology.bus.listen) } : {}),
+    tls,
+    // Mutual TLS: a connection without a certificate of the run ends before it can say anything.
+    mutual: tls && topology.bus.tls === 'mutual',
+  };
+}
+
+/** Where the local devices of a launch of `topology` in `runDir` keep their activation caches, one folder each. */
+export const cachesDir = (runDir: string, topology: Topology): string => inside(runDir, topology.training.cache.dir, 'training.cache.dir');
+
+/** The devices launch spawns as processes of its own; the others join with `charon device`. */
+export const localDevices = (topology: Topology): DeviceSpec[] => topology.devices.filter((d) => d.local);
+
+/** The `charon device` options that make a process the topology's device `spec` (its backend, budget and simulation knobs). */
+export function deviceKnobArgs(spec: DeviceSpec): string[] {
+  return [
+    '--backend',
+    spec.backend,
+    '--memory-mb',
+    String(spec.memoryMb),
+    '--slowdown',
+    String(spec.slowdown),
+    ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : []),
+  ];
+}
+
+/** The command line of the local device process `spec`. */
+export function deviceArgs(
+  spec: DeviceSpec,
+  deps: Pick<DeviceDeps, 'natsUrl' | 'creds' | 'tls' | 'keepCache' | 'topology' | 'runDir'>,
+): string[] {
+  return [
+    charonBin,
+    'device',
+    '--nats',
+    deps.natsUrl,
+    '--run',
+    deps.topology.run,
+    '--name',
+    spec.name,
+    ...(deps.creds ? ['--creds', deps.creds] : []),
+    ...(deps.tls ? ['--tls-ca', deps.tls.caFile] : []),
+    ...(deps.tls?.certFile && deps.tls.keyFile ? ['--tls-cert', deps.tls.certFile, '--tls-key', deps.tls.keyFile] : []),
+    ...deviceKnobArgs(spec),
+    '--cache-dir',
+    join(deps.runDir, deps.topology.training.cache.dir, spec.name),
+    ...(deps.keepCache ? ['--keep-cache'] : []),
+  ];
+}
+
 /** Who may join: the topology's devices, and anyone else only when `elastic.allowUnlisted`. */
 export function admission(topology: Topology): (hello: { device: string }) => string | null {
   const listed = new Set(topology.devices.map((d) => d.name));
@@ -253,29 +316,7 @@ export function startRunCoordinator(bus: Bus, topology: Topology, terms: JoinTer
 
 /** Runs one local device process under a supervisor (restart with backoff; give up = launch error). */
 function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
-  const args = [
-    charonBin,
-    'device',
-    '--nats',
-    deps.natsUrl,
-    '--run',
-    deps.topology.run,
-    '--name',
-    spec.name,
-    ...(deps.creds ? ['--creds', deps.creds] : []),
-    ...(deps.tls ? ['--tls-ca', deps.tls.caFile] : []),
-    ...(deps.tls?.certFile && deps.tls.keyFile ? ['--tls-cert', deps.tls.certFile, '--tls-key', deps.tls.keyFile] : []),
-    '--backend',
-    spec.backend,
-    '--memory-mb',
-    String(spec.memoryMb),
-    '--slowdown',
-    String(spec.slowdown),
-    ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : []),
-    '--cache-dir',
-    join(deps.runDir, deps.topology.training.cache.dir, spec.name),
-    ...(deps.keepCache ? ['--keep-cache'] : []),
-  ];
+  const args = deviceArgs(spec, deps);
   const logic = supervisorMachine.provide({
     actors: {
       child: fromPromise<void, ChildInput>(

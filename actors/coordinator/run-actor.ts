@@ -69,6 +69,7 @@ import {
   type FinishInput,
   type CoordinatorRecord,
   type PersistedRun,
+  type RunInput,
   type PlanInput,
   type PlannedRun,
   type ProfileInput,
@@ -157,6 +158,20 @@ function sideOfCheckpoint(ref: string): { meta: CheckpointMeta; side: SideState 
       shapes: new Map([...ck.parameters].map(([n, p]) => [n, p.shape])),
       optimizer: ck.optimizer,
     },
+  };
+}
+
+/** What the run machine of `o.topology`'s run starts from, `spec` being the topology's run spec. */
+export function runInput(o: Omit<RunTrainingOptions, 'bus' | 'coordinator' | 'runDir'>, spec: RunSpec): RunInput {
+  return {
+    runId: o.topology.run,
+    spec,
+    expectedDevices: o.expectedDevices ?? o.topology.devices.filter((d) => !d.optional).map((d) => d.name),
+    gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
+    stepDeadlineMs: o.topology.training.stepDeadlineMs,
+    ...(o.resume ? { resume: o.resume } : {}),
+    ...(o.firstGeneration ? { firstGeneration: o.firstGeneration } : {}),
+    ...(o.coordinatorProcess ? { coordinatorProcess: o.coordinatorProcess } : {}),
   };
 }
 
@@ -480,18 +495,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     },
   });
 
-  const actor = createActor(logic, {
-    input: {
-      runId: topology.run,
-      spec: topologySpec,
-      expectedDevices: o.expectedDevices ?? topology.devices.filter((d) => !d.optional).map((d) => d.name),
-      gatherTimeoutMs: o.gatherTimeoutMs ?? 60_000,
-      stepDeadlineMs: topology.training.stepDeadlineMs,
-      ...(o.resume ? { resume: o.resume } : {}),
-      ...(o.firstGeneration ? { firstGeneration: o.firstGeneration } : {}),
-      ...(o.coordinatorProcess ? { coordinatorProcess: o.coordinatorProcess } : {}),
-    },
-  });
+  const actor = createActor(logic, { input: runInput(o, topologySpec) });
   const liveness = watchRunDevices({
     registry: coordinator.registry,
     joined: (device) => actor.send({ type: 'DEVICE_JOINED', device, at: Date.now() }),

@@ -13,9 +13,10 @@ import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Bus, CHAOS_ENV, startNatsServer, type FaultReport, type FaultRule, type NatsServer } from '../bus/index.ts';
+import { Bus, CHAOS_ENV, startNatsServer, type FaultReport, type FaultRule, type MessageFault, type NatsServer } from '../bus/index.ts';
 import type { Topology } from '../topology/schema.ts';
 import type { Schedule, ScheduledFault } from './schedule.ts';
+import { deviceKnobArgs } from '../../actors/coordinator/launch.ts';
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
 
@@ -40,6 +41,40 @@ export interface LaunchRecord {
   stderrTail: string;
   /** Every pid the run had: launch, its coordinator processes, device processes (each start), joined devices, nats-server(s). */
   pids: number[];
+}
+
+/** The rule a message fault (drop, delay, duplicate) asks every process of the run to apply; `seed` + its index seeds its draws. */
+export function faultRule(k: ScheduledFault & { kind: MessageFault }, seed: number): FaultRule {
+  return {
+    id: String(k.index),
+    action: k.kind,
+    subject: k.subject!,
+    durationMs: k.durationMs!,
+    delayMs: k.delayMs ?? 0,
+    probability: k.probability ?? 1,
+    seed: seed + k.index,
+  };
+}
+
+/**
+ * The command line of the device process a `join` fault starts as `name`: the topology's device
+ * of that name as launch would start it (the first device's settings for a name it does not list).
+ */
+export function joinArgs(topology: Topology, name: string, natsUrl: string, runDir: string): string[] {
+  const spec = topology.devices.find((d) => d.name === name) ?? topology.devices[0]!;
+  return [
+    charonBin,
+    'device',
+    '--nats',
+    natsUrl,
+    '--run',
+    topology.run,
+    '--name',
+    name,
+    ...deviceKnobArgs(spec),
+    '--cache-dir',
+    join(runDir, topology.training.cache.dir, `${name}-joined`),
+  ];
 }
 
 export interface ChaosRunOptions {
@@ -182,45 +217,15 @@ export async function runWithFaults(o: ChaosRunOptions): Promise<ChaosRun> {
           log(`nats-server back on port ${port} (pid ${server.pid})`);
         });
         break;
-      default: {
-        const rule: FaultRule = {
-          id: String(k.index),
-          action: k.kind,
-          subject: k.subject!,
-          durationMs: k.durationMs!,
-          delayMs: k.delayMs ?? 0,
-          probability: k.probability ?? 1,
-          seed: o.seed + k.index,
-        };
-        bus.publish(bus.subjects.chaos('rule'), 'chaos-rule', rule);
-      }
+      default:
+        bus.publish(bus.subjects.chaos('rule'), 'chaos-rule', faultRule({ ...k, kind: k.kind }, o.seed));
     }
   };
 
   /** A device process the topology's launch did not start: `charon device` under the given name. */
   const joinDevice = (name: string): number | undefined => {
-    const spec = o.topology.devices.find((d) => d.name === name) ?? o.topology.devices[0]!;
     const logFd = openSync(join(o.runDir, 'logs', `${name}-joined.log`), 'a');
-    const child = spawn(
-      process.execPath,
-      [
-        charonBin,
-        'device',
-        '--nats',
-        server.url,
-        '--run',
-        o.topology.run,
-        '--name',
-        name,
-        '--backend',
-        spec.backend,
-        '--memory-mb',
-        String(spec.memoryMb),
-        '--cache-dir',
-        join(o.runDir, o.topology.training.cache.dir, `${name}-joined`),
-      ],
-      { stdio: ['ignore', 'ignore', logFd], env },
-    );
+    const child = spawn(process.execPath, joinArgs(o.topology, name, server.url, o.runDir), { stdio: ['ignore', 'ignore', logFd], env });
     closeSync(logFd);
     joined.push(child);
     if (child.pid) pids.add(child.pid);

@@ -5,7 +5,7 @@
 import { join, resolve } from 'node:path';
 import { CliError, flag, onePositional, parseCommandArgs, str } from '../args.ts';
 import { topologyArg } from '../topology-args.ts';
-import { launchRun } from '../../actors/coordinator/launch.ts';
+import { externalServer, launchRun } from '../../actors/coordinator/launch.ts';
 import { specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import { readResumeState, ResumeError } from '../../actors/coordinator/resume.ts';
 import type { PersistedRun } from '../../actors/coordinator/run-machine.ts';
@@ -216,7 +216,7 @@ export async function run(argv: string[]): Promise<number> {
     outcome = await launchRun(
       topology,
       {
-        nats: str(args, 'nats') ?? topology.bus.url,
+        nats: externalServer(topology, str(args, 'nats')),
         runDir,
         keepCache: flag(args, 'keep-cache'),
         monitor: flag(args, 'monitor'),

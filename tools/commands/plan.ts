@@ -164,7 +164,7 @@ function methodLine(t: Topology, profile: Profile, samples: number | undefined):
 }
 
 /** Device budgets are the smaller of profile and topology; a device's bandwidth cap limits every link it sends on. */
-function applyTopology(profile: Profile, topology: Topology): Profile {
+export function applyTopology(profile: Profile, topology: Topology): Profile {
   const spec = new Map(topology.devices.map((d) => [d.name, d]));
   const devices = profile.devices.map((d) => ({ ...d, memoryBytes: Math.min(d.memoryBytes, spec.get(d.name)!.memoryMb * MiB) }));
   const pairs = [...profile.links.pairs];
@@ -225,7 +225,7 @@ function describeLinks(profile: Profile, listed: Profile | undefined, topology: 
 const backendGflops: Record<string, number> = { wasm: 15, cpu: 0.5 };
 
 /** The analytic profile of a topology whose devices are local and whose model is a preset, and how it was made. */
-function profileFromTopology(topology: Topology, file: string): { profile: Profile; source: string } {
+export function profileFromTopology(topology: Topology, file: string): { profile: Profile; source: string } {
   const remote = topology.devices.find((d) => !d.local);
   if (remote) throw new CliError(`${file}: device '${remote.name}' is not local, so its speed is unknown here: give --profile FILE`);
   const preset = topology.model.preset;
