@@ -10,6 +10,7 @@ import {
   PROTOCOL_VERSION,
   MessageRejected,
   splitChunks,
+  splitSegments,
   parseChunkHeader,
   packValue,
   formatChunkHeader,
@@ -222,6 +223,27 @@ test('chunking: split and reassemble in any order, checked by crc32', () => {
   for (const c of [...chunks].reverse()) whole = r.add('k', parseChunkHeader(formatChunkHeader(c.header)), c.bytes) ?? whole;
   assert.ok(whole && Buffer.from(whole).equals(Buffer.from(bytes)));
   assert.is(r.pendingBytes, 0);
+});
+
+test('chunking: a message of many pieces takes as few chunks as its size allows; a chunk inside one piece is a view', () => {
+  // A model's state: many small tensors and headers between large ones.
+  const body: Record<string, WireTensor> = {};
+  for (let i = 0; i < 150; i++) body[`p${i}`] = randomTensor('float32', [i % 3 === 0 ? 40_000 : i % 3 === 1 ? 4096 : 64]);
+  const msg = encodeEnvelopeMessage(env(body));
+  const segs = msg.segments();
+  assert.ok(segs.length > 100, `${segs.length} pieces`);
+  const chunkBytes = 1 << 20;
+  const chunks = splitSegments(segs, chunkBytes);
+  assert.is(chunks.length, Math.ceil(msg.length / chunkBytes));
+  assert.ok(chunks.slice(0, -1).every((c) => c.bytes.length === chunkBytes));
+  const r = new Reassembler({ maxBytes: 64 << 20, timeoutMs: 1000, maxMessageBytes: 64 << 20 });
+  let whole: Uint8Array | null = null;
+  for (const c of chunks) whole = r.add('k', parseChunkHeader(formatChunkHeader(c.header)), c.bytes) ?? whole;
+  assert.ok(whole && Buffer.from(whole).equals(Buffer.from(msg.bytes())));
+  // one large tensor: its whole chunks are views of its own bytes
+  const big = randomTensor('float32', [1_000_000]);
+  const one = splitSegments(encodeEnvelopeMessage(env({ big })).segments(), chunkBytes);
+  assert.ok(one.filter((c) => c.bytes.buffer === big.data.buffer).length >= 2, 'whole chunks of the tensor are not copied');
 });
 
 test('chunking: corrupt chunks and bad headers are rejected; the transfer is dropped', () => {

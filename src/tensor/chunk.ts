@@ -54,18 +54,46 @@ export function splitChunks(bytes: Uint8Array, chunkBytes: number, transfer = ne
 }
 
 /**
- * Splits a message given as ordered segments (e.g. EncodedMessage.segments()) into chunks of at
- * most `chunkBytes`, each a view inside one segment (no copy).
+ * Splits a message given as ordered segments (e.g. EncodedMessage.segments()) into chunks of
+ * `chunkBytes` (the last one shorter). A chunk that lies inside one segment is a view of it (no
+ * copy); one that spans several (small headers and tensors between large ones) is copied together.
+ * So a message takes as few chunks as its size allows however many pieces it is made of: a reply
+ * may take only so many messages (the server's allow_responses), and each costs a publish.
  */
 export function splitSegments(segments: readonly Uint8Array[], chunkBytes: number, transfer = newTransferId()): Chunk[] {
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0) throw new RangeError(`chunk size ${chunkBytes} must be a positive integer`);
   const parts: { offset: number; bytes: Uint8Array }[] = [];
   let total = 0;
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  const flush = () => {
+    if (pendingBytes === 0) return;
+    let bytes: Uint8Array;
+    if (pending.length === 1) bytes = pending[0]!;
+    else {
+      bytes = new Uint8Array(pendingBytes);
+      let at = 0;
+      for (const p of pending) {
+        bytes.set(p, at);
+        at += p.length;
+      }
+    }
+    parts.push({ offset: total - pendingBytes, bytes });
+    pending = [];
+    pendingBytes = 0;
+  };
   for (const seg of segments) {
-    for (let at = 0; at < seg.length; at += chunkBytes)
-      parts.push({ offset: total + at, bytes: seg.subarray(at, Math.min(seg.length, at + chunkBytes)) });
-    total += seg.length;
+    let at = 0;
+    while (at < seg.length) {
+      const take = Math.min(chunkBytes - pendingBytes, seg.length - at);
+      pending.push(seg.subarray(at, at + take));
+      pendingBytes += take;
+      total += take;
+      at += take;
+      if (pendingBytes === chunkBytes) flush();
+    }
   }
+  flush();
   if (parts.length === 0) parts.push({ offset: 0, bytes: new Uint8Array(0) });
   return parts.map((p, index) => ({
     header: { transfer, index, count: parts.length, total, offset: p.offset, crc: crc32(p.bytes) },
