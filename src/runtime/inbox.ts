@@ -65,7 +65,15 @@ export class Inbox {
           } catch (err) {
             reply = { ok: false, reason: err instanceof Error ? err.message : String(err) };
           }
-          if (msg.reply && !this.bus.isClosed) this.bus.reply(msg, REPLY_KIND, reply);
+          if (!msg.reply || this.bus.isClosed) return;
+          try {
+            this.bus.reply(msg, REPLY_KIND, reply);
+          } catch (err) {
+            // A reply that cannot go (larger than the run's message limit, say) must still end the
+            // request: the asker hears why instead of waiting out its deadline.
+            const reason = `${env.kind}: the reply could not be sent: ${err instanceof Error ? err.message : String(err)}`;
+            this.bus.reply(msg, REPLY_KIND, { ok: false, reason });
+          }
         },
         { kinds: Object.keys(routes) },
       ),
