@@ -154,6 +154,31 @@ test('security: a device answers the requests it gets, also in chunks over max_p
   await refused;
 });
 
+test('security: a reply made of hundreds of tensors (a model state) arrives whole within the messages a reply may take', async () => {
+  const coord = await as(COORDINATOR),
+    d2 = await as('d2');
+  const limits = { maxMessageBytes: 256 << 20, reassemblyBytes: 512 << 20 };
+  for (const b of [coord, d2]) b.limitMessages(limits);
+  // Large tensors between small ones: each piece of the encoded message is small, the whole is
+  // several max_payloads; sent one message per piece it would pass the server's allow_responses.
+  const state: Record<string, WireTensor> = {};
+  for (let i = 0; i < 600; i++)
+    state[`p${i}`] = new WireTensor('float32', [i % 2 ? 20_000 : 16], new Float32Array(i % 2 ? 20_000 : 16).fill(i));
+  d2.subscribe(d2.subjects.devCtlIn(), (_env, msg) => d2.reply(msg, 'reply', { params: state, m: state, v: state }));
+  for (const b of [coord, d2]) await b.flush();
+  const r = await coord.request<unknown, { params: Record<string, WireTensor>; v: Record<string, WireTensor> }>(
+    coord.subjects.devCtl('d2'),
+    'ctl',
+    {},
+    {
+      timeoutMs: 15_000,
+    },
+  );
+  assert.is(Object.keys(r.body.v).length, 600);
+  assert.is(r.body.v.p599!.size, 20_000);
+  assert.is((r.body.params.p7!.data as Float32Array)[19_999], 7);
+});
+
 test('security: charon creds add issues a key the running server accepts at once; a name is issued once', async () => {
   const cli = join(new URL('..', import.meta.url).pathname, 'tools/charon.js');
   const creds = (name: string) =>
