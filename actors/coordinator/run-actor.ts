@@ -81,6 +81,9 @@ import {
 import { buildSummary, type MeasuredDevice, type RunSummary } from './run-summary.ts';
 import { TimelineSampler } from './run-record.ts';
 
+/** A device that offers no budget and that the topology does not list gets this much (MiB), as `charon device` once defaulted to. */
+const DEFAULT_DEVICE_MEMORY_MB = 2048;
+
 export type { RunSummary } from './run-summary.ts';
 
 export interface RunTrainingOptions {
@@ -208,7 +211,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         {
           name: n,
           matmulGflops: gflops(n),
-          memoryMb: hello?.memoryMb ?? t!.memoryMb,
+          memoryMb: hello?.memoryMb ?? t?.memoryMb ?? DEFAULT_DEVICE_MEMORY_MB,
           slowdown: hello?.slowdown ?? t!.slowdown,
           bandwidthMbps: slowest ?? cap,
           bandwidthSource: slowest !== null ? 'measured' : cap !== null ? 'cap' : null,

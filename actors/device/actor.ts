@@ -68,7 +68,8 @@ export interface DeviceOptions {
   seed?: string;
   /** The run's CA, when the bus requires TLS: the server must present a certificate it signed. */
   tls?: ClientTls;
-  memoryMb: number;
+  /** The budget offered to the planner; null leaves it to the run's topology. */
+  memoryMb: number | null;
   compute: DeviceCompute;
   /** Simulation knobs reported in the hello (the compute applies them). */
   slowdown?: number;

@@ -20,7 +20,8 @@ const count = z.number().int().nonnegative();
 export const joinRequest = z.strictObject({
   device: name,
   backend: z.string().min(1).max(64),
-  memoryMb: z.number().positive(),
+  /** The budget the device offers (`--memory-mb`); null: the topology's figure for it applies. */
+  memoryMb: z.number().positive().nullable(),
   pid: z.number().int().positive(),
   host: z.string().min(1).max(256),
   slowdown: z.number().min(1),
@@ -121,7 +122,8 @@ export const deviceStatus = z.strictObject({
   state: z.string(),
   alive: z.boolean(),
   backend: z.string(),
-  memoryMb: z.number(),
+  /** The budget the device offered, null when it left it to the topology. */
+  memoryMb: z.number().nullable(),
   memoryBytes: count,
   step: z.number().int(),
   /** What the device holds for the run (e.g. "stage 0 rank 1"), null when nothing. */

@@ -37,7 +37,8 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FI
   --tls-cert FILE      with --tls-key: this device's client certificate and key (mode 0600), for a bus
                        with mutual TLS (\`charon certs --client NAME\` on the launching host)
   --backend B          compute backend (default: best available: tensorflow, wasm, cpu)
-  --memory-mb N        memory budget offered to the planner (default 2048)
+  --memory-mb N        memory budget offered to the planner (default: the topology's memoryMb for
+                       this device, else 2048)
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
   --bandwidth-mbps R   simulation: cap outgoing traffic at R Mbit/s
   --cache-dir DIR      where this device's activation cache spills to disk (default: a private
@@ -97,7 +98,8 @@ export async function run(argv: string[]): Promise<number> {
   const backend = str(args, 'backend');
   if (backend !== undefined && !['wasm', 'cpu', 'tensorflow'].includes(backend))
     throw new CliError(`--backend must be wasm, cpu or tensorflow, got '${backend}'`);
-  const memoryMb = num(args, 'memory-mb', 2048, { min: 1 });
+  // Unset, the budget is the run's to say: the topology's memoryMb for this device (else 2048).
+  const memoryMb = str(args, 'memory-mb') === undefined ? null : num(args, 'memory-mb', 0, { min: 1 });
   const slowdown = num(args, 'slowdown', 1, { min: 1 });
   const bw = str(args, 'bandwidth-mbps');
   const bandwidthMbps = bw === undefined ? null : num(args, 'bandwidth-mbps', 0, { min: Number.MIN_VALUE });

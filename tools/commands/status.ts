@@ -91,7 +91,7 @@ export async function run(argv: string[]): Promise<number> {
       d.alive ? 'yes' : 'no',
       `${(d.heartbeatAgeMs / 1000).toFixed(1)} s ago`,
       `${(d.memoryBytes / 2 ** 20).toFixed(0)} MB`,
-      `${d.memoryMb} MB`,
+      d.memoryMb === null ? 'topology' : `${d.memoryMb} MB`,
       d.matmulGflops === null ? '-' : d.matmulGflops.toFixed(1),
       d.backend,
       `${d.pid}@${d.host}`,
