@@ -11,6 +11,7 @@ import { connect, createInbox, headers as natsHeaders, type Msg, type MsgHdrs, t
 import {
   encodeEnvelopeMessage,
   formatChunkHeader,
+  segmentChunks,
   splitSegments,
   type EncodedMessage,
   MAX_NAME_CHARS,
@@ -43,6 +44,8 @@ import type {
 
 /** Room left in a chunk message for its NATS header block. */
 const HEADER_ROOM = 1024;
+/** A paced reply lets the event loop run after about this many bytes of chunks. */
+const PACE_BYTES = 16 << 20;
 
 export class Bus {
   readonly subjects: Subjects;
@@ -162,6 +165,32 @@ export class Bus {
   reply<B>(msg: BusMsg, kind: string, body: B, meta: Meta = {}): void {
     if (!msg.reply) throw new BusFailure(`message on ${msg.subject} has no reply subject`, false);
     this.send(msg.reply, this.encode(kind, body, meta), undefined);
+  }
+
+  /**
+   * reply(), letting the event loop run between chunks of a large reply (a model's state or
+   * gradients: hundreds of MB): its chunks are made and sent a few at a time, so this process's
+   * timers (its heartbeats) and socket keep going while it sends. Resolves once every chunk is
+   * handed to the client. Only replies are paced: each answers its own request, so no order
+   * between messages depends on it.
+   */
+  async replyPaced<B>(msg: BusMsg, kind: string, body: B, meta: Meta = {}): Promise<void> {
+    if (!msg.reply) throw new BusFailure(`message on ${msg.subject} has no reply subject`, false);
+    const encoded = this.encode(kind, body, meta);
+    const max = this.intake.maxMessageBytes;
+    if (encoded.length > max) throw new PayloadTooLarge(msg.reply, encoded.length, max);
+    if (encoded.length <= this.maxPayload) return this.send(msg.reply, encoded, undefined);
+    let sinceYield = 0;
+    for (const chunk of segmentChunks(encoded.segments(), this.maxPayload - HEADER_ROOM)) {
+      const h = natsHeaders();
+      h.set(CHUNK_HEADER, formatChunkHeader(chunk.header));
+      this.natsPublish(msg.reply, chunk.bytes, { headers: h });
+      sinceYield += chunk.bytes.length;
+      if (sinceYield >= PACE_BYTES) {
+        sinceYield = 0;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
   }
 
   /**

@@ -67,7 +67,7 @@ export class Inbox {
           }
           if (!msg.reply || this.bus.isClosed) return;
           try {
-            this.bus.reply(msg, REPLY_KIND, reply);
+            await this.bus.replyPaced(msg, REPLY_KIND, reply);
           } catch (err) {
             // A reply that cannot go (larger than the run's message limit, say) must still end the
             // request: the asker hears why instead of waiting out its deadline.

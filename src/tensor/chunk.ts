@@ -61,13 +61,23 @@ export function splitChunks(bytes: Uint8Array, chunkBytes: number, transfer = ne
  * may take only so many messages (the server's allow_responses), and each costs a publish.
  */
 export function splitSegments(segments: readonly Uint8Array[], chunkBytes: number, transfer = newTransferId()): Chunk[] {
+  return [...segmentChunks(segments, chunkBytes, transfer)];
+}
+
+/**
+ * splitSegments one chunk at a time, each copied (where it spans pieces) and checksummed only
+ * when asked for: a sender can let other work run between chunks of a large message.
+ */
+export function* segmentChunks(segments: readonly Uint8Array[], chunkBytes: number, transfer = newTransferId()): Generator<Chunk> {
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0) throw new RangeError(`chunk size ${chunkBytes} must be a positive integer`);
-  const parts: { offset: number; bytes: Uint8Array }[] = [];
-  let total = 0;
+  const total = segments.reduce((n, s) => n + s.length, 0);
+  // Every chunk but the last is full, so the count is known before the first one is made.
+  const count = Math.max(1, Math.ceil(total / chunkBytes));
+  let index = 0,
+    offset = 0;
   let pending: Uint8Array[] = [];
   let pendingBytes = 0;
-  const flush = () => {
-    if (pendingBytes === 0) return;
+  const take = (): Chunk => {
     let bytes: Uint8Array;
     if (pending.length === 1) bytes = pending[0]!;
     else {
@@ -78,27 +88,23 @@ export function splitSegments(segments: readonly Uint8Array[], chunkBytes: numbe
         at += p.length;
       }
     }
-    parts.push({ offset: total - pendingBytes, bytes });
+    const chunk = { header: { transfer, index: index++, count, total, offset, crc: crc32(bytes) }, bytes };
+    offset += pendingBytes;
     pending = [];
     pendingBytes = 0;
+    return chunk;
   };
   for (const seg of segments) {
     let at = 0;
     while (at < seg.length) {
-      const take = Math.min(chunkBytes - pendingBytes, seg.length - at);
-      pending.push(seg.subarray(at, at + take));
-      pendingBytes += take;
-      total += take;
-      at += take;
-      if (pendingBytes === chunkBytes) flush();
+      const n = Math.min(chunkBytes - pendingBytes, seg.length - at);
+      pending.push(seg.subarray(at, at + n));
+      pendingBytes += n;
+      at += n;
+      if (pendingBytes === chunkBytes) yield take();
     }
   }
-  flush();
-  if (parts.length === 0) parts.push({ offset: 0, bytes: new Uint8Array(0) });
-  return parts.map((p, index) => ({
-    header: { transfer, index, count: parts.length, total, offset: p.offset, crc: crc32(p.bytes) },
-    bytes: p.bytes,
-  }));
+  if (pendingBytes > 0 || index === 0) yield take();
 }
 
 /** One-line text form, used as a message header value: "transfer index count total offset crc". */

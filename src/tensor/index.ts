@@ -18,6 +18,7 @@ export {
   newTransferId,
   splitChunks,
   splitSegments,
+  segmentChunks,
   formatChunkHeader,
   parseChunkHeader,
   type Chunk,
