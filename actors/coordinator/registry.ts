@@ -266,8 +266,17 @@ export class DeviceRegistry {
       this.arm(name);
       return;
     }
-    rec.alive = false;
-    this.emit({ type: 'DEVICE_LOST', device: rec, silentMs: this.clock.now() - rec.lastSeen });
+    // Timers run before the socket is read: after this process was busy (decoding and saving a
+    // large model state, say) heartbeats that came meanwhile are still unread. The verdict waits
+    // until they are read; one of them re-arms the deadline, and the verdict is dropped.
+    const due = this.due.get(name);
+    const verdict = () => {
+      if (!rec.alive || this.suspended || this.timers.has(name) || this.due.get(name) !== due) return;
+      rec.alive = false;
+      this.emit({ type: 'DEVICE_LOST', device: rec, silentMs: this.clock.now() - rec.lastSeen });
+    };
+    if (this.clock.afterPendingInput) this.clock.afterPendingInput(verdict);
+    else verdict();
   }
 
   private emit(event: RegistryEvent): void {

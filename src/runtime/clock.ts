@@ -8,6 +8,11 @@ export interface Clock {
   now(): number;
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(id: unknown): void;
+  /**
+   * Runs `fn` once the messages that have arrived meanwhile were read (the host's setImmediate:
+   * after the event loop's poll phase). Absent on a simulated clock, where nothing waits unread.
+   */
+  afterPendingInput?(fn: () => void): void;
 }
 
 /** The real clock: Date.now and the host's timers. */
@@ -15,6 +20,7 @@ export const systemClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (id) => clearTimeout(id as ReturnType<typeof setTimeout>),
+  afterPendingInput: (fn) => setImmediate(fn),
 };
 
 /** Resolves after `ms` on `clock` (on a simulated clock: once the test advances it that far). */
