@@ -10,7 +10,7 @@ import {
   PROTOCOL_VERSION,
   MessageRejected,
   splitChunks,
-  splitSegments,
+  segmentChunks,
   parseChunkHeader,
   packValue,
   formatChunkHeader,
@@ -233,7 +233,7 @@ test('chunking: a message of many pieces takes as few chunks as its size allows;
   const segs = msg.segments();
   assert.ok(segs.length > 100, `${segs.length} pieces`);
   const chunkBytes = 1 << 20;
-  const chunks = splitSegments(segs, chunkBytes);
+  const chunks = [...segmentChunks(segs, chunkBytes)];
   assert.is(chunks.length, Math.ceil(msg.length / chunkBytes));
   assert.ok(chunks.slice(0, -1).every((c) => c.bytes.length === chunkBytes));
   const r = new Reassembler({ maxBytes: 64 << 20, timeoutMs: 1000, maxMessageBytes: 64 << 20 });
@@ -242,7 +242,7 @@ test('chunking: a message of many pieces takes as few chunks as its size allows;
   assert.ok(whole && Buffer.from(whole).equals(Buffer.from(msg.bytes())));
   // one large tensor: its whole chunks are views of its own bytes
   const big = randomTensor('float32', [1_000_000]);
-  const one = splitSegments(encodeEnvelopeMessage(env({ big })).segments(), chunkBytes);
+  const one = [...segmentChunks(encodeEnvelopeMessage(env({ big })).segments(), chunkBytes)];
   assert.ok(one.filter((c) => c.bytes.buffer === big.data.buffer).length >= 2, 'whole chunks of the tensor are not copied');
 });
 

@@ -12,7 +12,6 @@ import {
   encodeEnvelopeMessage,
   formatChunkHeader,
   segmentChunks,
-  splitSegments,
   type EncodedMessage,
   MAX_NAME_CHARS,
   PROTOCOL_VERSION,
@@ -176,16 +175,9 @@ export class Bus {
    */
   async replyPaced<B>(msg: BusMsg, kind: string, body: B, meta: Meta = {}): Promise<void> {
     if (!msg.reply) throw new BusFailure(`message on ${msg.subject} has no reply subject`, false);
-    const encoded = this.encode(kind, body, meta);
-    const max = this.intake.maxMessageBytes;
-    if (encoded.length > max) throw new PayloadTooLarge(msg.reply, encoded.length, max);
-    if (encoded.length <= this.maxPayload) return this.send(msg.reply, encoded, undefined);
     let sinceYield = 0;
-    for (const chunk of segmentChunks(encoded.segments(), this.maxPayload - HEADER_ROOM)) {
-      const h = natsHeaders();
-      h.set(CHUNK_HEADER, formatChunkHeader(chunk.header));
-      this.natsPublish(msg.reply, chunk.bytes, { headers: h });
-      sinceYield += chunk.bytes.length;
+    for (const bytes of this.sending(msg.reply, this.encode(kind, body, meta), undefined)) {
+      sinceYield += bytes;
       if (sinceYield >= PACE_BYTES) {
         sinceYield = 0;
         await new Promise((r) => setImmediate(r));
@@ -316,17 +308,28 @@ export class Bus {
   }
 
   private send(subject: string, msg: EncodedMessage, reply: string | undefined): void {
+    for (const _ of this.sending(subject, msg, reply));
+  }
+
+  /**
+   * Publishes `msg`, whole or in chunks, one message per step of the iteration (yielding its
+   * bytes): `send` runs it through at once, `replyPaced` lets the event loop run in between.
+   * Each chunk is made (and checksummed) only when its turn comes.
+   */
+  private *sending(subject: string, msg: EncodedMessage, reply: string | undefined): Generator<number> {
     const max = this.intake.maxMessageBytes;
     if (msg.length > max) throw new PayloadTooLarge(subject, msg.length, max);
     if (msg.length <= this.maxPayload) {
       this.natsPublish(subject, msg.bytes(), { reply });
+      yield msg.length;
       return;
     }
-    // Chunks are views on the encoded header pieces and on the tensors themselves: no copy here.
-    for (const chunk of splitSegments(msg.segments(), this.maxPayload - HEADER_ROOM)) {
+    // Chunks inside one piece are views on it (a tensor's own bytes): only spanning ones are copied.
+    for (const chunk of segmentChunks(msg.segments(), this.maxPayload - HEADER_ROOM)) {
       const h = natsHeaders();
       h.set(CHUNK_HEADER, formatChunkHeader(chunk.header));
       this.natsPublish(subject, chunk.bytes, { reply, headers: h });
+      yield chunk.bytes.length;
     }
   }
 

@@ -50,23 +50,16 @@ export function newTransferId(): string {
 
 /** Splits `bytes` into views of at most `chunkBytes` (no copy). An empty input gives one empty chunk. */
 export function splitChunks(bytes: Uint8Array, chunkBytes: number, transfer = newTransferId()): Chunk[] {
-  return splitSegments([bytes], chunkBytes, transfer);
+  return [...segmentChunks([bytes], chunkBytes, transfer)];
 }
 
 /**
  * Splits a message given as ordered segments (e.g. EncodedMessage.segments()) into chunks of
- * `chunkBytes` (the last one shorter). A chunk that lies inside one segment is a view of it (no
- * copy); one that spans several (small headers and tensors between large ones) is copied together.
- * So a message takes as few chunks as its size allows however many pieces it is made of: a reply
+ * `chunkBytes` (the last one shorter), one at a time, each made and checksummed only when asked
+ * for: a sender can let other work run between the chunks of a large message. A chunk that lies
+ * inside one segment is a view of it (no copy); one that spans several (small headers and tensors
+ * between large ones) is copied together. So a message takes as few chunks as its size allows however many pieces it is made of: a reply
  * may take only so many messages (the server's allow_responses), and each costs a publish.
- */
-export function splitSegments(segments: readonly Uint8Array[], chunkBytes: number, transfer = newTransferId()): Chunk[] {
-  return [...segmentChunks(segments, chunkBytes, transfer)];
-}
-
-/**
- * splitSegments one chunk at a time, each copied (where it spans pieces) and checksummed only
- * when asked for: a sender can let other work run between chunks of a large message.
  */
 export function* segmentChunks(segments: readonly Uint8Array[], chunkBytes: number, transfer = newTransferId()): Generator<Chunk> {
   if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0) throw new RangeError(`chunk size ${chunkBytes} must be a positive integer`);

@@ -17,7 +17,6 @@ export {
   crc32,
   newTransferId,
   splitChunks,
-  splitSegments,
   segmentChunks,
   formatChunkHeader,
   parseChunkHeader,
