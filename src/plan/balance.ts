@@ -77,7 +77,7 @@ export function balanceShards(
   return shards.map((s) => s.sort((a, b) => a - b));
 }
 
-/** Hill-climbs `shards` (and their per-step `load`) by swapping two samples of different devices. */
+/** Hill-climbs `shards` (and their per-step `load`) by swapping two samples of different devices; rewrites `shards`. */
 function improveBySwaps(
   sizes: readonly number[],
   steps: readonly (readonly number[])[],
@@ -92,12 +92,10 @@ function improveBySwaps(
   const target = steps.map((ids) => sizes.map((n) => (n / total) * ids.length));
   const ids: number[] = [];
   const owner: number[] = [];
-  const slot: number[] = [];
   shards.forEach((shard, k) =>
-    shard.forEach((j, i) => {
+    shard.forEach((j) => {
       ids.push(j);
       owner.push(k);
-      slot.push(i);
     }),
   );
   const held = (k: number, x: number): number => (holds(k, ids[x]!) ? 0 : MOVE_COST);
@@ -133,13 +131,9 @@ function improveBySwaps(
     move(a, p, q);
     const db = moveDelta(b, q, p);
     // Sideways moves too: they walk the search off the plateaus the integer loads make.
-    if (da + db <= 0) {
-      move(b, q, p);
-      const sa = slot[a]!;
-      slot[a] = slot[b]!;
-      slot[b] = sa;
-      shards[q]![slot[a]!] = ids[a]!;
-      shards[p]![slot[b]!] = ids[b]!;
-    } else move(a, q, p);
+    if (da + db <= 0) move(b, q, p);
+    else move(a, q, p);
   }
+  shards.forEach((shard) => (shard.length = 0));
+  ids.forEach((j, x) => shards[owner[x]!]!.push(j));
 }
