@@ -12,6 +12,15 @@ import { sideGraphModels } from './side-graph.ts';
 
 type Feeds = Record<string, { data: Float32Array; dims: number[] }>;
 
+/** One run of a span: b_i by layer (rows*T, d), a_{from-1} (null when the span starts the network), parameter values by name. */
+export interface SpanInputs {
+  acts: ReadonlyMap<number, Float32Array>;
+  aIn: Float32Array | null;
+  params: ReadonlyMap<string, Float32Array>;
+  rows: number;
+  seqLen: number;
+}
+
 export class NativeSide {
   private readonly fwd: NativeSession;
   private readonly bwd: NativeSession;
@@ -39,13 +48,7 @@ export class NativeSide {
     }
   }
 
-  private feeds(
-    acts: ReadonlyMap<number, Float32Array>,
-    aIn: Float32Array | null,
-    params: ReadonlyMap<string, Float32Array>,
-    rows: number,
-    seqLen: number,
-  ): Feeds {
+  private feeds({ acts, aIn, params, rows, seqLen }: SpanInputs): Feeds {
     const N = rows * seqLen;
     const feeds: Feeds = { mask: { data: causalMask(seqLen), dims: [seqLen, seqLen] } };
     const layers = this.span.hasDown0 ? [0] : [];
@@ -68,27 +71,14 @@ export class NativeSide {
   }
 
   /** a_to (rows*T, r) of the span. */
-  forward(
-    acts: ReadonlyMap<number, Float32Array>,
-    aIn: Float32Array | null,
-    params: ReadonlyMap<string, Float32Array>,
-    rows: number,
-    seqLen: number,
-  ): Float32Array {
-    return this.fwd.run(this.feeds(acts, aIn, params, rows, seqLen), ['a_out']).a_out!;
+  forward(inputs: SpanInputs): Float32Array {
+    return this.fwd.run(this.feeds(inputs), ['a_out']).a_out!;
   }
 
   /** Gradients of every parameter but `up` (by canonical name) and dL/da_{from-1}, given dL/da_to. */
-  backward(
-    acts: ReadonlyMap<number, Float32Array>,
-    aIn: Float32Array | null,
-    params: ReadonlyMap<string, Float32Array>,
-    rows: number,
-    seqLen: number,
-    gOut: Float32Array,
-  ): { grads: Map<string, Float32Array>; gIn: Float32Array | null } {
-    const feeds = this.feeds(acts, aIn, params, rows, seqLen);
-    feeds.g_out = { data: gOut, dims: [rows * seqLen, this.r] };
+  backward(inputs: SpanInputs, gOut: Float32Array): { grads: Map<string, Float32Array>; gIn: Float32Array | null } {
+    const feeds = this.feeds(inputs);
+    feeds.g_out = { data: gOut, dims: [inputs.rows * inputs.seqLen, this.r] };
     const names = this.parameters.map((p) => `grad:${p.name}`);
     const out = this.bwd.run(feeds, this.span.hasDown0 ? names : [...names, 'g_in']);
     const grads = new Map(this.parameters.map((p) => [p.name, out[`grad:${p.name}`]!]));

@@ -177,11 +177,11 @@ export class SideNetwork {
       save(bs);
       const params = new Map(names.map((n, j) => [n, ins[j]!.dataSync() as Float32Array]));
       const aHost = aIn ? (ins[names.length]!.dataSync() as Float32Array) : null;
-      const a = native.forward(hostActs(bs), aHost, params, rows, seqLen);
+      const a = native.forward({ acts: hostActs(bs), aIn: aHost, params, rows, seqLen });
       return {
         value: tf.tensor2d(a, [N, r]),
         gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-          const back = native.backward(hostActs(saved), aHost, params, rows, seqLen, dy.dataSync() as Float32Array);
+          const back = native.backward({ acts: hostActs(saved), aIn: aHost, params, rows, seqLen }, dy.dataSync() as Float32Array);
           const grads = names.map((n, j) => tf.tensor(back.grads.get(n)!, ins[j]!.shape));
           return aIn ? [...grads, tf.tensor2d(back.gIn!, [N, r])] : grads;
         },
