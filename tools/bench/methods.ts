@@ -21,6 +21,9 @@ import type { Backbone } from '../../src/model/types.ts';
 import { loadJsonl, markovDataset, writeJsonl } from '../../src/train/data.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { ActivationCache } from '../../src/cache/activation-cache.ts';
+import { epochFlops } from '../../src/model/flops.ts';
+import { ParallelMethod } from '../../src/model/methods/parallel.ts';
+import { mean, phaseFigures, type PhaseFigures } from './phases.ts';
 
 export const summary = 'W1 workload per method (full, lora, serial, parallel, parallel+cache): time, peak memory, loss';
 
@@ -55,6 +58,8 @@ interface MethodResult {
   lastEpochLoss: number;
   epochLosses: number[];
   backboneForwardGflops: number;
+  /** Per phase that ran: its engines, one epoch's seconds and matmul FLOPs, the rate over engineMatmulGflops. */
+  phases: PhaseFigures[];
   cache?: unknown;
 }
 
@@ -73,6 +78,22 @@ function settings(name: BenchMethod): { method: MethodName; options: MethodOptio
     case 'parallel+cache-f16':
       return { method: 'parallel', options: { reduction: 8 }, lr: 1e-3, cache: 'f16' };
   }
+}
+
+/**
+ * Which engine did each part's heavy work in this child: layers with hooks or a tape (LoRA,
+ * serial, full) run on tfjs whatever the process's engine; PAC's side network says its own.
+ */
+function phaseEngine(name: BenchMethod, backbone: Backbone, frozenEngine: string, method: unknown, cached: boolean): string {
+  const native = (yes: boolean) => (yes ? 'native' : 'tfjs');
+  const head = `head ${native(Boolean(backbone.frozenHead()?.native))}`;
+  if (method instanceof ParallelMethod) {
+    // `up`, one (r, d) matmul, stays on tfjs beside a native side network.
+    const side = `side ${method.side.engine}${method.side.engine === 'native' ? ' (up tfjs)' : ''}`;
+    return cached ? `${side}, ${head}` : `backbone ${native(frozenEngine.startsWith('native'))}, ${side}, ${head}`;
+  }
+  if (name === 'full') return 'backbone tfjs, head tfjs (both trained)';
+  return `backbone tfjs, adapters tfjs, ${head}`;
 }
 
 /** GFLOP/s of the frozen backbone's forward pass (embedding + L layers + final norm) on one batch. */
@@ -133,6 +154,18 @@ async function child(
   });
   const e = trainer.run();
   const later = e.slice(1);
+  const samples = data.samples.length;
+  const phase = (p: PhaseFigures['phase'], seconds: number) =>
+    phaseFigures(
+      p,
+      phaseEngine(name, backbone, engine, method, p === 'cached'),
+      seconds,
+      epochFlops(backbone.config, s.method, s.options, { samples, seqLen, cached: p === 'cached' }).total,
+      engineMatmulGflops,
+    );
+  const phases = cache
+    ? [phase('epoch1', e[0]!.seconds), ...(later.length ? [phase('cached', mean(later.map((x) => x.seconds)))] : [])]
+    : [phase('epoch', mean(e.map((x) => x.seconds)))];
   const result: MethodResult = {
     name,
     engine,
@@ -147,6 +180,7 @@ async function child(
     lastEpochLoss: e[e.length - 1]!.loss,
     epochLosses: e.map((x) => x.loss),
     backboneForwardGflops: gflops,
+    phases,
     cache: cache?.stats(),
   };
   if (cacheDir) rmSync(cacheDir, { recursive: true, force: true });
