@@ -3,7 +3,8 @@
  * one after the other in one invocation, each through `launchRun` + `runTraining` (private
  * nats-server, separate device processes). Reports epoch-1 and cached-epoch speedups (targets
  * >= 1.6x and >= 1.7x on 2 cores), the planner's and the simulator's step time against the
- * measured one, and pipeline bytes per step against the plan.
+ * measured one, pipeline bytes per step against the plan, and per phase the engines, matmul
+ * FLOPs and GFLOP/s summed over the run's devices against their matmul rate.
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,6 +17,12 @@ import { loadTopology } from '../../src/topology/load.ts';
 import { isPresetName, presets } from '../../src/model/presets.ts';
 import { launchRun } from '../../actors/coordinator/launch.ts';
 import { runTraining, type RunSummary } from '../../actors/coordinator/run-actor.ts';
+import { epochFlops } from '../../src/model/flops.ts';
+import { sideShape } from '../../src/model/methods/side-block.ts';
+import { loadConfig } from '../../src/model/load.ts';
+import { nativeFamilySupported } from '../../src/native/layers.ts';
+import { nativeSideSupported } from '../../src/native/side-graph.ts';
+import { mean, phaseFigures, phaseLine, type PhaseFigures } from './phases.ts';
 
 export const summary = 'distributed PAC with 1 vs 2 device processes: epoch speedups, simulator vs measured, bytes vs plan';
 
@@ -42,6 +49,33 @@ interface RunFigures {
   redistribution: RunSummary['redistribution'];
   losses: number[];
   peakBytesPerDevice: Record<string, number>;
+  /** epoch1 (the pipeline epoch) and cached (mean of the cached epochs); GFLOP/s summed over the devices. */
+  phases: PhaseFigures[];
+}
+
+/** What runOnce measured, before the phases are rated against a matmul rate. */
+interface Measured {
+  figures: Omit<RunFigures, 'phases'>;
+  /** Each phase's engines, one epoch's seconds and matmul FLOPs. */
+  phases: { phase: PhaseFigures['phase']; engine: string; seconds: number; flops: number }[];
+  /** Whether every device ran frozen forwards on the native engine (from its backend detail). */
+  native: boolean;
+}
+
+/**
+ * The engines of a PAC device's parts, from its backend detail (src/model/engine.ts names the
+ * frozen-forward engine there) and what has a native graph for this model. Native only when
+ * every device is: the phases are rated against one engine's matmul rate.
+ */
+function pacEngines(s: RunSummary): { epoch1: string; cached: string; native: boolean } {
+  const native = s.devices.length > 0 && s.devices.every((d) => d.backend?.includes('frozen forward: native') ?? false);
+  const config = loadConfig(s.spec.model);
+  const shape = sideShape(config, s.spec.reduction);
+  const on = (yes: boolean) => (yes ? 'native' : 'tfjs');
+  const sideNative = native && nativeSideSupported(shape);
+  const side = `side ${on(sideNative)}${sideNative ? ' (up tfjs)' : ''}`;
+  const head = `head ${on(native)}`;
+  return { epoch1: `backbone ${on(native && nativeFamilySupported(config))}, ${side}, ${head}`, cached: `${side}, ${head}`, native };
 }
 
 function topology(
@@ -70,13 +104,15 @@ function topology(
 const probe = fileURLToPath(new URL('./children/matmul-probe.ts', import.meta.url));
 
 /** Mean matmul GFLOP/s of each of `n` processes running at the same time. */
-async function concurrentGflops(n: number, seconds: number): Promise<number[]> {
+async function concurrentGflops(n: number, seconds: number, engine: 'wasm' | 'native' = 'wasm'): Promise<number[]> {
   return Promise.all(
     Array.from(
       { length: n },
       () =>
         new Promise<number>((resolve, reject) => {
-          const child = spawn(process.execPath, ['--import', 'tsx', probe, String(seconds)], { stdio: ['ignore', 'pipe', 'inherit'] });
+          const child = spawn(process.execPath, ['--import', 'tsx', probe, String(seconds), engine], {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
           let out = '';
           child.stdout.on('data', (d) => {
             out += d;
@@ -94,7 +130,7 @@ async function runOnce(
   devices: number,
   o: Parameters<typeof topology>[2] & { preset: string },
   log: (l: string) => void,
-): Promise<RunFigures> {
+): Promise<Measured> {
   const file = join(dir, `scale-${devices}.yaml`);
   writeFileSync(file, stringify(topology(o.preset, devices, o)));
   const topo = loadTopology(file);
@@ -119,7 +155,14 @@ async function runOnce(
   const pipe = s.epochs.find((e) => e.phase === 'pipeline')!;
   const cached = s.epochs.filter((e) => e.phase === 'cached');
   const pipelineStepMs = (pipe.seconds / pipe.steps) * 1000;
-  return {
+  const config = loadConfig(s.spec.model);
+  const engines = pacEngines(s);
+  const flops = (c: boolean) =>
+    epochFlops(config, 'parallel', { reduction: s.spec.reduction }, { samples: s.spec.samples, seqLen: s.spec.seqLen, cached: c }).total;
+  const phases: Measured['phases'] = [{ phase: 'epoch1', engine: engines.epoch1, seconds: pipe.seconds, flops: flops(false) }];
+  if (cached.length)
+    phases.push({ phase: 'cached', engine: engines.cached, seconds: mean(cached.map((e) => e.seconds)), flops: flops(true) });
+  const figures = {
     devices,
     plan: s.plan,
     epochSeconds: s.epochs.map((e) => e.seconds),
@@ -136,6 +179,7 @@ async function runOnce(
     losses: s.epochs.map((e) => e.loss),
     peakBytesPerDevice: s.peakBytesPerDevice,
   };
+  return { figures, phases, native: engines.native };
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -175,11 +219,26 @@ export async function run(argv: string[]): Promise<number> {
     log(
       `machine: ${alone.toFixed(1)} GFLOP/s alone, ${pair.map((g) => g.toFixed(1)).join(' + ')} concurrently (ceiling ${machine.parallelCeiling.toFixed(2)}x)`,
     );
-    const one = await runOnce(dir, 1, o, log);
-    const two = await runOnce(dir, 2, o, log);
+    const measured = [await runOnce(dir, 1, o, log), await runOnce(dir, 2, o, log)];
+    // Devices on the native engine are rated against its rate: the wasm probe above is not theirs.
+    const native = measured.every((m) => m.native);
+    const nativeAlone = native ? (await concurrentGflops(1, 4, 'native'))[0]! : null;
+    const perDevice = nativeAlone ?? alone;
+    const [one, two] = measured.map(
+      (m): RunFigures => ({
+        ...m.figures,
+        phases: m.phases.map((p) => phaseFigures(p.phase, p.engine, p.seconds, p.flops, perDevice * m.figures.devices)),
+      }),
+    ) as [RunFigures, RunFigures];
     const report = {
       workload: { ...o, seqLen: presets[preset].maxPositions, method: 'parallel (PAC), k = 8' },
-      machine,
+      machine: {
+        ...machine,
+        nativeMatmulGflopsAlone: nativeAlone,
+        phasesRatedAgainst: native
+          ? 'native onnxruntime-node matmul alone x devices'
+          : 'tfjs wasm matmul alone (matmulGflopsAlone) x devices',
+      },
       runs: [one, two],
       speedup: {
         epoch1: one.epochSeconds[0]! / two.epochSeconds[0]!,
@@ -193,8 +252,10 @@ export async function run(argv: string[]): Promise<number> {
         process.stdout.write(
           `${r.devices} device(s): epochs ${r.epochSeconds.map((s) => s.toFixed(1)).join(' / ')} s, pipeline step ${r.pipelineStepMs.toFixed(0)} ms (simulated ${r.simulatedStepMs.toFixed(0)} ms), cached step ${r.cachedStepMs?.toFixed(0)} ms, bytes/step ${r.pipelineBytesPerStep.measured} vs plan ${r.pipelineBytesPerStep.planned}\n`,
         );
+        for (const p of r.phases) process.stdout.write(`  ${phaseLine(p)}\n`);
       }
       process.stdout.write(`machine: 2 concurrent processes get ${machine.parallelCeiling.toFixed(2)}x one process's matmul rate\n`);
+      process.stdout.write(`phases rated against: ${report.machine.phasesRatedAgainst}\n`);
       process.stdout.write(
         `speedup: epoch 1 ${report.speedup.epoch1.toFixed(2)}x (target 1.6), cached ${report.speedup.cached?.toFixed(2)}x (target 1.7)\n`,
       );
