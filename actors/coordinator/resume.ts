@@ -9,7 +9,7 @@ import { checkResumable, readCheckpointMeta, type CheckpointMeta } from '../../s
 import type { RunSpec } from '../../src/train/run-spec.ts';
 import { settleCheckpoint } from '../../src/train/durable.ts';
 import type { PersistedRun } from './run-machine.ts';
-import { sideCheckpointIdentity } from './run-actor.ts';
+import { sideCheckpointIdentity } from './commit-files.ts';
 
 export class ResumeError extends Error {
   override name = 'ResumeError';

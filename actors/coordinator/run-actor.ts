@@ -16,7 +16,9 @@
  *   every stage group (the one rank 0 of the cached phase) returns its side state while the
  *   coordinator has none, afterwards only its group's reduced gradient, on which the coordinator
  *   replays the devices' AdamW update bit for bit (src/engine/side-state.ts replayStep).
- * - commitStep: side-network checkpoint (src/train/checkpoint.ts), state.json, metrics.jsonl.
+ * - commitStep: side-network checkpoint (src/train/checkpoint.ts) and state.json, written by the
+ *   commit writer thread while the next step runs (commit-writer.ts); at an epoch's end, in place
+ *   before EPOCH_DONE.
  * - redistribute: redistribute.ts.
  * - abortWork: `abort` on the survivors of a loss, then `release` on those the machine names.
  * - reloadCached: `cached-load` again over the same shards (a replayed cached step).
@@ -27,9 +29,8 @@
  * Every effect passes its AbortSignal to its control requests, so a machine that leaves a state
  * (a device lost mid-step) stops waiting for that state's answers at once.
  */
-import { appendFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fsyncPath, promoteCheckpoint } from '../../src/train/durable.ts';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { Bus } from '../../src/bus/index.ts';
 import { loadConfig } from '../../src/model/load.ts';
@@ -39,7 +40,7 @@ import { linkCost, type Profile } from '../../src/plan/profile.ts';
 import { messageSizes } from '../../src/plan/message-limits.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
-import { checkResumable, loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
+import { checkResumable, loadCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { specFromTopology, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import {
   mergeStates,
@@ -58,6 +59,8 @@ import { survivorsProfile } from './run-faults.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
 import { loadCachedWorkers, redistributeEffect } from './redistribute.ts';
+import { saveSide, sideCheckpointIdentity, writeJsonAtomic } from './commit-files.ts';
+import { CommitWriter } from './commit-writer.ts';
 import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
@@ -118,34 +121,6 @@ export interface RunOutcome {
   summary: RunSummary;
 }
 
-function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');
-  // state.json is the commit of a step: on disk before the step counts (a successor resumes from it).
-  fsyncPath(tmp);
-  renameSync(tmp, file);
-  fsyncPath(dirname(file));
-}
-
-/** What a side-network checkpoint of `spec`'s run says about the run (resume checks it). */
-export function sideCheckpointIdentity(spec: RunSpec) {
-  return {
-    method: spec.method ?? 'parallel',
-    options:
-      (spec.method ?? 'parallel') === 'parallel' ? { reduction: spec.reduction, sideInit: 'random' as const } : (spec.methodOptions ?? {}),
-    config: {
-      epochs: spec.epochs,
-      batch: spec.batch,
-      seed: spec.seed,
-      seqLen: spec.seqLen,
-      task: spec.labelNames ? ('classification' as const) : ('lm' as const),
-      optimizer: spec.optimizer,
-    },
-    ...(spec.labelNames ? { labelNames: spec.labelNames } : {}),
-    samples: spec.samples,
-  };
-}
-
 /** A stage rank of the plan: its device, stage and rank inside the stage's group. */
 function participants(layout: StageLayout[]): { device: string; stage: number; rank: number }[] {
   return layout.flatMap((st, s) => st.devices.map((d, rank) => ({ device: d, stage: s, rank })));
@@ -191,6 +166,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const metricsFile = join(runDir, 'metrics.jsonl');
   const timelines = new TimelineSampler(runDir);
   const checkpointDir = join(runDir, 'checkpoints', 'latest');
+  const commits = new CommitWriter(runDir, checkpointDir);
+  commits.start();
   const names = topology.devices.map((d) => d.name);
   const specOf = new Map(topology.devices.map((d) => [d.name, d]));
   /** Every device that took part: the topology's and those that joined unlisted. */
@@ -455,13 +432,12 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         return { ...result, side };
       }),
       commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => {
-        // state.json is the commit: the checkpoint is staged whole before it, put in place after it.
-        saveSide(`${checkpointDir}.next`, input);
-        writeJsonAtomic(join(runDir, 'state.json'), input.state);
-        promoteCheckpoint(checkpointDir);
         const closed =
           input.state.epochs.length > 0 && input.state.epochs.at(-1)!.epoch === input.state.epoch - 1 && input.state.stepInEpoch === 0;
-        if (closed) {
+        // An ordinary step is written while the next one runs; an epoch's end is announced with its files in place.
+        if (!closed) await commits.write(input);
+        else {
+          await commits.writeNow(input);
           const e = input.state.epochs.at(-1)!;
           saveSide(join(runDir, 'checkpoints', `epoch-${e.epoch}`), input);
           appendFileSync(metricsFile, JSON.stringify({ type: 'epoch', ...e }) + '\n');
@@ -480,6 +456,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         emit('RUN_RELOADED', { generation: input.generation, devices: input.cached.ranks });
       }),
       finishRun: fromPromise<RunSummary, FinishInput>(async ({ input }) => {
+        await commits.settled();
         const summary = buildSummary(input, {
           runDir,
           checkpoint: checkpointDir,
@@ -542,25 +519,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     coordinator.setElastic(null);
     o.signal?.removeEventListener('abort', onAbort);
     if (actor.getSnapshot().status === 'active') actor.stop();
+    await commits.close().catch(() => {});
   }
-}
-
-/** The trainer-compatible checkpoint of the side network as of the position `commit` persists. */
-function saveSide(dir: string, { state: p, side, spec, fingerprint }: CommitInput): void {
-  saveCheckpoint(dir, {
-    ...sideCheckpointIdentity(spec),
-    modelFingerprint: fingerprint,
-    state: {
-      epoch: p.epoch - 1,
-      stepInEpoch: p.stepInEpoch,
-      globalStep: p.step,
-      stepLosses: [],
-      epochs: [],
-      ledger: p.ledger,
-      parameters: new Map([...side.params].map(([n, x]) => [n, { data: x, shape: side.shapes.get(n)! }])),
-      optimizer: side.optimizer,
-    },
-  });
 }
 
 /** A (possibly nested) state value as a dotted path, e.g. 'training.pipelineEpoch.step'. */

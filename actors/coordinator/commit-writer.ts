@@ -1,0 +1,78 @@
+/**
+ * Writes a run's step commits (commit-files.ts) on a thread of their own, so that the next step
+ * is sent to the devices while the last one is still being written and synced: the checkpoint of
+ * a step is tens of MB (the side network and both AdamW moments) and its fsyncs wait on the disk.
+ *
+ * A commit is handed over whole: posting it to the thread copies the side network then and there,
+ * so the next step's update, which changes the optimiser moments in place, cannot reach a write
+ * in flight. Commits are written one at a time and in order; a new one waits for the one before
+ * it, and a failed write fails the next commit (and `settled`). A coordinator that dies with a
+ * write in flight leaves state.json at the step before: its successor runs that step again, as
+ * it would for a step that was in flight on the devices.
+ *
+ * Without a thread (it could not start) every commit is written on the caller's thread.
+ */
+import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
+import { writeCommit, type CommitFiles } from './commit-files.ts';
+
+export class CommitWriter {
+  private worker: Promise<ComputeWorker | null> | null = null;
+  private pending: Promise<void> = Promise.resolve();
+  private failure: Error | null = null;
+
+  constructor(
+    private readonly runDir: string,
+    private readonly checkpointDir: string,
+  ) {}
+
+  /** Starts the thread (idempotent); commits before it is up wait for it. */
+  start(): void {
+    this.worker ??= ComputeWorker.start(new URL('./commit-worker.ts', import.meta.url), {
+      runDir: this.runDir,
+      checkpointDir: this.checkpointDir,
+    }).catch(() => null);
+  }
+
+  /** Resolves once every commit handed over is on disk; throws the first write that failed. */
+  async settled(): Promise<void> {
+    await this.pending;
+    if (this.failure) throw this.failure;
+  }
+
+  /**
+   * Hands `files` to the writer thread once the commit before it is written, and resolves as soon
+   * as they are handed over (copied); `settled()` tells when they are on disk.
+   */
+  async write(files: CommitFiles): Promise<void> {
+    await this.settled();
+    this.start();
+    const worker = await this.worker!;
+    if (!worker || worker.exited) {
+      writeCommit(this.runDir, this.checkpointDir, files);
+      return;
+    }
+    this.pending = worker.call<void>('commit', files).then(
+      () => undefined,
+      (err: Error) => {
+        this.failure ??= err;
+      },
+    );
+  }
+
+  /** Writes `files` on this thread, after every commit before it: for commits whose files must exist when this returns. */
+  async writeNow(files: CommitFiles): Promise<void> {
+    await this.settled();
+    writeCommit(this.runDir, this.checkpointDir, files);
+  }
+
+  /** Waits for the writes in flight, then stops the thread. */
+  async close(): Promise<void> {
+    try {
+      await this.pending;
+    } finally {
+      const worker = await this.worker;
+      this.worker = null;
+      await worker?.terminate();
+    }
+  }
+}
