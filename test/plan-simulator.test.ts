@@ -92,4 +92,33 @@ test('simulator: heterogeneous plans replay without deadlock, bytes match the pl
     assert.ok(sim.stepMs <= plan.predicted.stepMs * 1.5, `seed ${seed}: sim ${sim.stepMs} vs plan ${plan.predicted.stepMs}`);
   }
 });
+test("simulator and planner: a stage's measured update comes after its last backward, once per step", () => {
+  const S = 3,
+    M = 4,
+    f = 2,
+    b = 1;
+  const updated = homogeneous(S, f, b);
+  // Stage 1's device updates slowest: its update ends the step though its last backward is not the last.
+  const update = [1, 9, 2];
+  updated.devices.forEach((d, s) => {
+    d.layers = d.layers.map((l) => ({ ...l, updateMs: update[s]! }));
+  });
+  const base = simulatePlan(manualPlan(S, M, 2), homogeneous(S, f, b));
+  const sim = simulatePlan(manualPlan(S, M, 2), updated);
+  const lastBackward = base.stages.map((st) => st.lastBackwardMs);
+  // One layer per stage in the manual plan: each stage updates one layer's parameters.
+  const expect = Math.max(...lastBackward.map((t, s) => t + update[s]!));
+  assert.ok(Math.abs(sim.stepMs - expect) < 1e-9, `${sim.stepMs} vs ${expect}`);
+  assert.ok(sim.stepMs > base.stepMs);
+  assert.equal(
+    sim.stages.map((st) => st.updateMs),
+    update,
+  );
+  // The planner prices the same update in each stage's tail.
+  const plan = planPipeline(updated, { batchSize: 8 });
+  const plain = planPipeline(homogeneous(S, f, b), { batchSize: 8 });
+  assert.ok(plan.predicted.stepMs > plain.predicted.stepMs, `${plan.predicted.stepMs} vs ${plain.predicted.stepMs}`);
+  const again = simulatePlan(plan, updated);
+  assert.ok(Math.abs(again.stepMs - plan.predicted.stepMs) / plan.predicted.stepMs < 0.25, `${again.stepMs} vs ${plan.predicted.stepMs}`);
+});
 test.run();

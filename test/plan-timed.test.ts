@@ -39,7 +39,12 @@ test('probe: every method times a layer, the embedding and the head at each micr
       [1, 3],
     );
     for (const x of r.runs)
-      for (const t of [x.layer, x.embed, x.head]) assert.ok(t.fwdMs >= 0 && t.bwdMs >= 0 && Number.isFinite(t.fwdMs + t.bwdMs), method);
+      for (const t of [x.layer, x.embed, x.head])
+        assert.ok(t.fwdMs >= 0 && t.bwdMs >= 0 && t.updateMs >= 0 && Number.isFinite(t.fwdMs + t.bwdMs + t.updateMs), method);
+    assert.ok(
+      r.runs.every((x) => x.layer.updateMs > 0),
+      `${method}: a layer's update takes time`,
+    );
     assert.ok(
       r.runs.every((x) => x.layer.fwdMs > 0),
       `${method}: a layer's forward takes time`,
@@ -58,7 +63,8 @@ test('timed profile: a device that timed the work is planned by lines through it
     { batchSize: 8, samples: 64 },
   );
   // Device a: each block costs 2 ms + 1 ms per row forward, 4 + 3 per row backward.
-  const line = (rows: number) => ({ fwdMs: 2 + rows, bwdMs: 4 + 3 * rows });
+  // Its update does not depend on the rows: the fastest timing (0.5 ms) stands for every size.
+  const line = (rows: number) => ({ fwdMs: 2 + rows, bwdMs: 4 + 3 * rows, updateMs: rows === 1 ? 0.7 : 0.5 });
   const timings: WorkTimings = [1, 4].map((m) => ({ microBatch: m, layer: line(m), embed: line(m), head: line(m) }));
   const p = withTimings(base, new Map([['a', timings]]));
   const a = p.devices[0]!;
@@ -66,6 +72,7 @@ test('timed profile: a device that timed the work is planned by lines through it
     assert.ok(Math.abs(block.fwd.fixedMs - 2) < 1e-9 && Math.abs(block.fwd.perSampleMs - 1) < 1e-9);
     assert.ok(Math.abs(block.bwd.fixedMs - 4) < 1e-9 && Math.abs(block.bwd.perSampleMs - 3) < 1e-9);
     assert.ok(block.sideBytes > 0, 'bytes stay the model’s');
+    assert.is(block.updateMs, 0.5);
   }
   assert.equal(p.devices[1], base.devices[1]);
   // Device a is now far slower than its matmul estimate said: the planner gives it fewer rows.

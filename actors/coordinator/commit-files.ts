@@ -14,6 +14,36 @@ import type { CommitInput } from './run-io.ts';
 /** What a commit writes: the run's position (state.json) and the side network at it. */
 export type CommitFiles = Pick<CommitInput, 'state' | 'side' | 'spec' | 'fingerprint'>;
 
+/** CommitFiles with the side network's arrays copied into one buffer (handed to a thread without a second copy). */
+export interface PackedCommit extends Omit<CommitFiles, 'side'> {
+  data: Float32Array;
+  /** Per array: which map, its name, offset and length in `data`; shapes of the parameters. */
+  index: { map: 'params' | 'm' | 'v'; name: string; at: number; length: number }[];
+  shapes: [string, number[]][];
+  step: number;
+}
+
+/** Copies `side` into `into` when it is large enough (a buffer reused step after step), else into a new array. */
+export function packCommit({ side, ...rest }: CommitFiles, into?: Float32Array): PackedCommit {
+  const maps = { params: side.params, m: side.optimizer.m, v: side.optimizer.v } as const;
+  const index: PackedCommit['index'] = [];
+  let total = 0;
+  for (const map of ['params', 'm', 'v'] as const)
+    for (const [name, a] of maps[map]) {
+      index.push({ map, name, at: total, length: a.length });
+      total += a.length;
+    }
+  const data = into && into.length >= total ? into.subarray(0, total) : new Float32Array(total);
+  for (const e of index) data.set(maps[e.map].get(e.name)!, e.at);
+  return { ...rest, data, index, shapes: [...side.shapes], step: side.optimizer.step };
+}
+
+export function unpackCommit({ data, index, shapes, step, ...rest }: PackedCommit): CommitFiles {
+  const maps = { params: new Map<string, Float32Array>(), m: new Map<string, Float32Array>(), v: new Map<string, Float32Array>() };
+  for (const e of index) maps[e.map].set(e.name, data.subarray(e.at, e.at + e.length));
+  return { ...rest, side: { params: maps.params, shapes: new Map(shapes), optimizer: { step, m: maps.m, v: maps.v } } };
+}
+
 export function writeJsonAtomic(file: string, value: unknown): void {
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(value, null, 1) + '\n');

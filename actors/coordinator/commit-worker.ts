@@ -1,7 +1,7 @@
 /** The coordinator's commit writer thread (commit-writer.ts): writes the files of one step's commit per call. */
 import { workerData } from 'node:worker_threads';
 import { serveCompute } from '../../src/runtime/compute-worker.ts';
-import { writeCommit, type CommitFiles } from './commit-files.ts';
+import { unpackCommit, writeCommit, type PackedCommit } from './commit-files.ts';
 
 const { runDir, checkpointDir } = (workerData as { options: { runDir: string; checkpointDir: string } }).options;
 
@@ -9,7 +9,7 @@ await serveCompute(async () => ({
   info: { pid: process.pid },
   handlers: {
     commit: (args) => {
-      writeCommit(runDir, checkpointDir, args as CommitFiles);
+      writeCommit(runDir, checkpointDir, unpackCommit(args as PackedCommit));
       return null;
     },
   },

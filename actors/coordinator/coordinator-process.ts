@@ -17,6 +17,16 @@ import { INTERRUPTED_EXIT, RUN_FAILED_EXIT } from './takeover.ts';
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
 
+/**
+ * Node's CPU profiler for the processes a launch starts (coordinator, devices), when
+ * CHARON_CPU_PROF_DIR names a folder: one .cpuprofile per thread at exit. Node refuses
+ * --cpu-prof in NODE_OPTIONS, so it goes on each child's command line.
+ */
+export function profilerArgs(env: NodeJS.ProcessEnv = process.env): string[] {
+  const dir = env.CHARON_CPU_PROF_DIR;
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${dir}`] : [];
+}
+
 /** Coordinator deaths a run survives before launch gives up (each one costs a takeover). */
 export const COORDINATOR_MAX_RESTARTS = 5;
 /** After a takeover, the next standby waits this long before it loads (it would compete for the CPU). */
@@ -73,6 +83,7 @@ export function superviseCoordinator(deps: CoordinatorProcessDeps): CoordinatorP
   const spawnCoordinator = (role: 'active' | 'standby'): ChildProcess => {
     const resume = role === 'active' && resuming();
     const args = [
+      ...profilerArgs(),
       charonBin,
       'coordinator',
       deps.topologyFile,

@@ -24,7 +24,7 @@ import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../sr
 import { startCoordinator, type Coordinator } from './actor.ts';
 import { runJoinTerms, specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import type { JoinTerms } from './registry.ts';
-import { superviseCoordinator, type CoordinatorProcess, type CoordinatorProcessOptions } from './coordinator-process.ts';
+import { profilerArgs, superviseCoordinator, type CoordinatorProcess, type CoordinatorProcessOptions } from './coordinator-process.ts';
 
 const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
 
@@ -323,7 +323,7 @@ function superviseDevice(spec: DeviceSpec, deps: DeviceDeps): { stop(): void } {
         ({ input, signal }) =>
           new Promise<void>((resolveChild, rejectChild) => {
             const logFd = openSync(join(deps.runDir, 'logs', `${spec.name}.log`), 'a', 0o600);
-            const child = spawn(process.execPath, args, {
+            const child = spawn(process.execPath, [...profilerArgs(), ...args], {
               stdio: ['pipe', 'ignore', logFd],
               env: { ...process.env, CHARON_EXIT_WITH_PARENT: '1' },
             });

@@ -263,7 +263,11 @@ export function startDevice(opts: DeviceOptions): DeviceHandle {
           const r = await compute.probe(probe);
           // The slowdown knob simulates a slower device: its work takes that much longer.
           const slow = opts.slowdown ?? 1;
-          const scale = (t: { fwdMs: number; bwdMs: number }) => ({ fwdMs: t.fwdMs * slow, bwdMs: t.bwdMs * slow });
+          const scale = (t: { fwdMs: number; bwdMs: number; updateMs: number }) => ({
+            fwdMs: t.fwdMs * slow,
+            bwdMs: t.bwdMs * slow,
+            updateMs: t.updateMs * slow,
+          });
           timings = r.runs.map((x) => ({ microBatch: x.microBatch, layer: scale(x.layer), embed: scale(x.embed), head: scale(x.head) }));
           log(
             `timed the run's layer, embedding and head at ${r.runs.map((x) => x.microBatch).join(' and ')} rows in ${(r.tookMs / 1000).toFixed(1)} s`,

@@ -13,8 +13,7 @@
  * measure the neighbours.
  */
 import type { ModelSource } from '../model/load.ts';
-import { openStageCompute, type StagePart, type StageSpec } from './stage-setup.ts';
-import type { RankCompute } from './trainable.ts';
+import { openStageCompute, type OpenStage, type StagePart, type StageSpec } from './stage-setup.ts';
 
 export interface ProbeRequest {
   model: ModelSource;
@@ -29,6 +28,8 @@ export interface ProbeRequest {
 export interface BlockTiming {
   fwdMs: number;
   bwdMs: number;
+  /** The optimiser update of the block's trainable part (once per step, whatever the rows). */
+  updateMs: number;
 }
 
 /** Timings per micro-batch size: one representative layer, the embedding and the head. */
@@ -58,11 +59,15 @@ export async function probeWork(req: ProbeRequest): Promise<ProbeResult> {
       const byRows = new Map<number, BlockTiming>();
       for (const rows of req.microBatches) {
         const classify = req.spec.classes !== undefined;
-        timeOnce(stage.compute, rows, classify); // warm-up: kernels compiled, buffers sized
-        let best: BlockTiming = { fwdMs: Infinity, bwdMs: Infinity };
+        timeOnce(stage, rows, classify); // warm-up: kernels compiled, buffers sized
+        let best: BlockTiming = { fwdMs: Infinity, bwdMs: Infinity, updateMs: Infinity };
         for (let k = 0; k < repeats; k++) {
-          const t = timeOnce(stage.compute, rows, classify);
-          best = { fwdMs: Math.min(best.fwdMs, t.fwdMs), bwdMs: Math.min(best.bwdMs, t.bwdMs) };
+          const t = timeOnce(stage, rows, classify);
+          best = {
+            fwdMs: Math.min(best.fwdMs, t.fwdMs),
+            bwdMs: Math.min(best.bwdMs, t.bwdMs),
+            updateMs: Math.min(best.updateMs, t.updateMs),
+          };
         }
         byRows.set(rows, best);
       }
@@ -74,6 +79,7 @@ export async function probeWork(req: ProbeRequest): Promise<ProbeResult> {
   const excess = (a: BlockTiming, b: BlockTiming): BlockTiming => ({
     fwdMs: Math.max(0, a.fwdMs - b.fwdMs),
     bwdMs: Math.max(0, a.bwdMs - b.bwdMs),
+    updateMs: Math.max(0, a.updateMs - b.updateMs),
   });
   const runs = req.microBatches.map((rows) => {
     const layer = times.get('middle')!.get(rows)!;
@@ -87,8 +93,13 @@ export async function probeWork(req: ProbeRequest): Promise<ProbeResult> {
   return { runs, tookMs: performance.now() - started };
 }
 
-/** One forward and backward of `rows` rows through `c`, with made-up inputs of the right shapes. */
-function timeOnce(c: RankCompute, rows: number, classify: boolean): BlockTiming {
+/**
+ * One forward, backward and optimiser update of `rows` rows through the stage, with made-up
+ * inputs of the right shapes. The update is timed too: it is paid once per step after the
+ * all-reduce, and on a small side network it is a sizeable share of the step.
+ */
+function timeOnce(stage: OpenStage, rows: number, classify: boolean): BlockTiming {
+  const c = stage.compute;
   const T = c.seqLen,
     { d, r, g } = c.width;
   const ids = new Int32Array(rows * T).map((_, i) => 1 + (i % 7));
@@ -104,6 +115,10 @@ function timeOnce(c: RankCompute, rows: number, classify: boolean): BlockTiming 
   if (c.last) c.lossBackward(0, classify ? { ids, mask, labels: new Int32Array(rows) } : { ids, mask }, classify ? rows : rows * T);
   else c.backwardFrom(0, new Float32Array(rows * T * g).fill(1e-3));
   const t2 = performance.now();
+  const grads = c.flatGradients();
+  const t3 = performance.now();
+  c.apply(grads, stage.optimizer);
+  const t4 = performance.now();
   c.clear();
-  return { fwdMs: t1 - t0, bwdMs: t2 - t1 };
+  return { fwdMs: t1 - t0, bwdMs: t2 - t1, updateMs: t4 - t3 };
 }

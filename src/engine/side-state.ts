@@ -122,6 +122,8 @@ export function replayStep(state: SideState, options: AdamWOptions, groups: Pack
       names.map((n) => ({ data: state.params.get(n)!, rank: state.shapes.get(n)?.length ?? 1 })),
       gs,
       gradNorm,
+      // The committed state is the coordinator's alone, and a copy of it per step is garbage it would collect each step.
+      true,
     );
     names.forEach((n, j) => state.params.set(n, outs[j]!));
   }

@@ -67,6 +67,7 @@ interface DevicePrefix {
   staticBytes: Float64Array;
   gradBytes: Float64Array;
   keptBytes: Float64Array;
+  updateMs: Float64Array;
   /** workMax[x * (L + 1) + y]: largest transient forward bytes per sample over layers x..y. */
   workMax: Float64Array;
 }
@@ -105,7 +106,10 @@ export interface StageCost {
   bwdMs: number;
   /** Slowest member's forward + backward: one steady-state 1F1B cycle. */
   cycleMs: number;
-  /** Ring all-reduce of the stage's side gradients inside the group (0 for one device). */
+  /**
+   * What the group does after its last backward: the ring all-reduce of its trainable gradients
+   * (none for one device), then the optimiser update of its parameters (slowest member).
+   */
   allReduceMs: number;
   gradBytes: number;
 }
@@ -122,6 +126,7 @@ export interface StageQuote {
   fwdMs: number;
   bwdMs: number;
   cycleMs: number;
+  /** Ring all-reduce of the stage's gradients inside the group (0 for one device), then its update. */
   allReduceMs: number;
   /** Micro-batches every member could keep in flight with this split (Infinity if unbounded, 0 if none). */
   maxInFlight: number;
@@ -152,6 +157,8 @@ export class CostModel {
   private readonly work: Float64Array;
   private readonly rows: Int32Array;
   private gradBytes = 0;
+  /** Slowest member's optimiser update of the stage being priced. */
+  private updateMs = 0;
   /** Bytes per sample sent across a boundary after layer l, forward and backward. */
   private readonly sendFwd: Float64Array;
   private readonly sendBwd: Float64Array;
@@ -240,6 +247,8 @@ export class CostModel {
       // the ring moves the largest, whatever the rank order.
       const grad = p.gradBytes[to]! - p.gradBytes[from - 1]! + (first ? e.sideGradBytes : 0) + (last ? h.sideGradBytes : 0);
       this.gradBytes = i === 0 ? grad : Math.max(this.gradBytes, grad);
+      const update = p.updateMs[to]! - p.updateMs[from - 1]! + (first ? (e.updateMs ?? 0) : 0) + (last ? (h.updateMs ?? 0) : 0);
+      this.updateMs = i === 0 ? update : Math.max(this.updateMs, update);
     }
   }
 
@@ -311,7 +320,7 @@ export class CostModel {
       const per = r * this.kept[i]!;
       maxK = room < 0 ? 0 : per > 0 ? Math.min(maxK, Math.floor(room / per)) : maxK;
     }
-    const allReduceMs = m > 1 ? ringAllReduceMs(this.gradBytes, m, this.groupLink(devices, start, m)) : 0;
+    const allReduceMs = (m > 1 ? ringAllReduceMs(this.gradBytes, m, this.groupLink(devices, start, m)) : 0) + this.updateMs;
     return { fwdMs, bwdMs, cycleMs, allReduceMs, maxInFlight: maxK };
   }
 
@@ -369,7 +378,8 @@ export class CostModel {
       cycleMs = Math.max(cycleMs, fm + bm);
     }
     const gradBytes = this.gradBytes;
-    return { from, to, members, fwdMs, bwdMs, cycleMs, gradBytes, allReduceMs: ringAllReduceMs(gradBytes, m, this.groupLink(devices)) };
+    const allReduceMs = ringAllReduceMs(gradBytes, m, this.groupLink(devices)) + this.updateMs;
+    return { from, to, members, fwdMs, bwdMs, cycleMs, gradBytes, allReduceMs };
   }
 }
 
@@ -389,6 +399,7 @@ function buildPrefix(d: DeviceProfile, L: number): DevicePrefix {
     staticBytes: mk(),
     gradBytes: mk(),
     keptBytes: mk(),
+    updateMs: mk(),
     workMax: new Float64Array((L + 1) * (L + 1)),
   };
   for (let l = 1; l <= L; l++) {
@@ -400,6 +411,7 @@ function buildPrefix(d: DeviceProfile, L: number): DevicePrefix {
     p.staticBytes[l] = p.staticBytes[l - 1]! + c.backboneBytes + c.sideBytes;
     p.gradBytes[l] = p.gradBytes[l - 1]! + c.sideGradBytes;
     p.keptBytes[l] = p.keptBytes[l - 1]! + c.activationBytesPerSample;
+    p.updateMs[l] = p.updateMs[l - 1]! + (c.updateMs ?? 0);
   }
   for (let x = 1; x <= L; x++) {
     let w = 0;
@@ -431,8 +443,9 @@ export interface Makespan {
  * Drain: the last micro-batch's backward crosses every stage once (sum b) — the last stage's
  * backward is counted once, in the drain, not again in the steady state. Stage s finishes its
  * last backward sum_{s'<s} b_{s'} before the end of the drain and then all-reduces its side
- * gradients inside its group (AR_s); the step ends when the last group is done. For S identical
- * stages this is the textbook (M + S - 1)(f + b) plus the all-reduce tail. The paper's estimate
+ * gradients inside its group and updates its parameters (AR_s); the step ends when the last
+ * group is done. For S identical stages this is the textbook (M + S - 1)(f + b) plus the
+ * all-reduce tail. The paper's estimate
  * takes the steady state from the last stage only and adds that stage's backward both to the
  * steady state and to the drain.
  */

@@ -168,12 +168,8 @@ function linkPairs(devices: readonly MeasuredDevice[], links: readonly MeasuredL
 }
 
 /** What a device timed of the run's own work (src/engine/probe.ts), per micro-batch size. */
-export type WorkTimings = {
-  microBatch: number;
-  layer: { fwdMs: number; bwdMs: number };
-  embed: { fwdMs: number; bwdMs: number };
-  head: { fwdMs: number; bwdMs: number };
-}[];
+type Timed = { fwdMs: number; bwdMs: number; updateMs?: number };
+export type WorkTimings = { microBatch: number; layer: Timed; embed: Timed; head: Timed }[];
 
 /**
  * `profile` with the times of each device that timed the run's work replaced by lines fitted to
@@ -181,10 +177,15 @@ export type WorkTimings = {
  * estimate from their matmul rate.
  */
 export function withTimings(profile: Profile, timings: ReadonlyMap<string, WorkTimings>): Profile {
-  const fit = (t: WorkTimings, pick: (r: WorkTimings[number]) => { fwdMs: number; bwdMs: number }) => ({
-    fwd: fitLinear(t.map((r) => ({ rows: r.microBatch, ms: pick(r).fwdMs }))),
-    bwd: fitLinear(t.map((r) => ({ rows: r.microBatch, ms: pick(r).bwdMs }))),
-  });
+  // The update does not depend on the rows: its fastest timing over the sizes stands for all.
+  const fit = (t: WorkTimings, pick: (r: WorkTimings[number]) => Timed) => {
+    const updates = t.flatMap((r) => (pick(r).updateMs === undefined ? [] : [pick(r).updateMs!]));
+    return {
+      fwd: fitLinear(t.map((r) => ({ rows: r.microBatch, ms: pick(r).fwdMs }))),
+      bwd: fitLinear(t.map((r) => ({ rows: r.microBatch, ms: pick(r).bwdMs }))),
+      ...(updates.length ? { updateMs: Math.min(...updates) } : {}),
+    };
+  };
   const devices = profile.devices.map((d) => {
     const t = timings.get(d.name);
     if (!t || t.length === 0) return d;

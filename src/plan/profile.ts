@@ -20,7 +20,8 @@
  *               "sideBytes": 1769472,                 // side params + grads + AdamW moments
  *               "sideGradBytes": 442368,              // what the group all-reduce moves
  *               "activationBytesPerSample": 1376256,  // kept for backward, per sample
- *               "workBytesPerSample": 3145728 }       // transient during forward, per sample
+ *               "workBytesPerSample": 3145728,       // transient during forward, per sample
+ *               "updateMs": 0.4 }                     // optional: AdamW on its trainable part, per step
  * ```
  * Times are linear in the rows a device processes: `ms(rows) = fixedMs + rows * perSampleMs`.
  * A linear model (rather than a table per micro-batch size) lets the planner price any uneven,
@@ -48,6 +49,8 @@ export const blockCostSchema = z
     sideGradBytes: nonNeg,
     activationBytesPerSample: nonNeg,
     workBytesPerSample: nonNeg,
+    /** The optimiser update of this block's trainable parameters, once per step whatever the rows (absent: not measured, 0). */
+    updateMs: nonNeg.optional(),
   })
   .strict();
 

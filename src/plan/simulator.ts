@@ -8,8 +8,8 @@
  * after a backward, dL/da goes the same way back. A message occupies the sender's egress and
  * the receiver's ingress for bytes / bandwidth (first come, first served) and arrives one
  * latency later; sending does not stall compute. When every member of a group has run its last
- * backward, the group all-reduces its side gradients (ring); the step ends when the last group
- * is done. Epoch time is steps x step time: steps do not overlap (a step commits before the next).
+ * backward, the group all-reduces its side gradients (ring) and its members update their
+ * parameters; the step ends when the last group is done. Epoch time is steps x step time: steps do not overlap (a step commits before the next).
  */
 import { ringAllReduceMs } from './cost.ts';
 import type { StagePlan } from './planner.ts';
@@ -20,8 +20,8 @@ export interface SimulationResult {
   stepMs: number;
   stepsPerEpoch: number | null;
   epochMs: number | null;
-  /** Per stage: when its last backward ended and how long its all-reduce took. */
-  stages: { index: number; lastBackwardMs: number; allReduceMs: number }[];
+  /** Per stage: when its last backward ended, how long its all-reduce took, then its update (slowest member). */
+  stages: { index: number; lastBackwardMs: number; allReduceMs: number; updateMs: number }[];
   /** Compute time per device in one step (busy, not waiting). */
   busyMsPerDevice: Record<string, number>;
   /** Bytes sent between stages in one step (all-reduce traffic excluded). */
@@ -105,6 +105,7 @@ export function simulatePlan(plan: StagePlan, profile: Profile): SimulationResul
   const devices: SimDevice[] = [];
   const stageMembers: number[][] = [];
   const stageGrad: number[] = [];
+  const stageUpdate: number[] = [];
   for (const st of plan.stages) {
     const members: number[] = [];
     let rowStart = 0;
@@ -115,8 +116,14 @@ export function simulatePlan(plan: StagePlan, profile: Profile): SimulationResul
       if (st.layers.from === 1) blocks.unshift(dev.embed);
       if (st.layers.to === L) blocks.push(dev.head);
       const grad = blocks.reduce((s, b) => s + b.sideGradBytes, 0);
-      if (rank === 0) stageGrad.push(grad);
-      else stageGrad[stageGrad.length - 1] = Math.max(stageGrad.at(-1)!, grad);
+      const update = blocks.reduce((s, b) => s + (b.updateMs ?? 0), 0);
+      if (rank === 0) {
+        stageGrad.push(grad);
+        stageUpdate.push(update);
+      } else {
+        stageGrad[stageGrad.length - 1] = Math.max(stageGrad.at(-1)!, grad);
+        stageUpdate[stageUpdate.length - 1] = Math.max(stageUpdate.at(-1)!, update);
+      }
       members.push(devices.length);
       devices.push({
         name: pd.name,
@@ -221,9 +228,14 @@ export function simulatePlan(plan: StagePlan, profile: Profile): SimulationResul
         const c = linkCost(profile, devices[a]!.name, devices[b]!.name);
         worst = { msPerByte: Math.max(worst.msPerByte, c.msPerByte), latencyMs: Math.max(worst.latencyMs, c.latencyMs) };
       }
-    return { index: st.index, lastBackwardMs: stageLast[s]!, allReduceMs: ringAllReduceMs(stageGrad[s]!, members.length, worst) };
+    return {
+      index: st.index,
+      lastBackwardMs: stageLast[s]!,
+      allReduceMs: ringAllReduceMs(stageGrad[s]!, members.length, worst),
+      updateMs: stageUpdate[s]!,
+    };
   });
-  const stepMs = Math.max(...stages.map((s) => s.lastBackwardMs + s.allReduceMs));
+  const stepMs = Math.max(...stages.map((s) => s.lastBackwardMs + s.allReduceMs + s.updateMs));
   const busyMsPerDevice: Record<string, number> = {};
   for (const d of devices) busyMsPerDevice[d.name] = d.busyMs;
   return {

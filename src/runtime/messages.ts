@@ -61,7 +61,7 @@ export const joinReply = z.discriminatedUnion('ok', [
 export type JoinReply = z.infer<typeof joinReply>;
 
 const ms = z.number().nonnegative().max(3_600_000);
-const blockTiming = z.strictObject({ fwdMs: ms, bwdMs: ms });
+const blockTiming = z.strictObject({ fwdMs: ms, bwdMs: ms, updateMs: ms.optional() });
 
 /** What a device measured about itself (state `profiling`). */
 export const profileReport = z.strictObject({

@@ -133,7 +133,8 @@ export class AdamW {
  * coordinator's replay of a device's update (src/engine/side-state.ts `replayStep`), so both round
  * identically. `names` are in update order (sorted), `xs[j]` the current values of `names[j]`
  * (its rank decides weight decay), `gs[j]` its gradient. Advances `state.step`, updates the
- * moments in place (creating zero moments for a parameter seen first) and returns new values.
+ * moments in place (creating zero moments for a parameter seen first) and returns new values,
+ * or (`inPlace`) the values `xs` updated in place, which spares a copy of every parameter.
  * `gradNorm` overrides the norm clipping uses (see AdamW.apply).
  */
 export function adamwStep(
@@ -143,6 +144,7 @@ export function adamwStep(
   xs: { data: Float32Array; rank: number }[],
   gs: Float32Array[],
   gradNorm = Math.sqrt(squaredNorm(gs)),
+  inPlace = false,
 ): { outs: Float32Array[]; report: StepReport } {
   const b1 = o.beta1 ?? 0.9,
     b2 = o.beta2 ?? 0.999,
@@ -164,7 +166,7 @@ export function adamwStep(
       state.m.set(name, m);
       state.v.set(name, v);
     }
-    const out = new Float32Array(x.data.length);
+    const out = inPlace ? x.data : new Float32Array(x.data.length);
     const decay = wd > 0 && x.rank >= 2 ? 1 - lr * wd : 1;
     adamwUpdate(out, x.data, gs[j]!, m, v, { clip, b1, b2, eps, c1, c2, lr, decay });
     return out;

@@ -326,7 +326,7 @@ function render(plan: StagePlan, sim: SimulationResult | undefined, title: strin
   if (plan.unusedDevices.length) lines.push(`  unused: ${plan.unusedDevices.join(', ')} (using them does not pay, or they fit nowhere)`);
   const p = plan.predicted;
   lines.push(
-    `predicted step ${ms(p.stepMs)} (warm-up ${ms(p.parts.warmupMs)}, steady ${ms(p.parts.steadyMs)}, drain ${ms(p.parts.drainMs)}, all-reduce tail ${ms(p.parts.allReduceTailMs)})`,
+    `predicted step ${ms(p.stepMs)} (warm-up ${ms(p.parts.warmupMs)}, steady ${ms(p.parts.steadyMs)}, drain ${ms(p.parts.drainMs)}, all-reduce and update tail ${ms(p.parts.allReduceTailMs)})`,
   );
   if (p.epochMs !== null) lines.push(`predicted epoch 1: ${p.stepsPerEpoch} steps, ${duration(p.epochMs)}`);
   if (sim)
