@@ -88,8 +88,7 @@ export function gpt2LayerWeightBytes(c: ModelConfig): number {
  * The frozen LM head fused with its cross-entropy gradient, for rows of final hidden states:
  * inputs h (rows, d), targets t int64 (rows), scale (rows, 1); outputs nll (rows, 1) =
  * -log softmax(h W)[t] and dh (rows, d) = scale (softmax(h W) - onehot(t)) W^T. W (d, V) is the
- * only weight, read by the two products alone (each prepacks it; nothing else keeps it unpacked),
- * and no transposed copy of it is made.
+ * only weight, read by the two products alone, and no transposed copy of it is made.
  */
 export function headLossModel(w: WeightData): Uint8Array {
   const [d, V] = w.shape as [number, number];

@@ -77,8 +77,10 @@ export class NativeHead {
   private readonly session: NativeSession;
 
   constructor(w: WeightData, threads = nativeThreads()) {
-    // Both products prepack the head (h W and p W^T), so it is held twice.
-    this.session = new NativeSession(headLossModel(w), 2 * w.data.byteLength, threads);
+    // The two products read the head in two orientations (h W and p W^T): prepacked, it would be
+    // held twice. Unpacked it is held once, and packing its panels per call costs next to nothing
+    // beside two (rows, V) products.
+    this.session = new NativeSession(headLossModel(w), w.data.byteLength, threads, { prepack: false });
   }
 
   /** h (rows, d) row-major, targets (rows), scale (rows) -> nll (rows) and dh (rows, d). */

@@ -105,11 +105,16 @@ export function nativeWeightBytes(): number {
 export class NativeSession {
   private session: BindingSession | undefined;
 
-  /** `weightBytes`: the initializer bytes of `model`, counted while the session lives. */
+  /**
+   * `weightBytes`: the initializer bytes of `model`, counted while the session lives.
+   * `prepack: false` keeps each weight once, as given, instead of a repacked copy per product
+   * that reads it (a weight used as B of two products in two orientations is held twice).
+   */
   constructor(
     model: Uint8Array,
     private readonly weightBytes: number,
     threads = nativeThreads(),
+    o: { prepack?: boolean } = {},
   ) {
     const why = loadNativeRuntime();
     if (why) throw new Error(`native engine: ${why}`);
@@ -119,6 +124,7 @@ export class NativeSession {
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
+      ...(o.prepack === false ? { extra: { session: { disable_prepacking: '1' } } } : {}),
     });
     this.session = s;
     heldBytes += weightBytes;
