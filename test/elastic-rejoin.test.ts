@@ -14,8 +14,11 @@ import { startLaunch, type Ev } from './fixtures/launch.ts';
 import { checkRun, elasticTopology, eventsOf, joinLatency, startDevice } from './fixtures/elastic.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'charon-rejoin-'));
-/** Three local devices, slowed down (a sleep, not CPU) so that a restarted process is back before the run ends; nobody else may join. */
-const closed = elasticTopology(tmp, 'rejoin', { samples: 48, epochs: 2, slowdown: 6, local: 3 });
+/**
+ * Three local devices, slowed down (a sleep, not CPU), and enough steps (24 an epoch) that a
+ * restarted process is back before the run ends even on a loaded machine; nobody else may join.
+ */
+const closed = elasticTopology(tmp, 'rejoin', { samples: 96, epochs: 2, slowdown: 6, local: 3 });
 
 const launch = (runDir: string, onEvent: (e: Ev) => void) =>
   startLaunch([closed.file, '--run-dir', runDir, '--profile', closed.profile], onEvent).done;
