@@ -26,8 +26,13 @@ import type { CacheEntryCounts, RedistributeInput, Redistributed, ReloadInput } 
 export interface RedistributeDeps {
   bus: Bus;
   config: ModelConfig;
-  /** A device's measured speed (GFLOP/s): shards are proportional to it. */
+  /** A device's measured speed (GFLOP/s): shards are proportional to it, unless `msPerRow` knows better. */
   gflops(device: string): number;
+  /**
+   * Each device's compute time per sample as the run measured it (epoch 1's steps), when it has
+   * one for every device given; null: shards follow `gflops`.
+   */
+  msPerRow?(devices: string[]): Map<string, number> | null;
   emit(type: string, fields: Record<string, unknown>): void;
 }
 
@@ -59,8 +64,9 @@ export function redistributeEffect(deps: RedistributeDeps) {
         devices.map((d) => ({ device: d, bytes: heldBy(d, j).length * entryBytes })).filter((h) => h.bytes > 0),
       ]),
     );
+    const measured = deps.msPerRow?.(devices) ?? null;
     const cachedPlan = planCachedPhase(
-      devices.map((d) => ({ name: d, msPerSample: 1 / Math.max(gflops(d), 1e-6) })),
+      devices.map((d) => ({ name: d, msPerSample: measured?.get(d) ?? 1 / Math.max(gflops(d), 1e-6) })),
       [...holdings.keys()],
       holdings,
     );

@@ -61,6 +61,7 @@ import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
 import { loadCachedWorkers, redistributeEffect } from './redistribute.ts';
 import { saveSide, sideCheckpointIdentity, writeJsonAtomic } from './commit-files.ts';
 import { CommitWriter } from './commit-writer.ts';
+import { EpochOneSpeeds } from './epoch-speeds.ts';
 import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
@@ -174,6 +175,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const everyone = () => [...new Set([...names, ...coordinator.registry.devices().map((d) => d.name)])];
 
   const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
+  const speeds = new EpochOneSpeeds();
   // What a device reported of itself (its --memory-mb, its knobs) wins over the topology's
   // defaults: a remote device knows its own budget; local ones were started with the topology's.
   const measured = (devices: string[]): MeasuredDevice[] =>
@@ -366,6 +368,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         }
         const all = [...replies.values()];
         const groups = input.groups.length;
+        if (input.phase === 'pipeline') speeds.record(groups, replies);
         let side: SideState;
         if (input.side === null) {
           const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));
@@ -445,7 +448,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         }
         return { checkpointRef: checkpointDir, committedAt: Date.now() };
       }),
-      redistribute: redistributeEffect({ bus, config, gflops, emit }),
+      redistribute: redistributeEffect({ bus, config, gflops, msPerRow: (d) => speeds.msPerRow(d), emit }),
       abortWork: fromPromise<void, AbortInput>(async ({ input: { devices, release, lost }, signal }) => {
         emit('RECOVERING', { lost, devices });
         await broadcast(bus, devices, 'abort', () => ({}), { signal });
