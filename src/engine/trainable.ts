@@ -113,16 +113,15 @@ export abstract class Trainable {
   /** Applies the reduced flat gradient with `optimizer` (clipping by `gradNorm` when given) and clears the accumulator. */
   apply(flat: Float32Array, optimizer: AdamW, gradNorm?: number): StepReport {
     const params = this.parameters();
-    const grads = new Map<string, tf.Tensor>();
+    const grads = new Map<string, Float32Array>();
     let at = 0;
     for (const name of this.names()) {
       const p = params.get(name)!;
-      grads.set(name, tf.tensor(flat.subarray(at, at + p.size), p.shape));
+      grads.set(name, flat.subarray(at, at + p.size));
       at += p.size;
     }
     if (at !== flat.length) throw new Error(`stage compute: gradient has ${flat.length} values, parameters need ${at}`);
-    const report = optimizer.apply(params, grads, gradNorm);
-    for (const g of grads.values()) g.dispose();
+    const report = optimizer.applyArrays(params, grads, gradNorm);
     this.clearGrads();
     return report;
   }

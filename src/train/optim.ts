@@ -86,7 +86,16 @@ export class AdamW {
    */
   apply(params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, gradNorm?: number): StepReport {
     const names = [...grads.keys()].filter((n) => params.has(n)).sort();
-    const gs = names.map((n) => grads.get(n)!.dataSync() as Float32Array);
+    return this.applyArrays(params, new Map(names.map((n) => [n, grads.get(n)!.dataSync() as Float32Array])), gradNorm);
+  }
+
+  /**
+   * `apply` with gradients already in plain arrays (a reduced gradient off the wire): the same
+   * update, without a round trip of every gradient through the tensor heap.
+   */
+  applyArrays(params: Map<string, tf.Variable>, grads: Map<string, Float32Array>, gradNorm?: number): StepReport {
+    const names = [...grads.keys()].filter((n) => params.has(n)).sort();
+    const gs = names.map((n) => grads.get(n)!);
     const state: AdamWState = { step: this.stepCount, m: this.m, v: this.v };
     const xs = names.map((n) => ({ data: params.get(n)!.dataSync() as Float32Array, rank: params.get(n)!.rank }));
     const { outs, report } = adamwStep(this.options, state, names, xs, gs, gradNorm);
