@@ -243,6 +243,15 @@ export function writeSafetensors(
   tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>,
   options: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {},
 ): void {
+  writeFileSync(file, encodeSafetensors(tensors, options, file));
+}
+
+/** The bytes of a .safetensors file of `tensors` (see writeSafetensors); `file` only names it in errors. */
+export function encodeSafetensors(
+  tensors: Map<string, TensorToWrite> | Record<string, TensorToWrite>,
+  options: { dtype?: SafetensorsDtype; metadata?: Record<string, string> } = {},
+  file = 'safetensors',
+): Buffer {
   const dtype = options.dtype ?? 'F32';
   const list = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
   const header: Record<string, unknown> = {};
@@ -272,5 +281,5 @@ export function writeSafetensors(
       for (let i = 0; i < t.data.length; i++, pos += 2) out.writeUInt16LE(bits(t.data[i]!), pos);
     }
   }
-  writeFileSync(file, out);
+  return out;
 }

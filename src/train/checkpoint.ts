@@ -8,10 +8,10 @@
  */
 import { createHash } from 'node:crypto';
 import { fsyncPath, fsyncTree } from './durable.ts';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { privateDir, writePrivateFile } from '../security/files.ts';
 import { dirname, join } from 'node:path';
-import { openSafetensors, writeSafetensors, type TensorToWrite } from '../model/safetensors.ts';
+import { encodeSafetensors, openSafetensors, type TensorToWrite } from '../model/safetensors.ts';
 import type { MethodName, MethodOptions } from '../model/methods/method.ts';
 import type { LedgerJson } from './ledger.ts';
 import type { EpochMetrics, TrainConfig, TrainerState } from './trainer.ts';
@@ -100,7 +100,9 @@ export function saveCheckpoint(dir: string, input: SaveInput): CheckpointMeta {
   rmSync(tmp, { recursive: true, force: true });
   privateDir(tmp);
   const weights = join(tmp, 'weights.safetensors');
-  writeSafetensors(weights, tensors, { metadata: { format: CHECKPOINT_FORMAT, method: input.method } });
+  // Hashed as written: reading the file back to hash it would cost the coordinator a second pass over it every step.
+  const bytes = encodeSafetensors(tensors, { metadata: { format: CHECKPOINT_FORMAT, method: input.method } }, weights);
+  writeFileSync(weights, bytes);
   chmodSync(weights, 0o600);
   const meta: CheckpointMeta = {
     format: CHECKPOINT_FORMAT,
@@ -120,7 +122,7 @@ export function saveCheckpoint(dir: string, input: SaveInput): CheckpointMeta {
     ledger: state.ledger,
     optimizerStep: state.optimizer.step,
     parameterNames: [...state.parameters.keys()],
-    weightsSha256: sha256File(weights),
+    weightsSha256: createHash('sha256').update(bytes).digest('hex'),
   };
   writePrivateFile(join(tmp, 'checkpoint.json'), JSON.stringify(meta, null, 1) + '\n');
   // On disk before it replaces the old one: the rename is the commit.
