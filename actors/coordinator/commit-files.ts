@@ -23,8 +23,15 @@ export interface PackedCommit extends Omit<CommitFiles, 'side'> {
   step: number;
 }
 
-/** Copies `side` into `into` when it is large enough (a buffer reused step after step), else into a new array. */
-export function packCommit({ side, ...rest }: CommitFiles, into?: Float32Array): PackedCommit {
+/** Values of the side network and both AdamW moments: the size of a packed commit. */
+export function commitValues(side: CommitFiles['side']): number {
+  let n = 0;
+  for (const m of [side.params, side.optimizer.m, side.optimizer.v]) for (const a of m.values()) n += a.length;
+  return n;
+}
+
+/** Copies `side` into `into`, a buffer reused step after step of at least `commitValues(side)` values. */
+export function packCommit({ side, ...rest }: CommitFiles, into: Float32Array): PackedCommit {
   const maps = { params: side.params, m: side.optimizer.m, v: side.optimizer.v } as const;
   const index: PackedCommit['index'] = [];
   let total = 0;
@@ -33,7 +40,8 @@ export function packCommit({ side, ...rest }: CommitFiles, into?: Float32Array):
       index.push({ map, name, at: total, length: a.length });
       total += a.length;
     }
-  const data = into && into.length >= total ? into.subarray(0, total) : new Float32Array(total);
+  if (into.length < total) throw new RangeError(`packCommit: ${total} values do not fit a buffer of ${into.length}`);
+  const data = into.subarray(0, total);
   for (const e of index) data.set(maps[e.map].get(e.name)!, e.at);
   return { ...rest, data, index, shapes: [...side.shapes], step: side.optimizer.step };
 }

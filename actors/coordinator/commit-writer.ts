@@ -6,15 +6,16 @@
  * A commit is handed over whole: the side network is copied then and there into a buffer shared
  * with the thread, so the next step's update, which changes the parameters and moments in place,
  * cannot reach a write in flight; the buffer is only filled again once that write is done. One
- * buffer for the whole run, not one per step: tens of MB a step would keep the collector busy. Commits are written one at a time and in order; a new one waits for the one before
- * it, and a failed write fails the next commit (and `settled`). A coordinator that dies with a
+ * buffer for the whole run, not one per step: tens of MB a step would keep the collector busy.
+ * Commits are written one at a time and in order; a new one waits for the one before it, and a
+ * failed write fails the next commit (and `settled`). A coordinator that dies with a
  * write in flight leaves state.json at the step before: its successor runs that step again, as
  * it would for a step that was in flight on the devices.
  *
  * Without a thread (it could not start) every commit is written on the caller's thread.
  */
 import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
-import { packCommit, writeCommit, type CommitFiles } from './commit-files.ts';
+import { commitValues, packCommit, writeCommit, type CommitFiles } from './commit-files.ts';
 
 export class CommitWriter {
   private worker: Promise<ComputeWorker | null> | null = null;
@@ -53,10 +54,7 @@ export class CommitWriter {
       writeCommit(this.runDir, this.checkpointDir, files);
       return;
     }
-    const values = [files.side.params, files.side.optimizer.m, files.side.optimizer.v].reduce((n, m) => {
-      for (const a of m.values()) n += a.length;
-      return n;
-    }, 0);
+    const values = commitValues(files.side);
     if (!this.shared || this.shared.length < values) this.shared = new Float32Array(new SharedArrayBuffer(values * 4));
     const packed = packCommit(files, this.shared);
     this.pending = worker.call<void>('commit', packed).then(

@@ -21,7 +21,7 @@ import type { Backbone } from '../../src/model/types.ts';
 import { loadJsonl, markovDataset, writeJsonl } from '../../src/train/data.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { ActivationCache } from '../../src/cache/activation-cache.ts';
-import { epochFlops } from '../../src/model/flops.ts';
+import { epochFlops, layerForwardFlops } from '../../src/model/flops.ts';
 import { ParallelMethod } from '../../src/model/methods/parallel.ts';
 import { mean, phaseFigures, type PhaseFigures } from './phases.ts';
 
@@ -98,13 +98,7 @@ function phaseEngine(name: BenchMethod, backbone: Backbone, frozenEngine: string
 
 /** GFLOP/s of the frozen backbone's forward pass (embedding + L layers + final norm) on one batch. */
 function backboneForwardGflops(backbone: Backbone, ids: Int32Array, batch: number, seqLen: number): number {
-  const c = backbone.config;
-  const perToken =
-    2 *
-    (c.dModel * (c.nHeads + 2 * c.nKvHeads) * c.headDim +
-      c.nHeads * c.headDim * c.dModel +
-      (c.activation === 'silu' ? 3 : 2) * c.dModel * c.dFF);
-  const flops = c.nLayers * (batch * seqLen * perToken + batch * 4 * seqLen * seqLen * c.nHeads * c.headDim);
+  const flops = backbone.config.nLayers * layerForwardFlops(backbone.config, batch, seqLen);
   const once = () => {
     const t0 = performance.now();
     withoutTape(() =>
