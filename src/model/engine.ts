@@ -81,9 +81,16 @@ export function nativeSideFactory(config: ModelConfig, shape: SideShape, backend
   return (span) => new NativeSide(config, shape, span);
 }
 
+const NATIVE_DETAIL = 'frozen forward: native';
+
 /** One line for results: which engine runs frozen forwards, for which families. */
 export function engineDetail(backend: string): string {
   const { engine, why } = resolveEngine(backend);
   if (engine === 'tfjs') return `frozen forward: tfjs (${why})`;
-  return `frozen forward: native onnxruntime-node (GPT-2 layers and PAC side network, any family's LM head; Llama on tfjs)`;
+  return `${NATIVE_DETAIL} onnxruntime-node (GPT-2 layers and PAC side network, any family's LM head; Llama on tfjs)`;
+}
+
+/** Whether a device's backend detail (which ends with `engineDetail`'s line) says it runs frozen forwards natively. */
+export function detailSaysNative(detail: string | null | undefined): boolean {
+  return detail?.includes(NATIVE_DETAIL) ?? false;
 }

@@ -23,6 +23,7 @@ import { loadConfig } from '../../src/model/load.ts';
 import { nativeFamilySupported } from '../../src/native/layers.ts';
 import { nativeSideSupported } from '../../src/native/side-graph.ts';
 import { mean, phaseFigures, phaseLine, type PhaseFigures } from './phases.ts';
+import { detailSaysNative } from '../../src/model/engine.ts';
 
 export const summary = 'distributed PAC with 1 vs 2 device processes: epoch speedups, simulator vs measured, bytes vs plan';
 
@@ -68,7 +69,7 @@ interface Measured {
  * every device is: the phases are rated against one engine's matmul rate.
  */
 function pacEngines(s: RunSummary): { epoch1: string; cached: string; native: boolean } {
-  const native = s.devices.length > 0 && s.devices.every((d) => d.backend?.includes('frozen forward: native') ?? false);
+  const native = s.devices.length > 0 && s.devices.every((d) => detailSaysNative(d.backend));
   const config = loadConfig(s.spec.model);
   const shape = sideShape(config, s.spec.reduction);
   const on = (yes: boolean) => (yes ? 'native' : 'tfjs');
