@@ -20,6 +20,7 @@ import type { SideNetwork } from '../model/methods/side-network.ts';
 import type { ClassificationHead } from '../model/methods/heads.ts';
 import { stageLoss } from './stage-loss.ts';
 import { leanVariableGrads } from '../train/grads.ts';
+import { fromHost2d, hostValues } from '../model/host.ts';
 import {
   InFlight,
   Trainable,
@@ -85,7 +86,7 @@ export class StageCompute extends Trainable implements RankCompute {
     let aIn: tf.Tensor2D | null = null;
     if (input.kind === 'cached') {
       if (!this.first || !this.last) throw new Error('stage compute: cached input needs the whole side network');
-      input.acts.forEach((v, i) => acts.set(i, tf.tensor2d(v, [rows * T, d])));
+      input.acts.forEach((v, i) => acts.set(i, fromHost2d(v, [rows * T, d])));
     } else {
       let h: tf.Tensor2D;
       if (input.kind === 'ids') {
@@ -103,7 +104,7 @@ export class StageCompute extends Trainable implements RankCompute {
         this.layerCalls++;
         if (input.kind === 'hidden' && i === from) prev.dispose();
         acts.set(i, h);
-        computed.set(i, h.dataSync() as Float32Array);
+        computed.set(i, hostValues(h));
       }
     }
     // Only what the side path reads is kept: b_0 (first stage), b_from..b_to and a_{from-1}.

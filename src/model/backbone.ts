@@ -9,6 +9,7 @@ import { applyRotary, causalAttention, frozenLinear, geluNew, layerNorm, linear,
 import type { Backbone, BackboneRange, FrozenHead, LayerHooks, ModelConfig, NativeHeadEngine, ProjectionName, WeightMap } from './types.ts';
 import type { WeightData } from './weights.ts';
 import { engineInternals } from './tfjs-internals.ts';
+import { fromHost2d, hostValues } from './host.ts';
 
 /**
  * A native forward of frozen layers (src/native): in inference mode it takes over layer() from
@@ -217,7 +218,7 @@ export class TransformerBackbone implements Backbone {
           this.nativeOnly.add(name);
         }
     const [n, d] = h.shape;
-    return tf.tensor2d(this.native.layer(i, h.dataSync() as Float32Array, n / seqLen, seqLen), [n, d]);
+    return fromHost2d(this.native.layer(i, hostValues(h), n / seqLen, seqLen), [n, d]);
   }
 
   finalNorm(h: tf.Tensor2D): tf.Tensor2D {

@@ -4,6 +4,7 @@
  * sorted order of parameter names, so a run is reproducible whatever order the method lists them.
  */
 import * as tf from '@tensorflow/tfjs';
+import { assignFromHost, hostValues } from '../model/host.ts';
 
 export interface AdamWOptions {
   lr: number;
@@ -97,13 +98,10 @@ export class AdamW {
     const names = [...grads.keys()].filter((n) => params.has(n)).sort();
     const gs = names.map((n) => grads.get(n)!);
     const state: AdamWState = { step: this.stepCount, m: this.m, v: this.v };
-    const xs = names.map((n) => ({ data: params.get(n)!.dataSync() as Float32Array, rank: params.get(n)!.rank }));
+    const xs = names.map((n) => ({ data: hostValues(params.get(n)!), rank: params.get(n)!.rank }));
     const { outs, report } = adamwStep(this.options, state, names, xs, gs, gradNorm);
     this.stepCount = state.step;
-    names.forEach((name, j) => {
-      const p = params.get(name)!;
-      tf.tidy(() => p.assign(tf.tensor(outs[j]!, p.shape)));
-    });
+    names.forEach((name, j) => assignFromHost(params.get(name)!, outs[j]!));
     return report;
   }
 

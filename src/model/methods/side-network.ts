@@ -20,6 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { inputFrozenLinear, linear } from '../ops.ts';
 import { backendName } from '../backend.ts';
+import { hostValues, keepHostCopy } from '../host.ts';
 import { nativeSideFactory } from '../engine.ts';
 import type { NativeSide } from '../../native/side.ts';
 import type { Backbone, ModelConfig } from '../types.ts';
@@ -106,6 +107,11 @@ export class SideNetwork {
     if (hasUp) add('side.up.weight', [r, d], { kind: 'zeros' });
     const engine = init.engine ?? (init.backbone?.nativeEngine ? 'native' : 'tfjs');
     this.native = engine === 'native' ? (nativeSideFactory(config, this.shape, backendName())?.(span) ?? null) : null;
+    // The native graphs read every parameter each step: their updated values stay on the host.
+    for (const p of this.native?.parameters ?? []) {
+      const v = this.params.get(p.name);
+      if (v) keepHostCopy(v);
+    }
   }
 
   /** Which engine runs the span's forward and backward. */
@@ -170,13 +176,13 @@ export class SideNetwork {
     const N = bs[0]!.shape[0],
       rows = N / seqLen,
       r = this.shape.width;
-    const hostActs = (ts: readonly tf.Tensor[]) => new Map(layers.map((i, j) => [i, ts[j]!.dataSync() as Float32Array]));
+    const hostActs = (ts: readonly tf.Tensor[]) => new Map(layers.map((i, j) => [i, hostValues(ts[j]!)]));
     const op = tf.customGrad(((...args: unknown[]) => {
       const save = args.pop() as tf.GradSaveFunc;
       const ins = args as tf.Tensor[];
       save(bs);
-      const params = new Map(names.map((n, j) => [n, ins[j]!.dataSync() as Float32Array]));
-      const aHost = aIn ? (ins[names.length]!.dataSync() as Float32Array) : null;
+      const params = new Map(names.map((n, j) => [n, hostValues(ins[j]!)]));
+      const aHost = aIn ? hostValues(ins[names.length]!) : null;
       const a = native.forward({ acts: hostActs(bs), aIn: aHost, params, rows, seqLen });
       return {
         value: tf.tensor2d(a, [N, r]),
