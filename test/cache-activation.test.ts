@@ -98,4 +98,41 @@ test('cache: a corrupt or missing disk entry is a counted miss, and a re-put hea
   cache.destroy();
 });
 
+test('cache: copyTo writes each entry in place from either tier, as get reads it', () => {
+  for (const dtype of ['f32', 'f16'] as const) {
+    const dir = tmp();
+    // Room for one entry: the others live on disk, read through the tier's one reused buffer.
+    const cache = new ActivationCache({ memoryBytes: dtype === 'f32' ? 1024 : 512, dir, dtype });
+    const key = (s: number) => ({ fingerprint: `${fp}-${s % 2}`, sample: s, layer: 0 });
+    for (let s = 0; s < 5; s++) cache.put(key(s), values(256, s + 1));
+    const dest = new Float32Array(5 * 256 + 3).fill(-7);
+    // An odd offset: disk payloads follow a key of any length, so nothing is aligned for free.
+    for (let s = 0; s < 5; s++) assert.ok(cache.copyTo(key(s), dest, 3 + s * 256, 256), `${dtype} sample ${s}`);
+    assert.equal(Array.from(dest.subarray(0, 3)), [-7, -7, -7]);
+    for (let s = 0; s < 5; s++)
+      assert.equal(Array.from(dest.subarray(3 + s * 256, 3 + (s + 1) * 256)), Array.from(cache.get(key(s))!), `${dtype} sample ${s}`);
+    const st = cache.stats();
+    assert.ok(st.diskHits >= 8 && st.memoryHits >= 2, JSON.stringify(st));
+    assert.is(st.misses, 0);
+    cache.destroy();
+  }
+});
+
+test('cache: copyTo counts a miss, and drops an entry of another length as corrupt', () => {
+  const dir = tmp();
+  const cache = new ActivationCache({ memoryBytes: 1024, dir, dtype: 'f32' });
+  const dest = new Float32Array(256);
+  assert.not.ok(cache.copyTo({ fingerprint: fp, sample: 9, layer: 0 }, dest, 0, 256));
+  cache.put({ fingerprint: fp, sample: 1, layer: 0 }, values(128, 1)); // in memory
+  cache.put({ fingerprint: fp, sample: 2, layer: 0 }, values(512, 2)); // larger than the tier: on disk
+  assert.not.ok(cache.copyTo({ fingerprint: fp, sample: 1, layer: 0 }, dest, 0, 256));
+  assert.not.ok(cache.copyTo({ fingerprint: fp, sample: 2, layer: 0 }, dest, 0, 256));
+  assert.equal(Array.from(dest), new Array(256).fill(0), 'nothing written');
+  const st = cache.stats();
+  assert.is(st.misses, 3);
+  assert.is(st.corrupt, 2);
+  assert.is(st.memoryEntries + st.diskEntries, 0, 'both dropped');
+  cache.destroy();
+});
+
 test.run();

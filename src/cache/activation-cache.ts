@@ -105,6 +105,41 @@ export class ActivationCache {
     return undefined;
   }
 
+  /**
+   * Copies the entry's `count` values into `dest` from element `at`: `get` without an array of
+   * its own (a disk hit is copied straight out of the tier's read buffer). False on a miss, counted
+   * as `get` counts it; an entry of another length is corrupt (dropped and counted).
+   */
+  copyTo(key: CacheKey, dest: Float32Array, at: number, count: number): boolean {
+    const k = cacheKeyString(key);
+    const inMemory = this.memory?.get(k);
+    if (inMemory && inMemory.length === count) {
+      this.counts.memoryHits++;
+      dest.set(this.decode(inMemory), at);
+      return true;
+    }
+    if (inMemory) {
+      this.counts.corrupt++;
+      this.memory!.delete(k);
+    } else if (this.disk && this.onDisk.has(k)) {
+      const r = this.disk.view(k);
+      const width = this.dtype === 'f16' ? 2 : 4;
+      if (r.status === 'hit' && r.f16 === (this.dtype === 'f16') && r.payload.length === count * width) {
+        this.counts.diskHits++;
+        if (r.f16) {
+          const half = new Uint16Array(count);
+          new Uint8Array(half.buffer).set(r.payload);
+          dest.set(f16ToF32(half), at);
+        } else new Uint8Array(dest.buffer, dest.byteOffset + at * 4, r.payload.length).set(r.payload);
+        return true;
+      }
+      if (r.status !== 'missing') this.counts.corrupt++;
+      this.dropFromDisk(k);
+    }
+    this.counts.misses++;
+    return false;
+  }
+
   stats(): CacheStats {
     return {
       dtype: this.dtype,

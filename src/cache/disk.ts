@@ -6,7 +6,7 @@
  * File layout (little-endian): "CHAC" | u8 version | u8 dtype (0 f32, 1 f16) | u16 key length |
  * u32 element count | u32 crc32(key bytes + payload) | key bytes (utf8) | payload.
  */
-import { writeFileSync, readFileSync, renameSync, rmSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { privateDir } from '../security/files.ts';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -19,7 +19,16 @@ const HEADER = 16;
 
 export type DiskRead = { status: 'hit'; data: StoredArray } | { status: 'missing' } | { status: 'corrupt'; reason: string };
 
+/** A checked entry's payload bytes, a view into the tier's read buffer: valid until its next read. */
+export type DiskView = { status: 'hit'; payload: Uint8Array; f16: boolean } | { status: 'missing' } | { status: 'corrupt'; reason: string };
+
 export class DiskTier {
+  /**
+   * Files are read into this one buffer, grown as needed: a cached epoch reads every entry once,
+   * and a fresh buffer per file (as readFileSync gives) is garbage the collector must chase.
+   */
+  private scratch = Buffer.alloc(0);
+
   constructor(readonly dir: string) {
     // Activations derive from private data: the folder and its files are the owner's alone.
     privateDir(dir);
@@ -50,12 +59,36 @@ export class DiskTier {
   }
 
   read(key: string): DiskRead {
-    let buf: Buffer;
+    const r = this.view(key);
+    if (r.status !== 'hit') return r;
+    // Copy into an aligned buffer: the payload offset need not be a multiple of the element size.
+    const bytes = new Uint8Array(r.payload.length);
+    bytes.set(r.payload);
+    return { status: 'hit', data: r.f16 ? new Uint16Array(bytes.buffer) : new Float32Array(bytes.buffer) };
+  }
+
+  /** As `read`, but the payload is left in the read buffer (see DiskView) instead of copied out. */
+  view(key: string): DiskView {
+    let size: number;
     try {
-      buf = readFileSync(this.path(key));
+      const fd = openSync(this.path(key), 'r');
+      try {
+        size = fstatSync(fd).size;
+        if (this.scratch.length < size) this.scratch = Buffer.allocUnsafe(size);
+        let at = 0;
+        while (at < size) {
+          const n = readSync(fd, this.scratch, at, size - at, at);
+          if (n === 0) break;
+          at += n;
+        }
+        size = at;
+      } finally {
+        closeSync(fd);
+      }
     } catch {
       return { status: 'missing' };
     }
+    const buf = this.scratch.subarray(0, size);
     if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || buf.readUInt8(4) !== VERSION)
       return { status: 'corrupt', reason: 'bad header' };
     const dtype = buf.readUInt8(5),
@@ -68,10 +101,7 @@ export class DiskTier {
     if (keyBytes.toString('utf8') !== key) return { status: 'corrupt', reason: 'other key' };
     const payload = buf.subarray(HEADER + keyLen);
     if (crc32(payload, crc32(keyBytes)) !== crc) return { status: 'corrupt', reason: 'checksum' };
-    // Copy into an aligned buffer: the payload offset need not be a multiple of the element size.
-    const bytes = new Uint8Array(payload.length);
-    bytes.set(payload);
-    return { status: 'hit', data: width === 2 ? new Uint16Array(bytes.buffer) : new Float32Array(bytes.buffer) };
+    return { status: 'hit', payload, f16: width === 2 };
   }
 
   remove(key: string): void {

@@ -47,12 +47,10 @@ export class CacheRows {
     const missing: number[] = [];
     sampleIds.forEach((id, j) => {
       for (let l = 0; l <= this.o.layers; l++) {
-        const v = this.get(id, l);
-        if (!v) {
+        if (!this.cache.copyTo({ fingerprint: this.o.fingerprint, sample: id, layer: l }, acts[l]!, j * w, w)) {
           missing.push(j);
           return;
         }
-        acts[l]!.set(v, j * w);
       }
     });
     return { acts, missing };
