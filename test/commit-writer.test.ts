@@ -71,5 +71,21 @@ test('a failed write fails the next commit and settled()', async () => {
   }
 });
 
+test('close() during a hand-over still commits that step, without starting a thread again', async () => {
+  const runDir = join(tmp, 'closing');
+  const latest = join(runDir, 'checkpoints', 'latest');
+  const w = new CommitWriter(runDir, latest);
+  await w.write(files(1, new Float32Array(2)));
+  // An interrupt right after a step's result: its write is still waiting for the one before it.
+  const second = w.write(files(2, Float32Array.of(2, 2)));
+  await w.close();
+  await second;
+  assert.is(JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')).step, 2);
+  assert.is(loadCheckpoint(latest).meta.globalStep, 2);
+  // A write after close is written on the caller's thread.
+  await w.write(files(3, Float32Array.of(3, 3)));
+  assert.is(JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')).step, 3);
+});
+
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
 test.run();

@@ -22,6 +22,9 @@ export class CommitWriter {
   private pending: Promise<void> = Promise.resolve();
   private failure: Error | null = null;
   private shared: Float32Array | null = null;
+  /** The last write's hand-over, which close() waits for. */
+  private handing: Promise<void> = Promise.resolve();
+  private closing = false;
 
   constructor(
     private readonly runDir: string,
@@ -46,8 +49,19 @@ export class CommitWriter {
    * Hands `files` to the writer thread once the commit before it is written, and resolves as soon
    * as they are handed over (copied); `settled()` tells when they are on disk.
    */
-  async write(files: CommitFiles): Promise<void> {
+  write(files: CommitFiles): Promise<void> {
+    const handed = this.handOver(files);
+    this.handing = handed.catch(() => {});
+    return handed;
+  }
+
+  private async handOver(files: CommitFiles): Promise<void> {
     await this.settled();
+    if (this.closing) {
+      // A run interrupted between a step's result and its hand-over still commits that step.
+      writeCommit(this.runDir, this.checkpointDir, files);
+      return;
+    }
     this.start();
     const worker = await this.worker!;
     if (!worker || worker.exited) {
@@ -71,9 +85,14 @@ export class CommitWriter {
     writeCommit(this.runDir, this.checkpointDir, files);
   }
 
-  /** Waits for the writes in flight, then stops the thread. */
+  /**
+   * Waits for the commits handed over or being handed over (an interrupted run's last step is
+   * still committed), then stops the thread.
+   */
   async close(): Promise<void> {
+    this.closing = true;
     try {
+      await this.handing;
       await this.pending;
     } finally {
       const worker = await this.worker;
