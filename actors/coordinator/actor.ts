@@ -25,6 +25,7 @@ import { startActor, type BoundActor } from '../../src/runtime/actor.ts';
 import { DeviceRegistry, type JoinTerms, type RegistryEvent } from './registry.ts';
 import { coordinatorMachine } from './machine.ts';
 import { onReplyProgress } from './control.ts';
+import { roomyHeap } from '../../src/runtime/heap.ts';
 
 export interface CoordinatorOptions {
   bus: Bus;
@@ -69,6 +70,8 @@ export interface Coordinator {
 }
 
 export function startCoordinator(opts: CoordinatorOptions): Coordinator {
+  // Every step brings a reduced gradient and a commit's copy of the side network: see heap.ts.
+  roomyHeap();
   const { bus } = opts;
   const clock = opts.clock ?? systemClock;
   const registry = new DeviceRegistry(clock, opts.lostAfterMs, opts.joinTerms);

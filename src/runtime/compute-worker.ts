@@ -12,29 +12,11 @@
  * the way out and rebuilt on the way in; their bytes are copied, never transferred, because the
  * sender may still hold them (an optimiser's moments).
  */
-import { setFlagsFromString } from 'node:v8';
 import { Worker, parentPort, type TransferListItem } from 'node:worker_threads';
 import { WireTensor } from '../tensor/index.ts';
 import { fromWire, toWire, WorkerExited, type WireError } from './errors.ts';
 import { disableNativeTelemetry } from '../native/runtime.ts';
-
-/**
- * How far V8 lets the old generation grow past the live heap before a full collection, in percent.
- * A compute thread turns over tens of MB of typed arrays a step (values into and out of the
- * engines, cache rows, gradients, all-reduce chunks), and that external memory counts toward the
- * limit. V8's own growth factor, chosen from how busy the thread is, left the limit a few MB above
- * the live heap, so the churn alone started full collections several times a step,
- * with the platform's helper threads marking beside the compute on cores the devices share.
- * Twice the live heap holds more garbage for longer (the live heap's size again) and saves most
- * of those collections. V8 flags are per process: this is set once, before the thread starts, unless the
- * process was started with its own value.
- */
-const HEAP_GROWING_PERCENT = 100;
-
-function roomyHeap(): void {
-  if (process.execArgv.some((a) => /^--heap[-_]growing[-_]percent/.test(a))) return;
-  setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
-}
+import { roomyHeap } from './heap.ts';
 
 type Answer = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
 type Boot = { ready: unknown } | { failed: WireError };
