@@ -7,6 +7,7 @@
  * points it uses, naming any that is missing.
  */
 import { createRequire } from 'node:module';
+import { isMainThread, workerData } from 'node:worker_threads';
 import { encodeModel } from './onnx.ts';
 
 /** onnxruntime-node pinned in package.json; the binding below is an internal of this version. */
@@ -94,6 +95,19 @@ export function nativeThreads(): number {
   return n;
 }
 
+/**
+ * In a compute thread (src/runtime/compute-worker.ts), flags shared with the thread that started
+ * it: [0] a session is running, [1] the thread is about to be terminated. A thread terminated
+ * inside an onnxruntime run takes the whole process down (the addon throws into the torn-down
+ * environment and the process aborts), so `ComputeWorker.terminate` waits for the run in progress,
+ * and none starts once it has asked. Each side stores its own flag before reading the other's:
+ * one of the two always sees the other.
+ */
+const runFlags: Int32Array | null =
+  !isMainThread && (workerData as { nativeRunFlags?: unknown } | null)?.nativeRunFlags instanceof Int32Array
+    ? (workerData as { nativeRunFlags: Int32Array }).nativeRunFlags
+    : null;
+
 /** Bytes of weights held by live native sessions in this process (counted in memory figures). */
 let heldBytes = 0;
 
@@ -137,7 +151,19 @@ export class NativeSession {
       tensors[name] = new runtime!.Tensor(f.data instanceof Float32Array ? 'float32' : 'int64', f.data, f.dims);
     const fetches: Record<string, null> = {};
     for (const o of outputs) fetches[o] = null;
-    const res = this.session.run(tensors, fetches, {});
+    if (runFlags) {
+      Atomics.store(runFlags, 0, 1);
+      if (Atomics.load(runFlags, 1) === 1) {
+        Atomics.store(runFlags, 0, 0);
+        throw new Error('native engine: the compute thread is stopping');
+      }
+    }
+    let res: Record<string, OrtTensor>;
+    try {
+      res = this.session.run(tensors, fetches, {});
+    } finally {
+      if (runFlags) Atomics.store(runFlags, 0, 0);
+    }
     const out: Record<string, Float32Array> = {};
     for (const o of outputs) out[o] = res[o]!.data as Float32Array;
     return out;

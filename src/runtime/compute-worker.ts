@@ -18,6 +18,9 @@ import { fromWire, toWire, WorkerExited, type WireError } from './errors.ts';
 import { disableNativeTelemetry } from '../native/runtime.ts';
 import { roomyHeap } from './heap.ts';
 
+/** How long terminate() waits for a native engine run to return (one run is one layer or one chunk of a step). */
+const NATIVE_RUN_GRACE_MS = 5000;
+
 type Answer = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
 type Boot = { ready: unknown } | { failed: WireError };
 
@@ -30,6 +33,8 @@ export class ComputeWorker<Info = unknown> {
   private constructor(
     private readonly worker: Worker,
     readonly info: Info,
+    /** Shared with the thread's native engine: see runFlags in src/native/runtime.ts. */
+    private readonly nativeRunFlags: Int32Array,
   ) {
     worker.on('message', (m: Answer) => {
       const p = this.pending.get(m.id);
@@ -57,7 +62,10 @@ export class ComputeWorker<Info = unknown> {
   static start<Info>(entry: URL, data: unknown): Promise<ComputeWorker<Info>> {
     disableNativeTelemetry();
     roomyHeap();
-    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), { workerData: { entry: entry.href, options: data } });
+    const nativeRunFlags = new Int32Array(new SharedArrayBuffer(8));
+    const worker = new Worker(new URL('./worker-boot.mjs', import.meta.url), {
+      workerData: { entry: entry.href, options: data, nativeRunFlags },
+    });
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
         worker.off('message', onBoot);
@@ -69,7 +77,7 @@ export class ComputeWorker<Info = unknown> {
         if ('failed' in m) {
           void worker.terminate();
           reject(fromWire(m.failed));
-        } else resolve(new ComputeWorker<Info>(worker, m.ready as Info));
+        } else resolve(new ComputeWorker<Info>(worker, m.ready as Info, nativeRunFlags));
       };
       worker.on('message', onBoot);
       worker.once('error', fail);
@@ -105,8 +113,17 @@ export class ComputeWorker<Info = unknown> {
     this.exitListeners.push(listener);
   }
 
-  /** Stops the thread now, whatever it is computing; pending calls reject with WorkerExited. */
+  /**
+   * Stops the thread now, whatever it is computing (a wasm kernel included); pending calls reject
+   * with WorkerExited. A native engine run in progress is let finish first, up to a grace: a thread
+   * stopped inside one would abort the process.
+   */
   async terminate(): Promise<void> {
+    if (this.exitError) return;
+    Atomics.store(this.nativeRunFlags, 1, 1);
+    const until = performance.now() + NATIVE_RUN_GRACE_MS;
+    while (Atomics.load(this.nativeRunFlags, 0) === 1 && !this.exitError && performance.now() < until)
+      await new Promise((r) => setTimeout(r, 2));
     if (!this.exitError) await this.worker.terminate();
   }
 }
