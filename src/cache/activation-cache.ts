@@ -86,23 +86,13 @@ export class ActivationCache {
    * checksum — a corrupt file is deleted and counted). The returned array must not be mutated.
    */
   get(key: CacheKey): Float32Array | undefined {
-    const k = cacheKeyString(key);
-    const inMemory = this.memory?.get(k);
-    if (inMemory) {
-      this.counts.memoryHits++;
-      return this.decode(inMemory);
-    }
-    if (this.disk && this.onDisk.has(k)) {
-      const r = this.disk.read(k);
-      if (r.status === 'hit' && r.data instanceof Uint16Array === (this.dtype === 'f16')) {
-        this.counts.diskHits++;
-        return this.decode(r.data);
-      }
-      if (r.status !== 'missing') this.counts.corrupt++;
-      this.dropFromDisk(k);
-    }
-    this.counts.misses++;
-    return undefined;
+    const f = this.find(cacheKeyString(key));
+    if (!f) return undefined;
+    if ('stored' in f) return this.decode(f.stored);
+    // Copied out of the tier's read buffer into an aligned array of its own.
+    const bytes = new Uint8Array(f.payload.length);
+    bytes.set(f.payload);
+    return this.decode(this.dtype === 'f16' ? new Uint16Array(bytes.buffer) : new Float32Array(bytes.buffer));
   }
 
   /**
@@ -111,33 +101,44 @@ export class ActivationCache {
    * as `get` counts it; an entry of another length is corrupt (dropped and counted).
    */
   copyTo(key: CacheKey, dest: Float32Array, at: number, count: number): boolean {
-    const k = cacheKeyString(key);
+    const f = this.find(cacheKeyString(key), count);
+    if (!f) return false;
+    if ('stored' in f) dest.set(this.decode(f.stored), at);
+    else if (this.dtype === 'f32') new Uint8Array(dest.buffer, dest.byteOffset + at * 4, f.payload.length).set(f.payload);
+    else {
+      const half = new Uint16Array(count);
+      new Uint8Array(half.buffer).set(f.payload);
+      dest.set(f16ToF32(half), at);
+    }
+    return true;
+  }
+
+  /**
+   * Where entry `k` is, counted as a memory hit, a disk hit or a miss: its stored array, or its
+   * payload in the disk tier's read buffer (valid until the next read). A disk file that fails its
+   * checks, or (with `count`) an entry of another length, is dropped and counted as corrupt.
+   */
+  private find(k: string, count?: number): { stored: StoredArray } | { payload: Uint8Array } | undefined {
     const inMemory = this.memory?.get(k);
-    if (inMemory && inMemory.length === count) {
+    if (inMemory && (count === undefined || inMemory.length === count)) {
       this.counts.memoryHits++;
-      dest.set(this.decode(inMemory), at);
-      return true;
+      return { stored: inMemory };
     }
     if (inMemory) {
       this.counts.corrupt++;
       this.memory!.delete(k);
     } else if (this.disk && this.onDisk.has(k)) {
       const r = this.disk.view(k);
-      const width = this.dtype === 'f16' ? 2 : 4;
-      if (r.status === 'hit' && r.f16 === (this.dtype === 'f16') && r.payload.length === count * width) {
+      const f16 = this.dtype === 'f16';
+      if (r.status === 'hit' && r.f16 === f16 && (count === undefined || r.payload.length === count * (f16 ? 2 : 4))) {
         this.counts.diskHits++;
-        if (r.f16) {
-          const half = new Uint16Array(count);
-          new Uint8Array(half.buffer).set(r.payload);
-          dest.set(f16ToF32(half), at);
-        } else new Uint8Array(dest.buffer, dest.byteOffset + at * 4, r.payload.length).set(r.payload);
-        return true;
+        return { payload: r.payload };
       }
       if (r.status !== 'missing') this.counts.corrupt++;
       this.dropFromDisk(k);
     }
     this.counts.misses++;
-    return false;
+    return undefined;
   }
 
   stats(): CacheStats {

@@ -17,8 +17,6 @@ const MAGIC = 0x43414843; // "CHAC" read as little-endian u32
 const VERSION = 1;
 const HEADER = 16;
 
-export type DiskRead = { status: 'hit'; data: StoredArray } | { status: 'missing' } | { status: 'corrupt'; reason: string };
-
 /** A checked entry's payload bytes, a view into the tier's read buffer: valid until its next read. */
 export type DiskView = { status: 'hit'; payload: Uint8Array; f16: boolean } | { status: 'missing' } | { status: 'corrupt'; reason: string };
 
@@ -58,16 +56,7 @@ export class DiskTier {
     return all.length;
   }
 
-  read(key: string): DiskRead {
-    const r = this.view(key);
-    if (r.status !== 'hit') return r;
-    // Copy into an aligned buffer: the payload offset need not be a multiple of the element size.
-    const bytes = new Uint8Array(r.payload.length);
-    bytes.set(r.payload);
-    return { status: 'hit', data: r.f16 ? new Uint16Array(bytes.buffer) : new Float32Array(bytes.buffer) };
-  }
-
-  /** As `read`, but the payload is left in the read buffer (see DiskView) instead of copied out. */
+  /** Reads an entry's file and checks it; a hit's payload is left in the read buffer (see DiskView). */
   view(key: string): DiskView {
     let size: number;
     try {
