@@ -111,7 +111,7 @@ export class StageCompute extends Trainable implements RankCompute {
     this.kept.keep(mb, { acts, aIn, rows });
     if (this.last) return { b: new Float32Array(0), a: new Float32Array(0), computed };
     const aOut = tf.tidy(() => this.side.stageForward(Object.fromEntries(acts), aIn, T)); // a_to (rows*T, r)
-    const out = { b: acts.get(to)!.dataSync() as Float32Array, a: aOut.dataSync() as Float32Array, computed };
+    const out = { b: hostValues(acts.get(to)!), a: hostValues(aOut), computed };
     aOut.dispose();
     return out;
   }

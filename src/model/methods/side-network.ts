@@ -20,7 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { inputFrozenLinear, linear } from '../ops.ts';
 import { backendName } from '../backend.ts';
-import { hostValues, keepHostCopy } from '../host.ts';
+import { fromHost2d, hostValues, keepHostCopy } from '../host.ts';
 import { nativeSideFactory } from '../engine.ts';
 import type { NativeSide } from '../../native/side.ts';
 import type { Backbone, ModelConfig } from '../types.ts';
@@ -185,7 +185,7 @@ export class SideNetwork {
       const aHost = aIn ? hostValues(ins[names.length]!) : null;
       const a = native.forward({ acts: hostActs(bs), aIn: aHost, params, rows, seqLen });
       return {
-        value: tf.tensor2d(a, [N, r]),
+        value: fromHost2d(a, [N, r]),
         gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
           const back = native.backward({ acts: hostActs(saved), aIn: aHost, params, rows, seqLen }, dy.dataSync() as Float32Array);
           const grads = names.map((n, j) => tf.tensor(back.grads.get(n)!, ins[j]!.shape));
