@@ -51,6 +51,37 @@ test('placement: 1, 2 and 4 devices (pipeline + data parallel) end with the same
   assert.ok(r4.redistributedBytes > 0);
 });
 
+test('placement: shares changed from step to step (tuned by measurement) train the same side network', async () => {
+  // Every rank of a step splits its rows by the step's shares: rows move between the ranks of a
+  // group from one step to the next, one rank of a group even gets none, and the loss still
+  // counts each row once.
+  const tuned = await runLocal({
+    ...base,
+    stages: four,
+    stepShares: (step) =>
+      step % 2 === 0
+        ? [
+            [1, 3],
+            [5, 1],
+          ]
+        : step % 3 === 0
+          ? [
+              [1, 0.01],
+              [1, 1],
+            ]
+          : undefined,
+  });
+  const r1 = await runLocal({ ...base, stages: one });
+  const d = relDiff(r1.params, tuned.params);
+  assert.ok(d <= 1e-5, `tuned 4-device run differs by ${d}`);
+  assert.ok(Math.abs(r1.epochLoss[0]! - tuned.epochLoss[0]!) < 1e-5 * Math.abs(r1.epochLoss[0]!));
+  const bad = runLocal({ ...base, epochs: 1, stages: four, stepShares: () => [[1, 1]] });
+  await bad.then(
+    () => assert.unreachable('a step with shares for one stage of two ran'),
+    (e: Error) => assert.match(e.message, /1 stages of shares for a plan of 2/),
+  );
+});
+
 test('placement: a stage rank holds only its own backbone layers', async () => {
   const r = await runLocal({ ...base, epochs: 1, stages: two });
   const first = r.heldWeights.get('0.0')!,

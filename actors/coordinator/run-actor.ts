@@ -41,7 +41,7 @@ import { messageSizes } from '../../src/plan/message-limits.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { checkResumable, loadCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
-import { specFromTopology, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
+import { plannedMicroBatches, specFromTopology, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import {
   mergeStates,
   repackState,
@@ -62,6 +62,7 @@ import { loadCachedWorkers, redistributeEffect } from './redistribute.ts';
 import { saveSide, sideCheckpointIdentity, writeJsonAtomic } from './commit-files.ts';
 import { CommitWriter } from './commit-writer.ts';
 import { EpochOneSpeeds } from './epoch-speeds.ts';
+import { StepShares, stepRows } from './step-shares.ts';
 import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
@@ -176,6 +177,9 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
 
   const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
   const speeds = new EpochOneSpeeds();
+  const stepShares = new StepShares();
+  /** The tuned shares last announced (null: the plan's were in use). */
+  let lastShares: string | null = null;
   // What a device reported of itself (its --memory-mb, its knobs) wins over the topology's
   // defaults: a remote device knows its own budget; local ones were started with the topology's.
   const measured = (devices: string[]): MeasuredDevice[] =>
@@ -345,10 +349,22 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const cached = input.phase === 'cached';
         const who = input.groups.flatMap((g) => g.map((device, rank) => ({ device, rank })));
         const withState = input.side === null;
+        const shares = cached ? null : stepShares.shares(input.groups, input.shares, input.sampleIds, plannedMicroBatches(input.spec));
+        const retuned = shares !== null && JSON.stringify(shares) !== JSON.stringify(input.shares);
+        if (retuned && JSON.stringify(shares) !== lastShares)
+          emit('SHARES_TUNED', {
+            step: input.step,
+            groups: input.groups,
+            shares,
+            rows: stepRows(input.sampleIds, plannedMicroBatches(input.spec), shares),
+            msPerRow: stepShares.measured(input.groups),
+          });
+        lastShares = retuned ? JSON.stringify(shares) : null;
         const args = (d: string) => ({
           step: input.step,
           sampleIds: input.sampleIds,
           withState: withState && who.find((p) => p.device === d)!.rank === 0,
+          ...(retuned ? { shares } : {}),
         });
         let replies: Map<string, StepReply & { grads?: PackedGrads }>;
         try {
@@ -368,7 +384,10 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         }
         const all = [...replies.values()];
         const groups = input.groups.length;
-        if (input.phase === 'pipeline') speeds.record(groups, replies);
+        if (input.phase === 'pipeline') {
+          speeds.record(groups, replies);
+          stepShares.record(input.groups, replies);
+        }
         let side: SideState;
         if (input.side === null) {
           const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));

@@ -154,6 +154,8 @@ export interface StepInput {
   spec: RunSpec;
   /** Device groups running the step: the plan's stages, or the cached phase's one group. Rank 0 of each answers for its group. */
   groups: string[][];
+  /** The plan's row shares of each group's ranks (the cached phase: equal; its shards decide its rows). */
+  shares: number[][];
   /** Null until the first step: then rank 0 of every group returns its part of the side network. */
   side: SideState | null;
 }

@@ -370,6 +370,7 @@ function stepLoop(phase: Phase) {
             sampleIds: nextSampleIds(c, c.spec),
             spec: c.spec,
             groups: pipeline ? c.layout.map((s) => s.devices) : [c.cached!.ranks],
+            shares: pipeline ? c.layout.map((s) => s.shares) : [c.cached!.ranks.map(() => 1)],
             side: c.side,
           }),
           onDone: {

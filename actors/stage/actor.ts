@@ -39,6 +39,7 @@ import {
   fillArgs,
   redistributeArgs,
   stepArgs,
+  cachedStepArgs,
   type AssignArgs,
   type CtlDevice,
   type CtlHandler,
@@ -68,7 +69,7 @@ import {
   type RankCompute,
   type StageLayout,
 } from '../../src/engine/index.ts';
-import { stageMachine } from './machine.ts';
+import { stageMachine, type StepRun } from './machine.ts';
 import { StepAborted, WrongState } from '../../src/runtime/errors.ts';
 import { resetPeakTensorBytes, sampleTensorBytes, stepMemory } from '../../src/model/memory.ts';
 
@@ -290,10 +291,10 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       actors: {
         loadStage: fromPromise<void, AssignArgs>(async ({ input }) => loadStage(input)),
         rebindStage: fromPromise<AssignArgs, AssignArgs>(async ({ input }) => rebindStage(input)),
-        runStep: fromPromise<RankOutcome, { step: number; sampleIds: number[] }>(async ({ input, signal }) => {
+        runStep: fromPromise<RankOutcome, StepRun>(async ({ input, signal }) => {
           stepSignal = signal;
           try {
-            return await stage!.runner.runStep(input.step, input.sampleIds);
+            return await stage!.runner.runStep(input.step, input.sampleIds, input.shares);
           } finally {
             stepSignal = null;
           }
@@ -360,7 +361,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       if (machine.getSnapshot().value !== 'ready')
         throw new WrongState(`stage ${String(machine.getSnapshot().value)}`, `run step ${a.step}`);
       begin(d);
-      machine.send({ type: 'RUN_STEP', step: a.step, sampleIds: a.sampleIds });
+      machine.send({ type: 'RUN_STEP', step: a.step, sampleIds: a.sampleIds, ...(a.shares ? { shares: a.shares } : {}) });
       const s = await waitFor(machine, (x) => x.value === 'ready', { timeout: Infinity });
       const outcome = s.context.committed === a.step ? s.context.outcome : null;
       if (!outcome) throw new StepAborted(a.step, s.context.error ? `failed: ${s.context.error}` : 'aborted');
@@ -425,7 +426,7 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
       return { tensorBytes: tensorBytes() };
     },
     'cached-step': async (raw, d) => {
-      const a = stepArgs.parse(raw);
+      const a = cachedStepArgs.parse(raw);
       if (!worker || !cache) throw new Error(`cached step ${a.step}: no cached-phase worker loaded`);
       begin(d);
       const w = worker,

@@ -13,10 +13,17 @@ export type StageEvent =
   | { type: 'LOAD'; assignment: AssignArgs }
   /** The same layers under a new plan: keep the backbone and compute, take the new position and state. */
   | { type: 'REBIND'; assignment: AssignArgs }
-  | { type: 'RUN_STEP'; step: number; sampleIds: number[] }
+  | ({ type: 'RUN_STEP' } & StepRun)
   /** Without a step: whatever step is running. */
   | { type: 'ABORT'; step?: number }
   | { type: 'UNLOAD' };
+
+/** A step to run; `shares` replaces the plan's row shares of every stage for this step. */
+export interface StepRun {
+  step: number;
+  sampleIds: number[];
+  shares?: number[][];
+}
 
 export interface StageContext {
   /** The plan position loaded (or loading), null when unloaded. */
@@ -38,7 +45,7 @@ export const stageMachine = setup({
   actors: {
     loadStage: notProvided<void, AssignArgs>('loadStage'),
     rebindStage: notProvided<AssignArgs, AssignArgs>('rebindStage'),
-    runStep: notProvided<RankOutcome, { step: number; sampleIds: number[] }>('runStep'),
+    runStep: notProvided<RankOutcome, StepRun>('runStep'),
     abortStep: notProvided<void, { step: number }>('abortStep'),
     unloadStage: notProvided<void, void>('unloadStage'),
   },
@@ -81,7 +88,10 @@ export const stageMachine = setup({
     running: {
       invoke: {
         src: 'runStep',
-        input: ({ context, event }) => ({ step: context.step, sampleIds: event.type === 'RUN_STEP' ? event.sampleIds : [] }),
+        input: ({ context, event }): StepRun =>
+          event.type === 'RUN_STEP'
+            ? { step: context.step, sampleIds: event.sampleIds, ...(event.shares ? { shares: event.shares } : {}) }
+            : { step: context.step, sampleIds: [] },
         onDone: { target: 'ready', actions: assign({ committed: ({ context }) => context.step, outcome: ({ event }) => event.output }) },
         onError: { target: 'aborting', actions: assign({ error: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },

@@ -36,6 +36,8 @@ export interface LocalRunOptions {
   methodOptions?: MethodOptions;
   /** PAC only: epochs >= 2 train from the activation cache (default true); off, every epoch runs the pipeline. */
   cache?: boolean;
+  /** Row shares of every stage for pipeline step n (as a coordinator tuning them sends); undefined: the plan's. */
+  stepShares?: (step: number) => number[][] | undefined;
 }
 
 export interface LocalRunResult {
@@ -135,7 +137,9 @@ export async function runLocal(o: LocalRunOptions): Promise<LocalRunResult> {
     const losses: number[] = [];
     const calls = ranks.reduce((a, r) => a + r.open.compute.layerCalls, 0);
     for (const [k, ids] of epochSteps(input, e).entries()) {
-      const out = await Promise.all(ranks.map((r) => r.runner.runStep((e - 1) * steps1.length + k + 1, ids)));
+      const step = (e - 1) * steps1.length + k + 1;
+      const shares = o.stepShares?.(step);
+      const out = await Promise.all(ranks.map((r) => r.runner.runStep(step, ids, shares)));
       losses.push(out.reduce((a, x) => a + x.loss, 0));
       epochCorrect[e - 1] = (epochCorrect[e - 1] ?? 0) + out.reduce((a, x) => a + (x.correct ?? 0), 0);
     }

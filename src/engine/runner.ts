@@ -85,8 +85,13 @@ export class StageRunner {
     });
   }
 
-  async runStep(step: number, sampleIds: number[]): Promise<RankOutcome> {
-    const { stages, stage, rank, compute, links, data } = this.o;
+  /**
+   * One 1F1B step over `sampleIds`. `shares` (one weight per rank of every stage) replaces the
+   * plan's row shares for this step; every rank of the step must be given the same.
+   */
+  async runStep(step: number, sampleIds: number[], shares?: number[][]): Promise<RankOutcome> {
+    const { stage, rank, compute, links, data } = this.o;
+    const stages = shares ? this.withShares(shares) : this.o.stages;
     const pace = this.o.pace ?? direct;
     const tl = this.o.timeline?.();
     const me = stages[stage]!,
@@ -181,6 +186,17 @@ export class StageRunner {
     const report: StepReport = await traced(tl, 'update', undefined, () => pace(() => compute.apply(reduced, this.o.optimizer, gradNorm)));
     return { loss, rows, bytesSent, gradNorm: report.gradNorm, reduced, ...(correct !== undefined ? { correct } : {}) };
   }
+  private withShares(shares: number[][]): StageLayout[] {
+    const { stages } = this.o;
+    if (shares.length !== stages.length) throw new Error(`stage runner: ${shares.length} stages of shares for a plan of ${stages.length}`);
+    return stages.map((st, s) => {
+      const w = shares[s]!;
+      if (w.length !== st.devices.length || w.some((x) => !(x > 0) || !Number.isFinite(x)))
+        throw new Error(`stage runner: stage ${s} needs ${st.devices.length} positive shares, got [${w.join(', ')}]`);
+      return { ...st, shares: w };
+    });
+  }
+
   /**
    * Forward only, no loss, no update: runs `sampleIds` through the stages in micro-batches of the
    * step's size so that every rank's device caches the activations it computes (a resumed run

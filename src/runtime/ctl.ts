@@ -63,8 +63,17 @@ export const assignArgs = z
   });
 
 export type AssignArgs = z.output<typeof assignArgs>;
-/** `step` and `cached-step`: rank 0 adds its side state to the reply when `withState`. */
-export const stepArgs = z.strictObject({ step: z.number().int().positive(), sampleIds: sampleIds.min(1), withState: z.boolean() });
+/** `cached-step`: rank 0 adds its side state to the reply when `withState`. */
+export const cachedStepArgs = z.strictObject({ step: z.number().int().positive(), sampleIds: sampleIds.min(1), withState: z.boolean() });
+
+/**
+ * `step`: as `cached-step`; `shares`, when given, replaces the plan's row shares of every stage
+ * for this step (one positive weight per rank of each stage), the same for every rank.
+ */
+export const stepArgs = cachedStepArgs.extend({
+  shares: z.array(z.array(z.number().positive().finite()).min(1)).min(1).optional(),
+});
+export type StepArgs = z.output<typeof stepArgs>;
 
 /** `fill`: forward only, caching what this rank computes. */
 export const fillArgs = z.strictObject({ sampleIds });

@@ -3,7 +3,7 @@
  * learning-rate schedule (linear warm-up, then constant or cosine). Updates are applied in the
  * sorted order of parameter names, so a run is reproducible whatever order the method lists them.
  */
-import * as tf from '@tensorflow/tfjs';
+import type * as tf from '@tensorflow/tfjs';
 import { assignFromHost, hostValues } from '../model/host.ts';
 
 export interface AdamWOptions {

@@ -79,6 +79,15 @@ function describeEvent(e: Record<string, unknown>): string {
       return `all devices up: ${(e.devices as string[]).join(', ')}`;
     case 'RUN_PLANNED':
       return `plan: ${(e.stages as { from: number; to: number; devices: string[] }[]).map((s) => `layers ${s.from}..${s.to} on ${s.devices.join('+')}`).join(' | ')}, ${e.microBatches} micro-batches, predicted step ${(e.predictedStepMs as number).toFixed(0)} ms`;
+    case 'SHARES_TUNED': {
+      const groups = e.groups as string[][],
+        rows = e.rows as number[][],
+        ms = e.msPerRow as Record<string, number>;
+      const each = groups
+        .filter((g) => g.length > 1)
+        .map((g) => g.map((d) => `${d} ${rows[groups.indexOf(g)]![g.indexOf(d)]} (${ms[d]?.toFixed(1)} ms/row)`).join(', '));
+      return `step ${e.step}: rows re-balanced by measured compute: ${each.join(' | ')}`;
+    }
     case 'RUN_DEPLOYED':
       return `plan deployed (generation ${e.generation}) on ${Object.keys(e.devices as object).join(', ')}${(e.kept as string[] | undefined)?.length ? `; kept their loaded layers: ${(e.kept as string[]).join(', ')}` : ''}`;
     case 'RUN_RELOADED':
