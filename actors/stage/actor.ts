@@ -132,6 +132,13 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
   /** A fill (step 0) or cached step in flight, which `abort` ends (pipeline steps go through the stage machine). */
   let abortable: { step: number; controller: AbortController } | null = null;
   let computeMs = 0;
+  /**
+   * The last cached step's update, which runs once its reply is handed back (cachedStep's
+   * `deferUpdate`); the next cached step and a release wait for it. A failed update fails every
+   * cached step after it until the worker is released and loaded again from the coordinator's state.
+   */
+  let updating: Promise<void> = Promise.resolve();
+  let updateFailure: Error | null = null;
   /** Spans of the work in flight, returned with its reply. */
   let timeline = new StepTimeline();
 
@@ -275,6 +282,8 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
 
   /** Frees the stage (through its machine) and the cached-phase worker; the cache stays. */
   const release = async () => {
+    await updating;
+    updateFailure = null;
     if (machine.getSnapshot().value === 'ready') {
       machine.send({ type: 'UNLOAD' });
       await waitFor(machine, (x) => x.value === 'unloaded', { timeout: Infinity });
@@ -427,7 +436,9 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     },
     'cached-step': async (raw, d) => {
       const a = cachedStepArgs.parse(raw);
+      await updating;
       if (!worker || !cache) throw new Error(`cached step ${a.step}: no cached-phase worker loaded`);
+      if (updateFailure) throw new Error(`cached step ${a.step}: the update of the step before failed (${updateFailure.message})`);
       begin(d);
       const w = worker,
         c = cache;
@@ -446,9 +457,24 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
           activations: (ids) => c.activations(ids),
           pace,
           timeline,
+          // The first step after a load returns the state after its update: that one cannot wait.
+          deferUpdate: !a.withState,
         }),
       );
-      return reply(o, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);
+      const { update, ...outcome } = o;
+      const out = reply(outcome, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);
+      if (update) {
+        // After this handler's reply is on its way; its spans and compute time are not in it.
+        updating = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+          try {
+            await device!.sim.compute(update);
+          } catch (e) {
+            updateFailure = e instanceof Error ? e : new Error(String(e));
+            log(`cached step ${a.step}: update failed: ${updateFailure.message}`);
+          }
+        });
+      }
+      return out;
     },
     finish: async () => {
       await release();

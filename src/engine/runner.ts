@@ -268,6 +268,9 @@ export interface StepOutcome {
 
 export type RankOutcome = StepOutcome & { reduced: Float32Array };
 
+/** A cached step's outcome; with `deferUpdate`, `update` applies the step's AdamW update. */
+export type CachedOutcome = RankOutcome & { update?: () => StepReport };
+
 /**
  * A cached-epoch step on one device: its rows of the mini-batch (those in its shard) forward and
  * backward from cached activations through the whole side network, then a ring all-reduce over
@@ -287,7 +290,13 @@ export async function cachedStep(o: {
   activations(sampleIds: readonly number[]): Float32Array[];
   pace?: Pace;
   timeline?: StepTimeline;
-}): Promise<RankOutcome> {
+  /**
+   * Leave the update to the caller (`update` in the outcome): a device replies with the reduced
+   * gradient first and updates while the reply travels and the coordinator replays it. The caller
+   * must run it before anything else reads or changes the side network.
+   */
+  deferUpdate?: boolean;
+}): Promise<CachedOutcome> {
   const pace = o.pace ?? direct;
   const tl = o.timeline;
   const mineAll = o.sampleIds.filter((id) => o.shard.has(id));
@@ -305,13 +314,10 @@ export async function cachedStep(o: {
   const grads = o.compute.flatGradients();
   const ringBytes = o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0;
   const reduced = await traced(tl, 'allreduce', undefined, () => ringAllReduce(grads, o.rank, o.size, o.ring), ringBytes);
-  const report = await traced(tl, 'update', undefined, () => pace(() => o.compute.apply(reduced, o.optimizer)));
-  return {
-    loss,
-    rows: mineAll.length,
-    bytesSent: ringBytes,
-    gradNorm: report.gradNorm,
-    reduced,
-    ...(correct !== undefined ? { correct } : {}),
-  };
+  // The norm is taken here, so that a deferred update clips by exactly what the reply reports.
+  const gradNorm = o.compute.gradNorm(reduced);
+  const out = { loss, rows: mineAll.length, bytesSent: ringBytes, gradNorm, reduced, ...(correct !== undefined ? { correct } : {}) };
+  if (o.deferUpdate) return { ...out, update: () => o.compute.apply(reduced, o.optimizer, gradNorm) };
+  await traced(tl, 'update', undefined, () => pace(() => o.compute.apply(reduced, o.optimizer, gradNorm)));
+  return out;
 }
