@@ -59,15 +59,65 @@ test('a failed write fails the next commit and settled()', async () => {
   const w = new CommitWriter(runDir, join(tmp, 'not-a-dir', 'latest'));
   try {
     await w.write(files(1, new Float32Array(2)));
-    let failed: unknown = null;
-    await w.write(files(2, new Float32Array(2))).catch((e) => (failed = e));
-    assert.ok(failed instanceof Error, 'the commit after a failed write is refused');
     await w.settled().then(
       () => assert.unreachable('settled() must reject after a failed write'),
       (e: Error) => assert.ok(e instanceof Error),
     );
+    let failed: unknown = null;
+    await w.write(files(2, new Float32Array(2))).catch((e) => (failed = e));
+    assert.ok(failed instanceof Error, 'the commit after a failed write is refused');
   } finally {
     await w.close().catch(() => {});
+  }
+});
+
+test('commits handed over faster than the interval: the newest waiting one replaces the others, and lands in its turn', async () => {
+  const runDir = join(tmp, 'coalesced');
+  const latest = join(runDir, 'checkpoints', 'latest');
+  const w = new CommitWriter(runDir, latest, 400);
+  try {
+    const m = new Float32Array(2);
+    for (let step = 1; step <= 10; step++) {
+      m.fill(step);
+      await w.write(files(step, m));
+      m.fill(-1);
+    }
+    // The first one starts at once; 2..9 were each replaced before their turn; 10 waits for it,
+    // and is written when its time comes, without anyone asking.
+    const committed = () => {
+      try {
+        return JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')).step as number;
+      } catch {
+        return 0;
+      }
+    };
+    const seen = new Set<number>();
+    for (const until = Date.now() + 10_000; committed() !== 10 && Date.now() < until; ) {
+      seen.add(committed());
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.is(committed(), 10, 'the waiting commit is written when its time comes');
+    assert.ok(
+      [...seen].every((k) => k === 0 || k === 1),
+      `only step 1 was on disk before: ${[...seen]}`,
+    );
+    // state.json is the commit; the checkpoint is put in place right after it.
+    await w.settled();
+    assert.equal([...loadCheckpoint(latest).state.optimizer.m.get('w')!], [10, 10]);
+    assert.equal(w.counts, { handed: 10, written: 2 });
+    // An epoch's end is written at once, and a waiting commit older than it is dropped.
+    await w.write(files(11, m));
+    await w.writeNow(files(12, Float32Array.of(12, 12)));
+    assert.is(JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')).step, 12);
+    await w.settled();
+    assert.is(JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')).step, 12, 'nothing older lands after it');
+    assert.equal(w.counts, { handed: 12, written: 3 });
+    // settled() (a run's end) writes what waits without waiting for its turn.
+    await w.write(files(13, Float32Array.of(13, 13)));
+    await w.settled();
+    assert.is(JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')).step, 13);
+  } finally {
+    await w.close();
   }
 });
 
