@@ -6,10 +6,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, setCommandName, str, type OptionSpec } from '../tools/args.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const charon = (...args: string[]) =>
@@ -144,7 +144,7 @@ test('charon: unknown command, unknown flag, missing value and bad number are on
 });
 
 test('charon: a command that runs and fails exits 1 with one line', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'charon-args-'));
+  const dir = tempDir('charon-args-');
   writeFileSync(join(dir, 'blocker'), '');
   const r = charon('data', 'markov', '--out', join(dir, 'blocker', 'x.jsonl'), '--sequences', '2');
   assert.is(r.status, 1, r.stderr);

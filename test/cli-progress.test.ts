@@ -6,15 +6,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { duration, eventName, RunProgress, RunTracker } from '../tools/progress.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const cli = join(root, 'tools/charon.js');
-const tmp = mkdtempSync(join(tmpdir(), 'charon-progress-'));
+const tmp = tempDir('charon-progress-');
 
 /** local-2 cut to 10 samples in batches of 4 (a short last step), 2 epochs. */
 function tinyTopology(): string {

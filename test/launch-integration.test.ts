@@ -5,15 +5,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Bus, COORDINATOR, startNatsServer, type NatsServer } from '../src/bus/index.ts';
 import { alive } from './fixtures/processes.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 const root = new URL('..', import.meta.url).pathname;
-const tmp = mkdtempSync(join(tmpdir(), 'charon-launch-'));
+const tmp = tempDir('charon-launch-');
 let server: NatsServer;
 /** The server's own (system account) subscriptions, present with no client connected. */
 let baselineSubs = 0;

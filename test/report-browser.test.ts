@@ -7,14 +7,14 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { startLaunch, type Ev, writeCiTopology } from './fixtures/launch.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const tmp = mkdtempSync(join(tmpdir(), 'charon-report-browser-'));
+const tmp = tempDir('charon-report-browser-');
 
 /** A CI-sized two-stage run, long enough (three epochs) to watch it live. */
 function topology(): string {

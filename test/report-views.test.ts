@@ -6,18 +6,18 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeReport } from '../src/report/html.ts';
 import { loadRunRecord } from '../src/report/record.ts';
 import { reportCharts } from '../src/report/views.ts';
 import { dashboardAddress, startDashboard, withOptionalValue } from '../src/report/dashboard.ts';
 import { RunRecorder } from '../actors/coordinator/run-record.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 const root = new URL('..', import.meta.url).pathname;
-const tmp = mkdtempSync(join(tmpdir(), 'charon-report-'));
+const tmp = tempDir('charon-report-');
 const T0 = 1_800_000_000_000;
 const lines = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
 

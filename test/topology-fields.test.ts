@@ -8,8 +8,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { makeHfModel } from './fixtures/hf-model.ts';
 import { parse } from 'yaml';
@@ -28,6 +27,7 @@ import { runInput } from '../actors/coordinator/run-actor.ts';
 import type { RunInput } from '../actors/coordinator/run-machine.ts';
 import { stepDeadlineMs } from '../actors/coordinator/step-deadline.ts';
 import { applyTopology, profileFromTopology } from '../tools/commands/plan.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const MiB = 2 ** 20;
@@ -459,7 +459,7 @@ chaos:
 `;
 
 test('topology fields: the fields no ready topology sets reach their code too', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'charon-fields-'));
+  const dir = tempDir('charon-fields-');
   const model = makeHfModel({ preset: 'tiny' });
   writeFileSync(join(dir, 'data.jsonl'), '{"ids": [1, 2, 3]}\n{"ids": [4, 5]}\n');
   const variants = {

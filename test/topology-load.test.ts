@@ -1,10 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTopology, parseTopology, TopologyError } from '../src/topology/load.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 const root = new URL('..', import.meta.url).pathname;
 const good = `run: r1
@@ -38,7 +38,7 @@ test('topology: every ready topology file loads', () => {
 });
 
 test('topology: defaults fill in and relative paths resolve against the file', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'charon-topo-'));
+  const dir = tempDir('charon-topo-');
   writeFileSync(join(dir, 't.yaml'), good);
   const t = loadTopology(join(dir, 't.yaml'));
   assert.equal(t.data.file, join(dir, 'data.jsonl'));
@@ -100,7 +100,7 @@ test('topology: training.cache.replicas is 1 or 2, and 2 needs two devices', () 
 });
 
 test('topology: launch prints one clear error line and exits non-zero', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'charon-topo-'));
+  const dir = tempDir('charon-topo-');
   const file = join(dir, 'bad.yaml');
   writeFileSync(file, good.replace('memoryMb: 2048', 'memoryMb: -5'));
   const { code, stderr } = await new Promise<{ code: number; stderr: string }>((res) => {

@@ -1,17 +1,17 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as tf from '@tensorflow/tfjs';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend } from '../src/model/backend.ts';
 import { AdamW, learningRate } from '../src/train/optim.ts';
 import { crossEntropy, nextTokenTargets } from '../src/train/loss.ts';
 import { DataError, epochOrder, loadJsonl, makeBatch, markovDataset, miniBatches, writeJsonl } from '../src/train/data.ts';
 import { Ledger } from '../src/train/ledger.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 await initBackend();
-const dir = mkdtempSync(join(tmpdir(), 'charon-train-'));
+const dir = tempDir('charon-train-');
 
 test('optim: AdamW matches a hand-computed step with decoupled decay and bias correction', () => {
   const w = tf.variable(tf.tensor2d([[1, -2]]));

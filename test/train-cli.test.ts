@@ -1,11 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './fixtures/temp.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'charon-cli-'));
+const dir = tempDir('charon-cli-');
 const cli = join(process.cwd(), 'tools', 'charon.js');
 
 function charon(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

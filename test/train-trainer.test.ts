@@ -1,7 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { initBackend } from '../src/model/backend.ts';
 import { loadBackbone } from '../src/model/load.ts';
@@ -10,9 +9,10 @@ import { ActivationCache } from '../src/cache/activation-cache.ts';
 import { markovDataset } from '../src/train/data.ts';
 import { Trainer, type TrainConfig } from '../src/train/trainer.ts';
 import { loadCheckpoint, saveCheckpoint } from '../src/train/checkpoint.ts';
+import { tempDir } from './fixtures/temp.ts';
 
 await initBackend();
-const dir = mkdtempSync(join(tmpdir(), 'charon-trainer-'));
+const dir = tempDir('charon-trainer-');
 const data = markovDataset({ vocab: 256, sequences: 16, length: 32, seed: 1 });
 const config = (epochs: number, lr = 3e-3): TrainConfig => ({
   epochs,
