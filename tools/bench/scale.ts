@@ -50,6 +50,8 @@ interface RunFigures {
   redistribution: RunSummary['redistribution'];
   losses: number[];
   peakBytesPerDevice: Record<string, number>;
+  /** Epoch 1's rows per rank as re-balanced from measured compute (SHARES_TUNED), when the plan's split changed. */
+  sharesTuned: { step: number; rows: number[][] }[];
   /** epoch1 (the pipeline epoch) and cached (mean of the cached epochs); GFLOP/s summed over the devices. */
   phases: PhaseFigures[];
 }
@@ -136,8 +138,16 @@ async function runOnce(
   writeFileSync(file, stringify(topology(o.preset, devices, o)));
   const topo = loadTopology(file);
   const runDir = join(dir, `run-${devices}`);
+  const retuned: RunFigures['sharesTuned'] = [];
   const onEvent = (e: Record<string, unknown>) => {
-    if (e.type === 'EPOCH_DONE' || e.type === 'RUN_PLANNED' || e.type === 'REDISTRIBUTED' || e.type === 'DEVICE_LOST')
+    if (e.type === 'SHARES_TUNED') retuned.push({ step: e.step as number, rows: e.rows as number[][] });
+    if (
+      e.type === 'EPOCH_DONE' ||
+      e.type === 'RUN_PLANNED' ||
+      e.type === 'REDISTRIBUTED' ||
+      e.type === 'DEVICE_LOST' ||
+      e.type === 'SHARES_TUNED'
+    )
       log(`${devices} device(s): ${JSON.stringify(e)}`);
   };
   const s = await launchRun(topo, { runDir, onEvent }, async (ctx) => {
@@ -179,6 +189,7 @@ async function runOnce(
     redistribution: s.redistribution,
     losses: s.epochs.map((e) => e.loss),
     peakBytesPerDevice: s.peakBytesPerDevice,
+    sharesTuned: retuned,
   };
   return { figures, phases, native: engines.native };
 }
@@ -253,6 +264,8 @@ export async function run(argv: string[]): Promise<number> {
         process.stdout.write(
           `${r.devices} device(s): epochs ${r.epochSeconds.map((s) => s.toFixed(1)).join(' / ')} s, pipeline step ${r.pipelineStepMs.toFixed(0)} ms (simulated ${r.simulatedStepMs.toFixed(0)} ms), cached step ${r.cachedStepMs?.toFixed(0)} ms, bytes/step ${r.pipelineBytesPerStep.measured} vs plan ${r.pipelineBytesPerStep.planned}\n`,
         );
+        for (const t of r.sharesTuned)
+          process.stdout.write(`  step ${t.step}: rows re-balanced by measured compute to ${t.rows.map((g) => g.join('+')).join(' | ')}\n`);
         for (const p of r.phases) process.stdout.write(`  ${phaseLine(p)}\n`);
       }
       process.stdout.write(`machine: 2 concurrent processes get ${machine.parallelCeiling.toFixed(2)}x one process's matmul rate\n`);
