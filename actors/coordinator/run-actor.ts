@@ -43,12 +43,10 @@ import type { Topology } from '../../src/topology/schema.ts';
 import { checkResumable, loadCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
 import { plannedMicroBatches, specFromTopology, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
 import {
-  gradsFromChunks,
   mergeStates,
   repackState,
   replayStep,
   unpackState,
-  type GradChunk,
   type PackedGrads,
   type PackedState,
   type SideState,
@@ -368,7 +366,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           withState: withState && who.find((p) => p.device === d)!.rank === 0,
           ...(retuned ? { shares } : {}),
         });
-        let replies: Map<string, StepReply & { grads?: PackedGrads; gradChunk?: GradChunk }>;
+        let replies: Map<string, StepReply & { grads?: PackedGrads }>;
         try {
           replies = await broadcast<StepReply>(
             bus,
@@ -396,14 +394,6 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           if (states.length !== groups)
             throw new Error(`step ${input.step}: ${states.length} of ${groups} stage groups returned their side state`);
           side = mergeStates(states);
-        } else if (all.some((r) => r.gradChunk)) {
-          // The cached phase: every rank answered with its reduced chunk, before its own all-gather.
-          const chunks = all.flatMap((r) => (r.gradChunk ? [r.gradChunk] : []));
-          if (chunks.length !== all.length)
-            throw new Error(`step ${input.step}: ${chunks.length} of ${all.length} ranks returned their reduced gradient chunk`);
-          side = input.side;
-          const { grads, gradNorm } = gradsFromChunks(side, chunks);
-          replayStep(side, input.spec.optimizer, [grads], gradNorm);
         } else {
           const grads = all.flatMap((r) => (r.grads ? [r.grads] : []));
           if (grads.length !== groups)

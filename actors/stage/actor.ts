@@ -26,7 +26,6 @@
  * that an abort gets in between two operations.
  */
 import { canonicalJson } from '../../src/train/checkpoint.ts';
-import { WireTensor } from '../../src/tensor/index.ts';
 import { createActor, fromPromise, waitFor } from 'xstate';
 import { loadConfig } from '../../src/model/load.ts';
 import type { AdamW } from '../../src/train/optim.ts';
@@ -64,7 +63,6 @@ import {
   unpackState,
   type OpenStage,
   type PackedGrads,
-  type GradChunk,
   type PackedState,
   type Pace,
   type RankOutcome,
@@ -141,8 +139,6 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
    */
   let updating: Promise<void> = Promise.resolve();
   let updateFailure: Error | null = null;
-  /** Ends the wait of the last cached step's all-gather (see `updating`). */
-  let finishing: AbortController | null = null;
   /** Spans of the work in flight, returned with its reply. */
   let timeline = new StepTimeline();
 
@@ -286,8 +282,6 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
 
   /** Frees the stage (through its machine) and the cached-phase worker; the cache stays. */
   const release = async () => {
-    // What the worker held is dropped: a gather still waiting (a lost peer) is not waited for.
-    finishing?.abort();
     await updating;
     updateFailure = null;
     if (machine.getSnapshot().value === 'ready') {
@@ -336,14 +330,13 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     withState: boolean,
     c: RankCompute,
     opt: AdamW,
-    grads = true,
   ): StepReply & { grads?: PackedGrads } => ({
     ...o,
     tokens: rows!.tokens(ids),
     computeSeconds: computeMs / 1000,
     timeline: timeline.spans,
     peakBytes: stepMemory(opt, cache?.memory().bytes ?? 0).bytes,
-    ...(rank !== 0 ? {} : withState ? { state: packState(c, opt) } : grads ? { grads: packGrads(c, reduced) } : {}),
+    ...(rank !== 0 ? {} : withState ? { state: packState(c, opt) } : { grads: packGrads(c, reduced) }),
   });
 
   return {
@@ -393,8 +386,6 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
     abort: (raw) => {
       const { step } = abortArgs.parse(raw);
       machine.send({ type: 'ABORT', step });
-      // Every abort is followed by a reload from the coordinator's state, or the run's end.
-      finishing?.abort();
       if (abortable && (step ?? abortable.step) === abortable.step) abortable.controller.abort();
       // A redistribution belongs to no step.
       if (step === undefined) cache?.abort();
@@ -470,31 +461,19 @@ export function trainingCtl(opts: TrainingCtlOptions): Record<string, CtlHandler
           deferUpdate: !a.withState,
         }),
       );
-      const { finish, chunk, ...outcome } = o;
-      if (!finish || !chunk) return reply(outcome, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);
-      const out: StepReply & { gradChunk: GradChunk } = {
-        ...reply(outcome, a.sampleIds, w.rank, false, w.compute, w.optimizer, false),
-        gradChunk: { at: chunk.at, total: chunk.total, values: new WireTensor('float32', [chunk.values.length], chunk.values) },
-      };
-      // After this handler's reply is on its way; its spans and compute time are not in it. An
-      // abort (a peer lost before its gather message came) or a release ends the wait.
-      const ctl = new AbortController();
-      finishing = ctl;
-      const aborted = new Promise<never>((_, reject) =>
-        ctl.signal.addEventListener('abort', () => reject(new Error('aborted before its all-gather completed')), { once: true }),
-      );
-      aborted.catch(() => {});
-      updating = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
-        try {
-          const update = await Promise.race([finish(), aborted]);
-          await device!.sim.compute(update);
-        } catch (e) {
-          updateFailure = e instanceof Error ? e : new Error(String(e));
-          log(`cached step ${a.step}: completing the step failed: ${updateFailure.message}`);
-        } finally {
-          if (finishing === ctl) finishing = null;
-        }
-      });
+      const { update, ...outcome } = o;
+      const out = reply(outcome, a.sampleIds, w.rank, a.withState, w.compute, w.optimizer);
+      if (update) {
+        // After this handler's reply is on its way; its spans and compute time are not in it.
+        updating = new Promise<void>((resolve) => setImmediate(resolve)).then(async () => {
+          try {
+            await device!.sim.compute(update);
+          } catch (e) {
+            updateFailure = e instanceof Error ? e : new Error(String(e));
+            log(`cached step ${a.step}: update failed: ${updateFailure.message}`);
+          }
+        });
+      }
       return out;
     },
     finish: async () => {

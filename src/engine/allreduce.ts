@@ -41,64 +41,40 @@ const mod = (a: number, n: number): number => ((a % n) + n) % n;
  * `data` is left untouched). Every rank must call it with a vector of the same length.
  */
 export async function ringAllReduce(data: Float32Array, rank: number, size: number, transport: RingTransport): Promise<Float32Array> {
-  const { out } = await ringReduceScatter(data, rank, size, transport);
-  await ringAllGather(out, rank, size, transport);
-  return out;
-}
-
-/** The chunk rank `rank` of `size` holds fully reduced once the reduce-scatter is done. */
-export const ownedChunk = (rank: number, size: number): number => mod(rank + 1, size);
-
-/**
- * The first half of `ringAllReduce`: returns a copy of `data` in which chunk
- * `ownedChunk(rank, size)` holds the sum over every rank (the rest is partial), for
- * `ringAllGather` to complete.
- */
-export async function ringReduceScatter(
-  data: Float32Array,
-  rank: number,
-  size: number,
-  transport: RingTransport,
-): Promise<{ out: Float32Array; owned: number }> {
   if (!Number.isInteger(size) || size < 1) throw new Error(`ringAllReduce: size must be a positive integer, got ${size}`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= size) throw new Error(`ringAllReduce: rank ${rank} outside 0..${size - 1}`);
   const out = Float32Array.from(data);
+  if (size === 1) return out;
   const next = mod(rank + 1, size),
     prev = mod(rank - 1, size);
-  // After round t, the chunk this rank just received holds the sum of t+2 ranks.
+  const view = (c: number): Float32Array => {
+    const [s, e] = chunkBounds(out.length, size, c);
+    return out.subarray(s, e);
+  };
+  // Reduce-scatter: after round t, the chunk this rank just received holds the sum of t+2 ranks.
   for (let round = 0; round < size - 1; round++) {
     const sendChunk = mod(rank - round, size),
       recvChunk = mod(rank - round - 1, size);
-    await transport.send(next, { phase: 'reduce', round, chunk: sendChunk }, chunkOf(out, size, sendChunk).slice());
+    await transport.send(next, { phase: 'reduce', round, chunk: sendChunk }, view(sendChunk).slice());
     const incoming = await transport.receive(prev, { phase: 'reduce', round, chunk: recvChunk });
-    const target = chunkOf(out, size, recvChunk);
+    const target = view(recvChunk);
     if (incoming.length !== target.length)
       throw new Error(`ringAllReduce: chunk ${recvChunk} from rank ${prev} has ${incoming.length} elements, expected ${target.length}`);
     // incoming already holds ranks recvChunk..prev in ring order; this rank comes last.
     for (let i = 0; i < target.length; i++) target[i] = incoming[i]! + target[i]!;
   }
-  return { out, owned: ownedChunk(rank, size) };
-}
-
-/** The second half of `ringAllReduce`: circulates the fully reduced chunks of `out`, in place. */
-export async function ringAllGather(out: Float32Array, rank: number, size: number, transport: RingTransport): Promise<void> {
-  const next = mod(rank + 1, size),
-    prev = mod(rank - 1, size);
+  // All-gather: circulate the fully reduced chunks (rank r owns chunk r+1 at this point).
   for (let round = 0; round < size - 1; round++) {
     const sendChunk = mod(rank + 1 - round, size),
       recvChunk = mod(rank - round, size);
-    await transport.send(next, { phase: 'gather', round, chunk: sendChunk }, chunkOf(out, size, sendChunk).slice());
+    await transport.send(next, { phase: 'gather', round, chunk: sendChunk }, view(sendChunk).slice());
     const incoming = await transport.receive(prev, { phase: 'gather', round, chunk: recvChunk });
-    const target = chunkOf(out, size, recvChunk);
+    const target = view(recvChunk);
     if (incoming.length !== target.length)
       throw new Error(`ringAllReduce: chunk ${recvChunk} from rank ${prev} has ${incoming.length} elements, expected ${target.length}`);
     target.set(incoming);
   }
-}
-
-function chunkOf(out: Float32Array, size: number, c: number): Float32Array {
-  const [s, e] = chunkBounds(out.length, size, c);
-  return out.subarray(s, e);
+  return out;
 }
 
 /**

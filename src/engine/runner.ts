@@ -5,7 +5,7 @@
  * rank. Transport-agnostic: `StageLinks` is the bus in production and a mailbox in tests.
  */
 import { oneFOneB } from '../plan/schedule.ts';
-import { chunkBounds, ringAllGather, ringAllReduce, ringReduceScatter, type RingTransport } from './allreduce.ts';
+import { ringAllReduce, type RingTransport } from './allreduce.ts';
 import { assembleRows, crossPlace, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from './routing.ts';
 import type { LossRows, RankCompute, StageForwardOutput, StageInput } from './trainable.ts';
 import { clips, type AdamW, type StepReport } from '../train/optim.ts';
@@ -268,16 +268,8 @@ export interface StepOutcome {
 
 export type RankOutcome = StepOutcome & { reduced: Float32Array };
 
-/**
- * A cached step's outcome. With `deferUpdate` it comes back once the reduce-scatter is done:
- * `chunk` is this rank's fully reduced part of the gradient (values at offset `at` of `total`),
- * `reduced` is not complete yet, and `finish` completes it (the all-gather) and returns the update
- * to apply.
- */
-export type CachedOutcome = RankOutcome & {
-  chunk?: { at: number; total: number; values: Float32Array };
-  finish?: () => Promise<() => StepReport>;
-};
+/** A cached step's outcome; with `deferUpdate`, `update` applies the step's AdamW update. */
+export type CachedOutcome = RankOutcome & { update?: () => StepReport };
 
 /**
  * A cached-epoch step on one device: its rows of the mini-batch (those in its shard) forward and
@@ -299,11 +291,9 @@ export async function cachedStep(o: {
   pace?: Pace;
   timeline?: StepTimeline;
   /**
-   * Return after the reduce-scatter and leave the all-gather and the update to the caller
-   * (`finish` in the outcome): every rank replies with its fully reduced chunk of the gradient and
-   * completes its step while the replies travel and the coordinator replays them. The caller must
-   * finish before anything else reads or changes the side network, and the norm the update clips
-   * by is taken from the whole gathered vector, as the coordinator takes it from the chunks.
+   * Leave the update to the caller (`update` in the outcome): a device replies with the reduced
+   * gradient first and updates while the reply travels and the coordinator replays it. The caller
+   * must run it before anything else reads or changes the side network.
    */
   deferUpdate?: boolean;
 }): Promise<CachedOutcome> {
@@ -323,24 +313,11 @@ export async function cachedStep(o: {
   }
   const grads = o.compute.flatGradients();
   const ringBytes = o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0;
-  const base = { loss, rows: mineAll.length, bytesSent: ringBytes, ...(correct !== undefined ? { correct } : {}) };
-  if (o.deferUpdate) {
-    const { out, owned } = await traced(tl, 'allreduce', undefined, () => ringReduceScatter(grads, o.rank, o.size, o.ring), ringBytes / 2);
-    const [at, end] = chunkBounds(out.length, o.size, owned);
-    return {
-      ...base,
-      // Not known before the gather: the coordinator takes the norm from the chunks.
-      gradNorm: Number.NaN,
-      reduced: out,
-      chunk: { at, total: out.length, values: out.slice(at, end) },
-      finish: async () => {
-        await ringAllGather(out, o.rank, o.size, o.ring);
-        const gradNorm = o.compute.gradNorm(out);
-        return () => o.compute.apply(out, o.optimizer, gradNorm);
-      },
-    };
-  }
   const reduced = await traced(tl, 'allreduce', undefined, () => ringAllReduce(grads, o.rank, o.size, o.ring), ringBytes);
-  const report = await traced(tl, 'update', undefined, () => pace(() => o.compute.apply(reduced, o.optimizer)));
-  return { ...base, gradNorm: report.gradNorm, reduced };
+  // The norm is taken here, so that a deferred update clips by exactly what the reply reports.
+  const gradNorm = o.compute.gradNorm(reduced);
+  const out = { loss, rows: mineAll.length, bytesSent: ringBytes, gradNorm, reduced, ...(correct !== undefined ? { correct } : {}) };
+  if (o.deferUpdate) return { ...out, update: () => o.compute.apply(reduced, o.optimizer, gradNorm) };
+  await traced(tl, 'update', undefined, () => pace(() => o.compute.apply(reduced, o.optimizer, gradNorm)));
+  return out;
 }

@@ -6,7 +6,7 @@
  */
 import { WireTensor } from '../tensor/index.ts';
 import type { RankCompute } from './trainable.ts';
-import { adamwStep, squaredNorm, type AdamW, type AdamWOptions, type AdamWState } from '../train/optim.ts';
+import { adamwStep, type AdamW, type AdamWOptions, type AdamWState } from '../train/optim.ts';
 
 export interface PackedState {
   step: number;
@@ -87,43 +87,6 @@ export function packGrads(compute: RankCompute, flat: Float32Array): PackedGrads
     at += p.size;
   }
   return out;
-}
-
-/** A cached-phase rank's fully reduced part of a step's flat gradient: `values` at offset `at` of `total`. */
-export interface GradChunk {
-  at: number;
-  total: number;
-  values: WireTensor<'float32'>;
-}
-
-/**
- * The reduced gradient of a step from every rank's chunk, split by parameter as `packGrads` splits
- * it (sorted names), and the norm the devices clip by: the same sum over the whole vector, in the
- * same order, as they take after their all-gather.
- * @throws Error when the chunks do not tile the parameters of `state` exactly.
- */
-export function gradsFromChunks(state: SideState, chunks: GradChunk[]): { grads: PackedGrads; gradNorm: number } {
-  const names = [...state.params.keys()].sort();
-  const total = names.reduce((n, name) => n + state.params.get(name)!.length, 0);
-  const flat = new Float32Array(total);
-  let covered = 0;
-  for (const c of [...chunks].sort((a, b) => a.at - b.at)) {
-    if (!(c.values instanceof WireTensor) || c.values.dtype !== 'float32')
-      throw new Error('side state: a gradient chunk is not a float32 tensor');
-    if (c.total !== total) throw new Error(`side state: a gradient chunk is of ${c.total} values, the parameters have ${total}`);
-    if (c.at !== covered) throw new Error(`side state: gradient chunks leave a gap or overlap at ${Math.min(c.at, covered)}`);
-    flat.set(c.values.data as Float32Array, c.at);
-    covered += c.values.data.length;
-  }
-  if (covered !== total) throw new Error(`side state: gradient chunks cover ${covered} of ${total} values`);
-  const grads: PackedGrads = {};
-  let at = 0;
-  for (const name of names) {
-    const n = state.params.get(name)!.length;
-    grads[name] = new WireTensor('float32', state.shapes.get(name) ?? [n], flat.subarray(at, at + n));
-    at += n;
-  }
-  return { grads, gradNorm: Math.sqrt(squaredNorm([flat])) };
 }
 
 /**
