@@ -8,7 +8,7 @@ import { oneFOneB } from '../plan/schedule.ts';
 import { ringAllReduce, type RingTransport } from './allreduce.ts';
 import { assembleRows, crossPlace, expectedSenders, microBatches, rankRows, routeRows, selectRows, type StageLayout } from './routing.ts';
 import type { LossRows, RankCompute, StageForwardOutput, StageInput } from './trainable.ts';
-import { clips, type AdamW, type StepReport } from '../train/optim.ts';
+import { clips, squaredNorm, type AdamW, type StepReport } from '../train/optim.ts';
 import { crossStageReduce } from './cross-stage.ts';
 import { traced, type StepTimeline } from './timeline.ts';
 
@@ -314,8 +314,9 @@ export async function cachedStep(o: {
   const grads = o.compute.flatGradients();
   const ringBytes = o.size > 1 ? (2 * (o.size - 1) * grads.byteLength) / o.size : 0;
   const reduced = await traced(tl, 'allreduce', undefined, () => ringAllReduce(grads, o.rank, o.size, o.ring), ringBytes);
-  // The norm is taken here, so that a deferred update clips by exactly what the reply reports.
-  const gradNorm = o.compute.gradNorm(reduced);
+  // Taken here so that a deferred update clips by exactly what the reply reports; one sum over the
+  // flat vector adds in the same order as the update's own over its per-parameter views.
+  const gradNorm = Math.sqrt(squaredNorm([reduced]));
   const out = { loss, rows: mineAll.length, bytesSent: ringBytes, gradNorm, reduced, ...(correct !== undefined ? { correct } : {}) };
   if (o.deferUpdate) return { ...out, update: () => o.compute.apply(reduced, o.optimizer, gradNorm) };
   await traced(tl, 'update', undefined, () => pace(() => o.compute.apply(reduced, o.optimizer, gradNorm)));

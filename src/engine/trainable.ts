@@ -5,7 +5,7 @@
  * actors see a rank's compute only through `RankCompute`.
  */
 import * as tf from '@tensorflow/tfjs';
-import { squaredNorm, type AdamW, type StepReport } from '../train/optim.ts';
+import type { AdamW, StepReport } from '../train/optim.ts';
 
 /** Rows of a micro-batch at this stage's input: token ids (first stage) or (b_{from-1}, a_{from-1}). */
 export type StageInput =
@@ -68,8 +68,6 @@ export interface RankCompute {
   parameters(): Map<string, tf.Variable>;
   names(): string[];
   flatGradients(): Float32Array;
-  /** The norm `apply` clips `flat` by when given none: the same sum, in the same order. */
-  gradNorm(flat: Float32Array): number;
   apply(flat: Float32Array, optimizer: AdamW, gradNorm?: number): StepReport;
   clear(): void;
   snapshot(): Map<string, Float32Array>;
@@ -112,19 +110,8 @@ export abstract class Trainable {
     return out;
   }
 
-  gradNorm(flat: Float32Array): number {
-    return Math.sqrt(squaredNorm([...this.split(flat).values()]));
-  }
-
   /** Applies the reduced flat gradient with `optimizer` (clipping by `gradNorm` when given) and clears the accumulator. */
   apply(flat: Float32Array, optimizer: AdamW, gradNorm?: number): StepReport {
-    const report = optimizer.applyArrays(this.parameters(), this.split(flat), gradNorm);
-    this.clearGrads();
-    return report;
-  }
-
-  /** `flat` as one view per parameter, by name in `names()` order. */
-  private split(flat: Float32Array): Map<string, Float32Array> {
     const params = this.parameters();
     const grads = new Map<string, Float32Array>();
     let at = 0;
@@ -134,7 +121,9 @@ export abstract class Trainable {
       at += p.size;
     }
     if (at !== flat.length) throw new Error(`stage compute: gradient has ${flat.length} values, parameters need ${at}`);
-    return grads;
+    const report = optimizer.applyArrays(params, grads, gradNorm);
+    this.clearGrads();
+    return report;
   }
 
   protected clearGrads(): void {
