@@ -22,6 +22,18 @@ test('step shares: the plan until every rank is timed past its first step, then 
   assert.equal(s.measured(groups), { a: 100, b: 100 });
 });
 
+test('step shares: next() sends nothing while the plan holds, and announces a new split once', () => {
+  const s = new StepShares();
+  const groups = [['a', 'b']],
+    planned = [[3, 5]];
+  assert.is(s.next(groups, planned, ids, 1), null);
+  for (let i = 0; i < 2; i++) s.record(groups, replies({ a: [0.3, 3], b: [0.5, 5] }));
+  const first = s.next(groups, planned, ids, 1)!;
+  assert.ok(first.changed);
+  assert.equal(splitRows(8, first.shares[0]!), [4, 4]);
+  assert.equal(s.next(groups, planned, ids, 1), { shares: first.shares, changed: false });
+});
+
 test('step shares: a small difference keeps the split in use; a slower device gets fewer rows', () => {
   const s = new StepShares();
   const groups = [['a', 'b']];

@@ -178,8 +178,6 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
   const speeds = new EpochOneSpeeds();
   const stepShares = new StepShares();
-  /** The tuned shares last announced (null: the plan's were in use). */
-  let lastShares: string | null = null;
   // What a device reported of itself (its --memory-mb, its knobs) wins over the topology's
   // defaults: a remote device knows its own budget; local ones were started with the topology's.
   const measured = (devices: string[]): MeasuredDevice[] =>
@@ -349,22 +347,21 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const cached = input.phase === 'cached';
         const who = input.groups.flatMap((g) => g.map((device, rank) => ({ device, rank })));
         const withState = input.side === null;
-        const shares = cached ? null : stepShares.shares(input.groups, input.shares, input.sampleIds, plannedMicroBatches(input.spec));
-        const retuned = shares !== null && JSON.stringify(shares) !== JSON.stringify(input.shares);
-        if (retuned && JSON.stringify(shares) !== lastShares)
+        const micro = plannedMicroBatches(input.spec);
+        const tuned = cached ? null : stepShares.next(input.groups, input.shares, input.sampleIds, micro);
+        if (tuned?.changed)
           emit('SHARES_TUNED', {
             step: input.step,
             groups: input.groups,
-            shares,
-            rows: stepRows(input.sampleIds, plannedMicroBatches(input.spec), shares),
+            shares: tuned.shares,
+            rows: stepRows(input.sampleIds, micro, tuned.shares),
             msPerRow: stepShares.measured(input.groups),
           });
-        lastShares = retuned ? JSON.stringify(shares) : null;
         const args = (d: string) => ({
           step: input.step,
           sampleIds: input.sampleIds,
           withState: withState && who.find((p) => p.device === d)!.rank === 0,
-          ...(retuned ? { shares } : {}),
+          ...(tuned ? { shares: tuned.shares } : {}),
         });
         let replies: Map<string, StepReply & { grads?: PackedGrads }>;
         try {

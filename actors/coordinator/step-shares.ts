@@ -23,9 +23,17 @@ export interface ShareMeasure {
   rows: number;
 }
 
+/** A step's tuned shares; `changed`: they differ from the previous step's (announce them). */
+export interface TunedShares {
+  shares: number[][];
+  changed: boolean;
+}
+
 export class StepShares {
   private key = '';
   private current: number[][] = [];
+  /** The shares the previous step ran on, as sent (null: the plan's). */
+  private sent: string | null = null;
   /** Each device's running compute milliseconds per row under the current groups. */
   private readonly msPerRow = new Map<string, number>();
   /** Devices whose first step under the current groups has been seen (and left out: warm-up). */
@@ -51,6 +59,15 @@ export class StepShares {
       return cost(next) < cost(now) * (1 - MIN_GAIN) ? next : now;
     });
     return this.current.map((w) => [...w]);
+  }
+
+  /** The shares to send with the next step (`shares`' choice), or null when they are the plan's. */
+  next(groups: readonly string[][], planned: readonly number[][], sampleIds: readonly number[], micro: number): TunedShares | null {
+    const shares = this.shares(groups, planned, sampleIds, micro);
+    const key = JSON.stringify(shares);
+    const previous = this.sent;
+    this.sent = key === JSON.stringify(planned) ? null : key;
+    return this.sent === null ? null : { shares, changed: key !== previous };
   }
 
   /** The running compute milliseconds per row of the devices of `groups` timed so far. */

@@ -83,9 +83,9 @@ function describeEvent(e: Record<string, unknown>): string {
       const groups = e.groups as string[][],
         rows = e.rows as number[][],
         ms = e.msPerRow as Record<string, number>;
-      const each = groups
-        .filter((g) => g.length > 1)
-        .map((g) => g.map((d) => `${d} ${rows[groups.indexOf(g)]![g.indexOf(d)]} (${ms[d]?.toFixed(1)} ms/row)`).join(', '));
+      const each = groups.flatMap((g, s) =>
+        g.length > 1 ? [g.map((d, r) => `${d} ${rows[s]![r]} (${ms[d]?.toFixed(1)} ms/row)`).join(', ')] : [],
+      );
       return `step ${e.step}: rows re-balanced by measured compute: ${each.join(' | ')}`;
     }
     case 'RUN_DEPLOYED':
