@@ -29,18 +29,23 @@ function files(step: number, m: Float32Array): CommitFiles {
   };
 }
 
+/** Hands over steps `from`..`to`, each with moments filled with its step, then spoiled in place as the next update would. */
+async function handSteps(w: CommitWriter, from: number, to: number, m: Float32Array): Promise<void> {
+  for (let step = from; step <= to; step++) {
+    m.fill(step);
+    await w.write(files(step, m));
+    m.fill(-1);
+  }
+}
+
 test('commits land in order, each as it was when handed over', async () => {
   const runDir = join(tmp, 'ordered');
   const latest = join(runDir, 'checkpoints', 'latest');
   const w = new CommitWriter(runDir, latest);
   try {
     const m = new Float32Array(2);
-    for (let step = 1; step <= 3; step++) {
-      m.fill(step);
-      await w.write(files(step, m));
-      // The next step's update changes the moments in place while the write may be in flight.
-      m.fill(-1);
-    }
+    // The next step's update changes the moments in place while the write may be in flight.
+    await handSteps(w, 1, 3, m);
     await w.settled();
     assert.is(JSON.parse(readFileSync(join(runDir, 'state.json'), 'utf8')).step, 3);
     const { meta, state } = loadCheckpoint(latest);
@@ -77,11 +82,7 @@ test('commits handed over faster than the interval: the newest waiting one repla
   const w = new CommitWriter(runDir, latest, 400);
   try {
     const m = new Float32Array(2);
-    for (let step = 1; step <= 10; step++) {
-      m.fill(step);
-      await w.write(files(step, m));
-      m.fill(-1);
-    }
+    await handSteps(w, 1, 10, m);
     // The first one starts at once; 2..9 were each replaced before their turn; 10 waits for it,
     // and is written when its time comes, without anyone asking.
     const committed = () => {
