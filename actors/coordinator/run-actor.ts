@@ -2,9 +2,8 @@
  * The run machine's binding: the real effects of one distributed PAC run, driven from the
  * coordinator's process over the bus.
  *
- * - profileDevices: a planner profile from what each device measured and reported at registration
- *   (the `--profile` file's entries for the devices it lists), for the devices it is given, with
- *   the links between them measured over the bus first (link-survey.ts; each link once per run).
+ * - profileDevices: a planner profile of the devices it is given, the links between them measured
+ *   over the bus first (run-profiles.ts).
  * - planRun: the planner (1F1B makespan over orders, groups, micro-batch counts) over the
  *   profile it is given (after a loss: the survivors'); a model that fits nowhere fails the run
  *   with the planner's explanation.
@@ -12,10 +11,7 @@
  *   rank on dev.<d>.ctl (each loads only its layers; a device that still holds the same layers
  *   from the last plan keeps them and answers `kept`) under the plan's generation, with the side
  *   network the coordinator holds (after a re-plan) or the checkpoint's (a resumed run).
- * - trainStep: `step` (pipeline epoch) or `cached-step` to every participant at once; rank 0 of
- *   every stage group (the one rank 0 of the cached phase) returns its side state while the
- *   coordinator has none, afterwards only its group's reduced gradient, on which the coordinator
- *   replays the devices' AdamW update bit for bit (src/engine/side-state.ts replayStep).
+ * - trainStep: train-step.ts.
  * - commitStep: side-network checkpoint (src/train/checkpoint.ts) and state.json, written by the
  *   commit writer thread while the next step runs (commit-writer.ts); at an epoch's end, in place
  *   before EPOCH_DONE.
@@ -36,33 +32,22 @@ import type { Bus } from '../../src/bus/index.ts';
 import { loadConfig } from '../../src/model/load.ts';
 import { planPipeline, planOptionsForRun, InfeasiblePlanError, type StagePlan } from '../../src/plan/planner.ts';
 import { simulatePlan } from '../../src/plan/simulator.ts';
-import { linkCost, type Profile } from '../../src/plan/profile.ts';
-import { messageSizes } from '../../src/plan/message-limits.ts';
+import type { Profile } from '../../src/plan/profile.ts';
 import type { StageLayout } from '../../src/engine/index.ts';
 import type { Topology } from '../../src/topology/schema.ts';
 import { checkResumable, loadCheckpoint, type CheckpointMeta } from '../../src/train/checkpoint.ts';
-import { plannedMicroBatches, specFromTopology, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
-import {
-  mergeStates,
-  repackState,
-  replayStep,
-  unpackState,
-  type PackedGrads,
-  type PackedState,
-  type SideState,
-} from '../../src/engine/index.ts';
-import type { StepReply } from '../../src/runtime/ctl.ts';
+import { specFromTopology, usesCache, type RunSpec } from '../../src/train/run-spec.ts';
+import { repackState, type SideState } from '../../src/engine/index.ts';
 import type { Coordinator } from './actor.ts';
-import { linkReport, measuredProfile, methodShape, modelShape, withTimings } from '../../src/plan/device-profile.ts';
-import { LinkSurvey, linkProbeSize } from './link-survey.ts';
-import { survivorsProfile } from './run-faults.ts';
+import { RunProfiles } from './run-profiles.ts';
 import { watchRunDevices } from './liveness.ts';
 import { broadcast, control, CTL_TIMEOUT_MS } from './control.ts';
 import { loadCachedWorkers, redistributeEffect } from './redistribute.ts';
 import { saveSide, sideCheckpointIdentity, writeJsonAtomic } from './commit-files.ts';
 import { CommitWriter } from './commit-writer.ts';
 import { EpochOneSpeeds } from './epoch-speeds.ts';
-import { StepShares, stepRows } from './step-shares.ts';
+import { StepShares } from './step-shares.ts';
+import { trainStepEffect } from './train-step.ts';
 import { watchStepAttempts } from './step-deadline.ts';
 import {
   runMachine,
@@ -79,15 +64,9 @@ import {
   type PlannedRun,
   type ProfileInput,
   type ReloadInput,
-  type StepInput,
-  type StepOutput,
-  type StepResult,
 } from './run-machine.ts';
-import { buildSummary, type MeasuredDevice, type RunSummary } from './run-summary.ts';
+import { buildSummary, type RunSummary } from './run-summary.ts';
 import { TimelineSampler } from './run-record.ts';
-
-/** A device that offers no budget and that the topology does not list gets this much (MiB), as `charon device` once defaulted to. */
-const DEFAULT_DEVICE_MEMORY_MB = 2048;
 
 export type { RunSummary } from './run-summary.ts';
 
@@ -171,100 +150,19 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
   const commits = new CommitWriter(runDir, checkpointDir);
   commits.start();
   const names = topology.devices.map((d) => d.name);
-  const specOf = new Map(topology.devices.map((d) => [d.name, d]));
   /** Every device that took part: the topology's and those that joined unlisted. */
   const everyone = () => [...new Set([...names, ...coordinator.registry.devices().map((d) => d.name)])];
 
-  const gflops = (d: string) => coordinator.registry.get(d)?.matmulGflops ?? 0;
   const speeds = new EpochOneSpeeds();
   const stepShares = new StepShares();
-  // What a device reported of itself (its --memory-mb, its knobs) wins over the topology's
-  // defaults: a remote device knows its own budget; local ones were started with the topology's.
-  const measured = (devices: string[]): MeasuredDevice[] =>
-    devices.flatMap((n) => {
-      const hello = coordinator.registry.get(n)?.hello,
-        t = specOf.get(n);
-      if (!hello && !t) return [];
-      const cap = hello ? hello.bandwidthMbps : (t!.bandwidthMbps ?? null);
-      const out = survey ? survey.links(devices).filter((l) => l.from === n) : [];
-      const slowest = out.length ? Math.min(...out.map((l) => l.mbps)) : null;
-      return [
-        {
-          name: n,
-          matmulGflops: gflops(n),
-          memoryMb: hello?.memoryMb ?? t?.memoryMb ?? DEFAULT_DEVICE_MEMORY_MB,
-          slowdown: hello?.slowdown ?? t!.slowdown,
-          bandwidthMbps: slowest ?? cap,
-          bandwidthSource: slowest !== null ? 'measured' : cap !== null ? 'cap' : null,
-          bandwidthCapMbps: cap,
-          links: Object.fromEntries(out.map((l) => [l.to, { mbps: l.mbps, latencyMs: l.latencyMs }])),
-          backend: coordinator.registry.get(n)?.backendDetail ?? null,
-        },
-      ];
-    });
-  /** The links between the run's devices, measured over the bus when first profiled (the same sizes for the whole run). */
-  let survey: LinkSurvey | undefined;
-  const surveyFor = (spec: RunSpec) => {
-    const shape = modelShape(config, spec.seqLen, spec.reduction, 'links', methodShape(spec.method, spec.methodOptions));
-    survey ??= new LinkSurvey(bus, linkProbeSize(messageSizes(shape, spec.batch).boundary), emit);
-    return survey;
-  };
-  const pinned = (d: string) => o.profile?.devices.some((p) => p.name === d) ?? false;
-  /** Each directed link among `devices`: the rate planned with and where it came from. */
-  const linksOf = (devices: string[]) =>
-    linkReport(
-      measured(devices).map((d) => ({ name: d.name, bandwidthMbps: d.bandwidthCapMbps })),
-      survey?.links(devices) ?? [],
-      o.profile?.links.defaultMbps,
-    ).map((l) =>
-      pinned(l.from) && pinned(l.to)
-        ? { from: l.from, to: l.to, mbps: 8 / (linkCost(o.profile!, l.from, l.to).msPerByte * 1e3), source: 'profile' as const }
-        : l,
-    );
-  // Devices that timed the run's own work are planned by those times, the others by their matmul rate.
-  const measuredFor = (devices: string[], spec: RunSpec): Profile =>
-    withTimings(
-      measuredProfile(
-        modelShape(
-          config,
-          spec.seqLen,
-          spec.reduction,
-          'preset' in spec.model ? spec.model.preset : spec.model.dir,
-          methodShape(spec.method, spec.methodOptions),
-        ),
-        measured(devices).map((d) => ({
-          name: d.name,
-          matmulGflops: d.matmulGflops,
-          memoryBytes: d.memoryMb * 2 ** 20,
-          bandwidthMbps: d.bandwidthCapMbps,
-        })),
-        { batchSize: spec.batch, samples: spec.samples },
-        survey?.links(devices) ?? [],
-      ),
-      new Map(
-        devices.flatMap((d) => {
-          const t = coordinator.registry.get(d)?.timings;
-          return t ? [[d, t] as const] : [];
-        }),
-      ),
-    );
-  /** The `--profile` file's entries for the devices it lists, measured ones for the others (a device that joined unlisted). */
-  const profileOf = (devices: string[], spec: RunSpec): Profile => {
-    if (!o.profile) return measuredFor(devices, spec);
-    const known = new Set(o.profile.devices.map((d) => d.name));
-    const listed = survivorsProfile(o.profile, devices);
-    const others = devices.filter((d) => !known.has(d));
-    if (others.length === 0) return listed;
-    const extra = measuredFor(others, spec);
-    // Links between a listed device and another are not in the file: measured ones count.
-    const unlisted = new Set(others);
-    const across = (survey?.links(devices) ?? []).filter((l) => unlisted.has(l.from) !== unlisted.has(l.to));
-    return {
-      ...listed,
-      devices: [...listed.devices, ...extra.devices],
-      links: { ...listed.links, pairs: [...listed.links.pairs, ...extra.links.pairs, ...across] },
-    };
-  };
+  const profiles = new RunProfiles({
+    bus,
+    registry: coordinator.registry,
+    topology,
+    config,
+    emit,
+    ...(o.profile ? { profile: o.profile } : {}),
+  });
 
   const dismiss = (devices: string[]) => {
     for (const d of devices) {
@@ -276,9 +174,8 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
     actions: { dismiss: (_, p) => dismiss(p.devices) },
     actors: {
       profileDevices: fromPromise<Profile, ProfileInput>(async ({ input: { devices, spec }, signal }) => {
-        // Links between two devices the --profile file lists are the file's.
-        await surveyFor(spec).measure(devices, signal, (a, b) => pinned(a) && pinned(b));
-        return profileOf(devices, spec);
+        await profiles.surveyLinks(devices, spec, signal);
+        return profiles.profileOf(devices, spec);
       }),
       planRun: fromPromise<PlannedRun, PlanInput>(async ({ input: { devices, profile, spec } }) => {
         let plan: StagePlan;
@@ -304,7 +201,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           simulatedStepMs,
           // Whose figures came from timing the run's own work (the others: matmul rate or --profile).
           timed: devices.filter((d) => !o.profile?.devices.some((p) => p.name === d) && coordinator.registry.get(d)?.timings),
-          links: linksOf(devices),
+          links: profiles.linksOf(devices),
         });
         return { plan, layout, spec: { ...spec, microBatches: plan.microBatches }, simulatedStepMs, plannedAt: Date.now() };
       }),
@@ -341,114 +238,15 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
           return { fingerprint, heldWeights: Object.fromEntries([...replies].map(([d, r]) => [d, r.weights])), side, kept, redeployed };
         },
       ),
-      trainStep: fromPromise<StepOutput, StepInput>(async ({ input, signal }) => {
-        const t0 = performance.now(),
-          sentAt = Date.now();
-        const cached = input.phase === 'cached';
-        const who = input.groups.flatMap((g) => g.map((device, rank) => ({ device, rank })));
-        const withState = input.side === null;
-        const micro = plannedMicroBatches(input.spec);
-        const tuned = cached ? null : stepShares.next(input.groups, input.shares, input.sampleIds, micro);
-        if (tuned?.changed)
-          emit('SHARES_TUNED', {
-            step: input.step,
-            groups: input.groups,
-            shares: tuned.shares,
-            rows: stepRows(input.sampleIds, micro, tuned.shares),
-            msPerRow: stepShares.measured(input.groups),
-          });
-        const args = (d: string) => ({
-          step: input.step,
-          sampleIds: input.sampleIds,
-          withState: withState && who.find((p) => p.device === d)!.rank === 0,
-          ...(tuned ? { shares: tuned.shares } : {}),
-        });
-        let replies: Map<string, StepReply & { grads?: PackedGrads }>;
-        try {
-          replies = await broadcast<StepReply>(
-            bus,
-            who.map((p) => p.device),
-            cached ? 'cached-step' : 'step',
-            args,
-            { timeoutMs: o.stepTimeoutMs ?? 600_000, signal },
-          );
-        } catch (err) {
-          // The others would wait for the failed rank's messages, and an interrupted run's devices
-          // should not finish the step; a step the machine left for recovery is recovery's to abort.
-          if (!signal.aborted || o.signal?.aborted)
-            await Promise.allSettled(who.map((p) => control(bus, p.device, 'abort', { step: input.step }, { timeoutMs: 5000 })));
-          throw err;
-        }
-        const all = [...replies.values()];
-        const groups = input.groups.length;
-        if (input.phase === 'pipeline') {
-          speeds.record(groups, replies);
-          stepShares.record(input.groups, replies);
-        }
-        let side: SideState;
-        if (input.side === null) {
-          const states = all.filter((r) => r.state).map((r) => unpackState(r.state as PackedState));
-          if (states.length !== groups)
-            throw new Error(`step ${input.step}: ${states.length} of ${groups} stage groups returned their side state`);
-          side = mergeStates(states);
-        } else {
-          const grads = all.flatMap((r) => (r.grads ? [r.grads] : []));
-          if (grads.length !== groups)
-            throw new Error(`step ${input.step}: ${grads.length} of ${groups} stage groups returned their reduced gradient`);
-          // In place and synchronously up to the return: a step either updates the committed state whole or not at all.
-          side = input.side;
-          // The norm the devices clipped by (with several stages, the global one they agreed on).
-          replayStep(side, input.spec.optimizer, grads, all.find((r) => r.grads)?.gradNorm);
-        }
-        const sent = all.reduce((a, r) => a + r.bytesSent, 0);
-        const scored = all.filter((r) => r.correct !== undefined);
-        const result: StepResult = {
-          loss: all.reduce((a, r) => a + r.loss, 0),
-          ...(scored.length ? { correct: scored.reduce((a, r) => a + r.correct!, 0) } : {}),
-          seconds: (performance.now() - t0) / 1000,
-          bytes: sent,
-          peakBytes: Object.fromEntries([...replies].map(([d, r]) => [d, r.peakBytes])),
-        };
-        const { phase, epoch, step, groups: stepGroups } = input;
-        timelines.record({
-          phase,
-          epoch,
-          step,
-          sentAt,
-          doneAt: Date.now(),
-          groups: stepGroups,
-          devices: Object.fromEntries([...replies].map(([d, r]) => [d, r.timeline ?? []])),
-        });
-        appendFileSync(
-          metricsFile,
-          JSON.stringify({
-            type: 'step',
-            at: Date.now(),
-            phase: input.phase,
-            epoch: input.epoch,
-            step: input.step,
-            loss: result.loss,
-            ...(result.correct !== undefined ? { accuracy: result.correct / input.sampleIds.length } : {}),
-            seconds: result.seconds,
-            bytes: sent,
-            tokens: all.reduce((a, r) => Math.max(a, r.tokens), 0),
-            devices: Object.fromEntries(
-              [...replies].map(([d, r]) => [
-                d,
-                { rows: r.rows, computeSeconds: r.computeSeconds, bytesSent: r.bytesSent, peakBytes: r.peakBytes },
-              ]),
-            ),
-          }) + '\n',
-        );
-        emit('STEP_DONE', {
-          phase: input.phase,
-          epoch: input.epoch,
-          step: input.step,
-          loss: result.loss,
-          seconds: result.seconds,
-          bytes: sent,
-        });
-        return { ...result, side };
+      trainStep: trainStepEffect({
+        bus,
+        emit,
+        speeds,
+        stepShares,
+        timelines,
+        metricsFile,
+        stepTimeoutMs: o.stepTimeoutMs ?? 600_000,
+        ...(o.signal ? { runSignal: o.signal } : {}),
       }),
       commitStep: fromPromise<Committed, CommitInput>(async ({ input }) => {
         const closed =
@@ -464,7 +262,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         }
         return { checkpointRef: checkpointDir, committedAt: Date.now() };
       }),
-      redistribute: redistributeEffect({ bus, config, gflops, msPerRow: (d) => speeds.msPerRow(d), emit }),
+      redistribute: redistributeEffect({ bus, config, gflops: (d) => profiles.gflops(d), msPerRow: (d) => speeds.msPerRow(d), emit }),
       abortWork: fromPromise<void, AbortInput>(async ({ input: { devices, release, lost }, signal }) => {
         emit('RECOVERING', { lost, devices });
         await broadcast(bus, devices, 'abort', () => ({}), { signal });
@@ -479,7 +277,7 @@ export async function runTraining(o: RunTrainingOptions): Promise<RunOutcome> {
         const summary = buildSummary(input, {
           runDir,
           checkpoint: checkpointDir,
-          devices: measured(everyone()),
+          devices: profiles.measured(everyone()),
           seconds: (performance.now() - started) / 1000,
         });
         writeJsonAtomic(join(runDir, 'summary.json'), summary);
