@@ -37,7 +37,7 @@ function maxRel(a: Float32Array, b: Float32Array): number {
 }
 
 /** Two backbones on the same seeded weights: one on tfjs, one with its layers on the native engine. */
-function pair(config: ModelConfig, seed: number) {
+function pair(config: ModelConfig, seed: number, threads?: number) {
   const range = fullRange(config);
   const weights = () => presetWeights(config, range, seed);
   const plain = new TransformerBackbone(config, range, weights(), `t${seed}`, weights);
@@ -47,14 +47,14 @@ function pair(config: ModelConfig, seed: number) {
     weights(),
     `t${seed}`,
     weights,
-    (w) => new NativeLayers(config, range, w),
+    (w) => new NativeLayers(config, range, w, threads),
     (w) => new NativeHead(w),
   );
   return { plain, native };
 }
 
-function layerOutputs(config: ModelConfig, batch: number, seqLen: number): number {
-  const { plain, native } = pair(config, 3);
+function layerOutputs(config: ModelConfig, batch: number, seqLen: number, threads?: number): number {
+  const { plain, native } = pair(config, 3, threads);
   assert.ok(native.engine.startsWith('native'), native.engine);
   assert.is(plain.engine, 'tfjs');
   let worst = 0;
@@ -82,6 +82,12 @@ if (!why) {
   test('native: a W1-sized layer (8 x 128 tokens, width 512, 8 heads) matches tfjs within 1e-5 relative', () => {
     const rel = layerOutputs({ ...presets.w1, nLayers: 1 }, 8, 128);
     console.log(`W1 layer max relative difference ${rel.toExponential(2)}`);
+    assert.ok(rel < 1e-5, `max relative difference ${rel}`);
+  });
+
+  test('native: with two threads (idle ones sleeping) a W1-sized layer still matches tfjs within 1e-5 relative', () => {
+    const rel = layerOutputs({ ...presets.w1, nLayers: 1 }, 8, 128, 2);
+    console.log(`W1 layer, 2 threads, max relative difference ${rel.toExponential(2)}`);
     assert.ok(rel < 1e-5, `max relative difference ${rel}`);
   });
 

@@ -315,6 +315,13 @@ const wiring: [string, Check][] = [
     },
   ],
   [
+    'devices[i].threads',
+    (d, v, i) => {
+      const name = deviceName(d, i);
+      eq(flagOf(d.spawned.get(name) ?? joined(d, name), '--threads'), String(v), `${name} --threads`);
+    },
+  ],
+  [
     'devices[i].bandwidthMbps',
     (d, v, i) => {
       const name = deviceName(d, i);
@@ -450,7 +457,7 @@ training:
   cache: { budgetMb: 32, dir: spill/here, dtype: f16, replicas: 2 }
 bus: { embedded: true, listen: "0.0.0.0:4333", tls: mutual }
 devices:
-  - { name: a, memoryMb: 512, backend: cpu, slowdown: 2, bandwidthMbps: 50 }
+  - { name: a, memoryMb: 512, backend: cpu, slowdown: 2, bandwidthMbps: 50, threads: 3 }
   - { name: b, local: false, optional: true, memoryMb: 768 }
 elastic: { allowUnlisted: true }
 chaos:
@@ -520,6 +527,10 @@ chaos:
   assert.not.throws(() => parseTopology(text, 't.yaml'));
   assert.is(refusal(text.replace('budgetMb: 8', 'budgetMb: 8\n    budgetMB: 16')), 't.yaml:8: training.cache.budgetMB: unknown field');
   assert.is(refusal(text.replace('step: 2', 'setp: 2')), 't.yaml:10: chaos[0].at.setp: unknown field');
+  assert.match(
+    refusal(text.replace('memoryMb: 512 }', 'memoryMb: 512, local: false, threads: 4 }')),
+    /^t\.yaml:8: devices\[0\]\.threads: only a local device's threads/,
+  );
 });
 
 test.run();

@@ -10,6 +10,7 @@
  * everything is up (training, or just waiting).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { openSync, closeSync, rmSync } from 'node:fs';
 import { inside, privateDir } from '../../src/security/files.ts';
 import { join, resolve, dirname } from 'node:path';
@@ -257,11 +258,22 @@ export const cachesDir = (runDir: string, topology: Topology): string => inside(
 /** The devices launch spawns as processes of its own; the others join with `charon device`. */
 export const localDevices = (topology: Topology): DeviceSpec[] => topology.devices.filter((d) => d.local);
 
-/** The `charon device` options that make a process the topology's device `spec` (its backend, budget and simulation knobs). */
-export function deviceKnobArgs(spec: DeviceSpec): string[] {
+/**
+ * Native engine threads of the topology's device `spec` started on this host: its `threads`, else
+ * the host's cores shared evenly among the topology's local devices: more native threads than cores
+ * on one host only make its devices wait for each other.
+ */
+export function deviceThreads(spec: DeviceSpec, topology: Topology): number {
+  return spec.threads ?? Math.max(1, Math.floor(availableParallelism() / Math.max(1, localDevices(topology).length)));
+}
+
+/** The `charon device` options that make a process the topology's device `spec` (its backend, threads, budget and simulation knobs). */
+export function deviceKnobArgs(spec: DeviceSpec, topology: Topology): string[] {
   return [
     '--backend',
     spec.backend,
+    '--threads',
+    String(deviceThreads(spec, topology)),
     '--memory-mb',
     String(spec.memoryMb),
     '--slowdown',
@@ -287,7 +299,7 @@ export function deviceArgs(
     ...(deps.creds ? ['--creds', deps.creds] : []),
     ...(deps.tls ? ['--tls-ca', deps.tls.caFile] : []),
     ...(deps.tls?.certFile && deps.tls.keyFile ? ['--tls-cert', deps.tls.certFile, '--tls-key', deps.tls.keyFile] : []),
-    ...deviceKnobArgs(spec),
+    ...deviceKnobArgs(spec, deps.topology),
     '--cache-dir',
     join(deps.runDir, deps.topology.training.cache.dir, spec.name),
     ...(deps.keepCache ? ['--keep-cache'] : []),

@@ -71,7 +71,7 @@ export function joinArgs(topology: Topology, name: string, natsUrl: string, runD
     topology.run,
     '--name',
     name,
-    ...deviceKnobArgs(spec),
+    ...deviceKnobArgs(spec, topology),
     '--cache-dir',
     join(runDir, topology.training.cache.dir, `${name}-joined`),
   ];

@@ -15,7 +15,7 @@ import { BackendError } from './errors.ts';
 import type { BackboneRange, ModelConfig, NativeHeadEngine } from './types.ts';
 import type { WeightData } from './weights.ts';
 import { NativeHead, NativeLayers, nativeFamilySupported } from '../native/layers.ts';
-import { loadNativeRuntime } from '../native/runtime.ts';
+import { loadNativeRuntime, nativeThreads } from '../native/runtime.ts';
 import { NativeSide } from '../native/side.ts';
 import { nativeSideSupported } from '../native/side-graph.ts';
 import type { SideShape } from './methods/side-block.ts';
@@ -87,7 +87,8 @@ const NATIVE_DETAIL = 'frozen forward: native';
 export function engineDetail(backend: string): string {
   const { engine, why } = resolveEngine(backend);
   if (engine === 'tfjs') return `frozen forward: tfjs (${why})`;
-  return `${NATIVE_DETAIL} onnxruntime-node (GPT-2 layers and PAC side network, any family's LM head; Llama on tfjs)`;
+  const threads = nativeThreads();
+  return `${NATIVE_DETAIL} onnxruntime-node, ${threads} thread${threads === 1 ? '' : 's'} (GPT-2 layers and PAC side network, any family's LM head; Llama on tfjs)`;
 }
 
 /** Whether a device's backend detail (which ends with `engineDetail`'s line) says it runs frozen forwards natively. */

@@ -86,7 +86,11 @@ export function nativeRuntimeVersion(): string | undefined {
   return runtime?.version;
 }
 
-/** Intra-op threads per session: CHARON_NATIVE_THREADS, default 1 (one device process per core). */
+/**
+ * Intra-op threads per session: CHARON_NATIVE_THREADS, default 1. `charon device` sets it from
+ * `--threads` (default: every core of its host) and `charon launch` from the topology (the host's
+ * cores shared among its local devices) before the compute thread starts.
+ */
 export function nativeThreads(): number {
   const raw = process.env.CHARON_NATIVE_THREADS;
   if (raw === undefined || raw === '') return 1;
@@ -138,7 +142,14 @@ export class NativeSession {
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
       executionMode: 'sequential',
-      ...(o.prepack === false ? { extra: { session: { disable_prepacking: '1' } } } : {}),
+      // A process holds a session per frozen layer, the head and each side span, each with a pool
+      // of its own; idle pools that spin take the cores from the one session that is running.
+      extra: {
+        session: {
+          ...(threads > 1 ? { 'intra_op.allow_spinning': '0' } : {}),
+          ...(o.prepack === false ? { disable_prepacking: '1' } : {}),
+        },
+      },
     });
     this.session = s;
     heldBytes += weightBytes;

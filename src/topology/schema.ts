@@ -187,6 +187,11 @@ const device = z.strictObject({
   bandwidthMbps: z.number().positive().optional(),
   /** The run starts without it; it joins (and is put to work at a step boundary) whenever it registers. */
   optional: z.boolean().default(false),
+  /**
+   * Threads of a local device's native engine (default: the host's cores shared evenly among the
+   * topology's local devices). A device that is not local is started with `charon device --threads`.
+   */
+  threads: positiveInt.optional(),
 });
 
 /** Who may join a run mid-way beside the listed devices. */
@@ -224,6 +229,12 @@ export const topologySchema = z
     const seen = new Set<string>();
     t.devices.forEach((d, i) => {
       if (seen.has(d.name)) ctx.addIssue({ code: 'custom', path: ['devices', i, 'name'], message: `duplicate device name "${d.name}"` });
+      if (d.threads !== undefined && !d.local)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['devices', i, 'threads'],
+          message: 'only a local device\'s threads are set here; start a device on another host with "charon device --threads N"',
+        });
       if (d.name === 'coordinator')
         ctx.addIssue({ code: 'custom', path: ['devices', i, 'name'], message: '"coordinator" is reserved for the run\'s coordinator' });
       seen.add(d.name);

@@ -100,7 +100,9 @@ function topology(
       seed: 1,
       cache: { budgetMb: 4096, dir: 'cache', dtype: 'f32' },
     },
-    devices: Array.from({ length: devices }, (_, i) => ({ name: `dev${i}`, memoryMb: 4096 })),
+    // One native thread each, whatever the run's size: the bench weighs device processes, one core
+    // each, and left to the default one device alone would take every core of the host.
+    devices: Array.from({ length: devices }, (_, i) => ({ name: `dev${i}`, memoryMb: 4096, threads: 1 })),
   };
 }
 

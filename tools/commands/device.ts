@@ -7,7 +7,7 @@
  */
 import { readdirSync, rmSync } from 'node:fs';
 import { privateDir } from '../../src/security/files.ts';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { checkDevice, checkToken } from '../../src/bus/index.ts';
@@ -17,6 +17,7 @@ import { startDevice, type DeviceCompute } from '../../actors/device/actor.ts';
 import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
 import type { DeviceWorkerInfo, DeviceWorkerOptions } from '../device-worker.ts';
 import type { BackendChoice } from '../../src/model/backend.ts';
+import { nativeThreads } from '../../src/native/runtime.ts';
 
 /** How long a device told to stop now (the launcher's Ctrl-C) may take to drain before it exits anyway. */
 const STOP_NOW_MS = 2500;
@@ -24,7 +25,7 @@ const STOP_NOW_MS = 2500;
 export const summary = 'run one device of a run: register, profile, heartbeat, serve control requests';
 
 const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FILE] [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
-                     [--backend wasm|cpu|tensorflow]
+                     [--backend wasm|cpu|tensorflow] [--threads N]
                      [--memory-mb N] [--slowdown F] [--bandwidth-mbps R] [--cache-dir DIR] [--json]
 
   --nats URL           NATS server of the run (e.g. nats://host:4222)
@@ -37,6 +38,8 @@ const usage = `usage: charon device --nats URL --run RUN --name NAME [--creds FI
   --tls-cert FILE      with --tls-key: this device's client certificate and key (mode 0600), for a bus
                        with mutual TLS (\`charon certs --client NAME\` on the launching host)
   --backend B          compute backend (default: best available: tensorflow, wasm, cpu)
+  --threads N          threads of the native engine (the frozen forward, the head and the side
+                       network; default: CHARON_NATIVE_THREADS, else every core of this host)
   --memory-mb N        memory budget offered to the planner (default: the topology's memoryMb for
                        this device, else 2048)
   --slowdown F         simulation: stretch compute F times (>= 1, default 1)
@@ -62,6 +65,7 @@ export async function run(argv: string[]): Promise<number> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       backend: { type: 'string' },
+      threads: { type: 'string' },
       'memory-mb': { type: 'string' },
       slowdown: { type: 'string' },
       'bandwidth-mbps': { type: 'string' },
@@ -98,6 +102,14 @@ export async function run(argv: string[]): Promise<number> {
   const backend = str(args, 'backend');
   if (backend !== undefined && !['wasm', 'cpu', 'tensorflow'].includes(backend))
     throw new CliError(`--backend must be wasm, cpu or tensorflow, got '${backend}'`);
+  // Read by the compute thread's sessions (src/native/runtime.ts), which inherit this environment.
+  if (str(args, 'threads') !== undefined) process.env.CHARON_NATIVE_THREADS = String(num(args, 'threads', 1, { integer: true, min: 1 }));
+  else if (!process.env.CHARON_NATIVE_THREADS) process.env.CHARON_NATIVE_THREADS = String(availableParallelism());
+  try {
+    nativeThreads();
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
   // Unset, the budget is the run's to say: the topology's memoryMb for this device (else 2048).
   const memoryMb = str(args, 'memory-mb') === undefined ? null : num(args, 'memory-mb', 0, { min: 1 });
   const slowdown = num(args, 'slowdown', 1, { min: 1 });
