@@ -1,12 +1,14 @@
 /**
  * Options shared by the commands that open a model (train, eval, generate): `--model DIR` or
- * `--preset NAME` (with `--model-seed`), and `--backend`.
+ * `--preset NAME` (with `--model-seed`), `--backend`, `--engine` and `--threads`.
  */
+import { availableParallelism } from 'node:os';
 import { CliError, num, str, type OptionSpec, type ParsedArgs } from './args.ts';
 import type { ModelSource } from '../src/model/load.ts';
 import { isPresetName, presets } from '../src/model/presets.ts';
 import { initBackend, type BackendChoice, type BackendInfo } from '../src/model/backend.ts';
 import { parseEngine, setEngine } from '../src/model/engine.ts';
+import { nativeThreads } from '../src/native/runtime.ts';
 
 export const modelOptions: Record<string, OptionSpec> = {
   model: { type: 'string' },
@@ -14,15 +16,19 @@ export const modelOptions: Record<string, OptionSpec> = {
   'model-seed': { type: 'string' },
   backend: { type: 'string' },
   engine: { type: 'string' },
+  threads: { type: 'string' },
 };
 
 export const engineOptionUsage = `  --engine E           frozen backbone forward: native (onnxruntime-node) | tfjs (default: CHARON_ENGINE, else native when it loads)`;
+
+export const threadsOptionUsage = `  --threads N          threads of the native engine (default: CHARON_NATIVE_THREADS, else every core)`;
 
 export const modelUsage = `  --model DIR          Hugging Face model directory (config.json, model.safetensors, tokenizer.json)
   --preset NAME        built-in model with seeded weights: ${Object.keys(presets).join(', ')}
   --model-seed N       seed of the preset's weights (default 0)
   --backend B          tensorflow | wasm | cpu (default: best available)
-${engineOptionUsage}`;
+${engineOptionUsage}
+${threadsOptionUsage}`;
 
 export function modelSource(args: ParsedArgs): ModelSource {
   const dir = str(args, 'model'),
@@ -45,8 +51,24 @@ export function engineFrom(args: ParsedArgs): void {
   }
 }
 
+/**
+ * Applies --threads to the native engine's sessions (src/native/runtime.ts reads the variable;
+ * compute threads started afterwards inherit it): the option, else CHARON_NATIVE_THREADS, else
+ * every core of the host, for a command that has the host to itself.
+ */
+export function threadsFrom(args: ParsedArgs): void {
+  if (str(args, 'threads') !== undefined) process.env.CHARON_NATIVE_THREADS = String(num(args, 'threads', 1, { integer: true, min: 1 }));
+  else if (!process.env.CHARON_NATIVE_THREADS) process.env.CHARON_NATIVE_THREADS = String(availableParallelism());
+  try {
+    nativeThreads();
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+}
+
 export async function backendFrom(args: ParsedArgs): Promise<BackendInfo> {
   engineFrom(args);
+  threadsFrom(args);
   const b = str(args, 'backend');
   if (b !== undefined && !['tensorflow', 'wasm', 'cpu'].includes(b))
     throw new CliError(`--backend must be tensorflow, wasm or cpu, got '${b}'`);

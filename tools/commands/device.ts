@@ -7,7 +7,7 @@
  */
 import { readdirSync, rmSync } from 'node:fs';
 import { privateDir } from '../../src/security/files.ts';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CliError, flag, num, parseCommandArgs, requireStr, str } from '../args.ts';
 import { checkDevice, checkToken } from '../../src/bus/index.ts';
@@ -17,7 +17,7 @@ import { startDevice, type DeviceCompute } from '../../actors/device/actor.ts';
 import { ComputeWorker } from '../../src/runtime/compute-worker.ts';
 import type { DeviceWorkerInfo, DeviceWorkerOptions } from '../device-worker.ts';
 import type { BackendChoice } from '../../src/model/backend.ts';
-import { nativeThreads } from '../../src/native/runtime.ts';
+import { threadsFrom } from '../model-args.ts';
 
 /** How long a device told to stop now (the launcher's Ctrl-C) may take to drain before it exits anyway. */
 const STOP_NOW_MS = 2500;
@@ -102,14 +102,7 @@ export async function run(argv: string[]): Promise<number> {
   const backend = str(args, 'backend');
   if (backend !== undefined && !['wasm', 'cpu', 'tensorflow'].includes(backend))
     throw new CliError(`--backend must be wasm, cpu or tensorflow, got '${backend}'`);
-  // Read by the compute thread's sessions (src/native/runtime.ts), which inherit this environment.
-  if (str(args, 'threads') !== undefined) process.env.CHARON_NATIVE_THREADS = String(num(args, 'threads', 1, { integer: true, min: 1 }));
-  else if (!process.env.CHARON_NATIVE_THREADS) process.env.CHARON_NATIVE_THREADS = String(availableParallelism());
-  try {
-    nativeThreads();
-  } catch (err) {
-    throw new CliError((err as Error).message);
-  }
+  threadsFrom(args);
   // Unset, the budget is the run's to say: the topology's memoryMb for this device (else 2048).
   const memoryMb = str(args, 'memory-mb') === undefined ? null : num(args, 'memory-mb', 0, { min: 1 });
   const slowdown = num(args, 'slowdown', 1, { min: 1 });
