@@ -54,11 +54,11 @@ export function engineFrom(args: ParsedArgs): void {
 /**
  * Applies --threads to the native engine's sessions (src/native/runtime.ts reads the variable;
  * compute threads started afterwards inherit it): the option, else CHARON_NATIVE_THREADS, else
- * every core of the host, for a command that has the host to itself.
+ * `fallback` (every core of the host: a command that has the host to itself).
  */
-export function threadsFrom(args: ParsedArgs): void {
+export function threadsFrom(args: ParsedArgs, fallback = availableParallelism()): void {
   if (str(args, 'threads') !== undefined) process.env.CHARON_NATIVE_THREADS = String(num(args, 'threads', 1, { integer: true, min: 1 }));
-  else if (!process.env.CHARON_NATIVE_THREADS) process.env.CHARON_NATIVE_THREADS = String(availableParallelism());
+  else if (!process.env.CHARON_NATIVE_THREADS) process.env.CHARON_NATIVE_THREADS = String(fallback);
   try {
     nativeThreads();
   } catch (err) {

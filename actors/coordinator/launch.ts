@@ -10,11 +10,9 @@
  * everything is up (training, or just waiting).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { availableParallelism } from 'node:os';
 import { openSync, closeSync, rmSync } from 'node:fs';
 import { inside, privateDir } from '../../src/security/files.ts';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { createActor, fromPromise } from 'xstate';
 import { Bus, COORDINATOR, DEFAULT_MAX_PAYLOAD, startNatsServer, type NatsServer } from '../../src/bus/index.ts';
 import { credsDir, ensureRunCredentials, OBSERVER, readSeed, seedPath } from '../../src/security/credentials.ts';
@@ -25,9 +23,8 @@ import { supervisorMachine, type BackoffPolicy, type ChildInput } from '../../sr
 import { startCoordinator, type Coordinator } from './actor.ts';
 import { runJoinTerms, specFromTopology, type RunSpec } from '../../src/train/run-spec.ts';
 import type { JoinTerms } from './registry.ts';
+import { deviceArgs, localDevices, type DeviceArgsDeps } from './device-args.ts';
 import { profilerArgs, superviseCoordinator, type CoordinatorProcess, type CoordinatorProcessOptions } from './coordinator-process.ts';
-
-const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
 
 /** Restart policy for local device processes. */
 export const deviceRestartPolicy: BackoffPolicy = { initialMs: 250, factor: 2, maxMs: 2000, maxRestarts: 3, stableMs: 30_000 };
@@ -212,15 +209,7 @@ export async function launchRun<T>(topology: Topology, opts: LaunchOptions, body
   }
 }
 
-interface DeviceDeps {
-  natsUrl: string;
-  /** the device's seed file, when the bus is authenticated */
-  creds?: string;
-  /** the run's CA (and the device's client certificate with mutual TLS), when the bus requires TLS */
-  tls?: ClientTls;
-  keepCache?: boolean;
-  topology: Topology;
-  runDir: string;
+interface DeviceDeps extends DeviceArgsDeps {
   children: Set<ChildProcess>;
   events: RunEvents;
   fail: (err: Error) => void;
@@ -254,57 +243,6 @@ export function embeddedServer(
 
 /** Where the local devices of a launch of `topology` in `runDir` keep their activation caches, one folder each. */
 export const cachesDir = (runDir: string, topology: Topology): string => inside(runDir, topology.training.cache.dir, 'training.cache.dir');
-
-/** The devices launch spawns as processes of its own; the others join with `charon device`. */
-export const localDevices = (topology: Topology): DeviceSpec[] => topology.devices.filter((d) => d.local);
-
-/**
- * Native engine threads of the topology's device `spec` started on this host: its `threads`, else
- * the host's cores shared evenly among the topology's local devices: more native threads than cores
- * on one host only make its devices wait for each other.
- */
-export function deviceThreads(spec: DeviceSpec, topology: Topology): number {
-  return spec.threads ?? Math.max(1, Math.floor(availableParallelism() / Math.max(1, localDevices(topology).length)));
-}
-
-/** The `charon device` options that make a process the topology's device `spec` (its backend, threads, budget and simulation knobs). */
-export function deviceKnobArgs(spec: DeviceSpec, topology: Topology): string[] {
-  return [
-    '--backend',
-    spec.backend,
-    '--threads',
-    String(deviceThreads(spec, topology)),
-    '--memory-mb',
-    String(spec.memoryMb),
-    '--slowdown',
-    String(spec.slowdown),
-    ...(spec.bandwidthMbps !== undefined ? ['--bandwidth-mbps', String(spec.bandwidthMbps)] : []),
-  ];
-}
-
-/** The command line of the local device process `spec`. */
-export function deviceArgs(
-  spec: DeviceSpec,
-  deps: Pick<DeviceDeps, 'natsUrl' | 'creds' | 'tls' | 'keepCache' | 'topology' | 'runDir'>,
-): string[] {
-  return [
-    charonBin,
-    'device',
-    '--nats',
-    deps.natsUrl,
-    '--run',
-    deps.topology.run,
-    '--name',
-    spec.name,
-    ...(deps.creds ? ['--creds', deps.creds] : []),
-    ...(deps.tls ? ['--tls-ca', deps.tls.caFile] : []),
-    ...(deps.tls?.certFile && deps.tls.keyFile ? ['--tls-cert', deps.tls.certFile, '--tls-key', deps.tls.keyFile] : []),
-    ...deviceKnobArgs(spec, deps.topology),
-    '--cache-dir',
-    join(deps.runDir, deps.topology.training.cache.dir, spec.name),
-    ...(deps.keepCache ? ['--keep-cache'] : []),
-  ];
-}
 
 /** Who may join: the topology's devices, and anyone else only when `elastic.allowUnlisted`. */
 export function admission(topology: Topology): (hello: { device: string }) => string | null {

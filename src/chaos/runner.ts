@@ -10,15 +10,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { Bus, CHAOS_ENV, startNatsServer, type FaultReport, type FaultRule, type MessageFault, type NatsServer } from '../bus/index.ts';
 import type { Topology } from '../topology/schema.ts';
 import type { Schedule, ScheduledFault } from './schedule.ts';
-import { deviceKnobArgs } from '../../actors/coordinator/launch.ts';
-
-const charonBin = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'tools', 'charon.js');
+import { charonBin, deviceKnobArgs } from '../../actors/coordinator/device-args.ts';
 
 export type RunEventLine = Record<string, unknown> & { type: string; at?: number };
 

@@ -87,9 +87,9 @@ export function nativeRuntimeVersion(): string | undefined {
 }
 
 /**
- * Intra-op threads per session: CHARON_NATIVE_THREADS, default 1. `charon device` sets it from
- * `--threads` (default: every core of its host) and `charon launch` from the topology (the host's
- * cores shared among its local devices) before the compute thread starts.
+ * Intra-op threads per session: CHARON_NATIVE_THREADS, default 1. The commands set it from their
+ * `--threads` (tools/model-args.ts threadsFrom) before any session or compute thread starts;
+ * `charon launch` gives each local device its own (actors/coordinator/device-args.ts).
  */
 export function nativeThreads(): number {
   const raw = process.env.CHARON_NATIVE_THREADS;

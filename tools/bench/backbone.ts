@@ -15,7 +15,7 @@ import type { ModelConfig } from '../../src/model/types.ts';
 import { NativeLayers, nativeFamilySupported } from '../../src/native/layers.ts';
 import { loadNativeRuntime, measureNativeMatmulGflops, nativeThreads, nativeWeightBytes } from '../../src/native/runtime.ts';
 import { CliError, flag, num, parseCommandArgs, str } from '../args.ts';
-import { engineFrom, engineOptionUsage } from '../model-args.ts';
+import { engineFrom, engineOptionUsage, threadsFrom } from '../model-args.ts';
 
 export const summary = 'backbone forward GFLOP/s vs the engine matmul GFLOP/s, native vs tfjs; fast vs default linear backward';
 
@@ -101,8 +101,8 @@ export async function run(argv: string[]): Promise<number> {
   const backendArg = str(args, 'backend');
   if (backendArg !== undefined && !['wasm', 'tensorflow', 'cpu'].includes(backendArg))
     throw new CliError(`--backend must be wasm, tensorflow or cpu, got '${backendArg}'`);
-  const threadsArg = str(args, 'threads');
-  if (threadsArg !== undefined) process.env.CHARON_NATIVE_THREADS = String(num(args, 'threads', 1, { integer: true, min: 1 }));
+  // One thread unless told: rates comparable with the benches' other figures.
+  threadsFrom(args, 1);
   engineFrom(args);
   const backend = await initBackend(backendArg as BackendChoice | undefined);
   const config: ModelConfig = { ...presets[preset] };
